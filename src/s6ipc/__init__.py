@@ -1,0 +1,37 @@
+"""s6ipc: s6's UCSPI-IPC super-server chain in Python, with sockets from any source.
+
+The library API is imported lazily so that the programs (which import submodules directly)
+start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "bind_unix_socket": "sockets",
+    "connect_unix": "sockets",
+    "peer_credentials": "sockets",
+    "check_listening_stream": "sockets",
+    "apply_uidgid": "privileges",
+    "Spawner": "execution",
+    "exec_argv": "execution",
+    "Server": "server",
+    "ServerConfig": "server",
+    "S6ipcError": "errors",
+    "SystemFailure": "errors",
+    "BadInput": "errors",
+    "ExecFailure": "errors",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 's6ipc' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"s6ipc.{module}"), name)

@@ -1,0 +1,58 @@
+"""The ``s6ipc`` multi-call entry point.
+
+``s6ipc NAME args…`` runs program NAME (an s6 program name without ``s6-``); invoked through a
+link whose name is ``s6-NAME`` (or ``NAME``), the entry point acts as that program, so unchanged
+s6 run scripts work with the link directory first in ``PATH``. ``s6ipc links DIR`` creates
+those links.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, NoReturn, Optional
+
+from .programs import PROGRAMS
+from .programs.chain import own_prefix, program_name, run_program
+
+USAGE = "s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list"
+
+
+def _links(directory: str) -> int:
+    target = own_prefix()
+    if len(target) != 1:
+        os.write(2, b"s6ipc: fatal: no s6ipc console script next to the interpreter: install the package\n")
+        return 111
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for name in sorted(PROGRAMS):
+            link = os.path.join(directory, "s6-" + name)
+            tmp = link + ".new"
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(target[0], tmp)
+            os.replace(tmp, link)
+    except OSError as e:
+        os.write(2, f"s6ipc: fatal: unable to create links in {directory}: {e.strerror}\n".encode())
+        return 111
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> NoReturn:
+    args = list(sys.argv if argv is None else argv)
+    invoked = os.path.basename(args[0]) if args else "s6ipc"
+    if program_name(invoked) is not None:
+        run_program(invoked, args[1:])
+    if len(args) < 2:
+        os.write(2, (USAGE + "\n").encode())
+        os._exit(100)
+    word = args[1]
+    if word == "links" and len(args) == 3:
+        os._exit(_links(args[2]))
+    if word == "list" and len(args) == 2:
+        os.write(1, "".join(f"{n}\n" for n in sorted(PROGRAMS)).encode())
+        os._exit(0)
+    if program_name(word) is None:
+        os.write(2, (USAGE + "\n").encode())
+        os._exit(100)
+    run_program(word, args[2:])

@@ -1,0 +1,142 @@
+"""Executing and spawning programs with s6's (skalibs ``mexec``) semantics.
+
+Some facts this module relies on:
+
+* ``execve`` keeps the PID, the open file descriptors that are not close-on-exec, the signal
+  mask and every signal disposition that is SIG_IGN; caught signals revert to SIG_DFL.
+  CPython ignores SIGPIPE and SIGXFSZ at start-up, so a Python stage that execs a user program
+  must put both back to SIG_DFL first, or the program would inherit "ignored".
+* s6 searches ``$PATH`` itself (default ``/usr/bin:/bin``): empty components are skipped (never
+  the current directory); ENOENT moves on silently; EACCES, EPERM, EISDIR and ENOTDIR are
+  remembered and the search moves on; any other error stops it. The error reported is the
+  remembered one, else ENOENT. There is no ``/bin/sh`` fallback on ENOEXEC.
+* glibc's ``posix_spawn`` creates the child with ``CLONE_VM|CLONE_VFORK`` and reports an
+  ``execve`` failure of the child as the return value of ``posix_spawn`` itself, so a failed
+  spawn leaves no child to reap.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import Dict, List, Mapping, NoReturn, Optional, Sequence
+
+from .errors import ExecFailure
+
+DEFAULT_PATH = "/usr/bin:/bin"
+_REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
+
+#: Signals CPython sets to SIG_IGN at start-up; programs we start must get them at SIG_DFL.
+PYTHON_IGNORED_SIGNALS = tuple(
+    s for s in (getattr(signal, "SIGPIPE", None), getattr(signal, "SIGXFSZ", None)) if s is not None
+)
+
+
+def _candidates(name: str, path: Optional[str]) -> List[str]:
+    if "/" in name:
+        return [name]
+    search = DEFAULT_PATH if path is None else path
+    return [f"{d}/{name}" for d in search.split(":") if d]
+
+
+def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
+    source = os.environ if env is None else env
+    return source.get("PATH")
+
+
+def restore_default_signals() -> None:
+    """Put back SIG_DFL for the signals CPython ignores, before an exec into a foreign program."""
+    for sig in PYTHON_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> NoReturn:
+    """Replace the process image by *argv* (s6 PATH search), with *env* or ``os.environ``.
+
+    Raises :class:`ExecFailure` naming ``argv[0]`` when every candidate failed.
+    """
+    if not argv or not argv[0]:
+        raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
+    environment: Mapping[str, str] = os.environ if env is None else env
+    remembered = 0
+    for candidate in _candidates(argv[0], _path_of(env)):
+        try:
+            os.execve(candidate, list(argv), environment)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                continue
+            if e.errno in _REMEMBERED:
+                remembered = e.errno
+                continue
+            remembered = e.errno or errno.EINVAL
+            break
+    raise ExecFailure(argv[0], remembered or errno.ENOENT)
+
+
+class Spawner:
+    """Spawns one fixed program many times, as cheaply as Python allows (``posix_spawn``).
+
+    The PATH search is done once, at construction; it is redone (with exec's error rules) only
+    when the cached path stops working. Each spawned child gets *fd* on its fds 0 and 1 (the
+    ``dup2`` file actions clear close-on-exec on the copies), an empty signal mask, and SIG_DFL
+    for SIGPIPE and SIGXFSZ. Any other descriptor of the caller reaches the child only if it is
+    not close-on-exec: keeping that true is the caller's job.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv or not argv[0]:
+            raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
+        self.argv = list(argv)
+        self.name = argv[0]
+        self._path: Optional[str] = None
+        self._sigdef = PYTHON_IGNORED_SIGNALS
+
+    def _resolve(self, env: Mapping[str, str]) -> str:
+        remembered = 0
+        for candidate in _candidates(self.name, env.get("PATH")):
+            try:
+                st = os.stat(candidate)
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    continue
+                if e.errno in _REMEMBERED:
+                    remembered = e.errno
+                    continue
+                raise ExecFailure(self.name, e.errno or errno.EINVAL) from None
+            if not os.access(candidate, os.X_OK) or (st.st_mode & 0o170000) == 0o040000:
+                remembered = errno.EISDIR if (st.st_mode & 0o170000) == 0o040000 else errno.EACCES
+                continue
+            return candidate
+        raise ExecFailure(self.name, remembered or errno.ENOENT)
+
+    def spawn(self, fd: int, env: Dict[str, str]) -> int:
+        """Start the program with *fd* as its stdin and stdout; return its pid.
+
+        Raises :class:`ExecFailure` (program not executable) or :class:`OSError` (no resources:
+        EAGAIN, ENOMEM...).
+        """
+        path = self._path
+        if path is None:
+            path = self._path = self._resolve(env)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)]
+        try:
+            return os.posix_spawn(
+                path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
+            )
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR):
+                raise
+            self._path = None
+            if "/" in self.name or e.errno == errno.ENOEXEC:
+                raise ExecFailure(self.name, e.errno) from None
+        path = self._path = self._resolve(env)
+        try:
+            return os.posix_spawn(
+                path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
+            )
+        except OSError as e:
+            self._path = None
+            if e.errno in (errno.EAGAIN, errno.ENOMEM):
+                raise
+            raise ExecFailure(self.name, e.errno or errno.EINVAL) from None

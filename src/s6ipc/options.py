@@ -1,0 +1,119 @@
+"""Command-line parsing exactly as skalibs' ``subgetopt`` and its number scanners do it.
+
+Facts this module reproduces (s6 2.11 / skalibs 2.13):
+
+* Short options only; parsing stops at the first argument that does not start with ``-``,
+  at a lone ``-`` (kept as a positional argument) or after ``--`` (consumed). No permutation.
+* Options group (``-qv``); values attach (``-c5``) or follow (``-c 5``).
+* ``--foo``, an unknown letter or a missing value is a usage error (exit 100, usage line only).
+* Numbers are unsigned 32-bit decimal, digits only: ``""``, ``+5``, `` 5``, ``5x``, ``-1`` and
+  anything above 4294967295 are rejected; leading zeros are decimal.
+* Group lists are numbers separated by runs of ``,:;`` space, tab, CR, LF; scanning stops at the
+  first token that is not a number; only an entirely unparseable non-empty string is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+UINT32_MAX = 0xFFFFFFFF
+
+
+class UsageError(Exception):
+    """The command line does not parse: the program prints its usage line and exits 100."""
+
+
+Parsed = Tuple[List[Tuple[str, Optional[str]]], List[str]]
+
+
+def getopt(args: List[str], optstring: str) -> Parsed:
+    """Parse *args* (argv without argv[0]) against a getopt-style *optstring*.
+
+    Returns ``(options, rest)`` where options is a list of ``(letter, value or None)`` in
+    command-line order. Raises :class:`UsageError`.
+    """
+    takes_value = {c: optstring[i + 1 : i + 2] == ":" for i, c in enumerate(optstring) if c != ":"}
+    options: List[Tuple[str, Optional[str]]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            raise UsageError(arg)
+        j = 1
+        while j < len(arg):
+            letter = arg[j]
+            if letter not in takes_value:
+                raise UsageError(letter)
+            if takes_value[letter]:
+                if j + 1 < len(arg):
+                    value = arg[j + 1 :]
+                else:
+                    i += 1
+                    if i >= len(args):
+                        raise UsageError(letter)
+                    value = args[i]
+                options.append((letter, value))
+                break
+            options.append((letter, None))
+            j += 1
+        i += 1
+    return options, args[i:]
+
+
+_DIGITS = re.compile(r"[0-9]+\Z")
+_OCTAL = re.compile(r"[0-7]+\Z")
+
+
+def parse_uint(text: str) -> int:
+    """Whole-string unsigned 32-bit decimal (skalibs ``uint0_scan``). Raises :class:`UsageError`."""
+    if not _DIGITS.match(text):
+        raise UsageError(text)
+    value = int(text, 10)
+    if value > UINT32_MAX:
+        raise UsageError(text)
+    return value
+
+
+def parse_octal(text: str) -> int:
+    """Whole-string octal (skalibs ``uint0_oscan``). Raises :class:`UsageError`."""
+    if not _OCTAL.match(text):
+        raise UsageError(text)
+    value = int(text, 8)
+    if value > UINT32_MAX:
+        raise UsageError(text)
+    return value
+
+
+_GID_SEPARATORS = ",:; \t\r\n"
+
+
+def parse_gidlist(text: str) -> Optional[List[int]]:
+    """Scan a supplementary group list as skalibs' ``gid_scanlist`` does (checked on the binary).
+
+    Each number is scanned greedily while it fits in 32 bits (``42949672951`` is 4294967295 then
+    1); a run of separators follows each number; scanning stops silently at the first position
+    where no digit starts (``5,,x,6`` is [5]). Returns the list, possibly empty for ``""``, or
+    None when *text* is non-empty and no number could be scanned at all (``,5``, ``abc``): the
+    only case s6 rejects.
+    """
+    gids: List[int] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        value, start = 0, pos
+        while pos < n and "0" <= text[pos] <= "9" and value * 10 + int(text[pos]) <= UINT32_MAX:
+            value = value * 10 + int(text[pos])
+            pos += 1
+        if pos == start:
+            break
+        gids.append(value)
+        while pos < n and text[pos] in _GID_SEPARATORS:
+            pos += 1
+    if not gids and text:
+        return None
+    return gids

@@ -1,0 +1,14 @@
+"""One thin module per program: parse options, call the library, exec or serve.
+
+``PROGRAMS`` maps each program name (the s6 name without ``s6-``) to its module. Every module
+defines ``USAGE`` (the usage line after the program name) and ``main(reporter, args)``, which
+never returns.
+"""
+
+PROGRAMS = {
+    "ipcserver": "ipcserver",
+    "ipcserver-socketbinder": "ipcserver_socketbinder",
+    "applyuidgid": "applyuidgid",
+    "ipcserverd": "ipcserverd",
+    "ipcclient": "ipcclient",
+}

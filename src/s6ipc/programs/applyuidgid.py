@@ -1,0 +1,57 @@
+"""applyuidgid: set supplementary groups, gid and uid, then exec the rest of the command line."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn, Optional
+
+from ..errors import BadInput
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_gidlist, parse_uint
+from ..privileges import apply_uidgid
+from .chain import exec_into
+
+USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
+
+_FULL_DECIMAL_MAX = 0xFFFFFFFF
+
+
+def _env_id(name: str) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        raise BadInput(f"{name} not set", 100)
+    if not value.isdigit() or not value.isascii() or int(value) > _FULL_DECIMAL_MAX:
+        raise BadInput(f"invalid ${name}", 100)
+    return int(value)
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "zu:g:G:U")
+    uid, gid, unexport = 0, 0, False
+    groups: Optional[List[int]] = None
+    for letter, value in opts:
+        if letter == "z":
+            unexport = True
+        elif letter == "u":
+            uid = parse_uint(value or "")
+        elif letter == "g":
+            gid = parse_uint(value or "")
+        elif letter == "G":
+            groups = parse_gidlist(value or "")
+            if groups is None:
+                raise UsageError(letter)
+        elif letter == "U":
+            uid = _env_id("UID")
+            gid = _env_id("GID")
+            if "GIDLIST" not in os.environ:
+                raise BadInput("GIDLIST not set", 100)
+            groups = parse_gidlist(os.environ["GIDLIST"])
+            if groups is None:
+                raise BadInput("invalid $GIDLIST", 100)
+    if not rest:
+        raise UsageError("too few arguments")
+    apply_uidgid(uid, gid, groups)
+    if unexport:
+        for name in ("UID", "GID", "GIDLIST"):
+            os.environ.pop(name, None)
+    exec_into(reporter, rest)

@@ -1,0 +1,88 @@
+"""Chain loading: how one stage hands the process to the rest of its command line.
+
+s6 stages ``execve`` into the next one. When the next stage is one of ours, named with the prefix
+:func:`own_prefix` returns, we run it *in this process* instead: same PID, same descriptors, same
+environment (``os.environ`` is what an exec would pass), same ids — the observable result of an
+exec — but without paying for a new Python interpreter at every link (about 20 ms each). What a
+stage must do to make this indistinguishable from an exec: close the close-on-exec descriptors it
+opened (the socket binder closes its lock file) and leave signal dispositions as it found them.
+The only visible difference is ``/proc/PID/cmdline``, which keeps showing the first stage.
+
+A foreign program (s6's C binaries, the user's program) is exec'd for real, after SIGPIPE and
+SIGXFSZ are put back to SIG_DFL (CPython ignores them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import List, NoReturn, Optional, Sequence
+
+from ..errors import S6ipcError
+from ..execution import exec_argv, restore_default_signals
+from ..messages import Reporter, flush_stdio
+from ..options import UsageError
+from . import PROGRAMS
+
+
+def own_prefix() -> List[str]:
+    """The argv prefix that names this toolkit's stages in a chain, usable without activating a venv.
+
+    It is the ``s6ipc`` console script next to the running interpreter when there is one (a venv
+    or an installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "s6ipc"]
+
+
+def stage(name: str, style: str) -> List[str]:
+    """The argv words naming our program *name*, in the naming *style* of the caller (``s6-`` or ``""``)."""
+    return own_prefix() + [style + name]
+
+
+def program_name(word: str) -> Optional[str]:
+    """The program a dispatch word names (``ipcserverd`` or ``s6-ipcserverd``), or None."""
+    if word in PROGRAMS:
+        return word
+    if word.startswith("s6-") and word[3:] in PROGRAMS:
+        return word[3:]
+    return None
+
+
+def run_program(word: str, args: Sequence[str]) -> NoReturn:
+    """Run program *word* (a name from :data:`PROGRAMS`, maybe ``s6-``-prefixed) with *args*."""
+    name = program_name(word)
+    if name is None:
+        raise KeyError(word)
+    module = importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}")
+    reporter = Reporter(word)
+    try:
+        module.main(reporter, list(args))
+    except UsageError:
+        reporter.usage(module.USAGE)
+    except S6ipcError as e:
+        reporter.die(e)
+    except KeyboardInterrupt:
+        os._exit(130)
+    raise AssertionError(f"{word} returned")
+
+
+def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:
+    """Hand the process to *argv*: in-process for our own stages, ``execve`` for anything else.
+
+    Never returns; an exec failure is reported as ``unable to exec NAME`` (exit 126/127).
+    """
+    flush_stdio()
+    prefix = own_prefix()
+    n = len(prefix)
+    if len(argv) > n and list(argv[:n]) == prefix and program_name(argv[n]) is not None:
+        sys.argv = list(argv)
+        run_program(argv[n], argv[n + 1 :])
+    restore_default_signals()
+    try:
+        exec_argv(argv)
+    except S6ipcError as e:
+        reporter.die(e)

@@ -1,0 +1,58 @@
+"""ipcclient: connect to a Unix socket, put the connection on fds 6 and 7, exec the program."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn, Optional
+
+from ..errors import SystemFailure
+from ..messages import Reporter
+from ..options import UsageError, getopt
+from ..sockets import IPCPATH_MAX, address_text, connect_unix
+from .chain import exec_into
+
+USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "qQvp:l:")
+    verbosity = 1
+    bind_path: Optional[str] = None
+    local_name: Optional[str] = None
+    for letter, value in opts:
+        if letter == "q":
+            verbosity = max(verbosity - 1, 0)
+        elif letter == "Q":
+            verbosity = 1
+        elif letter == "v":
+            verbosity += 1
+        elif letter == "p":
+            bind_path = value
+        elif letter == "l":
+            local_name = value
+    if len(rest) < 2:
+        raise UsageError("too few arguments")
+    sock = connect_unix(rest[0], bind_path)
+    if verbosity >= 2:
+        reporter.info(f"{reporter.name}: connected to {rest[0]}")
+    if local_name is not None:
+        os.environ["IPCLOCALPATH"] = os.fsdecode(os.fsencode(local_name)[:IPCPATH_MAX])
+    else:
+        try:
+            os.environ["IPCLOCALPATH"] = address_text(sock.getsockname())
+        except OSError:
+            os.environ.pop("IPCLOCALPATH", None)
+    fd = sock.detach()
+    for target in (6, 7):
+        try:
+            os.dup2(fd, target, inheritable=True)
+        except OSError as e:
+            raise SystemFailure(f"set up fd {target}", e.errno or 9) from None
+    if fd not in (6, 7):
+        os.close(fd)
+    os.environ.pop("PROTO", None)
+    os.environ["PROTO"] = "IPC"
+    ipclocal = os.environ.pop("IPCLOCALPATH", None)
+    if ipclocal is not None:
+        os.environ["IPCLOCALPATH"] = ipclocal
+    exec_into(reporter, rest[1:])

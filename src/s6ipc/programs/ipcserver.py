@@ -1,0 +1,125 @@
+"""ipcserver: rewrite s6-ipcserver's options into the chain socketbinder → [applyuidgid] → ipcserverd.
+
+It does no work itself: it validates and normalises the options exactly as s6-ipcserver does
+(``-b/-c/-C 0`` become 1, ``-a`` becomes ``0NNN``, ``-q/-v`` become ``-v0/-v2``, ``-U`` becomes
+``-Uz`` and resets earlier ``-u/-g/-G``, a uid or gid of 0 means no change) and execs the chain.
+The stages are named with :func:`s6ipc.programs.chain.stage`, so the chain runs from a venv
+without activating it — and, being ours, runs in this same process (see ``chain``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, NoReturn, Optional
+
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_gidlist, parse_octal, parse_uint
+from .chain import exec_into, stage
+
+USAGE = (
+    "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
+    "[ -b backlog ] [ -a socketperms ] [ -G gid,gid,... ] [ -g gid ] [ -u uid ] [ -U ] path prog..."
+)
+
+
+@dataclass
+class ServerOptions:
+    """The options of s6-ipcserver after parsing (None: not given)."""
+
+    verbosity: int = 1
+    reuse: bool = True
+    lookup: bool = True
+    notify: bool = False
+    maxconn: Optional[int] = None
+    localmaxconn: Optional[int] = None
+    backlog: Optional[int] = None
+    perms: int = 0o777
+    uid: int = 0
+    gid: int = 0
+    groups: Optional[List[int]] = None
+    from_env: bool = False
+
+
+def parse(args: List[str]) -> "tuple[ServerOptions, List[str]]":
+    """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
+    opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:U")
+    o = ServerOptions()
+    for letter, value in opts:
+        v = value or ""
+        if letter in "qQv":
+            o.verbosity = {"q": 0, "Q": 1, "v": 2}[letter]
+        elif letter in "dD":
+            o.reuse = letter == "d"
+        elif letter in "Pp":
+            o.lookup = letter == "p"
+        elif letter == "1":
+            o.notify = True
+        elif letter == "c":
+            o.maxconn = parse_uint(v) or 1
+        elif letter == "C":
+            o.localmaxconn = parse_uint(v) or 1
+        elif letter == "b":
+            o.backlog = parse_uint(v) or 1
+        elif letter == "a":
+            o.perms = parse_octal(v)
+        elif letter == "G":
+            groups = parse_gidlist(v)
+            if groups is None:
+                raise UsageError(letter)
+            o.groups = groups
+        elif letter == "g":
+            o.gid = parse_uint(v)
+        elif letter == "u":
+            o.uid = parse_uint(v)
+        elif letter == "U":
+            o.from_env, o.uid, o.gid, o.groups = True, 0, 0, None
+    if len(rest) < 2:
+        raise UsageError("too few arguments")
+    return o, rest
+
+
+def privilege_stage(o: "ServerOptions", style: str) -> List[str]:
+    """The applyuidgid words of the chain (empty when no drop was asked), shared with fdholder-daemon."""
+    if not (o.from_env or o.uid or o.gid or o.groups is not None):
+        return []
+    argv = stage("applyuidgid", style)
+    if o.from_env:
+        argv.append("-Uz")
+    if o.uid:
+        argv += ["-u", str(o.uid)]
+    if o.gid:
+        argv += ["-g", str(o.gid)]
+    if o.groups is not None:
+        argv += ["-G", ",".join(str(g) for g in o.groups)]
+    return argv + ["--"]
+
+
+def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:
+    """The argv s6-ipcserver would exec, with our stages in place of /usr/bin/s6-*."""
+    argv = stage("ipcserver-socketbinder", style)
+    if not o.reuse:
+        argv.append("-D")
+    if o.backlog is not None:
+        argv += ["-b", str(o.backlog)]
+    if o.perms != 0o777:
+        argv += ["-a", "0" + format(o.perms & 0o777, "o")]
+    argv += ["--", path]
+    argv += privilege_stage(o, style)
+    argv += stage("ipcserverd", style)
+    if o.verbosity != 1:
+        argv.append(f"-v{o.verbosity}")
+    if o.notify:
+        argv.append("-1")
+    if not o.lookup:
+        argv.append("-P")
+    if o.maxconn is not None:
+        argv += ["-c", str(o.maxconn)]
+    if o.localmaxconn is not None:
+        argv += ["-C", str(o.localmaxconn)]
+    return argv + ["--"] + prog
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    o, rest = parse(args)
+    style = "s6-" if reporter.name.startswith("s6-") else ""
+    exec_into(reporter, build_chain(o, rest[0], rest[1:], style))

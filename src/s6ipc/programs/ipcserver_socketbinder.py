@@ -1,0 +1,44 @@
+"""ipcserver-socketbinder: bind a Unix socket, put it on fd 0, exec the rest of the command line."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_octal, parse_uint
+from ..sockets import SOMAXCONN, bind_unix_socket
+from .chain import exec_into
+
+USAGE = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -a perms ] [ -B ] path prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "dDb:mMa:B")
+    reuse, backlog, datagram, perms, blocking = True, SOMAXCONN, False, 0o777, False
+    for letter, value in opts:
+        if letter == "d":
+            reuse = True
+        elif letter == "D":
+            reuse = False
+        elif letter == "b":
+            backlog = parse_uint(value or "")
+        elif letter == "m":
+            datagram = True
+        elif letter == "M":
+            datagram = False
+        elif letter == "a":
+            perms = parse_octal(value or "")
+        elif letter == "B":
+            blocking = True
+    if len(rest) < 2:
+        raise UsageError("too few arguments")
+    fd = bind_unix_socket(
+        rest[0], perms=perms, reuse=reuse, backlog=backlog, datagram=datagram, blocking=blocking
+    )
+    if fd != 0:
+        os.dup2(fd, 0, inheritable=True)
+        os.close(fd)
+    else:
+        os.set_inheritable(0, True)
+    exec_into(reporter, rest[1:])

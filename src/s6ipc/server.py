@@ -1,0 +1,364 @@
+"""The accept loop of ipcserverd: one listening socket, one spawned program per connection.
+
+Some facts about the kernel and CPython that this loop relies on:
+
+* **Signals.** CPython runs Python-level handlers only between bytecodes of the main thread, but
+  its C-level handler writes the signal number as one byte to the fd given to
+  ``signal.set_wakeup_fd`` at once. We poll that pipe next to the listening socket and read the
+  signal numbers from it, so SIGCHLD, SIGTERM, SIGHUP, SIGQUIT and SIGABRT are handled in the loop,
+  in arrival order, never in the middle of a spawn. Every other signal keeps its default action,
+  as in s6 (CPython's SIGINT handler is removed).
+* **SIGCHLD** is not queued: one delivery may stand for many exited children, so reaping loops on
+  ``waitpid(-1, WNOHANG)`` until it returns 0 or ECHILD.
+* **Descriptors.** Children receive the connection on fds 0 and 1 (``dup2`` clears close-on-exec
+  on the copies) and the inherited fd 2. Everything else the daemon holds is made close-on-exec
+  at start-up — the listening socket above all, and also whatever the daemon's own parent leaked
+  to it (s6 passes those on; we do not) — so no descriptor leaks into a child.
+* **fd 1.** Without ``-1`` it is closed at start (as s6 does); with ``-1`` it carries one newline,
+  then is closed. Either way /dev/null (close-on-exec) is then opened on fd 1 so that ``accept``
+  can never hand out fd 1, whose ``dup2`` onto itself would keep close-on-exec set.
+* **Backlog.** The listening socket is polled only while fewer than *maxconn* children live:
+  at the limit, clients wait in the kernel's backlog rather than being refused.
+* **Running out of descriptors** (EMFILE, ENFILE) makes ``accept`` fail while the socket stays
+  readable: s6 spins on it at 100 % CPU, logging a warning per try. We log once per episode and
+  stop polling the socket for a back-off delay (10 ms doubling to 1 s, cut short by a child's
+  exit), then retry; queued clients wait in the backlog meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+from typing import Dict, List, Optional, Protocol
+
+from .errors import BadInput, ExecFailure, SystemFailure
+from .execution import Spawner
+from .sockets import address_text, check_listening_stream
+
+ABSOLUTE_MAXCONN = 1000
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 1.0
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+#: Variables a supervisor or activator meant for the daemon only: never passed to children.
+PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+                     "WATCHDOG_PID", "WATCHDOG_USEC")
+_CONNECTION_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM", "IPCREMOTEPATH")
+_HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
+
+
+class Log(Protocol):
+    """Where the server's log lines go (the program layer passes an s6-style reporter)."""
+
+    def info(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+
+class ServerConfig:
+    """What s6-ipcserverd's options say, after s6's normalisation (see :meth:`normalised`)."""
+
+    def __init__(self, argv: List[str], *, verbosity: int = 1, lookup: bool = True, maxconn: int = 40,
+                 localmaxconn: int = 40, notify: bool = False) -> None:
+        self.argv = argv
+        self.verbosity = verbosity
+        self.lookup = lookup
+        self.maxconn = maxconn
+        self.localmaxconn = localmaxconn
+        self.notify = notify
+
+    def normalised(self) -> "ServerConfig":
+        """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
+        maxconn = min(max(self.maxconn, 1), ABSOLUTE_MAXCONN)
+        local = self.localmaxconn
+        if not self.lookup or local > maxconn:
+            local = maxconn
+        return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
+                            localmaxconn=local, notify=self.notify)
+
+
+def _close_on_exec_everything(keep_open: int) -> None:
+    """Set close-on-exec on every open fd above *keep_open* (fd 2 and below stay as they are)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(keep_open + 1, 1024))
+    for fd in fds:
+        if fd > keep_open:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
+def _reserve_fd1() -> None:
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    if null != 1:
+        os.dup2(null, 1, inheritable=False)
+        os.close(null)
+
+
+def child_environment(environ: Dict[str, str]) -> Dict[str, str]:
+    """The daemon's environment minus what each connection sets and what is private to the daemon."""
+    env = dict(environ)
+    for name in _CONNECTION_VARIABLES + PRIVATE_VARIABLES:
+        env.pop(name, None)
+    return env
+
+
+class Server:
+    """s6-ipcserverd's loop over the listening socket on fd 0.
+
+    :meth:`start` checks fd 0 and prepares (raising :class:`SystemFailure` or
+    :class:`~s6ipc.errors.BadInput` with s6's exit codes); :meth:`serve` runs until SIGTERM, SIGQUIT
+    or SIGABRT and returns the exit code (0). *log* receives the daemon's lines, *child_log* the
+    lines s6 prints from a child that could not exec (``s6-ipcserver (child): fatal: …``).
+    """
+
+    def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0) -> None:
+        self.config = config.normalised()
+        self.log = log
+        self.child_log = child_log
+        self.listen_fd = listen_fd
+        self.children: Dict[int, int] = {}
+        self.per_uid: Dict[int, int] = {}
+        self.spawner = Spawner(self.config.argv)
+        self.base_env = child_environment(dict(os.environ))
+        self._wakeup_r = -1
+        self._listener: Optional[socket.socket] = None
+        self._poller = select.poll()
+        self._polling_listener = False
+        self._backoff = 0.0
+        self._running = True
+
+    # -- start-up ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline."""
+        check_listening_stream(self.listen_fd)
+        os.set_inheritable(self.listen_fd, False)
+        if self.config.notify:
+            try:
+                os.fstat(1)
+            except OSError as e:
+                raise BadInput(f"called with option -1 but stdout said: {os.strerror(e.errno or 9)}", 100)
+        else:
+            try:
+                os.close(1)
+            except OSError:
+                pass
+            _reserve_fd1()
+        _close_on_exec_everything(2)
+        self._install_signals()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
+        if self.config.verbosity >= 2:
+            self.log.info("starting")
+            self._status()
+        if self.config.notify:
+            try:
+                os.write(1, b"\n")
+            except OSError:
+                pass
+            os.close(1)
+            _reserve_fd1()
+        self._set_listening(True)
+
+    def _install_signals(self) -> None:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_r = r
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in _HANDLED_SIGNALS:
+            signal.signal(sig, _ignore_handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self._poller.register(r, select.POLLIN)
+
+    def _set_listening(self, on: bool) -> None:
+        if on and not self._polling_listener:
+            self._poller.register(self.listen_fd, select.POLLIN)
+        elif not on and self._polling_listener:
+            self._poller.unregister(self.listen_fd)
+        self._polling_listener = on
+
+    # -- the loop ---------------------------------------------------------------------------
+    def serve(self) -> int:
+        """Run the loop; returns 0 after SIGTERM, SIGQUIT or SIGABRT. Raises :class:`SystemFailure`."""
+        listen_fd, wakeup = self.listen_fd, self._wakeup_r
+        poll = self._poller.poll
+        while self._running:
+            timeout = None
+            if self._backoff and not self._polling_listener:
+                timeout = self._backoff * 1000
+            try:
+                events = poll(timeout)
+            except InterruptedError:
+                continue
+            if not events and self._backoff:
+                self._resume_after_backoff()
+                continue
+            for fd, mask in events:
+                if fd == wakeup:
+                    if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        raise SystemFailure("trouble with selfpipe", errno.EIO)
+                    self._handle_signals()
+                elif fd == listen_fd and self._polling_listener:
+                    if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        raise BadInput("trouble with socket", 111)
+                    self._accept_one()
+        if self.config.verbosity >= 2:
+            self.log.info("exiting")
+        return 0
+
+    def _resume_after_backoff(self) -> None:
+        self._set_listening(len(self.children) < self.config.maxconn)
+
+    def _accept_one(self) -> None:
+        assert self._listener is not None
+        try:
+            conn, address = self._listener.accept()
+        except OSError as e:
+            code = e.errno or errno.EIO
+            if code in _NO_DESCRIPTORS:
+                if not self._backoff:
+                    if self.config.verbosity >= 1:
+                        self.log.warn(f"unable to accept: {os.strerror(code)}")
+                    self._backoff = _BACKOFF_FIRST
+                else:
+                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+                self._set_listening(False)
+            elif self.config.verbosity >= 1:
+                self.log.warn(f"unable to accept: {os.strerror(code)}")
+            return
+        self._backoff = 0.0
+        try:
+            self._serve_connection(conn, address)
+        finally:
+            conn.close()
+
+    def _serve_connection(self, conn: socket.socket, address: object) -> None:
+        config = self.config
+        if config.lookup:
+            try:
+                raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            except OSError as e:
+                if config.verbosity >= 1:
+                    self.log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
+                return
+            uid = int.from_bytes(raw[4:8], "little")
+            gid = int.from_bytes(raw[8:12], "little")
+        else:
+            uid = gid = 0
+        num = self.per_uid.get(uid, 0)
+        if num >= config.localmaxconn:
+            who = f"{uid}:{gid}" if config.lookup else "?:?"
+            self.log.info(f"deny {who} count {num}/{config.localmaxconn}: Success")
+            return
+        env = self.base_env.copy()
+        env["PROTO"] = "IPC"
+        if config.lookup:
+            env["IPCREMOTEEUID"] = str(uid)
+            env["IPCREMOTEEGID"] = str(gid)
+            env["IPCCONNNUM"] = str(num + 1)
+        else:
+            env["IPCCONNNUM"] = ""
+        env["IPCREMOTEPATH"] = address_text(address) if address else ""
+        try:
+            pid = self.spawner.spawn(conn.fileno(), env)
+        except ExecFailure as e:
+            self.child_log.error(str(e))
+            return
+        except OSError as e:
+            if config.verbosity >= 1:
+                self.log.warn(f"unable to spawn {config.argv[0]}: {os.strerror(e.errno or errno.EIO)}")
+            return
+        self.children[pid] = uid
+        self.per_uid[uid] = num + 1
+        if config.verbosity >= 2:
+            if config.lookup:
+                self.log.info(f"allow {uid}:{gid} pid {pid} count {num + 1}/{config.localmaxconn}")
+            else:
+                self.log.info(f"allow ?:? pid {pid} count ?/{config.localmaxconn}")
+            self._status()
+        if len(self.children) >= config.maxconn:
+            self._set_listening(False)
+
+    def _status(self) -> None:
+        self.log.info(f"status: {len(self.children)}/{self.config.maxconn}")
+
+    # -- signals and children ---------------------------------------------------------------
+    def _handle_signals(self) -> None:
+        try:
+            data = os.read(self._wakeup_r, 512)
+        except BlockingIOError:
+            return
+        for signo in data:
+            if signo == signal.SIGCHLD:
+                self._reap()
+            elif signo == signal.SIGTERM:
+                if self.config.verbosity >= 2:
+                    self.log.info("received SIGTERM, quitting")
+                self._running = False
+            elif signo == signal.SIGHUP:
+                if self.config.verbosity >= 2:
+                    self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
+                self._kill_all(signal.SIGTERM, signal.SIGCONT)
+            elif signo == signal.SIGQUIT:
+                if self.config.verbosity >= 2:
+                    self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
+                self._kill_all(signal.SIGTERM, signal.SIGCONT)
+                self._running = False
+            elif signo == signal.SIGABRT:
+                if self.config.verbosity >= 2:
+                    self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
+                self._kill_all(signal.SIGKILL)
+                self._running = False
+            if not self._running:
+                return
+
+    def _kill_all(self, *signals: int) -> None:
+        for pid in list(self.children):
+            for sig in signals:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+
+    def _reap(self) -> None:
+        verbose = self.config.verbosity >= 2
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            except OSError as e:
+                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
+            if pid == 0:
+                break
+            uid = self.children.pop(pid, None)
+            if uid is None:
+                continue
+            left = self.per_uid[uid] - 1
+            if left:
+                self.per_uid[uid] = left
+            else:
+                del self.per_uid[uid]
+            if verbose:
+                who = str(uid) if self.config.lookup else "?"
+                if os.WIFSIGNALED(status):
+                    self.log.info(f"end pid {pid} uid {who} signal {os.WTERMSIG(status)}")
+                else:
+                    self.log.info(f"end pid {pid} uid {who} exitcode {os.WEXITSTATUS(status)}")
+                self._status()
+        if self._backoff:
+            self._backoff = _BACKOFF_FIRST
+            self._resume_after_backoff()
+        elif not self._polling_listener and len(self.children) < self.config.maxconn:
+            self._set_listening(True)
+
+
+def _ignore_handler(signo: int, frame: object) -> None:
+    """The Python-level handler: the work is done from the wakeup pipe (see the module docstring)."""
