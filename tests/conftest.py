@@ -1,0 +1,180 @@
+"""Shared fixtures: where our programs and s6's are, short socket directories, servers with -1.
+
+Tests run our programs as real processes (``.venv/bin/s6ipc NAME``) next to Debian's s6 binaries
+(``/usr/bin/s6-NAME``). A test that needs a real peer that is not installed skips, naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator, List, Optional, Sequence
+
+import pytest
+
+S6IPC = os.path.join(os.path.dirname(sys.executable), "s6ipc")
+VENV_PYTHON = sys.executable
+
+
+def ours(name: str) -> List[str]:
+    """argv prefix running our program NAME."""
+    return [S6IPC, name]
+
+
+def theirs(name: str) -> List[str]:
+    """argv prefix running s6's C program s6-NAME (skips the test when s6 is not installed)."""
+    path = f"/usr/bin/s6-{name}"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"Debian's s6 is not installed ({path} missing): apt-get install s6")
+    return [path]
+
+
+IMPLEMENTATIONS = {"ours": ours, "s6": theirs}
+
+
+@pytest.fixture(params=["ours", "s6"])
+def impl(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Parametrise a test over both implementations: ``impl("ipcserver")`` gives the argv prefix."""
+    return IMPLEMENTATIONS[request.param]
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short private directory for socket files (sun_path holds 107 bytes)."""
+    d = tempfile.mkdtemp(prefix="s6t", dir="/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run(argv: Sequence[str], *, timeout: float = 20, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def,type-arg]
+    """Run a command to completion, capturing bytes output."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run(list(argv), timeout=timeout, **kw)
+
+
+def wait_for_ready(fd: int, timeout: float = 10.0) -> bytes:
+    """Read a readiness pipe until a newline or EOF; fail on timeout."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    os.set_blocking(fd, False)
+    while b"\n" not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no readiness newline within {timeout}s (got {data!r})")
+        try:
+            chunk = os.read(fd, 64)
+        except BlockingIOError:
+            time.sleep(0.005)
+            continue
+        if not chunk:
+            raise AssertionError(f"readiness pipe closed without a newline (got {data!r})")
+        data += chunk
+    return data
+
+
+class RunningServer:
+    """A server process started with its fd 1 on a pipe; ready once the ``-1`` newline arrived."""
+
+    def __init__(self, argv: Sequence[str], *, env: Optional[dict] = None, ready: bool = True,  # type: ignore[type-arg]
+                 stderr_path: Optional[str] = None, **kw) -> None:  # type: ignore[no-untyped-def]
+        r, w = os.pipe()
+        self.stderr_path = stderr_path or tempfile.mktemp(prefix="s6t-log", dir="/tmp")
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=self._stderr,
+                                     env=env, **kw)
+        os.close(w)
+        self.ready_fd = r
+        if ready:
+            wait_for_ready(r)
+
+    def log(self) -> str:
+        self._stderr.flush()
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        os.close(self.ready_fd)
+        self._stderr.close()
+        try:
+            os.unlink(self.stderr_path)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def server_factory() -> Iterator:  # type: ignore[type-arg]
+    """Start servers with ``server_factory(argv, ...)``; all are stopped at teardown."""
+    started: List[RunningServer] = []
+
+    def start(argv: Sequence[str], **kw) -> RunningServer:  # type: ignore[no-untyped-def]
+        s = RunningServer(argv, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+def request(path: str, data: bytes = b"", timeout: float = 10.0, bind: Optional[str] = None) -> bytes:
+    """Connect to a Unix socket, send *data*, shut down writing, read everything back."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        if bind:
+            s.bind(bind)
+        s.connect(path)
+        if data:
+            s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def env_of(output: bytes) -> dict:  # type: ignore[type-arg]
+    """Parse ``env`` output into a dict."""
+    result = {}
+    for line in output.decode("utf-8", "replace").splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            result[k] = v
+    return result
+
+
+def nobody_ids() -> tuple:  # type: ignore[type-arg]
+    import pwd
+
+    pw = pwd.getpwnam("nobody")
+    return pw.pw_uid, pw.pw_gid
+
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (privilege changes)")
