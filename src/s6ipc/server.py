@@ -32,7 +32,7 @@ import os
 import select
 import signal
 import socket
-from typing import Dict, List, Optional, Protocol
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
@@ -60,6 +60,14 @@ class Log(Protocol):
     def error(self, text: str) -> None: ...
 
 
+#: A per-connection policy: given (uid, gid, env prepared for the child, connection socket), return
+#: the spawner and environment to use, or None to refuse the connection (it is then closed).
+#: The access-control fast path plugs in here; see :attr:`Server.policy`.
+ConnectionPolicy = Callable[
+    [int, int, Dict[str, str], socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
+]
+
+
 class ServerConfig:
     """What s6-ipcserverd's options say, after s6's normalisation (see :meth:`normalised`)."""
 
@@ -72,7 +80,7 @@ class ServerConfig:
         self.localmaxconn = localmaxconn
         self.notify = notify
 
-    def normalised(self) -> "ServerConfig":
+    def normalised(self) -> ServerConfig:
         """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
         maxconn = min(max(self.maxconn, 1), ABSOLUTE_MAXCONN)
         local = self.localmaxconn
@@ -135,6 +143,12 @@ class Server:
         self._polling_listener = False
         self._backoff = 0.0
         self._running = True
+        #: Optional per-connection policy (None: always spawn ``config.argv``).
+        self.policy: Optional[ConnectionPolicy] = None
+        #: Called once, right after the ``-1`` newline (readiness sinks such as sd_notify).
+        self.on_ready: List[Callable[[], None]] = []
+        #: Called once when the loop ends, before :meth:`serve` returns.
+        self.on_exit: List[Callable[[], None]] = []
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,7 +159,7 @@ class Server:
             try:
                 os.fstat(1)
             except OSError as e:
-                raise BadInput(f"called with option -1 but stdout said: {os.strerror(e.errno or 9)}", 100)
+                raise BadInput(f"called with option -1 but stdout said: {os.strerror(e.errno or 9)}", 100) from None
         else:
             try:
                 os.close(1)
@@ -165,6 +179,8 @@ class Server:
                 pass
             os.close(1)
             _reserve_fd1()
+        for hook in self.on_ready:
+            hook()
         self._set_listening(True)
 
     def _install_signals(self) -> None:
@@ -209,6 +225,8 @@ class Server:
                     if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                         raise BadInput("trouble with socket", 111)
                     self._accept_one()
+        for hook in self.on_exit:
+            hook()
         if self.config.verbosity >= 2:
             self.log.info("exiting")
         return 0
@@ -266,8 +284,14 @@ class Server:
         else:
             env["IPCCONNNUM"] = ""
         env["IPCREMOTEPATH"] = address_text(address) if address else ""
+        spawner = self.spawner
+        if self.policy is not None:
+            decision = self.policy(uid, gid, env, conn)
+            if decision is None:
+                return
+            spawner, env = decision
         try:
-            pid = self.spawner.spawn(conn.fileno(), env)
+            pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
             self.child_log.error(str(e))
             return

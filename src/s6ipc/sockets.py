@@ -80,7 +80,7 @@ def bind_unix_socket(
 
     Raises :class:`SystemFailure` ("create socket", "bind to PATH", "listen to PATH").
     """
-    kind = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
+    kind = int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)
     if not blocking:
         kind |= socket.SOCK_NONBLOCK
     try:

@@ -40,7 +40,7 @@ class ServerOptions:
     from_env: bool = False
 
 
-def parse(args: List[str]) -> "tuple[ServerOptions, List[str]]":
+def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
     """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
     opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:U")
     o = ServerOptions()
@@ -78,7 +78,7 @@ def parse(args: List[str]) -> "tuple[ServerOptions, List[str]]":
     return o, rest
 
 
-def privilege_stage(o: "ServerOptions", style: str) -> List[str]:
+def privilege_stage(o: ServerOptions, style: str) -> List[str]:
     """The applyuidgid words of the chain (empty when no drop was asked), shared with fdholder-daemon."""
     if not (o.from_env or o.uid or o.gid or o.groups is not None):
         return []
