@@ -27,7 +27,9 @@ Some facts about the kernel and CPython that this loop relies on:
 
 from __future__ import annotations
 
+import _socket
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -41,6 +43,7 @@ from .sockets import address_text, check_listening_stream
 ABSOLUTE_MAXCONN = 1000
 _BACKOFF_FIRST = 0.01
 _BACKOFF_MAX = 1.0
+_BURST = 64
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
@@ -64,7 +67,7 @@ class Log(Protocol):
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
 #: The access-control fast path plugs in here; see :attr:`Server.policy`.
 ConnectionPolicy = Callable[
-    [int, int, Dict[str, str], socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
+    [int, int, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
 ]
 
 
@@ -139,6 +142,8 @@ class Server:
         self.base_env = child_environment(dict(os.environ))
         self._wakeup_r = -1
         self._listener: Optional[socket.socket] = None
+        self._accept: Callable[[], Tuple[int, object]] = _not_started
+        self._burst = 1
         self._poller = select.poll()
         self._polling_listener = False
         self._backoff = 0.0
@@ -159,7 +164,8 @@ class Server:
             try:
                 os.fstat(1)
             except OSError as e:
-                raise BadInput(f"called with option -1 but stdout said: {os.strerror(e.errno or 9)}", 100) from None
+                reason = os.strerror(e.errno or errno.EBADF)
+                raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
         else:
             try:
                 os.close(1)
@@ -169,6 +175,9 @@ class Server:
         _close_on_exec_everything(2)
         self._install_signals()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
+        self._accept = self._listener._accept  # type: ignore[attr-defined]  # (fd, address), no wrapper
+        nonblocking = fcntl.fcntl(self.listen_fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        self._burst = _BURST if nonblocking else 1
         if self.config.verbosity >= 2:
             self.log.info("starting")
             self._status()
@@ -224,7 +233,7 @@ class Server:
                 elif fd == listen_fd and self._polling_listener:
                     if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                         raise BadInput("trouble with socket", 111)
-                    self._accept_one()
+                    self._accept_ready()
         for hook in self.on_exit:
             hook()
         if self.config.verbosity >= 2:
@@ -234,30 +243,50 @@ class Server:
     def _resume_after_backoff(self) -> None:
         self._set_listening(len(self.children) < self.config.maxconn)
 
-    def _accept_one(self) -> None:
-        assert self._listener is not None
-        try:
-            conn, address = self._listener.accept()
-        except OSError as e:
-            code = e.errno or errno.EIO
-            if code in _NO_DESCRIPTORS:
-                if not self._backoff:
-                    if self.config.verbosity >= 1:
-                        self.log.warn(f"unable to accept: {os.strerror(code)}")
-                    self._backoff = _BACKOFF_FIRST
-                else:
-                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-                self._set_listening(False)
-            elif self.config.verbosity >= 1:
-                self.log.warn(f"unable to accept: {os.strerror(code)}")
-            return
-        self._backoff = 0.0
-        try:
-            self._serve_connection(conn, address)
-        finally:
-            conn.close()
+    def _accept_ready(self) -> None:
+        """Accept what is queued: one connection, or a burst while the socket is non-blocking.
 
-    def _serve_connection(self, conn: socket.socket, address: object) -> None:
+        A burst saves a ``poll`` per connection under load; it ends at EAGAIN (the queue is empty:
+        not an error), at *maxconn* live children, or after ``_BURST`` connections so that signals
+        are handled promptly. A blocking listening socket (``-B``, some activators) gets exactly one
+        ``accept`` per readiness event, as s6 does, so the loop never blocks in ``accept``.
+        """
+        accept = self._accept
+        maxconn = self.config.maxconn
+        children = self.children
+        for attempt in range(self._burst):
+            if len(children) >= maxconn:
+                self._reap()
+                if len(children) >= maxconn:
+                    return
+            try:
+                fd, address = accept()
+            except OSError as e:
+                code = e.errno or errno.EIO
+                if code == errno.EAGAIN and attempt:
+                    return
+                self._accept_failed(code)
+                return
+            self._backoff = 0.0
+            conn = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+            try:
+                self._serve_connection(conn, address)
+            finally:
+                conn.close()
+
+    def _accept_failed(self, code: int) -> None:
+        if code in _NO_DESCRIPTORS:
+            if not self._backoff:
+                if self.config.verbosity >= 1:
+                    self.log.warn(f"unable to accept: {os.strerror(code)}")
+                self._backoff = _BACKOFF_FIRST
+            else:
+                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            self._set_listening(False)
+        elif self.config.verbosity >= 1:
+            self.log.warn(f"unable to accept: {os.strerror(code)}")
+
+    def _serve_connection(self, conn: _socket.socket, address: object) -> None:
         config = self.config
         if config.lookup:
             try:
@@ -271,6 +300,10 @@ class Server:
         else:
             uid = gid = 0
         num = self.per_uid.get(uid, 0)
+        if num >= config.localmaxconn:
+            # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
+            self._reap()
+            num = self.per_uid.get(uid, 0)
         if num >= config.localmaxconn:
             who = f"{uid}:{gid}" if config.lookup else "?:?"
             self.log.info(f"deny {who} count {num}/{config.localmaxconn}: Success")
@@ -382,6 +415,10 @@ class Server:
             self._resume_after_backoff()
         elif not self._polling_listener and len(self.children) < self.config.maxconn:
             self._set_listening(True)
+
+
+def _not_started() -> Tuple[int, object]:
+    raise SystemFailure("accept before start", errno.EBADF)
 
 
 def _ignore_handler(signo: int, frame: object) -> None:
