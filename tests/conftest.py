@@ -88,7 +88,7 @@ class RunningServer:
                  stderr_path: Optional[str] = None, **kw) -> None:  # type: ignore[no-untyped-def]
         r, w = os.pipe()
         self.stderr_path = stderr_path or tempfile.mktemp(prefix="s6t-log", dir="/tmp")
-        self._stderr = open(self.stderr_path, "wb")
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=self._stderr,
                                      env=env, **kw)
         os.close(w)
@@ -178,3 +178,109 @@ def nobody_ids() -> tuple:  # type: ignore[type-arg]
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (privilege changes)")
+
+C_SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reliability")
+
+
+@pytest.fixture(scope="session")
+def cbin() -> Iterator[str]:
+    """A world-readable directory with the C test helpers, built once per session with gcc.
+
+    ``handler`` (static; modes in tests/reliability/handler.c) is the per-connection program of the
+    server tests, ``client`` the sequential load client. Skips when gcc is missing.
+    """
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: apt-get install gcc libc6-dev")
+    d = tempfile.mkdtemp(prefix="s6c", dir="/tmp")
+    os.chmod(d, 0o755)
+    try:
+        for name, extra in (("handler", ["-static"]), ("client", [])):
+            out = os.path.join(d, name)
+            build = run(["gcc", "-O2", *extra, "-o", out, os.path.join(C_SOURCES, name + ".c")], timeout=120)
+            if build.returncode != 0:
+                raise AssertionError(f"gcc failed on {name}.c: {build.stderr.decode(errors='replace')}")
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def handler(cbin: str) -> str:
+    """Path of the static C per-connection handler (see tests/reliability/handler.c)."""
+    return os.path.join(cbin, "handler")
+
+
+# -- looking at a running daemon through /proc ------------------------------------------------------
+SOCKETBINDER = "/usr/bin/s6-ipcserver-socketbinder"
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Poll *predicate* until it returns something true (returned); fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def normalise_log(text: str) -> List[str]:
+    """Log lines with the program names replaced by ``D:`` (daemon) / ``C:`` (child) and pids by ``P``.
+
+    So ``s6-ipcserverd: info: allow 0:0 pid 123 count 1/40`` and ``ipcserverd: …`` compare equal.
+    """
+    import re
+
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"^(s6-)?ipcserverd: ", "D: ", line)
+        line = re.sub(r"^(s6-)?ipcserver \(child\): ", "C: ", line)
+        lines.append(re.sub(r"\bpid \d+", "pid P", line))
+    return lines
+
+
+def proc_fds(pid: int) -> List[int]:
+    """The open fds of process *pid*."""
+    return sorted(int(n) for n in os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_status(pid: int, field: str) -> str:
+    """One field of /proc/PID/status (``VmRSS``, ``State``…), without its name."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    raise KeyError(field)
+
+
+def proc_cpu_ticks(pid: int) -> int:
+    """utime + stime of *pid* in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_children(pid: int) -> List[int]:
+    """The pids whose parent is *pid* (all threads' children lists)."""
+    kids: List[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def zombie_children(pid: int) -> List[int]:
+    """The children of *pid* that are zombies (exited, not yet reaped)."""
+    found = []
+    for kid in proc_children(pid):
+        try:
+            if proc_status(kid, "State").startswith("Z"):
+                found.append(kid)
+        except (OSError, KeyError):
+            pass
+    return found

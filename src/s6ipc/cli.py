@@ -12,6 +12,7 @@ import os
 import sys
 from typing import List, NoReturn, Optional
 
+from .execution import undo_locale_coercion
 from .programs import PROGRAMS
 from .programs.chain import own_prefix, program_name, run_program
 
@@ -39,6 +40,7 @@ def _links(directory: str) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> NoReturn:
+    undo_locale_coercion(os.environ)
     args = list(sys.argv if argv is None else argv)
     invoked = os.path.basename(args[0]) if args else "s6ipc"
     if program_name(invoked) is not None:

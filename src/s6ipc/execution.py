@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Dict, List, Mapping, NoReturn, Optional, Sequence
+from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence
 
 from .errors import ExecFailure
 
@@ -43,6 +43,32 @@ def _candidates(name: str, path: Optional[str]) -> List[str]:
 def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
     source = os.environ if env is None else env
     return source.get("PATH")
+
+
+#: What CPython's locale coercion (PEP 538) puts in LC_CTYPE when it starts under the C locale.
+_COERCED_LOCALES = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
+
+
+def undo_locale_coercion(environ: MutableMapping[str, str]) -> None:
+    """Give *environ* (``os.environ``) back the LC_CTYPE the process was executed with.
+
+    Started under the C or POSIX locale, CPython sets ``LC_CTYPE=C.UTF-8`` in its own
+    environment (PEP 538), so every program started from it would inherit a variable that s6's C
+    programs never add. ``/proc/self/environ`` still shows the environment given to ``execve``:
+    restore that value, or remove the variable when it was not there.
+    """
+    if environ.get("LC_CTYPE") not in _COERCED_LOCALES:
+        return
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            original = f.read().split(b"\0")
+    except OSError:
+        return
+    for entry in original:
+        if entry.startswith(b"LC_CTYPE="):
+            environ["LC_CTYPE"] = os.fsdecode(entry[len(b"LC_CTYPE="):])
+            return
+    del environ["LC_CTYPE"]
 
 
 def restore_default_signals() -> None:
