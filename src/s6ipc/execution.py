@@ -77,16 +77,19 @@ def restore_default_signals() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> NoReturn:
+def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+              path_env: Optional[Mapping[str, str]] = None) -> NoReturn:
     """Replace the process image by *argv* (s6 PATH search), with *env* or ``os.environ``.
 
+    The search uses the PATH of *path_env* when given (s6's ``mexec`` with modifications searches
+    the caller's PATH, not the modified one), else that of *env*.
     Raises :class:`ExecFailure` naming ``argv[0]`` when every candidate failed.
     """
     if not argv or not argv[0]:
         raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
     environment: Mapping[str, str] = os.environ if env is None else env
     remembered = 0
-    for candidate in _candidates(argv[0], _path_of(env)):
+    for candidate in _candidates(argv[0], _path_of(env if path_env is None else path_env)):
         try:
             os.execve(candidate, list(argv), environment)
         except OSError as e:
@@ -110,17 +113,20 @@ class Spawner:
     not close-on-exec: keeping that true is the caller's job.
     """
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], path_env: Optional[Mapping[str, str]] = None) -> None:
         if not argv or not argv[0]:
             raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
         self.argv = list(argv)
         self.name = argv[0]
         self._path: Optional[str] = None
         self._sigdef = PYTHON_IGNORED_SIGNALS
+        #: When set, the PATH searched (else the PATH of the env given to :meth:`spawn`).
+        self.path_env = path_env
 
     def _resolve(self, env: Mapping[str, str]) -> str:
         remembered = 0
-        for candidate in _candidates(self.name, env.get("PATH")):
+        search = env if self.path_env is None else self.path_env
+        for candidate in _candidates(self.name, search.get("PATH")):
             try:
                 st = os.stat(candidate)
             except OSError as e:
