@@ -11,4 +11,9 @@ PROGRAMS = {
     "applyuidgid": "applyuidgid",
     "ipcserverd": "ipcserverd",
     "ipcclient": "ipcclient",
+    "ipcserver-access": "ipcserver_access",
+    "accessrules-cdb-from-fs": "accessrules_cdb_from_fs",
+    "accessrules-fs-from-cdb": "accessrules_fs_from_cdb",
+    "systemd-socket": "systemd_socket",
+    "sdnotify-bridge": "sdnotify_bridge",
 }

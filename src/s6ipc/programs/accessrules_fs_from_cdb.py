@@ -1,0 +1,26 @@
+"""accessrules-fs-from-cdb: expand an access-rules cdb into a new rules directory."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..accessrules import expand_rules
+from ..cdb import CdbReader
+from ..errors import SystemFailure
+from ..messages import Reporter
+from ..options import UsageError
+
+USAGE = "dir cdbfile"
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    if len(args) < 2:
+        raise UsageError("too few arguments")
+    directory, cdbfile = args[0], args[1]
+    try:
+        reader = CdbReader(cdbfile)
+    except SystemFailure as e:
+        raise SystemFailure("cdb_init", e.errno) from None
+    expand_rules(reader, directory, cdbfile)
+    os._exit(0)
