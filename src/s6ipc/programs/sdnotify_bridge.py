@@ -1,0 +1,161 @@
+"""sdnotify-bridge: run a daemon that speaks sd_notify under s6-supervise; READY=1 becomes the newline.
+
+It creates a datagram socket in the abstract namespace, sets ``NOTIFY_SOCKET`` to it, starts a
+detached helper that listens on it, and execs the daemon — which so keeps the PID s6-supervise
+watches and gets s6-svc's signals itself. The helper writes ``\\n`` to s6's notification fd (and
+closes it) on the first ``READY=1`` from the daemon's PID (or a PID it named with ``MAINPID=``; from
+any process with ``-a``), then keeps reading (and discarding) messages until the daemon exits, so a
+daemon's later ``STATUS=``/``WATCHDOG=1`` sends never fail. It exits when the daemon does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import time
+from typing import List, NoReturn, Optional, Set
+
+from ..errors import BadInput, SystemFailure
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_uint
+from ..readiness import NOTIFY_VARIABLES, spawn_detached, write_newline
+from .chain import exec_into
+
+USAGE = "[ -d notif ] [ -t timeout ] [ -a ] [ -v ] prog..."
+
+_UCRED = struct.Struct("3i")
+_ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
+
+
+def _notification_fd(given: Optional[str]) -> int:
+    """``-d notif``, else the number in ``./notification-fd`` (run scripts start in the service dir)."""
+    if given is not None:
+        fd = parse_uint(given)
+    else:
+        try:
+            with open("notification-fd", "rb") as f:
+                text = f.read().decode("ascii", "replace").strip()
+        except OSError as e:
+            raise SystemFailure("read notification-fd (use -d notif)", e.errno or errno.ENOENT) from None
+        try:
+            fd = parse_uint(text)
+        except UsageError:
+            raise BadInput(f"invalid notification-fd: {text}", 100) from None
+    try:
+        os.fstat(fd)
+    except OSError as e:
+        raise SystemFailure(f"use notification fd {fd}", e.errno or errno.EBADF) from None
+    return fd
+
+
+class _Helper:
+    """The detached process: read sd_notify datagrams, turn the first READY=1 into the newline."""
+
+    def __init__(self, sock: socket.socket, notif: int, pidfd: int, daemon: int, allow_all: bool,
+                 timeout: float, reporter: Optional[Reporter]) -> None:
+        self.sock, self.notif, self.pidfd = sock, notif, pidfd
+        self.allowed: Set[int] = {daemon}
+        self.allow_all, self.timeout, self.reporter = allow_all, timeout, reporter
+
+    def run(self) -> int:
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        while True:
+            wait = None
+            if deadline is not None and self.notif >= 0:
+                wait = max(0.0, deadline - time.monotonic())
+                if wait == 0:
+                    self._give_up()
+                    wait = None
+            try:
+                events = poller.poll(None if wait is None else wait * 1000)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == self.pidfd:
+                    return 0 if self.notif < 0 else 1
+                self._receive()
+
+    def _give_up(self) -> None:
+        if self.reporter:
+            self.reporter.warn(f"no READY=1 within {self.timeout * 1000:.0f} ms: giving up")
+        os.close(self.notif)
+        self.notif = -1
+
+    def _receive(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(4096, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        sender = -1
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                sender = _UCRED.unpack(payload[: _UCRED.size])[0]
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for i in range(0, len(payload) - len(payload) % 4, 4):
+                    os.close(int.from_bytes(payload[i : i + 4], "little"))
+        text = data.decode("utf-8", "replace")
+        if self.reporter:
+            self.reporter.info(f"pid {sender}: " + text.replace("\n", " "))
+        if not (self.allow_all or sender in self.allowed):
+            return
+        fields = text.split("\n")
+        for field in fields:
+            if field.startswith("MAINPID="):
+                try:
+                    self.allowed.add(int(field[8:]))
+                except ValueError:
+                    pass
+        if "READY=1" in fields and self.notif >= 0:
+            write_newline(self.notif)
+            self.notif = -1
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "d:t:av")
+    notif_arg: Optional[str] = None
+    timeout, allow_all, verbose = 0, False, False
+    for letter, value in opts:
+        if letter == "d":
+            notif_arg = value
+        elif letter == "t":
+            timeout = parse_uint(value or "")
+        elif letter == "a":
+            allow_all = True
+        elif letter == "v":
+            verbose = True
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    notif = _notification_fd(notif_arg)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.bind("")  # Linux autobind: a fresh abstract name
+        name = sock.getsockname()
+    except OSError as e:
+        raise SystemFailure("create the notification socket", e.errno or errno.EINVAL) from None
+    address = "@" + os.fsdecode(name[1:] if isinstance(name, bytes) else name.encode()[1:])
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError as e:
+        raise SystemFailure("pidfd_open", e.errno or errno.ENOSYS) from None
+    helper = _Helper(sock, notif, pidfd, os.getpid(), allow_all, timeout / 1000,
+                     Reporter(reporter.name) if verbose else None)
+    spawn_detached(helper.run, keep=(sock.fileno(), notif, pidfd))
+    sock.close()
+    os.close(pidfd)
+    if notif > 2:
+        os.close(notif)
+    else:  # the daemon keeps a valid stdin/stdout/stderr, not the notification pipe
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, notif)
+        os.close(null)
+    for variable in NOTIFY_VARIABLES:
+        os.environ.pop(variable, None)
+    os.environ["NOTIFY_SOCKET"] = address
+    exec_into(reporter, rest)

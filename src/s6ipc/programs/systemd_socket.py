@@ -1,0 +1,122 @@
+"""systemd-socket: put the listening socket systemd passed on fd 0, then exec the rest of the chain.
+
+It takes the place of ``ipcserver-socketbinder`` in a chain run by a systemd service, in front of
+our ``ipcserverd`` or s6's C ``s6-ipcserverd``: it checks ``LISTEN_PID``, picks the socket by
+``LISTEN_FDNAMES`` name (``-n``) and/or bound path (``-l``), checks that it is a listening Unix
+stream socket, moves it to fd 0, closes the other passed fds and removes every ``LISTEN_*``
+variable from the environment it passes on.
+
+With ``-f``, when systemd passed no matching socket, it binds ``-l path`` itself as
+ipcserver-socketbinder would (``-d/-D/-b/-a/-B``), and with ``-s`` pushes that socket to systemd's
+fd store under the ``-n`` name, so that after a restart it comes back through the first path.
+With ``-N``, the rest of the chain gets a pipe on fd 1: the first newline on it (an ``-1``
+readiness notification, e.g. from s6's C daemon) is sent to ``$NOTIFY_SOCKET`` as ``READY=1``
+by a detached helper, and ``NOTIFY_SOCKET`` is removed from the environment passed on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn, Optional
+
+from ..activation import (
+    adopt_systemd_socket,
+    close_fds,
+    matching,
+    move_fd,
+    select_listener,
+    take_systemd_fds,
+)
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_octal, parse_uint
+from ..readiness import Notifier, spawn_detached
+from ..sockets import SOMAXCONN, bind_unix_socket
+from .chain import exec_into
+
+USAGE = (
+    "[ -n fdname ] [ -l path ] [ -f ] [ -s ] [ -d | -D ] [ -b backlog ] [ -a perms ] [ -B ] [ -N ] prog..."
+)
+
+
+def _forward_newline(notifier: Notifier, read_fd: int, mainpid: int) -> int:
+    """The -N helper: wait for a newline on *read_fd*, then send READY=1 on behalf of *mainpid*."""
+    while True:
+        try:
+            chunk = os.read(read_fd, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return 1
+        if b"\n" in chunk:
+            notifier.send("READY=1", pid=mainpid)
+            return 0
+
+
+def _start_forwarder(reporter: Reporter) -> None:
+    notifier = Notifier.from_environment(unset=True)
+    if not notifier.enabled:
+        reporter.warn("NOTIFY_SOCKET is not set: -N has nothing to forward readiness to")
+        return
+    r, w = os.pipe()
+    mainpid = os.getpid()
+    spawn_detached(lambda: _forward_newline(notifier, r, mainpid), keep=(r,))
+    os.close(r)
+    move_fd(w, 1)
+
+
+def _bind(path: str, reuse: bool, backlog: int, perms: int, blocking: bool) -> None:
+    fd = bind_unix_socket(path, perms=perms, reuse=reuse, backlog=backlog, blocking=blocking)
+    move_fd(fd, 0)
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "n:l:fsdDb:a:BN")
+    name: Optional[str] = None
+    path: Optional[str] = None
+    fallback = store = forward = blocking = False
+    reuse, backlog, perms = True, SOMAXCONN, 0o777
+    for letter, value in opts:
+        v = value or ""
+        if letter == "n":
+            name = v
+        elif letter == "l":
+            path = v
+        elif letter == "f":
+            fallback = True
+        elif letter == "s":
+            store = True
+        elif letter in "dD":
+            reuse = letter == "d"
+        elif letter == "b":
+            backlog = parse_uint(v)
+        elif letter == "a":
+            perms = parse_octal(v)
+        elif letter == "B":
+            blocking = True
+        elif letter == "N":
+            forward = True
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    if (fallback and path is None) or (store and (not fallback or not name)):
+        raise UsageError("-f needs -l path; -s needs -f and -n fdname")
+    if not fallback:
+        adopt_systemd_socket(name=name, path=path, target=0)
+    else:
+        passed, _ = take_systemd_fds()
+        if matching(passed, name=name, path=path):
+            chosen = select_listener(passed, name=name, path=path)
+            move_fd(chosen.fd, 0)
+            close_fds(passed, keep=(chosen.fd, 0))
+        else:
+            close_fds(passed)
+            assert path is not None
+            _bind(path, reuse, backlog, perms, blocking)
+            if store:
+                assert name is not None
+                notifier = Notifier.from_environment(unset=False)
+                if not notifier.store_fds(name, [0]):
+                    reporter.warn(f"NOTIFY_SOCKET is not set: {path} not pushed to the fd store")
+    if forward:
+        _start_forwarder(reporter)
+    exec_into(reporter, rest)
+
