@@ -25,6 +25,16 @@ _API = {
     "SystemFailure": "errors",
     "BadInput": "errors",
     "ExecFailure": "errors",
+    "PassedFd": "activation",
+    "listen_fds": "activation",
+    "select_listener": "activation",
+    "adopt_systemd_socket": "activation",
+    "take_listener": "activation",
+    "listening_socket": "activation",
+    "Notifier": "readiness",
+    "Readiness": "readiness",
+    "notify_ready": "readiness",
+    "watchdog_interval": "readiness",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -5,6 +5,11 @@ It does no work itself: it validates and normalises the options exactly as s6-ip
 ``-Uz`` and resets earlier ``-u/-g/-G``, a uid or gid of 0 means no change) and execs the chain.
 The stages are named with :func:`s6ipc.programs.chain.stage`, so the chain runs from a venv
 without activating it — and, being ours, runs in this same process (see ``chain``).
+
+Extension (not in s6-ipcserver, absent from its usage line; docs/ipcserver.md): ``-S`` builds the
+chain on a socket passed by systemd instead of binding one — ``systemd-socket -l PATH -f`` takes
+the place of the socket binder: the passed socket bound to PATH is adopted, and PATH is bound as
+usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.socket`` unit.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ class ServerOptions:
     gid: int = 0
     groups: Optional[List[int]] = None
     from_env: bool = False
+    systemd: bool = False
 
 
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
     """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:U")
+    opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:US")
     o = ServerOptions()
     for letter, value in opts:
         v = value or ""
@@ -54,6 +60,8 @@ def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
             o.lookup = letter == "p"
         elif letter == "1":
             o.notify = True
+        elif letter == "S":
+            o.systemd = True
         elif letter == "c":
             o.maxconn = parse_uint(v) or 1
         elif letter == "C":
@@ -96,14 +104,17 @@ def privilege_stage(o: ServerOptions, style: str) -> List[str]:
 
 def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:
     """The argv s6-ipcserver would exec, with our stages in place of /usr/bin/s6-*."""
-    argv = stage("ipcserver-socketbinder", style)
+    if o.systemd:  # extension: the socket systemd passed, bound to path (else bind path)
+        argv = stage("systemd-socket", "") + ["-l", path, "-f"]
+    else:
+        argv = stage("ipcserver-socketbinder", style)
     if not o.reuse:
         argv.append("-D")
     if o.backlog is not None:
         argv += ["-b", str(o.backlog)]
     if o.perms != 0o777:
         argv += ["-a", "0" + format(o.perms & 0o777, "o")]
-    argv += ["--", path]
+    argv += ["--"] if o.systemd else ["--", path]
     argv += privilege_stage(o, style)
     argv += stage("ipcserverd", style)
     if o.verbosity != 1:

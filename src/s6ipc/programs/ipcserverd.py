@@ -1,14 +1,33 @@
-"""ipcserverd: accept connections on the listening socket on fd 0, spawn prog per connection."""
+"""ipcserverd: accept connections on the listening socket on fd 0, spawn prog per connection.
+
+Beyond s6 (see docs/ipcserverd.md): the listening socket may also come from systemd, and readiness
+reaches systemd too. Sources, in this order: (1) fd 0 when it is a socket — s6's convention, checked
+exactly as s6 does; (2) a socket systemd passed to this process (``LISTEN_FDS``/``LISTEN_PID``: the
+one listening Unix stream socket among them), moved to fd 0. ``LISTEN_*`` leave the environment
+either way. With ``$NOTIFY_SOCKET`` set, ``READY=1`` (+ ``STATUS=``) follows the ``-1`` newline
+and ``STOPPING=1`` is sent when the loop ends; with ``$WATCHDOG_USEC``, the loop pings ``WATCHDOG=1``
+every half interval. ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never reach a child.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
+from typing import Callable, List, NoReturn, Optional
 
+from ..activation import (
+    adopt_systemd_socket,
+    fd0_is_socket,
+    forget_systemd_sockets,
+    systemd_socket_pending,
+    why_no_systemd_socket,
+)
+from ..errors import S6ipcError
 from ..execution import DEFAULT_PATH, Spawner
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
+from ..readiness import Notifier, Readiness
 from ..server import ConnectionPolicy, Server, ServerConfig
+from ..sockets import local_path
 from .chain import own_prefix, program_name
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
@@ -34,18 +53,35 @@ def parse(args: List[str]) -> ServerConfig:
     return config
 
 
+def _names_us(word: str, entry: str) -> bool:
+    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
+    if "/" in word:
+        candidates = [word]
+    else:
+        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate) == os.path.realpath(entry)
+    return False
+
+
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``<own prefix> [s6-]ipcserver-access OPTIONS… prog…`` with valid options
-    and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
+    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` where S6IPC is
+    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file, with valid
+    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
     :mod:`s6ipc.access` for what the fast path guarantees.
     """
     prefix = own_prefix()
-    argv, n = config.argv, len(prefix)
-    if not config.lookup or len(argv) <= n or argv[:n] != prefix:
+    argv = config.argv
+    if argv[: len(prefix)] == prefix:
+        n = len(prefix)
+    elif len(prefix) == 1 and _names_us(argv[0], prefix[0]):
+        n = 1
+    else:
         return None
-    if program_name(argv[n]) != "ipcserver-access":
+    if not config.lookup or len(argv) <= n or program_name(argv[n]) != "ipcserver-access":
         return None
     from ..access import FastAccess, parse_options
 
@@ -57,11 +93,63 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
 
 
+def take_listening_socket(reporter: Reporter) -> None:
+    """Put the listening socket on fd 0 from the first source that has one (see the module doc)."""
+    if fd0_is_socket():
+        forget_systemd_sockets()
+    elif systemd_socket_pending():
+        adopt_systemd_socket(target=0)
+    else:
+        if "LISTEN_FDS" in os.environ:
+            reporter.warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")
+        forget_systemd_sockets()
+
+
+def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
+    """A readiness hook that turns a notification failure into a warning: serving matters more."""
+
+    def hook() -> None:
+        try:
+            send()
+        except S6ipcError as e:
+            reporter.warn(str(e))
+
+    return hook
+
+
+def add_readiness_sinks(server: Server, reporter: Reporter) -> None:
+    """sd_notify and the watchdog, from the environment (taken out of it): Server's on_ready/on_exit."""
+    try:
+        readiness = Readiness.from_environment()
+    except S6ipcError as e:  # a bad WATCHDOG_USEC: say so, notify anyway
+        reporter.warn(str(e))
+        readiness = Readiness(Notifier.from_environment())
+    if readiness.notifier.enabled:
+        maxconn = server.config.maxconn
+
+        def ready() -> None:
+            readiness.ready(f"accepting connections on {_local_name()} (at most {maxconn} at once)")
+
+        server.on_ready.append(_quietly(reporter, ready))
+        server.on_exit.append(_quietly(reporter, readiness.stopping))
+    if readiness.watchdog_interval is not None:
+        server.heartbeat = (readiness.watchdog_interval / 2, _quietly(reporter, readiness.watchdog))
+
+
+def _local_name() -> str:
+    try:
+        return local_path(0) or "an unnamed socket"
+    except S6ipcError:
+        return "fd 0"
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
+    take_listening_socket(reporter)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     server = Server(config, reporter, Reporter(child_name + " (child)"))
     server.policy = access_fast_path(config)
+    add_readiness_sinks(server, reporter)
     server.start()
     code = server.serve()
     flush_stdio()
