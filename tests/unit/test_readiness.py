@@ -86,7 +86,8 @@ def test_every_message_arrives_as_sd_notify_says(manager: Manager, backend: str)
     usec = int(reload_fields[1].removeprefix("MONOTONIC_USEC="))
     assert 0 <= readiness.monotonic_usec() - usec < 5_000_000
     assert texts[4:] == ["MAINPID=4242", "WATCHDOG=1", "FDSTORE=1\nFDNAME=ipc",
-                         "FDSTORE=1\nFDNAME=state\nFDPOLL=0", "FDSTOREREMOVE=1\nFDNAME=ipc", "READY=1\nX_CUSTOM=1"]
+                         "FDSTORE=1\nFDNAME=state\nFDPOLL=0", "FDSTOREREMOVE=1\nFDNAME=ipc",
+                         "READY=1\nX_CUSTOM=1"]
     assert [len(m.fds) for m in got] == [0, 0, 0, 0, 0, 0, 2, 1, 0, 0]
     assert all(m.pid == os.getpid() and m.uid == os.getuid() for m in got)
     for m in got:
