@@ -1,0 +1,292 @@
+"""The ipcserverd fast path against the real ipcserver-access program and against s6's C chain.
+
+Every scenario runs three times, one server each, driven by the same clients and the same live changes
+to the rules:
+
+* ``fast``    — ``socketbinder P s6ipc ipcserverd … s6ipc s6-ipcserver-access …``: our daemon decides
+  in-process and spawns only the final program;
+* ``program`` — the same daemon with ``python -m s6ipc s6-ipcserver-access …`` (not our prefix, so
+  the program really runs per connection);
+* ``s6``      — ``socketbinder P s6-ipcserverd … s6-ipcserver-access …``, all of it s6's C.
+
+What each client reads, and the log lines (pids normalised, compared per source: the daemon's lines in
+order, the access lines in order, the rest in order), must be the same for the three. The pid relation
+is checked separately: the pid in ``allow pid P`` is the pid of the program that served the client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+
+import pytest
+from conftest import S6IPC, RunningServer, normalise_log, proc_children, request, run, wait_until
+from test_ipcserver_access import ACCESS_WORDS, EXECLINEB, SOCKETBINDER, make_rules, needs_s6
+
+WHO = ("fast", "program", "s6")
+SERVER_ENV = {"PATH": "/usr/bin:/bin", "INHERITED": "yes"}
+Step = Tuple[Callable[[], None], bytes]
+
+
+def daemon_argv(who: str, path: str, server_opts: Sequence[str], access_opts: Sequence[str],
+                prog: Sequence[str]) -> List[str]:
+    daemon = ["/usr/bin/s6-ipcserverd"] if who == "s6" else [S6IPC, "ipcserverd"]
+    return [SOCKETBINDER, path, *daemon, "-1", *server_opts, "--", *ACCESS_WORDS[who], *access_opts, *prog]
+
+
+def start(who: str, path: str, server_opts: Sequence[str], access_opts: Sequence[str],
+          prog: Sequence[str]) -> RunningServer:
+    """One server (ready: its -1 newline arrived), with the fixed test environment."""
+    return RunningServer(daemon_argv(who, path, server_opts, access_opts, prog), env=dict(SERVER_ENV))
+
+
+def split_log(text: str) -> Dict[str, List[str]]:
+    """Log lines by source (daemon ``D:``, access stage, anything else), pids normalised."""
+    out: Dict[str, List[str]] = {"daemon": [], "access": [], "other": []}
+    for line in normalise_log(text):
+        if line.startswith("D: "):
+            out["daemon"].append(line)
+        elif line.startswith("s6-ipcserver-access: "):
+            out["access"].append(line)
+        else:
+            out["other"].append(line)
+    return out
+
+
+def drive(who: str, sockdir: str, server_opts: Sequence[str], access_opts: Sequence[str],
+          prog: Sequence[str], steps: Sequence[Step], reset: Callable[[], None]) -> Tuple[List[bytes], str]:
+    """Start one server, run *steps* (change the rules, connect, read), stop it; return (outputs, log).
+
+    In the outputs, the socket path is replaced by ``SOCKET``.
+    """
+    reset()
+    path = os.path.join(sockdir, f"{who}.sock")
+    server = start(who, path, server_opts, access_opts, prog)
+    outputs = []
+    try:
+        for change, _ in steps:
+            change()
+            outputs.append(request(path).replace(path.encode(), b"SOCKET"))
+            # the child reaped (and its end line written) before the next connection: counts are fixed
+            wait_until(lambda: not proc_children(server.proc.pid))
+        assert server.proc.poll() is None, "the daemon died"
+        time.sleep(0.05)
+    finally:
+        server.signal(15)
+        server.wait()
+        log = server.log()
+        server.stop()
+    return outputs, log
+
+
+def compare(sockdir: str, server_opts: Sequence[str], access_opts: Sequence[str], prog: Sequence[str],
+            steps: Sequence[Step], reset: Callable[[], None], who: Sequence[str] = WHO
+            ) -> Dict[str, Dict[str, List[str]]]:
+    """Run the steps through each implementation; assert identical outputs and logs; return the logs."""
+    results = {w: drive(w, sockdir, server_opts, access_opts, prog, steps, reset) for w in who}
+    expected = [want for _, want in steps]
+    logs = {}
+    for w, (outputs, log) in results.items():
+        assert outputs == expected, (w, outputs)
+        logs[w] = split_log(log)
+    first = logs[who[0]]
+    for w in who[1:]:
+        assert logs[w] == first, (w, logs[w], first)
+    return logs
+
+
+@pytest.fixture
+def rules() -> Iterator[str]:
+    d = os.path.join("/tmp", f"s6fp{os.getpid()}")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def set_rules(root: str, spec: Dict[str, Dict[str, object]]) -> Callable[[], None]:
+    """A step action replacing the whole rules tree by *spec*."""
+
+    def change() -> None:
+        for entry in os.listdir(root):
+            shutil.rmtree(os.path.join(root, entry))
+        make_rules(root, spec)  # type: ignore[arg-type]
+
+    return change
+
+
+def env_lines(*lines: str) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+@needs_s6
+@pytest.mark.parametrize("server_v,access_v", [("-v2", "-v2"), ("-v1", "-v1"), ("-v0", "-v2"),
+                                               ("-v2", "-v0")])
+def test_live_rules_directory(sockdir: str, rules: str, handler: str, server_v: str, access_v: str) -> None:
+    """Allow with env, explicit deny, exec rule, nothing found, uid/self: changes seen at once."""
+    uid, gid = os.geteuid(), os.getegid()
+    proto = ["PROTO=IPC", f"IPCREMOTEEUID={uid}", f"IPCREMOTEEGID={gid}", "IPCCONNNUM=1"]
+    steps: List[Step] = [
+        (set_rules(rules, {f"uid/{uid}": {"allow": True, "env": {"RULEVAR": b"val  \n"}}}),
+         env_lines("PATH=/usr/bin:/bin", "INHERITED=yes", *proto, "IPCREMOTEPATH=", "RULEVAR=val",
+                   "IPCLOCALPATH=SOCKET")),
+        (set_rules(rules, {f"uid/{uid}": {"deny": True}, f"gid/{gid}": {"allow": True}}), b""),
+        (set_rules(rules, {f"gid/{gid}": {"allow": True, "exec": b"echo fromexec ${PROTO}\n"}}),
+         b"fromexec ${PROTO}\n"),
+        (set_rules(rules, {}), b""),
+        # unsetting INHERITED moves the last variable into its place (skalibs env_merge)
+        (set_rules(rules, {"uid/self": {"allow": True, "env": {"INHERITED": b""}}}),
+         env_lines("PATH=/usr/bin:/bin", "IPCREMOTEPATH=", *proto, "IPCLOCALPATH=SOCKET")),
+    ]
+    logs = compare(sockdir, [server_v], [access_v, "-i", rules], [handler, "env"], steps,
+                   set_rules(rules, {}))
+    if access_v == "-v2":
+        assert logs["fast"]["access"] == [
+            f"s6-ipcserver-access: info: allow pid P uid {uid} gid {gid}",
+            f"s6-ipcserver-access: info: deny pid P uid {uid} gid {gid}: Permission denied",
+            f"s6-ipcserver-access: info: allow pid P uid {uid} gid {gid}",
+            f"s6-ipcserver-access: info: deny pid P uid {uid} gid {gid}: No such file or directory",
+            f"s6-ipcserver-access: info: allow pid P uid {uid} gid {gid}",
+        ]
+    if server_v == "-v2":  # starting, status, 5 x (allow, status, end, status), SIGTERM, exiting
+        assert len(logs["fast"]["daemon"]) == 2 + 5 * 4 + 2
+
+
+@needs_s6
+def test_without_env_and_with_localname(sockdir: str, rules: str, handler: str) -> None:
+    uid = os.geteuid()
+    keep = set_rules(rules, {f"uid/{uid}": {"allow": True, "env": {"KEPT": b"k\n"}}})
+    steps: List[Step] = [(keep, env_lines("PATH=/usr/bin:/bin", "INHERITED=yes", "KEPT=k"))]
+    compare(sockdir, [], ["-E", "-l", "ignored", "-i", rules], [handler, "env"], steps, keep)
+    keep = set_rules(rules, {f"uid/{uid}": {"allow": True, "env": {"PROTO": b"x\n"}}})
+    out = env_lines("PATH=/usr/bin:/bin", "INHERITED=yes", "IPCREMOTEPATH=", f"IPCREMOTEEUID={uid}",
+                    f"IPCREMOTEEGID={os.getegid()}", "IPCCONNNUM=1", "PROTO=x", "IPCLOCALPATH=")
+    compare(sockdir, [], ["-l", "", "-i", rules], [handler, "env"], [(keep, out)], keep)
+
+
+@needs_s6
+def test_pid_in_log_lines_is_the_serving_program(sockdir: str, rules: str, handler: str) -> None:
+    """``allow pid P``: P is the pid of the program that served the client, in all three."""
+    make_rules(rules, {f"uid/{os.geteuid()}": {"allow": True}})
+    for who in WHO:
+        path = os.path.join(sockdir, f"{who}.sock")
+        server = start(who, path, ["-v2"], ["-i", rules], [handler, "hold"])
+        try:
+            pid = int(request(path).split()[0])
+            wait_until(lambda server=server: " end pid " in server.log())  # type: ignore[misc]
+            log = server.log()
+        finally:
+            server.stop()
+        assert f"ipcserver-access: info: allow pid {pid} uid" in log, (who, log)
+        assert re.search(rf"ipcserverd: info: allow \d+:\d+ pid {pid} count 1/40", log), (who, log)
+        assert f"end pid {pid} uid" in log, (who, log)
+
+
+#: glibc's posix_spawn leaves its two internal signals (32, 33) at SIG_IGN in the program our
+#: ipcserverd spawns (documented in docs/ipcserverd.md; the same with or without the fast path).
+GLIBC_INTERNAL_SIGNALS = (1 << 31) | (1 << 32)
+
+
+def _without_glibc_signals(state: bytes) -> bytes:
+    def fix(m: re.Match[bytes]) -> bytes:
+        return b"SigIgn:\t%016x" % (int(m.group(1), 16) & ~GLIBC_INTERNAL_SIGNALS)
+    return re.sub(rb"SigIgn:\t([0-9a-f]+)", fix, state)
+
+
+@needs_s6
+def test_same_process_state(sockdir: str, rules: str, handler: str) -> None:
+    """fds, ids, signal mask and ignored signals of the final program are the same in all three."""
+    make_rules(rules, {f"uid/{os.geteuid()}": {"allow": True}})
+    states = {}
+    for who in WHO:
+        path = os.path.join(sockdir, f"{who}.sock")
+        server = start(who, path, [], ["-i", rules], [handler, "state"])
+        try:
+            states[who] = re.sub(rb"socket:\[\d+\]|/tmp/s6t-log\w+", b"X", request(path))
+        finally:
+            server.stop()
+    assert b"SigIgn" in states["s6"] and b"fd 0 X 02\nfd 1 X 02\n" in states["s6"]
+    assert states["fast"] == states["program"]
+    assert _without_glibc_signals(states["fast"]) == states["s6"]
+
+
+@needs_s6
+def test_cdb_replaced_by_rename_or_rewritten(sockdir: str, rules: str, handler: str) -> None:
+    """A cdb replaced atomically (accessrules-cdb-from-fs) or rewritten in place is seen at once."""
+    uid = os.geteuid()
+    cdb = os.path.join(rules, "rules.cdb")
+    tree = os.path.join(rules, "tree")
+
+    def compile_from(spec: Dict[str, Dict[str, object]], in_place: bool = False) -> Callable[[], None]:
+        def change() -> None:
+            shutil.rmtree(tree, ignore_errors=True)
+            make_rules(tree, spec)  # type: ignore[arg-type]
+            if in_place:
+                new = cdb + ".new"
+                assert run([S6IPC, "accessrules-cdb-from-fs", new, tree]).returncode == 0
+                with open(new, "rb") as src, open(cdb, "r+b") as dst:
+                    dst.truncate(0)
+                    dst.write(src.read())
+                os.unlink(new)
+            else:
+                assert run([S6IPC, "accessrules-cdb-from-fs", cdb, tree]).returncode == 0
+        return change
+
+    steps: List[Step] = [
+        (compile_from({f"uid/{uid}": {"allow": True, "exec": b"echo one\n"}}), b"one\n"),
+        (compile_from({f"uid/{uid}": {"deny": True}}), b""),
+        (compile_from({f"uid/{uid}": {"allow": True, "exec": b"echo three\n"}}), b"three\n"),
+        (compile_from({f"uid/{uid}": {"allow": True, "exec": b"echo four!\n"}}, in_place=True), b"four!\n"),
+        (compile_from({"uid/default": {"allow": True, "exec": b"echo five\n"}}, in_place=True), b"five\n"),
+    ]
+    compare(sockdir, ["-v2"], ["-v2", "-x", cdb], [handler, "env"], steps, compile_from({}))
+
+
+@needs_s6
+def test_program_that_cannot_run(sockdir: str, rules: str) -> None:
+    """The final program missing: the same fatal line from the access stage, the connection closed."""
+    make_rules(rules, {f"uid/{os.geteuid()}": {"allow": True}})
+    keep = set_rules(rules, {f"uid/{os.geteuid()}": {"allow": True}})
+    logs = compare(sockdir, ["-v2"], ["-i", rules], ["/nonexistent/prog"], [(keep, b""), (keep, b"")], keep)
+    assert logs["fast"]["access"][1] == ("s6-ipcserver-access: fatal: unable to exec /nonexistent/prog: "
+                                         "No such file or directory")
+    assert logs["fast"]["daemon"][4] == f"D: info: end pid P uid {os.geteuid()} exitcode 127"
+
+
+def test_fast_path_spawns_no_interpreter(sockdir: str, rules: str, handler: str) -> None:
+    """The fast path really is one: the served program's parent is the daemon itself."""
+    make_rules(rules, {f"uid/{os.geteuid()}": {"allow": True}})
+    path = os.path.join(sockdir, "fast.sock")
+    server = start("fast", path, [], ["-i", rules], [handler, "state"])
+    try:
+        began = time.monotonic()
+        for _ in range(20):
+            assert request(path).startswith(b"fd 0 ")
+        elapsed = time.monotonic() - began
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_access_program(int(p))]
+    finally:
+        server.stop()
+    assert elapsed < 2.0, f"20 connections took {elapsed:.2f}s: an interpreter per connection?"
+
+
+def _is_access_program(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"-m\0s6ipc\0s6-ipcserver-access" in f.read()
+    except OSError:
+        return False
+
+
+@needs_s6
+def test_exec_rule_through_execlineb(sockdir: str, rules: str, handler: str) -> None:
+    """execlineb -Pc: positional parameters are not substituted, the string is cut at a NUL."""
+    if not os.access(EXECLINEB, os.X_OK):
+        pytest.skip("execline is not installed")
+    spec = {"uid/default": {"allow": True, "exec": b"echo ${1} $# x\0echo never\n"}}
+    keep = set_rules(rules, spec)  # type: ignore[arg-type]
+    compare(sockdir, [], ["-i", rules], [handler, "env"], [(keep, b"${1} $# x\n")], keep)
+
