@@ -5,7 +5,8 @@ Usage: passfds.py [SPEC]... [--pid self|VALUE] [--fds VALUE] [--names VALUE] [--
 
 SPEC is one of ``listen:PATH`` (listening AF_UNIX stream socket bound to PATH, or ``@name``),
 ``bound:PATH`` (bound, not listening), ``dgram:PATH``, ``tcp`` (listening TCP on 127.0.0.1),
-``pipe`` (a pipe's read end), ``closed`` (nothing: the fd number is left closed). Defaults:
+``pipe`` (a pipe's read end), ``closed`` (nothing: the fd number is left closed), ``inherit:N``
+(the fd N this launcher inherited — the way a test hands back an fd "from the fd store"). Defaults:
 LISTEN_PID is this process (exec keeps the PID), LISTEN_FDS the number of SPECs, no names.
 The sockets' fds are inheritable, as systemd passes them.
 """
@@ -43,6 +44,8 @@ def make(spec: str) -> int:
         return r
     if kind == "closed":
         return -1
+    if kind == "inherit":
+        return os.dup(int(arg))
     raise SystemExit(f"passfds: unknown spec {spec}")
 
 

@@ -108,8 +108,12 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             move_fd(chosen.fd, 0)
             close_fds(passed, keep=(chosen.fd, 0))
         else:
-            close_fds(passed)
             assert path is not None
+            if passed:
+                listing = ", ".join(f"fd {p.fd} {p.name}" for p in passed)
+                reporter.warn(f"no socket {'named ' + name if name else 'bound to ' + path} among those "
+                              f"passed by systemd ({listing}): binding {path}")
+            close_fds(passed)
             _bind(path, reuse, backlog, perms, blocking)
             if store:
                 assert name is not None
