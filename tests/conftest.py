@@ -284,3 +284,25 @@ def zombie_children(pid: int) -> List[int]:
         except (OSError, KeyError):
             pass
     return found
+
+
+def traced_execs(argv: Sequence[str], *, timeout: float = 20, **kw) -> tuple:  # type: ignore[no-untyped-def,type-arg]
+    """Run *argv* under ``strace -f -e trace=execve``: (completed process, argv of each successful execve).
+
+    Arguments are read hex-escaped (``-xx``), so any byte survives; the first entry is *argv* itself.
+    """
+    import re
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed: apt-get install strace")
+    with tempfile.NamedTemporaryFile(prefix="s6t-strace") as out:
+        proc = run(["strace", "-f", "-qq", "-v", "-xx", "-s", "65536", "-e", "trace=execve", "-o", out.name,
+                    *argv], timeout=timeout, **kw)
+        text = out.read().decode("ascii", "replace")
+    execs = []
+    for line in text.splitlines():
+        m = re.search(r'execve\("[^"]*", \[(.*?)\], .*\) = 0$', line)
+        if m:
+            words = re.findall(r'"((?:\\x[0-9a-f]{2})*)"', m.group(1))
+            execs.append([os.fsdecode(bytes.fromhex(w.replace("\\x", ""))) for w in words])
+    return proc, execs
