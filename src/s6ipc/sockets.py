@@ -29,6 +29,7 @@ from typing import Optional, Tuple, Union
 from .errors import BadInput, SystemFailure
 
 IPCPATH_MAX = 107
+_INT_MAX = 0x7FFFFFFF
 SOMAXCONN = socket.SOMAXCONN
 _PEERCRED = struct.Struct("3i")
 
@@ -112,7 +113,9 @@ def bind_unix_socket(
     os.umask(old_umask)
     try:
         if backlog:
-            sock.listen(backlog)
+            # listen(2) takes a C int and the kernel caps it (as unsigned) at somaxconn: any value
+            # above INT_MAX ends up as somaxconn, which INT_MAX gives too (CPython refuses bigger ints)
+            sock.listen(min(backlog, _INT_MAX))
     except OSError as e:
         sock.close()
         raise SystemFailure(f"listen to {name}", e.errno or errno.EINVAL) from None

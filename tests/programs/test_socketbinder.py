@@ -205,7 +205,11 @@ def test_fd0_replaces_whatever_was_there_and_nothing_else_leaks() -> None:
         assert outcomes[0][1]["fds"] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("backlog, expected", [(None, "4096"), ("1", "1"), ("7", "7"), ("99999", "4096")])
+@pytest.mark.parametrize(
+    "backlog, expected",
+    [(None, "4096"), ("1", "1"), ("7", "7"), ("99999", "4096"), ("2147483647", "4096"),
+     ("2147483648", "4096"), ("4294967295", "4096")],
+)
 def test_backlog(backlog: Optional[str], expected: str) -> None:
     """The listen backlog, as the kernel reports it (ss: Send-Q of a listening socket)."""
     opts = ["-b", backlog] if backlog else []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import List, NoReturn, Optional
 
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_gidlist, parse_octal, parse_uint
+from ..options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
 from .chain import exec_into, stage
 
 USAGE = (
@@ -67,7 +67,9 @@ def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
         elif letter == "C":
             o.localmaxconn = parse_uint(v) or 1
         elif letter == "b":
-            o.backlog = parse_uint(v) or 1
+            # s6-ipcserver keeps "not given" as (unsigned int)-1: -b 4294967295 means the default
+            backlog = parse_uint(v)
+            o.backlog = None if backlog == UINT32_MAX else backlog or 1
         elif letter == "a":
             o.perms = parse_octal(v)
         elif letter == "G":
