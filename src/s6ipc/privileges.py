@@ -1,10 +1,16 @@
 """Dropping privileges the way s6-applyuidgid does: setgroups, then setgid, then setuid.
 
-Facts this module relies on: a uid or gid of 0 means "do not change" (s6 can never switch *to*
-root explicitly); the supplementary list is normalised so that the primary group comes first and
-appears once (the primary being the new gid if one is given, else the current egid); an empty
-list still calls setgroups with the primary alone. ``setuid`` as root changes the real, effective
-and saved uids together, so nothing can be regained afterwards.
+Some facts about Linux credentials and s6 this module relies on:
+
+* A uid or gid of 0 means "do not change" (s6 can never switch *to* root explicitly).
+* The supplementary list goes through skalibs' ``setgroups_and_gid(primary, list)``, the primary
+  being the new gid if one is given, else the current egid: an empty list becomes ``[primary]``;
+  a list that starts with the primary is used as it is; otherwise the *first* occurrence of the
+  primary is moved to the front (later duplicates stay), or the primary is prepended when absent.
+  The kernel keeps duplicates and shows the list sorted in ``/proc/PID/status``.
+* ``setgroups``, then ``setgid``, then ``setuid``: the first two need privileges the last one drops.
+  ``setuid`` as root changes the real, effective, saved and filesystem uids together, so nothing
+  can be regained afterwards; ``setgid`` likewise for the gids.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from .errors import SystemFailure
 
 
 def normalise_groups(gids: Sequence[int], primary: int) -> List[int]:
-    """The list s6 hands to setgroups: *primary* first, then the others in order, no duplicate of it."""
-    return [primary] + [g for g in gids if g != primary]
+    """The list s6 hands to setgroups (skalibs ``setgroups_and_gid``): *primary* first."""
+    groups = list(gids)
+    if primary in groups:
+        groups.remove(primary)  # the first occurrence only
+    return [primary] + groups
 
 
 def apply_uidgid(uid: int = 0, gid: int = 0, groups: Optional[Sequence[int]] = None) -> None:

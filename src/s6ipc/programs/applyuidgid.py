@@ -9,7 +9,7 @@ from ..errors import BadInput
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_gidlist, parse_uint
 from ..privileges import apply_uidgid
-from .chain import exec_into
+from .chain import exec_into, modify_environ
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 
@@ -52,6 +52,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         raise UsageError("too few arguments")
     apply_uidgid(uid, gid, groups)
     if unexport:
-        for name in ("UID", "GID", "GIDLIST"):
-            os.environ.pop(name, None)
+        modify_environ(("UID", "GID", "GIDLIST"))
     exec_into(reporter, rest)

@@ -19,6 +19,7 @@ import os
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
+from ..envdir import merge_env
 from ..errors import S6ipcError
 from ..execution import exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
@@ -68,6 +69,18 @@ def run_program(word: str, args: Sequence[str]) -> NoReturn:
     except KeyboardInterrupt:
         os._exit(130)
     raise AssertionError(f"{word} returned")
+
+
+def modify_environ(modifs: Sequence[str]) -> None:
+    """Apply s6 environment modifications (``NAME=value`` sets, ``NAME`` unsets) to ``os.environ``.
+
+    The order the next program sees is skalibs' ``env_merge`` order (see :func:`s6ipc.envdir.merge_env`):
+    a removed variable's place is taken by the last one, a set variable goes to the end.
+    """
+    merged = merge_env(os.environ, modifs)
+    if list(merged.items()) != list(os.environ.items()):
+        os.environ.clear()
+        os.environ.update(merged)
 
 
 def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:

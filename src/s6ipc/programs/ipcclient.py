@@ -9,7 +9,7 @@ from ..errors import SystemFailure
 from ..messages import Reporter
 from ..options import UsageError, getopt
 from ..sockets import IPCPATH_MAX, address_text, connect_unix
-from .chain import exec_into
+from .chain import exec_into, modify_environ
 
 USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
 
@@ -36,23 +36,20 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if verbosity >= 2:
         reporter.info(f"{reporter.name}: connected to {rest[0]}")
     if local_name is not None:
-        os.environ["IPCLOCALPATH"] = os.fsdecode(os.fsencode(local_name)[:IPCPATH_MAX])
+        local: Optional[str] = os.fsdecode(os.fsencode(local_name)[:IPCPATH_MAX])
     else:
         try:
-            os.environ["IPCLOCALPATH"] = address_text(sock.getsockname())
+            local = address_text(sock.getsockname())
         except OSError:
-            os.environ.pop("IPCLOCALPATH", None)
+            local = None
     fd = sock.detach()
     for target in (6, 7):
         try:
             os.dup2(fd, target, inheritable=True)
+            os.set_inheritable(target, True)  # dup2 onto itself (the socket was fd 6) keeps CLOEXEC
         except OSError as e:
             raise SystemFailure(f"set up fd {target}", e.errno or 9) from None
     if fd not in (6, 7):
         os.close(fd)
-    os.environ.pop("PROTO", None)
-    os.environ["PROTO"] = "IPC"
-    ipclocal = os.environ.pop("IPCLOCALPATH", None)
-    if ipclocal is not None:
-        os.environ["IPCLOCALPATH"] = ipclocal
+    modify_environ(("PROTO=IPC", "IPCLOCALPATH" if local is None else f"IPCLOCALPATH={local}"))
     exec_into(reporter, rest[1:])
