@@ -78,6 +78,26 @@ def activate(sockdir: str) -> Iterator:  # type: ignore[type-arg]
         a.stop()
 
 
+_SPAWNED: List[subprocess.Popen[bytes]] = []
+
+
+def spawn(argv: Sequence[str], **kw) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """Popen, remembered: whatever a failing test leaves running is killed at teardown."""
+    proc = subprocess.Popen(list(argv), **kw)
+    _SPAWNED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def child_env(path: str) -> Dict[str, str]:
     return env_of(ask(path))
 
@@ -148,11 +168,8 @@ def test_accept_mode_passes_connections_which_the_stage_refuses_clearly(activate
 
 
 # -- errors of the stage: what systemd would never pass, or a wrapper got wrong ------------------------
-Result = "subprocess.CompletedProcess[bytes]"
-
-
 def stage(specs: Sequence[str], options: Sequence[str], stage_args: Sequence[str],
-          prog: Sequence[str] = ("/bin/true",), env: Optional[Dict[str, str]] = None) -> Result:
+          prog: Sequence[str] = ("/bin/true",), env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess[bytes]:
     argv = [VENV_PYTHON, PASSFDS, *specs, *options, "--", S6IPC, "systemd-socket", *stage_args, *prog]
     return subprocess.run(argv, capture_output=True, timeout=20, env=env)
 
@@ -210,7 +227,7 @@ def test_ipcserver_S_adopts_the_passed_socket_or_binds(activate, sockdir: str) -
     a.stop()
     # the same line without systemd binds the path itself
     plain_path = f"{sockdir}/plain"
-    proc = subprocess.Popen([S6IPC, "ipcserver", "-S", "-1", plain_path, "/usr/bin/env"],
+    proc = spawn([S6IPC, "ipcserver", "-S", "-1", plain_path, "/usr/bin/env"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.read(1) == b"\n"
@@ -237,7 +254,7 @@ def test_fallback_bind_pushes_to_the_fd_store_and_adopts_it_back(sockdir: str) -
     argv = [S6IPC, "systemd-socket", "-n", "ipc", "-l", path, "-f", "-s",
             S6IPC, "ipcserverd", "-1", "--", "/usr/bin/env"]
     try:
-        first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         stored = manager.get()
         assert stored.text == "FDSTORE=1\nFDNAME=ipc" and len(stored.fds) == 1 and stored.pid == first.pid
         held = stored.fds[0]
@@ -250,7 +267,7 @@ def test_fallback_bind_pushes_to_the_fd_store_and_adopts_it_back(sockdir: str) -
         # "restart": the manager passes the stored fd back, named ipc; nothing is bound or stored again
         with socket.socket(socket.AF_UNIX) as early:
             early.connect(path)  # the socket is held: a client connecting between the two generations waits
-            second = subprocess.Popen([VENV_PYTHON, PASSFDS, f"inherit:{held}", "--names", "ipc", "--",
+            second = spawn([VENV_PYTHON, PASSFDS, f"inherit:{held}", "--names", "ipc", "--",
                                        *argv], env=env, pass_fds=[held], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
             assert second.stdout is not None and second.stdout.read(1) == b"\n"
@@ -277,7 +294,7 @@ def test_ipcserverd_notifies_ready_status_stopping_and_hides_the_socket(backend:
     env = dict(os.environ, NOTIFY_SOCKET=manager.address, S6IPC_SYSTEMD_BACKEND=backend,
                WATCHDOG_USEC="200000", WATCHDOG_PID="1")  # a watchdog for someone else: no pings
     try:
-        proc = subprocess.Popen([S6IPC, "ipcserver", "-1", path, "/usr/bin/env"], env=env,
+        proc = spawn([S6IPC, "ipcserver", "-1", path, "/usr/bin/env"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stdout.read(1) == b"\n"
         ready = manager.get()
@@ -298,7 +315,7 @@ def test_ipcserverd_pings_the_watchdog_from_its_loop(sockdir: str) -> None:
     path = f"{sockdir}/wd"
     env = dict(os.environ, NOTIFY_SOCKET=manager.address, WATCHDOG_USEC="200000")
     try:
-        proc = subprocess.Popen([S6IPC, "ipcserver", path, "/usr/bin/env"], env=env,
+        proc = spawn([S6IPC, "ipcserver", path, "/usr/bin/env"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         texts = manager.texts_until(lambda t: t.startswith("READY=1"))
         start = time.monotonic()
@@ -323,7 +340,7 @@ def test_forwarder_turns_s6_ipcserverd_newline_into_ready(sockdir: str) -> None:
     path = f"{sockdir}/c"
     env = dict(os.environ, NOTIFY_SOCKET=manager.address)
     try:
-        proc = subprocess.Popen([VENV_PYTHON, PASSFDS, f"listen:{path}", "--", S6IPC, "systemd-socket", "-N",
+        proc = spawn([VENV_PYTHON, PASSFDS, f"listen:{path}", "--", S6IPC, "systemd-socket", "-N",
                                  C_IPCSERVERD, "-1", "--", "/usr/bin/env"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ready = manager.get()
