@@ -169,7 +169,8 @@ def test_accept_mode_passes_connections_which_the_stage_refuses_clearly(activate
 
 # -- errors of the stage: what systemd would never pass, or a wrapper got wrong ------------------------
 def stage(specs: Sequence[str], options: Sequence[str], stage_args: Sequence[str],
-          prog: Sequence[str] = ("/bin/true",), env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess[bytes]:
+          prog: Sequence[str] = ("/bin/true",),
+          env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess[bytes]:
     argv = [VENV_PYTHON, PASSFDS, *specs, *options, "--", S6IPC, "systemd-socket", *stage_args, *prog]
     return subprocess.run(argv, capture_output=True, timeout=20, env=env)
 
