@@ -462,15 +462,13 @@ def take_listener(*, name: Optional[str] = None, path: Optional[str] = None, tar
 def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float] = None) -> int:
     """Retrieve *identifier* from the s6 fd holder listening at *holder*; return a new fd.
 
-    Uses :mod:`s6ipc.fdholder`'s client (wire-compatible with s6-fdholderd). Raises
-    :class:`SystemFailure` / :class:`BadInput` as that client does.
+    Uses :class:`s6ipc.fdholder.client.FdHolderClient` (wire-compatible with s6-fdholderd): the
+    fd is close-on-exec. Raises :class:`SystemFailure` as that client does.
     """
-    try:
-        from .fdholder import client as fdclient  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as e:  # pragma: no cover - the fd-holder library ships with s6ipc
-        raise BadInput(f"the fd-holder client is not available: {e}", 111) from None
-    fd: int = fdclient.retrieve(holder, identifier, timeout=timeout)
-    return fd
+    from .fdholder.client import FdHolderClient
+
+    with FdHolderClient(holder, timeout=timeout) as client:
+        return client.retrieve(identifier)
 
 
 def listening_socket(*, name: Optional[str] = None, path: Optional[str] = None,
