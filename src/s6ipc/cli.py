@@ -39,6 +39,17 @@ def _links(directory: str) -> int:
     return 0
 
 
+def _list() -> int:
+    data = "".join(f"{n}\n" for n in sorted(PROGRAMS)).encode()
+    try:
+        while data:
+            data = data[os.write(1, data) :]
+    except OSError as e:
+        os.write(2, f"s6ipc: fatal: unable to write to stdout: {os.strerror(e.errno or 0)}\n".encode())
+        return 111
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> NoReturn:
     undo_locale_coercion(os.environ)
     args = list(sys.argv if argv is None else argv)
@@ -52,8 +63,7 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
     if word == "links" and len(args) == 3:
         os._exit(_links(args[2]))
     if word == "list" and len(args) == 2:
-        os.write(1, "".join(f"{n}\n" for n in sorted(PROGRAMS)).encode())
-        os._exit(0)
+        os._exit(_list())
     if program_name(word) is None:
         os.write(2, (USAGE + "\n").encode())
         os._exit(100)

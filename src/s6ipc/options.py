@@ -70,24 +70,26 @@ _DIGITS = re.compile(r"[0-9]+\Z")
 _OCTAL = re.compile(r"[0-7]+\Z")
 
 
-def parse_uint(text: str) -> int:
-    """Whole-string unsigned 32-bit decimal (skalibs ``uint0_scan``). Raises :class:`UsageError`."""
-    if not _DIGITS.match(text):
+def _scan_whole(text: str, digits: re.Pattern[str], base: int) -> int:
+    # leading zeros are free; past 11 significant digits the value cannot fit in 32 bits, and
+    # CPython refuses to convert strings of more than 4300 digits at all
+    significant = text.lstrip("0")
+    if not digits.match(text) or len(significant) > 11:
         raise UsageError(text)
-    value = int(text, 10)
+    value = int(significant or "0", base)
     if value > UINT32_MAX:
         raise UsageError(text)
     return value
+
+
+def parse_uint(text: str) -> int:
+    """Whole-string unsigned 32-bit decimal (skalibs ``uint0_scan``). Raises :class:`UsageError`."""
+    return _scan_whole(text, _DIGITS, 10)
 
 
 def parse_octal(text: str) -> int:
     """Whole-string octal (skalibs ``uint0_oscan``). Raises :class:`UsageError`."""
-    if not _OCTAL.match(text):
-        raise UsageError(text)
-    value = int(text, 8)
-    if value > UINT32_MAX:
-        raise UsageError(text)
-    return value
+    return _scan_whole(text, _OCTAL, 8)
 
 
 _GID_SEPARATORS = ",:; \t\r\n"

@@ -103,10 +103,11 @@ OPTION_SETS = [
     ["-G", "1 2\t3;4:5"],
     ["-u", "4294967295", "-g", "4294967295"],
     ["-1qDPc1"],
+    ["-c", "0" * 5000 + "7", "-a", "0" * 5000 + "640"],
 ]
 
 
-@pytest.mark.parametrize("opts", OPTION_SETS, ids=lambda o: " ".join(o) or "none")
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=lambda o: " ".join(o)[:60] or "none")
 def test_chain_is_s6_ipcservers(opts: List[str]) -> None:
     args = [*opts, NOWHERE, "prog", "-x", "--", "arg"]
     expected = s6_chain(args)
@@ -147,6 +148,7 @@ def test_chain_examples_of_the_spec() -> None:
         ["-G", "abc", "/p", "cat"],
         ["-G", ",5", "/p", "cat"],
         ["-c", "99999999999", "/p", "cat"],
+        ["-c", "9" * 5000, "/p", "cat"],
         ["-c", "4294967296", "/p", "cat"],
         ["-c", "+5", "/p", "cat"],
         ["-c", " 5", "/p", "cat"],
@@ -159,7 +161,7 @@ def test_chain_examples_of_the_spec() -> None:
         ["-1", "--", "/p"],
         ["-q-", "/p", "cat"],
     ],
-    ids=lambda a: " ".join(a) or "none",
+    ids=lambda a: " ".join(a)[:60] or "none",
 )
 def test_usage_errors(args: List[str]) -> None:
     s6 = run(theirs("ipcserver") + args)

@@ -66,25 +66,27 @@ def test_getopt_usage(args: List[str]) -> None:
 
 
 @pytest.mark.parametrize("text, value", [("0", 0), ("010", 10), ("00", 0), ("4294967295", UINT32_MAX),
-                                         ("0004294967295", UINT32_MAX), ("123", 123)])
+                                         ("0004294967295", UINT32_MAX), ("123", 123),
+                                         ("0" * 5000 + "1", 1)])
 def test_parse_uint(text: str, value: int) -> None:
     assert parse_uint(text) == value
 
 
 @pytest.mark.parametrize("text", ["", "+5", " 5", "5 ", "5x", "-1", "4294967296", "99999999999", "0x10",
-                                  "1e3", "\u0665", "５", "1_000"])
+                                  "1e3", "\u0665", "５", "1_000", "9" * 5000, "1" + "0" * 10])
 def test_parse_uint_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_uint(text)
 
 
 @pytest.mark.parametrize("text, value", [("0", 0), ("777", 0o777), ("0700", 0o700), ("1777", 0o1777),
-                                         ("37777777777", UINT32_MAX)])
+                                         ("37777777777", UINT32_MAX), ("0" * 5000 + "7", 7)])
 def test_parse_octal(text: str, value: int) -> None:
     assert parse_octal(text) == value
 
 
-@pytest.mark.parametrize("text", ["", "0800", "8", "+7", " 7", "7 ", "0o7", "40000000000", "\u0667"])
+@pytest.mark.parametrize("text", ["", "0800", "8", "+7", " 7", "7 ", "0o7", "40000000000", "\u0667",
+                                  "7" * 5000])
 def test_parse_octal_rejects(text: str) -> None:
     with pytest.raises(UsageError):
         parse_octal(text)
