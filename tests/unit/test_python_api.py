@@ -1,0 +1,115 @@
+"""The asyncio example of docs/python-api.md, run exactly as written, from each source of its socket.
+
+* fd 0, from ``ipcserver-socketbinder``, readiness on a notification pipe (s6 style);
+* systemd, from ``systemd-socket-activate`` with a stand-in manager on ``$NOTIFY_SOCKET``;
+* an fd holder (Debian's ``s6-fdholder-daemon``, wire-compatible with ours) holding the socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from typing import Iterator, List
+
+import pytest
+from conftest import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd"))
+from peers import Manager, ask  # noqa: E402
+
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
+                   "python-api.md")
+
+
+def example_source() -> str:
+    with open(DOC) as f:
+        text = f.read()
+    section = text[text.index("## Example"):]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None, "no python block in the Example section of docs/python-api.md"
+    return match.group(1)
+
+
+@pytest.fixture
+def example(sockdir: str) -> str:
+    path = os.path.join(sockdir, "hello.py")
+    with open(path, "w") as f:
+        f.write(example_source())
+    return path
+
+
+@pytest.fixture
+def procs() -> Iterator[List[subprocess.Popen[bytes]]]:
+    started: List[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def test_from_fd0_with_s6_readiness(example: str, sockdir: str, procs: List[subprocess.Popen[bytes]]) -> None:
+    path = os.path.join(sockdir, "h.sock")
+    r, w = os.pipe()
+    p = subprocess.Popen([S6IPC, "ipcserver-socketbinder", path, VENV_PYTHON, example, str(w)], pass_fds=[w],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    procs.append(p)
+    os.close(w)
+    assert wait_for_ready(r) == b"\n"
+    os.close(r)
+    assert ask(path) == b"hello, world\n"  # ready means accepting
+
+
+def test_socket_activated_with_sd_notify(example: str, sockdir: str,
+                                         procs: List[subprocess.Popen[bytes]]) -> None:
+    manager = Manager(os.path.join(sockdir, "notify"))
+    path = os.path.join(sockdir, "h.sock")
+    try:
+        p = subprocess.Popen(["systemd-socket-activate", "-l", path, "-E", f"NOTIFY_SOCKET={manager.address}",
+                              "-E", "WATCHDOG_USEC=400000", VENV_PYTHON, example], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(p)
+        wait_until(lambda: os.path.exists(path))
+        with socket.socket(socket.AF_UNIX) as first:  # the connection that activates it
+            first.connect(path)
+            ready = manager.get(10)
+            assert ready.text == "READY=1\nSTATUS=serving" and ready.pid == p.pid
+            first.sendall(b"systemd")
+            first.shutdown(1)
+            assert first.recv(100) == b"hello, systemd\n"
+        assert manager.get().text == "WATCHDOG=1"
+        p.send_signal(signal.SIGTERM)
+        assert manager.texts_until(lambda t: t == "STOPPING=1")[-1] == "STOPPING=1"
+        assert p.wait(10) == 0
+    finally:
+        manager.close()
+
+
+@pytest.mark.skipif(shutil.which("s6-fdholder-daemon") is None, reason="Debian's s6 is not installed")
+def test_from_an_fd_holder(example: str, sockdir: str, procs: List[subprocess.Popen[bytes]]) -> None:
+    rules = os.path.join(sockdir, "rules", "uid", str(os.getuid()))
+    os.makedirs(os.path.join(rules, "env"))
+    open(os.path.join(rules, "allow"), "w").close()
+    for name in ("S6_FDHOLDER_STORE_REGEX", "S6_FDHOLDER_RETRIEVE_REGEX"):
+        with open(os.path.join(rules, "env", name), "w") as f:
+            f.write("^unix:\n")
+    holder, path = os.path.join(sockdir, "holder"), os.path.join(sockdir, "h.sock")
+    h = subprocess.Popen(["s6-fdholder-daemon", "-1", "-i", os.path.join(sockdir, "rules"), holder],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(h)
+    assert h.stdout is not None and h.stdout.read(1) == b"\n"
+    subprocess.run(["s6-ipcserver-socketbinder", path, "s6-fdholder-store", holder, f"unix:{path}"],
+                   check=True, timeout=20)
+    r, w = os.pipe()
+    p = subprocess.Popen([VENV_PYTHON, example, str(w)], pass_fds=[w], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=dict(os.environ, FDHOLDER=holder, FDHOLDER_ID=f"unix:{path}"))
+    procs.append(p)
+    os.close(w)
+    assert wait_for_ready(r) == b"\n"
+    os.close(r)
+    assert ask(path) == b"hello, world\n"
