@@ -71,7 +71,8 @@ def test_socket_activated_with_sd_notify(example: str, sockdir: str,
     path = os.path.join(sockdir, "h.sock")
     try:
         p = subprocess.Popen(["systemd-socket-activate", "-l", path, "-E", f"NOTIFY_SOCKET={manager.address}",
-                              "-E", "WATCHDOG_USEC=400000", VENV_PYTHON, example], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              "-E", "WATCHDOG_USEC=400000", VENV_PYTHON, example],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(p)
         wait_until(lambda: os.path.exists(path))
         with socket.socket(socket.AF_UNIX) as first:  # the connection that activates it
