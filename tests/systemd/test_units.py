@@ -64,3 +64,32 @@ def test_a_broken_unit_fails_verification(tmp_path: object) -> None:
     assert result.returncode != 0
     assert "Unknown key 'KilMode'" in result.stderr
     assert "/nonexistent/s6ipc is not executable" in result.stderr
+
+
+def _blocks(doc: str, language: str) -> List[str]:
+    import re
+
+    with open(os.path.join(os.path.dirname(UNITS), "..", "docs", doc)) as f:
+        return re.findall(rf"```{language}\n(.*?)```", f.read(), re.S)
+
+
+def test_the_guide_shows_the_shipped_units() -> None:
+    """Every setting docs/systemd.md shows in an ini block is in a shipped unit (as is, or commented)."""
+    shipped = set()
+    for name in os.listdir(UNITS):
+        with open(os.path.join(UNITS, name)) as f:
+            shipped |= {line.lstrip("#").strip() for line in f}
+    shown = {line.strip() for block in _blocks("systemd.md", "ini") for line in block.splitlines()}
+    shown = {line for line in shown if line and not line.startswith("[")}
+    assert len(shown) >= 10
+    assert shown <= shipped, shown - shipped
+
+
+def test_the_s6_guide_shows_the_shipped_run_scripts() -> None:
+    s6_units = os.path.join(os.path.dirname(UNITS), "s6")
+    shown = [b for b in _blocks("s6.md", "sh") if b.startswith("#!/bin/sh -e\n")]
+    assert len(shown) == 2
+    for block, service in zip(shown, ("s6ipc-demo", "s6ipc-held")):
+        with open(os.path.join(s6_units, service, "run")) as f:
+            script = [line for line in f.read().splitlines() if not line.startswith("# ")]
+        assert block.splitlines() == script, service
