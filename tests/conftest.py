@@ -7,6 +7,7 @@ Tests run our programs as real processes (``.venv/bin/s6ipc NAME``) next to Debi
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -306,3 +307,67 @@ def traced_execs(argv: Sequence[str], *, timeout: float = 20, **kw) -> tuple:  #
             words = re.findall(r'"((?:\\x[0-9a-f]{2})*)"', m.group(1))
             execs.append([os.fsdecode(bytes.fromhex(w.replace("\\x", ""))) for w in words])
     return proc, execs
+
+
+# -- clients that stay connected ---------------------------------------------------------------------
+class Client:
+    """A connected client socket with line-oriented reads (5 s timeout)."""
+
+    def __init__(self, path: str, bind: Optional[str] = None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        if bind:
+            self.sock.bind(bind)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise AssertionError(f"EOF before a full line (got {self.buf!r})")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def pid(self) -> int:
+        return int(self.line())
+
+    def rest(self) -> bytes:
+        """Everything until EOF."""
+        data = self.buf
+        self.buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(4096)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def silent_for(self, seconds: float) -> bool:
+        """True when nothing (not even EOF) arrives within *seconds*."""
+        return not select.select([self.sock], [], [], seconds)[0]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    """``clients(path, bind=None)`` connects a :class:`Client`; all are closed at teardown."""
+    made: List[Client] = []
+
+    def connect(path: str, bind: Optional[str] = None) -> Client:
+        c = Client(path, bind)
+        made.append(c)
+        return c
+
+    yield connect
+    for c in made:
+        c.close()

@@ -1,0 +1,446 @@
+"""ipcserverd against Debian's s6-ipcserverd: the same scenario, fed by the same socket binder.
+
+Each differential test starts ``/usr/bin/s6-ipcserver-socketbinder PATH DAEMON …`` where DAEMON is
+our ``s6ipc ipcserverd`` or ``/usr/bin/s6-ipcserverd``, drives it with real clients and compares
+what the clients, the children and the log see. Where we deliberately differ (documented in
+docs/ipcserverd.md) the test asserts both behaviours explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import pytest
+from conftest import (
+    IMPLEMENTATIONS,
+    SOCKETBINDER,
+    Client,
+    RunningServer,
+    normalise_log,
+    proc_children,
+    request,
+    run,
+    wait_until,
+)
+
+WHO = ["ours", "s6"]
+UID, GID = os.geteuid(), os.getegid()
+BASE_ENV = {"PATH": "/usr/bin:/bin"}
+
+
+def daemon_argv(who: str, path: str, opts: Sequence[str], prog: Sequence[str],
+                binder_opts: Sequence[str] = ()) -> List[str]:
+    """socketbinder PATH → (ours | s6's) ipcserverd OPTS -- PROG."""
+    return [SOCKETBINDER, *binder_opts, path, *IMPLEMENTATIONS[who]("ipcserverd"), *opts, "--", *prog]
+
+
+Start = Callable[..., Tuple[RunningServer, str]]
+
+
+@pytest.fixture
+def start(server_factory: Callable[..., RunningServer], sockdir: str, handler: str) -> Start:
+    """``start(who, opts, *handler_args, env=…, prog=…)`` → (ready server, socket path).
+
+    The prog defaults to the C handler with *handler_args*; ``-1`` is always passed.
+    """
+    count = [0]
+
+    def go(who: str, opts: Sequence[str], *mode: str, prog: Optional[Sequence[str]] = None,
+           env: Optional[Dict[str, str]] = None, **kw: object) -> Tuple[RunningServer, str]:
+        count[0] += 1
+        path = os.path.join(sockdir, f"{who}{count[0]}")
+        argv = daemon_argv(who, path, ["-1", *opts], prog if prog is not None else [handler, *mode])
+        return server_factory(argv, env=dict(BASE_ENV) if env is None else env, **kw), path
+
+    return go
+
+
+def reaped(server: RunningServer, pid: int) -> Callable[[], bool]:
+    return lambda: pid not in proc_children(server.proc.pid)
+
+
+def log_lines(server: RunningServer) -> List[str]:
+    return normalise_log(server.log())
+
+
+def wait_log(server: RunningServer, n: int) -> List[str]:
+    """The normalised log once it has at least *n* lines."""
+    return wait_until(lambda: (lambda lines: lines if len(lines) >= n else None)(log_lines(server)))  # type: ignore[no-any-return]
+
+
+# -- fd 0 checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize("who", WHO)
+def test_stdin_dev_null_is_not_a_socket(who: str) -> None:
+    r = run([*IMPLEMENTATIONS[who]("ipcserverd"), "true"], stdin=subprocess.DEVNULL)
+    assert (r.returncode, normalise_log(r.stderr.decode())) == (100, ["D: fatal: stdin is not a socket"])
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_stdin_closed(who: str) -> None:
+    r = run(["sh", "-c", 'exec "$@" <&-', "sh", *IMPLEMENTATIONS[who]("ipcserverd"), "true"])
+    assert r.returncode == 111
+    assert normalise_log(r.stderr.decode()) == ["D: fatal: unable to fstat stdin: Bad file descriptor"]
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_bound_but_not_listening_socket(who: str, sockdir: str) -> None:
+    """socketbinder -b0: s6 dies when poll reports POLLHUP; we refuse it at start-up (before -1)."""
+    r = run(daemon_argv(who, os.path.join(sockdir, "s"), ["-1"], ["true"], binder_opts=["-b0"]))
+    lines = normalise_log(r.stderr.decode())
+    assert r.returncode == 111
+    ours_line, s6_line = "D: fatal: stdin is not a listening socket", "D: fatal: trouble with socket"
+    assert lines == [ours_line if who == "ours" else s6_line]
+    # s6 announces readiness first and then dies; we never announce a socket we cannot serve.
+    assert r.stdout == (b"" if who == "ours" else b"\n")
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_datagram_socket(who: str, sockdir: str) -> None:
+    """SOCK_DGRAM on fd 0: s6 hangs forever (never readable); we exit 111 with one line."""
+    argv = daemon_argv(who, os.path.join(sockdir, "s"), [], ["true"], binder_opts=["-m", "-b0"])
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if who == "s6":
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(1.0)
+            assert proc.poll() is None
+            return
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 111
+        assert normalise_log(err.decode()) == ["D: fatal: stdin is not a stream socket"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_notify_with_stdout_closed(who: str, sockdir: str) -> None:
+    argv = daemon_argv(who, os.path.join(sockdir, "s"), ["-1"], ["true"])
+    r = run(["sh", "-c", 'exec "$@" >&-', "sh", *argv], stdin=subprocess.DEVNULL)
+    assert r.returncode == 100
+    expected = "D: fatal: called with option -1 but stdout said: Bad file descriptor"
+    assert normalise_log(r.stderr.decode()) == [expected]
+
+
+# -- readiness ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("who", WHO)
+def test_readiness_newline_once_then_fd1_closed(who: str, start: Start) -> None:
+    server, path = start(who, [], "ok")  # returns once the newline arrived
+    assert request(path) == b"ok\n"  # a client right after readiness is served
+    rest = wait_until(lambda: _read_or_none(server.ready_fd), timeout=5)
+    assert rest == b"EOF"  # nothing after the single newline, and fd 1 is closed
+
+
+def _read_or_none(fd: int) -> Optional[bytes]:
+    try:
+        data = os.read(fd, 64)
+    except BlockingIOError:
+        return None
+    return data or b"EOF"
+
+
+# -- environment ----------------------------------------------------------------------------------
+def served_env(start: Start, who: str, opts: Sequence[str], env: Dict[str, str],
+               bind: Optional[str] = None) -> List[Tuple[str, str]]:
+    _, path = start(who, opts, "env", env=env)
+    out = request(path, bind=bind)
+    pairs = [tuple(line.split("=", 1)) for line in out.decode().splitlines()]
+    return [(k, v) for k, v in pairs if k != "_"]  # type: ignore[misc]
+
+
+INHERITED = {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited", "PROTO": "XYZ",
+             "IPCREMOTEEUID": "77", "IPCREMOTEEGID": "88", "IPCCONNNUM": "99", "IPCREMOTEPATH": "/x"}
+
+
+def test_env_in_order_equals_s6(start: Start) -> None:
+    """The full child environment, in order: the inherited variables, then the five s6 sets."""
+    env = dict(BASE_ENV, FOO="bar", IPCLOCALPATH="inherited")
+    envs = {who: served_env(start, who, [], env) for who in WHO}
+    assert envs["ours"] == envs["s6"]
+    assert envs["ours"] == [("PATH", "/usr/bin:/bin"), ("FOO", "bar"), ("IPCLOCALPATH", "inherited"),
+                            ("PROTO", "IPC"), ("IPCREMOTEEUID", str(UID)), ("IPCREMOTEEGID", str(GID)),
+                            ("IPCCONNNUM", "1"), ("IPCREMOTEPATH", "")]
+
+
+def test_env_with_inherited_connection_variables_equals_s6(start: Start) -> None:
+    """Inherited PROTO/IPCREMOTE*/IPCCONNNUM are replaced (the order may differ: see the docs)."""
+    envs = {who: dict(served_env(start, who, [], INHERITED)) for who in WHO}
+    assert envs["ours"] == envs["s6"]
+    assert envs["ours"] == {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited",
+                            "PROTO": "IPC", "IPCREMOTEEUID": str(UID), "IPCREMOTEEGID": str(GID),
+                            "IPCCONNNUM": "1", "IPCREMOTEPATH": ""}
+
+
+def test_env_bound_client_path(start: Start, sockdir: str) -> None:
+    envs = {who: served_env(start, who, [], BASE_ENV, bind=os.path.join(sockdir, f"c-{who}")) for who in WHO}
+    assert dict(envs["ours"])["IPCREMOTEPATH"] == os.path.join(sockdir, "c-ours")
+    assert dict(envs["s6"])["IPCREMOTEPATH"] == os.path.join(sockdir, "c-s6")
+    assert [k for k, _ in envs["ours"]] == [k for k, _ in envs["s6"]]
+
+
+def test_env_without_lookup_equals_s6(start: Start) -> None:
+    """-P: IPCREMOTEEUID/EGID unset even when inherited, IPCCONNNUM set but empty."""
+    envs = {who: dict(served_env(start, who, ["-P"], INHERITED)) for who in WHO}
+    assert envs["ours"] == envs["s6"]
+    assert envs["ours"] == {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited",
+                            "PROTO": "IPC", "IPCCONNNUM": "", "IPCREMOTEPATH": ""}
+
+
+def test_log_without_lookup_equals_s6(start: Start) -> None:
+    logs = {}
+    for who in WHO:
+        server, path = start(who, ["-v2", "-P"], "ok")
+        assert request(path) == b"ok\n"
+        wait_log(server, 6)
+        logs[who] = log_lines(server)
+    assert logs["ours"] == logs["s6"] == [
+        "D: info: starting", "D: info: status: 0/40", "D: info: allow ?:? pid P count ?/40",
+        "D: info: status: 1/40", "D: info: end pid P uid ? exitcode 0", "D: info: status: 0/40"]
+
+
+# -- child descriptors and signals --------------------------------------------------------------
+def child_state(out: bytes) -> Tuple[Dict[int, Tuple[str, str]], Dict[str, str]]:
+    fds: Dict[int, Tuple[str, str]] = {}
+    status: Dict[str, str] = {}
+    for line in out.decode().splitlines():
+        if line.startswith("fd "):
+            _, n, target, flags = line.split(" ", 3)
+            fds[int(n)] = (target, flags)
+        else:
+            k, v = line.split(":", 1)
+            status[k] = " ".join(v.split())
+    return fds, status
+
+
+@pytest.fixture
+def extra_fds() -> Iterator[Tuple[int, int]]:
+    """Two fds (50, 51) the test process opens so that the server inherits them."""
+    opened = []
+    for n in (50, 51):
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, n)
+        os.close(fd)
+        opened.append(n)
+    yield (50, 51)
+    for n in opened:
+        os.close(n)
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_child_descriptors(who: str, start: Start, extra_fds: Tuple[int, int]) -> None:
+    """fd 0 and 1: one blocking socket (flags 02); fd 2 inherited; s6 leaks inherited fds, we do not."""
+    server, path = start(who, [], "state", pass_fds=extra_fds)
+    listening = os.readlink(f"/proc/{server.proc.pid}/fd/0")
+    fds, status = child_state(request(path))
+    assert fds[0][0].startswith("socket:[") and fds[0] == fds[1] and fds[0][1] == "02"
+    assert fds[0][0] != listening
+    assert fds[2][0] == server.stderr_path
+    leaked = sorted(set(fds) - {0, 1, 2})
+    assert leaked == ([] if who == "ours" else list(extra_fds))
+    assert status["SigBlk"] == "0000000000000000"
+    assert ignored(who, status) == 0
+
+
+#: glibc's posix_spawn leaves its two internal signals (32, 33) at SIG_IGN in the new program.
+GLIBC_INTERNAL_SIGNALS = (1 << 31) | (1 << 32)
+
+
+def ignored(who: str, status: Dict[str, str]) -> int:
+    """The child's ignored-signal mask; for ours, minus glibc's internal signals (documented)."""
+    mask = int(status["SigIgn"], 16)
+    if who == "ours":
+        assert mask & GLIBC_INTERNAL_SIGNALS in (0, GLIBC_INTERNAL_SIGNALS)
+        mask &= ~GLIBC_INTERNAL_SIGNALS
+    return mask
+
+
+def _ignore_pipe_and_int() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_child_signal_dispositions(who: str, start: Start) -> None:
+    """Started with SIGPIPE and SIGINT ignored: the child gets SIGPIPE default, SIGINT stays ignored."""
+    server, path = start(who, [], "state", restore_signals=False, preexec_fn=_ignore_pipe_and_int)
+    _, status = child_state(request(path))
+    assert status["SigBlk"] == "0000000000000000"
+    assert ignored(who, status) == 1 << (signal.SIGINT - 1)
+
+
+# -- limits -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("who", WHO)
+def test_maxconn_makes_clients_wait(who: str, start: Start, clients: Callable[..., Client]) -> None:
+    """-c 1: the second client is connected but served only after the first child exits."""
+    server, path = start(who, ["-c", "1"], "hold")
+    first = clients(path)
+    first_pid = first.pid()
+    second = clients(path)  # connect succeeds: the client waits in the backlog
+    assert second.silent_for(0.5)
+    first.close()
+    second_pid = second.pid()
+    assert second_pid != first_pid
+    second.send(b"still here\n")
+    assert second.line() == b"still here"
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_localmaxconn_accepts_and_closes(who: str, start: Start, clients: Callable[..., Client]) -> None:
+    """-C 1 -c 2 at -v0: the next clients of the same uid read EOF; a deny line each, even at -v0."""
+    server, path = start(who, ["-v0", "-C", "1", "-c", "2"], "hold")
+    first = clients(path)
+    first.pid()
+    assert request(path) == b""
+    assert request(path) == b""
+    deny = f"D: info: deny {UID}:{GID} count 1/1: Success"
+    assert wait_log(server, 2) == [deny, deny]
+    first.send(b"x\n")
+    assert first.line() == b"x"
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_maxconn_capped_at_1000(who: str, start: Start) -> None:
+    server, _ = start(who, ["-v2", "-c", "5000"], "ok")
+    assert wait_log(server, 2)[:2] == ["D: info: starting", "D: info: status: 0/1000"]
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_direct_localmaxconn_zero_denies_everything(who: str, start: Start) -> None:
+    server, path = start(who, ["-v0", "-C", "0"], "ok")
+    assert request(path) == b""
+    assert wait_log(server, 1) == [f"D: info: deny {UID}:{GID} count 0/0: Success"]
+
+
+# -- signals ------------------------------------------------------------------------------------------
+SIGNAL_LINES = {
+    signal.SIGTERM: ["D: info: received SIGTERM, quitting", "D: info: exiting"],
+    signal.SIGHUP: ["D: info: received SIGHUP, sending SIGTERM+SIGCONT to all connections",
+                    f"D: info: end pid P uid {UID} exitcode 0", "D: info: status: 0/40"],
+    signal.SIGQUIT: ["D: info: received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting",
+                     "D: info: exiting"],
+    signal.SIGABRT: ["D: info: received SIGABRT, sending SIGKILL to all connections and quitting",
+                     "D: info: exiting"],
+}
+
+
+@pytest.mark.parametrize("sig", list(SIGNAL_LINES), ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("who", WHO)
+def test_signals(who: str, sig: int, start: Start, clients: Callable[..., Client]) -> None:
+    """TERM: child survives; HUP: child TERMed, server stays; QUIT: child TERMed, exit 0; ABRT: SIGKILL."""
+    server, path = start(who, ["-v2"], "hold")
+    child = clients(path)
+    child_pid = child.pid()
+    server.signal(sig)
+    if sig == signal.SIGHUP:
+        assert child.rest() == b"TERM\n"
+        wait_log(server, 4 + 3)
+        assert server.proc.poll() is None
+        assert clients(path).pid() != child_pid  # still serving
+    else:
+        assert server.wait(10) == 0
+        if sig == signal.SIGTERM:
+            child.send(b"alive?\n")
+            assert child.line() == b"alive?"  # the child kept running with its connection
+        elif sig == signal.SIGQUIT:
+            assert child.rest() == b"TERM\n"
+        else:
+            assert child.rest() == b""  # SIGKILL: no chance to write "TERM"
+            wait_until(lambda: _gone_or_zombie(child_pid))
+    lines = log_lines(server)
+    assert lines[:4] == ["D: info: starting", "D: info: status: 0/40",
+                         f"D: info: allow {UID}:{GID} pid P count 1/40", "D: info: status: 1/40"]
+    if sig in (signal.SIGQUIT, signal.SIGABRT):
+        # Both may or may not reap the killed child before exiting (s6 drains its signalfd).
+        reaping = ("D: info: end pid", "D: info: status: 0/")
+        lines = lines[:4] + [x for x in lines[4:] if not x.startswith(reaping)]
+    assert lines[4:4 + len(SIGNAL_LINES[sig])] == SIGNAL_LINES[sig]
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# -- log lines at every verbosity ---------------------------------------------------------------------
+def scripted_log(start: Start, clients: Callable[..., Client], who: str, verbosity: int) -> List[str]:
+    """-C 1 -c 2: a child exiting 3, a denied client, a child dying of SIGSEGV, then SIGTERM."""
+    server, path = start(who, [f"-v{verbosity}", "-C", "1", "-c", "2"], "cmd")
+    first = clients(path)
+    pid = first.pid()
+    assert request(path) == b""  # denied: same uid, -C 1
+    first.send(b"exit 3\n")
+    assert first.rest() == b""
+    wait_until(reaped(server, pid))
+    second = clients(path)
+    pid = second.pid()
+    second.send(b"segv\n")
+    assert second.rest() == b""
+    wait_until(reaped(server, pid))
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    return log_lines(server)
+
+
+EXPECTED_V2 = [
+    "D: info: starting", "D: info: status: 0/2",
+    f"D: info: allow {UID}:{GID} pid P count 1/1", "D: info: status: 1/2",
+    f"D: info: deny {UID}:{GID} count 1/1: Success",
+    f"D: info: end pid P uid {UID} exitcode 3", "D: info: status: 0/2",
+    f"D: info: allow {UID}:{GID} pid P count 1/1", "D: info: status: 1/2",
+    f"D: info: end pid P uid {UID} signal 11", "D: info: status: 0/2",
+    "D: info: received SIGTERM, quitting", "D: info: exiting",
+]
+
+
+@pytest.mark.parametrize("verbosity", [0, 1, 2])
+def test_log_lines_equal_s6(verbosity: int, start: Start, clients: Callable[..., Client]) -> None:
+    logs = {who: scripted_log(start, clients, who, verbosity) for who in WHO}
+    assert logs["ours"] == logs["s6"]
+    expected = EXPECTED_V2 if verbosity == 2 else [line for line in EXPECTED_V2 if " deny " in line]
+    assert logs["ours"] == expected
+
+
+# -- a program that cannot be executed ------------------------------------------------------------
+@pytest.mark.parametrize("who", WHO)
+def test_nonexistent_program(who: str, start: Start) -> None:
+    """The client reads EOF, the exec failure is logged, the daemon keeps serving."""
+    server, path = start(who, ["-v2"], prog=["nope"])
+    assert request(path) == b""
+    assert request(path) == b""
+    fatal = "C: fatal: unable to exec nope: No such file or directory"
+    if who == "ours":  # posix_spawn reports the failure in the parent: no child, no allow/end lines
+        lines = wait_log(server, 4)
+        assert lines == ["D: info: starting", "D: info: status: 0/40", fatal, fatal]
+    else:  # a forked child prints the line and exits 127
+        lines = wait_log(server, 12)
+        per_conn = sorted([f"D: info: allow {UID}:{GID} pid P count 1/40", "D: info: status: 1/40", fatal,
+                           f"D: info: end pid P uid {UID} exitcode 127", "D: info: status: 0/40"])
+        assert sorted(lines[2:7]) == per_conn and sorted(lines[7:12]) == per_conn
+    assert server.proc.poll() is None
+
+
+def test_exec_failure_recovers_when_program_appears(start: Start, sockdir: str, handler: str) -> None:
+    """The program's path is re-resolved after a failure: installing it later makes the daemon serve."""
+    prog = os.path.join(sockdir, "later")
+    server, path = start("ours", [], prog=[prog, "ok"])
+    assert request(path) == b""
+    os.symlink(handler, prog)
+    assert request(path) == b"ok\n"
+    assert log_lines(server) == [f"C: fatal: unable to exec {prog}: No such file or directory"]
+
+
+def test_sigint_kills_like_s6(start: Start) -> None:
+    """Signals other than the five handled ones keep their default action (CPython's SIGINT handler
+    is removed), as in s6."""
+    for who in WHO:
+        server, _ = start(who, [], "ok")
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == -signal.SIGINT
