@@ -34,7 +34,8 @@ def _links(directory: str) -> int:
             os.symlink(target[0], tmp)
             os.replace(tmp, link)
     except OSError as e:
-        os.write(2, f"s6ipc: fatal: unable to create links in {directory}: {e.strerror}\n".encode())
+        message = f"s6ipc: fatal: unable to create links in {directory}: {os.strerror(e.errno or 0)}\n"
+        os.write(2, message.encode("utf-8", "surrogateescape"))
         return 111
     return 0
 
