@@ -20,7 +20,7 @@ import time
 from typing import Iterator, List
 
 import pytest
-from conftest import S6IPC, env_of
+from conftest import S6IPC, env_of, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -108,7 +108,8 @@ def test_first_connection_activates_and_ready_makes_it_active(mgr: sdmanager.Use
     reply = env_of(ask(path))  # this connection starts the service, then is served by it
     assert reply["PROTO"] == "IPC" and reply["IPCREMOTEEUID"] == "0"
     assert not [k for k in reply if k in PRIVATE], reply
-    assert m.state("s6ipc-demo.service") == "active/running"
+    # READY=1 was sent before the first accept; the manager may read it an instant after our reply
+    assert m.wait_state("s6ipc-demo.service", "active/running") == "active/running"
     assert m.prop("s6ipc-demo.service", "TriggeredBy") == "s6ipc-demo.socket"
     assert m.prop("s6ipc-demo.service", "NotifyAccess") == "main"
     assert m.prop("s6ipc-demo.service", "StatusText") == \
@@ -150,16 +151,18 @@ def test_active_only_after_ready(mgr: sdmanager.UserManager) -> None:
     m.write_unit("s6ipc-slow.service", base % (
         "slow start", "10", "/bin/sh -c 'sleep 0.8; exec \"$$@\"' sh " + serve % "slow"))
     m.write_unit("s6ipc-mute.service", base % (
-        "READY never reaches systemd", "1", "/usr/bin/env -u NOTIFY_SOCKET " + serve % "mute"))
+        "READY never reaches systemd", "2", "/usr/bin/env -u NOTIFY_SOCKET " + serve % "mute"))
     m.systemctl("daemon-reload")
     m.systemctl("start", "--no-block", "s6ipc-slow.service", "s6ipc-mute.service")
     time.sleep(0.3)
     assert m.state("s6ipc-slow.service") == "activating/start"
+    # the control: the same daemon, serving, but its READY=1 cannot reach the manager
+    wait_until(lambda: os.path.exists(f"{run}/mute.sock"))
+    assert env_of(ask(f"{run}/mute.sock"))["PROTO"] == "IPC"
+    assert m.state("s6ipc-mute.service") == "activating/start"
     assert m.wait_state("s6ipc-slow.service", "active/running") == "active/running"
     assert m.prop("s6ipc-slow.service", "StatusText").startswith(f"accepting connections on {run}/slow.sock")
     assert env_of(ask(f"{run}/slow.sock"))["PROTO"] == "IPC"  # ipcserver -S bound it (no socket passed)
-    # the control: the same daemon, serving, but its READY=1 cannot reach the manager
-    assert env_of(ask(f"{run}/mute.sock"))["PROTO"] == "IPC"
     assert m.wait_state("s6ipc-mute.service", "failed/failed", timeout=5) == "failed/failed"
     assert m.prop("s6ipc-mute.service", "Result") == "timeout"
     m.systemctl("stop", "s6ipc-slow.service")
@@ -235,7 +238,7 @@ def test_ipcserver_S_is_one_execstart_line_for_a_socket_unit(mgr: sdmanager.User
     m.systemctl("start", "s6ipc-wrap.socket")
     node = os.stat(f"{run}/wrap.sock").st_ino
     assert complete(ask(f"{run}/wrap.sock"))
-    assert m.state("s6ipc-wrap.service") == "active/running"
+    assert m.wait_state("s6ipc-wrap.service", "active/running") == "active/running"
     assert fd0_socket(int(m.prop("s6ipc-wrap.service", "MainPID"))) in manager_sockets(m)
     assert os.stat(f"{run}/wrap.sock").st_ino == node
     m.systemctl("stop", "s6ipc-wrap.service", "s6ipc-wrap.socket")
