@@ -116,14 +116,16 @@ class RuleSet(Protocol):
 
 
 def _access_errno(path: str, mode: int) -> int:
-    """0 if ``access(path, mode)`` succeeds, else its errno (see the module docstring)."""
-    if os.access(path, mode):
-        return 0
+    """0 if ``access(path, mode)`` succeeds, else its errno (see the module docstring).
+
+    ``stat`` first: for the usual missing file it is the only call, and it fails with the errno
+    ``access`` would give; for a file that exists, ``access`` decides (EACCES when it says no).
+    """
     try:
         os.stat(path)
     except OSError as e:
         return e.errno or errno.EIO
-    return errno.EACCES
+    return 0 if os.access(path, mode) else errno.EACCES
 
 
 class FsRules:

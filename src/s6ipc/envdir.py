@@ -49,11 +49,14 @@ def read_file_head(path: str, size: int) -> bytes:
     """Up to *size* bytes from the start of *path* (skalibs ``openreadnclose``). Raises OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        os.set_blocking(fd, True)
         chunks: List[bytes] = []
         left = size
         while left > 0:
-            chunk = os.read(fd, left)
+            try:
+                chunk = os.read(fd, left)
+            except BlockingIOError:  # a FIFO with a writer: from now on, wait as skalibs does
+                os.set_blocking(fd, True)
+                continue
             if not chunk:
                 break
             chunks.append(chunk)
@@ -124,6 +127,19 @@ def merge_env(env: Mapping[str, str], modifs: Sequence[str]) -> Dict[str, str]:
     then ``NAME=value`` is appended. Variables with an empty name, which ``execve`` from Python
     cannot pass, are left out of the result.
     """
+    result = dict(env)
+    for i, modif in enumerate(modifs):
+        name, eq, value = modif.partition("=")
+        if name in result:  # a removal reorders: take the exact path from here on
+            result = _merge_in_order(result, modifs[i:])
+            break
+        if eq:
+            result[name] = value
+    result.pop("", None)
+    return result
+
+
+def _merge_in_order(env: Dict[str, str], modifs: Sequence[str]) -> Dict[str, str]:
     order = list(env)
     where = {name: i for i, name in enumerate(order)}
     values = dict(env)
@@ -140,4 +156,4 @@ def merge_env(env: Mapping[str, str], modifs: Sequence[str]) -> Dict[str, str]:
             where[name] = len(order)
             order.append(name)
             values[name] = value
-    return {name: values[name] for name in order if name}
+    return {name: values[name] for name in order}
