@@ -11,6 +11,10 @@ Some facts about Linux credentials and s6 this module relies on:
 * ``setgroups``, then ``setgid``, then ``setuid``: the first two need privileges the last one drops.
   ``setuid`` as root changes the real, effective, saved and filesystem uids together, so nothing
   can be regained afterwards; ``setgid`` likewise for the gids.
+* Changing the effective or filesystem ids clears the process's "dumpable" flag: ``/proc/PID/*``
+  then belongs to root and no core is dumped. ``execve`` sets it again when the real and effective
+  ids agree, so after s6-applyuidgid's exec the next stage is dumpable; a stage that runs in the
+  same process must set it itself (:func:`dumpable_as_after_exec`) to look the same.
 """
 
 from __future__ import annotations
@@ -28,6 +32,24 @@ def normalise_groups(gids: Sequence[int], primary: int) -> List[int]:
     if primary in groups:
         groups.remove(primary)  # the first occurrence only
     return [primary] + groups
+
+
+_PR_SET_DUMPABLE = 4
+
+
+def dumpable_as_after_exec() -> None:
+    """Set the dumpable flag as ``execve`` would now: on when real and effective ids agree.
+
+    Best effort (a ``prctl`` through ctypes; nothing happens where it is unavailable).
+    """
+    if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def apply_uidgid(uid: int = 0, gid: int = 0, groups: Optional[Sequence[int]] = None) -> None:

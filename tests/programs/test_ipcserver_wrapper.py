@@ -265,3 +265,20 @@ def test_log_prefix_is_the_invoked_name(sockdir: str, tmp_path: Path) -> None:
         finally:
             srv.stop()
     assert logs == ["ipcserverd", "s6-ipcserverd", "s6-ipcserverd"]
+
+
+@requires_root
+def test_dropped_daemon_looks_as_after_an_exec(sockdir: str, server_factory: Factory) -> None:
+    """After the drop, s6's daemon is a fresh exec: dumpable, its /proc entries owned by nobody.
+
+    Ours runs ipcserverd in the process that called setuid, which the kernel marks non-dumpable;
+    applyuidgid sets the flag back as the exec would have.
+    """
+    uid, gid = nobody_ids()
+    owners = []
+    for who in (ours, theirs):
+        path = os.path.join(sockdir, who.__name__)
+        argv = who("ipcserver") + ["-1", "-u", str(uid), "-g", str(gid), path, "true"]
+        srv = server_factory(argv, env=CLEAN_ENV)
+        owners.append(os.stat(f"/proc/{srv.proc.pid}/fd").st_uid)
+    assert owners == [uid, uid]

@@ -8,7 +8,7 @@ from typing import List, NoReturn, Optional
 from ..errors import BadInput
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_gidlist, parse_uint
-from ..privileges import apply_uidgid
+from ..privileges import apply_uidgid, dumpable_as_after_exec
 from .chain import exec_into, modify_environ
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
@@ -51,6 +51,8 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if not rest:
         raise UsageError("too few arguments")
     apply_uidgid(uid, gid, groups)
+    if uid or gid:
+        dumpable_as_after_exec()  # the next stage may run in this process: look as after an exec
     if unexport:
         modify_environ(("UID", "GID", "GIDLIST"))
     exec_into(reporter, rest)
