@@ -85,8 +85,11 @@ class Scan:
         return rc, time.monotonic() - start
 
     def wait_supervised(self, name: str, timeout: float = 10) -> None:
+        """Until s6-supervise runs *and* has written its status file (s6-svok alone is too early:
+        s6-svwait then fails with ``unable to s6_svstatus_read: No such file or directory``)."""
         deadline = time.monotonic() + timeout
-        while subprocess.run(["s6-svok", self.service(name)]).returncode != 0:
+        status = os.path.join(self.service(name), "supervise", "status")
+        while subprocess.run(["s6-svok", self.service(name)]).returncode != 0 or not os.path.exists(status):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} not supervised after {timeout}s: {self.log()}")
             time.sleep(0.01)
