@@ -35,6 +35,17 @@ _API = {
     "Readiness": "readiness",
     "notify_ready": "readiness",
     "watchdog_interval": "readiness",
+    "Verdict": "accessrules",
+    "Decision": "accessrules",
+    "RuleSet": "accessrules",
+    "check": "accessrules",
+    "rules_from_dir": "accessrules",
+    "rules_from_cdb": "accessrules",
+    "compile_rules": "accessrules",
+    "expand_rules": "accessrules",
+    "read_envdir": "envdir",
+    "CdbReader": "cdb",
+    "write_cdb": "cdb",
 }
 
 __all__ = sorted(_API) + ["__version__"]
