@@ -62,7 +62,7 @@ def test_binder_and_daemon_combinations(binder: str, daemon: str, sockdir: str, 
 def client_output(argv: List[str]) -> bytes:
     r = run(argv, env=ENV)
     assert r.returncode == 0, r.stderr
-    return r.stdout
+    return bytes(r.stdout)
 
 
 @pytest.mark.parametrize("client", WHO)

@@ -54,7 +54,7 @@ def test_emfile_backs_off_and_recovers(sockdir: str, handler: str, server_factor
     for episode in (1, 2):
         starve(pid)
         waiting = [clients(path) for _ in range(5)]
-        wait_until(lambda episode=episode: warnings(server) == episode)  # type: ignore[misc]
+        wait_until(lambda episode=episode: warnings(server) == episode)
         cpu = proc_cpu_ticks(pid)
         time.sleep(2)
         spent = (proc_cpu_ticks(pid) - cpu) / TICKS
