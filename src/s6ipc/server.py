@@ -132,12 +132,27 @@ def _reserve_fd1() -> None:
         os.close(null)
 
 
-def child_environment(environ: Dict[str, str]) -> Dict[str, str]:
-    """The daemon's environment minus what each connection sets and what is private to the daemon."""
-    env = dict(environ)
-    for name in _CONNECTION_VARIABLES + PRIVATE_VARIABLES:
-        env.pop(name, None)
-    return env
+def child_environment(environ: Dict[str, str], lookup: bool = True) -> Dict[str, str]:
+    """The environment every child starts from: the daemon's, minus what is private to the daemon,
+    with the variables each connection sets already in place (empty), in s6's order.
+
+    s6 applies its per-connection modifications with skalibs' ``env_merge``: unsetting a variable
+    moves the *last* entry into its slot, setting one removes it that way and appends it. Placing
+    the keys here, once, lets each connection fill in the values (a dict keeps a key's position on
+    assignment), so children see s6's exact order at no per-connection cost. With -P (no
+    *lookup*) IPCREMOTEEUID and IPCREMOTEEGID are removed, not set.
+    """
+    items = [(k, v) for k, v in environ.items() if k not in PRIVATE_VARIABLES]
+    for name in _CONNECTION_VARIABLES:
+        for j, (key, _) in enumerate(items):
+            if key == name:
+                last = items.pop()
+                if j < len(items):
+                    items[j] = last
+                break
+        if lookup or name not in ("IPCREMOTEEUID", "IPCREMOTEEGID"):
+            items.append((name, ""))
+    return dict(items)
 
 
 class Server:
@@ -157,7 +172,7 @@ class Server:
         self.children: Dict[int, int] = {}
         self.per_uid: Dict[int, int] = {}
         self.spawner = Spawner(self.config.argv)
-        self.base_env = child_environment(dict(os.environ))
+        self.base_env = child_environment(dict(os.environ), self.config.lookup)
         self._wakeup_r = -1
         self._listener: Optional[socket.socket] = None
         self._accept: Callable[[], Tuple[int, object]] = _not_started

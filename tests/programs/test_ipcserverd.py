@@ -167,12 +167,21 @@ def test_env_in_order_equals_s6(start: Start) -> None:
 
 
 def test_env_with_inherited_connection_variables_equals_s6(start: Start) -> None:
-    """Inherited PROTO/IPCREMOTE*/IPCCONNNUM are replaced (the order may differ: see the docs)."""
-    envs = {who: dict(served_env(start, who, [], INHERITED)) for who in WHO}
+    """Inherited PROTO/IPCREMOTE*/IPCCONNNUM are replaced, in the order skalibs' env_merge gives
+    (unsetting moves the last entry into the hole): IPCCONNNUM ends up before PROTO."""
+    envs = {who: served_env(start, who, [], INHERITED) for who in WHO}
     assert envs["ours"] == envs["s6"]
-    assert envs["ours"] == {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited",
-                            "PROTO": "IPC", "IPCREMOTEEUID": str(UID), "IPCREMOTEEGID": str(GID),
-                            "IPCCONNNUM": "1", "IPCREMOTEPATH": ""}
+    assert envs["ours"] == [("PATH", "/usr/bin:/bin"), ("FOO", "bar"), ("IPCLOCALPATH", "inherited"),
+                            ("IPCCONNNUM", "1"), ("PROTO", "IPC"), ("IPCREMOTEEUID", str(UID)),
+                            ("IPCREMOTEEGID", str(GID)), ("IPCREMOTEPATH", "")]
+
+
+def test_env_order_when_proto_comes_first_equals_s6(start: Start) -> None:
+    """A variable inherited before others is swapped with the last entry, not just dropped."""
+    env = {"PROTO": "X", "A": "1", "B": "2", "IPCREMOTEEUID": "5", "PATH": "/usr/bin:/bin"}
+    for opts in ([], ["-P"]):
+        envs = {who: served_env(start, who, opts, env) for who in WHO}
+        assert envs["ours"] == envs["s6"]
 
 
 def test_env_bound_client_path(start: Start, sockdir: str) -> None:
@@ -184,10 +193,10 @@ def test_env_bound_client_path(start: Start, sockdir: str) -> None:
 
 def test_env_without_lookup_equals_s6(start: Start) -> None:
     """-P: IPCREMOTEEUID/EGID unset even when inherited, IPCCONNNUM set but empty."""
-    envs = {who: dict(served_env(start, who, ["-P"], INHERITED)) for who in WHO}
+    envs = {who: served_env(start, who, ["-P"], INHERITED) for who in WHO}
     assert envs["ours"] == envs["s6"]
-    assert envs["ours"] == {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited",
-                            "PROTO": "IPC", "IPCCONNNUM": "", "IPCREMOTEPATH": ""}
+    assert envs["ours"] == [("PATH", "/usr/bin:/bin"), ("FOO", "bar"), ("IPCLOCALPATH", "inherited"),
+                            ("IPCCONNNUM", ""), ("PROTO", "IPC"), ("IPCREMOTEPATH", "")]
 
 
 def test_log_without_lookup_equals_s6(start: Start) -> None:
