@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -114,6 +115,29 @@ def test_datagram_socket(who: str, sockdir: str) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate(timeout=5)
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_tcp_socket(who: str, handler: str) -> None:
+    """A listening TCP socket on fd 0: s6 serves it (with meaningless IPCREMOTE* values); we refuse it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        argv = [*IMPLEMENTATIONS[who]("ipcserverd"), "-1", handler, "ok"]
+        proc = subprocess.Popen(argv, stdin=listener.fileno(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            if who == "ours":
+                _, err = proc.communicate(timeout=10)
+                assert proc.returncode == 111
+                assert normalise_log(err.decode()) == ["D: fatal: stdin is not a Unix domain socket"]
+                return
+            assert proc.stdout is not None and proc.stdout.read(1) == b"\n"
+            with socket.create_connection(listener.getsockname(), timeout=5) as c:
+                assert c.recv(16) == b"ok\n"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
             proc.communicate(timeout=5)
 
 
