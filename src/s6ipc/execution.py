@@ -85,13 +85,16 @@ def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
     the caller's PATH, not the modified one), else that of *env*.
     Raises :class:`ExecFailure` naming ``argv[0]`` when every candidate failed.
     """
-    if not argv or not argv[0]:
-        raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
+    if not argv:
+        raise ExecFailure("", errno.ENOENT)
     environment: Mapping[str, str] = os.environ if env is None else env
     remembered = 0
+    # CPython refuses an empty argv[0]; s6 execs "DIR/" for an empty name, which can only fail
+    # (EACCES on a directory), so the stand-in argv[0] never reaches a running program.
+    args = list(argv) if argv[0] else ["-", *argv[1:]]
     for candidate in _candidates(argv[0], _path_of(env if path_env is None else path_env)):
         try:
-            os.execve(candidate, list(argv), environment)
+            os.execve(candidate, args, environment)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 continue

@@ -227,8 +227,6 @@ def test_path_is_searched_after_the_drop() -> None:
         os.rmdir(d)
 
 
-@pytest.mark.xfail(strict=True, reason="execution.exec_argv reports ENOENT for an empty program name; "
-                   "s6 tries each PATH dir + '/' and gets EACCES (126)")
 def test_exec_of_an_empty_name() -> None:
     assert both([], prog=[""]) == (126, "", "fatal: unable to exec : Permission denied\n")
 
