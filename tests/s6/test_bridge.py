@@ -17,7 +17,7 @@ import time
 from typing import Iterator, List
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON
+from conftest import S6IPC, VENV_PYTHON, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -105,16 +105,24 @@ def test_a_daemon_that_never_says_ready_is_never_ready(scan: Scan, sockdir: str)
 
 
 # -- without a supervisor: the notification fd is a pipe of ours ----------------------------------
-def readiness_of(client: str, options: List[str], sockdir: str, wait: float = 1.5) -> bytes:
-    """Run the bridge with notification fd on a pipe; what arrived on it within *wait* seconds."""
+def readiness_of(client: str, options: List[str], sockdir: str, settle: float = 0.0) -> bytes:
+    """Run the bridge with its notification fd on a pipe; what arrived on it.
+
+    Waits for the newline (10 s at most) or, with *settle*, only until *settle* seconds after the
+    daemon's socket appeared (its child sends READY=1 0.2 s after that): a negative answer then
+    means the message was sent and ignored, not that it was not sent yet.
+    """
     r, w = os.pipe()
+    sock = os.path.join(sockdir, client + ".sock")
     proc = subprocess.Popen([S6IPC, "sdnotify-bridge", "-d", str(w), *options, VENV_PYTHON, DAEMON, client,
-                             os.path.join(sockdir, client + ".sock"), "0"], pass_fds=[w],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             sock, "0"], pass_fds=[w], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     os.close(w)
     data = b""
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + 10
     try:
+        if settle:
+            wait_until(lambda: os.path.exists(sock))
+            deadline = time.monotonic() + settle
         while b"\n" not in data and time.monotonic() < deadline:
             if select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 chunk = os.read(r, 64)
@@ -129,7 +137,7 @@ def readiness_of(client: str, options: List[str], sockdir: str, wait: float = 1.
 
 
 def test_who_may_say_ready(sockdir: str) -> None:
-    assert readiness_of("child", [], sockdir, wait=0.8) == b""  # a child is not the daemon
+    assert readiness_of("child", [], sockdir, settle=0.8) == b""  # a child is not the daemon
     assert readiness_of("child", ["-a"], sockdir) == b"\n"  # -a: anyone (NotifyAccess=all)
     assert readiness_of("mainpid", [], sockdir) == b"\n"  # MAINPID= names who speaks for it
 

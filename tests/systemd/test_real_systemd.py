@@ -151,7 +151,7 @@ def test_active_only_after_ready(mgr: sdmanager.UserManager) -> None:
     m.write_unit("s6ipc-slow.service", base % (
         "slow start", "10", "/bin/sh -c 'sleep 0.8; exec \"$$@\"' sh " + serve % "slow"))
     m.write_unit("s6ipc-mute.service", base % (
-        "READY never reaches systemd", "2", "/usr/bin/env -u NOTIFY_SOCKET " + serve % "mute"))
+        "READY never reaches systemd", "3", "/usr/bin/env -u NOTIFY_SOCKET " + serve % "mute"))
     m.systemctl("daemon-reload")
     m.systemctl("start", "--no-block", "s6ipc-slow.service", "s6ipc-mute.service")
     time.sleep(0.3)

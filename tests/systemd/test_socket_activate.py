@@ -324,7 +324,7 @@ def test_ipcserverd_pings_the_watchdog_from_its_loop(sockdir: str) -> None:
         while time.monotonic() - start < 0.55:
             if manager.get(1).text == "WATCHDOG=1":
                 pings += 1
-        assert pings >= 4, texts  # every 0.1 s: half the interval
+        assert pings >= 3, texts  # every 0.1 s (half the interval): 5 expected, 3 under heavy load
         assert child_env(path)["PROTO"] == "IPC"
         proc.kill()
         proc.wait(10)
