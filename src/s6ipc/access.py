@@ -25,8 +25,9 @@ ipcserverd logs at verbosity below 2 and its ``deny`` line names ipcserverd's ow
 that decided); at ipcserverd verbosity 2 a stand-in (``false``, exit 1) is spawned so that
 ipcserverd's own allow/end lines are the same as with the program, and the ``deny`` line names the
 stand-in's pid. Anything out of the ordinary — an environment or rules error, a program that
-cannot be executed — is handed to the real ipcserver-access program for that connection, which
-then reports it exactly as it always does.
+cannot be executed, an ``env``/``exec`` entry that is not a regular file (reading a FIFO could block
+the whole daemon, where s6 only blocks one connection) — is handed to the real ipcserver-access
+program for that connection, which then does and reports exactly what it always does.
 """
 
 from __future__ import annotations
@@ -122,12 +123,14 @@ class RulesSource:
     A directory is read at every lookup anyway; a cdb is read once and then re-read whenever
     ``stat`` shows it changed (:meth:`CdbRules.refresh`), so a long-lived user (the fast path)
     sees a replaced file at its next connection, as a new ipcserver-access process would.
+    With *never_block*, an ``env`` or ``exec`` entry that is not a regular file (a FIFO would
+    block on read, as it does in s6) is an error (EAGAIN) instead of being read.
     """
 
-    def __init__(self, options: AccessOptions) -> None:
+    def __init__(self, options: AccessOptions, never_block: bool = False) -> None:
         self.kind = options.rules_kind
         self.path = options.rules_path
-        self._fs = FsRules(self.path) if self.kind == "fs" else None
+        self._fs = FsRules(self.path, never_block) if self.kind == "fs" else None
         self._cdb: Optional[CdbRules] = None
 
     def get(self) -> Optional[RuleSet]:
@@ -269,7 +272,7 @@ class FastAccess:
         self.log = log
         self.fallback = fallback
         self.standin = standin
-        self.source = RulesSource(options)
+        self.source = RulesSource(options, never_block=True)
         search = dict(os.environ if path_env is None else path_env)
         self._search = {"PATH": search["PATH"]} if "PATH" in search else {}
         self._prog = Spawner(options.prog, path_env=self._search)

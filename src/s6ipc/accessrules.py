@@ -131,9 +131,11 @@ def _access_errno(path: str, mode: int) -> int:
 class FsRules:
     """Rules in a directory ``DIR/uid/N/{allow,deny,env/,exec}``, read at every lookup."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, regular_only: bool = False) -> None:
         self.path = path
         self.description = f"fs ruleset in {path}"
+        #: Refuse to open what is not a regular file (EAGAIN): see :func:`read_envdir`.
+        self.regular_only = regular_only
 
     def _fail(self, code: int) -> SystemFailure:
         return SystemFailure(f"check {self.description}", code)
@@ -151,13 +153,13 @@ class FsRules:
                 raise self._fail(code)
             return NOT_FOUND
         try:
-            env = read_envdir(f"{base}/env")
+            env = read_envdir(f"{base}/env", self.regular_only)
         except SystemFailure as e:
             if e.errno != errno.ENOENT:
                 raise self._fail(e.errno) from None
             env = ()
         try:
-            exec_bytes = read_file_head(f"{base}/exec", MAX_EXEC)
+            exec_bytes = read_file_head(f"{base}/exec", MAX_EXEC, self.regular_only)
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.ENOENT):
                 raise self._fail(e.errno or errno.EIO) from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import SystemFailure
@@ -45,10 +46,15 @@ def value_of(content: bytes) -> Optional[bytes]:
     return raw.rstrip(b" \t\r").replace(b"\0", b"\n")
 
 
-def read_file_head(path: str, size: int) -> bytes:
-    """Up to *size* bytes from the start of *path* (skalibs ``openreadnclose``). Raises OSError."""
+def read_file_head(path: str, size: int, regular_only: bool = False) -> bytes:
+    """Up to *size* bytes from the start of *path* (skalibs ``openreadnclose``). Raises OSError.
+
+    With *regular_only*, anything but a regular file (a FIFO could block) raises EAGAIN instead.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
+        if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         chunks: List[bytes] = []
         left = size
         while left > 0:
@@ -66,8 +72,12 @@ def read_file_head(path: str, size: int) -> bytes:
         os.close(fd)
 
 
-def read_envdir(path: str) -> Modifs:
+def read_envdir(path: str, regular_only: bool = False) -> Modifs:
     """The modifications the environment directory *path* describes, in ``readdir`` order.
+
+    With *regular_only*, an entry that is not a regular file (by ``readdir``'s type, following
+    symlinks) fails with EAGAIN rather than being opened: a caller that must never block (the
+    daemon's fast path) then leaves the work to a process that may.
 
     Raises :class:`SystemFailure` ``envdir PATH`` with the errno of the failing call: ENOENT only
     when *path* itself does not exist, ENOTDIR when it is not a directory, EIDRM for a file that
@@ -80,6 +90,8 @@ def read_envdir(path: str) -> Modifs:
                 name = entry.name
                 if name.startswith(".") or "=" in name:
                     continue
+                if regular_only and not entry.is_file():
+                    raise OSError(errno.EAGAIN, "")
                 try:
                     content = read_file_head(os.path.join(path, name), MAX_VALUE_SIZE)
                 except OSError as e:

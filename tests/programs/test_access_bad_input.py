@@ -19,7 +19,7 @@ import tempfile
 from typing import Callable, Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, run
+from conftest import S6IPC, proc_children, run, wait_until
 from test_access_fastpath import WHO, Step, compare, set_rules
 from test_ipcserver_access import BASE_ENV, EXECLINEB, make_rules, needs_s6, run_access
 
@@ -283,3 +283,62 @@ def test_execline_missing(sockdir: str, rules: str, handler: str) -> None:
                                           "the connection is refused")
     assert logs["fast"] == logs["program"]
     assert os.listdir(os.path.dirname(EXECLINEB))  # the host still has it
+
+
+# -- a FIFO in the rules: it may block one connection, never the daemon ----------------------------
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a second client connects as nobody)")
+@needs_s6
+def test_fifo_env_file_blocks_one_connection_not_the_daemon(sockdir: str, rules: str, handler: str) -> None:
+    import socket
+
+    from test_access_fastpath import split_log, start
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    client_b = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n"
+                "s.connect(sys.argv[1])\ns.shutdown(socket.SHUT_WR)\nsys.stdout.buffer.write(s.recv(100))\n")
+    for who in WHO:
+        make_rules(rules, {f"uid/{UID}": {"allow": True},
+                           f"uid/{nobody}": {"allow": True, "exec": b"echo other\n"}})
+        fifo = os.path.join(rules, f"uid/{UID}/env/F")
+        os.makedirs(os.path.dirname(fifo), exist_ok=True)
+        os.mkfifo(fifo)
+        writer = os.open(fifo, os.O_RDWR)  # a writer that has not written yet
+        path = os.path.join(sockdir, f"{who}.sock")
+        server = start(who, path, [], ["-i", rules], [handler, "env"])
+        try:
+            with socket.socket(socket.AF_UNIX) as a:
+                a.settimeout(10)
+                a.connect(path)
+                a.shutdown(socket.SHUT_WR)
+                b = run(["/usr/bin/python3", "-c", client_b, path], user=nobody, timeout=10)
+                assert b.stdout == b"other\n", (who, b)   # served while A waits on the FIFO
+                wait_until(lambda s=server, f=fifo: _has_open(proc_children(s.proc.pid), f))
+                os.write(writer, b"from the fifo\n")
+                os.close(writer)  # envdir reads up to EOF (skalibs allread), for s6 as for us
+                writer = -1
+                got = b""
+                while True:
+                    chunk = a.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            assert b"\nF=from the fifo\n" in got, (who, got)
+        finally:
+            if writer >= 0:
+                os.close(writer)
+            log = server.log()
+            server.stop()
+            shutil.rmtree(os.path.join(rules, "uid"))
+        assert split_log(log)["other"] == [] and server.proc.returncode == 0
+
+
+def _has_open(pids: List[int], path: str) -> bool:
+    """Whether one of *pids* has *path* open (the FIFO reader is there: data written now is read)."""
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                    return True
+        except OSError:
+            pass
+    return False
