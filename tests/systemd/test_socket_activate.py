@@ -27,6 +27,7 @@ sys.path.insert(0, HERE)
 from peers import Manager, ask  # noqa: E402
 
 PASSFDS = os.path.join(HERE, "passfds.py")
+ME = os.getpid()  # in abstract socket names: concurrent test runs must not collide
 SSA = "/usr/bin/systemd-socket-activate"
 C_IPCSERVERD = "/usr/bin/s6-ipcserverd"
 PRIVATE = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -177,19 +178,21 @@ def stage(specs: Sequence[str], options: Sequence[str], stage_args: Sequence[str
 
 @pytest.mark.parametrize("specs,options,args,message", [
     ([], ["--unset-pid"], [], "no socket passed by systemd (LISTEN_PID is not set)"),
-    (["listen:@s6t-p"], ["--pid", "1"], [],
+    ([f"listen:@s6t-p{ME}"], ["--pid", "1"], [],
      "the sockets passed by systemd are for another process (LISTEN_PID=1, "),
-    (["listen:@s6t-g"], ["--pid", "12x"], [], "invalid LISTEN_PID: '12x'"),
-    (["listen:@s6t-f"], ["--fds", "one"], [], "invalid LISTEN_FDS: 'one'"),
-    (["listen:@s6t-c", "closed"], [], [], "unable to use fd 4 listed in LISTEN_FDS=2: Bad file descriptor"),
-    (["listen:@s6t-n"], ["--names", "a:b"], [], "LISTEN_FDNAMES gives 2 names for LISTEN_FDS=1 fds"),
-    (["listen:@s6t-m"], ["--names", "web"], ["-n", "ctl"],
-     "no socket named ctl among those passed by systemd (fd 3 web @s6t-m)"),
+    ([f"listen:@s6t-g{ME}"], ["--pid", "12x"], [], "invalid LISTEN_PID: '12x'"),
+    ([f"listen:@s6t-f{ME}"], ["--fds", "one"], [], "invalid LISTEN_FDS: 'one'"),
+    ([f"listen:@s6t-c{ME}", "closed"], [], [],
+     "unable to use fd 4 listed in LISTEN_FDS=2: Bad file descriptor"),
+    ([f"listen:@s6t-n{ME}"], ["--names", "a:b"], [], "LISTEN_FDNAMES gives 2 names for LISTEN_FDS=1 fds"),
+    ([f"listen:@s6t-m{ME}"], ["--names", "web"], ["-n", "ctl"],
+     f"no socket named ctl among those passed by systemd (fd 3 web @s6t-m{ME})"),
     (["tcp"], ["--names", "web"], ["-n", "web"],
      "the socket passed by systemd as fd 3 (web) is not a Unix domain socket"),
-    (["dgram:@s6t-d"], [], [], "the socket passed by systemd as fd 3 (unknown) is not a stream socket"),
+    ([f"dgram:@s6t-d{ME}"], [], [], "the socket passed by systemd as fd 3 (unknown) is not a stream socket"),
     (["pipe"], [], [], "the socket passed by systemd as fd 3 (unknown) is not a socket"),
-    (["listen:@s6t-l"], [], ["-l", "/run/elsewhere.sock"], "no socket bound to /run/elsewhere.sock among"),
+    ([f"listen:@s6t-l{ME}"], [], ["-l", "/run/elsewhere.sock"],
+     "no socket bound to /run/elsewhere.sock among"),
 ])
 def test_stage_errors_are_clear(specs: List[str], options: List[str], args: List[str], message: str) -> None:
     result = stage(specs, options, args)

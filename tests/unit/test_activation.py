@@ -107,7 +107,8 @@ def test_stdlib_and_python_systemd_agree_on_every_case(tmp_path: Any) -> None:
     cases = [[p, c, n] for p in PIDS for c in COUNTS for n in NAMES] + random_cases(400)
     path = tmp_path / "cases.json"
     path.write_text(json.dumps(cases))
-    results = probe(["listen:@s6t-agree-a", "dgram:@s6t-agree-b", "tcp"], AGREEMENT,
+    me = os.getpid()
+    results = probe([f"listen:@s6t-agree-a{me}", f"dgram:@s6t-agree-b{me}", "tcp"], AGREEMENT,
                     env=dict(os.environ, CASES=str(path)), timeout=60)
     disagreements = [(case, a, b) for case, a, b in results if a != b]
     assert not disagreements, disagreements[:5]
