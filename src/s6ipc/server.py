@@ -19,16 +19,11 @@ Some facts about the kernel and CPython that this loop relies on:
   can never hand out fd 1, whose ``dup2`` onto itself would keep close-on-exec set.
 * **Backlog.** The listening socket is polled only while fewer than *maxconn* children live:
   at the limit, clients wait in the kernel's backlog rather than being refused.
-* **Spawning.** ``posix_spawn`` (glibc: ``clone(CLONE_VM|CLONE_VFORK)``) suspends the calling
-  thread until the child has exec'd — here about 200 µs per exec, far more than the rest of the
-  per-connection work. CPython releases the GIL around ``posix_spawn``, so the loop hands each
-  accepted connection to one of ``_SPAWN_THREADS`` spawner threads and goes back to ``accept``
-  while a child execs. The spawners block every signal the loop handles, so signals reach the main
-  thread; children still start with an empty mask (``setsigmask=()``). A connection counts against
-  *maxconn* and its uid's limit from the moment it is queued; a child that exits before its spawner
-  recorded it (possible: the reaper runs in the main thread) is remembered in ``_early`` and settled
-  when the spawner reports it. The lock serialises this bookkeeping, never a system call that can
-  block.
+* **Spawning.** ``posix_spawn`` (glibc: ``clone(CLONE_VM|CLONE_VFORK)``) copies no page tables,
+  which is why it beats s6's ``fork`` in CPU per connection, but it suspends the loop until the child
+  has exec'd. Handing spawns to threads (CPython releases the GIL around ``posix_spawn``) was
+  measured and rejected: the GIL hand-offs cost more CPU per connection (≈ +50 µs) than the
+  overlap saved on two cores (docs/benchmarks.md).
 * **Running out of descriptors** (EMFILE, ENFILE) makes ``accept`` fail while the socket stays
   readable: s6 spins on it at 100 % CPU, logging a warning per try. We log once per episode and
   stop polling the socket for a back-off delay (10 ms doubling to 1 s, cut short by a child's
@@ -41,11 +36,9 @@ import _socket
 import errno
 import fcntl
 import os
-import queue
 import select
 import signal
 import socket
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
@@ -57,7 +50,6 @@ ABSOLUTE_MAXCONN = 1000
 _BACKOFF_FIRST = 0.01
 _BACKOFF_MAX = 1.0
 _BURST = 64
-_SPAWN_THREADS = int(os.environ.get('S6IPC_SPAWN_THREADS', '0'))
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
@@ -83,10 +75,6 @@ class Log(Protocol):
 ConnectionPolicy = Callable[
     [int, int, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
 ]
-
-
-#: A queued spawn: (connection fd, spawner, environment, uid, gid).
-_Job = Tuple[int, Spawner, Dict[str, str], int, int]
 
 
 class ServerConfig:
@@ -182,12 +170,6 @@ class Server:
         self._backoff = 0.0
         self._running = True
         self._final_signals: Tuple[int, ...] = ()
-        self._wakeup_w = -1
-        self._jobs: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._pending = 0
-        self._early: Dict[int, int] = {}
-        self._workers: List[threading.Thread] = []
         #: Optional per-connection policy (None: always spawn ``config.argv``).
         self.policy: Optional[ConnectionPolicy] = None
         #: Called once, right after the ``-1`` newline (readiness sinks such as sd_notify).
@@ -233,16 +215,11 @@ class Server:
             _reserve_fd1()
         for hook in self.on_ready:
             hook()
-        for _ in range(_SPAWN_THREADS):
-            worker = threading.Thread(target=self._spawn_worker, name="s6ipc-spawner", daemon=True)
-            worker.start()
-            self._workers.append(worker)
         self._set_listening(True)
 
     def _install_signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_r = r
-        self._wakeup_w = w
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, _ignore_handler)
@@ -286,7 +263,6 @@ class Server:
                     if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                         raise BadInput("trouble with socket", 111)
                     self._accept_ready()
-        self._stop_workers()
         if self._final_signals:
             self._kill_all(*self._final_signals)
         for hook in self.on_exit:
@@ -306,8 +282,8 @@ class Server:
         return due, (due - now) * 1000
 
     def _live(self) -> int:
-        """Connections counted against maxconn: running children plus queued spawns."""
-        return len(self.children) + self._pending
+        """Connections counted against maxconn: the running children."""
+        return len(self.children)
 
     def _resume_after_backoff(self) -> None:
         self._set_listening(self._live() < self.config.maxconn)
@@ -392,74 +368,26 @@ class Server:
             if decision is None:
                 return
             spawner, env = decision
-        with self._lock:
-            self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
-            self._pending += 1
-        if not self._workers:
-            self._spawn(conn.detach(), spawner, env, uid, gid)
+        fd = conn.fileno()
+        try:
+            pid = spawner.spawn(fd, env)
+        except ExecFailure as e:
+            self.child_log.error(str(e))
             return
-        self._jobs.put((conn.detach(), spawner, env, uid, gid))
-        if self._live() >= config.maxconn:
-            self._set_listening(False)
-
-    # -- spawner threads --------------------------------------------------------------------
-    def _spawn_worker(self) -> None:
-        """Take queued connections, spawn their program, close our copy of the connection."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            self._spawn(*job)
-
-    def _spawn(self, fd: int, spawner: Spawner, env: Dict[str, str], uid: int, gid: int) -> None:
-        pid = 0
-        if True:
-            try:
-                pid = spawner.spawn(fd, env)
-            except ExecFailure as e:
-                self.child_log.error(str(e))
-            except OSError as e:
-                if self.config.verbosity >= 1:
-                    self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
-            finally:
-                os.close(fd)
-            self._record_spawn(pid, uid, gid)
-
-    def _record_spawn(self, pid: int, uid: int, gid: int) -> None:
-        config = self.config
-        with self._lock:
-            self._pending -= 1
-            if not pid:
-                self._release(uid)
-                freed = True
+        except OSError as e:
+            if config.verbosity >= 1:
+                self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
+            return
+        self.children[pid] = uid
+        self.per_uid[uid] = num + 1
+        if config.verbosity >= 2:
+            if config.lookup:
+                self.log.info(f"allow {uid}:{gid} pid {pid} count {num + 1}/{config.localmaxconn}")
             else:
-                self.children[pid] = uid
-                if config.verbosity >= 2:
-                    if config.lookup:
-                        count = self.per_uid.get(uid, 0)
-                        self.log.info(f"allow {uid}:{gid} pid {pid} count {count}/{config.localmaxconn}")
-                    else:
-                        self.log.info(f"allow ?:? pid {pid} count ?/{config.localmaxconn}")
-                    self._status()
-                status = self._early.pop(pid, None)
-                freed = status is not None
-                if status is not None:
-                    self._finish(pid, status)
-        if freed:
-            # A slot freed outside the main thread: wake the loop as a SIGCHLD would.
-            try:
-                os.write(self._wakeup_w, bytes((signal.SIGCHLD,)))
-            except OSError:
-                pass
-
-    def _stop_workers(self) -> None:
-        """Let the spawners finish what was accepted, then end them."""
-        for _ in self._workers:
-            self._jobs.put(None)
-        for worker in self._workers:
-            worker.join()
-        self._workers.clear()
+                self.log.info(f"allow ?:? pid {pid} count ?/{config.localmaxconn}")
+            self._status()
+        if len(self.children) >= config.maxconn:
+            self._set_listening(False)
 
     def _status(self) -> None:
         self.log.info(f"status: {len(self.children)}/{self.config.maxconn}")
@@ -503,21 +431,18 @@ class Server:
                     pass
 
     def _reap(self) -> None:
-        """Collect every exited child (main thread only); resume accepting if a slot freed."""
-        with self._lock:
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                except OSError as e:
-                    raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
-                if pid == 0:
-                    break
-                if pid in self.children:
-                    self._finish(pid, status)
-                elif self._pending:
-                    self._early[pid] = status
+        """Collect every exited child; resume accepting if a slot freed."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            except OSError as e:
+                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
+            if pid == 0:
+                break
+            if pid in self.children:
+                self._finish(pid, status)
         if self._backoff:
             self._backoff = _BACKOFF_FIRST
             self._resume_after_backoff()
@@ -532,7 +457,7 @@ class Server:
             del self.per_uid[uid]
 
     def _finish(self, pid: int, status: int) -> None:
-        """Forget an exited child (lock held) and log its end line at -v2."""
+        """Forget an exited child and log its end line at -v2."""
         uid = self.children.pop(pid)
         self._release(uid)
         if self.config.verbosity >= 2:
