@@ -465,8 +465,10 @@ def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float
     Uses :class:`s6ipc.fdholder.client.FdHolderClient` (wire-compatible with s6-fdholderd): the
     fd is close-on-exec. Raises :class:`SystemFailure` as that client does.
     """
-    from .fdholder.client import FdHolderClient
-
+    try:
+        from .fdholder.client import FdHolderClient
+    except ImportError as e:  # pragma: no cover - the fd-holder library ships with s6ipc
+        raise BadInput(f"the fd-holder client is not available: {e}", 111) from None
     with FdHolderClient(holder, timeout=timeout) as client:
         return client.retrieve(identifier)
 
