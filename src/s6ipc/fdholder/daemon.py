@@ -1,0 +1,644 @@
+"""The fd-holder daemon (s6-fdholderd): a store of descriptors served over the socket on fd 0.
+
+Some facts about s6-fdholderd (2.11.3.2) and the kernel that this loop reproduces or relies on:
+
+* **Clients.** At most *maxconn* (default 16, at most 256); fd 0 is polled only below that and
+  outside lameduck, so extra clients wait in the backlog. Each new client is checked against
+  the access rules (uid/gid, s6 key order; a directory is re-read at each connection, a cdb is
+  held in memory and re-read on SIGHUP). A refused client is closed without a word.
+* **Rights** come from the allowing rule's environment only: ``S6_FDHOLDER_RETRIEVE_REGEX`` and
+  ``S6_FDHOLDER_STORE_REGEX`` are POSIX EREs searched in the id (first definition wins; empty
+  means "everything", absent means "nothing"; store rights also govern delete and
+  retrieve-with-delete); ``S6_FDHOLDER_LIST``/``GETDUMP``/``SETDUMP`` grant by mere presence.
+* **Deadlines.** With ``-t``, a client is dropped if no reply has been queued for it within t ms
+  of connecting; the deadline lapses once a reply is fully sent and is re-armed when the next
+  reply is queued (a retrieve or a setdump start does not re-arm it). Held descriptors expire at
+  their absolute TAI limit, compared with the wall clock.
+* **Replies** go through a per-client outbox; a descriptor in a reply not yet sent stays open
+  even if its entry is deleted meanwhile (reference counting), so a reply never carries a
+  reused descriptor number.
+* **Signals**: SIGTERM starts the lameduck (no more accepting, exit as soon as no client has
+  pending I/O, or when the ``-T`` deadline passes); SIGHUP re-reads a cdb (keeping the old one
+  if that fails). CPython's C handler writes each signal number to the wakeup pipe at once; the
+  loop reads them from there, between requests.
+* **Exit status** is a bit mask: 1 if descriptors are still held, 2 if clients are still
+  connected.
+* **Running out of descriptors**: ``accept`` failing with EMFILE/ENFILE makes s6 die; here the
+  listening socket is left alone for a back-off delay (clients wait in the backlog). Descriptors
+  the kernel could not install in a request (MSG_CTRUNC) get an ENFILE reply.
+
+Deliberate differences are listed in docs/fdholderd.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
+from ..errors import BadInput, SystemFailure
+from ..server import Log
+from . import protocol, tai
+from .ere import Ere, EreError, compile_ere
+from .protocol import HeldFd, Message, Outbox, ProtocolError
+
+MAXCONN_DEFAULT = 16
+MAXCONN_MAX = 256
+MAXFDS_DEFAULT = 1000
+#: Stop reading a client's requests while this many reply bytes wait for it.
+OUTBOX_HIGH = 1 << 20
+_ACCEPT_BURST = 16
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 1.0
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_MAX_POLL_MS = 3_600_000
+
+RETRIEVE_VAR = "S6_FDHOLDER_RETRIEVE_REGEX"
+STORE_VAR = "S6_FDHOLDER_STORE_REGEX"
+
+
+# -- rights -----------------------------------------------------------------------------------
+class RightsError(Exception):
+    """A regex variable does not compile: (variable, value, glibc's message)."""
+
+    def __init__(self, variable: str, value: str, message: str) -> None:
+        super().__init__(variable, value, message)
+        self.variable = variable
+        self.value = value
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Rights:
+    retrieve: Ere
+    store: Ere
+    list: bool = False
+    getdump: bool = False
+    setdump: bool = False
+
+
+def rights_from_modifs(modifs: Sequence[str]) -> Rights:
+    """The rights an allowing rule's environment modifications (``NAME=value``/``NAME``) give.
+
+    Raises :class:`RightsError` for the first regex definition that does not compile.
+    """
+    found: Dict[str, Ere] = {}
+    flags = set()
+    for modif in modifs:
+        name, eq, value = modif.partition("=")
+        if not eq:
+            continue
+        if name in ("S6_FDHOLDER_LIST", "S6_FDHOLDER_GETDUMP", "S6_FDHOLDER_SETDUMP"):
+            flags.add(name)
+        elif name in (RETRIEVE_VAR, STORE_VAR) and name not in found:
+            pattern = os.fsencode(value) or b".*"
+            try:
+                found[name] = compile_ere(pattern)
+            except EreError as e:
+                raise RightsError(name, value, str(e)) from None
+    nothing = compile_ere(b".^")
+    return Rights(found.get(RETRIEVE_VAR, nothing), found.get(STORE_VAR, nothing),
+                  "S6_FDHOLDER_LIST" in flags, "S6_FDHOLDER_GETDUMP" in flags,
+                  "S6_FDHOLDER_SETDUMP" in flags)
+
+
+# -- the store ------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Entry:
+    slot: int
+    id: bytes
+    limit: tai.Tain
+    held: HeldFd
+    alive: bool = True
+
+
+class FdStore:
+    """Held descriptors by id, in s6's slot order (a new entry takes the most recently freed
+    slot, else the lowest never used one), with a heap of limits for expiry."""
+
+    def __init__(self) -> None:
+        self._slots: List[Optional[Entry]] = []
+        self._free: List[int] = []
+        self._by_id: Dict[bytes, Entry] = {}
+        self._limits: Dict[tai.Tain, int] = {}
+        self._heap: List[Tuple[tai.Tain, int, Entry]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, ident: bytes) -> Optional[Entry]:
+        return self._by_id.get(ident)
+
+    def entries(self) -> Iterator[Entry]:
+        """Entries in slot order (s6's list and getdump order)."""
+        return (e for e in self._slots if e is not None)
+
+    def add(self, ident: bytes, limit: tai.Tain, fd: int, unique_limit: bool) -> Entry:
+        """Hold *fd* (ownership passes to the store). With *unique_limit* (store), bump the limit
+        by 1 ns until no other entry has it, as s6 does; an existing *ident* is replaced."""
+        if unique_limit:
+            while limit in self._limits:
+                limit = limit.add_nano()
+        slot = self._free.pop() if self._free else len(self._slots)
+        if slot == len(self._slots):
+            self._slots.append(None)
+        entry = Entry(slot, ident, limit, HeldFd(fd))
+        old = self._by_id.get(ident)
+        if old is not None:
+            self.remove(old)
+        self._slots[slot] = entry
+        self._by_id[ident] = entry
+        self._limits[limit] = self._limits.get(limit, 0) + 1
+        self._seq += 1
+        heapq.heappush(self._heap, (limit, self._seq, entry))
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        """Forget *entry* and drop the store's reference to its descriptor."""
+        if not entry.alive:
+            return
+        entry.alive = False
+        self._slots[entry.slot] = None
+        self._free.append(entry.slot)
+        del self._by_id[entry.id]
+        left = self._limits[entry.limit] - 1
+        if left:
+            self._limits[entry.limit] = left
+        else:
+            del self._limits[entry.limit]
+        entry.held.release()
+
+    def next_limit(self) -> Optional[tai.Tain]:
+        while self._heap and not self._heap[0][2].alive:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def expire(self, now: tai.Tain) -> int:
+        """Close and forget every entry whose limit is not in the future; return how many."""
+        count = 0
+        while True:
+            limit = self.next_limit()
+            if limit is None or limit > now:
+                return count
+            self.remove(heapq.heappop(self._heap)[2])
+            count += 1
+
+    def close_all(self) -> None:
+        for entry in list(self.entries()):
+            self.remove(entry)
+
+
+# -- clients ----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Client:
+    sock: socket.socket
+    rights: Rights
+    deadline: Optional[float]  # monotonic; None: infinite
+    decoder: protocol.Decoder = field(default_factory=lambda: protocol.Decoder(protocol.MAX_REQUEST))
+    outbox: Outbox = field(default_factory=Outbox)
+    dumping: int = 0
+    events: int = 0
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno()
+
+
+@dataclass
+class DaemonConfig:
+    """s6-fdholderd's options, before :meth:`normalise`."""
+
+    rules_dir: Optional[str] = None
+    rules_cdb: Optional[str] = None
+    verbosity: int = 1
+    notify: bool = False
+    maxconn: int = MAXCONN_DEFAULT
+    maxfds: int = MAXFDS_DEFAULT
+    timeout_ms: int = 0
+    lameduck_ms: int = 0
+
+    def normalise(self) -> None:
+        """Apply s6's caps: maxconn 1..256; maxfds at least 1 and at most RLIMIT_NOFILE - 6.
+
+        Raises :class:`BadInput` (exit 100 "no access rights specified!", exit 111 "open file
+        limit too low") and :class:`SystemFailure` ("getrlimit").
+        """
+        if self.rules_dir is None and self.rules_cdb is None:
+            raise BadInput("no access rights specified!", 100)
+        self.maxconn = min(max(self.maxconn, 1), MAXCONN_MAX)
+        try:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except OSError as e:
+            raise SystemFailure("getrlimit", e.errno or errno.EINVAL) from None
+        if soft != resource.RLIM_INFINITY:
+            if soft < 7:
+                raise BadInput("open file limit too low", 111)
+            if self.maxfds > soft:
+                self.maxfds = soft - 6
+        self.maxfds = max(self.maxfds, 1)
+
+
+class FdHolderDaemon:
+    """The daemon's state and loop. :meth:`start` checks fd 0 and prepares (raising s6's fatal
+    errors), :meth:`serve` runs until the lameduck ends and returns the exit status."""
+
+    def __init__(self, config: DaemonConfig, log: Log, listen_fd: int = 0) -> None:
+        config.normalise()
+        self.config = config
+        self.log = log
+        self.listen_fd = listen_fd
+        self.store = FdStore()
+        self.clients: Dict[int, Client] = {}
+        self.rules: Union[FsRules, CdbRules, None] = None
+        self.running = True
+        self._lameduck_deadline: Optional[float] = None
+        self._timeout = config.timeout_ms / 1000 if config.timeout_ms else None
+        self._poller = select.poll()
+        self._wakeup_r = -1
+        self._listener: Optional[socket.socket] = None
+        self._listening = False
+        self._backoff = 0.0
+        self._backoff_until = 0.0
+
+    # -- start-up -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness."""
+        try:
+            st = os.fstat(self.listen_fd)
+        except OSError as e:
+            raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise BadInput("stdin is not a socket", 100)
+        if self.config.notify:
+            try:
+                os.fstat(1)
+            except OSError as e:
+                reason = os.strerror(e.errno or errno.EBADF)
+                raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
+        else:
+            try:
+                os.close(1)
+            except OSError:
+                pass
+        self._install_signals()
+        if self.config.rules_cdb is not None:
+            self.rules = rules_from_cdb(self.config.rules_cdb)
+        else:
+            assert self.config.rules_dir is not None
+            self.rules = rules_from_dir(self.config.rules_dir)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
+        self._listener.setblocking(False)
+        if self.config.notify:
+            try:
+                os.write(1, b"\n")
+            except OSError:
+                pass
+            os.close(1)
+
+    def _install_signals(self) -> None:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_r = r
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _ignore_handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self._poller.register(r, select.POLLIN)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def serve(self) -> int:
+        """Run until the lameduck ends; return s6's exit status bit mask."""
+        try:
+            while True:
+                now = time.monotonic()
+                self.store.expire(tai.now())
+                self._drop_late_clients(now)
+                if not self.running:
+                    if self._lameduck_deadline is not None and now >= self._lameduck_deadline:
+                        break
+                    if not any(self._busy(c) for c in self.clients.values()):
+                        break
+                self._update_interest(now)
+                try:
+                    events = self._poller.poll(self._poll_timeout(now))
+                except InterruptedError:
+                    continue
+                self._dispatch(events)
+        finally:
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                listener.detach()
+        return (1 if len(self.store) else 0) | (2 if self.clients else 0)
+
+    def _busy(self, c: Client) -> bool:
+        return bool(c.outbox) or c.decoder.partial
+
+    def _poll_timeout(self, now: float) -> Optional[int]:
+        deadlines = [c.deadline for c in self.clients.values() if c.deadline is not None]
+        if not self.running and self._lameduck_deadline is not None:
+            deadlines.append(self._lameduck_deadline)
+        if self._backoff and not self._listening:
+            deadlines.append(self._backoff_until)
+        seconds: Optional[float] = None
+        if deadlines:
+            seconds = min(deadlines) - now
+        limit = self.store.next_limit()
+        if limit is not None:
+            until = limit.unix() - time.time()
+            seconds = until if seconds is None else min(seconds, until)
+        if seconds is None:
+            return None
+        return max(0, min(_MAX_POLL_MS, int(seconds * 1000) + 1))
+
+    def _update_interest(self, now: float) -> None:
+        want_listen = (self.running and len(self.clients) < self.config.maxconn
+                       and (not self._backoff or now >= self._backoff_until))
+        if want_listen != self._listening:
+            if want_listen:
+                self._poller.register(self.listen_fd, select.POLLIN)
+            else:
+                self._poller.unregister(self.listen_fd)
+            self._listening = want_listen
+        for c in self.clients.values():
+            events = 0
+            if c.outbox.size < OUTBOX_HIGH and (self.running or c.decoder.partial):
+                events |= select.POLLIN
+            if c.outbox:
+                events |= select.POLLOUT
+            if events == c.events:
+                continue
+            if not c.events:
+                self._poller.register(c.fd, events)
+            elif events:
+                self._poller.modify(c.fd, events)
+            else:
+                self._poller.unregister(c.fd)
+            c.events = events
+
+    def _dispatch(self, events: List[Tuple[int, int]]) -> None:
+        accept = False
+        for fd, mask in events:
+            if fd == self._wakeup_r:
+                self._handle_signals()
+            elif fd == self.listen_fd:
+                if self._listening:
+                    accept = True
+            else:
+                c = self.clients.get(fd)
+                if c is None:
+                    continue
+                if mask & select.POLLOUT and not self._flush(c):
+                    continue
+                if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._read(c)
+        if accept and self.running:
+            self._accept()
+
+    def _drop_late_clients(self, now: float) -> None:
+        for c in [c for c in self.clients.values() if c.deadline is not None and c.deadline <= now]:
+            self._drop(c)
+
+    # -- signals ----------------------------------------------------------------------------------
+    def _handle_signals(self) -> None:
+        try:
+            data = os.read(self._wakeup_r, 512)
+        except BlockingIOError:
+            return
+        for signo in data:
+            if signo == signal.SIGTERM and self.running:
+                self.running = False
+                if self.config.lameduck_ms:
+                    self._lameduck_deadline = time.monotonic() + self.config.lameduck_ms / 1000
+            elif signo == signal.SIGHUP and isinstance(self.rules, CdbRules):
+                try:
+                    self.rules.reload()
+                except SystemFailure:
+                    pass
+
+    # -- connections ------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(_ACCEPT_BURST):
+            if len(self.clients) >= self.config.maxconn:
+                return
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                code = e.errno or errno.EIO
+                if code == errno.ECONNABORTED:
+                    continue
+                if code in _NO_DESCRIPTORS:
+                    if not self._backoff and self.config.verbosity:
+                        self.log.warn(f"unable to accept: {os.strerror(code)}")
+                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX) if self._backoff else _BACKOFF_FIRST
+                    self._backoff_until = time.monotonic() + self._backoff
+                    return
+                raise SystemFailure("accept", code) from None
+            self._backoff = 0.0
+            sock.setblocking(False)
+            client = self._welcome(sock)
+            if client is None:
+                sock.close()
+            else:
+                self.clients[client.fd] = client
+
+    def _welcome(self, sock: socket.socket) -> Optional[Client]:
+        """Check a new client against the rules; its :class:`Client`, or None to close it."""
+        verbose = self.config.verbosity > 0
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        except OSError as e:
+            if verbose:
+                self.log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
+            return None
+        uid = int.from_bytes(raw[4:8], "little")
+        gid = int.from_bytes(raw[8:12], "little")
+        assert self.rules is not None
+        try:
+            decision = check(self.rules, uid, gid)
+        except SystemFailure as e:
+            if verbose:
+                self.log.warn(f"error while checking rules: {e.reason}")
+            return None
+        if not decision.allowed:
+            return None
+        if decision.exec and verbose:
+            self.log.warn(f"unused exec string in rules for uid {uid} gid {gid}")
+        try:
+            rights = rights_from_modifs(decision.modif_strings())
+        except RightsError as e:
+            if verbose:
+                self.log.warn(f"invalid {e.variable} value: {e.value}: {e.message}")
+                self.log.warn("unable to parse_env: Success")
+            return None
+        deadline = time.monotonic() + self._timeout if self._timeout else None
+        return Client(sock, rights, deadline)
+
+    def _drop(self, c: Client) -> None:
+        if c.events:
+            self._poller.unregister(c.fd)
+        self.clients.pop(c.fd, None)
+        c.outbox.discard()
+        c.decoder.discard()
+        c.sock.close()
+
+    def _flush(self, c: Client) -> bool:
+        """Send what the client's socket takes; False if the client was dropped."""
+        try:
+            done = c.outbox.flush(c.sock.sendmsg)
+        except OSError:
+            self._drop(c)
+            return False
+        if done:
+            c.deadline = None
+            self._process(c)
+        return c.fd in self.clients
+
+    def _read(self, c: Client) -> None:
+        try:
+            if protocol.recv_into(c.sock, c.decoder) == 0:
+                self._drop(c)
+                return
+        except BlockingIOError:
+            return
+        except (OSError, ProtocolError):
+            self._drop(c)
+            return
+        self._process(c)
+        if c.fd in self.clients and c.decoder.partial and self._timeout and c.deadline is None:
+            c.deadline = time.monotonic() + self._timeout
+
+    def _process(self, c: Client) -> None:
+        """Handle the complete requests buffered for *c* while its outbox has room."""
+        while c.outbox.size < OUTBOX_HIGH:
+            try:
+                message = c.decoder.next_message()
+                if message is None:
+                    break
+            except ProtocolError:
+                self._drop(c)
+                return
+            try:
+                self._handle(c, message)
+            except ProtocolError:
+                protocol.close_fds(message.fds)
+                self._drop(c)
+                return
+        if c.outbox:
+            self._flush(c)
+
+    # -- requests -------------------------------------------------------------------------------
+    def _answer(self, c: Client, code: int, arm: bool = True) -> None:
+        c.outbox.put(bytes((code,)))
+        if arm:
+            self._arm(c)
+
+    def _arm(self, c: Client) -> None:
+        if c.deadline is None and self._timeout:
+            c.deadline = time.monotonic() + self._timeout
+
+    def _handle(self, c: Client, m: Message) -> None:
+        """Serve one request; raises :class:`ProtocolError` where s6 drops the client. Owns
+        ``m.fds``: each is either stored or closed."""
+        request = protocol.parse_request(m.payload, m.nfds, c.dumping)
+        rights = c.rights
+        store = self.store
+        if isinstance(request, protocol.Store):
+            if m.fds_lost:
+                protocol.close_fds(m.fds)
+                self._answer(c, errno.ENFILE)
+            elif not rights.store.search(request.id):
+                protocol.close_fds(m.fds)
+                self._answer(c, errno.EPERM)
+            elif len(store) >= self.config.maxfds:
+                protocol.close_fds(m.fds)
+                self._answer(c, errno.ENFILE)
+            elif store.get(request.id) is not None:
+                protocol.close_fds(m.fds)
+                self._answer(c, errno.EBUSY)
+            else:
+                self._answer(c, 0)
+                store.add(request.id, request.limit, m.fds[0], unique_limit=True)
+        elif isinstance(request, protocol.Delete):
+            entry = store.get(request.id)
+            if not rights.store.search(request.id):
+                self._answer(c, errno.EPERM)
+            elif entry is None:
+                self._answer(c, errno.ENOENT)
+            else:
+                self._answer(c, 0)
+                store.remove(entry)
+        elif isinstance(request, protocol.Retrieve):
+            entry = store.get(request.id)
+            allowed = rights.retrieve.search(request.id) and (
+                not request.delete or rights.store.search(request.id))
+            if not allowed:
+                self._answer(c, errno.EPERM)
+            elif entry is None:
+                self._answer(c, errno.ENOENT)
+            else:
+                c.outbox.put(b"\0", [entry.held])
+                if request.delete:
+                    store.remove(entry)
+        elif isinstance(request, protocol.List_):
+            if not rights.list:
+                self._answer(c, errno.EPERM)
+            else:
+                c.outbox.put(protocol.encode_list_reply([e.id for e in store.entries()]))
+                self._arm(c)
+        elif isinstance(request, protocol.GetDump):
+            if not rights.getdump:
+                self._answer(c, errno.EPERM)
+            else:
+                self._getdump(c)
+        elif isinstance(request, protocol.SetDump):
+            if not rights.setdump:
+                self._answer(c, errno.EPERM)
+            elif request.count > self.config.maxfds or request.count + len(store) > self.config.maxfds:
+                self._answer(c, errno.ENFILE)
+            else:
+                c.dumping = request.count
+                c.outbox.put(protocol.encode_setdump_reply(request.count))
+        else:
+            self._setdump_data(c, request, m)
+
+    def _getdump(self, c: Client) -> None:
+        entries = list(self.store.entries())
+        c.outbox.put(protocol.encode_getdump_header(len(entries)))
+        for start in range(0, len(entries), protocol.MAX_FDS):
+            chunk = entries[start : start + protocol.MAX_FDS]
+            body = protocol.encode_entries([protocol.DumpEntry(e.limit, e.id) for e in chunk])
+            c.outbox.put(body, [e.held for e in chunk])
+        self._arm(c)
+
+    def _setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
+        if not c.rights.setdump:
+            protocol.close_fds(m.fds)
+            self._answer(c, errno.EPERM)
+            return
+        if m.fds_lost or len(self.store) + request.count > self.config.maxfds:
+            protocol.close_fds(m.fds)
+            self._answer(c, errno.ENFILE)
+            return
+        if request.entries is None:
+            raise ProtocolError("bad setdump entries")
+        for entry, fd in zip(request.entries, m.fds):
+            self.store.add(entry.id, entry.limit, fd, unique_limit=False)
+        c.dumping -= request.count
+        self._answer(c, errno.EAGAIN if c.dumping else 0)
+
+
+def _ignore_handler(signo: int, frame: object) -> None:
+    """The Python-level handler: the work is done from the wakeup pipe (see the module docstring)."""

@@ -1,0 +1,467 @@
+"""The fd-holder wire protocol: skalibs ``unixmessage`` framing and s6-fdholder requests.
+
+Some facts about the protocol and about AF_UNIX stream sockets that this module relies on
+(s6 2.11.3.2, skalibs 2.13, Linux):
+
+* There is no handshake. Each message on the stream is a 6-byte header — payload length
+  (uint32 big-endian) and number of descriptors (uint16 big-endian) — then the payload.
+  skalibs refuses headers above 2**28 bytes or 255 descriptors (EPROTO).
+* Descriptors travel as one SCM_RIGHTS control message on the ``sendmsg`` that carries the first
+  byte of the header. The kernel keeps that control message attached to those bytes: a
+  ``recvmsg`` never returns descriptors of a later write together with data that follows them,
+  but it may return the tail of an earlier message *before* them. So descriptors are queued in
+  arrival order and each complete message takes as many as its header announces; when the
+  whole received stream has been consumed no descriptor may be left over.
+* If the receiver's descriptor table is full, the kernel drops the descriptors and sets
+  MSG_CTRUNC (they are closed, never delivered).
+* Received descriptors should be close-on-exec at once (MSG_CMSG_CLOEXEC), and sends use
+  MSG_NOSIGNAL so that a vanished peer gives EPIPE rather than SIGPIPE.
+* Identifiers are C strings: 1..255 bytes on the wire (the length byte excludes the trailing
+  NUL, which must be there), and everything after an embedded NUL is ignored by s6.
+* Replies carry a Linux errno byte: 0 success, EPERM 1, ENOENT 2, EAGAIN 11, EBUSY 16,
+  ENFILE 23.
+
+This module has no state beyond a decoder's buffers and makes no system call except in
+:func:`recv_into`, :func:`send_message` and :class:`Outbox`, so the parsing half can be fuzzed
+in isolation.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Deque, List, Optional, Sequence, Tuple, Union
+
+from . import tai
+
+HEADER = struct.Struct(">IH")
+HEADER_SIZE = HEADER.size
+MAX_PAYLOAD = 1 << 28
+MAX_FDS = 255
+#: What one sendmsg may carry on Linux (SCM_MAX_FD); skalibs 2.13 ignores it, upstream uses 253.
+KERNEL_MAX_FDS = 253
+ID_SIZE = 255
+ENTRY_MIN = tai.PACKED_SIZE + 3  # tain, idlen, at least a NUL (s6 counts a 1-byte id minimum)
+#: The largest request a client can legitimately send: a setdump chunk of 255 full-size entries.
+MAX_REQUEST = 1 + MAX_FDS * (tai.PACKED_SIZE + 1 + ID_SIZE + 1)
+
+_U32 = struct.Struct(">I")
+_FD_SIZE = array.array("i").itemsize
+CMSG_SPACE_MAX = socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (EPROTO): the connection must be dropped."""
+
+    errno = errno.EPROTO
+
+
+@dataclass
+class Message:
+    """One framed message: payload bytes and the descriptors that came with it (owned by the
+    receiver: close them when done)."""
+
+    payload: bytes
+    fds: List[int] = field(default_factory=list)
+    #: True when the kernel dropped descriptors of this message (the receiver's table was full).
+    fds_lost: bool = False
+    #: How many descriptors the header announced (``len(fds)`` unless some were lost).
+    nfds: int = 0
+
+
+def frame(payload: bytes, nfds: int = 0) -> bytes:
+    """Header + payload for a message carrying *nfds* descriptors."""
+    return HEADER.pack(len(payload), nfds) + payload
+
+
+def close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Decoder:
+    """Reassembles messages from stream bytes and queued descriptors (pure: no system calls).
+
+    *max_payload* bounds the payload a header may announce (a server passes
+    :data:`MAX_REQUEST`, since nothing longer can be a valid request). Any violation raises
+    :class:`ProtocolError`; the caller then drops the connection and calls :meth:`discard`,
+    which closes the descriptors still queued.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD, max_fds: int = MAX_FDS) -> None:
+        self.max_payload = max_payload
+        self.max_fds = max_fds
+        self._buf = bytearray()
+        self._fds: List[int] = []
+        self._lost = 0
+        self._need: Optional[Tuple[int, int]] = None  # header of the message being assembled
+
+    def feed(self, data: bytes, fds: Sequence[int] = (), truncated: bool = False) -> None:
+        """Add what one ``recvmsg`` returned. *truncated*: MSG_CTRUNC was set."""
+        self._buf += data
+        self._fds.extend(fds)
+        if truncated:
+            self._lost += 1
+        if len(self._fds) > 2 * self.max_fds:
+            raise ProtocolError("too many descriptors queued")
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is buffered (a message has started but not completed)."""
+        return bool(self._buf)
+
+    def next_message(self) -> Optional[Message]:
+        """The next complete message, or None if more bytes are needed."""
+        if self._need is None:
+            if len(self._buf) < HEADER_SIZE:
+                if not self._buf and (self._fds or self._lost):
+                    raise ProtocolError("descriptors without a message")
+                return None
+            length, nfds = HEADER.unpack_from(self._buf)
+            if length > self.max_payload or nfds > self.max_fds:
+                raise ProtocolError("message too large")
+            self._need = (length, nfds)
+        length, nfds = self._need
+        end = HEADER_SIZE + length
+        if len(self._buf) < end:
+            return None
+        payload = bytes(self._buf[HEADER_SIZE:end])
+        del self._buf[:end]
+        self._need = None
+        lost = False
+        if len(self._fds) < nfds:
+            if not self._lost:
+                raise ProtocolError("missing descriptors")
+            lost = True
+            self._lost -= 1
+        taken, self._fds = self._fds[:nfds], self._fds[nfds:]
+        if not self._buf and (self._fds or self._lost):
+            close_fds(taken)
+            raise ProtocolError("descriptors without a message")
+        return Message(payload, taken, lost, nfds)
+
+    def discard(self) -> None:
+        """Close queued descriptors and forget buffered bytes."""
+        close_fds(self._fds)
+        self._fds = []
+        self._buf.clear()
+        self._need = None
+
+
+def recv_into(sock: socket.socket, decoder: Decoder, bufsize: int = 65536) -> int:
+    """One non-blocking ``recvmsg`` into *decoder*; returns the byte count (0 at EOF).
+
+    Raises BlockingIOError when nothing is available, OSError on socket errors, and
+    :class:`ProtocolError` for a control message that is not SCM_RIGHTS.
+    """
+    flags = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+    data, ancdata, msg_flags, _ = sock.recvmsg(bufsize, CMSG_SPACE_MAX, flags)
+    fds: List[int] = []
+    bad = False
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(cdata) - len(cdata) % _FD_SIZE
+            fds.extend(array.array("i", cdata[:usable]))
+        else:
+            bad = True
+    if bad:
+        close_fds(fds)
+        raise ProtocolError("unexpected control message")
+    decoder.feed(data, fds, bool(msg_flags & socket.MSG_CTRUNC))
+    return len(data)
+
+
+def _rights(fds: Sequence[int]) -> List[Tuple[int, int, bytes]]:
+    if not fds:
+        return []
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+
+
+SendMsg = Callable[[List[memoryview], List[Tuple[int, int, bytes]], int], int]
+
+
+def _send_step(send: SendMsg, data: memoryview, fds: Sequence[int], fds_sent: int, flags: int) -> int:
+    """One ``sendmsg`` of a message whose first *fds_sent* descriptors are already gone: the next
+    :data:`KERNEL_MAX_FDS` ride on one byte, the last ones on all the remaining bytes."""
+    if fds_sent >= len(fds):
+        return send([data], [], flags)
+    chunk = fds[fds_sent : fds_sent + KERNEL_MAX_FDS]
+    last = fds_sent + len(chunk) >= len(fds)
+    return send([data if last else data[:1]], _rights(chunk), flags)
+
+
+def send_message(sock: socket.socket, payload: bytes, fds: Sequence[int] = ()) -> None:
+    """Send one message on a blocking (or timeout) socket, descriptors with its first bytes."""
+    data = memoryview(frame(payload, len(fds)))
+    fds_sent = 0
+    while data:
+        n = _send_step(sock.sendmsg, data, fds, fds_sent, socket.MSG_NOSIGNAL)
+        fds_sent = min(len(fds), fds_sent + KERNEL_MAX_FDS)
+        data = data[n:]
+
+
+class HeldFd:
+    """A descriptor shared by the store and by replies waiting to be sent (reference counted):
+    it is closed when the last holder releases it."""
+
+    __slots__ = ("fd", "refs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.refs = 1
+
+    def acquire(self) -> HeldFd:
+        self.refs += 1
+        return self
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+
+@dataclass
+class _Pending:
+    data: memoryview
+    fds: List[HeldFd]
+    fds_sent: int = 0
+
+
+class Outbox:
+    """Messages queued for a non-blocking socket, sent in order as the socket accepts them.
+
+    Descriptors are :class:`HeldFd` references, released once the bytes that carry them are
+    sent (or when the outbox is discarded). A message with more descriptors than one
+    ``sendmsg`` may carry (:data:`KERNEL_MAX_FDS`) sends them over several one-byte writes,
+    which skalibs' receiver (and :class:`Decoder`) queue and reassemble.
+    """
+
+    def __init__(self) -> None:
+        self._queue: Deque[_Pending] = Deque()
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._queue)
+
+    def put(self, payload: bytes, fds: Sequence[HeldFd] = ()) -> None:
+        data = frame(payload, len(fds))
+        self._queue.append(_Pending(memoryview(data), [h.acquire() for h in fds]))
+        self.size += len(data)
+
+    def flush(self, send: SendMsg) -> bool:
+        """Send what the socket takes; True once empty. Raises OSError (not EAGAIN)."""
+        while self._queue:
+            item = self._queue[0]
+            try:
+                n = _send_step(send, item.data, [h.fd for h in item.fds], item.fds_sent,
+                               socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                return False
+            if item.fds_sent < len(item.fds):
+                chunk = min(KERNEL_MAX_FDS, len(item.fds) - item.fds_sent)
+                for h in item.fds[item.fds_sent : item.fds_sent + chunk]:
+                    h.release()
+                item.fds_sent += chunk
+            self.size -= n
+            item.data = item.data[n:]
+            if item.data:
+                return False
+            self._queue.popleft()
+        return True
+
+    def discard(self) -> None:
+        for item in self._queue:
+            for h in item.fds[item.fds_sent :]:
+                h.release()
+        self._queue.clear()
+        self.size = 0
+
+
+# -- requests ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Store:
+    limit: tai.Tain
+    id: bytes
+
+
+@dataclass(frozen=True)
+class Delete:
+    id: bytes
+
+
+@dataclass(frozen=True)
+class Retrieve:
+    id: bytes
+    delete: bool
+
+
+@dataclass(frozen=True)
+class List_:
+    pass
+
+
+@dataclass(frozen=True)
+class GetDump:
+    pass
+
+
+@dataclass(frozen=True)
+class SetDump:
+    count: int
+
+
+@dataclass(frozen=True)
+class DumpEntry:
+    limit: tai.Tain
+    id: bytes
+
+
+@dataclass(frozen=True)
+class SetDumpData:
+    """A ``.`` chunk: *count* descriptors; *entries* is None when the entries do not parse (s6
+    checks the rights and the room before it parses them, then drops the connection)."""
+
+    count: int
+    entries: Optional[Tuple[DumpEntry, ...]]
+
+
+Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
+
+
+def c_string(raw: bytes) -> bytes:
+    """What C sees of *raw*: the bytes before the first NUL."""
+    cut = raw.find(b"\0")
+    return raw if cut < 0 else raw[:cut]
+
+
+def _id_at(body: bytes, pos: int) -> Optional[Tuple[bytes, int]]:
+    """The id whose length byte is at *pos* and the position after its NUL, if well-formed."""
+    if pos >= len(body):
+        return None
+    idlen = body[pos]
+    end = pos + 1 + idlen
+    if end >= len(body) or body[end] != 0:
+        return None
+    return c_string(body[pos + 1 : end]), end + 1
+
+
+def parse_entries(body: bytes, count: int) -> Optional[Tuple[DumpEntry, ...]]:
+    """*count* dump entries filling *body* exactly, or None."""
+    entries = []
+    pos = 0
+    for _ in range(count):
+        if len(body) - pos < ENTRY_MIN:
+            return None
+        limit = tai.unpack(body[pos : pos + tai.PACKED_SIZE])
+        parsed = _id_at(body, pos + tai.PACKED_SIZE)
+        if parsed is None:
+            return None
+        ident, pos = parsed
+        entries.append(DumpEntry(limit, ident))
+    if pos != len(body):
+        return None
+    return tuple(entries)
+
+
+def parse_request(payload: bytes, nfds: int, dumping: int) -> Request:
+    """Decode one request as s6-fdholderd does; raises :class:`ProtocolError` where s6 drops.
+
+    *dumping* is the number of descriptors a setdump in progress still expects (0: none).
+    """
+    if not payload:
+        raise ProtocolError("empty request")
+    op, body = payload[0], payload[1:]
+    if dumping and op != 0x2E:
+        raise ProtocolError("request during a setdump")
+    n = len(body)
+    if op == 0x53:  # 'S'
+        if n < tai.PACKED_SIZE + 3 or nfds != 1:
+            raise ProtocolError("bad store")
+        idlen = body[tai.PACKED_SIZE]
+        if idlen + 2 + tai.PACKED_SIZE != n or body[-1] != 0:
+            raise ProtocolError("bad store")
+        return Store(tai.unpack(body), c_string(body[tai.PACKED_SIZE + 1 : -1]))
+    if op == 0x44:  # 'D'
+        if n < 3 or nfds or body[0] + 2 != n or body[-1] != 0:
+            raise ProtocolError("bad delete")
+        return Delete(c_string(body[1:-1]))
+    if op == 0x52:  # 'R'
+        if n < 4 or nfds or body[1] + 3 != n or body[-1] != 0:
+            raise ProtocolError("bad retrieve")
+        return Retrieve(c_string(body[2:-1]), body[0] != 0)
+    if op == 0x4C:  # 'L'
+        if n or nfds:
+            raise ProtocolError("bad list")
+        return List_()
+    if op == 0x3F:  # '?'
+        if n or nfds:
+            raise ProtocolError("bad getdump")
+        return GetDump()
+    if op == 0x21:  # '!'
+        if n != 4 or nfds:
+            raise ProtocolError("bad setdump")
+        return SetDump(_U32.unpack(body)[0])
+    if op == 0x2E:  # '.'
+        if not nfds or nfds > dumping or n < nfds * ENTRY_MIN:
+            raise ProtocolError("bad setdump data")
+        return SetDumpData(nfds, parse_entries(body, nfds))
+    raise ProtocolError("unknown request")
+
+
+# -- request and reply encoders (client side) -------------------------------------------------
+def _id_bytes(ident: bytes) -> bytes:
+    if len(ident) > ID_SIZE:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    return bytes((len(ident),)) + ident + b"\0"
+
+
+def encode_store(limit: tai.Tain, ident: bytes) -> bytes:
+    return b"S" + limit.pack() + _id_bytes(ident)
+
+
+def encode_delete(ident: bytes) -> bytes:
+    return b"D" + _id_bytes(ident)
+
+
+def encode_retrieve(ident: bytes, delete: bool) -> bytes:
+    return b"R" + (b"\1" if delete else b"\0") + _id_bytes(ident)
+
+
+LIST_REQUEST = b"L"
+GETDUMP_REQUEST = b"?"
+
+
+def encode_setdump(count: int) -> bytes:
+    return b"!" + _U32.pack(count)
+
+
+def encode_entries(entries: Sequence[DumpEntry]) -> bytes:
+    return b"".join(e.limit.pack() + _id_bytes(e.id) for e in entries)
+
+
+def encode_list_reply(ids: Sequence[bytes]) -> bytes:
+    return b"\0" + _U32.pack(len(ids)) + b"".join(i + b"\0" for i in ids)
+
+
+def encode_getdump_header(nfds: int, chunk: int = MAX_FDS) -> bytes:
+    nmsg = (nfds + chunk - 1) // chunk
+    return b"\0" + _U32.pack(nmsg) + _U32.pack(nfds)
+
+
+def encode_setdump_reply(count: int, chunk: int = MAX_FDS) -> bytes:
+    return b"\0" + _U32.pack((count + chunk - 1) // chunk)
+
+
+def decode_u32(data: bytes, pos: int) -> int:
+    return int(_U32.unpack_from(data, pos)[0])

@@ -1,0 +1,43 @@
+"""fdholder-getdump: get every descriptor an fd-holder daemon holds, then exec a program with
+them open and described in ``S6_FD#``, ``S6_FD_i``, ``S6_FDID_i`` and ``S6_FDLIMIT_i``."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import List, NoReturn
+
+from ..envdir import merge_env
+from ..errors import SystemFailure
+from ..fdholder import tai
+from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.dump import dump_modifs
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_uint
+from .chain import exec_into
+
+USAGE = "[ -t timeout ] socket prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "t:")
+    timeout = 0
+    for _, value in opts:
+        timeout = parse_uint(value or "")
+    if len(rest) < 2:
+        raise UsageError("too few arguments")
+    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    try:
+        dump = holder.getdump()
+    except OperationFailed as e:
+        reporter.fatal(str(e), 1)
+    holder.close()
+    for held in dump:
+        try:
+            os.set_inheritable(held.fd, True)
+        except OSError as e:
+            raise SystemFailure("uncoe", e.errno or errno.EBADF) from None
+    env = merge_env(os.environ, dump_modifs(dump, tai.now()))
+    os.environ.clear()
+    os.environ.update(env)
+    exec_into(reporter, rest[1:])

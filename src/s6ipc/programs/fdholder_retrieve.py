@@ -1,0 +1,49 @@
+"""fdholder-retrieve: get a descriptor from an fd-holder daemon onto fd 0, then exec a program.
+
+With ``fdholder-retrieve HOLDER ID s6ipc ipcserverd prog…`` a service starts on a listening
+socket that outlives it (see docs/zero-downtime-restarts.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import List, NoReturn
+
+from ..errors import SystemFailure
+from ..fdholder.client import FdHolderClient, OperationFailed
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_uint
+from .chain import exec_into
+
+USAGE = "[ -D ] [ -t timeout ] socket id prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "Dt:")
+    timeout, delete = 0, False
+    for letter, value in opts:
+        if letter == "D":
+            delete = True
+        else:
+            timeout = parse_uint(value or "")
+    if len(rest) < 3:
+        raise UsageError("too few arguments")
+    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    try:
+        fd = holder.retrieve(rest[1], delete)
+    except OperationFailed as e:
+        reporter.fatal(str(e), 1)
+    holder.close()
+    if fd == 0:
+        try:
+            os.set_inheritable(0, True)
+        except OSError as e:
+            raise SystemFailure("uncoe stdin", e.errno or errno.EBADF) from None
+    else:
+        try:
+            os.dup2(fd, 0, inheritable=True)
+            os.close(fd)
+        except OSError as e:
+            raise SystemFailure("move fd", e.errno or errno.EBADF) from None
+    exec_into(reporter, rest[2:])

@@ -1,0 +1,33 @@
+"""fdholder-setdump: give an fd-holder daemon the descriptors described by ``S6_FD#``,
+``S6_FD_i``, ``S6_FDID_i`` and ``S6_FDLIMIT_i`` (what fdholder-getdump sets)."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.dump import descriptors_from_env, dump_count
+from ..messages import Reporter, flush_stdio
+from ..options import UsageError, getopt, parse_uint
+
+USAGE = "[ -t timeout ] socket"
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "t:")
+    timeout = 0
+    for _, value in opts:
+        timeout = parse_uint(value or "")
+    if not rest:
+        raise UsageError("too few arguments")
+    count = dump_count(os.environ)
+    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    if count:
+        entries = descriptors_from_env(os.environ, count)
+        try:
+            holder.setdump(entries)
+        except OperationFailed as e:
+            reporter.fatal(str(e), 1)
+    flush_stdio()
+    os._exit(0)

@@ -1,0 +1,47 @@
+"""fdholder-transferdump: copy every descriptor (ids and limits) of one fd-holder daemon into
+another — s6's or ours, in any combination."""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn, Optional, Tuple
+
+from ..fdholder.client import FdHolderClient, OperationFailed
+from ..messages import Reporter, flush_stdio
+from ..options import UsageError, getopt, parse_uint
+
+USAGE = "[ -t timeoutfrom:timeoutto ] socketfrom socketto"
+
+
+def parse_timeouts(text: str) -> Tuple[int, int]:
+    """``A``, ``A:``, ``:B``, ``A:B`` (empty: infinite) in milliseconds. Raises UsageError."""
+    first, colon, second = text.partition(":")
+    source = parse_uint(first) if first else 0
+    if not first and not colon:
+        raise UsageError(text)
+    dest = parse_uint(second) if second else 0
+    return source, dest
+
+
+def _seconds(ms: int) -> Optional[float]:
+    return ms / 1000 if ms else None
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "t:")
+    timeouts = (0, 0)
+    for _, value in opts:
+        timeouts = parse_timeouts(value or "")
+    if len(rest) < 2:
+        raise UsageError("too few arguments")
+    source = FdHolderClient(rest[0], _seconds(timeouts[0]),
+                            connect_operation=f"connect to a source fd-holder daemon at {rest[0]}")
+    dest = FdHolderClient(rest[1], _seconds(timeouts[1]),
+                          connect_operation=f"connect to a destination fd-holder daemon at {rest[1]}")
+    try:
+        dump = source.getdump()
+        dest.setdump(dump)
+    except OperationFailed as e:
+        reporter.fatal(str(e), 1)
+    flush_stdio()
+    os._exit(0)
