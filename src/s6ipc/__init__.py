@@ -46,6 +46,11 @@ _API = {
     "read_envdir": "envdir",
     "CdbReader": "cdb",
     "write_cdb": "cdb",
+    "FdHolderClient": "fdholder.client",
+    "HeldDescriptor": "fdholder.client",
+    "OperationFailed": "fdholder.client",
+    "FdHolderDaemon": "fdholder.daemon",
+    "Tain": "fdholder.tai",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -16,4 +16,13 @@ PROGRAMS = {
     "accessrules-fs-from-cdb": "accessrules_fs_from_cdb",
     "systemd-socket": "systemd_socket",
     "sdnotify-bridge": "sdnotify_bridge",
+    "fdholder-daemon": "fdholder_daemon",
+    "fdholderd": "fdholderd",
+    "fdholder-store": "fdholder_store",
+    "fdholder-retrieve": "fdholder_retrieve",
+    "fdholder-delete": "fdholder_delete",
+    "fdholder-list": "fdholder_list",
+    "fdholder-getdump": "fdholder_getdump",
+    "fdholder-setdump": "fdholder_setdump",
+    "fdholder-transferdump": "fdholder_transferdump",
 }
