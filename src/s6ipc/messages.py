@@ -60,6 +60,8 @@ class Reporter:
 def flush_stdio() -> None:
     """Flush Python's buffered streams before an exec or ``os._exit`` throws them away."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # the fd was closed when Python started (``prog >&-``)
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):
