@@ -93,6 +93,12 @@ def test_svc_r_under_load_refuses_nothing_when_the_socket_is_held(scan: Scan, li
     scan.wait_supervised("s6ipc-held")
     assert scan.svwait("-U", "s6ipc-held", 20000)[0] == 0, scan.log()
     node = os.stat(path).st_ino
+    ours = bool(os.listdir(links))
+    python = os.path.realpath(sys.executable)
+    # which implementation really runs: the holder and the server, ours (Python) or s6's C programs
+    for service, c_program in (("s6ipc-fdholder", "s6-fdholderd"), ("s6ipc-held", "s6-ipcserverd")):
+        exe = os.readlink(f"/proc/{scan.pid(service)}/exe")
+        assert exe == (python if ours else f"/usr/bin/{c_program}"), service
     pids = {scan.pid("s6ipc-held")}
     with Load(path, complete) as load:
         time.sleep(0.3)
