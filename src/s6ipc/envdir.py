@@ -55,19 +55,17 @@ def read_file_head(path: str, size: int, regular_only: bool = False) -> bytes:
     try:
         if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-        chunks: List[bytes] = []
-        left = size
-        while left > 0:
+        data = b""
+        while len(data) < size:
             try:
-                chunk = os.read(fd, left)
+                chunk = os.read(fd, size - len(data))
             except BlockingIOError:  # a FIFO with a writer: from now on, wait as skalibs does
                 os.set_blocking(fd, True)
                 continue
             if not chunk:
                 break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            data += chunk
+        return data
     finally:
         os.close(fd)
 
@@ -93,7 +91,7 @@ def read_envdir(path: str, regular_only: bool = False) -> Modifs:
                 if regular_only and not entry.is_file():
                     raise OSError(errno.EAGAIN, "")
                 try:
-                    content = read_file_head(os.path.join(path, name), MAX_VALUE_SIZE)
+                    content = read_file_head(entry.path, MAX_VALUE_SIZE)
                 except OSError as e:
                     code = e.errno or errno.EIO
                     raise OSError(errno.EIDRM if code == errno.ENOENT else code, "") from None
