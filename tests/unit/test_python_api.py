@@ -2,7 +2,7 @@
 
 * fd 0, from ``ipcserver-socketbinder``, readiness on a notification pipe (s6 style);
 * systemd, from ``systemd-socket-activate`` with a stand-in manager on ``$NOTIFY_SOCKET``;
-* an fd holder (Debian's ``s6-fdholder-daemon``, wire-compatible with ours) holding the socket.
+* an fd holder holding the socket: ours (``s6ipc fdholder-daemon``) and Debian's ``s6-fdholder-daemon``.
 """
 
 from __future__ import annotations
@@ -90,8 +90,13 @@ def test_socket_activated_with_sd_notify(example: str, sockdir: str,
         manager.close()
 
 
-@pytest.mark.skipif(shutil.which("s6-fdholder-daemon") is None, reason="Debian's s6 is not installed")
-def test_from_an_fd_holder(example: str, sockdir: str, procs: List[subprocess.Popen[bytes]]) -> None:
+@pytest.mark.parametrize("holder_impl", ["ours", "s6"])
+def test_from_an_fd_holder(example: str, sockdir: str, procs: List[subprocess.Popen[bytes]],
+                           holder_impl: str) -> None:
+    if holder_impl == "s6" and shutil.which("s6-fdholder-daemon") is None:
+        pytest.skip("Debian's s6 is not installed")
+    prefix = [S6IPC] if holder_impl == "ours" else []
+    prog = "%s" if holder_impl == "ours" else "s6-%s"
     rules = os.path.join(sockdir, "rules", "uid", str(os.getuid()))
     os.makedirs(os.path.join(rules, "env"))
     open(os.path.join(rules, "allow"), "w").close()
@@ -99,12 +104,13 @@ def test_from_an_fd_holder(example: str, sockdir: str, procs: List[subprocess.Po
         with open(os.path.join(rules, "env", name), "w") as f:
             f.write("^unix:\n")
     holder, path = os.path.join(sockdir, "holder"), os.path.join(sockdir, "h.sock")
-    h = subprocess.Popen(["s6-fdholder-daemon", "-1", "-i", os.path.join(sockdir, "rules"), holder],
+    rulesdir = os.path.join(sockdir, "rules")
+    h = subprocess.Popen([*prefix, prog % "fdholder-daemon", "-1", "-i", rulesdir, holder],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     procs.append(h)
     assert h.stdout is not None and h.stdout.read(1) == b"\n"
-    subprocess.run(["s6-ipcserver-socketbinder", path, "s6-fdholder-store", holder, f"unix:{path}"],
-                   check=True, timeout=20)
+    subprocess.run([*prefix, prog % "ipcserver-socketbinder", path, *prefix, prog % "fdholder-store", holder,
+                    f"unix:{path}"], check=True, timeout=20)
     r, w = os.pipe()
     p = subprocess.Popen([VENV_PYTHON, example, str(w)], pass_fds=[w], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
