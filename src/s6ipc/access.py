@@ -280,15 +280,16 @@ class FastAccess:
         self._euid = os.geteuid()
         self._egid = os.getegid()
 
-    def _target(self, argv: List[str]) -> Spawner:
-        if argv[0] != EXECLINEB:
+    def _target(self, outcome: Outcome) -> Spawner:
+        """The prog spawner, or one for the rule's exec string (kept for the next connections)."""
+        if outcome.decision is None or outcome.decision.exec_string() is None:
             return self._prog
-        script = argv[2]
+        script = outcome.argv[2]
         spawner = self._execs.get(script)
         if spawner is None:
             if len(self._execs) >= _MAX_EXEC_SPAWNERS:
                 self._execs.clear()
-            spawner = self._execs[script] = Spawner(argv, path_env=self._search)
+            spawner = self._execs[script] = Spawner(outcome.argv, path_env=self._search)
         return spawner
 
     def __call__(self, uid: int, gid: int, env: Dict[str, str], conn: object
@@ -296,7 +297,7 @@ class FastAccess:
         try:
             outcome = evaluate(self.options, env, connection_local_path(conn), self.source,
                                self._euid, self._egid)
-        except (S6ipcError, OSError, ValueError):
+        except Exception:  # S6ipcError as expected, or anything else: the program will do the work
             return self.fallback, env
         if outcome.error is not None:
             return self.fallback, env
@@ -305,4 +306,4 @@ class FastAccess:
                 return _Launch(self, self.standin, outcome.lines, env), env
             emit(self.log, outcome.lines, os.getpid())
             return None
-        return _Launch(self, self._target(outcome.argv), outcome.lines, env), outcome.env
+        return _Launch(self, self._target(outcome), outcome.lines, env), outcome.env

@@ -301,3 +301,16 @@ def test_exec_rule_through_execlineb(sockdir: str, rules: str, handler: str) -> 
     keep = set_rules(rules, spec)  # type: ignore[arg-type]
     compare(sockdir, [], ["-i", rules], [handler, "env"], [(keep, b"${1} $# x\n")], keep)
 
+
+
+@needs_s6
+def test_execlineb_as_the_program_is_not_an_exec_rule(sockdir: str, rules: str) -> None:
+    """prog may itself be execlineb; only a rule's exec file replaces it."""
+    if not os.access(EXECLINEB, os.X_OK):
+        pytest.skip("execline is not installed")
+    plain = set_rules(rules, {"uid/default": {"allow": True}})
+    with_exec = set_rules(rules, {"uid/default": {"allow": True, "exec": b"echo from the rule\n"}})
+    compare(sockdir, [], ["-i", rules], [EXECLINEB, "-Pc", "echo from prog"],
+            [(plain, b"from prog\n"), (with_exec, b"from the rule\n"), (plain, b"from prog\n")], plain)
+    # execlineb alone reads its script from stdin (the client, which sends nothing)
+    compare(sockdir, [], ["-i", rules], [EXECLINEB], [(plain, b""), (with_exec, b"from the rule\n")], plain)
