@@ -11,6 +11,9 @@ Some facts this client relies on (s6 2.11.3.2's libs6 client, skalibs 2.13):
 * Every reply is checked as libs6 checks it; anything unexpected is EPROTO ("Protocol error").
   A reply byte other than 0 is the daemon's errno.
 * Descriptors received are close-on-exec; the caller owns them.
+* Linux carries at most 253 descriptors per ``sendmsg`` (skalibs 2.13 announces chunks of 255):
+  a setdump goes out in chunks of 253, which daemons accept (they count descriptors), and a
+  getdump chunk of 255 is reassembled from the two writes it takes.
 * Limits are absolute TAI times; "no limit" is *now + 2**61 s* (:func:`s6ipc.fdholder.tai.infinite_from`).
 
 Usage::
@@ -285,11 +288,14 @@ class FdHolderClient:
             raise OperationFailed(operation, m.payload[0])
         if len(m.payload) != 5:
             raise OperationFailed(operation, errno.EPROTO)
-        trips = protocol.decode_u32(m.payload, 1)
-        if trips != 1 + (total - 1) // protocol.MAX_FDS:
+        if protocol.decode_u32(m.payload, 1) != 1 + (total - 1) // protocol.MAX_FDS:
             raise OperationFailed(operation, errno.EPROTO)
+        # Daemons count descriptors, not messages: chunks of what one sendmsg can carry are fine
+        # (s6-fdholderd would drop a 255-fd message, whose fds need two writes).
+        size = protocol.KERNEL_MAX_FDS
+        trips = 1 + (total - 1) // size
         for i in range(trips):
-            chunk = entries[i * protocol.MAX_FDS : (i + 1) * protocol.MAX_FDS]
+            chunk = entries[i * size : (i + 1) * size]
             payload = b"." + protocol.encode_entries([DumpEntry(e.limit, e.id) for e in chunk])
             reply = self._call(operation, payload, [e.fd for e in chunk])
             if len(reply.payload) != 1 or reply.fds:

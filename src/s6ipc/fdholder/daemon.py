@@ -61,6 +61,8 @@ _BACKOFF_FIRST = 0.01
 _BACKOFF_MAX = 1.0
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _MAX_POLL_MS = 3_600_000
+#: How long the rest of a message may take to arrive once its first bytes did (s6 allows no time).
+PARTIAL_GRACE = 1.0
 
 RETRIEVE_VAR = "S6_FDHOLDER_RETRIEVE_REGEX"
 STORE_VAR = "S6_FDHOLDER_STORE_REGEX"
@@ -208,6 +210,14 @@ class Client:
     outbox: Outbox = field(default_factory=Outbox)
     dumping: int = 0
     events: int = 0
+    partial_deadline: Optional[float] = None  # monotonic: a started message must be complete by then
+
+    def next_deadline(self) -> Optional[float]:
+        if self.deadline is None:
+            return self.partial_deadline
+        if self.partial_deadline is None:
+            return self.deadline
+        return min(self.deadline, self.partial_deadline)
 
     @property
     def fd(self) -> int:
@@ -344,7 +354,7 @@ class FdHolderDaemon:
         return bool(c.outbox) or c.decoder.partial
 
     def _poll_timeout(self, now: float) -> Optional[int]:
-        deadlines = [c.deadline for c in self.clients.values() if c.deadline is not None]
+        deadlines = [d for d in (c.next_deadline() for c in self.clients.values()) if d is not None]
         if not self.running and self._lameduck_deadline is not None:
             deadlines.append(self._lameduck_deadline)
         if self._backoff and not self._listening:
@@ -405,7 +415,8 @@ class FdHolderDaemon:
             self._accept()
 
     def _drop_late_clients(self, now: float) -> None:
-        for c in [c for c in self.clients.values() if c.deadline is not None and c.deadline <= now]:
+        late = [c for c in self.clients.values() if (d := c.next_deadline()) is not None and d <= now]
+        for c in late:
             self._drop(c)
 
     # -- signals ----------------------------------------------------------------------------------
@@ -517,8 +528,14 @@ class FdHolderDaemon:
             self._drop(c)
             return
         self._process(c)
-        if c.fd in self.clients and c.decoder.partial and self._timeout and c.deadline is None:
-            c.deadline = time.monotonic() + self._timeout
+
+    def _update_partial(self, c: Client) -> None:
+        """Start or stop the clock of a message whose first bytes arrived (see PARTIAL_GRACE)."""
+        if not c.decoder.incomplete:
+            c.partial_deadline = None
+        elif c.partial_deadline is None:
+            grace = min(PARTIAL_GRACE, self._timeout) if self._timeout else PARTIAL_GRACE
+            c.partial_deadline = time.monotonic() + grace
 
     def _process(self, c: Client) -> None:
         """Handle the complete requests buffered for *c* while its outbox has room."""
@@ -538,6 +555,8 @@ class FdHolderDaemon:
                 return
         if c.outbox:
             self._flush(c)
+        if c.fd in self.clients:
+            self._update_partial(c)
 
     # -- requests -------------------------------------------------------------------------------
     def _answer(self, c: Client, code: int, arm: bool = True) -> None:

@@ -117,6 +117,16 @@ class Decoder:
         """Whether part of a message is buffered (a message has started but not completed)."""
         return bool(self._buf)
 
+    @property
+    def incomplete(self) -> bool:
+        """Whether the buffered bytes end with an incomplete message (more bytes are awaited)."""
+        if not self._buf:
+            return False
+        if len(self._buf) < HEADER_SIZE:
+            return True
+        length = HEADER.unpack_from(self._buf)[0] if self._need is None else self._need[0]
+        return len(self._buf) < HEADER_SIZE + length
+
     def next_message(self) -> Optional[Message]:
         """The next complete message, or None if more bytes are needed."""
         if self._need is None:

@@ -1,0 +1,645 @@
+"""The fd-holder programs against Debian's s6 (spec §8, test ideas 29-36).
+
+Differential: every scenario runs with each daemon (ours, s6-fdholderd) and, where clients are
+involved, each client family (ours through s6-NAME links, so that messages carry s6's names, and
+Debian's), and the observable results — exit codes, stdout, stderr, wire bytes — must agree.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import pytest
+from conftest import S6IPC, nobody_ids, ours, requires_root, run, theirs, traced_execs
+from test_fdholder_support import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
+
+from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
+from s6ipc.cdb import write_cdb
+from s6ipc.fdholder import protocol, tai
+from s6ipc.programs.fdholder_daemon import build_chain
+
+IMPLS = ["ours", "s6"]
+
+
+@pytest.fixture(scope="module")
+def links() -> Iterator[str]:
+    """s6-NAME links to our programs in a directory other users can reach (for the nobody tests)."""
+    d = tempfile.mkdtemp(prefix="s6l", dir="/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield make_links(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def holders(sockdir: str) -> Iterator[Callable[..., Holder]]:
+    started: List[Holder] = []
+
+    def start(daemon: List[str], options: List[str], name: str = "h") -> Holder:
+        h = Holder(daemon, os.path.join(sockdir, name), options)
+        started.append(h)
+        return h
+
+    yield start
+    for h in started:
+        h.stop()
+
+
+def all_rules(sockdir: str) -> str:
+    return make_rules(sockdir, {"uid/0": ALL_RIGHTS})
+
+
+def c(result: "subprocess.CompletedProcess[bytes]") -> Tuple[int, bytes, bytes]:
+    return result.returncode, result.stdout, result.stderr
+
+
+# -- usage and start-up errors -----------------------------------------------------------------
+PROGRAMS = ["fdholder-daemon", "fdholderd", "fdholder-store", "fdholder-retrieve", "fdholder-delete",
+            "fdholder-list", "fdholder-getdump", "fdholder-setdump", "fdholder-transferdump"]
+BAD_ARGS = [[], ["-t"], ["-t", "x"], ["--x", "a", "b"], ["-Z", "a", "b", "c"]]
+
+
+@pytest.mark.parametrize("name", PROGRAMS)
+def test_usage_errors_match(links: str, name: str) -> None:
+    impl = Impls("ours", links)
+    for args in BAD_ARGS:
+        if name == "fdholderd" and not args:
+            continue  # no usage error: "no access rights specified!"
+        ours_ = run(impl(name) + args)
+        theirs_ = run(theirs(name) + args)
+        assert c(ours_) == c(theirs_), (name, args)
+        assert ours_.returncode == 100
+
+
+@pytest.mark.parametrize("args", [["-T", "x", "a", "b"], ["-t", "1:x", "a", "b"], ["-t", "", "a", "b"],
+                                  ["-t", "x:", "a", "b"], ["-t", "1:2:3", "a", "b"]])
+def test_transferdump_timeout_syntax(links: str, args: List[str]) -> None:
+    impl = Impls("ours", links)
+    assert c(run(impl("fdholder-transferdump") + args)) == c(run(theirs("fdholder-transferdump") + args))
+
+
+def test_fdholderd_startup_errors_match(links: str, sockdir: str) -> None:
+    impl = Impls("ours", links)
+    rules = all_rules(sockdir)
+    cases: List[Tuple[List[str], Dict[str, object]]] = [
+        ([], {"stdin": subprocess.DEVNULL}),                                  # no rights: 100
+        (["-i", rules], {"stdin": subprocess.DEVNULL}),                       # stdin not a socket: 100
+        (["-x", os.path.join(sockdir, "nope.cdb")], {"stdin": socket.socket(socket.AF_UNIX).detach()}),
+    ]
+    for args, kw in cases:
+        stdin = kw["stdin"]
+        a = run(impl("fdholderd") + args, stdin=stdin)
+        b = run(theirs("fdholderd") + args, stdin=stdin)
+        assert c(a) == c(b), args
+        assert a.returncode in (100, 111)
+    # fd 0 closed: unable to fstat stdin
+    a = run(impl("fdholderd") + ["-i", rules], stdin=None, preexec_fn=lambda: os.close(0))
+    b = run(theirs("fdholderd") + ["-i", rules], stdin=None, preexec_fn=lambda: os.close(0))
+    assert c(a) == c(b) and a.returncode == 111
+    # -1 with fd 1 closed
+    a = run(impl("fdholder-daemon") + ["-1", "-i", rules, os.path.join(sockdir, "s1")], stdout=None,
+            preexec_fn=lambda: os.close(1))
+    b = run(theirs("fdholder-daemon") + ["-1", "-i", rules, os.path.join(sockdir, "s2")], stdout=None,
+            preexec_fn=lambda: os.close(1))
+    assert c(a) == c(b) and a.returncode == 100
+
+
+def test_backlog_zero_dies_at_accept(links: str, sockdir: str) -> None:
+    """spec §14: ``-b 0`` makes a non-listening socket and fdholderd dies at its first accept."""
+    impl = Impls("ours", links)
+    rules = all_rules(sockdir)
+    results = []
+    for prefix, name in ((impl, "a"), (theirs, "b")):
+        p = subprocess.Popen(prefix("fdholder-daemon") + ["-b", "0", "-i", rules, os.path.join(sockdir, name)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = p.communicate(timeout=10)
+        results.append((p.returncode, err))
+    assert results[0] == results[1] == (111, b"s6-fdholderd: fatal: unable to accept: Invalid argument\n")
+
+
+# -- the wrapper's chain ---------------------------------------------------------------------
+WRAPPER_ARGS = [
+    ["-1", "-v", "2", "-c", "5", "-n", "10", "-t", "1000", "-T", "2000", "-b", "3", "-i", "R"],
+    ["-u", "1", "-g", "2", "-G", "3,4", "-D", "-x", "X"],
+    ["-c", "0", "-n", "0", "-t", "0", "-T", "0", "-v", "1", "-i", "R"],
+    ["-u", "1", "-U", "-g", "2", "-x", "X"],
+    ["-U", "-u", "3", "-i", "R", "-x", "X"],
+    ["-b", "0", "-d", "-x", "X", "-i", "R"],
+    ["-v", "0", "-c", "300", "-n", "5000", "-G", "", "-i", "R"],
+]
+
+
+@pytest.mark.parametrize("args", WRAPPER_ARGS)
+def test_wrapper_builds_s6s_chain(sockdir: str, args: List[str]) -> None:
+    """The argv s6-fdholder-daemon execs (seen with strace) is ours with /usr/bin/s6-X for our X."""
+    path = os.path.join(sockdir, "no", "such", "dir", "s")  # the binder fails: the chain stops there
+    _, execs = traced_execs(["/usr/bin/s6-fdholder-daemon", *args, path])
+    theirs_chain = execs[1]
+    ours_chain = build_chain([*args, path], "s6-")
+    prefix = ours("")[:-1]
+    mapped = []
+    i = 0
+    while i < len(ours_chain):
+        if ours_chain[i : i + len(prefix)] == prefix:
+            mapped.append("/usr/bin/" + ours_chain[i + len(prefix)])
+            i += len(prefix) + 1
+        else:
+            mapped.append(ours_chain[i])
+            i += 1
+    assert mapped == theirs_chain
+
+
+# -- test idea 29: the basic life of a held descriptor, all four combinations --------------------
+def transcript(client: Impls, holder: str, sockdir: str) -> List[Tuple[int, bytes, bytes]]:
+    """Store / list / duplicate / retrieve / retrieve -D / delete: exit codes and output."""
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held.bind(os.path.join(sockdir, "held.sock"))
+    held.listen(5)
+    fd = held.fileno()
+    weird = b"weird\\id\x01\x7f\tx"
+    steps = [
+        run(client("fdholder-store") + ["-d", str(fd), holder, "unix:held"], pass_fds=[fd]),
+        run(client("fdholder-store") + [holder, os.fsdecode(weird)], stdin=subprocess.DEVNULL),
+        run(client("fdholder-list") + [holder]),
+        run(client("fdholder-store") + ["-d", str(fd), holder, "unix:held"], pass_fds=[fd]),
+        run(client("fdholder-store") + [holder, ""], stdin=subprocess.DEVNULL),
+        run(client("fdholder-store") + [holder, "x" * 256], stdin=subprocess.DEVNULL),
+        run(client("fdholder-store") + ["-d", "99", holder, "closedfd"]),
+        run(client("fdholder-retrieve") + [holder, "unix:held", "readlink", "/proc/self/fd/0"]),
+        run(client("fdholder-retrieve") + [holder, "nope", "true"]),
+        run(client("fdholder-retrieve") + ["-D", holder, "unix:held", "true"]),
+        run(client("fdholder-list") + [holder]),
+        run(client("fdholder-delete") + [holder, "nope"]),
+        run(client("fdholder-delete") + [holder, os.fsdecode(weird)]),
+        run(client("fdholder-list") + [holder]),
+        run(client("fdholder-list") + [os.path.join(sockdir, "absent")]),
+    ]
+    out = [c(s) for s in steps]
+    ino = inode(fd)
+    held.close()
+    assert out[7] == (0, b"socket:[%d]\n" % ino, b"")
+    return [(code, o.replace(b"%d" % ino, b"INODE"), e.replace(os.fsencode(sockdir), b"DIR"))
+            for code, o, e in out]
+
+
+EXPECTED_29 = [
+    (0, b"", b""),
+    (0, b"", b""),
+    (0, b"unix:held\nweird\\\\id\\0x01\\0x7f\\tx\n", b""),
+    (1, b"", b"s6-fdholder-store: fatal: unable to store fd: Device or resource busy\n"),
+    (1, b"", b"s6-fdholder-store: fatal: unable to store fd: Broken pipe\n"),
+    (1, b"", b"s6-fdholder-store: fatal: unable to store fd: File name too long\n"),
+    (1, b"", b"s6-fdholder-store: fatal: unable to store fd: Bad file descriptor\n"),
+    (0, b"socket:[INODE]\n", b""),
+    (1, b"", b"s6-fdholder-retrieve: fatal: unable to retrieve fd for id nope: No such file or directory\n"),
+    (0, b"", b""),
+    (0, b"weird\\\\id\\0x01\\0x7f\\tx\n", b""),
+    (1, b"", b"s6-fdholder-delete: fatal: unable to delete fd for id DIR/h: No such file or directory\n"),
+    (0, b"", b""),
+    (0, b"", b""),
+    (111, b"", b"s6-fdholder-list: fatal: unable to connect to a fd-holder daemon at DIR/absent: "
+               b"No such file or directory\n"),
+]
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+@pytest.mark.parametrize("client", IMPLS)
+def test_life_of_a_held_descriptor(links: str, sockdir: str, holders: Callable[..., Holder],
+                                   daemon: str, client: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    assert transcript(Impls(client, links), h.path, sockdir) == EXPECTED_29
+    assert h.alive()
+
+
+# -- test idea 30: raw wire bytes --------------------------------------------------------------
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_list_reply_bytes_and_rights(links: str, sockdir: str, holders: Callable[..., Holder],
+                                     daemon: str) -> None:
+    rights = dict(ALL_RIGHTS)
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    raw = Raw(h.path)
+    raw.send_raw(protocol.frame(b"L") * 2 + protocol.frame(b"?"))
+    assert raw.reply() == (bytes.fromhex("0000000000"), [])
+    assert raw.reply() == (bytes.fromhex("0000000000"), [])
+    assert raw.reply() == (bytes.fromhex("000000000000000000"), [])
+    raw.close()
+    del rights["S6_FDHOLDER_LIST"]
+    h2 = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", make_rules(os.path.join(sockdir, "b"),
+                                                                           {"uid/0": rights})], "h2")
+    raw = Raw(h2.path)
+    raw.send(b"L")
+    assert raw.reply() == (b"\x01", [])
+    raw.close()
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+@pytest.mark.parametrize("data", [protocol.frame(b"X"), protocol.frame(b"Lx"), protocol.frame(b""),
+                                  protocol.frame(b"D\x05ab\0"), protocol.frame(b"!\0\0")])
+def test_malformed_requests_close_the_connection(links: str, sockdir: str, holders: Callable[..., Holder],
+                                                 daemon: str, data: bytes) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    raw = Raw(h.path)
+    raw.send_raw(data)
+    assert raw.closed()
+    raw.close()
+    raw = Raw(h.path)
+    raw.send(b"L")
+    assert raw.reply() == (bytes.fromhex("0000000000"), [])
+    raw.close()
+
+
+# -- test idea 31: setdump on the wire -----------------------------------------------------------
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_setdump_protocol(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-n", "3", "-i", all_rules(sockdir)])
+    limit = tai.now().add_ms(60_000)
+    r, w = os.pipe()
+    try:
+        raw = Raw(h.path)
+        raw.send(protocol.encode_setdump(2))
+        assert raw.reply() == (bytes.fromhex("0000000001"), [])
+        for ident, code in ((b"one", b"\x0b"), (b"two", b"\x00")):
+            raw.send(b"." + protocol.encode_entries([protocol.DumpEntry(limit, ident)]), [r])
+            assert raw.reply() == (code, [])
+        raw.send(protocol.encode_setdump(2))
+        assert raw.reply() == (b"\x17", [])
+        raw.send(protocol.encode_setdump(0))
+        assert raw.reply() == (bytes.fromhex("0000000000"), [])
+        # getdump gives them back, limits unchanged
+        raw.send(b"?")
+        header = raw.reply()
+        assert header == (bytes.fromhex("00" "00000001" "00000002"), [])
+        chunk = raw.reply()
+        assert chunk is not None
+        assert protocol.parse_entries(chunk[0], 2) == (protocol.DumpEntry(limit, b"one"),
+                                                       protocol.DumpEntry(limit, b"two"))
+        assert [inode(fd) for fd in chunk[1]] == [inode(r)] * 2
+        protocol.close_fds(chunk[1])
+        # a '.' outside a setdump: dropped
+        raw.send(b"." + protocol.encode_entries([protocol.DumpEntry(limit, b"x")]), [r])
+        assert raw.closed()
+        raw.close()
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# -- test idea 32: expiry and getdump's environment -------------------------------------------------
+@pytest.mark.parametrize("daemon", IMPLS)
+@pytest.mark.parametrize("client", IMPLS)
+def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[..., Holder],
+                                daemon: str, client: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    cl = Impls(client, links)
+    assert run(cl("fdholder-store") + ["-T", "300", h.path, "short"], stdin=subprocess.DEVNULL).returncode == 0
+    assert run(cl("fdholder-store") + ["-T", "100000", h.path, "long"], stdin=subprocess.DEVNULL).returncode == 0
+    assert run(cl("fdholder-store") + [h.path, "forever"], stdin=subprocess.DEVNULL).returncode == 0
+    before = time.time()
+    env_out = run(cl("fdholder-getdump") + [h.path, "env"], env={"S6_FDLIMIT_2": "inherited"}).stdout
+    lines = [line for line in env_out.decode().splitlines() if line.startswith("S6_")]
+    env = dict(line.split("=", 1) for line in lines)
+    assert env["S6_FD#"] == "3" and [env[f"S6_FDID_{i}"] for i in range(3)] == ["short", "long", "forever"]
+    assert "S6_FDLIMIT_2" not in env  # unset, even though inherited
+    assert re.fullmatch(r"@[0-9a-f]{24}", env["S6_FDLIMIT_1"])
+    label = int(env["S6_FDLIMIT_1"][1:17], 16)
+    assert abs(label - (0x4000000000000000 + 37 + 100 + int(before))) <= 2
+    assert sorted(int(env[f"S6_FD_{i}"]) for i in range(3)) == [4, 5, 6]
+    time.sleep(0.5)
+    assert run(cl("fdholder-list") + [h.path]).stdout == b"long\nforever\n"
+
+
+# -- test idea 33: permissions ---------------------------------------------------------------------
+@requires_root
+@pytest.mark.parametrize("daemon", IMPLS)
+@pytest.mark.parametrize("client", IMPLS)
+def test_permissions(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str, client: str) -> None:
+    uid, gid = nobody_ids()
+    rules = make_rules(sockdir, {
+        "uid/0": ALL_RIGHTS,
+        f"uid/{uid}": {"S6_FDHOLDER_RETRIEVE_REGEX": "^pub", "S6_FDHOLDER_STORE_REGEX": "^pub[[:digit:]]"},
+    })
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", rules])
+    os.chmod(sockdir, 0o755)
+    cl = Impls(client, links)
+    for ident in ("pubthing", "pub1", "private"):
+        assert run(cl("fdholder-store") + [h.path, ident], stdin=subprocess.DEVNULL).returncode == 0
+    as_nobody = ["/usr/bin/s6-applyuidgid", "-u", str(uid), "-g", str(gid), "-G", ""]
+    results = [c(run(as_nobody + cl(name) + args, stdin=subprocess.DEVNULL)) for name, args in (
+        ("fdholder-retrieve", [h.path, "pubthing", "true"]),
+        ("fdholder-retrieve", ["-D", h.path, "pubthing", "true"]),
+        ("fdholder-retrieve", [h.path, "private", "true"]),
+        ("fdholder-retrieve", ["-D", h.path, "pub1", "true"]),
+        ("fdholder-store", [h.path, "pub2"]),
+        ("fdholder-store", [h.path, "pubx"]),
+        ("fdholder-delete", [h.path, "pub2"]),
+        ("fdholder-list", [h.path]),
+        ("fdholder-getdump", [h.path, "true"]),
+    )]
+    eperm = b"Operation not permitted\n"
+    assert results[0] == (0, b"", b"")
+    assert results[1][0] == 1 and results[1][2].endswith(eperm)   # -D needs the store regex too
+    assert results[2][0] == 1 and results[2][2].endswith(eperm)
+    assert results[3] == (0, b"", b"")                               # both regexes match pub1
+    assert results[4] == (0, b"", b"")
+    assert results[5][0] == 1 and results[5][2].endswith(eperm)
+    assert results[6] == (0, b"", b"")
+    assert results[7] == (1, b"", b"s6-fdholder-list: fatal: unable to get fd list: " + eperm)
+    assert results[8] == (1, b"", b"s6-fdholder-getdump: fatal: unable to get dump: " + eperm)
+    # a uid with no rule at all is hung up on
+    deny = make_rules(os.path.join(sockdir, "d"), {"uid/0": ALL_RIGHTS})
+    h2 = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", deny], "h2")
+    p = run(as_nobody + cl("fdholder-list") + [h2.path])
+    assert p.returncode == 1
+    assert p.stderr in (b"s6-fdholder-list: fatal: unable to get fd list: Connection reset by peer\n",
+                        b"s6-fdholder-list: fatal: unable to get fd list: Broken pipe\n")
+
+
+# -- test idea 34: exit status and client timeout ------------------------------------------------
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_exit_status_is_a_bit_mask(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+    rules = all_rules(sockdir)
+    d = Impls(daemon, links)
+    h = holders(d("fdholder-daemon"), ["-i", rules], "a")
+    assert h.terminate() == 0
+    h = holders(d("fdholder-daemon"), ["-i", rules], "b")
+    assert run(d("fdholder-store") + [h.path, "x"], stdin=subprocess.DEVNULL).returncode == 0
+    assert h.terminate() == 1
+    h = holders(d("fdholder-daemon"), ["-i", rules], "c")
+    raw = Raw(h.path)
+    raw.send(b"L")
+    assert raw.reply() is not None
+    assert h.terminate() == 2
+    raw.close()
+    h = holders(d("fdholder-daemon"), ["-i", rules], "d")
+    assert run(d("fdholder-store") + [h.path, "x"], stdin=subprocess.DEVNULL).returncode == 0
+    raw = Raw(h.path)
+    raw.send(b"L")
+    assert raw.reply() is not None
+    assert h.terminate() == 3
+    raw.close()
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_client_timeout_drops_a_silent_client(links: str, sockdir: str, holders: Callable[..., Holder],
+                                              daemon: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-t", "300", "-i", all_rules(sockdir)])
+    raw = Raw(h.path)
+    start = time.monotonic()
+    assert raw.closed(timeout=5)
+    assert 0.25 < time.monotonic() - start < 2
+    raw.close()
+    # a client that got its reply may stay idle
+    raw = Raw(h.path)
+    raw.send(b"L")
+    assert raw.reply() is not None
+    assert not raw.closed(timeout=0.6)
+    raw.close()
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_lameduck_waits_for_pending_io_then_gives_up(links: str, sockdir: str, holders: Callable[..., Holder],
+                                                      daemon: str) -> None:
+    """In lameduck the daemon exits once no client has pending I/O, or when -T passes: here a client
+    asked for replies it does not read (1000 ids of 255 bytes, four times: ~1 MB queued)."""
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-T", "400", "-i", all_rules(sockdir)])
+    with FdHolderClient(h.path, timeout=10) as holder:
+        base = tai.now().add_ms(600_000)
+        holder.setdump([HeldDescriptor(0, b"%03d" % i + b"x" * 252, base) for i in range(1000)])
+    raw = Raw(h.path)
+    raw.send_raw(protocol.frame(b"L") * 4)
+    time.sleep(0.2)
+    start = time.monotonic()
+    assert h.terminate() == 3
+    assert 0.3 < time.monotonic() - start < 3
+    raw.close()
+    # and an idle client does not delay the exit
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-T", "5000", "-i", all_rules(sockdir)], "h2")
+    raw = Raw(h.path)
+    raw.send(b"L")
+    assert raw.reply() is not None
+    start = time.monotonic()
+    assert h.terminate() == 2
+    assert time.monotonic() - start < 1
+    raw.close()
+
+
+# -- test idea 36: client timeouts ----------------------------------------------------------------
+@pytest.mark.parametrize("client", IMPLS)
+def test_store_times_out_on_a_silent_server(links: str, sockdir: str, client: str) -> None:
+    path = os.path.join(sockdir, "silent")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(5)
+    start = time.monotonic()
+    p = run(Impls(client, links)("fdholder-store") + ["-t", "300", path, "x"], stdin=subprocess.DEVNULL)
+    elapsed = time.monotonic() - start
+    server.close()
+    assert c(p) == (1, b"", b"s6-fdholder-store: fatal: unable to store fd: Connection timed out\n")
+    assert 0.25 < elapsed < 3
+
+
+# -- setdump's environment, transferdump both ways ---------------------------------------------------
+SETDUMP_ENVS = [
+    {},
+    {"S6_FD#": "x"},
+    {"S6_FD#": "1"},
+    {"S6_FD#": "1", "S6_FD_0": "x"},
+    {"S6_FD#": "1", "S6_FD_0": "0"},
+    {"S6_FD#": "1", "S6_FD_0": "0", "S6_FDID_0": ""},
+    {"S6_FD#": "1", "S6_FD_0": "0", "S6_FDID_0": "x" * 256},
+    {"S6_FD#": "1", "S6_FD_0": "0", "S6_FDID_0": "z", "S6_FDLIMIT_0": "bad"},
+    {"S6_FD#": "1", "S6_FD_0": "77", "S6_FDID_0": "zz"},
+    {"S6_FD#": "2", "S6_FD_0": "0", "S6_FDID_0": "zz"},
+    {"S6_FD#": "0"},
+]
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_setdump_environment_errors(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    for env in SETDUMP_ENVS:
+        a = run(Impls("ours", links)("fdholder-setdump") + [h.path], env=env, stdin=subprocess.DEVNULL)
+        b = run(theirs("fdholder-setdump") + [h.path], env=env, stdin=subprocess.DEVNULL)
+        assert c(a) == c(b), env
+    assert run(theirs("fdholder-list") + [h.path]).stdout == b""
+    a = run(Impls("ours", links)("fdholder-setdump") + [os.path.join(sockdir, "nope")], env={"S6_FD#": "0"})
+    b = run(theirs("fdholder-setdump") + [os.path.join(sockdir, "nope")], env={"S6_FD#": "0"})
+    assert c(a) == c(b) and a.returncode == 111
+
+
+@pytest.mark.parametrize(("source", "dest", "tool"), [("s6", "ours", "ours"), ("ours", "s6", "ours"),
+                                                      ("s6", "ours", "s6"), ("ours", "s6", "s6"),
+                                                      ("ours", "ours", "s6")])
+def test_transferdump_moves_descriptors_between_implementations(
+        links: str, sockdir: str, holders: Callable[..., Holder], source: str, dest: str, tool: str) -> None:
+    rules = all_rules(sockdir)
+    a = holders(Impls(source, links)("fdholder-daemon"), ["-i", rules], "a")
+    b = holders(Impls(dest, links)("fdholder-daemon"), ["-i", rules], "b")
+    r, w = os.pipe()
+    try:
+        with FdHolderClient(a.path, timeout=5) as holder:
+            holder.store(r, "pipe", fd_timeout=100)
+            holder.store(r, "forever")
+            before = {d.id: d.limit for d in holder.getdump() if not os.close(d.fd)}
+        with FdHolderClient(b.path, timeout=5) as holder:
+            holder.store(w, "forever")  # replaced by setdump
+            holder.store(w, "mine")
+        p = run(Impls(tool, links)("fdholder-transferdump") + ["-t", "5000:", a.path, b.path])
+        assert c(p) == (0, b"", b"")
+        with FdHolderClient(b.path, timeout=5) as holder:
+            dump = holder.getdump()
+            after = {d.id: (d.limit, inode(d.fd)) for d in dump}
+            protocol.close_fds([d.fd for d in dump])
+        assert after == {b"mine": (after[b"mine"][0], inode(w)), b"pipe": (before[b"pipe"], inode(r)),
+                         b"forever": (before[b"forever"], inode(r))}
+        # the source still holds its copies
+        assert run(theirs("fdholder-list") + [a.path]).stdout == b"pipe\nforever\n"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_transferdump_connection_errors(links: str, sockdir: str, holders: Callable[..., Holder]) -> None:
+    h = holders(theirs("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    nope = os.path.join(sockdir, "nope")
+    for args in ([h.path, nope], [nope, h.path], [nope, nope]):
+        a = run(Impls("ours", links)("fdholder-transferdump") + args)
+        b = run(theirs("fdholder-transferdump") + args)
+        assert c(a) == c(b) and a.returncode == 111
+
+
+# -- rules: regex semantics through the daemon, invalid regexes, exec strings, cdb and SIGHUP -------
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_posix_regex_semantics_in_the_daemon(links: str, sockdir: str, holders: Callable[..., Holder],
+                                             daemon: str) -> None:
+    """Rights where Python's re would answer otherwise: classes, \\d, $ before a newline, a**."""
+    rules = make_rules(sockdir, {"uid/0": {"S6_FDHOLDER_STORE_REGEX": "^[[:alpha:]]+\\d$|a**z|^x$"}})
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", rules])
+    outcomes = {}
+    for ident in ("abcd", "abc1", "aaz", "x\n", "x", "é"):
+        with FdHolderClient(h.path, timeout=5) as holder:
+            try:
+                holder.store(0, ident)
+                outcomes[ident] = 0
+            except OperationFailed as e:
+                outcomes[ident] = e.errno
+    assert outcomes == {"abcd": 0, "abc1": errno.EPERM, "aaz": 0, "x\n": errno.EPERM, "x": 0, "é": errno.EPERM}
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_invalid_regex_and_exec_string_warnings(links: str, sockdir: str, holders: Callable[..., Holder],
+                                                daemon: str) -> None:
+    rules = make_rules(sockdir, {"uid/0": {"S6_FDHOLDER_STORE_REGEX": "(", "S6_FDHOLDER_LIST": ""}})
+    with open(os.path.join(rules, "uid/0/exec"), "w") as f:
+        f.write("echo hi\n")
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", rules])
+    p = run(Impls(daemon, links)("fdholder-list") + [h.path])
+    assert p.returncode == 1
+    time.sleep(0.1)
+    assert h.log() == ("s6-fdholderd: warning: unused exec string in rules for uid 0 gid 0\n"
+                       "s6-fdholderd: warning: invalid S6_FDHOLDER_STORE_REGEX value: (: Unmatched ( or \\(\n"
+                       "s6-fdholderd: warning: unable to parse_env: Success\n")
+
+
+def rule_value(env: Dict[str, str]) -> bytes:
+    block = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    return b"A" + len(block).to_bytes(2, "big") + block + b"\0\0"
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_sighup_reloads_the_cdb(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+    cdb = os.path.join(sockdir, "rules.cdb")
+    write_cdb(cdb, [(b"uid/0", rule_value({"S6_FDHOLDER_STORE_REGEX": ""}))])
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-x", cdb])
+    lister = Impls(daemon, links)("fdholder-list") + [h.path]
+    assert run(lister).returncode == 1
+    write_cdb(cdb, [(b"uid/0", rule_value({"S6_FDHOLDER_LIST": ""}))])
+    assert run(lister).returncode == 1          # still the old rules
+    h.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert run(lister).returncode == 0
+    os.unlink(cdb)                               # a failed reload keeps the rules in memory
+    h.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.2)
+    assert run(lister).returncode == 0
+    assert h.alive()
+
+
+# -- maxconn and the Python API against both daemons ----------------------------------------------
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_maxconn_makes_clients_wait_not_fail(links: str, sockdir: str, holders: Callable[..., Holder],
+                                             daemon: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-c", "1", "-i", all_rules(sockdir)])
+    first = Raw(h.path)
+    first.send(b"L")
+    assert first.reply() is not None
+    second = Raw(h.path)                       # connected (backlog) but not accepted
+    second.send(b"L")
+    assert not second.closed(timeout=0.3)
+    first.close()
+    assert second.reply() == (bytes.fromhex("0000000000"), [])
+    second.close()
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_python_api_round_trip(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(sockdir, "app"))
+    listener.listen(5)
+    with FdHolderClient(h.path, timeout=5) as holder:
+        holder.store(listener.fileno(), "unix:app")
+        holder.store(listener.fileno(), b"bytes\xffid", fd_timeout=60)
+        assert holder.list() == [b"unix:app", b"bytes\xffid"]
+        back = holder.retrieve_socket("unix:app")
+        assert back.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        assert inode(back.fileno()) == inode(listener.fileno())
+        assert not os.get_inheritable(back.fileno())
+        back.close()
+        dump = holder.getdump()
+        assert [d.id for d in dump] == [b"unix:app", b"bytes\xffid"]
+        holder.delete("unix:app")
+        with pytest.raises(OperationFailed) as info:
+            holder.retrieve("unix:app")
+        assert info.value.errno == errno.ENOENT
+        assert str(info.value) == "unable to retrieve fd for id unix:app: No such file or directory"
+        holder.setdump([HeldDescriptor(d.fd, d.id + b"2", d.limit) for d in dump])
+        protocol.close_fds([d.fd for d in dump])
+        assert holder.list() == [b"unix:app2", b"bytes\xffid", b"bytes\xffid2"]
+    listener.close()
+    with pytest.raises(OperationFailed):
+        FdHolderClient(h.path, timeout=0.5).retrieve("x" * 256)
+
+
+def test_retrieve_puts_the_descriptor_on_fd0_and_execs(links: str, sockdir: str,
+                                                        holders: Callable[..., Holder]) -> None:
+    """The retrieved fd keeps its flags (O_NONBLOCK from the binder), is fd 0 and inheritable."""
+    h = holders(theirs("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    p = run(["/usr/bin/s6-ipcserver-socketbinder", os.path.join(sockdir, "l"), "/usr/bin/s6-fdholder-store",
+             h.path, "l"])
+    assert p.returncode == 0
+    script = "cat /proc/self/fdinfo/0 | grep flags; ls /proc/self/fd | sort -n | tr '\\n' ' '"
+    a = run(Impls("ours", links)("fdholder-retrieve") + [h.path, "l", "sh", "-c", script])
+    b = run(theirs("fdholder-retrieve") + [h.path, "l", "sh", "-c", script])
+    assert c(a) == c(b)
+    assert b"flags:\t04002" in a.stdout
+    # ours execs our stages in-process: the same PID runs ipcserverd on the retrieved socket
+    p = subprocess.Popen([S6IPC, "fdholder-retrieve", h.path, "l", S6IPC, "ipcserverd", "-1", "--", "echo", "hi"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert p.stdout.readline() == b"\n"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(os.path.join(sockdir, "l"))
+        assert s.makefile("rb").read() == b"hi\n"
+    p.terminate()
+    assert p.wait(5) == 0
