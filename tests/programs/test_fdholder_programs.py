@@ -59,7 +59,7 @@ def all_rules(sockdir: str) -> str:
     return make_rules(sockdir, {"uid/0": ALL_RIGHTS})
 
 
-def c(result: "subprocess.CompletedProcess[bytes]") -> Tuple[int, bytes, bytes]:
+def c(result: subprocess.CompletedProcess[bytes]) -> Tuple[int, bytes, bytes]:
     return result.returncode, result.stdout, result.stderr
 
 
@@ -120,8 +120,8 @@ def test_backlog_zero_dies_at_accept(links: str, sockdir: str) -> None:
     rules = all_rules(sockdir)
     results = []
     for prefix, name in ((impl, "a"), (theirs, "b")):
-        p = subprocess.Popen(prefix("fdholder-daemon") + ["-b", "0", "-i", rules, os.path.join(sockdir, name)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        argv = prefix("fdholder-daemon") + ["-b", "0", "-i", rules, os.path.join(sockdir, name)]
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, err = p.communicate(timeout=10)
         results.append((p.returncode, err))
     assert results[0] == results[1] == (111, b"s6-fdholderd: fatal: unable to accept: Invalid argument\n")
@@ -301,9 +301,8 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
                                 daemon: str, client: str) -> None:
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
     cl = Impls(client, links)
-    assert run(cl("fdholder-store") + ["-T", "300", h.path, "short"], stdin=subprocess.DEVNULL).returncode == 0
-    assert run(cl("fdholder-store") + ["-T", "100000", h.path, "long"], stdin=subprocess.DEVNULL).returncode == 0
-    assert run(cl("fdholder-store") + [h.path, "forever"], stdin=subprocess.DEVNULL).returncode == 0
+    for args in (["-T", "300", h.path, "short"], ["-T", "100000", h.path, "long"], [h.path, "forever"]):
+        assert run(cl("fdholder-store") + args, stdin=subprocess.DEVNULL).returncode == 0
     before = time.time()
     env_out = run(cl("fdholder-getdump") + [h.path, "env"], env={"S6_FDLIMIT_2": "inherited"}).stdout
     lines = [line for line in env_out.decode().splitlines() if line.startswith("S6_")]
@@ -322,7 +321,8 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
 @requires_root
 @pytest.mark.parametrize("daemon", IMPLS)
 @pytest.mark.parametrize("client", IMPLS)
-def test_permissions(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str, client: str) -> None:
+def test_permissions(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str,
+                     client: str) -> None:
     uid, gid = nobody_ids()
     rules = make_rules(sockdir, {
         "uid/0": ALL_RIGHTS,
@@ -366,7 +366,8 @@ def test_permissions(links: str, sockdir: str, holders: Callable[..., Holder], d
 
 # -- test idea 34: exit status and client timeout ------------------------------------------------
 @pytest.mark.parametrize("daemon", IMPLS)
-def test_exit_status_is_a_bit_mask(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+def test_exit_status_is_a_bit_mask(links: str, sockdir: str, holders: Callable[..., Holder],
+                                   daemon: str) -> None:
     rules = all_rules(sockdir)
     d = Impls(daemon, links)
     h = holders(d("fdholder-daemon"), ["-i", rules], "a")
@@ -465,7 +466,8 @@ SETDUMP_ENVS = [
 
 
 @pytest.mark.parametrize("daemon", IMPLS)
-def test_setdump_environment_errors(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+def test_setdump_environment_errors(links: str, sockdir: str, holders: Callable[..., Holder],
+                                    daemon: str) -> None:
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
     for env in SETDUMP_ENVS:
         a = run(Impls("ours", links)("fdholder-setdump") + [h.path], env=env, stdin=subprocess.DEVNULL)
@@ -533,7 +535,8 @@ def test_posix_regex_semantics_in_the_daemon(links: str, sockdir: str, holders: 
                 outcomes[ident] = 0
             except OperationFailed as e:
                 outcomes[ident] = e.errno
-    assert outcomes == {"abcd": 0, "abc1": errno.EPERM, "aaz": 0, "x\n": errno.EPERM, "x": 0, "é": errno.EPERM}
+    eperm = errno.EPERM
+    assert outcomes == {"abcd": 0, "abc1": eperm, "aaz": 0, "x\n": eperm, "x": 0, "é": eperm}
 
 
 @pytest.mark.parametrize("daemon", IMPLS)
@@ -557,7 +560,8 @@ def rule_value(env: Dict[str, str]) -> bytes:
 
 
 @pytest.mark.parametrize("daemon", IMPLS)
-def test_sighup_reloads_the_cdb(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str) -> None:
+def test_sighup_reloads_the_cdb(links: str, sockdir: str, holders: Callable[..., Holder],
+                                daemon: str) -> None:
     cdb = os.path.join(sockdir, "rules.cdb")
     write_cdb(cdb, [(b"uid/0", rule_value({"S6_FDHOLDER_STORE_REGEX": ""}))])
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-x", cdb])
@@ -634,8 +638,8 @@ def test_retrieve_puts_the_descriptor_on_fd0_and_execs(links: str, sockdir: str,
     assert c(a) == c(b)
     assert b"flags:\t04002" in a.stdout
     # ours execs our stages in-process: the same PID runs ipcserverd on the retrieved socket
-    p = subprocess.Popen([S6IPC, "fdholder-retrieve", h.path, "l", S6IPC, "ipcserverd", "-1", "--", "echo", "hi"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    argv = [S6IPC, "fdholder-retrieve", h.path, "l", S6IPC, "ipcserverd", "-1", "--", "echo", "hi"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stdout is not None
     assert p.stdout.readline() == b"\n"
     with socket.socket(socket.AF_UNIX) as s:

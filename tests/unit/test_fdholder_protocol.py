@@ -202,4 +202,5 @@ def test_client_side_id_length() -> None:
     with pytest.raises(OSError) as info:
         protocol.encode_store(LIMIT, b"x" * 256)
     assert info.value.errno == errno.ENAMETOOLONG
-    assert protocol.parse_request(protocol.encode_store(LIMIT, b"x" * 255), 1, 0) == protocol.Store(LIMIT, b"x" * 255)
+    longest = protocol.encode_store(LIMIT, b"x" * 255)
+    assert protocol.parse_request(longest, 1, 0) == protocol.Store(LIMIT, b"x" * 255)

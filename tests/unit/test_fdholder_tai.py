@@ -23,7 +23,9 @@ def test_text_form_round_trip() -> None:
     assert t.text() == "@" + t.pack().hex()
     assert tai.parse_text("@400000006b0894661978a44f") == tai.Tain(0x400000006B089466, 0x1978A44F)
     assert tai.parse_text("@400000006b0894661978a44fjunk") == tai.Tain(0x400000006B089466, 0x1978A44F)
-    for bad in ("", "@", "400000006b0894661978a44f0", "@400000006b0894661978a44", "@40000000zb0894661978a44f"):
+    bad_texts = ("", "@", "400000006b0894661978a44f0", "@400000006b0894661978a44",
+                 "@40000000zb0894661978a44f")
+    for bad in bad_texts:
         assert tai.parse_text(bad) is None
 
 
