@@ -14,7 +14,6 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 
 from __future__ import annotations
 
-import re
 from typing import List, Optional, Tuple
 
 UINT32_MAX = 0xFFFFFFFF
@@ -66,15 +65,15 @@ def getopt(args: List[str], optstring: str) -> Parsed:
     return options, args[i:]
 
 
-_DIGITS = re.compile(r"[0-9]+\Z")
-_OCTAL = re.compile(r"[0-7]+\Z")
+_DECIMAL_DIGITS = frozenset("0123456789")
+_OCTAL_DIGITS = frozenset("01234567")
 
 
-def _scan_whole(text: str, digits: re.Pattern[str], base: int) -> int:
+def _scan_whole(text: str, digits: frozenset[str], base: int) -> int:
     # leading zeros are free; past 11 significant digits the value cannot fit in 32 bits, and
     # CPython refuses to convert strings of more than 4300 digits at all
     significant = text.lstrip("0")
-    if not digits.match(text) or len(significant) > 11:
+    if not text or not digits.issuperset(text) or len(significant) > 11:
         raise UsageError(text)
     value = int(significant or "0", base)
     if value > UINT32_MAX:
@@ -84,12 +83,12 @@ def _scan_whole(text: str, digits: re.Pattern[str], base: int) -> int:
 
 def parse_uint(text: str) -> int:
     """Whole-string unsigned 32-bit decimal (skalibs ``uint0_scan``). Raises :class:`UsageError`."""
-    return _scan_whole(text, _DIGITS, 10)
+    return _scan_whole(text, _DECIMAL_DIGITS, 10)
 
 
 def parse_octal(text: str) -> int:
     """Whole-string octal (skalibs ``uint0_oscan``). Raises :class:`UsageError`."""
-    return _scan_whole(text, _OCTAL, 8)
+    return _scan_whole(text, _OCTAL_DIGITS, 8)
 
 
 _GID_SEPARATORS = ",:; \t\r\n"

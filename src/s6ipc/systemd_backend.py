@@ -29,16 +29,31 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from .errors import BadInput
 
-_daemon: Any
-try:  # pragma: no cover - depends on the installation
-    import systemd.daemon  # type: ignore[import-untyped,unused-ignore]
+_UNLOADED: Any = object()
+_module: Any = _UNLOADED
 
-    _daemon = systemd.daemon
-except ImportError:  # pragma: no cover
-    _daemon = None
 
-#: True when python-systemd imported.
-AVAILABLE = _daemon is not None
+def _daemon() -> Any:
+    """``systemd.daemon``, imported on first use (None when not installed).
+
+    Imported lazily: a process that never meets ``LISTEN_FDS`` or ``NOTIFY_SOCKET`` does not pay
+    for loading libsystemd at start-up (the ``-1`` readiness budget of the whole chain).
+    """
+    global _module
+    if _module is _UNLOADED:
+        try:  # pragma: no cover - depends on the installation
+            import systemd.daemon  # type: ignore[import-untyped,unused-ignore]
+
+            _module = systemd.daemon
+        except ImportError:  # pragma: no cover
+            _module = None
+    return _module
+
+
+def available() -> bool:
+    """True when python-systemd imports."""
+    return _daemon() is not None
+
 
 STDLIB = "stdlib"
 LIBSYSTEMD = "python-systemd"
@@ -55,11 +70,11 @@ def choose(backend: Optional[str] = None) -> str:
     """
     choice = backend or os.environ.get(BACKEND_VARIABLE) or "auto"
     if choice == "auto":
-        return LIBSYSTEMD if AVAILABLE else STDLIB
+        return LIBSYSTEMD if available() else STDLIB
     if choice == STDLIB:
         return STDLIB
     if choice == LIBSYSTEMD:
-        if not AVAILABLE:
+        if not available():
             raise BadInput("python-systemd is not installed (pip install 's6ipc[systemd]')", 100)
         return LIBSYSTEMD
     raise BadInput(f"invalid {BACKEND_VARIABLE}: {choice} (stdlib, python-systemd or auto)", 100)
@@ -70,15 +85,17 @@ def listen_fds_with_names() -> List[Tuple[int, str]]:
 
     Raises OSError (errno from libsystemd). The caller removes ``LISTEN_*`` from ``os.environ``.
     """
-    if _daemon is None:
+    daemon = _daemon()
+    if daemon is None:
         raise OSError(38, "python-systemd is not installed")
-    names = _daemon.listen_fds_with_names(unset_environment=False)
+    names = daemon.listen_fds_with_names(unset_environment=False)
     return sorted((int(fd), str(name)) for fd, name in names.items())
 
 
 def notify(address: str, message: str, fds: Sequence[int] = (), pid: Optional[int] = None) -> bool:
     """``sd_pid_notify_with_fds`` to *address* (a ``$NOTIFY_SOCKET`` value). Raises OSError."""
-    if _daemon is None:
+    daemon = _daemon()
+    if daemon is None:
         raise OSError(38, "python-systemd is not installed")
     previous = os.environ.get("NOTIFY_SOCKET")
     os.putenv("NOTIFY_SOCKET", address)
@@ -88,7 +105,7 @@ def notify(address: str, message: str, fds: Sequence[int] = (), pid: Optional[in
             kwargs["fds"] = [int(fd) for fd in fds]
         if pid is not None:
             kwargs["pid"] = pid
-        return bool(_daemon.notify(message, **kwargs))
+        return bool(daemon.notify(message, **kwargs))
     finally:
         if previous is None:
             os.unsetenv("NOTIFY_SOCKET")
