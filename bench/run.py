@@ -25,6 +25,9 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "access_rules"))
+from make_rules import make_rules  # noqa: E402  (bench/access_rules/make_rules.py)
+
 BUILD = os.path.join(HERE, "build")
 S6IPC = os.path.join(os.path.dirname(sys.executable), "s6ipc")
 HANDLER = os.path.join(BUILD, "handler")
@@ -52,8 +55,10 @@ def machine_line() -> str:
     except OSError:
         pass
     s6 = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "s6"], capture_output=True, text=True).stdout
-    return (f"{os.cpu_count()} x {cpu}; Linux {platform.release()}; Python {platform.python_version()}; "
-            f"s6 {s6 or '?'}; load average at start {os.getloadavg()[0]:.2f}")
+    return (
+        f"{os.cpu_count()} x {cpu}; Linux {platform.release()}; Python {platform.python_version()}; "
+        f"s6 {s6 or '?'}; load average at start {os.getloadavg()[0]:.2f}"
+    )
 
 
 class Daemon:
@@ -62,7 +67,9 @@ class Daemon:
     def __init__(self, argv: Sequence[str]) -> None:
         r, w = os.pipe()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL
+        )
         os.close(w)
         data = b""
         while b"\n" not in data:
@@ -99,12 +106,17 @@ class Daemon:
 
 def load(path: str, concurrency: int, seconds: float) -> Dict[str, float]:
     before = os.times()
-    out = subprocess.run([LOADGEN, path, str(concurrency), str(seconds), str(REPLY_BYTES)],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [LOADGEN, path, str(concurrency), str(seconds), str(REPLY_BYTES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     after = os.times()
     result = {out[i]: float(out[i + 1]) for i in range(0, len(out), 2)}
-    result["client_cpu"] = (after.children_user + after.children_system
-                            - before.children_user - before.children_system)
+    result["client_cpu"] = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
     return result
 
 
@@ -116,29 +128,40 @@ def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dic
         }
     assert rules is not None
     return {
-        "s6ipc": [S6IPC, "ipcserver", "-1", "-c", "1000", sock_ours,
-                  S6IPC, "ipcserver-access", "-v0", "-i", rules, HANDLER],
-        "s6": ["/usr/bin/s6-ipcserver", "-1", "-c", "1000", sock_s6,
-               "/usr/bin/s6-ipcserver-access", "-v0", "-i", rules, HANDLER],
+        "s6ipc": [
+            S6IPC,
+            "ipcserver",
+            "-1",
+            "-c",
+            "1000",
+            sock_ours,
+            S6IPC,
+            "ipcserver-access",
+            "-v0",
+            "-i",
+            rules,
+            HANDLER,
+        ],
+        "s6": [
+            "/usr/bin/s6-ipcserver",
+            "-1",
+            "-c",
+            "1000",
+            sock_s6,
+            "/usr/bin/s6-ipcserver-access",
+            "-v0",
+            "-i",
+            rules,
+            HANDLER,
+        ],
     }
 
 
-def make_rules(directory: str) -> str:
-    """A rules directory allowing our uid with a small env, denying by default."""
-    rules = os.path.join(directory, "rules")
-    allow = os.path.join(rules, "uid", str(os.getuid()))
-    os.makedirs(os.path.join(allow, "env"))
-    open(os.path.join(allow, "allow"), "w").close()
-    with open(os.path.join(allow, "env", "GREETING"), "w") as f:
-        f.write("hello\n")
-    os.makedirs(os.path.join(rules, "uid", "default"))
-    open(os.path.join(rules, "uid", "default", "deny"), "w").close()
-    return rules
-
-
-def run_case(case: str, rounds: int, seconds: float, concurrency: int, workdir: str) -> Dict[str, Dict[str, float]]:
+def run_case(
+    case: str, rounds: int, seconds: float, concurrency: int, workdir: str
+) -> Dict[str, Dict[str, float]]:
     socks = {"s6ipc": os.path.join(workdir, f"{case}-py"), "s6": os.path.join(workdir, f"{case}-s6")}
-    rules = make_rules(os.path.join(workdir, case)) if case == "access" else None
+    rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
     argvs = chains(case, socks["s6ipc"], socks["s6"], rules)
     daemons = {name: Daemon(argv) for name, argv in argvs.items()}
     try:
@@ -147,7 +170,7 @@ def run_case(case: str, rounds: int, seconds: float, concurrency: int, workdir: 
         samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in daemons}
         order = list(daemons)
         for r in range(rounds):
-            for name in (order if r % 2 == 0 else order[::-1]):
+            for name in order if r % 2 == 0 else order[::-1]:
                 own0, kids0 = daemons[name].cpu()
                 result = load(socks[name], concurrency, seconds)
                 own1, kids1 = daemons[name].cpu()
@@ -223,12 +246,19 @@ def main() -> int:
         return 111
     build()
     cases = ["plain", "access"] if args.case == "all" else [args.case]
-    if "access" in cases and subprocess.run([S6IPC, "list"], capture_output=True, text=True).stdout.find(
-            "ipcserver-access") < 0:
+    if (
+        "access" in cases
+        and subprocess.run([S6IPC, "list"], capture_output=True, text=True).stdout.find("ipcserver-access")
+        < 0
+    ):
         print("bench: warning: s6ipc has no ipcserver-access yet: skipping the access case", file=sys.stderr)
         cases.remove("access")
-    report: Dict[str, object] = {"machine": machine_line(), "rounds": args.rounds, "seconds": args.seconds,
-                                 "concurrency": args.concurrency}
+    report: Dict[str, object] = {
+        "machine": machine_line(),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+    }
     print(f"machine: {report['machine']}")
     workdir = tempfile.mkdtemp(prefix="s6bench", dir="/tmp")
     try:
@@ -236,18 +266,29 @@ def main() -> int:
             summary = run_case(case, args.rounds, args.seconds, args.concurrency, workdir)
             report[case] = summary
             ours, theirs = summary["s6ipc"], summary["s6"]
-            print(f"\n## {case}: {args.rounds} alternating rounds of {args.seconds}s, "
-                  f"{args.concurrency} closed-loop clients")
+            print(
+                f"\n## {case}: {args.rounds} alternating rounds of {args.seconds}s, "
+                f"{args.concurrency} closed-loop clients"
+            )
             print(f"{'':22}{'s6ipc':>12}{'s6':>12}{'ratio':>10}")
-            for key, label in (("conn_s", "conn/s"), ("p50_us", "p50 latency us"), ("p99_us", "p99 latency us"),
-                               ("idle_p50_us", "idle 1-conn p50 us"), ("daemon_us", "daemon CPU us/conn"),
-                               ("children_us", "children CPU us/conn"), ("client_us", "client CPU us/conn"),
-                               ("failures", "failed connections")):
+            for key, label in (
+                ("conn_s", "conn/s"),
+                ("p50_us", "p50 latency us"),
+                ("p99_us", "p99 latency us"),
+                ("idle_p50_us", "idle 1-conn p50 us"),
+                ("daemon_us", "daemon CPU us/conn"),
+                ("children_us", "children CPU us/conn"),
+                ("client_us", "client CPU us/conn"),
+                ("failures", "failed connections"),
+            ):
                 ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
                 print(f"{label:22}{ours[key]:12.1f}{theirs[key]:12.1f}{ratio:10.2f}")
         ready = ready_times(workdir)
         report["ready_ms"] = ready
-        print(f"\nexec -> ready (-1 newline), median of 10: s6ipc {ready['s6ipc']:.1f} ms, s6 {ready['s6']:.1f} ms")
+        print(
+            f"\nexec -> ready (-1 newline), median of 10: "
+            f"s6ipc {ready['s6ipc']:.1f} ms, s6 {ready['s6']:.1f} ms"
+        )
         if args.rss_connections:
             rss = rss_growth(workdir, args.rss_connections, args.concurrency)
             report["rss_kb"] = rss
