@@ -43,6 +43,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import systemd_backend
 from .errors import BadInput, S6ipcError, SystemFailure
+from .sockets import socket_kind
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
@@ -267,13 +268,7 @@ def listener_problem(fd: int) -> Optional[str]:
         return f"is not open ({os.strerror(e.errno or errno.EBADF)})"
     if not stat.S_ISSOCK(mode):
         return "is not a socket"
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
-        kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    finally:
-        sock.close()
+    family, kind, listening = socket_kind(fd)
     if family != socket.AF_UNIX:
         return "is not a Unix domain socket"
     if kind != socket.SOCK_STREAM:

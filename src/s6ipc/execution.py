@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence
+from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 from .errors import ExecFailure
 
@@ -71,6 +71,15 @@ def undo_locale_coercion(environ: MutableMapping[str, str]) -> None:
     del environ["LC_CTYPE"]
 
 
+def _search_step(code: int, remembered: int) -> Tuple[bool, int]:
+    """s6's rule for a candidate that failed with *code*: (search on?, errno to report so far)."""
+    if code == errno.ENOENT:
+        return True, remembered
+    if code in _REMEMBERED:
+        return True, code
+    return False, code
+
+
 def restore_default_signals() -> None:
     """Put back SIG_DFL for the signals CPython ignores, before an exec into a foreign program."""
     for sig in PYTHON_IGNORED_SIGNALS:
@@ -96,13 +105,9 @@ def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
         try:
             os.execve(candidate, args, environment)
         except OSError as e:
-            if e.errno == errno.ENOENT:
-                continue
-            if e.errno in _REMEMBERED:
-                remembered = e.errno
-                continue
-            remembered = e.errno or errno.EINVAL
-            break
+            go_on, remembered = _search_step(e.errno or errno.EINVAL, remembered)
+            if not go_on:
+                break
     raise ExecFailure(argv[0], remembered or errno.ENOENT)
 
 
@@ -133,12 +138,10 @@ class Spawner:
             try:
                 st = os.stat(candidate)
             except OSError as e:
-                if e.errno == errno.ENOENT:
-                    continue
-                if e.errno in _REMEMBERED:
-                    remembered = e.errno
-                    continue
-                raise ExecFailure(self.name, e.errno or errno.EINVAL) from None
+                go_on, remembered = _search_step(e.errno or errno.EINVAL, remembered)
+                if not go_on:
+                    raise ExecFailure(self.name, remembered) from None
+                continue
             if not os.access(candidate, os.X_OK) or (st.st_mode & 0o170000) == 0o040000:
                 remembered = errno.EISDIR if (st.st_mode & 0o170000) == 0o040000 else errno.EACCES
                 continue

@@ -125,6 +125,20 @@ def bind_unix_socket(
     return sock.detach()
 
 
+def socket_kind(fd: int) -> Tuple[int, int, bool]:
+    """``(family, type, listening)`` of the socket on *fd* (SO_DOMAIN, SO_TYPE, SO_ACCEPTCONN).
+
+    Raises OSError when *fd* is not an open socket.
+    """
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE),
+                bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)))
+    finally:
+        sock.close()
+
+
 def check_listening_stream(fd: int) -> None:
     """Check that *fd* is a listening AF_UNIX SOCK_STREAM socket.
 
@@ -138,13 +152,7 @@ def check_listening_stream(fd: int) -> None:
         raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
     if not stat.S_ISSOCK(st.st_mode):
         raise BadInput("stdin is not a socket", 100)
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        family = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
-        kind = sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    finally:
-        sock.close()
+    family, kind, listening = socket_kind(fd)
     if family != socket.AF_UNIX:
         raise BadInput("stdin is not a Unix domain socket", 111)
     if kind != socket.SOCK_STREAM:
