@@ -272,20 +272,15 @@ def check(rules: RuleSet, uid: int, gid: int, *, euid: Optional[int] = None,
         euid = os.geteuid()
     if egid is None:
         egid = os.getegid()
-    if uid == euid:
-        d = rules.lookup("uid/self")
-        if d.verdict is not Verdict.NOTFOUND:
-            return d
-    d = rules.lookup(f"uid/{uid}")
-    if d.verdict is not Verdict.NOTFOUND:
-        return d
+    keys = ["uid/self"] if uid == euid else []
+    keys.append(f"uid/{uid}")
     if gid == egid:
-        d = rules.lookup("gid/self")
-        if d.verdict is not Verdict.NOTFOUND:
-            return d
-    d = rules.lookup(f"gid/{gid}")
-    if d.verdict is not Verdict.NOTFOUND:
-        return d
+        keys.append("gid/self")
+    keys.append(f"gid/{gid}")
+    for key in keys:
+        decision = rules.lookup(key)
+        if decision.verdict is not Verdict.NOTFOUND:
+            return decision
     return rules.lookup("uid/default")
 
 

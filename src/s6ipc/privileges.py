@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import SystemFailure
 
@@ -59,23 +59,18 @@ def apply_uidgid(uid: int = 0, gid: int = 0, groups: Optional[Sequence[int]] = N
     """
     if groups is not None:
         primary = gid if gid else os.getegid()
-        try:
-            os.setgroups(normalise_groups(groups, primary))
-        except OSError as e:
-            raise SystemFailure("set supplementary group list", e.errno or errno.EPERM) from None
-        except (OverflowError, ValueError):
-            raise SystemFailure("set supplementary group list", errno.EINVAL) from None
+        _change("set supplementary group list", os.setgroups, normalise_groups(groups, primary))
     if gid:
-        try:
-            os.setgid(gid)
-        except OSError as e:
-            raise SystemFailure("setgid", e.errno or errno.EPERM) from None
-        except OverflowError:
-            raise SystemFailure("setgid", errno.EINVAL) from None
+        _change("setgid", os.setgid, gid)
     if uid:
-        try:
-            os.setuid(uid)
-        except OSError as e:
-            raise SystemFailure("setuid", e.errno or errno.EPERM) from None
-        except OverflowError:
-            raise SystemFailure("setuid", errno.EINVAL) from None
+        _change("setuid", os.setuid, uid)
+
+
+def _change(operation: str, call: Callable[[Any], None], value: Any) -> None:
+    """Run one id change; any failure becomes ``SystemFailure(operation)`` (EINVAL for out-of-range ids)."""
+    try:
+        call(value)
+    except OSError as e:
+        raise SystemFailure(operation, e.errno or errno.EPERM) from None
+    except (OverflowError, ValueError):
+        raise SystemFailure(operation, errno.EINVAL) from None
