@@ -10,8 +10,10 @@ Some facts about the protocol and about AF_UNIX stream sockets that this module 
   byte of the header. The kernel keeps that control message attached to those bytes: a
   ``recvmsg`` never returns descriptors of a later write together with data that follows them,
   but it may return the tail of an earlier message *before* them. So descriptors are queued in
-  arrival order and each complete message takes as many as its header announces; when the
-  whole received stream has been consumed no descriptor may be left over.
+  arrival order and each message takes as many as its header announces, once its bytes and its
+  descriptors are all there (a message whose descriptors are missing waits, as in skalibs); when
+  the whole received stream has been consumed no descriptor may be left over (skalibs would keep
+  surplus descriptors for a later message; we treat them as the protocol error they are).
 * If the receiver's descriptor table is full, the kernel drops the descriptors and sets
   MSG_CTRUNC (they are closed, never delivered).
 * Received descriptors should be close-on-exec at once (MSG_CMSG_CLOEXEC), and sends use
@@ -119,13 +121,14 @@ class Decoder:
 
     @property
     def incomplete(self) -> bool:
-        """Whether the buffered bytes end with an incomplete message (more bytes are awaited)."""
+        """Whether the buffered bytes end with an incomplete message (more bytes or descriptors
+        are awaited)."""
         if not self._buf:
             return False
         if len(self._buf) < HEADER_SIZE:
             return True
-        length = HEADER.unpack_from(self._buf)[0] if self._need is None else self._need[0]
-        return len(self._buf) < HEADER_SIZE + length
+        length, nfds = HEADER.unpack_from(self._buf) if self._need is None else self._need
+        return len(self._buf) < HEADER_SIZE + length or (len(self._fds) < nfds and not self._lost)
 
     def next_message(self) -> Optional[Message]:
         """The next complete message, or None if more bytes are needed."""
@@ -142,15 +145,15 @@ class Decoder:
         end = HEADER_SIZE + length
         if len(self._buf) < end:
             return None
-        payload = bytes(self._buf[HEADER_SIZE:end])
-        del self._buf[:end]
-        self._need = None
         lost = False
         if len(self._fds) < nfds:
             if not self._lost:
-                raise ProtocolError("missing descriptors")
+                return None  # as skalibs: wait for them (a broken client is timed out)
             lost = True
             self._lost -= 1
+        payload = bytes(self._buf[HEADER_SIZE:end])
+        del self._buf[:end]
+        self._need = None
         taken, self._fds = self._fds[:nfds], self._fds[nfds:]
         if not self._buf and (self._fds or self._lost):
             close_fds(taken)
