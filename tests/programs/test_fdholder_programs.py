@@ -647,3 +647,37 @@ def test_retrieve_puts_the_descriptor_on_fd0_and_execs(links: str, sockdir: str,
         assert s.makefile("rb").read() == b"hi\n"
     p.terminate()
     assert p.wait(5) == 0
+
+
+@requires_root
+@pytest.mark.parametrize("daemon", IMPLS)
+def test_daemon_drops_privileges(links: str, sockdir: str, holders: Callable[..., Holder],
+                                 daemon: str) -> None:
+    """``-u/-g``: the socket is bound as root, then the holder runs as nobody (applyuidgid stage)."""
+    uid, gid = nobody_ids()
+    rules = make_rules(sockdir, {"uid/0": ALL_RIGHTS})
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-u", str(uid), "-g", str(gid), "-i", rules])
+    with open(f"/proc/{h.pid}/status") as f:
+        ids = {line.split(":")[0]: line.split()[1:] for line in f if line.startswith(("Uid", "Gid"))}
+    assert ids == {"Uid": [str(uid)] * 4, "Gid": [str(gid)] * 4}
+    assert os.stat(h.path).st_uid == 0
+    with FdHolderClient(h.path, timeout=5) as holder:
+        holder.store(0, "x")
+        assert holder.list() == [b"x"]
+
+
+def test_getdump_beyond_253_descriptors(links: str, sockdir: str, holders: Callable[..., Holder]) -> None:
+    """Linux passes at most 253 descriptors per sendmsg; s6-fdholderd 2.11.3.2 sends getdump chunks
+    of 255 in one, so a dump of 254 or more fails there. Ours splits the chunk over two writes, which
+    s6's own getdump client reassembles."""
+    rules = all_rules(sockdir)
+    results = {}
+    for daemon in IMPLS:
+        h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", rules], daemon)
+        with FdHolderClient(h.path, timeout=10) as holder:
+            base = tai.now().add_ms(60_000)
+            holder.setdump([HeldDescriptor(0, b"id%03d" % i, base.add_ms(i)) for i in range(300)])
+        p = run(theirs("fdholder-getdump") + [h.path, "sh", "-c", 'echo "$S6_FD_299 $S6_FDID_299"'])
+        results[daemon] = c(p)
+    assert results["ours"] == (0, b"303 id299\n", b"")
+    assert results["s6"] == (1, b"", b"s6-fdholder-getdump: fatal: unable to get dump: Broken pipe\n")
