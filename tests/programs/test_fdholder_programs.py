@@ -681,3 +681,24 @@ def test_getdump_beyond_253_descriptors(links: str, sockdir: str, holders: Calla
         results[daemon] = c(p)
     assert results["ours"] == (0, b"303 id299\n", b"")
     assert results["s6"] == (1, b"", b"s6-fdholder-getdump: fatal: unable to get dump: Broken pipe\n")
+
+
+def test_python_recipe_of_the_guide(sockdir: str, holders: Callable[..., Holder]) -> None:
+    """The Python example of docs/zero-downtime-restarts.md, run as written (paths substituted):
+    the first call binds and parks the socket, the second gets the same socket back."""
+    guide = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "docs", "zero-downtime-restarts.md")
+    with open(guide) as f:
+        code = f.read().split("```python\n", 1)[1].split("```", 1)[0]
+    h = holders(ours("fdholder-daemon"), ["-i", make_rules(sockdir, {"uid/0": {
+        "S6_FDHOLDER_STORE_REGEX": "^unix:", "S6_FDHOLDER_RETRIEVE_REGEX": "^unix:"}})])
+    app = os.path.join(sockdir, "app.sock")
+    code = code.replace('"/run/fdholder/s"', repr(h.path)).replace("/run/app.sock", app)
+    namespace: Dict[str, object] = {}
+    exec(compile(code, guide, "exec"), namespace)
+    first = namespace["listening_socket"]()  # type: ignore[operator]
+    second = namespace["listening_socket"]()  # type: ignore[operator]
+    assert inode(first.fileno()) == inode(second.fileno())
+    assert second.getsockname() == app
+    first.close()
+    second.close()
