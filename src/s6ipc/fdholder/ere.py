@@ -513,7 +513,7 @@ def python_pattern(node: Node) -> str:
 
 # -- the NFA for glibc's newline quirk ---------------------------------------------------------
 _CTX_WORD, _CTX_NEWLINE, _CTX_BEGBUF, _CTX_ENDBUF = 1, 2, 4, 8
-_NFA_MAX_STATES = 20000
+_NFA_MAX_STATES = 4096  # beyond, subjects with a newline fall back to the Python pattern
 
 
 def _anchor_ok(kind: str, prev: int, nxt: int) -> bool:
