@@ -20,6 +20,14 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import pytest
 
 S6IPC = os.path.join(os.path.dirname(sys.executable), "s6ipc")
+
+# A shell starts background jobs with SIGINT and SIGQUIT ignored, and ignored dispositions survive
+# exec: servers started by the tests would inherit them and every signal-state comparison would
+# depend on how `make test` was launched. The tests start from the dispositions of a foreground run.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 VENV_PYTHON = sys.executable
 
 
