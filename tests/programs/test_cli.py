@@ -88,14 +88,18 @@ def test_links_unwritable_directory() -> None:
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_usage_line_matches_s6(name: str) -> None:
-    """``NAME: usage: NAME USAGE``, exit 100: the text after the name is s6's, word for word."""
-    p = run(ours(name), stdin=subprocess.DEVNULL)
+    """``NAME: usage: NAME USAGE``, exit 100: the text after the name is s6's, word for word.
+
+    ``--x`` is a usage error for every skalibs program (no arguments is not: fdholderd then says
+    "no access rights specified!").
+    """
+    p = run([*ours(name), "--x"], stdin=subprocess.DEVNULL)
     assert p.returncode == 100
     assert p.stderr == f"{name}: usage: {name} {module_usage(name)}\n".encode()
     theirs_ = f"/usr/bin/s6-{name}"
     if not os.access(theirs_, os.X_OK):
         return  # beyond s6 (no counterpart)
-    s6 = run([theirs_], stdin=subprocess.DEVNULL)
+    s6 = run([theirs_, "--x"], stdin=subprocess.DEVNULL)
     assert s6.returncode == 100
     assert s6.stderr == p.stderr.replace(name.encode(), f"s6-{name}".encode())
 
@@ -116,7 +120,7 @@ def test_links_cover_every_program(tmp_path: Path) -> None:
     assert sorted(os.listdir(d)) == sorted(f"s6-{name}" for name in PROGRAMS)
     for entry in os.listdir(d):
         assert os.path.realpath(os.path.join(d, entry)) == os.path.realpath(S6IPC)
-        p = run([os.path.join(d, entry)], stdin=subprocess.DEVNULL)
+        p = run([os.path.join(d, entry), "--x"], stdin=subprocess.DEVNULL)
         assert p.returncode == 100
         assert p.stderr.startswith(f"{entry}: usage: {entry} ".encode())
 
