@@ -23,7 +23,7 @@ from ..envdir import merge_env
 from ..errors import S6ipcError
 from ..execution import exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
-from ..options import UsageError
+from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
 
 
@@ -99,3 +99,48 @@ def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:
         exec_argv(argv)
     except S6ipcError as e:
         reporter.die(e)
+
+
+class PrivilegeOptions:
+    """``-u -g -G -U`` of s6-ipcserver and s6-fdholder-daemon, and the applyuidgid stage they become.
+
+    As s6: a uid or gid of 0 means "no change"; ``-U`` takes the ids from the environment at
+    applyuidgid time (``-Uz``) and resets any earlier ``-u``/``-g``/``-G``; later options still apply.
+    """
+
+    LETTERS = "ugGU"
+
+    def __init__(self) -> None:
+        self.uid = 0
+        self.gid = 0
+        self.groups: Optional[List[int]] = None
+        self.from_env = False
+
+    def take(self, letter: str, value: str) -> None:
+        """Record one of :attr:`LETTERS`. Raises :class:`UsageError` for a bad number or list."""
+        if letter == "u":
+            self.uid = parse_uint(value)
+        elif letter == "g":
+            self.gid = parse_uint(value)
+        elif letter == "G":
+            groups = parse_gidlist(value)
+            if groups is None:
+                raise UsageError(letter)
+            self.groups = groups
+        elif letter == "U":
+            self.from_env, self.uid, self.gid, self.groups = True, 0, 0, None
+
+    def stage(self, style: str) -> List[str]:
+        """The applyuidgid words of the chain, ``--`` included; empty when no drop was asked."""
+        if not (self.from_env or self.uid or self.gid or self.groups is not None):
+            return []
+        argv = stage("applyuidgid", style)
+        if self.from_env:
+            argv.append("-Uz")
+        if self.uid:
+            argv += ["-u", str(self.uid)]
+        if self.gid:
+            argv += ["-g", str(self.gid)]
+        if self.groups is not None:
+            argv += ["-G", ",".join(str(g) for g in self.groups)]
+        return argv + ["--"]

@@ -12,9 +12,8 @@ from typing import List, NoReturn, Optional
 
 from ..errors import BadInput
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_gidlist, parse_uint
-from .chain import exec_into, stage
-from .ipcserver import ServerOptions, privilege_stage
+from ..options import UsageError, getopt, parse_uint
+from .chain import PrivilegeOptions, exec_into, stage
 
 USAGE = (
     "[ -v verbosity ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -b backlog ] "
@@ -26,7 +25,7 @@ USAGE = (
 def build_chain(args: List[str], style: str = "") -> List[str]:
     """The argv s6-fdholder-daemon would exec, with our stages. Raises UsageError/BadInput."""
     opts, rest = getopt(args, "v:dD1c:n:b:G:g:u:Ut:T:i:x:")
-    privileges = ServerOptions()
+    privileges = PrivilegeOptions()
     verbosity, notify, reuse = 1, False, True
     maxconn: Optional[int] = None
     maxfds: Optional[int] = None
@@ -47,17 +46,8 @@ def build_chain(args: List[str], style: str = "") -> List[str]:
             maxfds = parse_uint(v) or 1
         elif letter == "b":
             backlog = parse_uint(v)
-        elif letter == "G":
-            groups = parse_gidlist(v)
-            if groups is None:
-                raise UsageError(letter)
-            privileges.groups = groups
-        elif letter == "g":
-            privileges.gid = parse_uint(v)
-        elif letter == "u":
-            privileges.uid = parse_uint(v)
-        elif letter == "U":
-            privileges.from_env, privileges.uid, privileges.gid, privileges.groups = True, 0, 0, None
+        elif letter in PrivilegeOptions.LETTERS:
+            privileges.take(letter, v)
         elif letter == "t":
             timeout = parse_uint(v)
         elif letter == "T":
@@ -74,7 +64,7 @@ def build_chain(args: List[str], style: str = "") -> List[str]:
     if backlog is not None:
         argv += ["-b", str(backlog)]
     argv += ["--", rest[0]]
-    argv += privilege_stage(privileges, style)
+    argv += privileges.stage(style)
     argv += stage("fdholderd", style)
     if verbosity != 1:
         argv += ["-v", str(verbosity)]

@@ -14,12 +14,11 @@ usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.sock
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, NoReturn, Optional
 
 from ..messages import Reporter
-from ..options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
-from .chain import exec_into, stage
+from ..options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
+from .chain import PrivilegeOptions, exec_into, stage
 
 USAGE = (
     "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
@@ -27,23 +26,20 @@ USAGE = (
 )
 
 
-@dataclass
 class ServerOptions:
     """The options of s6-ipcserver after parsing (None: not given)."""
 
-    verbosity: int = 1
-    reuse: bool = True
-    lookup: bool = True
-    notify: bool = False
-    maxconn: Optional[int] = None
-    localmaxconn: Optional[int] = None
-    backlog: Optional[int] = None
-    perms: int = 0o777
-    uid: int = 0
-    gid: int = 0
-    groups: Optional[List[int]] = None
-    from_env: bool = False
-    systemd: bool = False
+    def __init__(self) -> None:
+        self.verbosity = 1
+        self.reuse = True
+        self.lookup = True
+        self.notify = False
+        self.maxconn: Optional[int] = None
+        self.localmaxconn: Optional[int] = None
+        self.backlog: Optional[int] = None
+        self.perms = 0o777
+        self.systemd = False
+        self.privileges = PrivilegeOptions()
 
 
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
@@ -72,36 +68,11 @@ def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
             o.backlog = None if backlog == UINT32_MAX else backlog or 1
         elif letter == "a":
             o.perms = parse_octal(v)
-        elif letter == "G":
-            groups = parse_gidlist(v)
-            if groups is None:
-                raise UsageError(letter)
-            o.groups = groups
-        elif letter == "g":
-            o.gid = parse_uint(v)
-        elif letter == "u":
-            o.uid = parse_uint(v)
-        elif letter == "U":
-            o.from_env, o.uid, o.gid, o.groups = True, 0, 0, None
+        elif letter in PrivilegeOptions.LETTERS:
+            o.privileges.take(letter, v)
     if len(rest) < 2:
         raise UsageError("too few arguments")
     return o, rest
-
-
-def privilege_stage(o: ServerOptions, style: str) -> List[str]:
-    """The applyuidgid words of the chain (empty when no drop was asked), shared with fdholder-daemon."""
-    if not (o.from_env or o.uid or o.gid or o.groups is not None):
-        return []
-    argv = stage("applyuidgid", style)
-    if o.from_env:
-        argv.append("-Uz")
-    if o.uid:
-        argv += ["-u", str(o.uid)]
-    if o.gid:
-        argv += ["-g", str(o.gid)]
-    if o.groups is not None:
-        argv += ["-G", ",".join(str(g) for g in o.groups)]
-    return argv + ["--"]
 
 
 def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:
@@ -117,7 +88,7 @@ def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -
     if o.perms != 0o777:
         argv += ["-a", "0" + format(o.perms & 0o777, "o")]
     argv += ["--"] if o.systemd else ["--", path]
-    argv += privilege_stage(o, style)
+    argv += o.privileges.stage(style)
     argv += stage("ipcserverd", style)
     if o.verbosity != 1:
         argv.append(f"-v{o.verbosity}")
