@@ -198,6 +198,22 @@ def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[floa
     return usec / 1e6
 
 
+def claim_notification_fd(notify: bool) -> None:
+    """s6's start-up handling of fd 1 by a daemon: with ``-1`` it must be open (kept for the newline),
+    else it is closed. Raises :class:`BadInput` (exit 100) as s6 does when ``-1`` finds it closed."""
+    if notify:
+        try:
+            os.fstat(1)
+        except OSError as e:
+            reason = os.strerror(e.errno or errno.EBADF)
+            raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
+    else:
+        try:
+            os.close(1)
+        except OSError:
+            pass
+
+
 def write_newline(fd: int) -> None:
     """s6 readiness on *fd*: write one newline and close it (errors ignored, as s6 does)."""
     try:

@@ -44,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
+from .readiness import claim_notification_fd
 from .sockets import address_text, check_listening_stream
 
 ABSOLUTE_MAXCONN = 1000
@@ -185,17 +186,8 @@ class Server:
         """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline."""
         check_listening_stream(self.listen_fd)
         os.set_inheritable(self.listen_fd, False)
-        if self.config.notify:
-            try:
-                os.fstat(1)
-            except OSError as e:
-                reason = os.strerror(e.errno or errno.EBADF)
-                raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
-        else:
-            try:
-                os.close(1)
-            except OSError:
-                pass
+        claim_notification_fd(self.config.notify)
+        if not self.config.notify:
             _reserve_fd1()
         _close_on_exec_everything(2)
         self._install_signals()

@@ -139,6 +139,17 @@ def socket_kind(fd: int) -> Tuple[int, int, bool]:
         sock.close()
 
 
+def check_socket(fd: int) -> None:
+    """s6's start-up check of a server's stdin: open (else SystemFailure "fstat stdin", exit 111)
+    and a socket (else BadInput "stdin is not a socket", exit 100)."""
+    try:
+        st = os.fstat(fd)
+    except OSError as e:
+        raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise BadInput("stdin is not a socket", 100)
+
+
 def check_listening_stream(fd: int) -> None:
     """Check that *fd* is a listening AF_UNIX SOCK_STREAM socket.
 
@@ -146,12 +157,7 @@ def check_listening_stream(fd: int) -> None:
     s6's "stdin is not a socket") if it is not a socket, and :class:`BadInput` with exit 111 for a
     socket of the wrong family or type, or one that is not listening.
     """
-    try:
-        st = os.fstat(fd)
-    except OSError as e:
-        raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise BadInput("stdin is not a socket", 100)
+    check_socket(fd)
     family, kind, listening = socket_kind(fd)
     if family != socket.AF_UNIX:
         raise BadInput("stdin is not a Unix domain socket", 111)

@@ -39,14 +39,15 @@ import resource
 import select
 import signal
 import socket
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..errors import BadInput, SystemFailure
+from ..readiness import claim_notification_fd
 from ..server import Log
+from ..sockets import check_socket
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
 from .protocol import HeldFd, Message, Outbox, ProtocolError
@@ -283,23 +284,8 @@ class FdHolderDaemon:
     # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
         """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness."""
-        try:
-            st = os.fstat(self.listen_fd)
-        except OSError as e:
-            raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
-        if not stat.S_ISSOCK(st.st_mode):
-            raise BadInput("stdin is not a socket", 100)
-        if self.config.notify:
-            try:
-                os.fstat(1)
-            except OSError as e:
-                reason = os.strerror(e.errno or errno.EBADF)
-                raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
-        else:
-            try:
-                os.close(1)
-            except OSError:
-                pass
+        check_socket(self.listen_fd)
+        claim_notification_fd(self.config.notify)
         self._install_signals()
         if self.config.rules_cdb is not None:
             self.rules = rules_from_cdb(self.config.rules_cdb)

@@ -7,19 +7,14 @@ from typing import List, NoReturn
 
 from ..fdholder.client import FdHolderClient, OperationFailed
 from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
+from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket id"
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "t:")
-    timeout = 0
-    for _, value in opts:
-        timeout = parse_uint(value or "")
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    timeout, rest = parse_timeout(args, 2)
+    holder = FdHolderClient(rest[0], timeout)
     try:
         holder.delete(rest[1])
     except OperationFailed as e:

@@ -13,20 +13,15 @@ from ..fdholder import tai
 from ..fdholder.client import FdHolderClient, OperationFailed
 from ..fdholder.dump import dump_modifs
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
 from .chain import exec_into
+from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket prog..."
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "t:")
-    timeout = 0
-    for _, value in opts:
-        timeout = parse_uint(value or "")
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    timeout, rest = parse_timeout(args, 2)
+    holder = FdHolderClient(rest[0], timeout)
     try:
         dump = holder.getdump()
     except OperationFailed as e:

@@ -9,7 +9,7 @@ from typing import List, NoReturn
 from ..errors import SystemFailure
 from ..fdholder.client import FdHolderClient, OperationFailed
 from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
+from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket"
 
@@ -30,13 +30,8 @@ def quote(ident: bytes) -> bytes:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "t:")
-    timeout = 0
-    for _, value in opts:
-        timeout = parse_uint(value or "")
-    if not rest:
-        raise UsageError("too few arguments")
-    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    timeout, rest = parse_timeout(args, 1)
+    holder = FdHolderClient(rest[0], timeout)
     try:
         ids = holder.list()
     except OperationFailed as e:

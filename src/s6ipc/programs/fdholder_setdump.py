@@ -9,20 +9,15 @@ from typing import List, NoReturn
 from ..fdholder.client import FdHolderClient, OperationFailed
 from ..fdholder.dump import descriptors_from_env, dump_count
 from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
+from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket"
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "t:")
-    timeout = 0
-    for _, value in opts:
-        timeout = parse_uint(value or "")
-    if not rest:
-        raise UsageError("too few arguments")
+    timeout, rest = parse_timeout(args, 1)
     count = dump_count(os.environ)
-    holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
+    holder = FdHolderClient(rest[0], timeout)
     if count:
         entries = descriptors_from_env(os.environ, count)
         try:
