@@ -283,12 +283,16 @@ GLIBC_INTERNAL_SIGNALS = (1 << 31) | (1 << 32)
 
 
 def ignored(who: str, status: Dict[str, str]) -> int:
-    """The child's ignored-signal mask; for ours, minus glibc's internal signals (documented)."""
+    """The child's ignored-signal mask minus glibc's internal signals.
+
+    Ours spawns with glibc's posix_spawn, which leaves them ignored (documented). No program can
+    change them, so s6's children inherit the test run's: ignored too when the run was started
+    through posix_spawn (GNU make 4.3 starts recipes that way).
+    """
     mask = int(status["SigIgn"], 16)
     if who == "ours":
         assert mask & GLIBC_INTERNAL_SIGNALS in (0, GLIBC_INTERNAL_SIGNALS)
-        mask &= ~GLIBC_INTERNAL_SIGNALS
-    return mask
+    return mask & ~GLIBC_INTERNAL_SIGNALS
 
 
 def _ignore_pipe_and_int() -> None:
