@@ -90,6 +90,17 @@ def wait_for_ready(fd: int, timeout: float = 10.0) -> bytes:
     return data
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL if *proc* is still there after *grace* seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+
+
 class RunningServer:
     """A server process started with its fd 1 on a pipe; ready once the ``-1`` newline arrived."""
 
@@ -117,13 +128,7 @@ class RunningServer:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         os.close(self.ready_fd)
         self._stderr.close()
         try:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from conftest import ours, theirs, wait_for_ready
+from conftest import ours, stop_process, theirs, wait_for_ready
 
 from s6ipc.fdholder import protocol
 
@@ -83,13 +83,7 @@ class Holder:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         try:
             os.unlink(self.stderr_path)
         except OSError:

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from typing import Callable, List, NamedTuple, Optional
 
+from conftest import request
+
 _UCRED = struct.Struct("3i")
 
 
@@ -84,20 +86,7 @@ class Manager:
 
 def ask(path: str, timeout: float = 10.0) -> bytes:
     """One request: connect, half-close, read the whole reply. OSError from connect propagates."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+    return request(path, timeout=timeout)
 
 
 class Load:
