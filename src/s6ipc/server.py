@@ -44,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
-from .readiness import claim_notification_fd
+from .readiness import claim_notification_fd, write_newline
 from .sockets import address_text, check_listening_stream
 
 ABSOLUTE_MAXCONN = 1000
@@ -199,11 +199,7 @@ class Server:
             self.log.info("starting")
             self._status()
         if self.config.notify:
-            try:
-                os.write(1, b"\n")
-            except OSError:
-                pass
-            os.close(1)
+            write_newline(1)
             _reserve_fd1()
         for hook in self.on_ready:
             hook()

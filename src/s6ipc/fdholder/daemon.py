@@ -45,7 +45,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..errors import BadInput, SystemFailure
-from ..readiness import claim_notification_fd
+from ..readiness import claim_notification_fd, write_newline
 from ..server import Log
 from ..sockets import check_socket
 from . import protocol, tai
@@ -295,11 +295,7 @@ class FdHolderDaemon:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
         self._listener.setblocking(False)
         if self.config.notify:
-            try:
-                os.write(1, b"\n")
-            except OSError:
-                pass
-            os.close(1)
+            write_newline(1)
 
     def _install_signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
