@@ -13,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import pytest
 
 SVSCAN = "/usr/bin/s6-svscan"
 
@@ -128,3 +130,12 @@ class Scan:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.fixture
+def scan(sockdir: str) -> Iterator[Scan]:
+    s = Scan(sockdir)
+    try:
+        yield s
+    finally:
+        s.stop()

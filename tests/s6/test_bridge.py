@@ -14,7 +14,7 @@ import select
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from typing import List
 
 import pytest
 from conftest import S6IPC, VENV_PYTHON, wait_until
@@ -23,21 +23,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "systemd"))
 from peers import ask  # noqa: E402
-from supervision import Scan  # noqa: E402
+from supervision import Scan, scan  # noqa: E402,F401  (scan is the fixture)
 
 DAEMON = os.path.join(HERE, "notify_daemon.py")
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
-
-
-@pytest.fixture
-def scan(sockdir: str) -> Iterator[Scan]:
-    s = Scan(sockdir)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def bridged_service(scan: Scan, client: str, sock: str, delay: float = 0.5) -> None:

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator
+from typing import Dict
 
 import pytest
 from conftest import S6IPC
@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "systemd"))
 from peers import Load, ask  # noqa: E402
-from supervision import Scan  # noqa: E402
+from supervision import Scan, scan  # noqa: E402,F401  (scan is the fixture)
 
 UNITS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "units", "s6")
 LINKS_IN_UNITS = "/usr/local/lib/s6ipc/bin"
@@ -47,15 +47,6 @@ def links(request: pytest.FixtureRequest, sockdir: str) -> str:
     else:
         os.makedirs(directory)
     return directory
-
-
-@pytest.fixture
-def scan(sockdir: str) -> Iterator[Scan]:
-    s = Scan(sockdir)
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def replacements(sockdir: str, links: str) -> Dict[str, str]:

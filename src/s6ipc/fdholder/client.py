@@ -176,6 +176,19 @@ class FdHolderClient:
         if message.payload[0]:
             raise OperationFailed(operation, message.payload[0])
 
+    @staticmethod
+    def _answer(operation: str, message: Message, length: int, at_least: bool = False) -> bytes:
+        """A status-first reply without fds: its payload, once the status byte is 0 and the length
+        is *length* (or at least that). The daemon's errno, or EPROTO, as OperationFailed."""
+        if message.fds or not message.payload:
+            protocol.close_fds(message.fds)
+            raise OperationFailed(operation, errno.EPROTO)
+        if message.payload[0]:
+            raise OperationFailed(operation, message.payload[0])
+        if len(message.payload) < length if at_least else len(message.payload) != length:
+            raise OperationFailed(operation, errno.EPROTO)
+        return message.payload
+
     # -- operations ----------------------------------------------------------------------------
     def store(self, fd: int, ident: Ident, limit: Optional[tai.Tain] = None, *,
               fd_timeout: Optional[float] = None) -> None:
@@ -225,16 +238,9 @@ class FdHolderClient:
     def list(self) -> List[bytes]:
         """The ids the daemon holds, in its order."""
         operation = "get fd list"
-        m = self._call(operation, protocol.LIST_REQUEST)
-        if m.fds or not m.payload:
-            protocol.close_fds(m.fds)
-            raise OperationFailed(operation, errno.EPROTO)
-        if m.payload[0]:
-            raise OperationFailed(operation, m.payload[0])
-        if len(m.payload) < 5:
-            raise OperationFailed(operation, errno.EPROTO)
-        count = protocol.decode_u32(m.payload, 1)
-        body = m.payload[5:]
+        payload = self._answer(operation, self._call(operation, protocol.LIST_REQUEST), 5, at_least=True)
+        count = protocol.decode_u32(payload, 1)
+        body = payload[5:]
         if body.count(b"\0") != count:
             raise OperationFailed(operation, errno.EPROTO)
         return body.split(b"\0")[:count]
@@ -242,15 +248,8 @@ class FdHolderClient:
     def getdump(self) -> List[HeldDescriptor]:
         """Copies of every held descriptor with its id and limit (the caller owns the fds)."""
         operation = "get dump"
-        m = self._call(operation, protocol.GETDUMP_REQUEST)
-        if not m.payload or m.fds:
-            protocol.close_fds(m.fds)
-            raise OperationFailed(operation, errno.EPROTO)
-        if m.payload[0]:
-            raise OperationFailed(operation, m.payload[0])
-        if len(m.payload) != 9:
-            raise OperationFailed(operation, errno.EPROTO)
-        nmsg, total = protocol.decode_u32(m.payload, 1), protocol.decode_u32(m.payload, 5)
+        payload = self._answer(operation, self._call(operation, protocol.GETDUMP_REQUEST), 9)
+        nmsg, total = protocol.decode_u32(payload, 1), protocol.decode_u32(payload, 5)
         result: List[HeldDescriptor] = []
         if not total:
             return result
@@ -280,15 +279,8 @@ class FdHolderClient:
             return
         if any(not e.id or len(e.id) > protocol.ID_SIZE or b"\0" in e.id for e in entries):
             raise OperationFailed(operation, errno.EINVAL)
-        m = self._call(operation, protocol.encode_setdump(total))
-        if not m.payload or m.fds:
-            protocol.close_fds(m.fds)
-            raise OperationFailed(operation, errno.EPROTO)
-        if m.payload[0]:
-            raise OperationFailed(operation, m.payload[0])
-        if len(m.payload) != 5:
-            raise OperationFailed(operation, errno.EPROTO)
-        if protocol.decode_u32(m.payload, 1) != 1 + (total - 1) // protocol.MAX_FDS:
+        payload = self._answer(operation, self._call(operation, protocol.encode_setdump(total)), 5)
+        if protocol.decode_u32(payload, 1) != 1 + (total - 1) // protocol.MAX_FDS:
             raise OperationFailed(operation, errno.EPROTO)
         # Daemons count descriptors, not messages: chunks of what one sendmsg can carry are fine
         # (s6-fdholderd would drop a 255-fd message, whose fds need two writes).
