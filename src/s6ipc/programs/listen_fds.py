@@ -1,0 +1,46 @@
+"""listen-fds: append socket(s) to the LISTEN_FDS list of this process, then exec the rest of the chain.
+
+The socket is fd 0 (what ipcserver-socketbinder, fdholder-retrieve and systemd-socket leave), or
+each ``-f fd`` in order; it moves to the next free place at fds 3, 4, …, named by the ``-n`` of the
+same rank. ``LISTEN_FDS``, ``LISTEN_FDNAMES``, ``LISTEN_PID`` (this PID: the chain execs) and
+``LISTEN_PIDFDID`` then describe the whole list, so that several invocations in one chain collect
+several sockets. ``-x scheme`` adds a daemon's own variables for the whole list (``nginx``:
+``NGINX=3;4;``). All the work is :func:`s6ipc.handoff.append_sockets`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..handoff import append_sockets, daemon_variables
+from ..messages import Reporter
+from ..options import UsageError, getopt, parse_uint
+from .chain import exec_into
+
+USAGE = "[ -n name ] [ -f fd ] [ -x scheme ] prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "n:f:x:")
+    names: List[str] = []
+    fds: List[int] = []
+    schemes: List[str] = []
+    for letter, value in opts:
+        v = value or ""
+        if letter == "n":
+            names.append(v)
+        elif letter == "f":
+            fds.append(parse_uint(v))
+        elif letter == "x":
+            schemes.append(v)
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    if not fds:
+        fds = [0]
+    if len(names) > len(fds):
+        raise UsageError("more -n than sockets")
+    passed = append_sockets(fds, names)
+    for scheme in schemes:
+        os.environ.update(daemon_variables(scheme, [p.fd for p in passed]))
+    exec_into(reporter, rest)

@@ -1,0 +1,32 @@
+"""listen-pid: the last-exec rule — make LISTEN_PID name this process, then exec the daemon.
+
+Placed last, right before the daemon, after wrappers that fork (a shell script, ``chpst``…): the
+``LISTEN_FDS`` list inherited (fds 3, 4, … open, names consistent) is kept as it is, and
+``LISTEN_PID``/``LISTEN_PIDFDID`` are rewritten for this PID, which the exec'd daemon keeps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..activation import PassedFd
+from ..errors import BadInput
+from ..handoff import describe, pending_list
+from ..messages import Reporter
+from ..options import UsageError, getopt
+from .chain import exec_into
+
+USAGE = "prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    _, rest = getopt(args, "")
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    if os.environ.get("LISTEN_FDS") is None:
+        raise BadInput("LISTEN_FDS is not set: no socket to hand over", 100)
+    os.environ["LISTEN_PID"] = str(os.getpid())  # the rule itself: whatever PID the list was made for
+    passed: List[PassedFd] = pending_list()
+    describe(passed)
+    exec_into(reporter, rest)

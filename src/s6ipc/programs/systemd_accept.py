@@ -1,0 +1,42 @@
+"""systemd-accept: run a UCSPI program as systemd's per-connection (Accept=yes) service.
+
+Takes the connection systemd passed (fd 3 with ``LISTEN_FDS=1``, or fd 0 with
+``StandardInput=socket``), puts it on fds 0 and 1, sets ``PROTO=IPC`` and ``IPCREMOTEEUID``,
+``IPCREMOTEEGID``, ``IPCREMOTEPATH`` from the socket (``PROTO=TCP`` and ``TCPREMOTE*``/``TCPLOCAL*``
+for IP), with ``-c dir`` also ``IPCCONNNUM`` (live connections from that uid, counted with lock
+files in *dir*), removes ``LISTEN_*`` and execs the rest of the command line: an
+``ipcserver-access`` rules check, ``s6-connlimit``, the program.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn, Optional
+
+from ..activation import move_fd
+from ..messages import Reporter
+from ..options import UsageError, getopt
+from ..ucspi import IPC_VARIABLES, connection_variables, count_connection, take_connection
+from .chain import exec_into
+
+USAGE = "[ -c countdir ] prog..."
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "c:")
+    countdir: Optional[str] = None
+    for _, value in opts:
+        countdir = value or ""
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    fd = take_connection()
+    variables = connection_variables(fd)
+    if countdir is not None and variables["PROTO"] == "IPC":
+        _, num = count_connection(countdir, variables["IPCREMOTEEUID"])
+        variables["IPCCONNNUM"] = str(num)
+    os.dup2(fd, 1, inheritable=True)
+    move_fd(fd, 0)
+    for name in IPC_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    exec_into(reporter, rest)
