@@ -120,6 +120,7 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
     names = names_text.split(":") if names_text is not None else [UNNAMED] * n
     if len(names) != n:
         raise BadInput(f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={count_text} fds", 100)
+    _check_limit(LISTEN_FDS_START + n - 1)
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
         if not _fd_open(fd):
             raise SystemFailure(f"use fd {fd} listed in LISTEN_FDS={count_text}", errno.EBADF)
@@ -135,12 +136,15 @@ def _check_source(fd: int) -> None:
         raise BadInput(f"fd {fd} is not a socket", 100)
 
 
-def _check_room(first: int, count: int, sources: Sequence[int]) -> None:
+def _check_limit(last: int) -> None:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    last = first + count - 1
     if soft != resource.RLIM_INFINITY and last >= soft:
         raise BadInput(f"too many fds: LISTEN_FDS={last - LISTEN_FDS_START + 1} needs fd {last}, "
                        f"beyond the descriptor limit (RLIMIT_NOFILE {soft})", 100)
+
+
+def _check_room(first: int, count: int, sources: Sequence[int]) -> None:
+    _check_limit(first + count - 1)
     for target in range(first, first + count):
         if target not in sources and _fd_open(target):
             raise BadInput(f"fd {target} is already open and is not a socket being handed over: "

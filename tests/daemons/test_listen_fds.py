@@ -216,12 +216,14 @@ def test_bad_fds_and_lists(sockdir: str) -> None:
 
 def test_too_many_fds(sockdir: str) -> None:
     web = os.path.join(sockdir, "web.sock")
-    # descriptor limit 8: fds 3..7 are a list already, the next socket would need fd 8
-    script = (f'exec 3<&0 4<&0 5<&0 6<&0 7<&0; LISTEN_PID=$$ LISTEN_FDS=5 '
-              f'exec {S6IPC} listen-fds true')
+    # a list that would reach beyond the descriptor limit (1024 here): refused before any fd is used
+    script = f'LISTEN_PID=$$ LISTEN_FDS=5000 exec {S6IPC} listen-fds true'
     import resource
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
-    one_fatal_line(run([*BIND, web, "sh", "-c", script], preexec_fn=limit), 100, "too many fds")
+    result = run([*BIND, web, "sh", "-c", script], preexec_fn=limit)
+    one_fatal_line(result, 100, "too many fds: LISTEN_FDS=5000 needs fd 5002, beyond the descriptor limit")
+    one_fatal_line(run(["sh", "-c", script.replace("listen-fds", "listen-pid")], preexec_fn=limit), 100,
+                   "too many fds: LISTEN_FDS=5000")
