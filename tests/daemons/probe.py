@@ -15,7 +15,8 @@ fds = daemon.listen_fds_with_names(unset_environment=False)
 kinds = {}
 for fd in fds:
     s = socket.socket(fileno=os.dup(fd))
-    kinds[fd] = [s.family.name, bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)), str(s.getsockname())]
+    listening = bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    kinds[fd] = [s.family.name, listening, str(s.getsockname())]
     s.close()
 try:
     pidfd = os.pidfd_open(os.getpid())

@@ -61,8 +61,8 @@ def sdlisten() -> Iterator[str]:
 def test_two_binders_in_one_chain_python_systemd(sockdir: str) -> None:
     pub, admin = os.path.join(sockdir, "pub.sock"), os.path.join(sockdir, "admin.sock")
     # ours then s6's C binder, each followed by a listen-fds that appends its fd 0
-    r = probe([*BIND, pub, *LF, "-n", "public", "/usr/bin/s6-ipcserver-socketbinder", admin, *LF, "-n", "admin",
-               sys.executable, PROBE], env=dict(os.environ, LISTEN_PIDFDID="12345"))
+    r = probe([*BIND, pub, *LF, "-n", "public", "/usr/bin/s6-ipcserver-socketbinder", admin, *LF,
+               "-n", "admin", sys.executable, PROBE], env=dict(os.environ, LISTEN_PIDFDID="12345"))
     assert r["fds"] == {"3": "public", "4": "admin"}
     assert r["kinds"] == {"3": ["AF_UNIX", True, pub], "4": ["AF_UNIX", True, admin]}
     assert r["env"]["LISTEN_PID"] == str(r["pid"]) and r["env"]["LISTEN_FDS"] == "2"
@@ -177,7 +177,8 @@ def test_nginx_and_einhorn_variables(sockdir: str) -> None:
     a, b = os.path.join(sockdir, "a.sock"), os.path.join(sockdir, "b.sock")
     r = probe([*BIND, a, *LF, *BIND, b, *LF, "-x", "nginx", "-x", "einhorn", sys.executable, PROBE])
     assert r["env"]["NGINX"] == "3;4;"
-    assert (r["env"]["EINHORN_FD_COUNT"], r["env"]["EINHORN_FD_0"], r["env"]["EINHORN_FD_1"]) == ("2", "3", "4")
+    einhorn = (r["env"]["EINHORN_FD_COUNT"], r["env"]["EINHORN_FD_0"], r["env"]["EINHORN_FD_1"])
+    assert einhorn == ("2", "3", "4")
     assert r["fds"] == {"3": "unknown", "4": "unknown"}
 
 
@@ -201,7 +202,8 @@ def test_bad_names(sockdir: str, name: str, needle: str) -> None:
 def test_bad_fds_and_lists(sockdir: str) -> None:
     web = os.path.join(sockdir, "web.sock")
     one_fatal_line(run([*LF, "true"], stdin=subprocess.DEVNULL), 100, "fd 0 is not a socket")
-    one_fatal_line(run(["sh", "-c", f'exec {S6IPC} listen-fds true <&-']), 111, "unable to use fd 0: Bad file")
+    one_fatal_line(run(["sh", "-c", f'exec {S6IPC} listen-fds true <&-']), 111,
+                   "unable to use fd 0: Bad file")
     one_fatal_line(run([*BIND, web, *LF, "true"], env=dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")),
                    100, "is for another process (LISTEN_PID=1")
     one_fatal_line(run([*BIND, web, *LF, "true"], env=dict(os.environ, LISTEN_PID="12x", LISTEN_FDS="1")),

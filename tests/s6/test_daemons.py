@@ -4,8 +4,9 @@ The shipped service directories units/s6/s6ipc-{gunicorn,uvicorn,nginx} run guni
 uvicorn (an ASGI app) and Debian's nginx (a static file), each started through
 ``s6-fdholder-retrieve … s6-listen-fds …`` with s6ipc's links first in PATH (so the holder is our
 ``fdholderd``). Under client load (HTTP over the Unix socket from 4 threads), 10 ``s6-svc -r`` each,
-every generation serving before the next restart: 0 refused, 0 failed requests (uvicorn: 0 refused, and
-the rare reset its own shutdown causes, see below), the socket file never re-bound. The control — the same service binding its socket at every start instead — refuses clients.
+every generation serving before the next restart, the three daemons at once: 0 refused, 0 failed
+requests (uvicorn: 0 refused, and the rare reset its own shutdown causes, see below), the socket file
+never re-bound. The control — the same services binding their socket at every start — refuses clients.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from typing import Dict, Set
+from typing import Dict, List, Sequence, Set
 
 import pytest
 from conftest import S6IPC
@@ -50,7 +52,8 @@ def http_get(path: str, timeout: float = 15.0) -> bytes:
 
 
 def ok(reply: bytes) -> bool:
-    return reply.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")) and reply.endswith(b"\n") and b"hello from" in reply
+    return (reply.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")) and reply.endswith(b"\n")
+            and b"hello from" in reply)
 
 
 def need(program: str) -> str:
@@ -61,24 +64,29 @@ def need(program: str) -> str:
     pytest.skip(f"{program} is not installed (pip install '.[test]' / apt-get install nginx)")
 
 
-def start(scan: Scan, sockdir: str, daemon: str, held: bool = True) -> str:
+def start(scan: Scan, sockdir: str, daemons: Sequence[str], held: bool = True) -> Dict[str, str]:
+    """The fd holder and one service per daemon in one s6-svscan; returns each daemon's socket path."""
     links = os.path.join(sockdir, "links")
     subprocess.run([S6IPC, "links", links], check=True, timeout=20)
-    replace: Dict[str, str] = {"/run/s6ipc-demo": os.path.join(sockdir, "run"), "/usr/local/lib/s6ipc/bin": links,
-                               f"/usr/local/bin/{daemon}": os.path.join(BIN, daemon)}
+    replace = {"/run/s6ipc-demo": os.path.join(sockdir, "run"), "/usr/local/lib/s6ipc/bin": links}
+    replace.update({f"/usr/local/bin/{d}": os.path.join(BIN, d) for d in daemons})
     scan.add("s6ipc-fdholder", os.path.join(UNITS, "s6ipc-fdholder"), replace)
-    service = scan.add(f"s6ipc-{daemon}", os.path.join(UNITS, f"s6ipc-{daemon}"), replace)
-    if not held:  # the control: bind the socket at every start, as a plain run script does
-        run = os.path.join(service, "run")
-        with open(run) as f:
-            text = f.read()
-        text = text.replace('exec s6-fdholder-retrieve -- "$H" "unix:$P"', 'exec s6-ipcserver-socketbinder -- "$P"')
-        with open(run, "w") as f:
-            f.write(text)
+    for daemon in daemons:
+        service = scan.add(f"s6ipc-{daemon}", os.path.join(UNITS, f"s6ipc-{daemon}"), replace)
+        if not held:  # the control: bind the socket at every start, as a plain run script does
+            run = os.path.join(service, "run")
+            with open(run) as f:
+                text = f.read()
+            text = text.replace('exec s6-fdholder-retrieve -- "$H" "unix:$P"',
+                                'exec s6-ipcserver-socketbinder -- "$P"')
+            text = text.replace('s6-ipcserver-socketbinder -- "$P" s6-fdholder-store -- "$H" "unix:$P"', ":")
+            with open(run, "w") as f:
+                f.write(text)
     os.makedirs(os.path.join(sockdir, "run"), exist_ok=True)
     scan.start()
-    scan.wait_supervised(f"s6ipc-{daemon}")
-    return os.path.join(sockdir, "run", f"{daemon}.sock")
+    for daemon in daemons:
+        scan.wait_supervised(f"s6ipc-{daemon}")
+    return {d: os.path.join(sockdir, "run", f"{d}.sock") for d in daemons}
 
 
 def serving(path: str, timeout: float = 20) -> bytes:
@@ -113,39 +121,69 @@ def restart_under_load(scan: Scan, name: str, path: str, restarts: int) -> Load:
     return load
 
 
-@pytest.mark.parametrize("daemon", ["gunicorn", "uvicorn", "nginx"])
-def test_restarts_under_load_refuse_and_fail_nothing(scan: Scan, sockdir: str, daemon: str) -> None:
-    need(daemon)
-    path = start(scan, sockdir, daemon)
-    name = f"s6ipc-{daemon}"
-    first = serving(path)
-    node = os.stat(path).st_ino
-    load = restart_under_load(scan, name, path, RESTARTS)
-    print(f"{daemon}: s6-svc -r x{RESTARTS} under load, socket held: {load.summary()}")
-    assert load.counts["refused"] == 0, load.summary()
-    if daemon == "uvicorn":
-        # uvicorn's own shutdown closes a connection it accepted but whose request it has not read
-        # yet (Server.shutdown -> H11Protocol.shutdown with no cycle: transport.close()), so a client
-        # that connected in that instant gets a reset: measured 0-2 per 10 restarts, never a refusal.
-        assert load.counts["truncated"] <= RESTARTS // 2, load.summary()
-    else:
-        assert load.counts["truncated"] == 0, load.summary()
-    assert load.counts["ok"] > 100, load.summary()
-    assert os.stat(path).st_ino == node  # the path was never unlinked nor re-bound
-    served_by = {r.split(b"\r\n\r\n", 1)[1] for r in load.replies}
-    if daemon != "nginx":  # the app reports its pid: many generations served the load
-        assert len(served_by) > RESTARTS, served_by
-    assert first.split(b"\r\n\r\n", 1)[1].startswith(b"hello from " + daemon.encode())
+def in_parallel(scan: Scan, paths: Dict[str, str], restarts: int) -> Dict[str, Load]:
+    """:func:`restart_under_load` on every daemon at once (the suite's time is the slowest one's)."""
+    loads: Dict[str, Load] = {}
+    failures: List[BaseException] = []
+
+    def one(daemon: str) -> None:
+        try:
+            loads[daemon] = restart_under_load(scan, f"s6ipc-{daemon}", paths[daemon], restarts)
+        except BaseException as e:  # re-raised in the test's thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=one, args=(d,)) for d in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    if failures:
+        raise failures[0]
+    return loads
 
 
-@pytest.mark.parametrize("daemon", ["gunicorn", "uvicorn"])
-def test_control_binding_at_every_start_refuses_clients(scan: Scan, sockdir: str, daemon: str) -> None:
-    need(daemon)
-    path = start(scan, sockdir, daemon, held=False)
-    serving(path)
-    load = restart_under_load(scan, f"s6ipc-{daemon}", path, 3)
-    print(f"{daemon}: s6-svc -r x3 under load, no holder: {load.summary()}")
-    assert load.counts["refused"] > 0, load.summary()
+DAEMONS = ("gunicorn", "uvicorn", "nginx")
+
+
+def test_restarts_under_load_refuse_and_fail_nothing(scan: Scan, sockdir: str) -> None:
+    for daemon in DAEMONS:
+        need(daemon)
+    paths = start(scan, sockdir, DAEMONS)
+    first = {d: serving(p) for d, p in paths.items()}
+    nodes = {d: os.stat(p).st_ino for d, p in paths.items()}
+    loads = in_parallel(scan, paths, RESTARTS)
+    for daemon, load in loads.items():
+        print(f"{daemon}: s6-svc -r x{RESTARTS} under load, socket held: {load.summary()}")
+    for daemon, load in loads.items():
+        assert load.counts["refused"] == 0, (daemon, load.summary())
+        if daemon == "uvicorn":
+            # uvicorn's own shutdown closes a connection it accepted but whose request it has not read
+            # yet (Server.shutdown -> H11Protocol.shutdown with no cycle: transport.close()), so a client
+            # that connected in that instant gets a reset (measured: 0-2 per 10 restarts alone, up to 7
+            # with the three daemons restarting at once), never a refusal. At most one per client
+            # thread per restart: a reset outside a shutdown instant would break this bound.
+            assert load.counts["truncated"] <= 4 * RESTARTS, (daemon, load.summary())
+        else:
+            assert load.counts["truncated"] == 0, (daemon, load.summary())
+        assert load.counts["ok"] > 100, (daemon, load.summary())
+        assert os.stat(paths[daemon]).st_ino == nodes[daemon]  # the path was never unlinked nor re-bound
+        assert first[daemon].split(b"\r\n\r\n", 1)[1].startswith(b"hello from " + daemon.encode())
+        if daemon != "nginx":  # the app reports its pid: many generations served the load
+            served_by = {r.split(b"\r\n\r\n", 1)[1] for r in load.replies}
+            assert len(served_by) > RESTARTS, (daemon, served_by)
+
+
+def test_control_binding_at_every_start_refuses_clients(scan: Scan, sockdir: str) -> None:
+    daemons = ("gunicorn", "uvicorn")
+    for daemon in daemons:
+        need(daemon)
+    paths = start(scan, sockdir, daemons, held=False)
+    for path in paths.values():
+        serving(path)
+    loads = in_parallel(scan, paths, 2)
+    for daemon, load in loads.items():
+        print(f"{daemon}: s6-svc -r x2 under load, no holder: {load.summary()}")
+        assert load.counts["refused"] > 0, (daemon, load.summary())
 
 
 def test_nginx_without_its_variable_cannot_adopt_the_socket(sockdir: str) -> None:
