@@ -88,12 +88,12 @@ def connection_variables(fd: int) -> Dict[str, str]:
 
 
 def count_connection(directory: str, uid: str) -> Tuple[int, int]:
-    """Register this connection in lock *directory*; return (inheritable lock fd, IPCCONNNUM).
-
-    Raises :class:`SystemFailure`.
+    """Register this connection in lock *directory* (created 0700 if missing); return (inheritable
+    lock fd, IPCCONNNUM). Raises :class:`SystemFailure`.
     """
     mine = os.path.join(directory, f"{uid}.{os.getpid()}")
     try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         lock = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = os.listdir(directory)
