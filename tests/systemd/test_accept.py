@@ -111,7 +111,8 @@ def expected(sockdir: str, path: str) -> List[Dict[str, str]]:
 
 
 @requires_root
-@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed (apt-get install systemd)")
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is not installed (apt-get install "
+                    "systemd)")
 @pytest.mark.parametrize("mode", ["accept", "inetd"])
 def test_systemd_socket_activate_accept_matches_ipcserver(sockdir: str, reference: Tuple[str, str],
                                                           mode: str) -> None:
@@ -123,7 +124,8 @@ def test_systemd_socket_activate_accept_matches_ipcserver(sockdir: str, referenc
     flags = ["--accept"] if mode == "accept" else ["--accept", "--inetd"]
     assert ACTIVATE is not None
     proc = subprocess.Popen([ACTIVATE, *flags, "-l", path, S6IPC, "systemd-accept", "-c",
-                             os.path.join(sockdir, "count"), S6IPC, "ipcserver-access", "-i", rules, "/usr/bin/env"],
+                             os.path.join(sockdir, "count"), S6IPC, "ipcserver-access", "-i", rules,
+                             "/usr/bin/env"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=lambda: os.umask(0))
     try:
@@ -142,8 +144,9 @@ def test_connnum_counts_live_connections_of_a_uid(sockdir: str) -> None:
     path = os.path.join(sockdir, "c.sock")
     count = os.path.join(sockdir, "count")
     # each connection holds the line open until the client closes: s6-connlimit with IPCCONNMAX=2
-    proc = subprocess.Popen([ACTIVATE, "--accept", "-l", path, "-E", "IPCCONNMAX=2", S6IPC, "systemd-accept", "-c",
-                             count, "/usr/bin/s6-connlimit", "sh", "-c", 'echo "$IPCCONNNUM"; exec cat'],
+    proc = subprocess.Popen([ACTIVATE, "--accept", "-l", path, "-E", "IPCCONNMAX=2", S6IPC, "systemd-accept",
+                             "-c", count, "/usr/bin/s6-connlimit", "sh", "-c",
+                             'echo "$IPCCONNNUM"; exec cat'],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import socket
 
@@ -181,13 +184,15 @@ def test_not_a_connection_is_one_line(sockdir: str) -> None:
                          capture_output=True, timeout=20)
     assert out.returncode == 100 and out.stderr.count(b"\n") == 1, out.stderr
     assert b"systemd-accept: fatal: fd 0 (stdin; " in out.stderr and b"is a listening socket" in out.stderr
-    out = subprocess.run([S6IPC, "systemd-accept", "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    out = subprocess.run([S6IPC, "systemd-accept", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                         timeout=20)
     assert out.returncode == 100 and b"is not a socket" in out.stderr and b"Traceback" not in out.stderr
 
 
 # -- a real systemd manager --------------------------------------------------------------------------
 def render(text: str, m: sdmanager.UserManager) -> str:
-    return (text.replace("/usr/local/bin/s6ipc", S6IPC).replace("/run/s6ipc-demo", os.path.join(m.base, "run"))
+    return (text.replace("/usr/local/bin/s6ipc", S6IPC)
+            .replace("/run/s6ipc-demo", os.path.join(m.base, "run"))
             .replace("/etc/s6ipc/accept-rules", os.path.join(m.base, "rules"))
             .replace("/usr/local/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
             .replace("/srv/s6ipc-app", APP))
@@ -201,7 +206,8 @@ def mgr() -> Iterator[sdmanager.UserManager]:
         pytest.skip(f"no real systemd manager here: {e}")
     os.makedirs(os.path.join(m.base, "run"))
     make_rules(m.base)
-    for name in ("s6ipc-accept.socket", "s6ipc-accept@.service", "s6ipc-gunicorn.socket", "s6ipc-gunicorn.service"):
+    for name in ("s6ipc-accept.socket", "s6ipc-accept@.service", "s6ipc-gunicorn.socket",
+                 "s6ipc-gunicorn.service"):
         with open(os.path.join(UNITS, name)) as f:
             m.write_unit(name, render(f.read(), m))
     for service in ("s6ipc-accept@", "s6ipc-gunicorn"):

@@ -44,10 +44,12 @@ def test_every_unit_verifies_cleanly(tmp_path: object) -> None:
     directory = str(tmp_path)
     names = rendered(directory)
     shipped = {"s6ipc-demo.socket", "s6ipc-demo.service", "s6ipc-fdstore.service", "s6-ipcserverd@.service",
-               "s6ipc-accept.socket", "s6ipc-accept@.service", "s6ipc-gunicorn.socket", "s6ipc-gunicorn.service"}
+               "s6ipc-accept.socket", "s6ipc-accept@.service", "s6ipc-gunicorn.socket",
+               "s6ipc-gunicorn.service"}
     assert shipped <= set(names)
     # a template is verified through an instance: the C daemon on the demo socket, one connection
-    targets = [n for n in names if "@." not in n] + ["s6-ipcserverd@s6ipc-demo.service", "s6ipc-accept@0.service"]
+    targets = [n for n in names if "@." not in n]
+    targets += ["s6-ipcserverd@s6ipc-demo.service", "s6ipc-accept@0.service"]
     for name in targets:
         result = verify(os.path.join(directory, name))
         assert (result.returncode, result.stderr, result.stdout) == (0, "", ""), name
