@@ -262,15 +262,16 @@ def _inheritable_fds() -> List[int]:
 
 def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
                        names: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
-                       schemes: Sequence[str] = ()) -> int:
+                       schemes: Sequence[str] = (), pass_fds: Sequence[int] = ()) -> int:
     """Start *argv* with *sockets* at fds 3, 4, … and the ``LISTEN_*`` variables naming it; return its pid.
 
     The child's environment is *env* (default ``os.environ``) without its ``LISTEN_*``, plus
     ``LISTEN_FDS``, ``LISTEN_FDNAMES`` (*names*, ``unknown`` for the missing ones), the variables of
     each of *schemes* (see :data:`SCHEMES`) and ``LISTEN_PID``, which ``/bin/sh`` sets to its own PID
     right before exec'ing the program in that PID (``LISTEN_PIDFDID`` is not set: the PID check is
-    the one a receiver then makes). Its fds 0-2 are this process's; no other descriptor of this
-    process reaches it. The sockets stay open here (close them once the child has them, unless
+    the one a receiver then makes). Its fds 0-2 are this process's, and so are the fds of
+    *pass_fds* (same numbers, above the sockets' range: e.g. an s6 notification fd); no other
+    descriptor of this process reaches it. The sockets stay open here (close them once the child has them, unless
     they are to be handed to the next generation too). Reap the child with ``os.waitpid``.
     Raises :class:`BadInput` (bad name, not a socket), :class:`ExecFailure` (program not found),
     :class:`SystemFailure`.
@@ -284,6 +285,10 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
         check_fdname(name)
     for fd in fds:
         _check_source(fd)
+    clash = [fd for fd in pass_fds if fd < LISTEN_FDS_START + len(fds)]
+    if clash:
+        last = LISTEN_FDS_START + len(fds) - 1
+        raise BadInput(f"fd {clash[0]} to pass is in the sockets' range (0-{last})", 100)
     source = dict(os.environ if env is None else env)
     program = argv[0]
     if "/" not in program:
@@ -301,7 +306,9 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     temps = [_dup_above(fd, high) for fd in fds]
     try:
         actions: List[tuple] = [(os.POSIX_SPAWN_DUP2, t, target) for t, target in zip(temps, targets)]  # type: ignore[type-arg]
-        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd > 2 and fd not in targets]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds]  # clears close-on-exec
+        kept = set(targets) | set(pass_fds)
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd > 2 and fd not in kept]
         try:
             return os.posix_spawn("/bin/sh", ["sh", "-c", _SHIM, "sh", program, *argv[1:]], child_env,
                                   file_actions=actions, setsigmask=(), setsigdef=PYTHON_IGNORED_SIGNALS)
