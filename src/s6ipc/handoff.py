@@ -271,8 +271,8 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     right before exec'ing the program in that PID (``LISTEN_PIDFDID`` is not set: the PID check is
     the one a receiver then makes). Its fds 0-2 are this process's, and so are the fds of
     *pass_fds* (same numbers, above the sockets' range: e.g. an s6 notification fd); no other
-    descriptor of this process reaches it. The sockets stay open here (close them once the child has them, unless
-    they are to be handed to the next generation too). Reap the child with ``os.waitpid``.
+    descriptor of this process reaches it. The sockets stay open here (close them once the child has
+    them, unless they are to be handed to the next generation too). Reap it with ``os.waitpid``.
     Raises :class:`BadInput` (bad name, not a socket), :class:`ExecFailure` (program not found),
     :class:`SystemFailure`.
     """
