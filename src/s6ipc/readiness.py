@@ -45,6 +45,7 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 from . import systemd_backend
+from .descriptors import close_above
 from .errors import BadInput, SystemFailure
 
 #: Variables the service manager meant for the daemon only.
@@ -290,16 +291,7 @@ def _isolate(keep: Sequence[int]) -> None:
     for fd in (0, 1):
         if fd != null and fd not in keep:
             os.dup2(null, fd)
-    try:
-        open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        open_fds = list(range(3, 1024))
-    for fd in open_fds:
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    close_above(2, keep)
     os.chdir("/")
 
 

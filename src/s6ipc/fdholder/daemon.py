@@ -43,14 +43,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..errors import BadInput, SystemFailure
 from ..readiness import claim_notification_fd, write_newline
 from ..server import Log
 from ..sockets import check_socket
+from ..unixmessage import HeldFd, Message, Outbox, ProtocolError
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
-from .protocol import HeldFd, Message, Outbox, ProtocolError
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
@@ -207,7 +208,7 @@ class Client:
     sock: socket.socket
     rights: Rights
     deadline: Optional[float]  # monotonic; None: infinite
-    decoder: protocol.Decoder = field(default_factory=lambda: protocol.Decoder(protocol.MAX_REQUEST))
+    decoder: unixmessage.Decoder = field(default_factory=lambda: unixmessage.Decoder(protocol.MAX_REQUEST))
     outbox: Outbox = field(default_factory=Outbox)
     dumping: int = 0
     events: int = 0
@@ -501,7 +502,7 @@ class FdHolderDaemon:
 
     def _read(self, c: Client) -> None:
         try:
-            if protocol.recv_into(c.sock, c.decoder) == 0:
+            if unixmessage.recv_into(c.sock, c.decoder) == 0:
                 self._drop(c)
                 return
         except BlockingIOError:
@@ -532,7 +533,7 @@ class FdHolderDaemon:
             try:
                 self._handle(c, message)
             except ProtocolError:
-                protocol.close_fds(message.fds)
+                unixmessage.close_fds(message.fds)
                 self._drop(c)
                 return
         if c.outbox:
@@ -558,16 +559,16 @@ class FdHolderDaemon:
         store = self.store
         if isinstance(request, protocol.Store):
             if m.fds_lost:
-                protocol.close_fds(m.fds)
+                unixmessage.close_fds(m.fds)
                 self._answer(c, errno.ENFILE)
             elif not rights.store.search(request.id):
-                protocol.close_fds(m.fds)
+                unixmessage.close_fds(m.fds)
                 self._answer(c, errno.EPERM)
             elif len(store) >= self.config.maxfds:
-                protocol.close_fds(m.fds)
+                unixmessage.close_fds(m.fds)
                 self._answer(c, errno.ENFILE)
             elif store.get(request.id) is not None:
-                protocol.close_fds(m.fds)
+                unixmessage.close_fds(m.fds)
                 self._answer(c, errno.EBUSY)
             else:
                 self._answer(c, 0)
@@ -618,19 +619,19 @@ class FdHolderDaemon:
     def _getdump(self, c: Client) -> None:
         entries = list(self.store.entries())
         c.outbox.put(protocol.encode_getdump_header(len(entries)))
-        for start in range(0, len(entries), protocol.MAX_FDS):
-            chunk = entries[start : start + protocol.MAX_FDS]
+        for start in range(0, len(entries), unixmessage.MAX_FDS):
+            chunk = entries[start : start + unixmessage.MAX_FDS]
             body = protocol.encode_entries([protocol.DumpEntry(e.limit, e.id) for e in chunk])
             c.outbox.put(body, [e.held for e in chunk])
         self._arm(c)
 
     def _setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
         if not c.rights.setdump:
-            protocol.close_fds(m.fds)
+            unixmessage.close_fds(m.fds)
             self._answer(c, errno.EPERM)
             return
         if m.fds_lost or len(self.store) + request.count > self.config.maxfds:
-            protocol.close_fds(m.fds)
+            unixmessage.close_fds(m.fds)
             self._answer(c, errno.ENFILE)
             return
         if request.entries is None:
