@@ -46,8 +46,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..errors import BadInput, SystemFailure
+from ..log import Log
 from ..readiness import claim_notification_fd, write_newline
-from ..server import Log
 from ..sockets import check_socket
 from ..unixmessage import HeldFd, Message, Outbox, ProtocolError
 from . import protocol, tai
