@@ -11,25 +11,25 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Where a daemon reads the time, in seconds."""
+    """Where a daemon reads the time."""
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes back (deadlines, back-off)."""
         ...
 
-    def wall(self) -> float:
-        """Seconds since the Unix epoch (absolute expiry limits)."""
+    def wall_ns(self) -> int:
+        """Nanoseconds since the Unix epoch (absolute expiry limits)."""
         ...
 
 
 class SystemClock:
-    """The system's clocks: ``time.monotonic`` and ``time.time``."""
+    """The system's clocks: ``time.monotonic`` and ``time.time_ns``."""
 
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def wall(self) -> float:
-        return time.time()
+    def wall_ns(self) -> int:
+        return time.time_ns()
 
 
 SYSTEM_CLOCK = SystemClock()
