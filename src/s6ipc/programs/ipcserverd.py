@@ -14,15 +14,9 @@ from __future__ import annotations
 import os
 from typing import Callable, List, NamedTuple, NoReturn, Optional
 
-from ..activation import (
-    adopt_systemd_socket,
-    fd0_is_socket,
-    forget_systemd_sockets,
-    systemd_socket_pending,
-    why_no_systemd_socket,
-)
 from ..errors import S6ipcError
 from ..execution import DEFAULT_PATH, Spawner
+from ..intake import take_daemon_socket
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 from ..readiness import Notifier, Readiness
@@ -93,18 +87,6 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
 
 
-def take_listening_socket(reporter: Reporter) -> None:
-    """Put the listening socket on fd 0 from the first source that has one (see the module doc)."""
-    if fd0_is_socket():
-        forget_systemd_sockets()
-    elif systemd_socket_pending():
-        adopt_systemd_socket(target=0)
-    else:
-        if "LISTEN_FDS" in os.environ:
-            reporter.warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")
-        forget_systemd_sockets()
-
-
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
     """A readiness hook that turns a notification failure into a warning: serving matters more."""
 
@@ -156,7 +138,7 @@ def _local_name() -> str:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    take_listening_socket(reporter)
+    take_daemon_socket(reporter.warn)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     sinks = readiness_sinks(config, reporter)
     server = Server(config, reporter, Reporter(child_name + " (child)"), policy=access_fast_path(config),
