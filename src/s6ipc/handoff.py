@@ -41,6 +41,7 @@ import stat
 from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
 
 from .activation import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, _parse_count, _parse_pid, _pidfd_inode
+from .descriptors import open_fds
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
 
@@ -250,8 +251,7 @@ _SHIM = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
 def _inheritable_fds() -> List[int]:
     found = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for fd in open_fds():
         try:
             if os.get_inheritable(fd):
                 found.append(fd)

@@ -26,11 +26,11 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .activation import take_systemd_fds
 from .errors import BadInput, SystemFailure
-from .sockets import address_text, peer_credentials
+from .peers import PeerUnknown, UnixPeers
 
 #: Variables of a connection program's environment set here (others are left alone).
 IPC_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCREMOTEPATH", "IPCCONNNUM")
@@ -66,18 +66,23 @@ def take_connection() -> int:
     return fd
 
 
-def connection_variables(fd: int) -> Dict[str, str]:
-    """``PROTO`` and the peer variables of connection *fd*, as s6-ipcserverd / s6-tcpserver set them
-    (``IPCCONNNUM`` excepted: see :func:`count_connection`). Raises :class:`SystemFailure`."""
+def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, str]:
+    """``PROTO`` and the peer variables of connection *fd*, as s6-ipcserverd / s6-tcpserver set them;
+    ``IPCCONNNUM`` only with *countdir* (see :func:`count_connection`, whose lock fd is left open for
+    the connection program to inherit). Raises :class:`SystemFailure`, :class:`BadInput`."""
     sock = socket.socket(fileno=os.dup(fd))
     try:
         if sock.family == socket.AF_UNIX:
             try:
-                _, uid, gid = peer_credentials(sock)
-            except OSError as e:
-                raise SystemFailure("getpeereid", e.errno or errno.EIO) from None
-            return {"PROTO": "IPC", "IPCREMOTEEUID": str(uid), "IPCREMOTEEGID": str(gid),
-                    "IPCREMOTEPATH": address_text(sock.getpeername())}
+                peer = UnixPeers().identify(sock, None)
+            except PeerUnknown as e:
+                raise SystemFailure("getpeereid", errno.EIO) from e
+            count = count_connection(countdir, str(peer.uid))[1] if countdir is not None else 0
+            env: Dict[str, str] = {}
+            peer.fill(env, count, sock.getpeername())
+            if countdir is None:
+                del env["IPCCONNNUM"]
+            return env
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             remote, local = sock.getpeername(), sock.getsockname()
             return {"PROTO": "TCP", "TCPREMOTEIP": remote[0], "TCPREMOTEPORT": str(remote[1]),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,39 +20,19 @@ import time
 from typing import Dict, List, Sequence, Set
 
 import pytest
-from conftest import S6IPC
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "systemd"))
-from peers import Load  # noqa: E402
-from supervision import Scan, scan  # noqa: E402,F401  (scan is the fixture)
+from tests.support.http import http_get, ok
+from tests.support.peers import Load
+from tests.support.processes import S6IPC
+from tests.support.s6 import Scan
 
-UNITS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "units", "s6")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UNITS = os.path.join(ROOT, "units", "s6")
 BIN = os.path.dirname(sys.executable)
 RESTARTS = 10
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
-
-
-def http_get(path: str, timeout: float = 15.0) -> bytes:
-    """``GET /`` over the Unix socket *path* (HTTP/1.0: the server closes); the whole reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(b"GET / HTTP/1.0\r\nHost: s6ipc\r\n\r\n")
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-
-
-def ok(reply: bytes) -> bool:
-    return (reply.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")) and reply.endswith(b"\n")
-            and b"hello from" in reply)
 
 
 def need(program: str) -> str:

@@ -21,12 +21,13 @@ import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import S6IPC, env_of, nobody_ids, requires_root, wait_until
+
+from tests.support import systemd_manager as sdmanager
+from tests.support.http import http_get, ok
+from tests.support.peers import Load
+from tests.support.processes import S6IPC, env_of, nobody_ids, requires_root, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import manager as sdmanager  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(HERE))
 UNITS = os.path.join(ROOT, "units", "systemd")
 APP = os.path.join(ROOT, "units", "s6", "s6ipc-gunicorn")
@@ -195,7 +196,7 @@ def render(text: str, m: sdmanager.UserManager) -> str:
             .replace("/run/s6ipc-demo", os.path.join(m.base, "run"))
             .replace("/etc/s6ipc/accept-rules", os.path.join(m.base, "rules"))
             .replace("/usr/local/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
-            .replace("/srv/s6ipc-app", APP))
+            .replace("/srv/s6ipc-app", os.path.join(m.base, "app")))
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +206,7 @@ def mgr() -> Iterator[sdmanager.UserManager]:
     except sdmanager.Unavailable as e:
         pytest.skip(f"no real systemd manager here: {e}")
     os.makedirs(os.path.join(m.base, "run"))
+    shutil.copytree(APP, os.path.join(m.base, "app"))  # gunicorn writes __pycache__ next to app.py
     make_rules(m.base)
     for name in ("s6ipc-accept.socket", "s6ipc-accept@.service", "s6ipc-gunicorn.socket",
                  "s6ipc-gunicorn.service"):
@@ -236,10 +238,6 @@ def test_real_manager_gunicorn_behind_a_forking_wrapper(mgr: sdmanager.UserManag
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     if not os.access(gunicorn, os.X_OK):
         pytest.skip("gunicorn is not installed (pip install '.[test]')")
-    sys.path.insert(0, os.path.join(ROOT, "tests", "s6"))
-    from peers import Load
-    from test_daemons import http_get, ok
-
     mgr.systemctl("start", "s6ipc-gunicorn.socket")
     path = os.path.join(mgr.base, "run", "gunicorn.sock")
     first = http_get(path)  # the first connection starts the service
@@ -260,8 +258,8 @@ def test_real_manager_gunicorn_behind_a_forking_wrapper(mgr: sdmanager.UserManag
     # binds what its command line says instead
     own = os.path.join(mgr.base, "run", "own.sock")
     mgr.write_unit("s6ipc-gunicorn.service.d/nolistenpid.conf",
-                   f"[Service]\nExecStart=\nExecStart=/bin/sh -c '{gunicorn} --chdir {APP} --bind unix:{own} "
-                   "app:app; exit $?'\n")
+                   f"[Service]\nExecStart=\nExecStart=/bin/sh -c '{gunicorn} --chdir {mgr.base}/app "
+                   f"--bind unix:{own} app:app; exit $?'\n")
     mgr.systemctl("daemon-reload")
     mgr.systemctl("start", "s6ipc-gunicorn.service")
     try:

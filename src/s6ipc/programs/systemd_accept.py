@@ -16,7 +16,7 @@ from typing import List, NoReturn, Optional
 from ..activation import move_fd
 from ..messages import Reporter
 from ..options import UsageError, getopt
-from ..ucspi import IPC_VARIABLES, connection_variables, count_connection, take_connection
+from ..ucspi import IPC_VARIABLES, connection_variables, take_connection
 from .chain import exec_into
 
 USAGE = "[ -c countdir ] prog..."
@@ -30,10 +30,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if not rest or not rest[0]:
         raise UsageError("no program")
     fd = take_connection()
-    variables = connection_variables(fd)
-    if countdir is not None and variables["PROTO"] == "IPC":
-        _, num = count_connection(countdir, variables["IPCREMOTEEUID"])
-        variables["IPCCONNNUM"] = str(num)
+    variables = connection_variables(fd, countdir)
     os.dup2(fd, 1, inheritable=True)
     move_fd(fd, 0)
     for name in IPC_VARIABLES:

@@ -19,10 +19,10 @@ import tempfile
 from typing import Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, run
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PROBE = os.path.join(HERE, "probe.py")
+from tests.support.processes import S6IPC, SUPPORT, run
+
+PROBE = os.path.join(SUPPORT, "listen_probe.py")
 LF = [S6IPC, "listen-fds"]
 BIND = [S6IPC, "ipcserver-socketbinder"]
 
@@ -44,12 +44,12 @@ def probe(argv: List[str], **kw) -> Dict:  # type: ignore[no-untyped-def,type-ar
 
 @pytest.fixture(scope="module")
 def sdlisten() -> Iterator[str]:
-    """tests/daemons/sdlisten.c built against libsystemd (gcc -lsystemd)."""
+    """tests/support/sdlisten.c built against libsystemd (gcc -lsystemd)."""
     if shutil.which("gcc") is None or subprocess.run(["pkg-config", "--exists", "libsystemd"]).returncode:
         pytest.skip("gcc or libsystemd-dev is not installed: apt-get install gcc libsystemd-dev pkg-config")
     d = tempfile.mkdtemp(prefix="s6sd", dir="/tmp")
     out = os.path.join(d, "sdlisten")
-    build = run(["gcc", "-O2", "-o", out, os.path.join(HERE, "sdlisten.c"), "-lsystemd"], timeout=120)
+    build = run(["gcc", "-O2", "-o", out, os.path.join(SUPPORT, "sdlisten.c"), "-lsystemd"], timeout=120)
     assert build.returncode == 0, build.stderr.decode()
     try:
         yield out

@@ -1,8 +1,7 @@
 """Helpers shared by the fd-holder tests (no tests here): rules directories, running holder daemons
 (ours or s6's), a raw protocol client.
 
-Imported as ``from test_fdholder_support import ...`` (pytest puts this directory on sys.path; the
-fuzz tests insert it themselves).
+Imported as ``from tests.support.fdholder import ...``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from conftest import ours, stop_process, theirs, wait_for_ready
-
-from s6ipc.fdholder import protocol
+from s6ipc import unixmessage
+from tests.support.processes import ours, stop_process, theirs, wait_for_ready
 
 ALL_RIGHTS = {
     "S6_FDHOLDER_STORE_REGEX": "",
@@ -54,7 +52,10 @@ class Holder:
         """*daemon*: the fdholder-daemon argv prefix (``Impls(...)("fdholder-daemon")``)."""
         self.path = path
         r, w = os.pipe()
-        self.stderr_path = stderr_path or tempfile.mktemp(prefix="s6t-holder", dir="/tmp")
+        if stderr_path is None:
+            log_fd, stderr_path = tempfile.mkstemp(prefix="s6t-holder", dir="/tmp")
+            os.close(log_fd)
+        self.stderr_path = stderr_path
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([*daemon, "-1", *options, path],
                                          stdin=subprocess.DEVNULL, stdout=w, stderr=err,
@@ -97,14 +98,14 @@ class Raw:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self.decoder = protocol.Decoder()
+        self.decoder = unixmessage.Decoder()
 
     def send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         self.sock.sendmsg([data], anc)
 
     def send(self, payload: bytes, fds: Sequence[int] = ()) -> None:
-        protocol.send_message(self.sock, payload, fds)
+        unixmessage.send_message(self.sock, payload, fds)
 
     def reply(self) -> Optional[Tuple[bytes, List[int]]]:
         """The next reply (payload, fds), or None if the daemon closed the connection."""
@@ -113,7 +114,7 @@ class Raw:
             if m is not None:
                 return m.payload, m.fds
             try:
-                data, anc, _, _ = self.sock.recvmsg(65536, protocol.CMSG_SPACE_MAX)
+                data, anc, _, _ = self.sock.recvmsg(65536, unixmessage.CMSG_SPACE_MAX)
             except ConnectionResetError:
                 return None
             if not data:

@@ -7,20 +7,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-from typing import Iterator, List
+import time
+from typing import Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd"))
-from peers import Manager, ask  # noqa: E402
+import s6ipc
+from tests.support.peers import Load, Manager, ask
+from tests.support.processes import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
                    "python-api.md")
@@ -120,3 +121,74 @@ def test_from_an_fd_holder(example: str, sockdir: str, procs: List[subprocess.Po
     assert wait_for_ready(r) == b"\n"
     os.close(r)
     assert ask(path) == b"hello, world\n"
+
+
+# -- the other side: s6ipc.spawn_with_sockets starts the example with a socket it keeps ----------------
+# The parent (this test) binds a socket and starts the example with it; the example adopts it through
+# LISTEN_FDS (the PID check included; a stale LISTEN_PIDFDID in the parent's environment must not reach
+# it). The parent keeps the socket, so replacing the child under client load refuses nobody.
+def reap(pid: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not exit")
+        time.sleep(0.01)
+
+
+def test_spawned_child_adopts_the_socket_and_replacing_it_refuses_nobody(example: str, sockdir: str) -> None:
+    path = os.path.join(sockdir, "hello.sock")
+    fd = s6ipc.bind_unix_socket(path)
+    env: Dict[str, str] = dict(os.environ, LISTEN_PIDFDID="1", LISTEN_PID="1", LISTEN_FDS="7")
+    try:
+        pid = s6ipc.spawn_with_sockets([VENV_PYTHON, example], [fd], names=["web"], env=env)
+        assert wait_until(lambda: ask(path)) == b"hello, world\n"
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            child_env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        assert child_env[b"LISTEN_PID"] == str(pid).encode() and child_env[b"LISTEN_FDNAMES"] == b"web"
+        assert b"LISTEN_PIDFDID" not in child_env
+        with Load(path, lambda r: r == b"hello, world\n") as load:
+            for _ in range(3):
+                time.sleep(0.2)
+                os.kill(pid, signal.SIGTERM)
+                assert reap(pid) == 0
+                r, w0 = os.pipe()  # the example's s6 readiness: a newline on the fd named as argument
+                w = fcntl.fcntl(w0, fcntl.F_DUPFD_CLOEXEC, 10)  # above the sockets' range
+                os.close(w0)
+                pid = s6ipc.spawn_with_sockets([VENV_PYTHON, example, str(w)], [fd], names=["web"],
+                                               pass_fds=[w])
+                os.close(w)
+                assert wait_for_ready(r) == b"\n"
+                os.close(r)
+            time.sleep(0.3)
+        assert load.counts["refused"] == 0, load.summary()
+        # The example's own stop: asyncio.run() cancels the handlers still running when SIGTERM comes,
+        # so a client in the middle of one gets an empty reply; at most one per client thread per stop.
+        assert load.counts["truncated"] <= 4 * 3, load.summary()
+        assert load.counts["ok"] > 20
+        os.kill(pid, signal.SIGTERM)
+        assert reap(pid) == 0
+    finally:
+        os.close(fd)
+
+
+def test_spawn_with_sockets_bad_input_raises(sockdir: str) -> None:
+    with pytest.raises(s6ipc.BadInput, match="contains ':'"):
+        s6ipc.spawn_with_sockets(["true"], [0], names=["a:b"])
+    r, w = os.pipe()
+    try:
+        with pytest.raises(s6ipc.BadInput, match=f"fd {r} is not a socket"):
+            s6ipc.spawn_with_sockets(["true"], [r])
+    finally:
+        os.close(r)
+        os.close(w)
+    fd = s6ipc.bind_unix_socket(os.path.join(sockdir, "x.sock"))
+    try:
+        with pytest.raises(s6ipc.ExecFailure):
+            s6ipc.spawn_with_sockets(["no-such-program-s6ipc"], [fd])
+    finally:
+        os.close(fd)
