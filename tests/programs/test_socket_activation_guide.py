@@ -38,3 +38,22 @@ def test_the_guide_by_hand(sockdir: str) -> None:
     assert fields["LISTEN_FDS"] == "2" and fields["LISTEN_FDNAMES"] == "public:admin", line
     assert fields["LISTEN_PID"] == fields["pid"], line
     assert out.stdout.decode().count("socket:[") == 2, out.stdout
+
+
+def test_the_guide_shows_the_shipped_files() -> None:
+    """The run script and unit settings the guide shows are those of units/ (comments aside)."""
+    units = os.path.join(os.path.dirname(os.path.dirname(DOC)), "units")
+    with open(DOC) as f:
+        text = f.read()
+    run_blocks = [b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if b.startswith("#!/bin/sh -e\n")]
+    with open(os.path.join(units, "s6", "s6ipc-gunicorn", "run")) as f:
+        script = [line for line in f.read().splitlines() if not line.startswith("# ")]
+    assert [b.splitlines() for b in run_blocks] == [script]
+    shipped = set()
+    for name in os.listdir(os.path.join(units, "systemd")):
+        with open(os.path.join(units, "systemd", name)) as f:
+            shipped |= {line.strip() for line in f}
+    blocks = re.findall(r"```ini\n(.*?)```", text, re.S)
+    shown = {line.strip() for block in blocks for line in block.splitlines()}
+    shown = {line for line in shown if line and not line.startswith("[")}
+    assert len(shown) >= 3 and shown <= shipped, shown - shipped
