@@ -262,3 +262,13 @@ def start() -> UserManager:
         manager.stop()
         raise
     return manager
+
+
+def start_or_skip() -> UserManager:
+    """:func:`start`, or skip the calling test (module) with the exact reason the manager cannot run."""
+    import pytest
+
+    try:
+        return start()
+    except Unavailable as e:
+        pytest.skip(f"no real systemd manager here: {e}")
