@@ -340,6 +340,21 @@ class FdHolderDaemon:
         self._dispatch(events)
         return True
 
+    def close(self) -> None:
+        """Release what :meth:`start` and the loop hold — clients, held descriptors, the
+        self-pipe (previous signal handlers come back) — for a daemon embedded in a program that
+        goes on. The listening socket itself is the caller's."""
+        for c in list(self.clients.values()):
+            self._drop(c)
+        self.store.close_all()
+        if self._selfpipe is not None:
+            self._poller.unregister(self._selfpipe.fileno())
+            self._selfpipe.close()
+            self._selfpipe = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.detach()
+
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial
 
