@@ -52,12 +52,12 @@ UNNAMED = "unknown"
 def check_fdname(name: str) -> None:
     """Raise :class:`BadInput` (exit 100) unless *name* is valid in ``LISTEN_FDNAMES``."""
     if ":" in name:
-        raise BadInput(f"invalid fd name {name!r}: it contains ':' (the LISTEN_FDNAMES separator)", 100)
+        raise BadInput(f"invalid fd name {name!r}: it contains ':' (the LISTEN_FDNAMES separator)")
     if len(name.encode("utf-8", "surrogateescape")) > FDNAME_MAX:
-        raise BadInput(f"invalid fd name: longer than {FDNAME_MAX} bytes ({len(name)} characters)", 100)
+        raise BadInput(f"invalid fd name: longer than {FDNAME_MAX} bytes ({len(name)} characters)")
     bad = [c for c in name if not 32 < ord(c) < 127]
     if bad:
-        raise BadInput(f"invalid fd name {name!r}: {bad[0]!r} is not printable ASCII without space", 100)
+        raise BadInput(f"invalid fd name {name!r}: {bad[0]!r} is not printable ASCII without space")
 
 
 def pidfd_id(pid: int) -> Optional[int]:
@@ -104,23 +104,23 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
         return []
     pid_text = environ.get("LISTEN_PID")
     if pid_text is None:
-        raise BadInput(f"LISTEN_FDS={count_text} is set without LISTEN_PID", 100)
+        raise BadInput(f"LISTEN_FDS={count_text} is set without LISTEN_PID")
     try:
         pid = _parse_pid(pid_text)
     except OSError:
-        raise BadInput(f"invalid LISTEN_PID: {pid_text!r}", 100) from None
+        raise BadInput(f"invalid LISTEN_PID: {pid_text!r}") from None
     if pid != os.getpid():
         raise BadInput(f"the LISTEN_FDS list is for another process (LISTEN_PID={pid_text}, this is "
                        f"{os.getpid()}): after a wrapper that forks, run listen-pid right before the "
-                       "daemon", 100)
+                       "daemon")
     try:
         n = _parse_count(count_text)
     except OSError:
-        raise BadInput(f"invalid LISTEN_FDS: {count_text!r}", 100) from None
+        raise BadInput(f"invalid LISTEN_FDS: {count_text!r}") from None
     names_text = environ.get("LISTEN_FDNAMES")
     names = names_text.split(":") if names_text is not None else [UNNAMED] * n
     if len(names) != n:
-        raise BadInput(f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={count_text} fds", 100)
+        raise BadInput(f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={count_text} fds")
     _check_limit(LISTEN_FDS_START + n - 1)
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
         if not _fd_open(fd):
@@ -134,14 +134,14 @@ def _check_source(fd: int) -> None:
     except OSError as e:
         raise SystemFailure(f"use fd {fd}", e.errno or errno.EBADF) from None
     if not stat.S_ISSOCK(mode):
-        raise BadInput(f"fd {fd} is not a socket", 100)
+        raise BadInput(f"fd {fd} is not a socket")
 
 
 def _check_limit(last: int) -> None:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft != resource.RLIM_INFINITY and last >= soft:
         raise BadInput(f"too many fds: LISTEN_FDS={last - LISTEN_FDS_START + 1} needs fd {last}, "
-                       f"beyond the descriptor limit (RLIMIT_NOFILE {soft})", 100)
+                       f"beyond the descriptor limit (RLIMIT_NOFILE {soft})")
 
 
 def _check_room(first: int, count: int, sources: Sequence[int]) -> None:
@@ -149,7 +149,7 @@ def _check_room(first: int, count: int, sources: Sequence[int]) -> None:
     for target in range(first, first + count):
         if target not in sources and _fd_open(target):
             raise BadInput(f"fd {target} is already open and is not a socket being handed over: "
-                           "it would be overwritten (move it above the sockets' range)", 100)
+                           "it would be overwritten (move it above the sockets' range)")
 
 
 def append_sockets(fds: Sequence[int], names: Sequence[str],
@@ -164,7 +164,7 @@ def append_sockets(fds: Sequence[int], names: Sequence[str],
     :class:`SystemFailure` (closed fd, exit 111); nothing is moved when it raises.
     """
     if len(names) > len(fds):
-        raise BadInput(f"{len(names)} names for {len(fds)} fds", 100)
+        raise BadInput(f"{len(names)} names for {len(fds)} fds")
     for name in names:
         check_fdname(name)
     current = pending_list(environ)
@@ -172,9 +172,9 @@ def append_sockets(fds: Sequence[int], names: Sequence[str],
     listed = {p.fd for p in current}
     for i, fd in enumerate(fds):
         if fd in listed or fd in fds[:i]:
-            raise BadInput(f"fd {fd} is already in the list", 100)
+            raise BadInput(f"fd {fd} is already in the list")
         if fd in (1, 2):
-            raise BadInput(f"fd {fd} is {'stdout' if fd == 1 else 'stderr'}, not a socket to hand over", 100)
+            raise BadInput(f"fd {fd} is {'stdout' if fd == 1 else 'stderr'}, not a socket to hand over")
         _check_source(fd)
     _check_room(first, len(fds), fds)
     high = first + len(fds)
@@ -239,7 +239,7 @@ def daemon_variables(scheme: str, fds: Sequence[int]) -> Dict[str, str]:
     make = SCHEMES.get(scheme)
     if make is None:
         known = ", ".join(sorted(SCHEMES))
-        raise BadInput(f"unknown daemon variable scheme {scheme!r} (known: {known})", 100)
+        raise BadInput(f"unknown daemon variable scheme {scheme!r} (known: {known})")
     return make(fds)
 
 
@@ -280,7 +280,7 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
         raise ExecFailure("", errno.ENOENT)
     fds = [s.fileno() if isinstance(s, socket.socket) else s for s in sockets]
     if len(names) > len(fds):
-        raise BadInput(f"{len(names)} names for {len(fds)} fds", 100)
+        raise BadInput(f"{len(names)} names for {len(fds)} fds")
     for name in names:
         check_fdname(name)
     for fd in fds:
@@ -288,7 +288,7 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     clash = [fd for fd in pass_fds if fd < LISTEN_FDS_START + len(fds)]
     if clash:
         last = LISTEN_FDS_START + len(fds) - 1
-        raise BadInput(f"fd {clash[0]} to pass is in the sockets' range (0-{last})", 100)
+        raise BadInput(f"fd {clash[0]} to pass is in the sockets' range (0-{last})")
     source = dict(os.environ if env is None else env)
     program = argv[0]
     if "/" not in program:

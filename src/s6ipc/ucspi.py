@@ -46,7 +46,7 @@ def take_connection() -> int:
     if len(passed) > 1:
         listing = ", ".join(f"fd {p.fd} {p.name}" for p in passed)
         raise BadInput(f"{len(passed)} fds passed by systemd ({listing}): "
-                       "Accept=yes passes one connection", 100)
+                       "Accept=yes passes one connection")
     fd = passed[0].fd if passed else 0
     where = f"fd {fd}" + (" (LISTEN_FDS)" if passed else f" (stdin; {reason})")
     try:
@@ -54,13 +54,13 @@ def take_connection() -> int:
     except OSError as e:
         if e.errno == errno.EBADF:
             raise SystemFailure(f"use {where}", errno.EBADF) from None
-        raise BadInput(f"{where} is not a socket", 100) from None
+        raise BadInput(f"{where} is not a socket") from None
     try:
         if sock.type != socket.SOCK_STREAM:
-            raise BadInput(f"{where} is not a stream socket", 100)
+            raise BadInput(f"{where} is not a stream socket")
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             raise BadInput(f"{where} is a listening socket, not a connection: the unit needs Accept=yes "
-                           "(for Accept=no use systemd-socket or listen-fds)", 100)
+                           "(for Accept=no use systemd-socket or listen-fds)")
     finally:
         sock.close()
     return fd
@@ -87,7 +87,7 @@ def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, s
             remote, local = sock.getpeername(), sock.getsockname()
             return {"PROTO": "TCP", "TCPREMOTEIP": remote[0], "TCPREMOTEPORT": str(remote[1]),
                     "TCPLOCALIP": local[0], "TCPLOCALPORT": str(local[1])}
-        raise BadInput(f"fd {fd} is neither a Unix nor an IP socket (family {sock.family})", 100)
+        raise BadInput(f"fd {fd} is neither a Unix nor an IP socket (family {sock.family})")
     finally:
         sock.close()
 

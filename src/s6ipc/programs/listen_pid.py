@@ -25,7 +25,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if not rest or not rest[0]:
         raise UsageError("no program")
     if os.environ.get("LISTEN_FDS") is None:
-        raise BadInput("LISTEN_FDS is not set: no socket to hand over", 100)
+        raise BadInput("LISTEN_FDS is not set: no socket to hand over")
     os.environ["LISTEN_PID"] = str(os.getpid())  # the rule itself: whatever PID the list was made for
     passed: List[PassedFd] = pending_list()
     describe(passed)
