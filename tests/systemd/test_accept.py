@@ -25,7 +25,7 @@ import pytest
 from tests.support import systemd_manager as sdmanager
 from tests.support.http import http_get, ok
 from tests.support.peers import Load
-from tests.support.processes import S6IPC, env_of, nobody_ids, requires_root, wait_until
+from tests.support.processes import S6IPC, env_of, nobody_ids, requires_root, wait_listening, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -100,7 +100,7 @@ def reference(sockdir: str) -> Iterator[Tuple[str, str]]:
                              "/usr/bin/env"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0))
     try:
-        wait_until(lambda: os.path.exists(path))
+        wait_listening(path)
         yield rules, path
     finally:
         proc.terminate()
@@ -130,7 +130,7 @@ def test_systemd_socket_activate_accept_matches_ipcserver(sockdir: str, referenc
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=lambda: os.umask(0))
     try:
-        wait_until(lambda: os.path.exists(path))
+        wait_listening(path)
         os.chmod(path, 0o666)  # systemd-socket-activate has no SocketMode=
         assert normalised(replies(path, sockdir), path) == want
     finally:
@@ -153,7 +153,7 @@ def test_connnum_counts_live_connections_of_a_uid(sockdir: str) -> None:
 
     held: List[socket.socket] = []
     try:
-        wait_until(lambda: os.path.exists(path))
+        wait_listening(path)
         got: List[Optional[bytes]] = []
         for _ in range(3):
             s = socket.socket(socket.AF_UNIX)
