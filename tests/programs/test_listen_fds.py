@@ -229,3 +229,19 @@ def test_too_many_fds(sockdir: str) -> None:
     one_fatal_line(result, 100, "too many fds: LISTEN_FDS=5000 needs fd 5002, beyond the descriptor limit")
     one_fatal_line(run(["sh", "-c", script.replace("listen-fds", "listen-pid")], preexec_fn=limit), 100,
                    "too many fds: LISTEN_FDS=5000")
+
+
+def test_pidfdid_is_what_a_checking_reader_accepts(sockdir: str) -> None:
+    """libsystemd 252 ignores LISTEN_PIDFDID; s6ipc's own reader checks it as libsystemd >= 259 does.
+    The value listen-fds sets passes that check; a stale one (the control) makes the fds "not ours"."""
+    web = os.path.join(sockdir, "web.sock")
+    reader = [sys.executable, "-c",
+              "import s6ipc; print([tuple(p) for p in s6ipc.listen_fds(backend='stdlib')])"]
+    good = run([*BIND, web, *LF, "-n", "web", *reader], env=dict(os.environ, LISTEN_PIDFDID="1"))
+    assert good.stdout == b"[(3, 'web')]\n", good.stderr
+    probe_pidfd = run([sys.executable, "-c", "import os; print(os.fstat(os.pidfd_open(os.getpid())).st_ino)"])
+    if probe_pidfd.returncode != 0:
+        pytest.skip("no pidfd_open here: LISTEN_PIDFDID cannot be checked")
+    stale = run([*BIND, web, "sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_PIDFDID=1 exec "$@" 3<&0', "sh",
+                 *reader])
+    assert stale.stdout == b"[]\n", stale.stderr
