@@ -129,11 +129,19 @@ def test_fdholder_retrieve_then_sd_listen_fds_in_c(sockdir: str, sdlisten: str) 
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert daemon.stdout is not None and daemon.stdout.read(1) == b"\n"
-        stored = run([*BIND, web, "/usr/bin/s6-fdholder-store", holder, "unix:web"])
-        assert stored.returncode == 0, stored.stderr
+        admin = os.path.join(sockdir, "admin.sock")
+        for path, ident in ((web, "unix:web"), (admin, "unix:admin")):
+            stored = run([*BIND, path, "/usr/bin/s6-fdholder-store", holder, ident])
+            assert stored.returncode == 0, stored.stderr
         out = run(["/usr/bin/s6-fdholder-retrieve", holder, "unix:web", *LF, "-n", "web", sdlisten])
         assert out.returncode == 0, out.stderr
         assert out.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"]
+        # two held identifiers, each retrieved by its own stage (s6's C one, then ours), in one chain
+        out = run(["/usr/bin/s6-fdholder-retrieve", holder, "unix:web", *LF, "-n", "web",
+                   S6IPC, "fdholder-retrieve", holder, "unix:admin", *LF, "-n", "admin", sdlisten])
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.decode().splitlines() == ["3 web unix-listening", "4 admin unix-listening",
+                                                    "pid-matches 1 n 2"]
     finally:
         daemon.kill()
         daemon.wait()
