@@ -220,6 +220,7 @@ def test_bad_fds_and_lists(sockdir: str) -> None:
     one_fatal_line(run([*BIND, web, "sh", "-c", f'exec {S6IPC} listen-fds true 3</dev/null']), 100,
                    "fd 3 is already open")
     one_fatal_line(run([S6IPC, "listen-pid", "true"]), 100, "LISTEN_FDS is not set")
+    one_fatal_line(run([*BIND, web, *LF, "-x", "bogus", "true"]), 100, "unknown daemon variable scheme")
     one_fatal_line(run(["sh", "-c", f'LISTEN_FDS=2 exec {S6IPC} listen-pid true 3</dev/null']), 111,
                    "use fd 4 listed in LISTEN_FDS=2")
 

@@ -40,6 +40,8 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         fds = [0]
     if len(names) > len(fds):
         raise UsageError("more -n than sockets")
+    for scheme in schemes:
+        daemon_variables(scheme, [])  # an unknown scheme fails before anything is moved
     passed = append_sockets(fds, names)
     for scheme in schemes:
         os.environ.update(daemon_variables(scheme, [p.fd for p in passed]))
