@@ -267,3 +267,39 @@ def test_real_manager_gunicorn_behind_a_forking_wrapper(mgr: sdmanager.UserManag
         wait_until(bound_its_own, timeout=20)
     finally:
         mgr.systemctl("stop", "s6ipc-gunicorn.service", check=False)
+
+
+def test_inet_connection_gets_s6_tcpserver_variables() -> None:
+    """An IP connection (``ListenStream=127.0.0.1:PORT``): ``PROTO=TCP`` and s6-tcpserver's variables."""
+    if ACTIVATE is None:
+        pytest.skip("systemd-socket-activate is not installed (apt-get install systemd)")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([ACTIVATE, "--accept", "-l", f"127.0.0.1:{port}", S6IPC, "systemd-accept",
+                             "/usr/bin/env"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def connect() -> socket.socket:
+            try:
+                return socket.create_connection(("127.0.0.1", port), timeout=10)
+            except ConnectionRefusedError:
+                return None  # type: ignore[return-value]
+
+        s = wait_until(connect)
+        with s:
+            s.shutdown(socket.SHUT_WR)
+            with s.makefile("rb") as f:
+                data = f.read()
+            local = s.getsockname()
+        env = env_of(data)
+        names = ("PROTO", "TCPREMOTEIP", "TCPREMOTEPORT", "TCPLOCALIP", "TCPLOCALPORT")
+        assert {k: env.get(k) for k in names} == {
+            "PROTO": "TCP", "TCPREMOTEIP": "127.0.0.1", "TCPREMOTEPORT": str(local[1]),
+            "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": str(port)}
+        assert "IPCREMOTEEUID" not in env and "LISTEN_FDS" not in env
+    finally:
+        proc.terminate()
+        proc.wait(10)
