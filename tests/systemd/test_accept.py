@@ -43,13 +43,7 @@ if sys.argv[2]:
     s.bind(sys.argv[2])
 s.connect(sys.argv[1])
 s.shutdown(socket.SHUT_WR)
-data = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-sys.stdout.buffer.write(data)
+sys.stdout.buffer.write(s.makefile("rb").read())
 """
 
 
