@@ -33,6 +33,7 @@ Some facts about the protocol, seen from the side that passes the fds (systemd 2
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import shutil
@@ -203,8 +204,6 @@ def append_sockets(fds: Sequence[int], names: Sequence[str],
 
 
 def _dup_above(fd: int, low: int) -> int:
-    import fcntl
-
     try:
         return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
     except OSError as e:
