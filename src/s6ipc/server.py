@@ -45,6 +45,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Tuple
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
 from .readiness import claim_notification_fd, write_newline
+from .signal_state import take_control
 from .sockets import address_text, check_listening_stream
 
 ABSOLUTE_MAXCONN = 1000
@@ -206,6 +207,7 @@ class Server:
         self._set_listening(True)
 
     def _install_signals(self) -> None:
+        take_control(_HANDLED_SIGNALS)
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_r = r
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)

@@ -47,6 +47,7 @@ from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_d
 from ..errors import BadInput, SystemFailure
 from ..readiness import claim_notification_fd, write_newline
 from ..server import Log
+from ..signal_state import take_control
 from ..sockets import check_socket
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
@@ -298,6 +299,7 @@ class FdHolderDaemon:
             write_newline(1)
 
     def _install_signals(self) -> None:
+        take_control((signal.SIGTERM, signal.SIGHUP))
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_r = r
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
