@@ -45,7 +45,9 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 from . import systemd_backend
+from .durations import POLL_MAX_MS
 from .errors import BadInput, SystemFailure
+from .options import UINT64_MAX, UsageError, parse_uint
 
 #: Variables the service manager meant for the daemon only.
 NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -176,6 +178,11 @@ def _check_fdname(name: str) -> None:
         raise BadInput(f"invalid fd store name: {name!r} (1-255 printable ASCII characters, no ':')", 100)
 
 
+#: The longest watchdog interval honoured (the pings then come every ~24.8 days, a poll's limit):
+#: a longer one, up to systemd's 2**64 - 2 µs, is taken as this one — pinging early is harmless.
+WATCHDOG_MAX_USEC = 2 * POLL_MAX_MS * 1000
+
+
 def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[float]:
     """The watchdog interval in seconds asked by ``$WATCHDOG_USEC``, or None when not for us.
 
@@ -190,12 +197,12 @@ def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[floa
     if pid_text is not None and pid_text.strip() != str(os.getpid()):
         return None
     try:
-        usec = int(usec_text, 10)
-    except ValueError:
+        usec = parse_uint(usec_text, UINT64_MAX)
+    except UsageError:
         usec = 0
     if usec <= 0:
-        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text!r}", 100)
-    return usec / 1e6
+        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text[:40]!r}", 100)
+    return min(usec, WATCHDOG_MAX_USEC) / 1e6
 
 
 def claim_notification_fd(notify: bool) -> None:

@@ -34,7 +34,9 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
+from ..durations import poll_ms
 from ..errors import SystemFailure
+from ..options import INT_MAX
 from ..sockets import _sockaddr
 from . import protocol, tai
 from .protocol import DumpEntry, Message, ProtocolError
@@ -150,7 +152,7 @@ class FdHolderClient:
             if message is not None:
                 return message
             remaining = self._remaining()
-            if not poller.poll(None if remaining is None else max(1, int(remaining * 1000 + 0.999))):
+            if not poller.poll(None if remaining is None else max(1, poll_ms(remaining) or 0)):
                 continue
             try:
                 if protocol.recv_into(self.sock, self._decoder) == 0:
@@ -195,6 +197,8 @@ class FdHolderClient:
         """Give the daemon a copy of *fd* under *ident*, until *limit* (absolute TAI) or for
         *fd_timeout* seconds (default: no limit)."""
         operation = "store fd"
+        if not 0 <= fd <= INT_MAX:  # no such descriptor can be open (s6 would cast to an int)
+            raise OperationFailed(operation, errno.EBADF)
         if limit is None:
             base = tai.now()
             limit = tai.infinite_from(base) if not fd_timeout else base.add_ms(int(fd_timeout * 1000))

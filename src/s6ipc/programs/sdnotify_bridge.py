@@ -18,9 +18,10 @@ import struct
 import time
 from typing import List, NoReturn, Optional, Set
 
+from ..durations import poll_ms
 from ..errors import BadInput, SystemFailure
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
+from ..options import INT_MAX, UsageError, getopt, parse_uint
 from ..readiness import NOTIFY_VARIABLES, spawn_detached, write_newline
 from .chain import exec_into
 
@@ -45,6 +46,8 @@ def _notification_fd(given: Optional[str]) -> int:
         except UsageError:
             raise BadInput(f"invalid notification-fd: {text}", 100) from None
     try:
+        if fd > INT_MAX:  # no such descriptor can be open
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         os.fstat(fd)
     except OSError as e:
         raise SystemFailure(f"use notification fd {fd}", e.errno or errno.EBADF) from None
@@ -73,7 +76,7 @@ class _Helper:
                     self._give_up()
                     wait = None
             try:
-                events = poller.poll(None if wait is None else wait * 1000)
+                events = poller.poll(poll_ms(wait))
             except InterruptedError:
                 continue
             for fd, _ in events:
@@ -108,8 +111,8 @@ class _Helper:
         for field in fields:
             if field.startswith("MAINPID="):
                 try:
-                    self.allowed.add(int(field[8:]))
-                except ValueError:
+                    self.allowed.add(parse_uint(field[8:]))
+                except UsageError:
                     pass
         if "READY=1" in fields and self.notif >= 0:
             write_newline(self.notif)
