@@ -13,11 +13,14 @@ Some facts about the environment (Linux, glibc, CPython 3.9-3.13), checked:
 * ``/proc/self/environ`` keeps the array the process was executed with, whatever
   ``os.environ``, ``putenv`` or ``setenv`` did since.
 
-So the array given to ``execve`` is read from ``/proc/self/environ`` (once), and when it holds
-entries ``os.environ`` cannot carry, :func:`entries` rebuilds the exact array for an exec the way
-``env_merge`` would have built it from the mapping's modifications. :func:`execve` and
-:func:`posix_spawn` use libc through ctypes for such an array only; the usual case stays on
-``os.execve``/``os.posix_spawn``.
+So :func:`adopt` rebuilds ``os.environ`` at start from ``/proc/self/environ`` with, in the place
+of each entry it cannot carry, a *placeholder*: a key starting with NUL, which no real name can
+hold, whose value is the raw entry. The placeholders then move through every dictionary made
+from ``os.environ`` exactly as the entries move through skalibs' ``env_merge`` (no modification
+can name them: env_merge only matches ``NAME=`` entries, and only the first of a name), and
+:func:`entries` turns them back into the raw entries for an exec: the array a C chain would
+pass, in its order. :func:`execve` and :func:`posix_spawn` use libc through ctypes for such an
+array only; the usual case stays on ``os.execve``/``os.posix_spawn``.
 """
 
 from __future__ import annotations
@@ -25,48 +28,69 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-_cache: Optional[Tuple[List[bytes], List[bytes], Dict[bytes, bytes]]] = None
-
-
-def _name(entry: bytes) -> bytes:
-    return entry.split(b"=", 1)[0]
+_PLACEHOLDER = "\0"
+#: placeholder key -> the raw entry it stands for
+_raw: Dict[str, bytes] = {}
 
 
-def _scan() -> Tuple[List[bytes], List[bytes], Dict[bytes, bytes]]:
-    """(every entry in order, those os.environ cannot carry, the first value of each name)."""
-    global _cache
-    if _cache is None:
-        try:
-            with open("/proc/self/environ", "rb") as f:
-                raw = [entry for entry in f.read().split(b"\0") if entry]
-        except OSError:
-            raw = []
-        extra: List[bytes] = []
-        first: Dict[bytes, bytes] = {}
-        for entry in raw:
-            name = _name(entry)
-            if b"=" not in entry or not name or name in first:
-                extra.append(entry)
-            else:
-                first[name] = entry[len(name) + 1:]
-        _cache = raw, extra, first
-    return _cache
+def is_placeholder(key: str) -> bool:
+    """Whether *key* of ``os.environ`` stands for an entry CPython cannot represent."""
+    return key.startswith(_PLACEHOLDER)
+
+
+def _raw_entries() -> List[bytes]:
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return [entry for entry in f.read().split(b"\0") if entry]
+    except OSError:
+        return []
 
 
 def adopt(environ: os._Environ[str]) -> None:
-    """Take the key ``""`` out of *environ* (``os.environ``) without ``unsetenv`` (which refuses
-    it): its entry is among :func:`unrepresented`, and with it there ``os.environ.clear()``,
-    ``update`` and every exec from Python would raise ValueError."""
+    """Rebuild *environ* (``os.environ``, as CPython built it) in the order of the array the
+    process was executed with, a placeholder standing for each entry it could not carry. Values
+    changed since start (LC_CTYPE given back by the locale coercion's undoing) are kept. Does
+    nothing when every entry is representable. The C-level environment is left alone: it is not
+    what any exec from here passes."""
     data = getattr(environ, "_data", None)
+    if not isinstance(data, dict):
+        return
+    seen: Set[bytes] = set()
+    rebuilt: List[Tuple[bytes, bytes]] = []
+    for entry in _raw_entries():
+        name, eq, _ = entry.partition(b"=")
+        if eq and name and name not in seen:
+            seen.add(name)
+            if name in data:
+                rebuilt.append((name, data[name]))
+            continue
+        key = _PLACEHOLDER + str(len(_raw))
+        _raw[key] = entry
+        rebuilt.append((os.fsencode(key), entry))
+    if not _raw:
+        return
+    rebuilt += [(k, v) for k, v in data.items() if k and k not in seen]
+    data.clear()
+    data.update(rebuilt)
+
+
+def replace(environ: os._Environ[str], env: Mapping[str, str]) -> None:
+    """Make *environ* (``os.environ``) hold exactly *env*, in its order, placeholders included
+    (``clear()`` and ``update()`` would hand them to ``unsetenv``/``putenv``, which refuse them)."""
+    if list(env.items()) == list(environ.items()):
+        return
+    for key in list(environ):
+        if _passable(key) and not is_placeholder(key) and key not in env:
+            del environ[key]
+    data = getattr(environ, "_data", None)
+    for key, value in env.items():
+        if _passable(key) and not is_placeholder(key) and environ.get(key) != value:
+            environ[key] = value
     if isinstance(data, dict):
-        data.pop(environ.encodekey(""), None)
-
-
-def unrepresented() -> List[bytes]:
-    """The entries of the environment given to ``execve`` that ``os.environ`` does not hold."""
-    return list(_scan()[1])
+        data.clear()
+        data.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
 
 
 def _passable(key: str) -> bool:
@@ -75,23 +99,17 @@ def _passable(key: str) -> bool:
 
 def entries(env: Mapping[str, str]) -> Optional[List[bytes]]:
     """The exact environment array for an exec with *env*, or None when *env* says it all
-    (``os.execve(path, argv, env)`` then passes exactly that).
-
-    As skalibs' ``env_merge``: the entries given at ``execve`` stay in their order unless their
-    name was modified (set to another value or unset: every entry of that name goes); then come
-    the variables of *env* that are new or changed, in *env*'s order.
-    """
-    raw, extra, first = _scan()
-    if not extra and all(_passable(k) for k in env):
+    (``os.execve(path, argv, env)`` then passes exactly that): placeholders become the entries
+    they stand for, in place; keys no exec can pass (``""``) are left out."""
+    if all(_passable(k) and not is_placeholder(k) for k in env):
         return None
-    current = {os.fsencode(k): os.fsencode(v) for k, v in env.items() if _passable(k)}
-    untouched = {name for name, value in current.items() if first.get(name) == value}
     result: List[bytes] = []
-    for entry in raw:
-        name = _name(entry)
-        if name in untouched or (name not in first and name not in current):
-            result.append(entry)  # unmodified, or a name no variable of *env* can touch
-    result += [name + b"=" + value for name, value in current.items() if name not in untouched]
+    for key, value in env.items():
+        if is_placeholder(key):
+            raw = _raw.get(key)
+            result.append(os.fsencode(value) if raw is None else raw)
+        elif _passable(key):
+            result.append(os.fsencode(key) + b"=" + os.fsencode(value))
     return result
 
 
