@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 
@@ -33,7 +33,7 @@ def holder(links: str, sockdir: str) -> Iterator[Holder]:
     h.stop()
 
 
-def ok(result: "subprocess.CompletedProcess[bytes]") -> bytes:
+def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
     assert (result.returncode, result.stderr) == (0, b""), result.stderr[-500:]
     return result.stdout
 

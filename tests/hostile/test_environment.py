@@ -30,7 +30,7 @@ IMPLS = {"ours": ours, "s6": lambda name: theirs(name)}
 @pytest.fixture
 def serve(sockdir: str) -> Iterator[Callable[..., bytes]]:
     """Start ``BINDER path <stage argv>`` with the odd environment, connect once, return the output."""
-    procs: List["subprocess.Popen[bytes]"] = []
+    procs: List[subprocess.Popen[bytes]] = []
 
     def go(name: str, argv: List[str]) -> bytes:
         path = os.path.join(sockdir, name)

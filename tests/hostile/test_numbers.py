@@ -11,8 +11,6 @@ import pathlib
 import signal
 import socket
 import subprocess
-import time
-from typing import Dict, List
 
 import pytest
 
@@ -61,7 +59,8 @@ def test_no_other_int_parses_input() -> None:
     found = set()
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("int", "float"):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("int", "float"):
                 found.add((path.relative_to(root).as_posix(), ast.unparse(node)))
     assert found - VETTED == set(), "new int()/float() calls: parse outside input with s6ipc.options"
 
@@ -152,5 +151,5 @@ def test_sdnotify_bridge_descriptor_numbers(fd: str) -> None:
     if int(fd[:11]) > UINT32_MAX:
         assert result.returncode == 100 and b"usage:" in result.stderr
     else:
-        assert (result.returncode, result.stderr) == (
-            111, f"sdnotify-bridge: fatal: unable to use notification fd {fd}: Bad file descriptor\n".encode())
+        message = f"sdnotify-bridge: fatal: unable to use notification fd {fd}: Bad file descriptor\n"
+        assert (result.returncode, result.stderr) == (111, message.encode())

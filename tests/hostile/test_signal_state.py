@@ -37,10 +37,10 @@ def hostile_state(blocked=BLOCKED, ignored=IGNORED) -> Callable[[], None]:  # ty
 
 
 @pytest.fixture
-def start(sockdir: str) -> Iterator[Callable[..., "subprocess.Popen[bytes]"]]:
-    started: List["subprocess.Popen[bytes]"] = []
+def start(sockdir: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    started: List[subprocess.Popen[bytes]] = []
 
-    def go(impl: str, args: List[str], prog: List[str], **state) -> "subprocess.Popen[bytes]":  # type: ignore[no-untyped-def]
+    def go(impl: str, args: List[str], prog: List[str], **state) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
         r, w = os.pipe()
         proc = subprocess.Popen([BINDER, os.path.join(sockdir, impl), *daemon(impl), "-1", *args, *prog],
                                 stdout=w, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,

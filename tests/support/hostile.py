@@ -24,7 +24,7 @@ def _array(items: Iterable[bytes]) -> Any:
 
 
 def popen(argv: Sequence[str], entries: Sequence[bytes], *, blocked: Iterable[int] = (),
-          ignored: Iterable[int] = (), closed: Iterable[int] = (), **kw: Any) -> "subprocess.Popen[bytes]":
+          ignored: Iterable[int] = (), closed: Iterable[int] = (), **kw: Any) -> subprocess.Popen[bytes]:
     """Start *argv* (argv[0] an absolute path) with exactly the environment *entries*, the
     signals *blocked* blocked, *ignored* at SIG_IGN and the fds *closed* closed."""
     path = os.fsencode(argv[0])
@@ -48,7 +48,7 @@ def popen(argv: Sequence[str], entries: Sequence[bytes], *, blocked: Iterable[in
 
 
 def run(argv: Sequence[str], entries: Sequence[bytes], *, timeout: float = 20, input: bytes = b"",
-        **kw: Any) -> "subprocess.CompletedProcess[bytes]":
+        **kw: Any) -> subprocess.CompletedProcess[bytes]:
     """Run to completion (see :func:`popen`), capturing stdout and stderr."""
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
