@@ -18,9 +18,10 @@ binaries, that this module relies on:
 * Setting SIG_IGN discards an instance of that signal already pending (POSIX; Linux's
   ``do_sigaction``) but not one that arrives later while the signal is blocked.
 
-So :func:`take_control` records which handled signals were inherited ignored and unblocks
-everything; :func:`ignored_for_children` wraps a spawn, giving those signals back to the child as
-SIG_IGN while they stay blocked in the daemon, then re-raising whatever arrived meanwhile.
+So :func:`take_control` (called by :class:`~s6ipc.selfpipe.SelfPipe` for every signal it
+catches) records which handled signals were inherited ignored and unblocks them;
+:func:`ignored_for_children` wraps a spawn, giving those signals back to the child as SIG_IGN
+while they stay blocked in the daemon, then re-raising whatever arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ _inherited_ignored: Set[int] = set()
 
 
 def take_control(handled: Iterable[int]) -> None:
-    """Call before installing handlers for *handled*: the mask becomes empty (the daemon relies
-    on no blocked signal), and the handled signals that were ignored are remembered so that the
-    children can still inherit them ignored (see :func:`ignored_for_children`).
+    """Call before installing handlers for *handled*: they are unblocked (an inherited blocked
+    signal would never reach its handler), and those that were ignored are remembered so that
+    the children can still inherit them ignored (see :func:`ignored_for_children`). Other
+    blocked signals stay blocked in the daemon (it does not rely on them); children start with
+    an empty mask whatever the daemon's (:class:`~s6ipc.execution.Spawner`).
     """
-    for sig in handled:
+    sigs = tuple(handled)
+    for sig in sigs:
         if signal.getsignal(sig) == signal.SIG_IGN:
             _inherited_ignored.add(sig)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
 
 
 def inherited_ignored() -> FrozenSet[int]:

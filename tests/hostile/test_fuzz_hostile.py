@@ -14,17 +14,16 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from s6ipc.fdholder import protocol
 from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
 from tests.support.processes import S6IPC, run, stop_process
-
-from s6ipc.fdholder import protocol
 
 HUGE = "9" * 5000
 NUMBERS = ["0", "1", "7", "2147483647", "2147483648", "4294967295", "4294967296", "18446744073709551616",
@@ -110,8 +109,8 @@ ONE_SHOT: Dict[str, Builder] = {
     "fdholderd": lambda d, a: [*options(d, "vcntT"), "-i", a["rules"]],
     "ipcclient": lambda d, a: [os.path.join(a["base"], "nobody-listens"), "true"],
     "ipcserver-access": lambda d, a: [*options(d, "v"), "-x", a["cdb"], "true"],
-    "ipcserver-socketbinder": lambda d, a: [*options(d, "ba"), os.path.join(a["base"], f"b{time.monotonic_ns()}"),
-                                            "true"],
+    "ipcserver-socketbinder": lambda d, a: [*options(d, "ba"),
+                                            os.path.join(a["base"], f"b{time.monotonic_ns()}"), "true"],
     "ipcserverd": lambda d, a: [*options(d, "vcC"), "true"],
     "sdnotify-bridge": lambda d, a: [*options(d, "dt"), "true"],
     "systemd-socket": lambda d, a: [*options(d, "ba"), "true"],
@@ -148,7 +147,7 @@ def test_one_shot_programs_in_a_hostile_state(area: Dict[str, str], name: str) -
     sweep()
 
 
-def serves(path: str, proc: "subprocess.Popen[bytes]", expect: Callable[[socket.socket], None]) -> bool:
+def serves(path: str, proc: subprocess.Popen[bytes], expect: Callable[[socket.socket], None]) -> bool:
     """Connect once the socket exists; False when the process ended first."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -16,11 +16,11 @@ USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 def _env_id(name: str) -> int:
     value = os.environ.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     try:
         return parse_uint(value)
     except UsageError:
-        raise BadInput(f"invalid ${name}", 100) from None
+        raise BadInput(f"invalid ${name}") from None
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
@@ -42,10 +42,10 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             uid = _env_id("UID")
             gid = _env_id("GID")
             if "GIDLIST" not in os.environ:
-                raise BadInput("GIDLIST not set", 100)
+                raise BadInput("GIDLIST not set")
             groups = parse_gidlist(os.environ["GIDLIST"])
             if groups is None:
-                raise BadInput("invalid $GIDLIST", 100)
+                raise BadInput("invalid $GIDLIST")
     if not rest:
         raise UsageError("too few arguments")
     apply_uidgid(uid, gid, groups)
