@@ -17,9 +17,10 @@ import time
 from typing import Callable, Dict, Iterator, List, Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from s6ipc import unixmessage
 from s6ipc.fdholder import protocol
 from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
@@ -37,6 +38,8 @@ ODD_ENTRIES = [b"=x", b"NOEQ", b"==", b"=a=b", b"DUP=1", b"DUP=2", b"\xff\xfe=\x
 SIGNALS = [signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT, signal.SIGPIPE,
            signal.SIGALRM, signal.SIGUSR1]
 EXIT_CODES = {0, 1, 100, 111, 126, 127}
+#: each example is a process (or a daemon): report the failing example as found, do not shrink it
+NO_SHRINK = (Phase.explicit, Phase.generate)
 
 
 @st.composite
@@ -132,7 +135,7 @@ def check_exit(name: str, code: int, err: bytes, state: Dict[str, object]) -> No
 
 @pytest.mark.parametrize("name", sorted(ONE_SHOT))
 def test_one_shot_programs_in_a_hostile_state(area: Dict[str, str], name: str) -> None:
-    @settings(max_examples=5, deadline=None, database=None,
+    @settings(max_examples=5, deadline=None, database=None, phases=NO_SHRINK,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(data=st.data(), state=hostile_state())
     def sweep(data: st.DataObject, state: Dict[str, object]) -> None:
@@ -170,8 +173,8 @@ def hi(s: socket.socket) -> None:
 
 def listing(s: socket.socket) -> None:
     """A fresh holder lists nothing: status 0, count 0."""
-    protocol.send_message(s, b"L")
-    expected = protocol.frame(b"\0\0\0\0\0")
+    unixmessage.send_message(s, b"L")
+    expected = unixmessage.frame(b"\0\0\0\0\0")
     data = b""
     while len(data) < len(expected):
         chunk = s.recv(100)
@@ -184,7 +187,7 @@ def listing(s: socket.socket) -> None:
 def test_daemons_in_a_hostile_state_serve_and_stop_on_term(area: Dict[str, str], name: str) -> None:
     served = []
 
-    @settings(max_examples=6, deadline=None, database=None,
+    @settings(max_examples=6, deadline=None, database=None, phases=NO_SHRINK,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(data=st.data(), state=hostile_state())
     def sweep(data: st.DataObject, state: Dict[str, object]) -> None:

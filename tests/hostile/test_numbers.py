@@ -48,7 +48,7 @@ VETTED = {
     ("fdholder/protocol.py", "int(_U32.unpack_from(data, pos)[0])"),  # struct-unpacked
     ("options.py", "int(significant or '0', base)"),                 # THE scanner
     ("options.py", "int(text[pos])"),                                # one ASCII digit checked
-    ("readiness.py", "int(n)"), ("server.py", "int(name)"),          # /proc/self/fd names
+    ("descriptors.py", "int(name)"),                                 # /proc/self/fd names
     ("sockets.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
     ("systemd_backend.py", "int(fd)"),                               # libsystemd's ints
 }
