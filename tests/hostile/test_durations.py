@@ -14,8 +14,9 @@ from typing import Iterator
 
 import pytest
 
+from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, make_links, make_rules
-from tests.support.processes import S6IPC, VENV_PYTHON, run, stop_process, wait_for_ready
+from tests.support.processes import S6IPC, VENV_PYTHON, run, stop_process
 
 LONG = ["2147483647", "2147483648", "4294967295"]
 
@@ -98,23 +99,10 @@ def test_ipcserverd_watchdog_beyond_64_bits_is_one_warning(sockdir: str) -> None
     line (cut), and the server serves."""
     path = os.path.join(sockdir, "s")
     env = {"PATH": "/usr/bin:/bin", "WATCHDOG_USEC": "9" * 5000}
-    r, w = os.pipe()
-    proc = subprocess.Popen([S6IPC, "ipcserver", "-1", path, "echo", "hi"], env=env, stdout=w,
-                            stderr=subprocess.PIPE)
-    os.close(w)
-    try:
-        wait_for_ready(r)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(path)
-            assert s.recv(10) == b"hi\n"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
-        lines = proc.stderr.read().splitlines()  # type: ignore[union-attr]
-        assert len(lines) == 1 and lines[0].startswith(b"ipcserverd: warning: invalid WATCHDOG_USEC: '9999")
-        assert len(lines[0]) < 200
-    finally:
-        os.close(r)
-        stop_process(proc)
+    err = hostile.serves_hi_then_stops([S6IPC, "ipcserver", "-1", path, "echo", "hi"], env, path)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(b"ipcserverd: warning: invalid WATCHDOG_USEC: '9999")
+    assert len(lines[0]) < 200
 
 
 READY = ("import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "

@@ -8,16 +8,14 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
-import signal
-import socket
-import subprocess
 
 import pytest
 
 import s6ipc
 from s6ipc.options import UINT32_MAX, UINT64_MAX, UsageError, parse_uint, scan_magnitude
+from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, make_links, make_rules
-from tests.support.processes import S6IPC, run, stop_process, theirs, wait_for_ready
+from tests.support.processes import S6IPC, run, theirs
 
 HUGE = "9" * 5000          # past CPython's 4300-digit int() limit
 ZEROS = "0" * 5000 + "7"   # a small number written long
@@ -82,41 +80,16 @@ def test_applyuidgid_env_ids_like_s6(uid: str, gid: str) -> None:
 def test_huge_listen_variables_do_not_kill_the_chain(sockdir: str, variable: str) -> None:
     path = os.path.join(sockdir, "s")
     env = {"PATH": "/usr/bin:/bin", "LISTEN_PID": "1", "LISTEN_FDS": "1", variable: HUGE}
-    r, w = os.pipe()
-    proc = subprocess.Popen([S6IPC, "ipcserver", "-1", path, "echo", "hi"], env=env, stdout=w,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    os.close(w)
-    try:
-        wait_for_ready(r)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(path)
-            assert s.recv(10) == b"hi\n"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
-        assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
-    finally:
-        os.close(r)
-        stop_process(proc)
+    err = hostile.serves_hi_then_stops([S6IPC, "ipcserver", "-1", path, "echo", "hi"], env, path)
+    assert b"Traceback" not in err
 
 
 def test_huge_listen_variables_when_fd0_already_is_the_socket(sockdir: str) -> None:
     """ipcserverd given its socket on fd 0 by s6's binder, stale LISTEN_* of 5000 digits."""
     path = os.path.join(sockdir, "s")
     env = {"PATH": "/usr/bin:/bin", "LISTEN_PID": HUGE, "LISTEN_FDS": HUGE}
-    r, w = os.pipe()
-    proc = subprocess.Popen(["/usr/bin/s6-ipcserver-socketbinder", path, S6IPC, "ipcserverd", "-1",
-                             "echo", "hi"], env=env, stdout=w, stderr=subprocess.PIPE)
-    os.close(w)
-    try:
-        wait_for_ready(r)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(path)
-            assert s.recv(10) == b"hi\n"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
-    finally:
-        os.close(r)
-        stop_process(proc)
+    argv = ["/usr/bin/s6-ipcserver-socketbinder", path, S6IPC, "ipcserverd", "-1", "echo", "hi"]
+    assert b"Traceback" not in hostile.serves_hi_then_stops(argv, env, path)
 
 
 # -- defect 8: -d above INT_MAX -----------------------------------------------------------------

@@ -12,8 +12,9 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -82,3 +83,26 @@ def status_masks(text: str) -> dict:  # type: ignore[type-arg]
 def sigmask(*sigs: int) -> int:
     """The /proc bit mask of *sigs*."""
     return sum(1 << (s - 1) for s in sigs)
+
+
+def serves_hi_then_stops(argv: Sequence[str], env: Dict[str, str], path: str) -> bytes:
+    """Start a server *argv* (``-1`` given, prog ``echo hi``) with *env*; once ready, one client
+    at *path* must read ``hi``; SIGTERM must make it exit 0. Returns its stderr."""
+    from tests.support.processes import stop_process, wait_for_ready
+
+    r, w = os.pipe()
+    proc = subprocess.Popen(list(argv), env=env, stdout=w, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        wait_for_ready(r)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            assert s.recv(10) == b"hi\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+        assert proc.stderr is not None
+        return proc.stderr.read()
+    finally:
+        os.close(r)
+        stop_process(proc)
