@@ -91,12 +91,14 @@ def test_access_fast_path_merges_rule_env_as_env_merge(serve, tmp_path) -> None:
 @pytest.mark.parametrize("argv", [
     ["applyuidgid", "-u", "0", "-g", "0"],
     ["ipcserver-access", "-E"],
-], ids=["applyuidgid", "ipcserver-access"])
-def test_exec_stages_pass_the_exact_environment(argv: List[str]) -> None:
+    ["ipcserver-socketbinder", "SOCKET"],
+], ids=["applyuidgid", "ipcserver-access", "ipcserver-socketbinder"])
+def test_exec_stages_pass_the_exact_environment(argv: List[str], sockdir: str) -> None:
     env = ENTRIES + [b"PROTO=IPC", b"IPCREMOTEEUID=0", b"IPCREMOTEEGID=0"]
     seen = {}
     for impl in IMPLS:
-        result = hostile.run([*IMPLS[impl](argv[0]), *argv[1:], "/usr/bin/env"], env)
+        args = [os.path.join(sockdir, impl) if a == "SOCKET" else a for a in argv[1:]]
+        result = hostile.run([*IMPLS[impl](argv[0]), *args, "/usr/bin/env"], env)
         assert result.returncode == 0, result.stderr
         assert b"Traceback" not in result.stderr
         seen[impl] = result.stdout
