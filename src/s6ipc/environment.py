@@ -101,6 +101,8 @@ def entries(env: Mapping[str, str]) -> Optional[List[bytes]]:
     """The exact environment array for an exec with *env*, or None when *env* says it all
     (``os.execve(path, argv, env)`` then passes exactly that): placeholders become the entries
     they stand for, in place; keys no exec can pass (``""``) are left out."""
+    if not _raw and "" not in env:
+        return None  # the per-connection fast case: nothing CPython cannot pass
     if all(_passable(k) and not is_placeholder(k) for k in env):
         return None
     result: List[bytes] = []

@@ -26,7 +26,7 @@ from .environment import entries as environment_entries
 from .environment import execve as exact_execve
 from .environment import posix_spawn as exact_posix_spawn
 from .errors import ExecFailure
-from .signal_state import ignored_for_children
+from .signal_state import ignored_for_children, inherited_ignored
 
 DEFAULT_PATH = "/usr/bin:/bin"
 _REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
@@ -184,10 +184,15 @@ class Spawner:
             raise ExecFailure(self.name, e.errno or errno.EINVAL) from None
 
     def _spawn(self, path: str, fd: int, env: Dict[str, str], exact: Optional[List[bytes]]) -> int:
+        if not inherited_ignored():
+            return self._spawn_now(path, fd, env, exact)
         with ignored_for_children():
-            if exact is not None:
-                return exact_posix_spawn(path, self.argv, exact, ((fd, 0), (fd, 1)), self._sigdef)
-            actions = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)]
-            return os.posix_spawn(
-                path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
-            )
+            return self._spawn_now(path, fd, env, exact)
+
+    def _spawn_now(self, path: str, fd: int, env: Dict[str, str], exact: Optional[List[bytes]]) -> int:
+        if exact is not None:
+            return exact_posix_spawn(path, self.argv, exact, ((fd, 0), (fd, 1)), self._sigdef)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)]
+        return os.posix_spawn(
+            path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
+        )

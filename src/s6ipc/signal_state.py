@@ -48,9 +48,10 @@ def take_control(handled: Iterable[int]) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
 
 
-def inherited_ignored() -> FrozenSet[int]:
-    """The handled signals that were SIG_IGN when :func:`take_control` was called."""
-    return frozenset(_inherited_ignored)
+def inherited_ignored() -> bool:
+    """Whether a handled signal was SIG_IGN when :func:`take_control` was called (a spawn then
+    needs :func:`ignored_for_children`)."""
+    return bool(_inherited_ignored)
 
 
 @contextlib.contextmanager
