@@ -31,16 +31,26 @@ def test_worst_cases_cost_bounded_time(pattern: bytes) -> None:
     assert time.monotonic() - started < 2.0
 
 
-def test_cost_is_linear_in_the_subject() -> None:
-    compiled = ere.compile_ere(b"^([a-z0-9]+-?)+$")
-    compiled.search(b"a" * 254 + b"!")  # states built
-    timings = []
-    for n in (64, 254):
-        started = time.perf_counter()
-        for _ in range(200):
-            compiled.search(b"a" * n + b"!")
-        timings.append(time.perf_counter() - started)
-    assert timings[1] < timings[0] * 12  # 4x the bytes: about 4x the time, never 2**190x
+@pytest.mark.parametrize("pattern", EVIL)
+def test_work_is_at_most_one_automaton_step_per_byte(pattern: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not timed: a search computes at most one new DFA transition per subject byte
+    (each costing at most the NFA's size), and once built, none at all."""
+    fills = []
+    original = ere._Dfa._fill
+
+    def counting(self: ere._Dfa, state: int, c: int) -> int:
+        fills.append(c)
+        return original(self, state, c)
+
+    monkeypatch.setattr(ere._Dfa, "_fill", counting)
+    compiled = ere.Ere(pattern, *ere.parse(pattern))
+    for subject in SUBJECTS:
+        before = len(fills)
+        first = compiled.search(subject)
+        assert len(fills) - before <= len(subject)
+        before = len(fills)
+        assert compiled.search(subject) == first
+        assert len(fills) == before  # the second time: table look-ups only
 
 
 @pytest.fixture(scope="module")
