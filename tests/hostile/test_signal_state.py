@@ -98,20 +98,20 @@ def test_blocked_mask_still_reaps_and_stops_on_term(start, sockdir: str, impl: s
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
 @pytest.mark.parametrize("impl", ["s6", "ours"])
 def test_blocked_hup_and_quit_still_act(start, sockdir: str, impl: str, sig: int) -> None:  # type: ignore[no-untyped-def]
-    """HUP: the daemon kills its children (TERM, CONT) and serves on; QUIT: it exits."""
-    proc = start(impl, [], ["sleep", "30"])
+    """With HUP and QUIT blocked at start (nothing ignored, so the handler dies of TERM): HUP
+    makes the daemon kill its handlers (TERM, CONT) and serve on; QUIT makes it kill them and exit."""
+    proc = start(impl, [], ["sleep", "30"], ignored=())
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(os.path.join(sockdir, impl))
         s.settimeout(5)
         time.sleep(0.3)
         proc.send_signal(sig)
-        if sig == signal.SIGQUIT:
-            assert proc.wait(5) == 0
-            return
-        # the child (sleep, SIGTERM ignored as inherited: s6's too) is sent TERM then CONT; the
-        # daemon lives on and serves
-        time.sleep(0.3)
-        assert proc.poll() is None
+        assert s.recv(10) == b""  # the handler was killed: the connection ends now, not in 30 s
+    if sig == signal.SIGQUIT:
+        assert proc.wait(5) == 0
+        return
+    time.sleep(0.2)
+    assert proc.poll() is None  # HUP: serving on
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(5) == 0
 
