@@ -251,9 +251,12 @@ class CdbRules:
             raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
 
 
-def rules_from_dir(path: str) -> FsRules:
-    """A rule set over directory *path* (read at every lookup; a missing directory finds nothing)."""
-    return FsRules(path)
+def rules_from_dir(path: str, never_block: bool = False) -> FsRules:
+    """A rule set over directory *path* (read at every lookup; a missing directory finds nothing).
+
+    With *never_block* (a daemon), an ``env`` or ``exec`` entry that is not a regular file fails
+    the lookup with EAGAIN instead of waiting for a FIFO's writer."""
+    return FsRules(path, never_block)
 
 
 def rules_from_cdb(path: str) -> CdbRules:

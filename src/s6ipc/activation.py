@@ -42,6 +42,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import systemd_backend
 from .errors import BadInput, S6ipcError, SystemFailure
+from .options import scan_magnitude
 from .sockets import listener_problem
 
 LISTEN_FDS_START = 3
@@ -91,7 +92,10 @@ def _c_number(text: str, *, unsigned: bool) -> int:
         count += 1
     if count == 0 or count != len(t):
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    magnitude = int(t, base)
+    found = scan_magnitude(t, base, _ULONG_MAX)
+    if found is None:
+        raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
+    magnitude = found
     if unsigned:
         if magnitude > _ULONG_MAX or (magnitude and after_prefix[:1] == "-"):
             raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
@@ -156,8 +160,8 @@ def _pidfdid_matches(text: Optional[str]) -> bool:
     if own is None or other is None or own == other:  # no pidfs: inodes carry no identity
         return True
     try:
-        return int(text, 10) == own
-    except ValueError:
+        return _c_number(text, unsigned=True) == own
+    except OSError:
         return False
 
 

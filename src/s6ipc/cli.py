@@ -12,6 +12,7 @@ import os
 import sys
 from typing import List, NoReturn, Optional
 
+from . import environment
 from .execution import undo_locale_coercion
 from .programs import PROGRAMS
 from .programs.chain import own_prefix, program_name, run_program
@@ -53,6 +54,7 @@ def _list() -> int:
 
 def main(argv: Optional[List[str]] = None) -> NoReturn:
     undo_locale_coercion(os.environ)
+    environment.adopt(os.environ)
     args = list(sys.argv if argv is None else argv)
     invoked = os.path.basename(args[0]) if args else "s6ipc"
     if program_name(invoked) is not None:

@@ -4,8 +4,11 @@ Some facts about skalibs' ``envdir`` (2.13, the non-verbatim mode s6 uses) this 
 
 * Entries are taken in ``readdir`` order (``os.scandir`` sees the same order); names starting
   with ``.`` and names containing ``=`` are skipped.
-* Each file is opened with O_NONBLOCK (so a FIFO without writer does not hang: it reads as
-  empty) and its first 4095 bytes are read. An open or read error fails the whole directory; a
+* Each file is opened as skalibs 2.13's ``openreadnclose`` opens it, *blocking* (checked on the
+  binaries: s6-ipcserver-access and s6-accessrules-cdb-from-fs wait on a FIFO without a writer
+  until one comes, then read what it wrote), and its first 4095 bytes are read up to end of
+  file. A caller that must never wait (a daemon) asks for regular files only and gets EAGAIN
+  for anything else, before any open. An open or read error fails the whole directory; a
   file that vanished between ``readdir`` and ``open`` reports EIDRM, not ENOENT, so that a caller
   ignoring "no env directory" (ENOENT) does not ignore it.
 * An empty file means "unset NAME". Otherwise the value is the bytes up to the first newline, with
@@ -49,9 +52,12 @@ def value_of(content: bytes) -> Optional[bytes]:
 def read_file_head(path: str, size: int, regular_only: bool = False) -> bytes:
     """Up to *size* bytes from the start of *path* (skalibs ``openreadnclose``). Raises OSError.
 
-    With *regular_only*, anything but a regular file (a FIFO could block) raises EAGAIN instead.
+    The open blocks as skalibs' does: a FIFO waits for a writer, then is read until its end.
+    With *regular_only*, anything but a regular file raises EAGAIN instead and nothing can wait
+    (the file is opened with O_NONBLOCK, which no regular file notices, and checked first).
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NONBLOCK if regular_only else 0)
+    fd = os.open(path, flags)
     try:
         if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
@@ -59,8 +65,7 @@ def read_file_head(path: str, size: int, regular_only: bool = False) -> bytes:
         while len(data) < size:
             try:
                 chunk = os.read(fd, size - len(data))
-            except BlockingIOError:  # a FIFO with a writer: from now on, wait as skalibs does
-                os.set_blocking(fd, True)
+            except InterruptedError:
                 continue
             if not chunk:
                 break

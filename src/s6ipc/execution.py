@@ -22,7 +22,11 @@ import os
 import signal
 from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
+from .environment import entries as environment_entries
+from .environment import execve as exact_execve
+from .environment import posix_spawn as exact_posix_spawn
 from .errors import ExecFailure
+from .signal_state import ignored_for_children, inherited_ignored
 
 DEFAULT_PATH = "/usr/bin:/bin"
 _REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
@@ -101,9 +105,13 @@ def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
     # CPython refuses an empty argv[0]; s6 execs "DIR/" for an empty name, which can only fail
     # (EACCES on a directory), so the stand-in argv[0] never reaches a running program.
     args = list(argv) if argv[0] else ["-", *argv[1:]]
+    exact = environment_entries(environment)
     for candidate in _candidates(argv[0], _path_of(env if path_env is None else path_env)):
         try:
-            os.execve(candidate, args, environment)
+            if exact is None:
+                os.execve(candidate, args, environment)
+            else:
+                exact_execve(candidate, args, exact)
         except OSError as e:
             go_on, remembered = _search_step(e.errno or errno.EINVAL, remembered)
             if not go_on:
@@ -157,11 +165,9 @@ class Spawner:
         path = self._path
         if path is None:
             path = self._path = self._resolve(env)
-        actions = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)]
+        exact = environment_entries(env)
         try:
-            return os.posix_spawn(
-                path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
-            )
+            return self._spawn(path, fd, env, exact)
         except OSError as e:
             if e.errno not in (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR):
                 raise
@@ -170,11 +176,23 @@ class Spawner:
                 raise ExecFailure(self.name, e.errno) from None
         path = self._path = self._resolve(env)
         try:
-            return os.posix_spawn(
-                path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
-            )
+            return self._spawn(path, fd, env, exact)
         except OSError as e:
             self._path = None
             if e.errno in (errno.EAGAIN, errno.ENOMEM):
                 raise
             raise ExecFailure(self.name, e.errno or errno.EINVAL) from None
+
+    def _spawn(self, path: str, fd: int, env: Dict[str, str], exact: Optional[List[bytes]]) -> int:
+        if not inherited_ignored():
+            return self._spawn_now(path, fd, env, exact)
+        with ignored_for_children():
+            return self._spawn_now(path, fd, env, exact)
+
+    def _spawn_now(self, path: str, fd: int, env: Dict[str, str], exact: Optional[List[bytes]]) -> int:
+        if exact is not None:
+            return exact_posix_spawn(path, self.argv, exact, ((fd, 0), (fd, 1)), self._sigdef)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)]
+        return os.posix_spawn(
+            path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
+        )

@@ -8,6 +8,11 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 * ``--foo``, an unknown letter or a missing value is a usage error (exit 100, usage line only).
 * Numbers are unsigned 32-bit decimal, digits only: ``""``, ``+5``, `` 5``, ``5x``, ``-1`` and
   anything above 4294967295 are rejected; leading zeros are decimal.
+* Every number read from argv or the environment, by every program, is scanned by
+  :func:`scan_magnitude`: ASCII digits only (``int()`` would also take ``" 5"``, ``"+5"``,
+  ``"5_0"`` and non-ASCII digits such as ``"٥"``), a bound checked before conversion, and never
+  more digits converted than the bound has (CPython's ``int()`` refuses strings of more than
+  4300 digits with ValueError — a 5000-digit UID or LISTEN_PID must be "invalid", not a crash).
 * Group lists are numbers separated by runs of ``,:;`` space, tab, CR, LF; scanning stops at the
   first token that is not a number; only an entirely unparseable non-empty string is an error.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 UINT32_MAX = 0xFFFFFFFF
+INT_MAX = 0x7FFFFFFF
+UINT64_MAX = (1 << 64) - 1
 
 
 class UsageError(Exception):
@@ -65,25 +72,49 @@ def getopt(args: List[str], optstring: str) -> Parsed:
     return options, args[i:]
 
 
-_DECIMAL_DIGITS = frozenset("0123456789")
-_OCTAL_DIGITS = frozenset("01234567")
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DECIMAL_DIGITS = frozenset(_DIGITS[:10])
+_OCTAL_DIGITS = frozenset(_DIGITS[:8])
 
 
-def _scan_whole(text: str, digits: frozenset[str], base: int) -> int:
-    # leading zeros are free; past 11 significant digits the value cannot fit in 32 bits, and
-    # CPython refuses to convert strings of more than 4300 digits at all
+def scan_magnitude(text: str, base: int, limit: int) -> Optional[int]:
+    """The value of *text*, one or more ASCII digits of *base* (2-36, lower or upper case), or
+    None when that value is above *limit*. Raises ValueError when *text* is empty or holds
+    anything else. The one place where a number from outside becomes an ``int``."""
+    digits = _DIGITS[:base]
+    if not text or not text.isascii() or not all(c in digits for c in text.lower()):
+        raise ValueError(text)
     significant = text.lstrip("0")
-    if not text or not digits.issuperset(text) or len(significant) > 11:
-        raise UsageError(text)
+    if len(significant) > len(_magnitude_text(limit, base)):
+        return None
     value = int(significant or "0", base)
-    if value > UINT32_MAX:
+    return value if value <= limit else None
+
+
+def _magnitude_text(limit: int, base: int) -> str:
+    out = ""
+    while limit:
+        limit, digit = divmod(limit, base)
+        out = _DIGITS[digit] + out
+    return out or "0"
+
+
+def _scan_whole(text: str, digits: frozenset[str], base: int, limit: int = UINT32_MAX) -> int:
+    if not digits.issuperset(text):
+        raise UsageError(text)
+    try:
+        value = scan_magnitude(text, base, limit)
+    except ValueError:
+        raise UsageError(text) from None
+    if value is None:
         raise UsageError(text)
     return value
 
 
-def parse_uint(text: str) -> int:
-    """Whole-string unsigned 32-bit decimal (skalibs ``uint0_scan``). Raises :class:`UsageError`."""
-    return _scan_whole(text, _DECIMAL_DIGITS, 10)
+def parse_uint(text: str, limit: int = UINT32_MAX) -> int:
+    """Whole-string unsigned decimal up to *limit*, by default 32 bits (skalibs ``uint0_scan``).
+    Raises :class:`UsageError`."""
+    return _scan_whole(text, _DECIMAL_DIGITS, 10, limit)
 
 
 def parse_octal(text: str) -> int:

@@ -46,8 +46,10 @@ from typing import Callable, Dict, Optional, Sequence, Set
 
 from . import systemd_backend
 from .descriptors import close_above
+from .durations import POLL_MAX_MS, poll_ms
 from .errors import BadInput, SystemFailure
 from .log import Log
+from .options import UINT64_MAX, UsageError, parse_uint
 from .unixmessage import UCRED, close_fds, recv_datagram
 
 #: Variables the service manager meant for the daemon only.
@@ -178,6 +180,11 @@ def _check_fdname(name: str) -> None:
         raise BadInput(f"invalid fd store name: {name!r} (1-255 printable ASCII characters, no ':')")
 
 
+#: The longest watchdog interval honoured (the pings then come every ~24.8 days, a poll's limit):
+#: a longer one, up to systemd's 2**64 - 2 µs, is taken as this one — pinging early is harmless.
+WATCHDOG_MAX_USEC = 2 * POLL_MAX_MS * 1000
+
+
 def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[float]:
     """The watchdog interval in seconds asked by ``$WATCHDOG_USEC``, or None when not for us.
 
@@ -192,12 +199,12 @@ def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[floa
     if pid_text is not None and pid_text.strip() != str(os.getpid()):
         return None
     try:
-        usec = int(usec_text, 10)
-    except ValueError:
+        usec = parse_uint(usec_text, UINT64_MAX)
+    except UsageError:
         usec = 0
     if usec <= 0:
-        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text!r}")
-    return usec / 1e6
+        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text[:40]!r}")
+    return min(usec, WATCHDOG_MAX_USEC) / 1e6
 
 
 def claim_notification_fd(notify: bool) -> None:
@@ -359,7 +366,7 @@ class NotifyRelay:
                     self._give_up()
                     wait = None
             try:
-                events = poller.poll(None if wait is None else wait * 1000)
+                events = poller.poll(poll_ms(wait))
             except InterruptedError:
                 continue
             for fd, _ in events:
@@ -389,8 +396,8 @@ class NotifyRelay:
         for field in fields:
             if field.startswith("MAINPID="):
                 try:
-                    self.allowed.add(int(field[8:]))
-                except ValueError:
+                    self.allowed.add(parse_uint(field[8:]))
+                except UsageError:
                     pass
         if "READY=1" in fields and self.notif >= 0:
             write_newline(self.notif)

@@ -24,6 +24,8 @@ import os
 import signal
 from typing import Any, Dict, Iterable
 
+from .signal_state import take_control
+
 _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
 
 
@@ -53,6 +55,7 @@ class SelfPipe:
 
     def add(self, sig: int) -> None:
         """Catch *sig* too (the signal table is open to any daemon that needs another signal)."""
+        take_control((sig,))  # unblocked, and remembered if it was ignored (for the children)
         previous = signal.signal(sig, _ignore_handler)
         self._previous.setdefault(sig, previous)
 

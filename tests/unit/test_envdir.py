@@ -13,6 +13,8 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from typing import Dict, Iterator
 
 import pytest
@@ -129,9 +131,26 @@ def test_errors(tmp: str) -> None:
         assert (info.value.operation, info.value.errno) == (f"envdir {path}", code)
 
 
-def test_fifo_without_writer_reads_as_empty(tmp: str) -> None:
+def test_fifo_without_writer_waits_for_one_as_skalibs_2_13(tmp: str) -> None:
+    """openreadnclose opens blocking: the read waits for a writer, then takes what it wrote."""
+    fifo = os.path.join(tmp, "FIFO")
+    os.mkfifo(fifo)
+    result: list = []  # type: ignore[type-arg]
+    reader = threading.Thread(target=lambda: result.append(read_envdir(tmp)))
+    reader.start()
+    time.sleep(0.3)
+    assert reader.is_alive() and not result  # waiting, not "unset"
+    with open(fifo, "wb") as f:
+        f.write(b"late\n")
+    reader.join(5)
+    assert result == [(("FIFO", "late"),)]
+
+
+def test_fifo_never_waits_when_regular_files_only(tmp: str) -> None:
     os.mkfifo(os.path.join(tmp, "FIFO"))
-    assert read_envdir(tmp) == (("FIFO", None),)
+    with pytest.raises(SystemFailure) as info:
+        read_envdir(tmp, regular_only=True)
+    assert info.value.errno == errno.EAGAIN
 
 
 def test_vanished_file_is_eidrm(tmp: str) -> None:

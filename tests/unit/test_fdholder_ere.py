@@ -184,7 +184,7 @@ def test_same_answer_as_glibc(glibc: Glibc, pattern: bytes, subject: bytes) -> N
 @settings(max_examples=500, deadline=None)
 @given(pattern=PATTERNS, subject=SUBJECTS)
 def test_nfa_agrees_with_glibc_everywhere(glibc: Glibc, pattern: bytes, subject: bytes) -> None:
-    """The NFA (used for subjects with a newline) is right for every subject, not only those."""
+    """The NFA (which the DFA runs) is right for every subject, not only those."""
     try:
         tree, has_backref = ere.parse(pattern)
     except ere.EreError:

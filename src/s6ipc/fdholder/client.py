@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 from .. import unixmessage
+from ..durations import poll_ms
 from ..errors import Refused, SystemFailure
+from ..options import INT_MAX
 from ..sockets import _sockaddr
 from ..unixmessage import Message, ProtocolError
 from . import protocol, tai
@@ -152,7 +154,7 @@ class FdHolderClient:
             if message is not None:
                 return message
             remaining = self._remaining()
-            if not poller.poll(None if remaining is None else max(1, int(remaining * 1000 + 0.999))):
+            if not poller.poll(None if remaining is None else max(1, poll_ms(remaining) or 0)):
                 continue
             try:
                 if unixmessage.recv_into(self.sock, self._decoder) == 0:
@@ -197,6 +199,8 @@ class FdHolderClient:
         """Give the daemon a copy of *fd* under *ident*, until *limit* (absolute TAI) or for
         *fd_timeout* seconds (default: no limit)."""
         operation = "store fd"
+        if not 0 <= fd <= INT_MAX:  # no such descriptor can be open (s6 would cast to an int)
+            raise OperationFailed(operation, errno.EBADF)
         if limit is None:
             base = tai.now()
             limit = tai.infinite_from(base) if not fd_timeout else base.add_ms(int(fd_timeout * 1000))

@@ -303,7 +303,7 @@ class FdHolderDaemon:
             self.rules = rules_from_cdb(self.config.rules_cdb)
         else:
             assert self.config.rules_dir is not None
-            self.rules = rules_from_dir(self.config.rules_dir)
+            self.rules = rules_from_dir(self.config.rules_dir, never_block=True)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
         self._listener.setblocking(False)
         if self.config.notify:

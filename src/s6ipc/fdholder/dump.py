@@ -16,21 +16,19 @@ Some facts about s6's dump variables (2.11.3.2) that this module reproduces:
 from __future__ import annotations
 
 import os
-import re
 from typing import List, Mapping, Sequence
 
 from ..errors import BadInput
+from ..options import UsageError, parse_uint
 from . import protocol, tai
 from .client import HeldDescriptor
 
-_UINT = re.compile(r"[0-9]+\Z")
-_UINT_MAX = 0xFFFFFFFF
-
 
 def _uint(text: str) -> int:
-    if not _UINT.match(text) or int(text) > _UINT_MAX:
-        raise ValueError(text)
-    return int(text)
+    try:
+        return parse_uint(text)
+    except UsageError:
+        raise ValueError(text) from None
 
 
 def _get(env: Mapping[str, str], name: str) -> str:

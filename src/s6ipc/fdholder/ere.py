@@ -4,7 +4,11 @@ s6-fdholderd compiles its ``S6_FDHOLDER_*_REGEX`` rights with ``regcomp(REG_EXTE
 and tests identifiers with ``regexec``: an unanchored *search* whose only result is "matches or
 not". Python's ``re`` speaks another dialect, so the pattern is parsed here the way glibc's
 ``regcomp`` parses it (same tokens, same error for the same mistake) into a small syntax tree,
-which is then re-emitted as an equivalent Python pattern over bytes.
+which is then run by a Thompson NFA turned lazily into a DFA: a search costs a bounded number of
+steps per subject byte, whatever the pattern and the subject (a backtracking matcher such as
+Python's ``re`` takes exponential time on ``^([a-z0-9]+-?)+$`` and a subject that almost matches,
+and the identifiers searched are chosen by the daemon's clients). The tree can also be re-emitted
+as an equivalent Python pattern over bytes (:func:`translate`), used only for back-references.
 
 Some facts about glibc's ERE (2.36, checked with ``regcomp`` through ctypes and against the
 s6-fdholderd binary) that this relies on:
@@ -18,8 +22,8 @@ s6-fdholderd binary) that this relies on:
   without REG_NEWLINE: ``^`` also matches right after a newline *that the match consumed*, and
   ``$`` right before a newline that the match goes on to consume (``.^`` matches ``"a\\n"``,
   ``^b`` does not match ``"a\\nb"``, ``$\\n`` matches ``"\\n"``, ``a$`` does not match
-  ``"a\\nb"``). No Python pattern says "the match consumed that newline", so for such subjects
-  the tree is run by a Thompson NFA that checks anchors the way glibc's transition tables do.
+  ``"a\\nb"``). No Python pattern says "the match consumed that newline"; the NFA checks
+  anchors the way glibc's transition tables do.
 * Backslash: ``\\1``-``\\9`` are back-references (only to groups already closed, and not
   across ``|``), ``\\w \\W \\s \\S \\b \\B \\< \\> \\``` \\'`` are GNU
   operators, any other escaped byte is itself — so ``\\d`` is the letter ``d``, not a digit
@@ -42,7 +46,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Set, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 #: glibc's regerror() texts.
 REG_BADPAT = "Invalid regular expression"
@@ -513,7 +517,8 @@ def python_pattern(node: Node) -> str:
 
 # -- the NFA for glibc's newline quirk ---------------------------------------------------------
 _CTX_WORD, _CTX_NEWLINE, _CTX_BEGBUF, _CTX_ENDBUF = 1, 2, 4, 8
-_NFA_MAX_STATES = 4096  # beyond, subjects with a newline fall back to the Python pattern
+#: beyond, the pattern is refused ("Memory exhausted"); glibc would take seconds to compile it
+_NFA_MAX_STATES = 1 << 18
 
 
 def _anchor_ok(kind: str, prev: int, nxt: int) -> bool:
@@ -642,45 +647,130 @@ class _Nfa:
         return False
 
 
-class Ere:
-    """A compiled POSIX ERE: :meth:`search` says whether it matches somewhere in a C string."""
+#: contexts of the byte before a position, as the NFA's anchors see them
+_PREV_BEGIN, _PREV_OTHER, _PREV_WORD, _PREV_NEWLINE = 0, 1, 2, 3
+_PREV_CONTEXTS = (  # (for threads that consumed the byte, for a match starting after it)
+    (0, _CTX_NEWLINE | _CTX_BEGBUF), (0, 0), (_CTX_WORD, _CTX_WORD), (_CTX_NEWLINE, 0))
+_DFA_MAX_STATES = 2048  # beyond, the cache is dropped and rebuilt: still linear per byte
+_UNKNOWN, _MATCHED = -1, -2
 
-    __slots__ = ("pattern", "tree", "python_pattern", "_search", "_nfa", "_line_anchors")
+
+def _prev_class(c: int) -> int:
+    if c in _WORD:
+        return _PREV_WORD
+    return _PREV_NEWLINE if c == _NEWLINE else _PREV_OTHER
+
+
+class _Dfa:
+    """The NFA's subset construction, built lazily while searching (as glibc's DFA is).
+
+    A DFA state is (the NFA threads alive after the last byte, the class of that byte). Row
+    ``table[state]`` has one entry per next byte: the next state, :data:`_UNKNOWN` until the
+    NFA computed it, or :data:`_MATCHED` when the match can end before that byte. Each entry is
+    computed once; afterwards a search costs one list look-up per subject byte, whatever the
+    pattern, and never backtracks.
+    """
+
+    def __init__(self, nfa: _Nfa) -> None:
+        self.nfa = nfa
+        self._reset()
+
+    def _reset(self) -> None:
+        self.states: List[Tuple[FrozenSet[int], int]] = []
+        self.index: Dict[Tuple[FrozenSet[int], int], int] = {}
+        self.table: List[List[int]] = []
+        self.final: List[Optional[bool]] = []
+        self.begin = self._state(frozenset(), _PREV_BEGIN)
+
+    def _state(self, threads: FrozenSet[int], prev: int) -> int:
+        key = (threads, prev)
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.states)
+            self.states.append(key)
+            self.table.append([_UNKNOWN] * 256)
+            self.final.append(None)
+        return found
+
+    def _origins(self, state: int) -> List[Tuple[Set[int], int]]:
+        threads, prev = self.states[state]
+        consumed, fresh = _PREV_CONTEXTS[prev]
+        return [(set(threads), consumed), ({self.nfa.start}, fresh)]
+
+    def _halts(self, state: int, ctx: int) -> bool:
+        nfa = self.nfa
+        return any(origin and nfa.match in nfa._closure(origin, prev, ctx)
+                   for origin, prev in self._origins(state))
+
+    def _fill(self, state: int, c: int) -> int:
+        nfa = self.nfa
+        if self._halts(state, _CTX_WORD if c in _WORD else 0):
+            self.table[state][c] = _MATCHED
+            return _MATCHED
+        advanced: Set[int] = set()
+        after = _CTX_WORD if c in _WORD else (_CTX_NEWLINE if c == _NEWLINE else 0)
+        for origin, prev in self._origins(state):
+            for st in nfa._closure(origin, prev, after) if origin else ():
+                if nfa.kinds[st] == "chars":
+                    chars, follow = nfa.args[st]
+                    if c in chars:  # type: ignore[operator]
+                        advanced.add(follow)
+        nxt = self._state(frozenset(advanced), _prev_class(c))
+        self.table[state][c] = nxt
+        return nxt
+
+    def search(self, s: bytes) -> bool:
+        if len(self.states) > _DFA_MAX_STATES:
+            self._reset()
+        table = self.table
+        state = self.begin
+        for c in s:
+            nxt = table[state][c]
+            if nxt < 0:
+                if nxt == _MATCHED or self._fill(state, c) == _MATCHED:
+                    return True
+                nxt = table[state][c]
+            state = nxt
+        verdict = self.final[state]
+        if verdict is None:
+            verdict = self.final[state] = self._halts(state, _CTX_NEWLINE | _CTX_ENDBUF)
+        return verdict
+
+
+class Ere:
+    """A compiled POSIX ERE: :meth:`search` says whether it matches somewhere in a C string.
+
+    Patterns without back-references are run by a lazily built DFA (linear in the subject,
+    never backtracking: a client's identifier cannot make the daemon spin). Patterns with
+    back-references, which no automaton can run, are left to Python's ``re``, as glibc leaves
+    them to its own backtracking matcher.
+    """
+
+    __slots__ = ("pattern", "tree", "python_pattern", "_search", "_dfa")
 
     def __init__(self, pattern: bytes, tree: Node, has_backref: bool) -> None:
         self.pattern = pattern
         self.tree = tree
         self.python_pattern = python_pattern(tree)
-        self._search = re.compile(self.python_pattern.encode("latin-1")).search
-        self._line_anchors = not has_backref and _has_line_anchor(tree)
-        self._nfa: Optional[_Nfa] = None
+        self._dfa: Optional[_Dfa] = None
+        if has_backref:
+            self._search = re.compile(self.python_pattern.encode("latin-1")).search
+        else:
+            try:
+                self._dfa = _Dfa(_Nfa(tree))
+            except _TooBig:
+                raise EreError(REG_ESPACE) from None
 
     def search(self, subject: bytes) -> bool:
         cut = subject.find(b"\0")
         if cut >= 0:
             subject = subject[:cut]
-        if self._line_anchors and b"\n" in subject:
-            if self._nfa is None:
-                try:
-                    self._nfa = _Nfa(self.tree)
-                except _TooBig:
-                    self._line_anchors = False
-                    return self._search(subject) is not None
-            return self._nfa.search(subject)
+        if self._dfa is not None:
+            return self._dfa.search(subject)
         return self._search(subject) is not None
 
     def __repr__(self) -> str:
         return f"Ere({self.pattern!r})"
-
-
-def _has_line_anchor(node: Node) -> bool:
-    if isinstance(node, Anchor):
-        return node.kind in ("line_first", "line_last")
-    if isinstance(node, (Concat, Alt)):
-        return any(_has_line_anchor(item) for item in node.items)
-    if isinstance(node, (Repeat, Group)):
-        return _has_line_anchor(node.item)
-    return False
 
 
 def parse(pattern: bytes) -> Tuple[Node, bool]:

@@ -13,16 +13,14 @@ from .chain import exec_into, modify_environ
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 
-_FULL_DECIMAL_MAX = 0xFFFFFFFF
-
-
 def _env_id(name: str) -> int:
     value = os.environ.get(name)
     if value is None:
         raise BadInput(f"{name} not set")
-    if not value.isdigit() or not value.isascii() or int(value) > _FULL_DECIMAL_MAX:
-        raise BadInput(f"invalid ${name}")
-    return int(value)
+    try:
+        return parse_uint(value)
+    except UsageError:
+        raise BadInput(f"invalid ${name}") from None
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

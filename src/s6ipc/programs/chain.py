@@ -19,6 +19,7 @@ import os
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
+from .. import environment
 from ..envdir import merge_env
 from ..errors import S6ipcError
 from ..execution import exec_argv, restore_default_signals
@@ -77,10 +78,7 @@ def modify_environ(modifs: Sequence[str]) -> None:
     The order the next program sees is skalibs' ``env_merge`` order (see :func:`s6ipc.envdir.merge_env`):
     a removed variable's place is taken by the last one, a set variable goes to the end.
     """
-    merged = merge_env(os.environ, modifs)
-    if list(merged.items()) != list(os.environ.items()):
-        os.environ.clear()
-        os.environ.update(merged)
+    environment.replace(os.environ, merge_env(os.environ, modifs))
 
 
 def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:

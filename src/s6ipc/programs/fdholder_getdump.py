@@ -7,6 +7,7 @@ import errno
 import os
 from typing import List, NoReturn
 
+from .. import environment
 from ..envdir import merge_env
 from ..errors import SystemFailure
 from ..fdholder import tai
@@ -29,7 +30,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             os.set_inheritable(held.fd, True)
         except OSError as e:
             raise SystemFailure("uncoe", e.errno or errno.EBADF) from None
-    env = merge_env(os.environ, dump_modifs(dump, tai.now()))
-    os.environ.clear()
-    os.environ.update(env)
+    environment.replace(os.environ, merge_env(os.environ, dump_modifs(dump, tai.now())))
     exec_into(reporter, rest[1:])

@@ -17,7 +17,7 @@ from typing import List, NoReturn, Optional
 
 from ..errors import BadInput, SystemFailure
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
+from ..options import INT_MAX, UsageError, getopt, parse_uint
 from ..readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
 from .chain import exec_into
 
@@ -38,6 +38,8 @@ def _notification_fd(given: Optional[str]) -> int:
         except UsageError:
             raise BadInput(f"invalid notification-fd: {text}") from None
     try:
+        if fd > INT_MAX:  # no such descriptor can be open
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         os.fstat(fd)
     except OSError as e:
         raise SystemFailure(f"use notification fd {fd}", e.errno or errno.EBADF) from None
