@@ -292,8 +292,7 @@ class FastAccess:
             spawner = self._execs[script] = Spawner(outcome.argv, path_env=self._search)
         return spawner
 
-    def __call__(self, uid: int, gid: int, env: Dict[str, str], conn: object
-                 ) -> Optional[Tuple[Spawner, Dict[str, str]]]:
+    def __call__(self, env: Dict[str, str], conn: object) -> Optional[Tuple[Spawner, Dict[str, str]]]:
         try:
             outcome = evaluate(self.options, env, connection_local_path(conn), self.source,
                                self._euid, self._egid)

@@ -40,12 +40,12 @@ import select
 import signal
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Protocol, Sequence, Tuple
 
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
+from .peers import PeerIdentity, UnixPeerIdentity
 from .readiness import claim_notification_fd, write_newline
-from .sockets import address_text, check_listening_stream
 
 ABSOLUTE_MAXCONN = 1000
 _BACKOFF_FIRST = 0.01
@@ -56,7 +56,6 @@ _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
 PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
                      "WATCHDOG_PID", "WATCHDOG_USEC")
-_CONNECTION_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM", "IPCREMOTEPATH")
 _HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
 
@@ -70,12 +69,10 @@ class Log(Protocol):
     def error(self, text: str) -> None: ...
 
 
-#: A per-connection policy: given (uid, gid, env prepared for the child, connection socket), return
-#: the spawner and environment to use, or None to refuse the connection (it is then closed).
+#: A per-connection policy: given (env prepared for the child, connection socket), return the
+#: spawner and environment to use, or None to refuse the connection (it is then closed).
 #: The access-control fast path plugs in here; see :attr:`Server.policy`.
-ConnectionPolicy = Callable[
-    [int, int, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
-]
+ConnectionPolicy = Callable[[Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]]
 
 
 class ServerConfig:
@@ -121,25 +118,26 @@ def _reserve_fd1() -> None:
         os.close(null)
 
 
-def child_environment(environ: Dict[str, str], lookup: bool = True) -> Dict[str, str]:
+def child_environment(environ: Dict[str, str], variables: Sequence[str],
+                      removed: Sequence[str] = ()) -> Dict[str, str]:
     """The environment every child starts from: the daemon's, minus what is private to the daemon,
     with the variables each connection sets already in place (empty), in s6's order.
 
     s6 applies its per-connection modifications with skalibs' ``env_merge``: unsetting a variable
     moves the *last* entry into its slot, setting one removes it that way and appends it. Placing
     the keys here, once, lets each connection fill in the values (a dict keeps a key's position on
-    assignment), so children see s6's exact order at no per-connection cost. With -P (no
-    *lookup*) IPCREMOTEEUID and IPCREMOTEEGID are removed, not set.
+    assignment), so children see s6's exact order at no per-connection cost. *variables* are the
+    peer identity's, in s6's order; those in *removed* are removed, not set.
     """
     items = [(k, v) for k, v in environ.items() if k not in PRIVATE_VARIABLES]
-    for name in _CONNECTION_VARIABLES:
+    for name in variables:
         for j, (key, _) in enumerate(items):
             if key == name:
                 last = items.pop()
                 if j < len(items):
                     items[j] = last
                 break
-        if lookup or name not in ("IPCREMOTEEUID", "IPCREMOTEEGID"):
+        if name not in removed:
             items.append((name, ""))
     return dict(items)
 
@@ -151,17 +149,21 @@ class Server:
     :class:`~s6ipc.errors.BadInput` with s6's exit codes); :meth:`serve` runs until SIGTERM, SIGQUIT
     or SIGABRT and returns the exit code (0). *log* receives the daemon's lines, *child_log* the
     lines s6 prints from a child that could not exec (``s6-ipcserver (child): fatal: …``).
+    *peer* says who the clients are (:mod:`s6ipc.peers`; default: s6-ipcserverd's Unix peers).
     """
 
-    def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0) -> None:
+    def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0,
+                 peer: Optional[PeerIdentity] = None) -> None:
         self.config = config.normalised()
         self.log = log
         self.child_log = child_log
         self.listen_fd = listen_fd
-        self.children: Dict[int, int] = {}
-        self.per_uid: Dict[int, int] = {}
+        self.peer: PeerIdentity = peer if peer is not None else UnixPeerIdentity(self.config.lookup)
+        self.children: Dict[int, Hashable] = {}
+        self.per_peer: Dict[Hashable, int] = {}
+        self._warnings = _Warnings(log, self.config.verbosity >= 1)
         self.spawner = Spawner(self.config.argv)
-        self.base_env = child_environment(dict(os.environ), self.config.lookup)
+        self.base_env = child_environment(dict(os.environ), self.peer.variables, self.peer.removed)
         self._wakeup_r = -1
         self._listener: Optional[socket.socket] = None
         self._accept: Callable[[], Tuple[int, object]] = _not_started
@@ -184,26 +186,33 @@ class Server:
     # -- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
         """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline."""
-        check_listening_stream(self.listen_fd)
+        peer = self.peer
+        peer.check_listener(self.listen_fd)
         os.set_inheritable(self.listen_fd, False)
         claim_notification_fd(self.config.notify)
         if not self.config.notify:
             _reserve_fd1()
         _close_on_exec_everything(2)
         self._install_signals()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
+        self._listener = socket.socket(peer.family, socket.SOCK_STREAM, 0, self.listen_fd)
         self._accept = self._listener._accept  # type: ignore[attr-defined]  # (fd, address), no wrapper
         nonblocking = fcntl.fcntl(self.listen_fd, fcntl.F_GETFL) & os.O_NONBLOCK
         self._burst = _BURST if nonblocking else 1
+        if peer.ready_first:
+            self._write_ready_line()
         if self.config.verbosity >= 2:
             self.log.info("starting")
             self._status()
-        if self.config.notify:
-            write_newline(1)
-            _reserve_fd1()
+        if not peer.ready_first:
+            self._write_ready_line()
         for hook in self.on_ready:
             hook()
         self._set_listening(True)
+
+    def _write_ready_line(self) -> None:
+        if self.config.notify:
+            write_newline(1, self.peer.ready_line(self.listen_fd))
+            _reserve_fd1()
 
     def _install_signals(self) -> None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -286,6 +295,7 @@ class Server:
         """
         accept = self._accept
         maxconn = self.config.maxconn
+        family = self.peer.family
         for attempt in range(self._burst):
             if self._live() >= maxconn:
                 self._reap()
@@ -301,7 +311,7 @@ class Server:
                 self._accept_failed(code)
                 return
             self._backoff = 0.0
-            conn = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+            conn = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             try:
                 self._serve_connection(conn, address)
             finally:
@@ -320,39 +330,24 @@ class Server:
             self.log.warn(f"unable to accept: {os.strerror(code)}")
 
     def _serve_connection(self, conn: _socket.socket, address: object) -> None:
-        config = self.config
-        if config.lookup:
-            try:
-                raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            except OSError as e:
-                if config.verbosity >= 1:
-                    self.log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
-                return
-            uid = int.from_bytes(raw[4:8], "little")
-            gid = int.from_bytes(raw[8:12], "little")
-        else:
-            uid = gid = 0
-        num = self.per_uid.get(uid, 0)
+        config, peer = self.config, self.peer
+        identified = peer.identify(conn, address, self._warnings)
+        if identified is None:
+            return
+        key, name = identified[0], identified[1]
+        num = self.per_peer.get(key, 0)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
             self._reap()
-            num = self.per_uid.get(uid, 0)
+            num = self.per_peer.get(key, 0)
         if num >= config.localmaxconn:
-            who = f"{uid}:{gid}" if config.lookup else "?:?"
-            self.log.info(f"deny {who} count {num}/{config.localmaxconn}: Success")
+            self.log.info(f"deny {name} count {num}/{config.localmaxconn}: Success")
             return
         env = self.base_env.copy()
-        env["PROTO"] = "IPC"
-        if config.lookup:
-            env["IPCREMOTEEUID"] = str(uid)
-            env["IPCREMOTEEGID"] = str(gid)
-            env["IPCCONNNUM"] = str(num + 1)
-        else:
-            env["IPCCONNNUM"] = ""
-        env["IPCREMOTEPATH"] = address_text(address) if address else ""
+        peer.fill(env, identified, address, num + 1)
         spawner = self.spawner
         if self.policy is not None:
-            decision = self.policy(uid, gid, env, conn)
+            decision = self.policy(env, conn)
             if decision is None:
                 return
             spawner, env = decision
@@ -366,13 +361,10 @@ class Server:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
             return
-        self.children[pid] = uid
-        self.per_uid[uid] = num + 1
+        self.children[pid] = key
+        self.per_peer[key] = num + 1
         if config.verbosity >= 2:
-            if config.lookup:
-                self.log.info(f"allow {uid}:{gid} pid {pid} count {num + 1}/{config.localmaxconn}")
-            else:
-                self.log.info(f"allow ?:? pid {pid} count ?/{config.localmaxconn}")
+            self.log.info(f"allow {name} pid {pid} count {peer.count(num + 1)}/{config.localmaxconn}")
             self._status()
         if len(self.children) >= config.maxconn:
             self._set_listening(False)
@@ -437,24 +429,36 @@ class Server:
         elif not self._polling_listener and self._live() < self.config.maxconn:
             self._set_listening(True)
 
-    def _release(self, uid: int) -> None:
-        left = self.per_uid[uid] - 1
+    def _release(self, key: Hashable) -> None:
+        left = self.per_peer[key] - 1
         if left:
-            self.per_uid[uid] = left
+            self.per_peer[key] = left
         else:
-            del self.per_uid[uid]
+            del self.per_peer[key]
 
     def _finish(self, pid: int, status: int) -> None:
         """Forget an exited child and log its end line at -v2."""
-        uid = self.children.pop(pid)
-        self._release(uid)
+        key = self.children.pop(pid)
+        self._release(key)
         if self.config.verbosity >= 2:
-            who = str(uid) if self.config.lookup else "?"
+            who = self.peer.end_name(key)
             if os.WIFSIGNALED(status):
-                self.log.info(f"end pid {pid} uid {who} signal {os.WTERMSIG(status)}")
+                self.log.info(f"end pid {pid} {who} signal {os.WTERMSIG(status)}")
             else:
-                self.log.info(f"end pid {pid} uid {who} exitcode {os.WEXITSTATUS(status)}")
+                self.log.info(f"end pid {pid} {who} exitcode {os.WEXITSTATUS(status)}")
             self._status()
+
+
+class _Warnings:
+    """The warnings of a server, shown from verbosity 1 on (what a peer identity warns on)."""
+
+    def __init__(self, log: Log, shown: bool) -> None:
+        self.log = log
+        self.shown = shown
+
+    def warn(self, text: str) -> None:
+        if self.shown:
+            self.log.warn(text)
 
 
 def _not_started() -> Tuple[int, object]:

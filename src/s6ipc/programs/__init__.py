@@ -25,4 +25,13 @@ PROGRAMS = {
     "fdholder-getdump": "fdholder_getdump",
     "fdholder-setdump": "fdholder_setdump",
     "fdholder-transferdump": "fdholder_transferdump",
+    "tcpserver": "tcpserver",
+    "tcpserver4": "tcpserver_family",
+    "tcpserver6": "tcpserver_family",
+    "tcpserver-socketbinder": "tcp_socketbinder",
+    "tcpserver4-socketbinder": "tcp4_socketbinder",
+    "tcpserver6-socketbinder": "tcp6_socketbinder",
+    "tcpserverd": "tcpserverd",
+    "tcpserver4d": "tcpserverd",
+    "tcpserver6d": "tcpserverd",
 }

@@ -1,0 +1,62 @@
+"""tcpserver4d, tcpserver6d, tcpserverd: accept TCP connections on fd 0, spawn prog per connection.
+
+The loop is ipcserverd's (:class:`s6ipc.server.Server`) with a TCP peer identity
+(:class:`s6ipc.tcppeer.TcpPeerIdentity`): per-IP ``-C``, ``TCPREMOTEIP``/``TCPREMOTEPORT``/
+``TCPCONNNUM``, s6-tcpserver4d's or 6d's log lines and ``-1`` port line. ``tcpserverd`` (the
+unified name of s6-networking 2.6+) serves either family, with 4d's formats on an IPv4 socket and
+6d's on an IPv6 one — the 2.5.1.3 formats, not 2.6's (docs/tcpserverd.md). As with ipcserverd,
+the socket may also come from systemd (``LISTEN_FDS``), and readiness reaches ``$NOTIFY_SOCKET``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import List, NoReturn, Optional
+
+from ..messages import Reporter, flush_stdio
+from ..options import UsageError, getopt, parse_uint
+from ..server import Server, ServerConfig
+from ..tcppeer import TcpPeerIdentity
+from .ipcserverd import add_readiness_sinks, take_listening_socket
+
+USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
+
+
+def parse(args: List[str]) -> ServerConfig:
+    """Parse s6-tcpserver4d's command line. Raises :class:`UsageError`."""
+    opts, rest = getopt(args, "v:1c:C:")
+    config = ServerConfig(rest)
+    for letter, value in opts:
+        if letter == "v":
+            config.verbosity = parse_uint(value or "")
+        elif letter == "1":
+            config.notify = True
+        elif letter == "c":
+            config.maxconn = parse_uint(value or "")
+        elif letter == "C":
+            config.localmaxconn = parse_uint(value or "")
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    return config
+
+
+def family_of_name(name: str) -> Optional[int]:
+    """``AF_INET`` for ``[s6-]tcpserver4d``, ``AF_INET6`` for ``…6d``, None for ``tcpserverd``."""
+    if name.endswith("4d"):
+        return socket.AF_INET
+    if name.endswith("6d"):
+        return socket.AF_INET6
+    return None
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    config = parse(args)
+    take_listening_socket(reporter)
+    peer = TcpPeerIdentity(family_of_name(reporter.name))
+    server = Server(config, reporter, Reporter(reporter.name + " (child)"), peer=peer)
+    add_readiness_sinks(server, reporter)
+    server.start()
+    code = server.serve()
+    flush_stdio()
+    os._exit(code)
