@@ -95,7 +95,7 @@ def s6_keys(family: int, ip: bytes) -> List[str]:
 
     def record(key: int, keylen: int, data: int, params: object) -> int:
         keys.append(ctypes.string_at(key, keylen).decode())
-        return 0  # S6_ACCESSRULES_NOTFOUND
+        return 2  # S6_ACCESSRULES_NOTFOUND (ERROR -1, DENY 0, ALLOW 1)
 
     callback: Callable[..., int] = _BACKEND(record)
     params = _Params()
