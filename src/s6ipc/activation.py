@@ -41,11 +41,23 @@ import socket
 import stat
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import systemd_backend
+from . import inet, systemd_backend
 from .errors import BadInput, S6ipcError, SystemFailure
 from .sockets import socket_kind
 
 LISTEN_FDS_START = 3
+#: Which listening sockets a consumer takes: ipcserverd Unix ones, tcpserverd IP ones.
+UNIX_FAMILIES: Tuple[int, ...] = (socket.AF_UNIX,)
+IP_FAMILIES: Tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+ANY_FAMILIES = UNIX_FAMILIES + IP_FAMILIES
+#: families → (what a listener of them is called, the phrase for a socket of another family)
+_KINDS: Dict[Tuple[int, ...], Tuple[str, str]] = {
+    UNIX_FAMILIES: ("Unix stream", "a Unix domain socket"),
+    IP_FAMILIES: ("TCP", "an IP socket"),
+    ANY_FAMILIES: ("stream", "a Unix or IP socket"),
+    (socket.AF_INET,): ("IPv4 TCP", "an IPv4 socket"),
+    (socket.AF_INET6,): ("IPv6 TCP", "an IPv6 socket"),
+}
 #: The variables of the protocol, removed from ``os.environ`` once read.
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID")
 
@@ -242,26 +254,32 @@ def listen_fds(*, unset: bool = True, backend: Optional[str] = None) -> List[Pas
 
 # -- what an fd is ------------------------------------------------------------------------------
 def socket_address(fd: int) -> Optional[str]:
-    """The local address of Unix socket *fd*: its path, ``@name`` when abstract, None otherwise."""
+    """The local address of socket *fd*: a Unix socket's path (``@name`` when abstract), an IP
+    socket's ``IP:PORT`` or ``[IP6]:PORT`` (systemd's ``ListenStream=`` spelling), None otherwise."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
     try:
-        if sock.family != socket.AF_UNIX:
-            return None
+        family = sock.family
         address = sock.getsockname()
     except OSError:
         return None
     finally:
         sock.close()
+    if family in IP_FAMILIES:
+        host = inet.ip_fmt(inet.from_sockaddr(address, family)[0])
+        return f"[{host}]:{address[1]}" if family == socket.AF_INET6 else f"{host}:{address[1]}"
+    if family != socket.AF_UNIX:
+        return None
     if isinstance(address, bytes):
         return "@" + os.fsdecode(address[1:]) if address[:1] == b"\0" else os.fsdecode(address)
     return str(address)
 
 
-def listener_problem(fd: int) -> Optional[str]:
-    """Why *fd* is not a listening AF_UNIX stream socket (a phrase such as ``is not listening``), or None."""
+def listener_problem(fd: int, families: Sequence[int] = UNIX_FAMILIES) -> Optional[str]:
+    """Why *fd* is not a listening stream socket of one of *families* (a phrase such as
+    ``is not listening``), or None."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError as e:
@@ -269,8 +287,8 @@ def listener_problem(fd: int) -> Optional[str]:
     if not stat.S_ISSOCK(mode):
         return "is not a socket"
     family, kind, listening = socket_kind(fd)
-    if family != socket.AF_UNIX:
-        return "is not a Unix domain socket"
+    if family not in families:
+        return "is not " + _KINDS[tuple(families)][1]
     if kind != socket.SOCK_STREAM:
         return "is not a stream socket"
     if not listening:
@@ -301,12 +319,12 @@ def _describe(p: PassedFd) -> str:
 
 
 def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
-                    path: Optional[str] = None) -> PassedFd:
-    """The one listening Unix stream socket among *passed*, narrowed by *name* and/or *path*.
+                    path: Optional[str] = None, families: Sequence[int] = UNIX_FAMILIES) -> PassedFd:
+    """The one listening stream socket of *families* among *passed*, narrowed by *name* and/or *path*.
 
-    *path* is a filesystem path or ``@abstract``. Raises :class:`BadInput` (exit 100) when no fd
-    matches, when the matching fd is of the wrong kind, or when several qualify (ambiguity is an
-    error: name the one you want).
+    *path* is a filesystem path, ``@abstract``, ``IP:PORT`` or ``[IP6]:PORT``. Raises
+    :class:`BadInput` (exit 100) when no fd matches, when the matching fd is of the wrong kind, or
+    when several qualify (ambiguity is an error: name the one you want).
     """
     if not passed:
         raise BadInput("no socket passed by systemd", 100)
@@ -320,7 +338,8 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
         candidates = [p for p in candidates if socket_address(p.fd) == path]
         if not candidates:
             raise BadInput(f"no socket bound to {path} among those passed by systemd ({listing})", 100)
-    problems = [(p, listener_problem(p.fd)) for p in candidates]
+    kind = _KINDS[tuple(families)][0]
+    problems = [(p, listener_problem(p.fd, families)) for p in candidates]
     usable = [p for p, problem in problems if problem is None]
     if len(usable) == 1:
         return usable[0]
@@ -329,10 +348,10 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
             p, problem = problems[0]
             raise BadInput(f"the socket passed by systemd as fd {p.fd} ({p.name}) {problem}", 100)
         raise BadInput(
-            f"none of the fds passed by systemd is a listening Unix stream socket ({listing})", 100
+            f"none of the fds passed by systemd is a listening {kind} socket ({listing})", 100
         )
     which = ", ".join(_describe(p) for p in usable)
-    raise BadInput(f"{len(usable)} listening Unix stream sockets were passed by systemd ({which}): "
+    raise BadInput(f"{len(usable)} listening {kind} sockets were passed by systemd ({which}): "
                    "choose one by name or path", 100)
 
 
@@ -347,7 +366,8 @@ def move_fd(fd: int, target: int) -> None:
 
 
 def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = None, target: int = 0,
-                         backend: Optional[str] = None, close_others: bool = True) -> PassedFd:
+                         backend: Optional[str] = None, close_others: bool = True,
+                         families: Sequence[int] = UNIX_FAMILIES) -> PassedFd:
     """Take the listening socket systemd passed (by *name* / *path*) and put it on fd *target*.
 
     ``LISTEN_*`` leave ``os.environ``; the fds not chosen are closed (as the exec that follows
@@ -358,7 +378,7 @@ def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = No
     passed, reason = take_systemd_fds(True, backend)
     if not passed:
         raise BadInput(reason, 100)
-    chosen = select_listener(passed, name=name, path=path)
+    chosen = select_listener(passed, name=name, path=path, families=families)
     move_fd(chosen.fd, target)
     if close_others:
         close_fds(passed, keep=(chosen.fd, target))

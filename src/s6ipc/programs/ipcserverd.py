@@ -12,9 +12,10 @@ every half interval. ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never re
 from __future__ import annotations
 
 import os
-from typing import Callable, List, NoReturn, Optional
+from typing import Callable, List, NoReturn, Optional, Sequence
 
 from ..activation import (
+    UNIX_FAMILIES,
     adopt_systemd_socket,
     fd0_is_socket,
     forget_systemd_sockets,
@@ -93,12 +94,13 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
 
 
-def take_listening_socket(reporter: Reporter) -> None:
-    """Put the listening socket on fd 0 from the first source that has one (see the module doc)."""
+def take_listening_socket(reporter: Reporter, families: Sequence[int] = UNIX_FAMILIES) -> None:
+    """Put the listening socket on fd 0 from the first source that has one (see the module doc);
+    from systemd, the one listening stream socket of *families*."""
     if fd0_is_socket():
         forget_systemd_sockets()
     elif systemd_socket_pending():
-        adopt_systemd_socket(target=0)
+        adopt_systemd_socket(target=0, families=families)
     else:
         if "LISTEN_FDS" in os.environ:
             reporter.warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")

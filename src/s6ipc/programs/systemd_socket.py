@@ -20,6 +20,7 @@ import os
 from typing import List, NoReturn, Optional
 
 from ..activation import (
+    ANY_FAMILIES,
     adopt_systemd_socket,
     close_fds,
     matching,
@@ -100,11 +101,11 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if (fallback and path is None) or (store and (not fallback or not name)):
         raise UsageError("-f needs -l path; -s needs -f and -n fdname")
     if not fallback:
-        adopt_systemd_socket(name=name, path=path, target=0)
+        adopt_systemd_socket(name=name, path=path, target=0, families=ANY_FAMILIES)
     else:
         passed, _ = take_systemd_fds()
         if matching(passed, name=name, path=path):
-            chosen = select_listener(passed, name=name, path=path)
+            chosen = select_listener(passed, name=name, path=path, families=ANY_FAMILIES)
             move_fd(chosen.fd, 0)
             close_fds(passed, keep=(chosen.fd, 0))
         else:

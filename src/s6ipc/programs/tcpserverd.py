@@ -14,6 +14,7 @@ import os
 import socket
 from typing import List, NoReturn, Optional
 
+from ..activation import IP_FAMILIES
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 from ..server import Server, ServerConfig
@@ -52,8 +53,9 @@ def family_of_name(name: str) -> Optional[int]:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    take_listening_socket(reporter)
-    peer = TcpPeerIdentity(family_of_name(reporter.name))
+    family = family_of_name(reporter.name)
+    take_listening_socket(reporter, IP_FAMILIES if family is None else (family,))
+    peer = TcpPeerIdentity(family)
     server = Server(config, reporter, Reporter(reporter.name + " (child)"), peer=peer)
     add_readiness_sinks(server, reporter)
     server.start()
