@@ -12,11 +12,11 @@ import os
 from typing import List, Sequence
 
 import pytest
-from conftest import ours, run
-from tcp_support import TcpServer, env_items, tcp_request
 
 from s6ipc.programs import tcpserver
 from s6ipc.programs.chain import stage
+from tests.support.processes import ours, run
+from tests.support.tcp import TcpServer, env_items, tcp_request
 
 S6 = "/usr/bin/s6-"
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}

@@ -18,8 +18,9 @@ import time
 from typing import Iterator, List
 
 import pytest
-from conftest import nobody_ids, ours, requires_root, run, wait_until
-from tcp_support import TcpServer, connect, read_all, tcp_request
+
+from tests.support.processes import nobody_ids, ours, requires_root, run, wait_until
+from tests.support.tcp import TcpServer, connect, read_all, tcp_request
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
 HOLD = ["sh", "-c", 'echo "$TCPCONNNUM $TCPREMOTEIP"; exec cat']  # answers, then lives until EOF

@@ -15,8 +15,9 @@ import time
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import pytest
-from conftest import S6IPC, env_of, stop_process, wait_until
-from tcp_support import tcp_request
+
+from tests.support.processes import S6IPC, env_of, stop_process, wait_until
+from tests.support.tcp import tcp_request
 
 SSA = "/usr/bin/systemd-socket-activate"
 PRIVATE = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET")

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from conftest import stop_process, wait_for_ready
+from tests.support.processes import stop_process, wait_for_ready
 
 
 class TcpServer:
@@ -25,8 +25,8 @@ class TcpServer:
     def __init__(self, argv: Sequence[str], *, env: Optional[Dict[str, str]] = None,
                  stdin: object = subprocess.DEVNULL, merged: bool = False, ready: bool = True,
                  **kw: object) -> None:
-        self.log_path = tempfile.mktemp(prefix="s6t-tcplog", dir="/tmp")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        fd, self.log_path = tempfile.mkstemp(prefix="s6t-tcplog", dir="/tmp")
+        self._log = os.fdopen(fd, "wb")
         self.ready_fd = -1
         if merged:
             self.proc = subprocess.Popen(list(argv), stdin=stdin, stdout=self._log, stderr=self._log,
