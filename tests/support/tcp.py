@@ -98,3 +98,9 @@ def tcp_request(port: int, data: bytes = b"", host: str = "127.0.0.1", source: O
 def env_items(output: bytes) -> List[Tuple[str, str]]:
     """``env`` output as (name, value) pairs, in order."""
     return [tuple(line.split("=", 1)) for line in output.decode().splitlines() if "=" in line]  # type: ignore[misc]
+
+
+def ask_address(address: str) -> bytes:
+    """One request to ``HOST PORT`` (a :class:`tests.support.peers.Load` *asker* for TCP)."""
+    host, port = address.rsplit(" ", 1)
+    return tcp_request(int(port), host=host)

@@ -19,6 +19,7 @@ from ..activation import (
     adopt_systemd_socket,
     fd0_is_socket,
     forget_systemd_sockets,
+    socket_address,
     systemd_socket_pending,
     why_no_systemd_socket,
 )
@@ -140,7 +141,7 @@ def add_readiness_sinks(server: Server, reporter: Reporter) -> None:
 
 def _local_name() -> str:
     try:
-        return local_path(0) or "an unnamed socket"
+        return local_path(0) or socket_address(0) or "an unnamed socket"  # IP:PORT for TCP
     except S6ipcError:
         return "fd 0"
 
