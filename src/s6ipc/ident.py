@@ -56,7 +56,7 @@ def _skip(s: str, n: int) -> int:
     return n
 
 
-def _port(s: str, n: int) -> "tuple[int, int]":
+def _port(s: str, n: int) -> tuple[int, int]:
     value, start = 0, n
     while n < len(s) and "0" <= s[n] <= "9" and value * 10 + int(s[n]) <= 0xFFFF:
         value = value * 10 + int(s[n])
