@@ -223,3 +223,20 @@ def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket
         sock.close()
         raise SystemFailure(f"connect to {_display(path)}", e.errno or errno.EINVAL) from None
     return sock
+
+
+def move_to_client_fds(sock: socket.socket) -> None:
+    """Put a connected socket on fds 6 (read) and 7 (write), inheritable, as UCSPI clients do
+    (s6-ipcclient, s6-tcpclient); the socket object is detached and its own fd closed.
+
+    Raises :class:`SystemFailure` ``set up fd 6`` / ``set up fd 7``.
+    """
+    fd = sock.detach()
+    for target in (6, 7):
+        try:
+            os.dup2(fd, target, inheritable=True)
+            os.set_inheritable(target, True)  # dup2 onto itself (the socket was fd 6) keeps CLOEXEC
+        except OSError as e:
+            raise SystemFailure(f"set up fd {target}", e.errno or errno.EBADF) from None
+    if fd not in (6, 7):
+        os.close(fd)

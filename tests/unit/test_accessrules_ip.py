@@ -6,10 +6,10 @@ import os
 import random
 
 import pytest
-from libskarnet_peer import s6_keys
 
 from s6ipc import inet
 from s6ipc.accessrules import Verdict, check_ip, check_reversedns, ip_keys, reversedns_keys, rules_from_dir
+from tests.support.skalibs import s6_keys
 
 
 def test_ip4_keys_are_libs6s() -> None:

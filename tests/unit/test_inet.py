@@ -6,9 +6,9 @@ import random
 import socket
 
 import pytest
-from libskarnet_peer import c_fmt, c_scan, c_scanlist, skarnet
 
 from s6ipc import inet
+from tests.support.skalibs import c_fmt, c_scan, c_scanlist, skarnet
 
 EXAMPLES = [
     "127.0.0.1", "127.0.0.1xyz", "127.0.0.1:80", "127.0.0.1 foo", "127.0.0.257", "0127.0.0.1",

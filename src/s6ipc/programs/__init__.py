@@ -12,6 +12,8 @@ PROGRAMS = {
     "ipcserverd": "ipcserverd",
     "ipcclient": "ipcclient",
     "ipcserver-access": "ipcserver_access",
+    "tcpserver-access": "tcpserver_access",
+    "tcpclient": "tcpclient",
     "accessrules-cdb-from-fs": "accessrules_cdb_from_fs",
     "accessrules-fs-from-cdb": "accessrules_fs_from_cdb",
     "systemd-socket": "systemd_socket",
