@@ -135,9 +135,9 @@ class Connection(Protocol):
 
 
 class SocketConnection:
-    """A :class:`Connection` over a connected socket object (the fast path's)."""
+    """A :class:`Connection` over a connected socket object (the fast path's: a bare ``_socket``)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
 
     def set_nodelay(self) -> None:
@@ -177,7 +177,7 @@ class FdConnection:
             return _ip_address(s)
 
 
-def _ip_address(sock: socket.socket) -> Tuple[bytes, int]:
+def _ip_address(sock: _socket.socket) -> Tuple[bytes, int]:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
     return from_sockaddr(sock.getsockname(), sock.family)
@@ -409,5 +409,5 @@ class FastTcpAccess(FastPath):
             return None
         return outcome
 
-    def __call__(self, env: Dict[str, str], conn: socket.socket) -> Optional[Tuple[Spawner, Dict[str, str]]]:
+    def __call__(self, env: Dict[str, str], conn: _socket.socket) -> Optional[Tuple[Spawner, Dict[str, str]]]:
         return self.handle(env, conn)

@@ -67,23 +67,35 @@ def _names_us(word: str, entry: str) -> bool:
     return False
 
 
-def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
-    """The in-process policy replacing our own ipcserver-access as prog, or None.
-
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` where S6IPC is
-    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file, with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
-    """
+def own_program(argv: Sequence[str]) -> Optional[int]:
+    """The index of the program word when *argv* runs one of ours: ``S6IPC NAME args…`` where S6IPC
+    is :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file; else None."""
     prefix = own_prefix()
-    argv = config.argv
-    if argv[: len(prefix)] == prefix:
+    if list(argv[: len(prefix)]) == prefix:
         n = len(prefix)
-    elif len(prefix) == 1 and _names_us(argv[0], prefix[0]):
+    elif len(prefix) == 1 and argv and _names_us(argv[0], prefix[0]):
         n = 1
     else:
         return None
-    if not config.lookup or len(argv) <= n or program_name(argv[n]) != "ipcserver-access":
+    return n if len(argv) > n and program_name(argv[n]) is not None else None
+
+
+def refusal_standin(config: ServerConfig) -> Optional[Spawner]:
+    """What a fast path spawns for a refused client at -v2 (``false``), so that the daemon's own
+    allow/end lines are those the access program would have caused; None below -v2."""
+    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
+
+
+def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
+    """The in-process policy replacing our own ipcserver-access as prog, or None.
+
+    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see :func:`own_program`),
+    with valid options and ``-p`` (with ``-P`` the program would only fail, which it then does
+    itself). See :mod:`s6ipc.access` for what the fast path guarantees.
+    """
+    argv = config.argv
+    n = own_program(argv)
+    if n is None or not config.lookup or program_name(argv[n]) != "ipcserver-access":
         return None
     from ..access import FastAccess, parse_options
 
@@ -91,8 +103,7 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
         options = parse_options(argv[n + 1 :])
     except UsageError:
         return None
-    standin = Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
-    return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
+    return FastAccess(options, Reporter(argv[n]), Spawner(argv), refusal_standin(config))
 
 
 def take_listening_socket(reporter: Reporter, families: Sequence[int] = UNIX_FAMILIES) -> None:

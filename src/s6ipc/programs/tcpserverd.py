@@ -15,11 +15,13 @@ import socket
 from typing import List, NoReturn, Optional
 
 from ..activation import IP_FAMILIES
+from ..execution import Spawner
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
-from ..server import Server, ServerConfig
+from ..server import ConnectionPolicy, Server, ServerConfig
 from ..tcppeer import TcpPeerIdentity
-from .ipcserverd import add_readiness_sinks, take_listening_socket
+from .chain import program_name
+from .ipcserverd import add_readiness_sinks, own_program, refusal_standin, take_listening_socket
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -51,12 +53,35 @@ def family_of_name(name: str) -> Optional[int]:
     return None
 
 
+def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
+    """The in-process policy replacing our own tcpserver-access as prog, or None.
+
+    Applies when prog is ``S6IPC [s6-]tcpserver-access OPTIONS… prog…`` (see
+    :func:`~s6ipc.programs.ipcserverd.own_program`) with valid options that need no network
+    exchange and write nothing to the client (``-H -R``, no ``-B``: see :mod:`s6ipc.tcpaccess`);
+    with other options every connection would go to the program anyway, so it simply runs.
+    """
+    argv = config.argv
+    n = own_program(argv)
+    if n is None or program_name(argv[n]) != "tcpserver-access":
+        return None
+    from ..tcpaccess import FastTcpAccess, parse_options
+
+    try:
+        options = parse_options(argv[n + 1 :])
+    except UsageError:
+        return None
+    policy = FastTcpAccess(options, Reporter(argv[n]), Spawner(argv), refusal_standin(config))
+    return policy if policy.in_process else None
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
     family = family_of_name(reporter.name)
     take_listening_socket(reporter, IP_FAMILIES if family is None else (family,))
     peer = TcpPeerIdentity(family)
     server = Server(config, reporter, Reporter(reporter.name + " (child)"), peer=peer)
+    server.policy = access_fast_path(config)
     add_readiness_sinks(server, reporter)
     server.start()
     code = server.serve()
