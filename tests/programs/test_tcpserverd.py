@@ -19,8 +19,8 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.support.processes import nobody_ids, ours, requires_root, run, wait_until
-from tests.support.tcp import TcpServer, connect, read_all, tcp_request
+from tests.support.processes import nobody_ids, ours, read_all, requires_root, run, wait_until
+from tests.support.tcp import TcpServer, connect, tcp_request
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
 HOLD = ["sh", "-c", 'echo "$TCPCONNNUM $TCPREMOTEIP"; exec cat']  # answers, then lives until EOF

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tests.support.processes import stop_process, wait_for_ready
+from tests.support.processes import read_all, stop_process, wait_for_ready
 
 
 class TcpServer:
@@ -70,19 +70,6 @@ def connect(port: int, host: str = "127.0.0.1", source: Optional[str] = None,
         s.bind((source, 0))
     s.connect((host, port))
     return s
-
-
-def read_all(s: socket.socket) -> bytes:
-    chunks: List[bytes] = []
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def tcp_request(port: int, data: bytes = b"", host: str = "127.0.0.1", source: Optional[str] = None,

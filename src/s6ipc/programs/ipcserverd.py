@@ -35,9 +35,10 @@ from .chain import own_prefix, program_name
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
 
-def parse(args: List[str]) -> ServerConfig:
-    """Parse s6-ipcserverd's command line. Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "v:1Ppc:C:")
+def parse(args: List[str], credentials: bool = True) -> ServerConfig:
+    """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
+    Raises :class:`UsageError`."""
+    opts, rest = getopt(args, "v:1Ppc:C:" if credentials else "v:1c:C:")
     config = ServerConfig(rest)
     for letter, value in opts:
         if letter == "v":
@@ -157,14 +158,19 @@ def _local_name() -> str:
         return "fd 0"
 
 
+def run_server(server: Server, reporter: Reporter) -> NoReturn:
+    """Add the readiness sinks, start and serve; exit with the loop's code."""
+    add_readiness_sinks(server, reporter)
+    server.start()
+    code = server.serve()
+    flush_stdio()
+    os._exit(code)
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
     take_listening_socket(reporter)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     server = Server(config, reporter, Reporter(child_name + " (child)"))
     server.policy = access_fast_path(config)
-    add_readiness_sinks(server, reporter)
-    server.start()
-    code = server.serve()
-    flush_stdio()
-    os._exit(code)
+    run_server(server, reporter)

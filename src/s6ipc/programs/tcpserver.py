@@ -18,12 +18,13 @@ capping at 1000 is the daemon's job.
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
+from typing import List, NoReturn
 
 from ..inet import ip46_scan
 from ..messages import Reporter
 from ..options import UINT32_MAX, UsageError, getopt, parse_uint
-from .chain import PrivilegeOptions, exec_into, stage
+from .chain import exec_into, stage
+from .ipcserver import ServerOptions, take_common
 
 USAGE = (
     "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
@@ -31,18 +32,13 @@ USAGE = (
 )
 
 
-class TcpServerOptions:
-    """The options of s6-tcpserver / s6-tcpserver4 / s6-tcpserver6 after parsing (None: not given)."""
+class TcpServerOptions(ServerOptions):
+    """The options of s6-tcpserver / s6-tcpserver4 / s6-tcpserver6 after parsing (None: not given);
+    the IPC-only ones of :class:`ServerOptions` (lookup, perms, systemd) stay at their defaults."""
 
     def __init__(self) -> None:
-        self.verbosity = 1
+        super().__init__()
         self.family = 0  # 4, 6, or 0: from the address
-        self.reuse = True
-        self.notify = False
-        self.maxconn: Optional[int] = None
-        self.localmaxconn: Optional[int] = None
-        self.backlog: Optional[int] = None
-        self.privileges = PrivilegeOptions()
 
 
 def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]]:
@@ -59,24 +55,14 @@ def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]
         v = value or ""
         if letter == "v" and family:
             o.verbosity = parse_uint(v)
-        elif letter in "qQv":
-            o.verbosity = {"q": 0, "Q": 1, "v": 2}[letter]
         elif letter in "46":
             o.family = int(letter)
-        elif letter in "dD":
-            o.reuse = letter == "d"
-        elif letter == "1":
-            o.notify = True
-        elif letter == "c":
-            o.maxconn = parse_uint(v) or 1
-        elif letter == "C":
-            o.localmaxconn = parse_uint(v) or 1
         elif letter == "b":
-            # "not given" is (unsigned int)-1, as in s6-ipcserver
+            # "not given" is (unsigned int)-1, as in s6-ipcserver; 0 passes verbatim in s6-tcpserver
             backlog = parse_uint(v)
             o.backlog = None if backlog == UINT32_MAX else backlog if not family else backlog or 1
-        elif letter in PrivilegeOptions.LETTERS:
-            o.privileges.take(letter, v)
+        else:
+            take_common(o, letter, v)
     if len(rest) < 3:
         raise UsageError("too few arguments")
     if not o.family:

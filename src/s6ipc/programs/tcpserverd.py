@@ -10,38 +10,19 @@ the socket may also come from systemd (``LISTEN_FDS``), and readiness reaches ``
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import List, NoReturn, Optional
 
 from ..activation import IP_FAMILIES
 from ..execution import Spawner
-from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
+from ..messages import Reporter
+from ..options import UsageError
 from ..server import ConnectionPolicy, Server, ServerConfig
 from ..tcppeer import TcpPeerIdentity
 from .chain import program_name
-from .ipcserverd import add_readiness_sinks, own_program, refusal_standin, take_listening_socket
+from .ipcserverd import own_program, parse, refusal_standin, run_server, take_listening_socket
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
-
-
-def parse(args: List[str]) -> ServerConfig:
-    """Parse s6-tcpserver4d's command line. Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "v:1c:C:")
-    config = ServerConfig(rest)
-    for letter, value in opts:
-        if letter == "v":
-            config.verbosity = parse_uint(value or "")
-        elif letter == "1":
-            config.notify = True
-        elif letter == "c":
-            config.maxconn = parse_uint(value or "")
-        elif letter == "C":
-            config.localmaxconn = parse_uint(value or "")
-    if not rest or not rest[0]:
-        raise UsageError("no program")
-    return config
 
 
 def family_of_name(name: str) -> Optional[int]:
@@ -76,14 +57,10 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    config = parse(args)
+    config = parse(args, credentials=False)
     family = family_of_name(reporter.name)
     take_listening_socket(reporter, IP_FAMILIES if family is None else (family,))
     peer = TcpPeerIdentity(family)
     server = Server(config, reporter, Reporter(reporter.name + " (child)"), peer=peer)
     server.policy = access_fast_path(config)
-    add_readiness_sinks(server, reporter)
-    server.start()
-    code = server.serve()
-    flush_stdio()
-    os._exit(code)
+    run_server(server, reporter)
