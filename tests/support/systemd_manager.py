@@ -262,3 +262,13 @@ def start() -> UserManager:
         manager.stop()
         raise
     return manager
+
+
+def start_or_skip() -> UserManager:
+    """:func:`start`, or skip the calling test (or module, from a fixture) saying exactly why not."""
+    import pytest
+
+    try:
+        return start()
+    except Unavailable as e:
+        pytest.skip(f"no real systemd manager here: {e}")
