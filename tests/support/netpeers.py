@@ -254,7 +254,7 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
 
 
 def listening_server(argv: Sequence[str], ip: str = "127.0.0.1", family: int = socket.AF_INET,
-                     ) -> Iterator[Tuple[int, "subprocess.Popen[bytes]"]]:
+                     ) -> Iterator[Tuple[int, subprocess.Popen[bytes]]]:
     """A djb-style server (ucspi-tcp's ``tcpserver -1 …``) started from *argv* with ``ip`` and
     port 0 appended before the program; yields (port, process)."""
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
