@@ -208,7 +208,8 @@ def full_backlog() -> Iterator[Tuple[str, int]]:
     (["-T", "1+0"], "127.0.0.1,127.0.0.1", 2.0),
     (["-t", "1", "-T", "5"], "127.0.0.1", 1.0),
 ])
-def test_connect_timeouts(full_backlog: Tuple[str, int], args: List[str], hosts: str, expected: float) -> None:
+def test_connect_timeouts(full_backlog: Tuple[str, int], args: List[str], hosts: str,
+                          expected: float) -> None:
     start = time.monotonic()
     p = run([*CLIENT, "-H", "-l", "x", *args, hosts, str(full_backlog[1]), "true"], env=BASE)
     took = time.monotonic() - start
@@ -228,8 +229,10 @@ def test_bad_port(args: List[str], message: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["127.0.0.1", "1"], ["-T", "x", "127.0.0.1", "1", "true"],
-                                  ["-T", "1+", "127.0.0.1", "1", "true"], ["-T", "1-2", "h", "1", "true"],
-                                  ["-i", "nowhere", "127.0.0.1", "1", "true"], ["-p", "65536", "h", "1", "true"],
+                                  ["-T", "1+", "127.0.0.1", "1", "true"],
+                                  ["-T", "1-2", "h", "1", "true"],
+                                  ["-i", "nowhere", "127.0.0.1", "1", "true"],
+                                  ["-p", "65536", "h", "1", "true"],
                                   ["-t", "x", "h", "1", "true"], ["-H", "localhost", "1", "true"],
                                   ["-x", "h", "1", "true"]])
 def test_usage(args: List[str]) -> None:
@@ -289,7 +292,9 @@ def test_remote_info() -> None:
         rc, r, err = client(["-H", "-l", "x", "-r", ip, str(listener.port)])
         assert rc == 0, err
         assert "TCPREMOTEINFO=bob\r" in r["env"]  # type: ignore[operator]
-        local = [e for e in r["env"] if e.startswith("TCPLOCALPORT=")][0].split("=")[1]  # type: ignore[union-attr]
+        env = r["env"]
+        assert isinstance(env, list)
+        local = [e for e in env if e.startswith("TCPLOCALPORT=")][0].split("=")[1]
         assert identd.lines == [f"{listener.port} , {local}\r\n".encode()]
         identd.reply = lambda q: (q + " : ERROR : NO-USER\n").encode()
         rc, r, err = client(["-H", "-l", "x", "-r", ip, str(listener.port)])

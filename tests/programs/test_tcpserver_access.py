@@ -58,7 +58,8 @@ def rules(tmp_path) -> str:  # type: ignore[no-untyped-def]
 
 def test_environment_order_and_stale_values() -> None:
     """Spec 4.1: the daemon's four modifs, then LOCALIP, LOCALPORT and three unsets, env_merge order."""
-    env = {"AAA": "1", "TCPREMOTEHOST": "stale", "TCPREMOTEINFO": "stale", "TCPLOCALHOST": "stale", "ZZZ": "2"}
+    env = {"AAA": "1", "TCPREMOTEHOST": "stale", "TCPREMOTEINFO": "stale", "TCPLOCALHOST": "stale",
+           "ZZZ": "2"}
     full = dict(BASE)
     full.update(env)
     got = serve_one([*ACCESS, "-H", *ENV], full)
@@ -138,7 +139,8 @@ def test_exec_failure_after_allow_line() -> None:
 
 
 def test_nodelay() -> None:
-    probe = [VENV_PYTHON, "-c", "import socket; s = socket.socket(fileno=1); print(s.getsockopt(6, 1)); s.detach()"]
+    probe = [VENV_PYTHON, "-c",
+             "import socket; s = socket.socket(fileno=1); print(s.getsockopt(6, 1)); s.detach()"]
     assert access(["-H"], prog=probe).received == b"0\n"
     assert access(["-H", "-D"], prog=probe).received == b"1\n"
     assert access(["-H", "-D", "-d"], prog=probe).received == b"0\n"
@@ -158,7 +160,8 @@ def test_ip4_longest_prefix_deny_and_notfound(rules: str) -> None:
     make_rules(rules + "2", {"ip4/10.0.0.0_8": {"allow": True}})
     nothing = access(["-v2", "-H", "-i", rules + "2"])
     assert nothing.returncode == 1
-    assert lines(nothing.stderr) == ["tcpserver-access: info: deny pid P ip 127.0.0.1: No such file or directory"]
+    assert lines(nothing.stderr) == [
+        "tcpserver-access: info: deny pid P ip 127.0.0.1: No such file or directory"]
     quiet = access(["-H", "-i", rules], client_ip="127.0.0.2")
     assert (quiet.returncode, quiet.stderr) == (1, "")
     missing = access(["-H", "-i", rules + "-missing"])

@@ -226,7 +226,8 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     full = dict(env)
     if tcp_env:
         ip, port = from_sockaddr(peer, family)
-        full.update({"PROTO": "TCP", "TCPREMOTEIP": ip_fmt(ip), "TCPREMOTEPORT": str(port), "TCPCONNNUM": "1"})
+        full.update({"PROTO": "TCP", "TCPREMOTEIP": ip_fmt(ip), "TCPREMOTEPORT": str(port),
+                     "TCPCONNNUM": "1"})
     try:
         proc = subprocess.Popen(list(argv), stdin=conn, stdout=conn, stderr=subprocess.PIPE, env=full,
                                 pass_fds=pass_fds)
