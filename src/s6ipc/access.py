@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, 
 from .accessrules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
 from .envdir import merge_env
 from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
-from .execution import Spawner
+from .execution import DEFAULT_PATH, Spawner
 from .options import UsageError, getopt, parse_uint
 from .sockets import address_text
 
@@ -224,6 +224,12 @@ def connection_local_path(conn: object) -> Callable[[], str]:
             raise SystemFailure("ipc_local", e.errno or errno.ENOTSOCK) from None
 
     return local
+
+
+def refusal_standin(daemon_verbosity: int) -> Optional[Spawner]:
+    """The stand-in a fast path spawns for a refused connection (``false``, exit 1) when the daemon
+    logs at verbosity 2 or more, so that its allow/end lines are those of a real child; else None."""
+    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if daemon_verbosity >= 2 else None
 
 
 class _Log(Protocol):

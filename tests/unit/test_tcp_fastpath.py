@@ -129,3 +129,15 @@ def test_exec_rule_spawner(tmp_path, connection) -> None:  # type: ignore[no-unt
     assert got is not None and got[0].argv == ["/usr/lib/execline/bin/execlineb", "-c", "echo hi"]
 
 
+
+
+def test_recognised_only_through_our_entry_point() -> None:
+    from s6ipc.programs.tcpserver_access import fast_path
+
+    policy = fast_path([S6IPC, "s6-tcpserver-access", "-H", "-R", "/usr/bin/env"], 2)
+    assert isinstance(policy, FastTcpAccess) and policy.in_process and policy.standin is not None
+    assert fast_path([S6IPC, "tcpserver-access", "-H", "/usr/bin/env"], 1).standin is None  # type: ignore[union-attr]
+    assert fast_path(["/usr/bin/s6-tcpserver-access", "-H", "/usr/bin/env"], 1) is None
+    assert fast_path([S6IPC, "ipcserver-access", "/usr/bin/env"], 1) is None
+    assert fast_path([S6IPC, "tcpserver-access", "-B", "x" * 600, "/usr/bin/env"], 1) is None
+    assert fast_path([S6IPC, "tcpserver-access", "-Z", "/usr/bin/env"], 1) is None

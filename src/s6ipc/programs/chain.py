@@ -17,11 +17,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import List, NoReturn, Optional, Sequence
+from typing import List, NamedTuple, NoReturn, Optional, Sequence
 
 from ..envdir import merge_env
 from ..errors import S6ipcError
-from ..execution import exec_argv, restore_default_signals
+from ..execution import DEFAULT_PATH, exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
@@ -51,6 +51,44 @@ def program_name(word: str) -> Optional[str]:
     if word.startswith("s6-") and word[3:] in PROGRAMS:
         return word[3:]
     return None
+
+
+class ProgramCall(NamedTuple):
+    """argv naming one of our programs: *name* (``ipcserver-access``), the *word* used
+    (``s6-ipcserver-access``), the *args* after it."""
+
+    name: str
+    word: str
+    args: List[str]
+
+
+def _names_us(word: str, entry: str) -> bool:
+    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
+    if "/" in word:
+        candidates = [word]
+    else:
+        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate) == os.path.realpath(entry)
+    return False
+
+
+def own_program_call(argv: Sequence[str]) -> Optional[ProgramCall]:
+    """What *argv* runs when it is ``S6IPC [s6-]NAME ARGS…`` for one of our programs, where S6IPC is
+    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file; else None.
+    (How the daemons recognise an access program they can run in-process.)"""
+    prefix = own_prefix()
+    if list(argv[: len(prefix)]) == prefix:
+        n = len(prefix)
+    elif len(prefix) == 1 and argv and _names_us(argv[0], prefix[0]):
+        n = 1
+    else:
+        return None
+    if len(argv) <= n:
+        return None
+    name = program_name(argv[n])
+    return None if name is None else ProgramCall(name, argv[n], list(argv[n + 1 :]))
 
 
 def run_program(word: str, args: Sequence[str]) -> NoReturn:

@@ -22,13 +22,13 @@ from ..activation import (
     why_no_systemd_socket,
 )
 from ..errors import S6ipcError
-from ..execution import DEFAULT_PATH, Spawner
+from ..execution import Spawner
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 from ..readiness import Notifier, Readiness
 from ..server import ConnectionPolicy, Server, ServerConfig
 from ..sockets import local_path
-from .chain import own_prefix, program_name
+from .chain import own_program_call
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -53,44 +53,23 @@ def parse(args: List[str]) -> ServerConfig:
     return config
 
 
-def _names_us(word: str, entry: str) -> bool:
-    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate) == os.path.realpath(entry)
-    return False
-
-
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` where S6IPC is
-    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file, with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
+    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see
+    :func:`own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
+    fail, which it then does itself). See :mod:`s6ipc.access` for what the fast path guarantees.
     """
-    prefix = own_prefix()
-    argv = config.argv
-    if argv[: len(prefix)] == prefix:
-        n = len(prefix)
-    elif len(prefix) == 1 and _names_us(argv[0], prefix[0]):
-        n = 1
-    else:
+    call = own_program_call(config.argv)
+    if not config.lookup or call is None or call.name != "ipcserver-access":
         return None
-    if not config.lookup or len(argv) <= n or program_name(argv[n]) != "ipcserver-access":
-        return None
-    from ..access import FastAccess, parse_options
+    from ..access import FastAccess, parse_options, refusal_standin
 
     try:
-        options = parse_options(argv[n + 1 :])
+        options = parse_options(call.args)
     except UsageError:
         return None
-    standin = Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
-    return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
+    return FastAccess(options, Reporter(call.word), Spawner(config.argv), refusal_standin(config.verbosity))
 
 
 def take_listening_socket(reporter: Reporter) -> None:

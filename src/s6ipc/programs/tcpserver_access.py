@@ -9,16 +9,35 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, NoReturn
+from typing import List, NoReturn, Optional, Sequence
 
-from ..access import EXECLINE_MISSING, RulesSource, emit
+from ..access import EXECLINE_MISSING, RulesSource, emit, refusal_standin
 from ..accessrules import EXECLINEB
-from ..errors import ExecFailure
-from ..execution import exec_argv, restore_default_signals
+from ..errors import BadInput, ExecFailure
+from ..execution import Spawner, exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
-from ..tcpaccess import USAGE, FdConnection, evaluate, parse_options
+from ..options import UsageError
+from ..tcpaccess import USAGE, FastTcpAccess, FdConnection, evaluate, parse_options
+from .chain import own_program_call
 
-__all__ = ["USAGE", "main"]
+__all__ = ["USAGE", "main", "fast_path"]
+
+
+def fast_path(argv: Sequence[str], verbosity: int) -> Optional[FastTcpAccess]:
+    """The in-process policy for a TCP daemon whose prog *argv* is our own tcpserver-access
+    (``S6IPC [s6-]tcpserver-access OPTIONS… prog…``, see :func:`own_program_call`), or None.
+
+    *verbosity* is the daemon's: at 2 and more a refusal spawns a stand-in (``false``) so that the
+    daemon's own allow/end lines stay those of a real child. See :mod:`s6ipc.tcpaccess`.
+    """
+    call = own_program_call(argv)
+    if call is None or call.name != "tcpserver-access":
+        return None
+    try:
+        options = parse_options(call.args)
+    except (UsageError, BadInput):
+        return None
+    return FastTcpAccess(options, Reporter(call.word), Spawner(argv), refusal_standin(verbosity))
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
