@@ -26,6 +26,7 @@ from tests.support.netpeers import (
     Served,
     environ_lines,
     loopback_address,
+    read_to_eof,
     serve_one,
 )
 from tests.support.processes import S6IPC, VENV_PYTHON, run
@@ -429,12 +430,7 @@ def test_under_ucspi_tcps_tcpserver(rules: str) -> None:
         port = int(proc.stdout.readline())
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.shutdown(socket.SHUT_WR)
-            data = b""
-            while True:
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_eof(c)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -7,15 +7,13 @@ programs under test get ``DNSCACHEIP`` pointing at them.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import struct
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 T_A, T_PTR, T_AAAA = 1, 12, 28
 
@@ -201,6 +199,17 @@ class Served:
     server: Tuple[str, int]  # the listening address
 
 
+def read_to_eof(sock: socket.socket, timeout: float = 20) -> bytes:
+    """Everything *sock* receives until the peer closes (or *timeout* between chunks)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def environ_lines(data: bytes) -> List[str]:
     """``env``'s output (one NAME=value per line) as a list, in order."""
     return [line for line in data.decode("utf-8", "replace").split("\n") if line]
@@ -239,11 +248,7 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     received = b""
     try:
         client.shutdown(socket.SHUT_WR)
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received += chunk
+        received = read_to_eof(client, timeout)
     except OSError:
         pass
     _, err = proc.communicate(timeout=timeout)
@@ -252,30 +257,3 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     client.close()
     listener.close()
     return served
-
-
-def listening_server(argv: Sequence[str], ip: str = "127.0.0.1", family: int = socket.AF_INET,
-                     ) -> Iterator[Tuple[int, subprocess.Popen[bytes]]]:
-    """A djb-style server (ucspi-tcp's ``tcpserver -1 …``) started from *argv* with ``ip`` and
-    port 0 appended before the program; yields (port, process)."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    try:
-        yield int(line.strip() or b"0"), proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def elapsed(action: Callable[[], object]) -> float:
-    start = time.monotonic()
-    action()
-    return time.monotonic() - start
-
-
-__all__ = ["FakeDns", "FakeIdent", "Served", "serve_one", "environ_lines", "loopback_address",
-           "listening_server", "elapsed", "os"]

@@ -16,6 +16,7 @@ import pytest
 from s6ipc.execution import Spawner
 from s6ipc.tcpaccess import FastTcpAccess, parse_options
 from tests.support.access import make_rules
+from tests.support.netpeers import read_to_eof
 from tests.support.processes import S6IPC
 
 
@@ -63,16 +64,6 @@ def fast(args: List[str]) -> Tuple[FastTcpAccess, Log, Spawner]:
     return FastTcpAccess(parse_options(args), log, fallback), log, fallback
 
 
-def read_all(sock: socket.socket) -> bytes:
-    sock.settimeout(10)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 def test_allowed_in_process(tmp_path, connection) -> None:  # type: ignore[no-untyped-def]
     rules = make_rules(str(tmp_path / "r"), {"ip4/127.0.0.0_8": {"allow": True, "env": {"R": b"1\n"}}})
     policy, log, fallback = fast(["-H", "-l", "here", "-i", rules, "/usr/bin/env"])
@@ -86,7 +77,7 @@ def test_allowed_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
     pid = spawner.spawn(conn.fileno(), final)
     conn.close()
     client.shutdown(socket.SHUT_WR)
-    out = read_all(client).decode().splitlines()
+    out = read_to_eof(client).decode().splitlines()
     os.waitpid(pid, 0)
     assert out[-1] == "TCPLOCALHOST=here" and "R=1" in out
     assert log.lines == [f"info: allow pid {pid} ip 127.0.0.1"]

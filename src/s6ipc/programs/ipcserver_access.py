@@ -10,27 +10,31 @@ import errno
 import os
 from typing import List, NoReturn
 
-from ..access import EXECLINE_MISSING, USAGE, RulesSource, emit, evaluate, parse_options
+from ..access import EXECLINE_MISSING, USAGE, Outcome, RulesSource, emit, evaluate, parse_options
 from ..accessrules import EXECLINEB
 from ..errors import ExecFailure
 from ..execution import exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..sockets import local_path
 
-__all__ = ["USAGE", "main"]
+__all__ = ["USAGE", "main", "conclude"]
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     options = parse_options(args)
     env = dict(os.environ)
-    outcome = evaluate(options, env, lambda: local_path(0), RulesSource(options))
+    conclude(reporter, evaluate(options, env, lambda: local_path(0), RulesSource(options)))
+
+
+def conclude(reporter: Reporter, outcome: Outcome) -> NoReturn:
+    """Do what an access program's *outcome* says: log its lines with our pid, then die of its
+    error, exit with its refusal code, or exec its command (exec rules through execline)."""
     emit(reporter, outcome.lines, os.getpid())
     if outcome.error is not None:
         reporter.die(outcome.error)
-    if not outcome.allowed:
-        flush_stdio()
-        os._exit(1)
     flush_stdio()
+    if not outcome.allowed:
+        os._exit(outcome.exit_code)
     restore_default_signals()
     try:
         exec_argv(outcome.argv, outcome.env, path_env=outcome.search_path_env)
