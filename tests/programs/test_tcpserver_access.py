@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
+from s6ipc.cdb import write_cdb
 from tests.support.access import make_rules
 from tests.support.netpeers import (
     FakeDns,
@@ -207,6 +208,25 @@ def test_mapped_address_is_looked_up_under_ip6(rules: str) -> None:
     assert p.returncode == 111 and b"socket_local" in p.stderr
 
 
+def test_mapped_client_on_a_dual_stack_socket(rules: str, client_ip: str) -> None:
+    """An IPv4 client of a V6ONLY=0 socket is ::ffff:a.b.c.d: ip6 rules, mapped TCPLOCALIP, and
+    the ident query goes over IPv6 to the mapped address (reaching an IPv4 identd)."""
+    make_rules(rules, {"ip6/::ffff:7f00:0_104": {"allow": True, "env": {"MAPPED": b"1\n"}},
+                       "ip4/0.0.0.0_0": {"deny": True}})
+    identd = _identd(client_ip, " : USERID : UNIX : mapped\n")
+    try:
+        got = access(["-H", "-r", "-i", rules], family=socket.AF_INET6, listen_ip="::",
+                     dual_stack_client=True, client_ip=client_ip)
+    finally:
+        identd.close()
+    assert got.returncode == 0, got.stderr
+    env = environ_lines(got.received)
+    packed = socket.inet_aton(client_ip)
+    mapped = f"::ffff:{int.from_bytes(packed[:2], 'big'):x}:{int.from_bytes(packed[2:], 'big'):x}"
+    assert f"TCPREMOTEIP={mapped}" in env and "TCPLOCALIP=::ffff:7f00:1" in env
+    assert "MAPPED=1" in env and "TCPREMOTEINFO=mapped" in env
+
+
 def test_cdb_from_debians_compiler(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     compiler = "/usr/bin/s6-accessrules-cdb-from-fs"
     if not os.access(compiler, os.X_OK):
@@ -236,7 +256,13 @@ def test_rules_errors(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-
     bad = str(tmp_path / "bad.cdb")
     with open(bad, "wb") as f:
         f.write(b"short")
-    assert access(["-H", "-x", bad]).returncode == 111
+    got = access(["-H", "-x", bad])
+    assert got.returncode == 111 and len(got.stderr.splitlines()) == 1 and "Traceback" not in got.stderr
+    damaged = str(tmp_path / "damaged.cdb")
+    write_cdb(damaged, [(b"ip4/127.0.0.1_32", b"A\xff\xffjunk")])  # env length past the value
+    got = access(["-H", "-x", damaged])
+    assert (got.returncode, got.stderr) == (
+        111, f"tcpserver-access: fatal: unable to check cdb ruleset for IP in {damaged}: Invalid argument\n")
 
 
 # -- banner ------------------------------------------------------------------------------------

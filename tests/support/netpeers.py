@@ -217,20 +217,25 @@ def environ_lines(data: bytes) -> List[str]:
 
 def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = socket.AF_INET,
               listen_ip: str = "127.0.0.1", client_ip: Optional[str] = None, send: bytes = b"",
-              tcp_env: bool = True, timeout: float = 20, pass_fds: Sequence[int] = ()) -> Served:
+              tcp_env: bool = True, timeout: float = 20, pass_fds: Sequence[int] = (),
+              dual_stack_client: bool = False) -> Served:
     """Accept one loopback connection and run *argv* on it (fds 0 and 1 = the connection) with
     *env* plus, with *tcp_env*, what s6-tcpserverd sets (PROTO, TCPREMOTEIP, TCPREMOTEPORT,
     TCPCONNNUM=1, IPv6 addresses in skalibs' form). The client sends *send*, shuts down its
-    writing side and reads until EOF."""
+    writing side and reads until EOF. With *dual_stack_client*, the listener is an IPv6 socket
+    with IPV6_V6ONLY off and the client an IPv4 one connecting to 127.0.0.1 (a mapped peer)."""
     from s6ipc.inet import from_sockaddr, ip_fmt
 
     listener = socket.socket(family, socket.SOCK_STREAM)
+    if dual_stack_client:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     listener.bind((listen_ip, 0))
     listener.listen(1)
-    client = socket.socket(family, socket.SOCK_STREAM)
+    client = socket.socket(socket.AF_INET if dual_stack_client else family, socket.SOCK_STREAM)
     if client_ip is not None:
         client.bind((client_ip, 0))
-    client.connect(listener.getsockname()[:2])
+    target = ("127.0.0.1", listener.getsockname()[1]) if dual_stack_client else listener.getsockname()[:2]
+    client.connect(target)
     conn, peer = listener.accept()
     full = dict(env)
     if tcp_env:
