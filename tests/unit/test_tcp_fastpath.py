@@ -123,7 +123,7 @@ def test_exec_rule_spawner(tmp_path, connection) -> None:  # type: ignore[no-unt
 
 
 def test_recognised_only_through_our_entry_point() -> None:
-    from s6ipc.programs.tcpserver_access import fast_path
+    from s6ipc.programs.chain import tcp_access_fast_path as fast_path
 
     policy = fast_path([S6IPC, "s6-tcpserver-access", "-H", "-R", "/usr/bin/env"], 2)
     assert isinstance(policy, FastTcpAccess) and policy.in_process and policy.standin is not None

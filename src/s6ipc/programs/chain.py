@@ -14,17 +14,22 @@ SIGXFSZ are put back to SIG_DFL (CPython ignores them).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
-from typing import List, NamedTuple, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 
 from ..envdir import merge_env
-from ..errors import S6ipcError
-from ..execution import DEFAULT_PATH, exec_argv, restore_default_signals
+from ..errors import BadInput, ExecFailure, S6ipcError
+from ..execution import DEFAULT_PATH, Spawner, exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
+
+if TYPE_CHECKING:  # the access modules are imported only by the programs that use them
+    from ..access import Outcome
+    from ..tcpaccess import FastTcpAccess
 
 
 def own_prefix() -> List[str]:
@@ -182,3 +187,45 @@ class PrivilegeOptions:
         if self.groups is not None:
             argv += ["-G", ",".join(str(g) for g in self.groups)]
         return argv + ["--"]
+
+
+def conclude(reporter: Reporter, outcome: Outcome) -> NoReturn:
+    """End an access program (ipcserver-access, tcpserver-access) as its *outcome* says: log its
+    lines with our pid, then die of its error, exit with its refusal code, or exec its command
+    (an exec rule runs through execline)."""
+    from ..access import EXECLINE_MISSING, emit
+    from ..accessrules import EXECLINEB
+
+    emit(reporter, outcome.lines, os.getpid())
+    if outcome.error is not None:
+        reporter.die(outcome.error)
+    flush_stdio()
+    if not outcome.allowed:
+        os._exit(outcome.exit_code)
+    restore_default_signals()
+    try:
+        exec_argv(outcome.argv, outcome.env, path_env=outcome.search_path_env)
+    except ExecFailure as e:
+        if outcome.argv[0] == EXECLINEB and e.errno == errno.ENOENT:
+            reporter.warn(EXECLINE_MISSING)
+        reporter.die(e)
+
+
+def tcp_access_fast_path(argv: Sequence[str], verbosity: int) -> Optional[FastTcpAccess]:
+    """The in-process policy for a TCP daemon whose prog *argv* is our own tcpserver-access
+    (``S6IPC [s6-]tcpserver-access OPTIONS… prog…``, see :func:`own_program_call`), or None.
+
+    *verbosity* is the daemon's: at 2 and more a refusal spawns a stand-in (``false``) so that the
+    daemon's own allow/end lines stay those of a real child. See :mod:`s6ipc.tcpaccess`.
+    """
+    call = own_program_call(argv)
+    if call is None or call.name != "tcpserver-access":
+        return None
+    from ..access import refusal_standin
+    from ..tcpaccess import FastTcpAccess, parse_options
+
+    try:
+        options = parse_options(call.args)
+    except (UsageError, BadInput):
+        return None
+    return FastTcpAccess(options, Reporter(call.word), Spawner(argv), refusal_standin(verbosity))
