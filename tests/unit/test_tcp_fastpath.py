@@ -69,7 +69,7 @@ def test_allowed_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
     policy, log, fallback = fast(["-H", "-l", "here", "-i", rules, "/usr/bin/env"])
     assert policy.in_process
     client, conn, env = connection()
-    got = policy(env, conn)
+    got = policy(None, env, conn)
     assert got is not None
     spawner, final = got
     assert spawner is not fallback
@@ -87,7 +87,7 @@ def test_refused_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
     rules = make_rules(str(tmp_path / "r"), {"ip4/127.0.0.2_32": {"deny": True}})
     policy, log, _ = fast(["-v2", "-H", "-i", rules, "/usr/bin/env"])
     client, conn, env = connection("127.0.0.2")
-    assert policy(env, conn) is None
+    assert policy(None, env, conn) is None
     assert log.lines == [f"info: deny pid {os.getpid()} ip 127.0.0.2: Permission denied"]
 
 
@@ -96,7 +96,7 @@ def test_network_or_banner_goes_to_the_program(args: List[str], connection) -> N
     policy, log, fallback = fast([*args, "/usr/bin/env"])
     assert not policy.in_process
     client, conn, env = connection()
-    assert policy(env, conn) == (fallback, env)
+    assert policy(None, env, conn) == (fallback, env)
     assert log.lines == []
 
 
@@ -106,9 +106,9 @@ def test_odd_cases_go_to_the_program(tmp_path, connection) -> None:  # type: ign
     open(os.path.join(root, "ip4"), "w").close()  # damaged rules: the program reports them
     policy, log, fallback = fast(["-H", "-i", root, "/usr/bin/env"])
     client, conn, env = connection()
-    assert policy(env, conn) == (fallback, env)
+    assert policy(None, env, conn) == (fallback, env)
     bad = dict(env, TCPREMOTEIP="nonsense")
-    assert policy(bad, conn) == (fallback, bad)
+    assert policy(None, bad, conn) == (fallback, bad)
     assert log.lines == []
 
 
@@ -116,7 +116,7 @@ def test_exec_rule_spawner(tmp_path, connection) -> None:  # type: ignore[no-unt
     rules = make_rules(str(tmp_path / "r"), {"ip4/0.0.0.0_0": {"allow": True, "exec": b"echo hi"}})
     policy, _, _ = fast(["-H", "-i", rules, "/usr/bin/env"])
     client, conn, env = connection()
-    got = policy(env, conn)
+    got = policy(None, env, conn)
     assert got is not None and got[0].argv == ["/usr/lib/execline/bin/execlineb", "-c", "echo hi"]
 
 
