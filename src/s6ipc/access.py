@@ -40,7 +40,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, 
 from .accessrules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
 from .envdir import merge_env
 from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
-from .execution import Spawner
+from .execution import DEFAULT_PATH, Spawner
+from .log import Log
 from .options import UsageError, getopt, parse_uint
 from .sockets import address_text
 
@@ -226,17 +227,13 @@ def connection_local_path(conn: object) -> Callable[[], str]:
     return local
 
 
-class _Log(Protocol):
-    """What :class:`FastAccess` needs of a logger (an s6-style reporter named like the program)."""
-
-    def info(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-    def error(self, text: str) -> None: ...
+def refusal_standin(daemon_verbosity: int) -> Optional[Spawner]:
+    """The stand-in a fast path spawns for a refused connection (``false``, exit 1) when the daemon
+    logs at verbosity 2 or more, so that its allow/end lines are those of a real child; else None."""
+    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if daemon_verbosity >= 2 else None
 
 
-def emit(log: _Log, lines: Sequence[LogLine], pid: int) -> None:
+def emit(log: Log, lines: Sequence[LogLine], pid: int) -> None:
     """Write *lines* to *log*, with *pid* where s6 prints its pid."""
     for line in lines:
         if line.kind == "warning":
@@ -286,7 +283,7 @@ class FastPath:
     exiting 1, or None — is used for refusals when the daemon logs at verbosity 2.
     """
 
-    def __init__(self, options: _Program, log: _Log, fallback: Spawner,
+    def __init__(self, options: _Program, log: Log, fallback: Spawner,
                  standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
         self.options = options
         self.log = log
@@ -314,8 +311,10 @@ class FastPath:
         """The program's decision for this connection, or None to hand it to the program."""
         raise NotImplementedError
 
-    def handle(self, env: Dict[str, str], conn: object) -> Optional[Tuple[Spawner, Dict[str, str]]]:
-        """The spawner and environment for this connection, or None to refuse it (closed)."""
+    def __call__(self, peer: object, env: Dict[str, str], conn: object
+                 ) -> Optional[Tuple[Spawner, Dict[str, str]]]:
+        """The spawner and environment for this connection (a :data:`s6ipc.server.ConnectionPolicy`),
+        or None to refuse it (the daemon closes it)."""
         try:
             outcome = self.decide(env, conn)
         except Exception:  # S6ipcError as expected, or anything else: the program will do the work
@@ -337,7 +336,7 @@ class FastAccess(FastPath):
     ``<our prefix> ipcserver-access OPTIONS… prog…`` (arguments: see :class:`FastPath`).
     """
 
-    def __init__(self, options: AccessOptions, log: _Log, fallback: Spawner,
+    def __init__(self, options: AccessOptions, log: Log, fallback: Spawner,
                  standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(options, log, fallback, standin, path_env)
         self.ipc_options = options
@@ -347,6 +346,3 @@ class FastAccess(FastPath):
     def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
         return evaluate(self.ipc_options, env, connection_local_path(conn), self.source,
                         self._euid, self._egid)
-
-    def __call__(self, env: Dict[str, str], conn: object) -> Optional[Tuple[Spawner, Dict[str, str]]]:
-        return self.handle(env, conn)

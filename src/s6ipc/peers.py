@@ -1,118 +1,146 @@
-"""Peer identities: what the server loop (:mod:`s6ipc.server`) needs to know about its clients.
+"""Who is at the other end of an accepted connection, as a super-server counts, logs and tells it.
 
-One accept loop serves Unix and TCP clients; what differs is the *peer identity*:
+The accept loop (:class:`s6ipc.server.Server`) is the same for every kind of socket; what differs is
+the *peer identity*: what ``-C`` counts connections per (a uid for UCSPI-IPC, an address for TCP),
+how the ``allow``/``deny``/``end`` log lines name the peer, and which per-connection variables a
+child gets, in which order. :class:`UnixPeers` is s6-ipcserverd's identity; a TCP server is the
+same loop given another :class:`PeerIdentity`.
 
-* what is counted per peer for ``-C`` (a uid for IPC, an IP address for TCP) — the *key*;
-* how the allow, deny and end log lines name the peer;
-* which variables each child gets, in which order, and how they are filled;
-* what fd 0 must be, and what the ``-1`` readiness line says (a newline for IPC, the local port
-  for TCP) and whether it comes before or after the ``starting`` lines.
+Some facts about SO_PEERCRED (Linux) that :class:`UnixPeers` relies on:
 
-:class:`UnixPeerIdentity` is s6-ipcserverd's; :class:`s6ipc.tcppeer.TcpPeerIdentity` is
-s6-tcpserver4d's and s6-tcpserver6d's.
+* ``getsockopt(SO_PEERCRED)`` on an accepted AF_UNIX stream socket returns the ``struct ucred``
+  (pid, euid, egid) the peer had when it called ``connect``, not its current ids.
+* It cannot fail on a connected AF_UNIX socket short of the peer's socket being gone in a way
+  the kernel reports; when it does fail, s6 logs ``unable to getpeereid`` and drops the
+  connection, and so does the loop (:class:`PeerUnknown`).
+* uid and gid are unsigned in the kernel; CPython's ``struct`` reads them as signed ints, so
+  they are masked to 32 bits (uid 4294967295, "nobody" on some systems, stays positive).
 """
 
 from __future__ import annotations
 
 import _socket
-import errno
-import os
-import socket
-from typing import Dict, Hashable, Optional, Protocol, Tuple
+from typing import Dict, Hashable, Protocol, Tuple
 
-from .sockets import address_text, check_listening_stream
-
-#: ``(key, name, detail)``: see :meth:`PeerIdentity.identify`.
-Peer = Tuple[Hashable, str, object]
+from .sockets import address_text, peer_credentials
 
 
-class PeerLog(Protocol):
-    """Where an identity reports a client it could not identify."""
+class PeerUnknown(Exception):
+    """The peer of a connection cannot be identified: the text of s6's warning (the connection
+    is then closed)."""
 
-    def warn(self, text: str) -> None: ...
+
+class Peer(Protocol):
+    """One connection's peer."""
+
+    @property
+    def key(self) -> Hashable:
+        """What ``-C`` (the per-peer connection limit) counts by."""
+        ...
+
+    def fill(self, env: Dict[str, str], count: int, address: object) -> None:
+        """Set the per-connection variables in *env* (their slots are already in place)."""
+        ...
+
+    def allow_line(self, pid: int, count: int, limit: int) -> str: ...
+
+    def deny_line(self, count: int, limit: int) -> str: ...
+
+    def end_name(self) -> str:
+        """How the ``end pid P …`` line names the peer (``uid 0``, ``ip 127.0.0.1``)."""
+        ...
 
 
 class PeerIdentity(Protocol):
-    """The peer-specific half of the server loop."""
+    """A kind of peer: how to identify one, and the variables every child gets."""
 
-    #: The address family of accepted connections (the listening socket's).
-    family: int
-    #: The per-connection variables, in the order s6 sets them (see ``child_environment``).
-    variables: Tuple[str, ...]
-    #: Variables of :attr:`variables` that are removed, not set.
-    removed: Tuple[str, ...]
-    #: Whether the ``-1`` line precedes the ``starting``/``status`` lines (s6-tcpserver6d) or not.
-    ready_first: bool
+    @property
+    def family(self) -> int:
+        """The socket family of the listener and its connections."""
+        ...
 
-    def check_listener(self, fd: int) -> None:
-        """Check fd 0 at start-up; raise :class:`~s6ipc.errors.BadInput` / ``SystemFailure``."""
+    @property
+    def variables(self) -> Tuple[str, ...]:
+        """The per-connection variables, in the order the server merges them (s6's env_merge)."""
+        ...
 
-    def ready_line(self, fd: int) -> bytes:
-        """What ``-1`` writes on fd 1."""
+    @property
+    def unset(self) -> Tuple[str, ...]:
+        """Those of :attr:`variables` that are removed from the children's environment, not set."""
+        ...
 
-    def identify(self, conn: _socket.socket, address: object, log: PeerLog) -> Optional[Peer]:
-        """``(key, name, detail)`` of a new connection's peer, or None (warned on *log*): drop it.
+    def identify(self, conn: _socket.socket, address: object) -> Peer:
+        """The peer of *conn*; raises :class:`PeerUnknown`."""
+        ...
 
-        *key* is what ``-C`` counts; *name* is how allow and deny lines name the peer; *detail*
-        is whatever else :meth:`fill` needs.
-        """
-
-    def fill(self, env: Dict[str, str], peer: Peer, address: object, num: int) -> None:
-        """Set the per-connection variables in *env*; *num* counts this connection too."""
-
-    def count(self, num: int) -> str:
-        """How the allow line shows *num* (``?`` when the peer is not identified)."""
-
-    def end_name(self, key: Hashable) -> str:
-        """How the end line names the peer of *key* (``uid 0``, ``ip ::1``)."""
-
-
-class UnixPeerIdentity:
-    """s6-ipcserverd's: the peer's euid (SO_PEERCRED), ``IPCREMOTEEUID/EGID``, ``IPCREMOTEPATH``.
-
-    Without *lookup* (``-P``) nobody is identified: every client counts as the same peer, shown
-    as ``?:?``, and ``IPCREMOTEEUID``/``IPCREMOTEEGID`` are removed from the children's environment.
-    """
-
-    family: int = socket.AF_UNIX
-    ready_first = False
-
-    def __init__(self, lookup: bool = True) -> None:
-        self.lookup = lookup
-        self.variables: Tuple[str, ...] = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM",
-                                           "IPCREMOTEPATH")
-        self.removed: Tuple[str, ...] = () if lookup else ("IPCREMOTEEUID", "IPCREMOTEEGID")
-
-    def check_listener(self, fd: int) -> None:
-        check_listening_stream(fd)
+    @property
+    def ready_first(self) -> bool:
+        """Whether the ``-1`` line precedes the ``-v2`` ``starting``/``status`` lines (s6-tcpserver6d)."""
+        ...
 
     def ready_line(self, fd: int) -> bytes:
-        return b"\n"
+        """What ``-1`` writes on fd 1 about listener *fd*: a newline (IPC), the port and a newline (TCP)."""
+        ...
 
-    def identify(self, conn: _socket.socket, address: object, log: PeerLog) -> Optional[Peer]:
-        if not self.lookup:
-            return 0, "?:?", 0
-        try:
-            raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        except OSError as e:
-            log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
-            return None
-        uid = int.from_bytes(raw[4:8], "little")
-        gid = int.from_bytes(raw[8:12], "little")
-        return uid, f"{uid}:{gid}", gid
 
-    def fill(self, env: Dict[str, str], peer: Peer, address: object, num: int) -> None:
+class UnixPeer:
+    """A UCSPI-IPC peer: its euid and egid (both 0 and unprinted without credential lookup)."""
+
+    __slots__ = ("uid", "gid", "key", "_lookup")
+
+    def __init__(self, uid: int, gid: int, lookup: bool) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.key = uid
+        self._lookup = lookup
+
+    def fill(self, env: Dict[str, str], count: int, address: object) -> None:
         env["PROTO"] = "IPC"
-        if self.lookup:
-            env["IPCREMOTEEUID"] = str(peer[0])
-            env["IPCREMOTEEGID"] = str(peer[2])
-            env["IPCCONNNUM"] = str(num)
+        if self._lookup:
+            env["IPCREMOTEEUID"] = str(self.uid)
+            env["IPCREMOTEEGID"] = str(self.gid)
+            env["IPCCONNNUM"] = str(count)
         else:
             env["IPCCONNNUM"] = ""
         env["IPCREMOTEPATH"] = address_text(address) if address else ""
 
-    def count(self, num: int) -> str:
-        return str(num) if self.lookup else "?"
+    def _who(self) -> str:
+        return f"{self.uid}:{self.gid}" if self._lookup else "?:?"
 
-    def end_name(self, key: Hashable) -> str:
-        return f"uid {key}" if self.lookup else "uid ?"
+    def allow_line(self, pid: int, count: int, limit: int) -> str:
+        if self._lookup:
+            return f"allow {self.uid}:{self.gid} pid {pid} count {count}/{limit}"
+        return f"allow ?:? pid {pid} count ?/{limit}"
+
+    def deny_line(self, count: int, limit: int) -> str:
+        return f"deny {self._who()} count {count}/{limit}: Success"
+
+    def end_name(self) -> str:
+        return f"uid {self.uid}" if self._lookup else "uid ?"
+
+
+class UnixPeers:
+    """s6-ipcserverd's identity: SO_PEERCRED, ``IPC*`` variables; *lookup* False is ``-P``."""
+
+    family: int = _socket.AF_UNIX
+    #: s6-ipcserverd's order (docs/ipcserverd.md); ``-P`` removes the two credentials.
+    variables: Tuple[str, ...] = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM", "IPCREMOTEPATH")
+
+    ready_first = False
+
+    def __init__(self, lookup: bool = True) -> None:
+        self.lookup = lookup
+        self.unset: Tuple[str, ...] = () if lookup else ("IPCREMOTEEUID", "IPCREMOTEEGID")
+        self._anonymous = UnixPeer(0, 0, False)
+
+    def ready_line(self, fd: int) -> bytes:
+        return b"\n"
+
+    def identify(self, conn: _socket.socket, address: object) -> UnixPeer:
+        if not self.lookup:
+            return self._anonymous
+        try:
+            _, uid, gid = peer_credentials(conn)
+        except OSError as e:
+            raise PeerUnknown(f"unable to getpeereid: {e.strerror or 'Input/output error'}") from None
+        return UnixPeer(uid, gid, True)

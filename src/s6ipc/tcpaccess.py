@@ -52,12 +52,13 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from . import dns, ident
-from .access import FastPath, LogLine, Outcome, RulesSource, _Log
+from .access import FastPath, LogLine, Outcome, RulesSource
 from .accessrules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
 from .envdir import merge_env
 from .errors import BadInput, SystemFailure
 from .execution import Spawner
 from .inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
+from .log import Log
 from .options import UsageError, getopt, parse_uint
 
 USAGE = ("[ -v verbosity ] [ -W | -w ] [ -D | -d ] [ -H | -h ] [ -R | -r ] [ -P | -p ] [ -l localname ] "
@@ -135,9 +136,9 @@ class Connection(Protocol):
 
 
 class SocketConnection:
-    """A :class:`Connection` over a connected socket object (the fast path's: a bare ``_socket``)."""
+    """A :class:`Connection` over a connected socket object (the fast path's)."""
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
     def set_nodelay(self) -> None:
@@ -177,7 +178,7 @@ class FdConnection:
             return _ip_address(s)
 
 
-def _ip_address(sock: _socket.socket) -> Tuple[bytes, int]:
+def _ip_address(sock: socket.socket) -> Tuple[bytes, int]:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
     return from_sockaddr(sock.getsockname(), sock.family)
@@ -386,15 +387,16 @@ def evaluate(options: TcpAccessOptions, env: Mapping[str, str], conn: Connection
 class FastTcpAccess(FastPath):
     """A TCP daemon's per-connection policy doing tcpserver-access's work in-process.
 
-    Call it with the environment prepared for the child (``PROTO``, ``TCPREMOTEIP``,
-    ``TCPREMOTEPORT``, ``TCPCONNNUM``…) and the accepted socket; it returns the spawner and the
-    environment to spawn, or None when the connection is refused (then close it). Options that
+    A :data:`s6ipc.server.ConnectionPolicy`: call it with the peer, the environment prepared for
+    the child (``PROTO``, ``TCPREMOTEIP``, ``TCPREMOTEPORT``, ``TCPCONNNUM``…) and the accepted
+    socket; it returns the spawner and the environment to spawn, or None when the connection is
+    refused (then close it). Options that
     need the network (``-h``, ``-r``) or write to the client (``-B``) make every connection go to
     *fallback*, the real program.
     Other arguments: see :class:`s6ipc.access.FastPath`.
     """
 
-    def __init__(self, options: TcpAccessOptions, log: _Log, fallback: Spawner,
+    def __init__(self, options: TcpAccessOptions, log: Log, fallback: Spawner,
                  standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(options, log, fallback, standin, path_env)
         self.tcp_options = options
@@ -408,6 +410,3 @@ class FastTcpAccess(FastPath):
         if not outcome.allowed and outcome.error is None and outcome.exit_code != 1:
             return None
         return outcome
-
-    def __call__(self, env: Dict[str, str], conn: _socket.socket) -> Optional[Tuple[Spawner, Dict[str, str]]]:
-        return self.handle(env, conn)

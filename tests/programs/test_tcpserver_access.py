@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
+from s6ipc.cdb import write_cdb
 from tests.support.access import make_rules
 from tests.support.netpeers import (
     FakeDns,
@@ -26,6 +27,7 @@ from tests.support.netpeers import (
     Served,
     environ_lines,
     loopback_address,
+    read_to_eof,
     serve_one,
 )
 from tests.support.processes import S6IPC, VENV_PYTHON, run
@@ -58,7 +60,8 @@ def rules(tmp_path) -> str:  # type: ignore[no-untyped-def]
 
 def test_environment_order_and_stale_values() -> None:
     """Spec 4.1: the daemon's four modifs, then LOCALIP, LOCALPORT and three unsets, env_merge order."""
-    env = {"AAA": "1", "TCPREMOTEHOST": "stale", "TCPREMOTEINFO": "stale", "TCPLOCALHOST": "stale", "ZZZ": "2"}
+    env = {"AAA": "1", "TCPREMOTEHOST": "stale", "TCPREMOTEINFO": "stale", "TCPLOCALHOST": "stale",
+           "ZZZ": "2"}
     full = dict(BASE)
     full.update(env)
     got = serve_one([*ACCESS, "-H", *ENV], full)
@@ -138,7 +141,8 @@ def test_exec_failure_after_allow_line() -> None:
 
 
 def test_nodelay() -> None:
-    probe = [VENV_PYTHON, "-c", "import socket; s = socket.socket(fileno=1); print(s.getsockopt(6, 1)); s.detach()"]
+    probe = [VENV_PYTHON, "-c",
+             "import socket; s = socket.socket(fileno=1); print(s.getsockopt(6, 1)); s.detach()"]
     assert access(["-H"], prog=probe).received == b"0\n"
     assert access(["-H", "-D"], prog=probe).received == b"1\n"
     assert access(["-H", "-D", "-d"], prog=probe).received == b"0\n"
@@ -158,7 +162,8 @@ def test_ip4_longest_prefix_deny_and_notfound(rules: str) -> None:
     make_rules(rules + "2", {"ip4/10.0.0.0_8": {"allow": True}})
     nothing = access(["-v2", "-H", "-i", rules + "2"])
     assert nothing.returncode == 1
-    assert lines(nothing.stderr) == ["tcpserver-access: info: deny pid P ip 127.0.0.1: No such file or directory"]
+    assert lines(nothing.stderr) == [
+        "tcpserver-access: info: deny pid P ip 127.0.0.1: No such file or directory"]
     quiet = access(["-H", "-i", rules], client_ip="127.0.0.2")
     assert (quiet.returncode, quiet.stderr) == (1, "")
     missing = access(["-H", "-i", rules + "-missing"])
@@ -203,6 +208,25 @@ def test_mapped_address_is_looked_up_under_ip6(rules: str) -> None:
     assert p.returncode == 111 and b"socket_local" in p.stderr
 
 
+def test_mapped_client_on_a_dual_stack_socket(rules: str, client_ip: str) -> None:
+    """An IPv4 client of a V6ONLY=0 socket is ::ffff:a.b.c.d: ip6 rules, mapped TCPLOCALIP, and
+    the ident query goes over IPv6 to the mapped address (reaching an IPv4 identd)."""
+    make_rules(rules, {"ip6/::ffff:7f00:0_104": {"allow": True, "env": {"MAPPED": b"1\n"}},
+                       "ip4/0.0.0.0_0": {"deny": True}})
+    identd = _identd(client_ip, " : USERID : UNIX : mapped\n")
+    try:
+        got = access(["-H", "-r", "-i", rules], family=socket.AF_INET6, listen_ip="::",
+                     dual_stack_client=True, client_ip=client_ip)
+    finally:
+        identd.close()
+    assert got.returncode == 0, got.stderr
+    env = environ_lines(got.received)
+    packed = socket.inet_aton(client_ip)
+    mapped = f"::ffff:{int.from_bytes(packed[:2], 'big'):x}:{int.from_bytes(packed[2:], 'big'):x}"
+    assert f"TCPREMOTEIP={mapped}" in env and "TCPLOCALIP=::ffff:7f00:1" in env
+    assert "MAPPED=1" in env and "TCPREMOTEINFO=mapped" in env
+
+
 def test_cdb_from_debians_compiler(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     compiler = "/usr/bin/s6-accessrules-cdb-from-fs"
     if not os.access(compiler, os.X_OK):
@@ -232,7 +256,13 @@ def test_rules_errors(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-
     bad = str(tmp_path / "bad.cdb")
     with open(bad, "wb") as f:
         f.write(b"short")
-    assert access(["-H", "-x", bad]).returncode == 111
+    got = access(["-H", "-x", bad])
+    assert got.returncode == 111 and len(got.stderr.splitlines()) == 1 and "Traceback" not in got.stderr
+    damaged = str(tmp_path / "damaged.cdb")
+    write_cdb(damaged, [(b"ip4/127.0.0.1_32", b"A\xff\xffjunk")])  # env length past the value
+    got = access(["-H", "-x", damaged])
+    assert (got.returncode, got.stderr) == (
+        111, f"tcpserver-access: fatal: unable to check cdb ruleset for IP in {damaged}: Invalid argument\n")
 
 
 # -- banner ------------------------------------------------------------------------------------
@@ -426,12 +456,7 @@ def test_under_ucspi_tcps_tcpserver(rules: str) -> None:
         port = int(proc.stdout.readline())
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.shutdown(socket.SHUT_WR)
-            data = b""
-            while True:
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_eof(c)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

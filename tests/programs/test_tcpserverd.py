@@ -192,19 +192,21 @@ def test_fd0_not_a_socket_or_closed() -> None:
 
 
 def test_fd0_unix_udp_or_other_family(tmp_path: object) -> None:
-    """s6 serves a Unix socket as 0.0.0.0 and spins on a UDP one; ours refuse at start (111)."""
+    """s6 serves a Unix socket as 0.0.0.0, spins on a UDP one, and dies `trouble with socket` after
+    its readiness line on one that does not listen; ours refuse them at start (111), as ipcserverd."""
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(f"/tmp/s6t-tcpd-{os.getpid()}")
     unix.listen(1)
     udp = listener(kind=socket.SOCK_DGRAM, listen=False)
     v6 = listener(socket.AF_INET6, "::1")
     cases = [
-        ("tcpserver4d", unix, "stdin is not an IPv4 socket but a Unix domain socket"),
-        ("tcpserverd", unix, "stdin is not an IP socket but a Unix domain socket"),
+        ("tcpserver4d", unix, "stdin is not an IPv4 socket"),
+        ("tcpserverd", unix, "stdin is not an Internet domain socket"),
         ("tcpserver4d", udp, "stdin is not a stream socket"),
         ("tcpserverd", udp, "stdin is not a stream socket"),
-        ("tcpserver4d", v6, "stdin is not an IPv4 socket but an IPv6 socket (use tcpserver6d or tcpserverd)"),
-        ("tcpserver6d", listener(), "stdin is not an IPv6 socket but an IPv4 socket"),
+        ("tcpserver4d", v6, "stdin is not an IPv4 socket"),
+        ("tcpserver6d", listener(), "stdin is not an IPv6 socket"),
+        ("tcpserverd", listener(listen=False), "stdin is not a listening socket"),
     ]
     try:
         for name, sock, message in cases:

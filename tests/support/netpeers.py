@@ -7,15 +7,13 @@ programs under test get ``DNSCACHEIP`` pointing at them.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import struct
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 T_A, T_PTR, T_AAAA = 1, 12, 28
 
@@ -201,6 +199,17 @@ class Served:
     server: Tuple[str, int]  # the listening address
 
 
+def read_to_eof(sock: socket.socket, timeout: float = 20) -> bytes:
+    """Everything *sock* receives until the peer closes (or *timeout* between chunks)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def environ_lines(data: bytes) -> List[str]:
     """``env``'s output (one NAME=value per line) as a list, in order."""
     return [line for line in data.decode("utf-8", "replace").split("\n") if line]
@@ -208,25 +217,31 @@ def environ_lines(data: bytes) -> List[str]:
 
 def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = socket.AF_INET,
               listen_ip: str = "127.0.0.1", client_ip: Optional[str] = None, send: bytes = b"",
-              tcp_env: bool = True, timeout: float = 20, pass_fds: Sequence[int] = ()) -> Served:
+              tcp_env: bool = True, timeout: float = 20, pass_fds: Sequence[int] = (),
+              dual_stack_client: bool = False) -> Served:
     """Accept one loopback connection and run *argv* on it (fds 0 and 1 = the connection) with
     *env* plus, with *tcp_env*, what s6-tcpserverd sets (PROTO, TCPREMOTEIP, TCPREMOTEPORT,
     TCPCONNNUM=1, IPv6 addresses in skalibs' form). The client sends *send*, shuts down its
-    writing side and reads until EOF."""
+    writing side and reads until EOF. With *dual_stack_client*, the listener is an IPv6 socket
+    with IPV6_V6ONLY off and the client an IPv4 one connecting to 127.0.0.1 (a mapped peer)."""
     from s6ipc.inet import from_sockaddr, ip_fmt
 
     listener = socket.socket(family, socket.SOCK_STREAM)
+    if dual_stack_client:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     listener.bind((listen_ip, 0))
     listener.listen(1)
-    client = socket.socket(family, socket.SOCK_STREAM)
+    client = socket.socket(socket.AF_INET if dual_stack_client else family, socket.SOCK_STREAM)
     if client_ip is not None:
         client.bind((client_ip, 0))
-    client.connect(listener.getsockname()[:2])
+    target = ("127.0.0.1", listener.getsockname()[1]) if dual_stack_client else listener.getsockname()[:2]
+    client.connect(target)
     conn, peer = listener.accept()
     full = dict(env)
     if tcp_env:
         ip, port = from_sockaddr(peer, family)
-        full.update({"PROTO": "TCP", "TCPREMOTEIP": ip_fmt(ip), "TCPREMOTEPORT": str(port), "TCPCONNNUM": "1"})
+        full.update({"PROTO": "TCP", "TCPREMOTEIP": ip_fmt(ip), "TCPREMOTEPORT": str(port),
+                     "TCPCONNNUM": "1"})
     try:
         proc = subprocess.Popen(list(argv), stdin=conn, stdout=conn, stderr=subprocess.PIPE, env=full,
                                 pass_fds=pass_fds)
@@ -238,11 +253,7 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     received = b""
     try:
         client.shutdown(socket.SHUT_WR)
-        while True:
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received += chunk
+        received = read_to_eof(client, timeout)
     except OSError:
         pass
     _, err = proc.communicate(timeout=timeout)
@@ -251,30 +262,3 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     client.close()
     listener.close()
     return served
-
-
-def listening_server(argv: Sequence[str], ip: str = "127.0.0.1", family: int = socket.AF_INET,
-                     ) -> Iterator[Tuple[int, "subprocess.Popen[bytes]"]]:
-    """A djb-style server (ucspi-tcp's ``tcpserver -1 …``) started from *argv* with ``ip`` and
-    port 0 appended before the program; yields (port, process)."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    try:
-        yield int(line.strip() or b"0"), proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def elapsed(action: Callable[[], object]) -> float:
-    start = time.monotonic()
-    action()
-    return time.monotonic() - start
-
-
-__all__ = ["FakeDns", "FakeIdent", "Served", "serve_one", "environ_lines", "loopback_address",
-           "listening_server", "elapsed", "os"]

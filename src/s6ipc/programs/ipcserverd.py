@@ -12,25 +12,19 @@ every half interval. ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never re
 from __future__ import annotations
 
 import os
-from typing import Callable, List, NoReturn, Optional, Sequence
+from typing import Callable, List, NamedTuple, NoReturn, Optional
 
-from ..activation import (
-    UNIX_FAMILIES,
-    adopt_systemd_socket,
-    fd0_is_socket,
-    forget_systemd_sockets,
-    socket_address,
-    systemd_socket_pending,
-    why_no_systemd_socket,
-)
+from ..activation import socket_address
 from ..errors import S6ipcError
-from ..execution import DEFAULT_PATH, Spawner
+from ..execution import Spawner
+from ..intake import take_daemon_socket
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
+from ..peers import PeerIdentity
 from ..readiness import Notifier, Readiness
-from ..server import ConnectionPolicy, Server, ServerConfig
+from ..server import ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..sockets import local_path
-from .chain import own_prefix, program_name
+from .chain import exec_into, own_program_call
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -56,68 +50,23 @@ def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     return config
 
 
-def _names_us(word: str, entry: str) -> bool:
-    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate) == os.path.realpath(entry)
-    return False
-
-
-def own_program(argv: Sequence[str]) -> Optional[int]:
-    """The index of the program word when *argv* runs one of ours: ``S6IPC NAME args…`` where S6IPC
-    is :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file; else None."""
-    prefix = own_prefix()
-    if list(argv[: len(prefix)]) == prefix:
-        n = len(prefix)
-    elif len(prefix) == 1 and argv and _names_us(argv[0], prefix[0]):
-        n = 1
-    else:
-        return None
-    return n if len(argv) > n and program_name(argv[n]) is not None else None
-
-
-def refusal_standin(config: ServerConfig) -> Optional[Spawner]:
-    """What a fast path spawns for a refused client at -v2 (``false``), so that the daemon's own
-    allow/end lines are those the access program would have caused; None below -v2."""
-    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
-
-
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see :func:`own_program`),
-    with valid options and ``-p`` (with ``-P`` the program would only fail, which it then does
-    itself). See :mod:`s6ipc.access` for what the fast path guarantees.
+    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see
+    :func:`own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
+    fail, which it then does itself). See :mod:`s6ipc.access` for what the fast path guarantees.
     """
-    argv = config.argv
-    n = own_program(argv)
-    if n is None or not config.lookup or program_name(argv[n]) != "ipcserver-access":
+    call = own_program_call(config.argv)
+    if not config.lookup or call is None or call.name != "ipcserver-access":
         return None
-    from ..access import FastAccess, parse_options
+    from ..access import FastAccess, parse_options, refusal_standin
 
     try:
-        options = parse_options(argv[n + 1 :])
+        options = parse_options(call.args)
     except UsageError:
         return None
-    return FastAccess(options, Reporter(argv[n]), Spawner(argv), refusal_standin(config))
-
-
-def take_listening_socket(reporter: Reporter, families: Sequence[int] = UNIX_FAMILIES) -> None:
-    """Put the listening socket on fd 0 from the first source that has one (see the module doc);
-    from systemd, the one listening stream socket of *families*."""
-    if fd0_is_socket():
-        forget_systemd_sockets()
-    elif systemd_socket_pending():
-        adopt_systemd_socket(target=0, families=families)
-    else:
-        if "LISTEN_FDS" in os.environ:
-            reporter.warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")
-        forget_systemd_sockets()
+    return FastAccess(options, Reporter(call.word), Spawner(config.argv), refusal_standin(config.verbosity))
 
 
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
@@ -132,23 +81,34 @@ def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], Non
     return hook
 
 
-def add_readiness_sinks(server: Server, reporter: Reporter) -> None:
-    """sd_notify and the watchdog, from the environment (taken out of it): Server's on_ready/on_exit."""
+class ReadinessSinks(NamedTuple):
+    """Server's on_ready / on_exit hooks and heartbeat, as the environment asks for them."""
+
+    on_ready: List[Callable[[], None]]
+    on_exit: List[Callable[[], None]]
+    heartbeat: Optional[Heartbeat]
+
+
+def readiness_sinks(config: ServerConfig, reporter: Reporter) -> ReadinessSinks:
+    """sd_notify and the watchdog, from the environment (taken out of it)."""
     try:
         readiness = Readiness.from_environment()
     except S6ipcError as e:  # a bad WATCHDOG_USEC: say so, notify anyway
         reporter.warn(str(e))
         readiness = Readiness(Notifier.from_environment())
+    sinks = ReadinessSinks([], [], None)
     if readiness.notifier.enabled:
-        maxconn = server.config.maxconn
+        maxconn = config.normalised().maxconn
 
         def ready() -> None:
             readiness.ready(f"accepting connections on {_local_name()} (at most {maxconn} at once)")
 
-        server.on_ready.append(_quietly(reporter, ready))
-        server.on_exit.append(_quietly(reporter, readiness.stopping))
+        sinks.on_ready.append(_quietly(reporter, ready))
+        sinks.on_exit.append(_quietly(reporter, readiness.stopping))
     if readiness.watchdog_interval is not None:
-        server.heartbeat = (readiness.watchdog_interval / 2, _quietly(reporter, readiness.watchdog))
+        sinks = sinks._replace(heartbeat=(readiness.watchdog_interval / 2,
+                                          _quietly(reporter, readiness.watchdog)))
+    return sinks
 
 
 def _local_name() -> str:
@@ -158,19 +118,23 @@ def _local_name() -> str:
         return "fd 0"
 
 
-def run_server(server: Server, reporter: Reporter) -> NoReturn:
-    """Add the readiness sinks, start and serve; exit with the loop's code."""
-    add_readiness_sinks(server, reporter)
+def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
+               identity: Optional[PeerIdentity], policy: Optional[ConnectionPolicy]) -> NoReturn:
+    """Serve the socket on fd 0 with the loop (readiness sinks from the environment); exit with
+    its code, or exec what it ended with."""
+    sinks = readiness_sinks(config, reporter)
+    server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
+                    on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
     server.start()
-    code = server.serve()
+    ending = server.serve()
     flush_stdio()
-    os._exit(code)
+    if ending.exec_argv is not None:
+        exec_into(reporter, ending.exec_argv)
+    os._exit(ending.code)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    take_listening_socket(reporter)
+    take_daemon_socket(reporter.warn)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
-    server = Server(config, reporter, Reporter(child_name + " (child)"))
-    server.policy = access_fast_path(config)
-    run_server(server, reporter)
+    run_daemon(reporter, config, child_name + " (child)", None, access_fast_path(config))
