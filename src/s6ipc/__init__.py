@@ -16,6 +16,8 @@ _API = {
     "connect_unix": "sockets",
     "peer_credentials": "sockets",
     "check_listening_stream": "sockets",
+    "bind_tcp_socket": "tcp",
+    "TcpPeers": "tcppeer",
     "apply_uidgid": "privileges",
     "Spawner": "execution",
     "exec_argv": "execution",
