@@ -191,3 +191,20 @@ def test_ucspi_tcp_tcpclient_talks_to_our_tcpserver() -> None:
         assert lines == ["got hello from 127.0.0.1 #1", f"client saw {srv.port}"]
     finally:
         srv.stop()
+
+
+def test_make_run_tcp_demo_service() -> None:
+    """``make run-tcp``'s command line, on port 0: examples/tcp-whoami answers with the variables."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "Makefile")) as f:
+        recipe = ("exec $(S6IPC) tcpserver -v -c 100 $(DEMO_TCP_IP) $(DEMO_TCP_PORT) "
+                  "$(CURDIR)/examples/tcp-whoami")
+        assert recipe in f.read()
+    srv = TcpServer(ours("tcpserver") + ["-1", "-v", "-c", "100", "127.0.0.1", "0",
+                                         os.path.join(root, "examples", "tcp-whoami")], env=CLEAN_ENV)
+    try:
+        reply = tcp_request(srv.port).decode()
+        assert reply.startswith("hello 127.0.0.1 port ")
+        assert reply.endswith(", you are connection 1 from this address\n")
+    finally:
+        srv.stop()
