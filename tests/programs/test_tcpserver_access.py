@@ -232,15 +232,32 @@ def test_cdb_from_debians_compiler(rules: str, tmp_path) -> None:  # type: ignor
     if not os.access(compiler, os.X_OK):
         pytest.skip("Debian's s6 is not installed (apt-get install s6)")
     make_rules(rules, {"ip4/127.0.0.0_8": {"allow": True, "env": {"FROMCDB": b"yes\n"}},
-                       "ip4/127.0.0.2_32": {"deny": True}})
+                       "ip4/127.0.0.2_32": {"deny": True},
+                       "ip6/::_127": {"allow": True, "env": {"SIX": b"yes\n"}},
+                       "reversedns/example": {"allow": True, "env": {"BYNAME": b"yes\n"}}})
     cdb = str(tmp_path / "rules.cdb")
     assert run([compiler, cdb, rules]).returncode == 0
     got = access(["-H", "-x", cdb])
     assert got.returncode == 0 and "FROMCDB=yes" in environ_lines(got.received)
     assert access(["-H", "-x", cdb], client_ip="127.0.0.2").returncode == 1
+    got = access(["-H", "-x", cdb], family=socket.AF_INET6, listen_ip="::1")
+    assert "SIX=yes" in environ_lines(got.received)
     # -i and -x: the last one wins
     assert access(["-H", "-x", cdb, "-i", rules + "-none"]).returncode == 1
     assert access(["-H", "-i", rules + "-none", "-x", cdb]).returncode == 0
+    dns = FakeDns()
+    try:
+        dns.add_ptr("127.0.0.2", "host.example.")
+        got = access(["-x", cdb], env={"DNSCACHEIP": dns.ip}, client_ip="127.0.0.2")  # ip deny first
+        assert got.returncode == 1
+        dns.add_ptr("127.1.0.2", "host.example.")
+        os.unlink(cdb)
+        os.rename(os.path.join(rules, "ip4"), os.path.join(rules, "ip4.off"))
+        assert run([compiler, cdb, rules]).returncode == 0
+        got = access(["-x", cdb], env={"DNSCACHEIP": dns.ip}, client_ip="127.1.0.2")
+        assert got.returncode == 0 and "BYNAME=yes" in environ_lines(got.received)
+    finally:
+        dns.close()
 
 
 def test_rules_errors(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
