@@ -111,7 +111,7 @@ def parse_options(args: Sequence[str]) -> TcpAccessOptions:
         elif letter == "B":
             banner += os.fsencode(v)
             if len(banner) > MAX_BANNER:
-                raise BadInput("banner too long", 100)
+                raise BadInput("banner too long")
         elif letter == "t":
             timeout = parse_uint(v)
         else:
@@ -201,18 +201,18 @@ def _remote(env: Mapping[str, str], proto: str) -> Tuple[bytes, int]:
     name = proto + "REMOTEIP"
     value = env.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     got = ip46_scan(value)
     if got is None:
-        raise BadInput(f"invalid ${name}", 100)
+        raise BadInput(f"invalid ${name}")
     name = proto + "REMOTEPORT"
     value = env.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     try:
         return got[0], parse_port(value)
     except ValueError:
-        raise BadInput(f"invalid ${name}", 100) from None
+        raise BadInput(f"invalid ${name}") from None
 
 
 class _Check:
@@ -251,7 +251,7 @@ class _Check:
     def run(self) -> Outcome:
         proto = self.env.get("PROTO")
         if proto is None:
-            raise BadInput("PROTO not set", 100)
+            raise BadInput("PROTO not set")
         self.proto = proto
         self.ip, self.port = _remote(self.env, proto)
         if self.o.nodelay:

@@ -126,7 +126,7 @@ def _addresses(reporter: Reporter, o: _Options, config: Optional[dns.Config],
             raise UsageError("host")
         found = _resolve_host(reporter, o, config, deadline)
     if not found:
-        raise BadInput(f"no IP address for {o.host}", 100)
+        raise BadInput(f"no IP address for {o.host}")
     return found
 
 
@@ -167,7 +167,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     try:
         port = parse_port(o.port_text)
     except ValueError:
-        raise BadInput(f"invalid port number: {o.port_text}", 100) from None
+        raise BadInput(f"invalid port number: {o.port_text}") from None
     deadline = dns.deadline_after(o.timeout * 1000)
     config = dns.load_config() if o.remotehost or o.localname is None else None
     addresses = _addresses(reporter, o, config, deadline)
