@@ -480,3 +480,23 @@ def test_under_ucspi_tcps_tcpserver(rules: str) -> None:
     env = environ_lines(data)
     assert "DJB=ok" in env and "PROTO=TCP" in env and f"TCPLOCALPORT={port}" in env
     assert not any(e.startswith("TCPLOCALHOST") for e in env)  # djb set it, -H without -l unsets it
+
+
+def test_nodelay_failure_is_a_warning() -> None:
+    """fd 1 not a socket: -D warns (verbosity >= 1) and goes on; fd 0 still gives the local address."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    with socket.create_connection(listener.getsockname()), listener:
+        conn, peer = listener.accept()
+        with conn:
+            env = dict(BASE, PROTO="TCP", TCPREMOTEIP=peer[0], TCPREMOTEPORT=str(peer[1]))
+            p = subprocess.run([*ACCESS, "-D", "-H", "sh", "-c", "echo $TCPLOCALIP"], stdin=conn,
+                               capture_output=True, env=env, timeout=20)
+            quiet = subprocess.run([*ACCESS, "-v0", "-D", "-H", "true"], stdin=conn, capture_output=True,
+                                   env=env, timeout=20)
+    assert (p.returncode, p.stdout) == (0, b"127.0.0.1\n")
+    assert lines(p.stderr.decode()) == [
+        "tcpserver-access: warning: unable to socket_tcpnodelay: Socket operation on non-socket",
+        "tcpserver-access: info: allow pid P ip 127.0.0.1"]
+    assert (quiet.returncode, quiet.stderr) == (0, b"")
