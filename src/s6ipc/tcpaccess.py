@@ -47,6 +47,7 @@ from __future__ import annotations
 import _socket
 import errno
 import os
+import select
 import socket
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
@@ -162,8 +163,6 @@ class FdConnection:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, data: bytes, deadline: Optional[float]) -> None:
-        import select
-
         view = memoryview(data)
         poller = select.poll()
         poller.register(1, select.POLLOUT)
@@ -189,7 +188,7 @@ class Network:
     """How tcpserver-access reaches the network (replaceable for tests and embedders)."""
 
     resolver: Callable[[dns.Config], dns.Resolver] = dns.Resolver
-    ident: Callable[[bytes, int, bytes, int, Optional[float]], str] = ident.query
+    ident_query: Callable[[bytes, int, bytes, int, Optional[float]], str] = ident.query
     dns_config: Callable[[Mapping[str, str]], dns.Config] = dns.load_config
 
 
@@ -320,7 +319,8 @@ class _Check:
             self.modifs.append(name)
             return
         try:
-            info: Optional[str] = self.net.ident(self.ip, self.port, local_ip, local_port, self.deadline)
+            info: Optional[str] = self.net.ident_query(self.ip, self.port, local_ip, local_port,
+                                                       self.deadline)
         except ident.IdentRefused as e:
             self.line(3, "warning", f"ident server replied: {e.text}")
             if self.o.fatal:

@@ -305,3 +305,24 @@ def test_remote_info() -> None:
     finally:
         identd.close()
         listener.close()
+
+
+def test_overall_deadline_covers_resolution_and_ident(fake_dns: FakeDns) -> None:
+    fake_dns.silent.add("slow.example.")
+    start = time.monotonic()
+    p = run([*CLIENT, "-N", "-t", "1", "slow.example", "1", "true"], env=dict(BASE, DNSCACHEIP=fake_dns.ip))
+    assert 0.9 < time.monotonic() - start < 5
+    assert (p.returncode, p.stderr.decode()) == (
+        111, "tcpclient: fatal: : unable to resolve slow.example: query timed out\n")
+    ip = loopback_address(113)
+    listener = Listener(ip)
+    identd = FakeIdent(ip, lambda q: b"silent")
+    try:
+        start = time.monotonic()
+        rc, r, err = client(["-H", "-l", "x", "-r", "-t", "1", ip, str(listener.port)])
+        assert 0.9 < time.monotonic() - start < 5
+        assert rc == 0 and "TCPREMOTEINFO=" in r["env"]  # type: ignore[operator]
+        assert err == "tcpclient: warning: unable to s6net_ident_client: Connection timed out\n"
+    finally:
+        identd.close()
+        listener.close()

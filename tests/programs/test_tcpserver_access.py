@@ -232,15 +232,32 @@ def test_cdb_from_debians_compiler(rules: str, tmp_path) -> None:  # type: ignor
     if not os.access(compiler, os.X_OK):
         pytest.skip("Debian's s6 is not installed (apt-get install s6)")
     make_rules(rules, {"ip4/127.0.0.0_8": {"allow": True, "env": {"FROMCDB": b"yes\n"}},
-                       "ip4/127.0.0.2_32": {"deny": True}})
+                       "ip4/127.0.0.2_32": {"deny": True},
+                       "ip6/::_127": {"allow": True, "env": {"SIX": b"yes\n"}},
+                       "reversedns/example": {"allow": True, "env": {"BYNAME": b"yes\n"}}})
     cdb = str(tmp_path / "rules.cdb")
     assert run([compiler, cdb, rules]).returncode == 0
     got = access(["-H", "-x", cdb])
     assert got.returncode == 0 and "FROMCDB=yes" in environ_lines(got.received)
     assert access(["-H", "-x", cdb], client_ip="127.0.0.2").returncode == 1
+    got = access(["-H", "-x", cdb], family=socket.AF_INET6, listen_ip="::1")
+    assert "SIX=yes" in environ_lines(got.received)
     # -i and -x: the last one wins
     assert access(["-H", "-x", cdb, "-i", rules + "-none"]).returncode == 1
     assert access(["-H", "-i", rules + "-none", "-x", cdb]).returncode == 0
+    dns = FakeDns()
+    try:
+        dns.add_ptr("127.0.0.2", "host.example.")
+        got = access(["-x", cdb], env={"DNSCACHEIP": dns.ip}, client_ip="127.0.0.2")  # ip deny first
+        assert got.returncode == 1
+        dns.add_ptr("127.1.0.2", "host.example.")
+        os.unlink(cdb)
+        os.rename(os.path.join(rules, "ip4"), os.path.join(rules, "ip4.off"))
+        assert run([compiler, cdb, rules]).returncode == 0
+        got = access(["-x", cdb], env={"DNSCACHEIP": dns.ip}, client_ip="127.1.0.2")
+        assert got.returncode == 0 and "BYNAME=yes" in environ_lines(got.received)
+    finally:
+        dns.close()
 
 
 def test_rules_errors(rules: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -463,3 +480,23 @@ def test_under_ucspi_tcps_tcpserver(rules: str) -> None:
     env = environ_lines(data)
     assert "DJB=ok" in env and "PROTO=TCP" in env and f"TCPLOCALPORT={port}" in env
     assert not any(e.startswith("TCPLOCALHOST") for e in env)  # djb set it, -H without -l unsets it
+
+
+def test_nodelay_failure_is_a_warning() -> None:
+    """fd 1 not a socket: -D warns (verbosity >= 1) and goes on; fd 0 still gives the local address."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    with socket.create_connection(listener.getsockname()), listener:
+        conn, peer = listener.accept()
+        with conn:
+            env = dict(BASE, PROTO="TCP", TCPREMOTEIP=peer[0], TCPREMOTEPORT=str(peer[1]))
+            p = subprocess.run([*ACCESS, "-D", "-H", "sh", "-c", "echo $TCPLOCALIP"], stdin=conn,
+                               capture_output=True, env=env, timeout=20)
+            quiet = subprocess.run([*ACCESS, "-v0", "-D", "-H", "true"], stdin=conn, capture_output=True,
+                                   env=env, timeout=20)
+    assert (p.returncode, p.stdout) == (0, b"127.0.0.1\n")
+    assert lines(p.stderr.decode()) == [
+        "tcpserver-access: warning: unable to socket_tcpnodelay: Socket operation on non-socket",
+        "tcpserver-access: info: allow pid P ip 127.0.0.1"]
+    assert (quiet.returncode, quiet.stderr) == (0, b"")

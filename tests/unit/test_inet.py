@@ -128,3 +128,11 @@ def test_sockaddr_conversions() -> None:
         inet.from_sockaddr(("/tmp/x",), socket.AF_UNIX)
     assert inet.to_sockaddr(b"\x7f\0\0\1", 9) == (socket.AF_INET, ("127.0.0.1", 9))
     assert inet.to_sockaddr(inet.parse_ip("::1"), 9) == (socket.AF_INET6, ("::1", 9, 0, 0))
+
+
+def test_exported_from_the_package() -> None:
+    import s6ipc
+
+    assert s6ipc.ip_fmt(s6ipc.parse_ip("::ffff:127.0.0.1")) == "::ffff:127"
+    assert s6ipc.check_ip.__module__ == "s6ipc.accessrules"
+    assert s6ipc.check_reversedns.__module__ == "s6ipc.accessrules"

@@ -116,13 +116,13 @@ def _resolve_host(reporter: Reporter, o: _Options, config: dns.Config,
     _unable(reporter, f"resolve {o.host}: {dns.error_text(status)}", 111)
 
 
-def _addresses(reporter: Reporter, o: _Options, config: Optional[dns.Config],
+def _addresses(reporter: Reporter, o: _Options, config: dns.Config,
                deadline: Optional[float]) -> List[bytes]:
     if o.host in ("", "0"):
         return list(LOCAL_ADDRESSES)
     found = literal_addresses(o.host, o.ip4, o.ip6)
     if not found:
-        if not o.remotehost or config is None:
+        if not o.remotehost:
             raise UsageError("host")
         found = _resolve_host(reporter, o, config, deadline)
     if not found:
@@ -169,7 +169,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     except ValueError:
         raise BadInput(f"invalid port number: {o.port_text}") from None
     deadline = dns.deadline_after(o.timeout * 1000)
-    config = dns.load_config() if o.remotehost or o.localname is None else None
+    config = dns.load_config()  # always, as s6-tcpclient 2.5 does (an unreadable resolv.conf: 111)
     addresses = _addresses(reporter, o, config, deadline)
     sock = connect(addresses, port, rounds=o.rounds, deadline=deadline, local_ip=o.local_ip,
                    local_port=o.local_port, warn=reporter.warn)
@@ -191,7 +191,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
               f"TCPLOCALIP={ip_fmt(local[0])}", f"TCPLOCALPORT={local[1]}"]
     if o.localname is not None:
         modifs.append(f"TCPLOCALHOST={o.localname}")
-    if config is not None:
+    if o.remotehost or o.localname is None:
         modifs += _names(reporter, o, config, local[0], remote[0], deadline)
     if o.ident:
         modifs.append(_remote_info(reporter, o, remote, local, deadline))
