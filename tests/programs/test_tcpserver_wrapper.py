@@ -9,13 +9,14 @@ replaced by our stage words (``chain.stage``).
 from __future__ import annotations
 
 import os
+import socket
 from typing import List, Sequence
 
 import pytest
 
 from s6ipc.programs import tcpserver
 from s6ipc.programs.chain import stage
-from tests.support.processes import ours, run
+from tests.support.processes import nobody_ids, ours, requires_root, run
 from tests.support.tcp import TcpServer, env_items, tcp_request
 
 S6 = "/usr/bin/s6-"
@@ -206,5 +207,29 @@ def test_make_run_tcp_demo_service() -> None:
         reply = tcp_request(srv.port).decode()
         assert reply.startswith("hello 127.0.0.1 port ")
         assert reply.endswith(", you are connection 1 from this address\n")
+    finally:
+        srv.stop()
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@requires_root
+def test_privilege_drop_after_binding_a_privileged_port() -> None:
+    """Bind port 1023 as root, then serve as nobody: the applyuidgid stage sits between binder and daemon."""
+    uid, gid = nobody_ids()
+    port = next(p for p in range(1023, 900, -1) if _free(p))
+    srv = TcpServer(ours("tcpserver") + ["-1", "-u", str(uid), "-g", str(gid), "-G", "", "127.0.0.1", str(port),
+                                         "sh", "-c", "id -u; id -g"], env=CLEAN_ENV)
+    try:
+        assert srv.port == port
+        assert tcp_request(port).split() == [str(uid).encode(), str(gid).encode()]
+        assert os.stat(f"/proc/{srv.proc.pid}/fd").st_uid == uid  # the daemon itself runs as nobody
     finally:
         srv.stop()
