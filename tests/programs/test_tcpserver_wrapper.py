@@ -225,8 +225,9 @@ def test_privilege_drop_after_binding_a_privileged_port() -> None:
     """Bind port 1023 as root, then serve as nobody: the applyuidgid stage sits between binder and daemon."""
     uid, gid = nobody_ids()
     port = next(p for p in range(1023, 900, -1) if _free(p))
-    srv = TcpServer(ours("tcpserver") + ["-1", "-u", str(uid), "-g", str(gid), "-G", "", "127.0.0.1", str(port),
-                                         "sh", "-c", "id -u; id -g"], env=CLEAN_ENV)
+    drop = ["-u", str(uid), "-g", str(gid), "-G", ""]
+    srv = TcpServer(ours("tcpserver") + ["-1", *drop, "127.0.0.1", str(port), "sh", "-c", "id -u; id -g"],
+                    env=CLEAN_ENV)
     try:
         assert srv.port == port
         assert tcp_request(port).split() == [str(uid).encode(), str(gid).encode()]
