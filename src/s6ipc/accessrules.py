@@ -50,7 +50,7 @@ import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 from .envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
@@ -59,6 +59,8 @@ from .inet import ip_fmt, network
 
 #: Where s6 (Debian's execline 2.9) finds the interpreter of ``exec`` rules.
 EXECLINEB = "/usr/lib/execline/bin/execlineb"
+#: How many decisions a :class:`CdbRules` keeps by key before starting afresh.
+_DECISIONS_MAX = 16384
 MAX_EXEC = 4096
 MAX_ENV = 4096
 MAX_VALUE = 5 + MAX_ENV + MAX_EXEC
@@ -230,6 +232,8 @@ class CdbRules:
         self.description = f"cdb ruleset in {path}"
         self._reader = CdbReader.from_bytes(b"", path)
         self._stamp: Optional[Tuple[int, int, int, int, int]] = None
+        #: the decisions of this version of the file, by key (a daemon's repeat clients)
+        self._decisions: Dict[str, Decision] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -238,6 +242,7 @@ class CdbRules:
         data = load_cdb_bytes(self.path)
         self._reader = CdbReader.from_bytes(data, self.path)
         self._stamp = before
+        self._decisions = {}
 
     def _stat(self) -> Tuple[int, int, int, int, int]:
         try:
@@ -253,16 +258,24 @@ class CdbRules:
         return True
 
     def lookup(self, key: str) -> Decision:
+        known = self._decisions.get(key)
+        if known is not None:
+            return known
         try:
             data = self._reader.get(os.fsencode(key))
         except CdbFormatError as e:
             raise SystemFailure(f"check {self.description}", e.errno) from None
         if data is None:
-            return NOT_FOUND
-        try:
-            return parse_rule_value(data)
-        except ValueError:
-            raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+            decision = NOT_FOUND
+        else:
+            try:
+                decision = parse_rule_value(data)
+            except ValueError:
+                raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+        if len(self._decisions) >= _DECISIONS_MAX:
+            self._decisions.clear()
+        self._decisions[key] = decision
+        return decision
 
 
 def rules_from_dir(path: str) -> FsRules:
