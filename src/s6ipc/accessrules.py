@@ -45,11 +45,12 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 from .envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
@@ -66,6 +67,8 @@ MAX_ENV_COMPILED = 4100
 #: fs-from-cdb accepts values up to this size.
 MAX_VALUE_EXPANDED = 8201
 _BE16 = struct.Struct(">H")
+#: How many cdb answers a :class:`CdbRules` remembers before starting over.
+_MAX_REMEMBERED = 8192
 
 
 class Verdict(enum.Enum):
@@ -228,6 +231,7 @@ class CdbRules:
         self.path = path
         self.description = f"cdb ruleset in {path}"
         self._reader = CdbReader.from_bytes(b"", path)
+        self._answers: Dict[str, Decision] = {}
         self._stamp: Optional[Tuple[int, int, int, int, int]] = None
         self.reload()
 
@@ -236,6 +240,7 @@ class CdbRules:
         before = self._stat()
         data = load_cdb_bytes(self.path)
         self._reader = CdbReader.from_bytes(data, self.path)
+        self._answers.clear()
         self._stamp = before
 
     def _stat(self) -> Tuple[int, int, int, int, int]:
@@ -252,16 +257,26 @@ class CdbRules:
         return True
 
     def lookup(self, key: str) -> Decision:
+        """The decision of *key*; answers are remembered until the file is read again (a long-lived
+        user asks the same keys over and over: up to 33 per IPv4 client)."""
+        known = self._answers.get(key)
+        if known is not None:
+            return known
         try:
             data = self._reader.get(os.fsencode(key))
         except CdbFormatError as e:
             raise SystemFailure(f"check {self.description}", e.errno) from None
         if data is None:
-            return NOT_FOUND
-        try:
-            return parse_rule_value(data)
-        except ValueError:
-            raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+            decision = NOT_FOUND
+        else:
+            try:
+                decision = parse_rule_value(data)
+            except ValueError:
+                raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+        if len(self._answers) >= _MAX_REMEMBERED:
+            self._answers.clear()
+        self._answers[key] = decision
+        return decision
 
 
 def rules_from_dir(path: str) -> FsRules:
@@ -294,11 +309,13 @@ def check(rules: RuleSet, uid: int, gid: int, *, euid: Optional[int] = None,
     return first_found(rules, keys)
 
 
-def ip_keys(ip: bytes) -> List[str]:
-    """The keys an IPv4 (4 bytes) or IPv6 (16 bytes) client is looked up under, in order."""
+@functools.lru_cache(maxsize=1024)
+def ip_keys(ip: bytes) -> Tuple[str, ...]:
+    """The keys an IPv4 (4 bytes) or IPv6 (16 bytes) client is looked up under, in order
+    (remembered for the last 1024 addresses: a daemon sees the same clients again)."""
     family = "ip4" if len(ip) == 4 else "ip6"
     bits = len(ip) * 8
-    return [f"{family}/{ip_fmt(network(ip, n))}_{n}" for n in range(bits, -1, -1)]
+    return tuple(f"{family}/{ip_fmt(network(ip, n))}_{n}" for n in range(bits, -1, -1))
 
 
 def reversedns_keys(name: str) -> List[str]:
@@ -316,7 +333,7 @@ def reversedns_keys(name: str) -> List[str]:
     return keys
 
 
-def first_found(rules: RuleSet, keys: List[str]) -> Decision:
+def first_found(rules: RuleSet, keys: Sequence[str]) -> Decision:
     """The decision of the first of *keys* that is found, else NOTFOUND. Raises like
     :meth:`RuleSet.lookup`."""
     for key in keys:
