@@ -500,3 +500,14 @@ def test_nodelay_failure_is_a_warning() -> None:
         "tcpserver-access: warning: unable to socket_tcpnodelay: Socket operation on non-socket",
         "tcpserver-access: info: allow pid P ip 127.0.0.1"]
     assert (quiet.returncode, quiet.stderr) == (0, b"")
+
+
+def test_ipv6_reverse_dns_and_paranoid_aaaa(fake_dns: FakeDns) -> None:
+    fake_dns.add_ptr("::1", "six.example.")
+    fake_dns.records[("six.example.", 28)] = ["::1"]
+    got = access(["-p"], env={"DNSCACHEIP": fake_dns.ip}, family=socket.AF_INET6, listen_ip="::1")
+    env = environ_lines(got.received)
+    assert got.returncode == 0, got.stderr
+    assert "TCPREMOTEHOST=six.example." in env and "TCPLOCALHOST=six.example." in env
+    arpa = "1." + "0." * 31 + "ip6.arpa."
+    assert ("udp", arpa, 12) in fake_dns.queries and ("udp", "six.example.", 28) in fake_dns.queries

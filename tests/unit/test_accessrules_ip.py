@@ -16,11 +16,11 @@ def test_ip4_keys_are_libs6s() -> None:
     rng = random.Random(4)
     samples = [b"\x7f\0\0\2", bytes(4), b"\xff" * 4] + [rng.randbytes(4) for _ in range(300)]
     for ip in samples:
-        assert ip_keys(ip) == s6_keys(4, ip), inet.ip_fmt(ip)
+        assert list(ip_keys(ip)) == s6_keys(4, ip), inet.ip_fmt(ip)
 
 
 def test_ip4_key_examples() -> None:
-    keys = ip_keys(b"\x7f\0\0\2")
+    keys = list(ip_keys(b"\x7f\0\0\2"))
     assert keys[:3] == ["ip4/127.0.0.2_32", "ip4/127.0.0.2_31", "ip4/127.0.0.0_30"]
     assert keys[24] == "ip4/127.0.0.0_8" and keys[-1] == "ip4/0.0.0.0_0" and len(keys) == 33
 
@@ -31,7 +31,7 @@ def test_ip6_keys_match_libs6_on_byte_boundaries_and_fix_the_rest() -> None:
     samples = [inet.parse_ip("::1"), inet.parse_ip("2001:db8::3"), inet.parse_ip("::ffff:7f00:1")]
     samples += [rng.randbytes(16) for _ in range(100)]
     for ip in samples:
-        ours, theirs = ip_keys(ip), s6_keys(6, ip)
+        ours, theirs = list(ip_keys(ip)), s6_keys(6, ip)
         assert len(ours) == len(theirs) == 129
         for i, (a, b) in enumerate(zip(ours, theirs)):
             if i % 8 == 0:
@@ -87,3 +87,17 @@ def test_damaged_ip_rules_are_backend_errors(tmp_path) -> None:  # type: ignore[
     with pytest.raises(SystemFailure) as info:
         check_ip(rules_from_dir(base), b"\x7f\0\0\1")
     assert info.value.errno == 20
+
+
+def test_cdb_answers_are_remembered_until_the_file_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from s6ipc.accessrules import rules_from_cdb
+    from s6ipc.cdb import write_cdb
+
+    path = str(tmp_path / "r.cdb")
+    write_cdb(path, [(b"ip4/127.0.0.0_8", b"A\0\0\0\0")])
+    rules = rules_from_cdb(path)
+    assert check_ip(rules, b"\x7f\0\0\1").verdict is Verdict.ALLOW
+    assert check_ip(rules, b"\x7f\0\0\1").verdict is Verdict.ALLOW  # from memory
+    write_cdb(path, [(b"ip4/127.0.0.0_8", b"D")])
+    assert rules.refresh()
+    assert check_ip(rules, b"\x7f\0\0\1").verdict is Verdict.DENY
