@@ -39,3 +39,12 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) run bench/build
+
+# -- the TCP demo (issue 11): the same service on a loopback TCP port ---------------------------------
+DEMO_TCP_IP ?= 127.0.0.1
+DEMO_TCP_PORT ?= 8080
+.PHONY: run-tcp
+run-tcp: venv
+	@echo "serving $(DEMO_TCP_IP):$(DEMO_TCP_PORT) with examples/tcp-whoami; connect from another terminal with:"
+	@echo "  $(S6IPC) tcpclient -H $(DEMO_TCP_IP) $(DEMO_TCP_PORT) sh -c 'cat <&6'   (or: tcpclient -RH from ucspi-tcp)"
+	exec $(S6IPC) tcpserver -v -c 100 $(DEMO_TCP_IP) $(DEMO_TCP_PORT) $(CURDIR)/examples/tcp-whoami

@@ -6,7 +6,14 @@ round, and we report conn/s, p50/p99 latency, idle single-connection latency, th
 spends per connection (daemon, its children, the client), exec→ready time of the whole chain
 (until the ``-1`` newline) and the daemon's idle RSS before and after 100 000 connections.
 
-Usage: bench/run.py [--rounds N] [--seconds S] [--concurrency C] [--case plain|access|all] [--markdown FILE]
+The TCP cases (loopback, 127.0.0.1) put our tcpserver chain against djb's C ``tcpserver``
+(Debian's ucspi-tcp, ``-H -R -l 0``: no DNS or ident, as ours) and, in ``tcp``, against
+``systemd-socket-activate --accept --inetd`` (systemd's Accept=yes fork-per-connection); in
+``tcp-access`` both check a rules CDB (ours: ``tcpserver-access -H -R -x`` in-process; djb:
+``tcpserver -x`` from tcprules), with the same allow rule for 127.0.0.1 setting one variable.
+
+Usage: bench/run.py [--rounds N] [--seconds S] [--concurrency C]
+                    [--case plain|access|tcp|tcp-access|ipc|all] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,15 +70,26 @@ def machine_line() -> str:
 
 
 class Daemon:
-    """A server chain started with -1; its pid is the accept daemon (same PID through the chain)."""
+    """A server chain started with -1; its pid is the accept daemon (same PID through the chain).
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    *address* is where loadgen connects: a socket path, or None for a TCP server on 127.0.0.1
+    whose ``-1`` line is its port (``tcp:127.0.0.1:PORT``). With *port*, the server has no
+    readiness line (systemd-socket-activate): it is ready once 127.0.0.1:PORT accepts.
+    """
+
+    def __init__(self, argv: Sequence[str], address: Optional[str] = None, port: int = 0) -> None:
         r, w = os.pipe()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL
         )
         os.close(w)
+        if port:
+            os.close(r)
+            _wait_connectable(port, argv[0])
+            self.address = f"tcp:127.0.0.1:{port}"
+            self.ready_after = time.perf_counter() - self.started
+            return
         data = b""
         while b"\n" not in data:
             chunk = os.read(r, 16)
@@ -79,6 +98,7 @@ class Daemon:
             data += chunk
         self.ready_after = time.perf_counter() - self.started
         os.close(r)
+        self.address = address if address is not None else f"tcp:127.0.0.1:{int(data)}"
 
     def cpu(self) -> Tuple[float, float]:
         """(own CPU seconds, reaped children's CPU seconds)."""
@@ -104,6 +124,25 @@ class Daemon:
             self.proc.wait()
 
 
+def _wait_connectable(port: int, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.recv(64)  # served: a reply, then EOF
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: fatal: {name} does not accept on 127.0.0.1:{port}") from None
+            time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def load(path: str, concurrency: int, seconds: float) -> Dict[str, float]:
     before = os.times()
     out = subprocess.run(
@@ -118,6 +157,61 @@ def load(path: str, concurrency: int, seconds: float) -> Dict[str, float]:
         after.children_user + after.children_system - before.children_user - before.children_system
     )
     return result
+
+
+def tcp_rules(directory: str) -> Tuple[str, str]:
+    """(our rules CDB, djb's tcprules CDB): 127.0.0.1 allowed with GREETING=hello, 200 other
+    networks denied, everyone else denied — the same decisions in both formats."""
+    base = os.path.join(directory, "tcp-rules")
+    allow = os.path.join(base, "ip4", "127.0.0.1_32")
+    os.makedirs(os.path.join(allow, "env"))
+    open(os.path.join(allow, "allow"), "w").close()
+    with open(os.path.join(allow, "env", "GREETING"), "w") as f:
+        f.write("hello\n")
+    text = ['127.0.0.1:allow,GREETING="hello"']
+    for i in range(200):
+        os.makedirs(os.path.join(base, "ip4", f"10.{i}.0.0_16"))
+        open(os.path.join(base, "ip4", f"10.{i}.0.0_16", "deny"), "w").close()
+        text.append(f"10.{i}.:deny")
+    os.makedirs(os.path.join(base, "ip4", "0.0.0.0_0"))
+    open(os.path.join(base, "ip4", "0.0.0.0_0", "deny"), "w").close()
+    text.append(":deny")
+    ours = os.path.join(directory, "tcp-rules.cdb")
+    subprocess.run([S6IPC, "accessrules-cdb-from-fs", ours, base], check=True)
+    djb = os.path.join(directory, "tcp-rules-djb.cdb")
+    subprocess.run(["tcprules", djb, djb + ".tmp"], input="\n".join(text) + "\n", text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    return ours, djb
+
+
+UCSPI_TCPSERVER = "/usr/bin/tcpserver"
+SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
+
+
+def servers(case: str, workdir: str) -> Dict[str, Daemon]:
+    """The servers of *case*, started; the first one is ours."""
+    if case in ("plain", "access"):
+        socks = {"s6ipc": os.path.join(workdir, f"{case}-py"), "s6": os.path.join(workdir, f"{case}-s6")}
+        rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
+        return {name: Daemon(argv, socks[name]) for name, argv in chains(case, socks["s6ipc"], socks["s6"],
+                                                                          rules).items()}
+    if case == "tcp":
+        started = {
+            "s6ipc": Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER]),
+            "ucspi-tcp": Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "127.0.0.1", "0", HANDLER]),
+        }
+        if os.access(SOCKET_ACTIVATE, os.X_OK):
+            port = free_port()
+            started["systemd-accept"] = Daemon([SOCKET_ACTIVATE, "--accept", "--inetd", f"-l127.0.0.1:{port}",
+                                                HANDLER], port=port)
+        return started
+    ours, djb = tcp_rules(os.path.join(workdir, case))
+    return {
+        "s6ipc": Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", S6IPC, "tcpserver-access",
+                         "-v0", "-H", "-R", "-x", ours, HANDLER]),
+        "ucspi-tcp": Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "-x", djb, "127.0.0.1", "0",
+                             HANDLER]),
+    }
 
 
 def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dict[str, List[str]]:
@@ -160,19 +254,16 @@ def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dic
 def run_case(
     case: str, rounds: int, seconds: float, concurrency: int, workdir: str
 ) -> Dict[str, Dict[str, float]]:
-    socks = {"s6ipc": os.path.join(workdir, f"{case}-py"), "s6": os.path.join(workdir, f"{case}-s6")}
-    rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
-    argvs = chains(case, socks["s6ipc"], socks["s6"], rules)
-    daemons = {name: Daemon(argv) for name, argv in argvs.items()}
+    daemons = servers(case, workdir)
     try:
-        for name in daemons:
-            load(socks[name], concurrency, 0.5)
+        for d in daemons.values():
+            load(d.address, concurrency, 0.5)
         samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in daemons}
         order = list(daemons)
         for r in range(rounds):
             for name in order if r % 2 == 0 else order[::-1]:
                 own0, kids0 = daemons[name].cpu()
-                result = load(socks[name], concurrency, seconds)
+                result = load(daemons[name].address, concurrency, seconds)
                 own1, kids1 = daemons[name].cpu()
                 conns = max(result["conns"], 1)
                 result["conn_s"] = result["conns"] / seconds
@@ -182,7 +273,7 @@ def run_case(
                 samples[name].append(result)
         summary: Dict[str, Dict[str, float]] = {}
         for name, runs in samples.items():
-            idle = load(socks[name], 1, seconds)
+            idle = load(daemons[name].address, 1, seconds)
             summary[name] = {
                 "conn_s": statistics.median(x["conn_s"] for x in runs),
                 "p50_us": statistics.median(x["p50_us"] for x in runs),
@@ -206,7 +297,7 @@ def ready_times(workdir: str, repeats: int = 10) -> Dict[str, float]:
         for i in range(repeats):
             sock = os.path.join(workdir, f"ready-{name}-{i}")
             argv = chains("plain", sock, sock, None)[name]
-            d = Daemon(argv)
+            d = Daemon(argv, sock)
             times.append(d.ready_after * 1000)
             d.stop()
         result[name] = statistics.median(times)
@@ -218,7 +309,7 @@ def rss_growth(workdir: str, total: int, concurrency: int) -> Dict[str, Tuple[in
     result = {}
     for name in ("s6ipc", "s6"):
         sock = os.path.join(workdir, f"rss-{name}")
-        d = Daemon(chains("plain", sock, sock, None)[name])
+        d = Daemon(chains("plain", sock, sock, None)[name], sock)
         try:
             time.sleep(0.2)
             start = d.rss_kb()
@@ -237,7 +328,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--case", choices=["plain", "access", "all"], default="all")
+    parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "all"],
+                        default="all")
     parser.add_argument("--rss-connections", type=int, default=100_000)
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
     args = parser.parse_args()
@@ -245,7 +337,12 @@ def main() -> int:
         print("bench: fatal: Debian's s6 is not installed (apt-get install s6 execline)", file=sys.stderr)
         return 111
     build()
-    cases = ["plain", "access"] if args.case == "all" else [args.case]
+    groups = {"all": ["plain", "access", "tcp", "tcp-access"], "ipc": ["plain", "access"]}
+    cases = groups.get(args.case, [args.case])
+    if not os.access(UCSPI_TCPSERVER, os.X_OK) and {"tcp", "tcp-access"} & set(cases):
+        print("bench: warning: ucspi-tcp is not installed (apt-get install ucspi-tcp): "
+              "skipping the TCP cases", file=sys.stderr)
+        cases = [c for c in cases if not c.startswith("tcp")]
     if (
         "access" in cases
         and subprocess.run([S6IPC, "list"], capture_output=True, text=True).stdout.find("ipcserver-access")
@@ -265,12 +362,13 @@ def main() -> int:
         for case in cases:
             summary = run_case(case, args.rounds, args.seconds, args.concurrency, workdir)
             report[case] = summary
-            ours, theirs = summary["s6ipc"], summary["s6"]
+            ours = summary["s6ipc"]
+            others = [name for name in summary if name != "s6ipc"]
             print(
                 f"\n## {case}: {args.rounds} alternating rounds of {args.seconds}s, "
                 f"{args.concurrency} closed-loop clients"
             )
-            print(f"{'':22}{'s6ipc':>12}{'s6':>12}{'ratio':>10}")
+            print(f"{'':22}{'s6ipc':>12}" + "".join(f"{n:>16}{'ratio':>8}" for n in others))
             for key, label in (
                 ("conn_s", "conn/s"),
                 ("p50_us", "p50 latency us"),
@@ -281,8 +379,12 @@ def main() -> int:
                 ("client_us", "client CPU us/conn"),
                 ("failures", "failed connections"),
             ):
-                ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
-                print(f"{label:22}{ours[key]:12.1f}{theirs[key]:12.1f}{ratio:10.2f}")
+                cells = "".join(
+                    f"{summary[n][key]:16.1f}"
+                    f"{ours[key] / summary[n][key] if summary[n][key] else float('nan'):8.2f}"
+                    for n in others
+                )
+                print(f"{label:22}{ours[key]:12.1f}{cells}")
         ready = ready_times(workdir)
         report["ready_ms"] = ready
         print(

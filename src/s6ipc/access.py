@@ -35,12 +35,12 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from .accessrules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
 from .envdir import merge_env
 from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
-from .execution import Spawner
+from .execution import DEFAULT_PATH, Spawner
 from .log import Log
 from .options import UsageError, getopt, parse_uint
 from .sockets import address_text
@@ -106,7 +106,8 @@ class Outcome:
     """What ipcserver-access does for one connection, once the environment checks passed.
 
     *lines* are logged first, in order. Then: *error* set — fail with it (exit 111); *allowed*
-    false — exit 1; else exec *argv* with *env*, searching *search_path_env*'s PATH.
+    false — exit *exit_code* (1: refused by the rules); else exec *argv* with *env*, searching
+    *search_path_env*'s PATH. tcpserver-access (:mod:`s6ipc.tcpaccess`) fills the same record.
     """
 
     lines: List[LogLine]
@@ -116,6 +117,17 @@ class Outcome:
     search_path_env: Mapping[str, str] = field(default_factory=dict)
     error: Optional[S6ipcError] = None
     decision: Optional[Decision] = None
+    exit_code: int = 1
+
+
+class RulesChoice(Protocol):
+    """What :class:`RulesSource` reads from a program's options: ``-i`` (``fs``) or ``-x`` (``cdb``)."""
+
+    @property
+    def rules_kind(self) -> Optional[str]: ...
+
+    @property
+    def rules_path(self) -> str: ...
 
 
 class RulesSource:
@@ -128,7 +140,7 @@ class RulesSource:
     block on read, as it does in s6) is an error (EAGAIN) instead of being read.
     """
 
-    def __init__(self, options: AccessOptions, never_block: bool = False) -> None:
+    def __init__(self, options: RulesChoice, never_block: bool = False) -> None:
         self.kind = options.rules_kind
         self.path = options.rules_path
         self._fs = FsRules(self.path, never_block) if self.kind == "fs" else None
@@ -215,11 +227,19 @@ def connection_local_path(conn: object) -> Callable[[], str]:
     return local
 
 
+def refusal_standin(daemon_verbosity: int) -> Optional[Spawner]:
+    """The stand-in a fast path spawns for a refused connection (``false``, exit 1) when the daemon
+    logs at verbosity 2 or more, so that its allow/end lines are those of a real child; else None."""
+    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if daemon_verbosity >= 2 else None
+
+
 def emit(log: Log, lines: Sequence[LogLine], pid: int) -> None:
     """Write *lines* to *log*, with *pid* where s6 prints its pid."""
     for line in lines:
         if line.kind == "warning":
             log.warn(line.render(pid))
+        elif line.kind == "fatal":
+            log.error(line.render(pid))
         else:
             log.info(line.render(pid))
 
@@ -231,7 +251,7 @@ class _Launch(Spawner):
     the environment it would have had), and reports the failure itself.
     """
 
-    def __init__(self, owner: FastAccess, target: Spawner, lines: List[LogLine],
+    def __init__(self, owner: FastPath, target: Spawner, lines: List[LogLine],
                  original_env: Dict[str, str]) -> None:
         super().__init__(target.argv)
         self.owner = owner
@@ -248,18 +268,22 @@ class _Launch(Spawner):
         return pid
 
 
-class FastAccess:
-    """ipcserverd's per-connection policy doing ipcserver-access's work in-process.
+class _Program(RulesChoice, Protocol):
+    @property
+    def prog(self) -> Tuple[str, ...]: ...
 
-    Plug an instance into :attr:`s6ipc.server.Server.policy` when the server's program is
-    ``<our prefix> ipcserver-access OPTIONS… prog…``. *fallback* spawns that whole command (the
-    real program, used for the unusual cases, see the module docstring); *log* is a reporter named
-    as the program word was (``s6-ipcserver-access`` or ``ipcserver-access``); *standin* — a
-    spawner of a program exiting 1, or None — is used for refusals when ipcserverd logs at
-    verbosity 2.
+
+class FastPath:
+    """A daemon's per-connection policy doing an access program's work in-process.
+
+    Subclasses say how to decide (:meth:`decide`, the program's own ``evaluate``) and how the
+    daemon calls them. *fallback* spawns the whole access command (the real program, used for
+    the unusual cases, see the module docstring); *log* is a reporter named as the program word
+    was (``s6-ipcserver-access``, ``tcpserver-access``…); *standin* — a spawner of a program
+    exiting 1, or None — is used for refusals when the daemon logs at verbosity 2.
     """
 
-    def __init__(self, options: AccessOptions, log: Log, fallback: Spawner,
+    def __init__(self, options: _Program, log: Log, fallback: Spawner,
                  standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
         self.options = options
         self.log = log
@@ -270,8 +294,6 @@ class FastAccess:
         self._search = {"PATH": search["PATH"]} if "PATH" in search else {}
         self._prog = Spawner(options.prog, path_env=self._search)
         self._execs: Dict[str, Spawner] = {}
-        self._euid = os.geteuid()
-        self._egid = os.getegid()
 
     def _target(self, outcome: Outcome) -> Spawner:
         """The prog spawner, or one for the rule's exec string (kept for the next connections)."""
@@ -285,14 +307,19 @@ class FastAccess:
             spawner = self._execs[script] = Spawner(outcome.argv, path_env=self._search)
         return spawner
 
+    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
+        """The program's decision for this connection, or None to hand it to the program."""
+        raise NotImplementedError
+
     def __call__(self, peer: object, env: Dict[str, str], conn: object
                  ) -> Optional[Tuple[Spawner, Dict[str, str]]]:
+        """The spawner and environment for this connection (a :data:`s6ipc.server.ConnectionPolicy`),
+        or None to refuse it (the daemon closes it)."""
         try:
-            outcome = evaluate(self.options, env, connection_local_path(conn), self.source,
-                               self._euid, self._egid)
+            outcome = self.decide(env, conn)
         except Exception:  # S6ipcError as expected, or anything else: the program will do the work
             return self.fallback, env
-        if outcome.error is not None:
+        if outcome is None or outcome.error is not None:
             return self.fallback, env
         if not outcome.allowed:
             if self.standin is not None:
@@ -300,3 +327,22 @@ class FastAccess:
             emit(self.log, outcome.lines, os.getpid())
             return None
         return _Launch(self, self._target(outcome), outcome.lines, env), outcome.env
+
+
+class FastAccess(FastPath):
+    """ipcserverd's per-connection policy doing ipcserver-access's work in-process.
+
+    Plug an instance into :attr:`s6ipc.server.Server.policy` when the server's program is
+    ``<our prefix> ipcserver-access OPTIONS… prog…`` (arguments: see :class:`FastPath`).
+    """
+
+    def __init__(self, options: AccessOptions, log: Log, fallback: Spawner,
+                 standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(options, log, fallback, standin, path_env)
+        self.ipc_options = options
+        self._euid = os.geteuid()
+        self._egid = os.getegid()
+
+    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
+        return evaluate(self.ipc_options, env, connection_local_path(conn), self.source,
+                        self._euid, self._egid)

@@ -19,6 +19,18 @@ Some facts about s6 2.11's access rules this module reproduces:
   whole value at most 8197 bytes, else the lookup fails with EINVAL. Any other first byte means
   "not found". The env bytes are kept as they are stored and applied verbatim (an unterminated
   last modif behaves as in s6: it runs into the next one).
+* **IP keys** (s6-tcpserver-access): an IPv4 client tries ``ip4/<network>_<len>`` for len = 32
+  down to 0 — ``ip4/127.0.0.2_32``, ``ip4/127.0.0.2_31``, ``ip4/127.0.0.0_30`` … ``ip4/0.0.0.0_0``,
+  longest prefix first, the network address in canonical dotted form; an IPv6 client (IPv4-mapped
+  ones included) tries ``ip6/<network>_<len>`` for len = 128 down to 0, the network printed as
+  skalibs' ``ip6_fmt`` does. Non-canonical spellings (``ip4/127.000.0.1_32``, no ``_len``) never
+  match. **Difference from s6 2.11.3.2**: its ``keycheck_ip6`` clears the bits of each byte in the
+  wrong order (LSB first), so for prefix lengths that are not multiples of 8 it looks up keys that
+  do not name the network (``ip6/::1_127`` where ``ip6/::_127`` is meant). s6 2.13.1.0 fixed it;
+  s6ipc looks up the real network address, as 2.13.1.0 and later do.
+* **reversedns keys**: the remote name without one final dot, then with its first label removed,
+  and so on down to the last label, then ``reversedns/@`` (``a.b.example.`` gives
+  ``reversedns/a.b.example``, ``reversedns/b.example``, ``reversedns/example``, ``reversedns/@``).
 * **Compiling** a directory into a cdb (``s6-accessrules-cdb-from-fs``): every ``DIR/E/R`` whose
   ``allow`` *exists* (``access(F_OK)``, not R_OK) gives ``A…``, else one whose ``deny`` exists
   gives ``D``, else no record at all. An env block over 4100 bytes is refused (exit 100) although
@@ -33,15 +45,17 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 from .envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from .errors import BadInput, SystemFailure, Unusable
+from .inet import ip_fmt, network
 
 #: Where s6 (Debian's execline 2.9) finds the interpreter of ``exec`` rules.
 EXECLINEB = "/usr/lib/execline/bin/execlineb"
@@ -53,6 +67,8 @@ MAX_ENV_COMPILED = 4100
 #: fs-from-cdb accepts values up to this size.
 MAX_VALUE_EXPANDED = 8201
 _BE16 = struct.Struct(">H")
+#: How many cdb answers a :class:`CdbRules` remembers before starting over.
+_MAX_REMEMBERED = 8192
 
 
 class Verdict(enum.Enum):
@@ -215,6 +231,7 @@ class CdbRules:
         self.path = path
         self.description = f"cdb ruleset in {path}"
         self._reader = CdbReader.from_bytes(b"", path)
+        self._answers: Dict[str, Decision] = {}
         self._stamp: Optional[Tuple[int, int, int, int, int]] = None
         self.reload()
 
@@ -223,6 +240,7 @@ class CdbRules:
         before = self._stat()
         data = load_cdb_bytes(self.path)
         self._reader = CdbReader.from_bytes(data, self.path)
+        self._answers.clear()
         self._stamp = before
 
     def _stat(self) -> Tuple[int, int, int, int, int]:
@@ -239,16 +257,26 @@ class CdbRules:
         return True
 
     def lookup(self, key: str) -> Decision:
+        """The decision of *key*; answers are remembered until the file is read again (a long-lived
+        user asks the same keys over and over: up to 33 per IPv4 client)."""
+        known = self._answers.get(key)
+        if known is not None:
+            return known
         try:
             data = self._reader.get(os.fsencode(key))
         except CdbFormatError as e:
             raise SystemFailure(f"check {self.description}", e.errno) from None
         if data is None:
-            return NOT_FOUND
-        try:
-            return parse_rule_value(data)
-        except ValueError:
-            raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+            decision = NOT_FOUND
+        else:
+            try:
+                decision = parse_rule_value(data)
+            except ValueError:
+                raise SystemFailure(f"check {self.description}", errno.EINVAL) from None
+        if len(self._answers) >= _MAX_REMEMBERED:
+            self._answers.clear()
+        self._answers[key] = decision
+        return decision
 
 
 def rules_from_dir(path: str, never_block: bool = False) -> FsRules:
@@ -280,11 +308,52 @@ def check(rules: RuleSet, uid: int, gid: int, *, euid: Optional[int] = None,
     if gid == egid:
         keys.append("gid/self")
     keys.append(f"gid/{gid}")
+    keys.append("uid/default")
+    return first_found(rules, keys)
+
+
+@functools.lru_cache(maxsize=1024)
+def ip_keys(ip: bytes) -> Tuple[str, ...]:
+    """The keys an IPv4 (4 bytes) or IPv6 (16 bytes) client is looked up under, in order
+    (remembered for the last 1024 addresses: a daemon sees the same clients again)."""
+    family = "ip4" if len(ip) == 4 else "ip6"
+    bits = len(ip) * 8
+    return tuple(f"{family}/{ip_fmt(network(ip, n))}_{n}" for n in range(bits, -1, -1))
+
+
+def reversedns_keys(name: str) -> List[str]:
+    """The keys a client whose reverse name is *name* is looked up under, in order."""
+    if name.endswith("."):
+        name = name[:-1]
+    keys = []
+    while name:
+        keys.append(f"reversedns/{name}")
+        dot = name.find(".")
+        if dot < 0:
+            break
+        name = name[dot + 1 :]
+    keys.append("reversedns/@")
+    return keys
+
+
+def first_found(rules: RuleSet, keys: Sequence[str]) -> Decision:
+    """The decision of the first of *keys* that is found, else NOTFOUND. Raises like
+    :meth:`RuleSet.lookup`."""
     for key in keys:
         decision = rules.lookup(key)
         if decision.verdict is not Verdict.NOTFOUND:
             return decision
-    return rules.lookup("uid/default")
+    return NOT_FOUND
+
+
+def check_ip(rules: RuleSet, ip: bytes) -> Decision:
+    """The decision for a TCP client at address *ip* (:func:`ip_keys`, first found wins)."""
+    return first_found(rules, ip_keys(ip))
+
+
+def check_reversedns(rules: RuleSet, name: str) -> Decision:
+    """The decision for a TCP client whose reverse name is *name* (:func:`reversedns_keys`)."""
+    return first_found(rules, reversedns_keys(name))
 
 
 # -- compiling a directory into cdb records (s6-accessrules-cdb-from-fs) -----------------------

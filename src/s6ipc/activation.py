@@ -40,10 +40,10 @@ import os
 import socket
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import systemd_backend
+from . import inet, systemd_backend
 from .errors import BadInput, S6ipcError, SystemFailure
 from .options import scan_magnitude
-from .sockets import listener_problem
+from .sockets import IP_FAMILIES, UNIX_FAMILIES, listener_problem
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
@@ -245,19 +245,24 @@ def listen_fds(*, unset: bool = True, backend: Optional[str] = None) -> List[Pas
 
 # -- what an fd is ------------------------------------------------------------------------------
 def socket_address(fd: int) -> Optional[str]:
-    """The local address of Unix socket *fd*: its path, ``@name`` when abstract, None otherwise."""
+    """The local address of socket *fd*: a Unix socket's path (``@name`` when abstract), an IP
+    socket's ``IP:PORT`` or ``[IP6]:PORT`` (systemd's ``ListenStream=`` spelling), None otherwise."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
     try:
-        if sock.family != socket.AF_UNIX:
-            return None
+        family = sock.family
         address = sock.getsockname()
     except OSError:
         return None
     finally:
         sock.close()
+    if family in IP_FAMILIES:
+        host = inet.ip_fmt(inet.from_sockaddr(address, family)[0])
+        return f"[{host}]:{address[1]}" if family == socket.AF_INET6 else f"{host}:{address[1]}"
+    if family != socket.AF_UNIX:
+        return None
     if isinstance(address, bytes):
         return "@" + os.fsdecode(address[1:]) if address[:1] == b"\0" else os.fsdecode(address)
     return str(address)
@@ -285,13 +290,18 @@ def _describe(p: PassedFd) -> str:
     return f"fd {p.fd} {p.name}" + (f" {address}" if address else "")
 
 
-def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
-                    path: Optional[str] = None) -> PassedFd:
-    """The one listening Unix stream socket among *passed*, narrowed by *name* and/or *path*.
+#: What a listener of these families is called in messages.
+_KINDS: Dict[Tuple[int, ...], str] = {UNIX_FAMILIES: "Unix stream", IP_FAMILIES: "TCP",
+                                      (socket.AF_INET,): "IPv4 TCP", (socket.AF_INET6,): "IPv6 TCP"}
 
-    *path* is a filesystem path or ``@abstract``. Raises :class:`BadInput` (exit 100) when no fd
-    matches, when the matching fd is of the wrong kind, or when several qualify (ambiguity is an
-    error: name the one you want).
+
+def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
+                    path: Optional[str] = None, families: Tuple[int, ...] = UNIX_FAMILIES) -> PassedFd:
+    """The one listening stream socket of *families* among *passed*, narrowed by *name* and/or *path*.
+
+    *path* is a filesystem path, ``@abstract``, ``IP:PORT`` or ``[IP6]:PORT``. Raises
+    :class:`BadInput` (exit 100) when no fd matches, when the matching fd is of the wrong kind, or
+    when several qualify (ambiguity is an error: name the one you want).
     """
     if not passed:
         raise BadInput("no socket passed by systemd")
@@ -305,7 +315,8 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
         candidates = [p for p in candidates if socket_address(p.fd) == path]
         if not candidates:
             raise BadInput(f"no socket bound to {path} among those passed by systemd ({listing})")
-    problems = [(p, listener_problem(p.fd)) for p in candidates]
+    kind = _KINDS.get(families, "stream")
+    problems = [(p, listener_problem(p.fd, families)) for p in candidates]
     usable = [p for p, problem in problems if problem is None]
     if len(usable) == 1:
         return usable[0]
@@ -314,10 +325,10 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
             p, problem = problems[0]
             raise BadInput(f"the socket passed by systemd as fd {p.fd} ({p.name}) {problem}")
         raise BadInput(
-            f"none of the fds passed by systemd is a listening Unix stream socket ({listing})"
+            f"none of the fds passed by systemd is a listening {kind} socket ({listing})"
         )
     which = ", ".join(_describe(p) for p in usable)
-    raise BadInput(f"{len(usable)} listening Unix stream sockets were passed by systemd ({which}): "
+    raise BadInput(f"{len(usable)} listening {kind} sockets were passed by systemd ({which}): "
                    "choose one by name or path")
 
 
@@ -332,7 +343,8 @@ def move_fd(fd: int, target: int) -> None:
 
 
 def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = None, target: int = 0,
-                         backend: Optional[str] = None, close_others: bool = True) -> PassedFd:
+                         backend: Optional[str] = None, close_others: bool = True,
+                         families: Tuple[int, ...] = UNIX_FAMILIES) -> PassedFd:
     """Take the listening socket systemd passed (by *name* / *path*) and put it on fd *target*.
 
     ``LISTEN_*`` leave ``os.environ``; the fds not chosen are closed (as the exec that follows
@@ -343,7 +355,7 @@ def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = No
     passed, reason = take_systemd_fds(True, backend)
     if not passed:
         raise BadInput(reason)
-    chosen = select_listener(passed, name=name, path=path)
+    chosen = select_listener(passed, name=name, path=path, families=families)
     move_fd(chosen.fd, target)
     if close_others:
         close_fds(passed, keep=(chosen.fd, target))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .activation import (
     adopt_systemd_socket,
@@ -38,7 +38,7 @@ from .activation import (
     why_no_systemd_socket,
 )
 from .errors import BadInput
-from .sockets import is_socket, listener_problem
+from .sockets import UNIX_FAMILIES, is_socket, listener_problem
 
 #: The order :func:`take_listener` tries its sources in, for ``ipcserverd`` and the Python API alike.
 SOURCE_ORDER = ("fd0", "systemd", "fdholder")
@@ -140,8 +140,8 @@ def listening_socket(*, name: Optional[str] = None, path: Optional[str] = None,
     return socket.socket(fileno=target)
 
 
-def take_daemon_socket(warn: Callable[[str], None]) -> None:
-    """ipcserverd's intake: fd 0 when it is a socket of any kind (checked afterwards exactly as
+def take_daemon_socket(warn: Callable[[str], None], families: Tuple[int, ...] = UNIX_FAMILIES) -> None:
+    """A super-server's intake: fd 0 when it is a socket of any kind (checked afterwards exactly as
     s6 checks it, with s6's messages), else the listening socket systemd passed, moved to fd 0.
 
     When neither applies, fd 0 is left as it is (the daemon's start-up check then reports it the
@@ -151,7 +151,7 @@ def take_daemon_socket(warn: Callable[[str], None]) -> None:
     if is_socket(0):
         forget_systemd_sockets()
     elif systemd_socket_pending():
-        adopt_systemd_socket(target=0)
+        adopt_systemd_socket(target=0, families=families)
     else:
         if "LISTEN_FDS" in os.environ:
             warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")
@@ -159,7 +159,8 @@ def take_daemon_socket(warn: Callable[[str], None]) -> None:
 
 
 def systemd_socket_or_bind(bind: Callable[[], int], *, name: Optional[str] = None,
-                           path: Optional[str] = None, warn: Callable[[str], None]) -> bool:
+                           path: Optional[str] = None, warn: Callable[[str], None],
+                           families: Tuple[int, ...] = UNIX_FAMILIES) -> bool:
     """``systemd-socket -f``: the passed socket named *name* / bound to *path* onto fd 0, else
     the one *bind* makes (returning its fd), onto fd 0. True when *bind* was used.
 
@@ -167,7 +168,7 @@ def systemd_socket_or_bind(bind: Callable[[], int], *, name: Optional[str] = Non
     """
     passed, _ = take_systemd_fds()
     if matching(passed, name=name, path=path):
-        chosen = select_listener(passed, name=name, path=path)
+        chosen = select_listener(passed, name=name, path=path, families=families)
         move_fd(chosen.fd, 0)
         close_fds(passed, keep=(chosen.fd, 0))
         return False

@@ -73,6 +73,15 @@ class PeerIdentity(Protocol):
         """The peer of *conn*; raises :class:`PeerUnknown`."""
         ...
 
+    @property
+    def ready_first(self) -> bool:
+        """Whether the ``-1`` line precedes the ``-v2`` ``starting``/``status`` lines (s6-tcpserver6d)."""
+        ...
+
+    def ready_line(self, fd: int) -> bytes:
+        """What ``-1`` writes on fd 1 about listener *fd*: a newline (IPC), the port and a newline (TCP)."""
+        ...
+
 
 class UnixPeer:
     """A UCSPI-IPC peer: its euid and egid (both 0 and unprinted without credential lookup)."""
@@ -117,10 +126,15 @@ class UnixPeers:
     #: s6-ipcserverd's order (docs/ipcserverd.md); ``-P`` removes the two credentials.
     variables: Tuple[str, ...] = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM", "IPCREMOTEPATH")
 
+    ready_first = False
+
     def __init__(self, lookup: bool = True) -> None:
         self.lookup = lookup
         self.unset: Tuple[str, ...] = () if lookup else ("IPCREMOTEEUID", "IPCREMOTEEGID")
         self._anonymous = UnixPeer(0, 0, False)
+
+    def ready_line(self, fd: int) -> bytes:
+        return b"\n"
 
     def identify(self, conn: _socket.socket, address: object) -> UnixPeer:
         if not self.lookup:

@@ -223,10 +223,10 @@ def claim_notification_fd(notify: bool) -> None:
             pass
 
 
-def write_newline(fd: int) -> None:
-    """s6 readiness on *fd*: write one newline and close it (errors ignored, as s6 does)."""
+def write_newline(fd: int, line: bytes = b"\n") -> None:
+    """s6 readiness on *fd*: write one newline (or *line*) and close it (errors ignored, as s6 does)."""
     try:
-        os.write(fd, b"\n")
+        os.write(fd, line)
     except OSError:
         pass
     try:

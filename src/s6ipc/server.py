@@ -225,15 +225,21 @@ class Server:
         self._accept = _accept_method(listener)
         nonblocking = fcntl.fcntl(self.listen_fd, fcntl.F_GETFL) & os.O_NONBLOCK
         self._burst = _BURST if nonblocking else 1
+        if self.identity.ready_first:
+            self._write_ready_line()
         if self.config.verbosity >= 2:
             self.log.info("starting")
             self._status()
-        if self.config.notify:
-            write_newline(1)
-            _reserve_fd1()
+        if not self.identity.ready_first:
+            self._write_ready_line()
         for hook in self.on_ready:
             hook()
         self._set_listening(True)
+
+    def _write_ready_line(self) -> None:
+        if self.config.notify:
+            write_newline(1, self.identity.ready_line(self.listen_fd))
+            _reserve_fd1()
 
     def _install_signals(self) -> None:
         try:

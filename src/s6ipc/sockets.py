@@ -159,9 +159,17 @@ def check_socket(fd: int) -> None:
 
 
 #: How a listener of the wrong family is described, by the families that were wanted.
-_FAMILY_PHRASES: Dict[Tuple[int, ...], str] = {(socket.AF_UNIX,): "is not a Unix domain socket",
-                   (socket.AF_INET, socket.AF_INET6): "is not an Internet domain socket"}
+_FAMILY_PHRASES: Dict[Tuple[int, ...], str] = {
+    (socket.AF_UNIX,): "is not a Unix domain socket",
+    (socket.AF_INET, socket.AF_INET6): "is not an Internet domain socket",
+    (socket.AF_INET,): "is not an IPv4 socket",
+    (socket.AF_INET6,): "is not an IPv6 socket",
+    (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6): "is not a Unix or Internet domain socket",
+}
 UNIX_FAMILIES: Tuple[int, ...] = (socket.AF_UNIX,)
+#: The listeners a TCP daemon takes, and those ``systemd-socket`` takes.
+IP_FAMILIES: Tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+ANY_FAMILIES: Tuple[int, ...] = UNIX_FAMILIES + IP_FAMILIES
 
 
 def listener_problem(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -> Optional[str]:
@@ -259,3 +267,20 @@ def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket
         sock.close()
         raise SystemFailure(f"connect to {_display(path)}", e.errno or errno.EINVAL) from None
     return sock
+
+
+def move_to_client_fds(sock: socket.socket) -> None:
+    """Put a connected socket on fds 6 (read) and 7 (write), inheritable, as UCSPI clients do
+    (s6-ipcclient, s6-tcpclient); the socket object is detached and its own fd closed.
+
+    Raises :class:`SystemFailure` ``set up fd 6`` / ``set up fd 7``.
+    """
+    fd = sock.detach()
+    for target in (6, 7):
+        try:
+            os.dup2(fd, target, inheritable=True)
+            os.set_inheritable(target, True)  # dup2 onto itself (the socket was fd 6) keeps CLOEXEC
+        except OSError as e:
+            raise SystemFailure(f"set up fd {target}", e.errno or errno.EBADF) from None
+    if fd not in (6, 7):
+        os.close(fd)

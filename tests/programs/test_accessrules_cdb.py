@@ -299,3 +299,40 @@ def test_s6_cdb_read_by_ours_and_ours_by_s6(tmp: str) -> None:
             b = run_access([*THEIRS["access"], "-v2", "-x", cdb, "env"], env)
             assert (a.rc, a.out, a.err) == (b.rc, b.out, b.err)
         os.unlink(cdb)
+
+
+TCP_TREE: Dict[str, RuleSpec] = {
+    "ip4/127.0.0.0_8": {"allow": True, "env": {"NET": b"loopback\n"}},
+    "ip4/127.0.0.2_32": {"deny": True},
+    "ip4/0.0.0.0_0": {"allow": True, "exec": b"echo default\n"},
+    "ip6/::1_128": {"allow": True, "env": {"SIX": b"one\n", "GONE": b""}},
+    "ip6/::ffff:7f00:0_104": {"allow": True},
+    "ip6/2001:db8::_126": {"deny": True},
+    "ip6/::_0": {"deny": True},
+    "reversedns/example": {"allow": True},
+    "reversedns/bad.example": {"deny": True},
+    "reversedns/@": {"allow": True, "env": {"ANYNAME": b"1\n"}},
+}
+
+
+@needs_s6
+def test_tcp_rules_cdb_is_byte_identical_and_expands_back(tmp: str) -> None:
+    """ip4/, ip6/ (keys with colons) and reversedns/ trees: the same cdb as s6's, the same tree back."""
+    src = make_rules(os.path.join(tmp, "rules"), TCP_TREE)
+    ours, theirs = os.path.join(tmp, "ours.cdb"), os.path.join(tmp, "theirs.cdb")
+    a = run([*OURS["cdb"], ours, src])
+    b = run([*THEIRS["cdb"], theirs, src])
+    assert (a.returncode, a.stderr, b.returncode, b.stderr) == (0, b"", 0, b"")
+    assert content(ours) == content(theirs)
+    recs = dict(records(ours))
+    assert recs[b"ip6/::1_128"] == b"A\x00\x0dSIX=one\x00GONE\x00\x00\x00"
+    assert recs[b"ip4/127.0.0.2_32"] == b"D" and recs[b"reversedns/bad.example"] == b"D"
+    trees = []
+    for who, argv in (("ours", OURS), ("s6", THEIRS)):
+        out = os.path.join(tmp, f"{who}-tree")
+        p = run([*argv["fs"], out, theirs])
+        assert (p.returncode, p.stderr) == (0, b"")
+        trees.append(tree(out))
+    assert trees[0] == trees[1]
+    assert trees[0]["ip6/::1_128/env/SIX"] == ("file", 0o644, b"one\n")
+    assert trees[0]["ip6/::ffff:7f00:0_104/allow"] == ("file", 0o644, b"")

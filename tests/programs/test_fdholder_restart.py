@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
@@ -35,9 +35,9 @@ OUTCOMES = ("ok", "refused", "truncated", "error")
 
 @dataclass
 class Load:
-    """Client threads connecting in a loop; counts outcomes."""
+    """Client threads connecting in a loop to a Unix *path* or a TCP (host, port); counts outcomes."""
 
-    path: str
+    path: Union[str, Tuple[str, int]]
     payload: bytes
     counts: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     #: when each successful connection was made (monotonic), to see which ones a restart made wait
@@ -57,7 +57,8 @@ class Load:
         while not self._stop.is_set():
             start = time.monotonic()
             try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                family = socket.AF_UNIX if isinstance(self.path, str) else socket.AF_INET
+                with socket.socket(family, socket.SOCK_STREAM) as s:
                     s.settimeout(20)
                     s.connect(self.path)
                     chunks = []
@@ -121,11 +122,19 @@ def rundir() -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def unit_env(rundir: str, ipcserverd: Optional[str] = None) -> Dict[str, str]:
+def unit_env(rundir: str, ipcserverd: Optional[str] = None, port: Optional[int] = None) -> Dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "S6IPC": S6IPC, "RUNDIR": rundir}
     if ipcserverd:
         env["IPCSERVERD"] = ipcserverd
+    if port is not None:  # the TCP variant: tcp:127.0.0.1:PORT held, tcpserverd serving it
+        env["PORT"] = str(port)
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stop(p: Optional[subprocess.Popen]) -> Optional[int]:  # type: ignore[type-arg]
@@ -140,12 +149,14 @@ def stop(p: Optional[subprocess.Popen]) -> Optional[int]:  # type: ignore[type-a
         return p.wait(5)
 
 
-@pytest.mark.parametrize("ipcserverd", ["ours", "s6"])
+@pytest.mark.parametrize("ipcserverd", ["ours", "s6", "tcp"])
 def test_restarts_under_load_refuse_nobody(rundir: str, ipcserverd: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``tcp``: a TCP listener (``tcp:127.0.0.1:PORT``) held, tcpserverd restarted on it."""
     if ipcserverd == "s6" and not os.access("/usr/bin/s6-ipcserverd", os.X_OK):
         pytest.skip("Debian's s6 is not installed (/usr/bin/s6-ipcserverd)")
-    env = unit_env(rundir, "/usr/bin/s6-ipcserverd" if ipcserverd == "s6" else None)
+    port = free_port() if ipcserverd == "tcp" else None
+    env = unit_env(rundir, "/usr/bin/s6-ipcserverd" if ipcserverd == "s6" else None, port)
     log = os.path.join(rundir, "log")
     payload = os.path.join(rundir, "payload")
     with open(payload, "wb") as f:
@@ -157,7 +168,7 @@ def test_restarts_under_load_refuse_nobody(rundir: str, ipcserverd: str,
         subprocess.run([os.path.join(UNIT, "park")], env=env, check=True, timeout=20)
         server_argv = [os.path.join(UNIT, "server"), "/bin/cat", payload]
         server = start_ready(server_argv, env, log)
-        load = Load(os.path.join(rundir, "app.sock"), PAYLOAD)
+        load = Load(os.path.join(rundir, "app.sock") if port is None else ("127.0.0.1", port), PAYLOAD)
         load.start()
         time.sleep(0.2)
         gaps = []
@@ -187,7 +198,8 @@ def test_restarts_under_load_refuse_nobody(rundir: str, ipcserverd: str,
     spans = [ready - term for term, _, ready in gaps]
     total = sum(counts.values())
     with capsys.disabled():
-        print(f"\nzero-downtime restarts ({ipcserverd} ipcserverd, socket held by our fdholderd): "
+        what = f"tcpserverd, tcp:127.0.0.1:{port}" if port else f"{ipcserverd} ipcserverd"
+        print(f"\nzero-downtime restarts ({what}, socket held by our fdholderd): "
               f"{RESTARTS} restarts in {elapsed:.1f} s, {total} connections, {counts['refused']} refused, "
               f"{counts['truncated']} truncated, {counts['error']} other errors; {waited} connections made "
               f"between an old server's exit and the new one's readiness; TERM-to-ready per restart "

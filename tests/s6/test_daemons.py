@@ -84,7 +84,7 @@ def serving(path: str, timeout: float = 20) -> bytes:
 
 def restart_under_load(scan: Scan, name: str, path: str, restarts: int) -> Load:
     pids: Set[int] = {scan.pid(name)}
-    with Load(path, ok, ask=http_get) as load:
+    with Load(path, ok, asker=http_get) as load:
         time.sleep(0.3)
         for _ in range(restarts):
             old = scan.pid(name)

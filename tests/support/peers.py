@@ -93,8 +93,9 @@ class Load:
     """Clients hammering *path* from *threads* threads until :meth:`stop`; *complete* judges a reply."""
 
     def __init__(self, path: str, complete: Callable[[bytes], bool], threads: int = 4,
-                 pause: float = 0.005, ask: Callable[[str], bytes] = ask) -> None:
-        self.path, self.complete, self.pause, self.ask = path, complete, pause, ask
+                 pause: float = 0.005, asker: Callable[[str], bytes] = ask) -> None:
+        """*asker* makes one request to *path* (default: a Unix socket path; see tests.support.tcp)."""
+        self.path, self.complete, self.pause, self.asker = path, complete, pause, asker
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.replies: List[bytes] = []
@@ -113,7 +114,7 @@ class Load:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                reply = self.ask(self.path)
+                reply = self.asker(self.path)
                 kind = "ok" if self.complete(reply) else "truncated"
                 error: Optional[str] = None if kind == "ok" else repr(reply[:80])
             except (ConnectionRefusedError, FileNotFoundError) as e:

@@ -138,16 +138,21 @@ def request(path: str, data: bytes = b"", timeout: float = 10.0, bind: Optional[
         if data:
             s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(s)
+
+
+def read_all(s: socket.socket) -> bytes:
+    """Everything the peer sends until EOF (a reset counts as EOF)."""
+    chunks = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def env_of(output: bytes) -> dict:  # type: ignore[type-arg]

@@ -265,7 +265,7 @@ def start() -> UserManager:
 
 
 def start_or_skip() -> UserManager:
-    """:func:`start`, or skip the calling test (module) with the exact reason the manager cannot run."""
+    """:func:`start`, or skip the calling test (or module, from a fixture) saying exactly why not."""
     import pytest
 
     try:

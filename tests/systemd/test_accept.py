@@ -233,7 +233,7 @@ def test_real_manager_gunicorn_behind_a_forking_wrapper(mgr: sdmanager.UserManag
     path = os.path.join(mgr.base, "run", "gunicorn.sock")
     first = http_get(path)  # the first connection starts the service
     assert ok(first), (first, mgr.log(20))
-    with Load(path, ok, ask=http_get) as load:
+    with Load(path, ok, asker=http_get) as load:
         for _ in range(2):
             time.sleep(0.5)
             mgr.systemctl("restart", "s6ipc-gunicorn.service")

@@ -142,7 +142,7 @@ def test_ambiguity_without_a_name_is_an_error(activate, sockdir: str) -> None:  
     with socket.socket(socket.AF_UNIX) as poke:
         poke.connect(a_path)
         assert a.wait() == 100
-    assert (f"systemd-socket: fatal: 2 listening Unix stream sockets were passed by systemd "
+    assert (f"systemd-socket: fatal: 2 listening stream sockets were passed by systemd "
             f"(fd 3 alpha {a_path}, fd 4 beta {b_path}): choose one by name or path") in a.log()
 
 
@@ -184,8 +184,6 @@ def stage(specs: Sequence[str], options: Sequence[str], stage_args: Sequence[str
     ([f"listen:@s6t-n{ME}"], ["--names", "a:b"], [], "LISTEN_FDNAMES gives 2 names for LISTEN_FDS=1 fds"),
     ([f"listen:@s6t-m{ME}"], ["--names", "web"], ["-n", "ctl"],
      f"no socket named ctl among those passed by systemd (fd 3 web @s6t-m{ME})"),
-    (["tcp"], ["--names", "web"], ["-n", "web"],
-     "the socket passed by systemd as fd 3 (web) is not a Unix domain socket"),
     ([f"dgram:@s6t-d{ME}"], [], [], "the socket passed by systemd as fd 3 (unknown) is not a stream socket"),
     (["pipe"], [], [], "the socket passed by systemd as fd 3 (unknown) is not a socket"),
     ([f"listen:@s6t-l{ME}"], [], ["-l", "/run/elsewhere.sock"],

@@ -14,18 +14,23 @@ SIGXFSZ are put back to SIG_DFL (CPython ignores them).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
-from typing import List, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 
 from .. import environment
 from ..envdir import merge_env
-from ..errors import S6ipcError
-from ..execution import exec_argv, restore_default_signals
+from ..errors import BadInput, ExecFailure, S6ipcError
+from ..execution import DEFAULT_PATH, Spawner, exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
+
+if TYPE_CHECKING:  # the access modules are imported only by the programs that use them
+    from ..access import Outcome
+    from ..tcpaccess import FastTcpAccess
 
 
 def own_prefix() -> List[str]:
@@ -52,6 +57,44 @@ def program_name(word: str) -> Optional[str]:
     if word.startswith("s6-") and word[3:] in PROGRAMS:
         return word[3:]
     return None
+
+
+class ProgramCall(NamedTuple):
+    """argv naming one of our programs: *name* (``ipcserver-access``), the *word* used
+    (``s6-ipcserver-access``), the *args* after it."""
+
+    name: str
+    word: str
+    args: List[str]
+
+
+def _names_us(word: str, entry: str) -> bool:
+    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
+    if "/" in word:
+        candidates = [word]
+    else:
+        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.realpath(candidate) == os.path.realpath(entry)
+    return False
+
+
+def own_program_call(argv: Sequence[str]) -> Optional[ProgramCall]:
+    """What *argv* runs when it is ``S6IPC [s6-]NAME ARGS…`` for one of our programs, where S6IPC is
+    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file; else None.
+    (How the daemons recognise an access program they can run in-process.)"""
+    prefix = own_prefix()
+    if list(argv[: len(prefix)]) == prefix:
+        n = len(prefix)
+    elif len(prefix) == 1 and argv and _names_us(argv[0], prefix[0]):
+        n = 1
+    else:
+        return None
+    if len(argv) <= n:
+        return None
+    name = program_name(argv[n])
+    return None if name is None else ProgramCall(name, argv[n], list(argv[n + 1 :]))
 
 
 def run_program(word: str, args: Sequence[str]) -> NoReturn:
@@ -142,3 +185,45 @@ class PrivilegeOptions:
         if self.groups is not None:
             argv += ["-G", ",".join(str(g) for g in self.groups)]
         return argv + ["--"]
+
+
+def conclude(reporter: Reporter, outcome: Outcome) -> NoReturn:
+    """End an access program (ipcserver-access, tcpserver-access) as its *outcome* says: log its
+    lines with our pid, then die of its error, exit with its refusal code, or exec its command
+    (an exec rule runs through execline)."""
+    from ..access import EXECLINE_MISSING, emit
+    from ..accessrules import EXECLINEB
+
+    emit(reporter, outcome.lines, os.getpid())
+    if outcome.error is not None:
+        reporter.die(outcome.error)
+    flush_stdio()
+    if not outcome.allowed:
+        os._exit(outcome.exit_code)
+    restore_default_signals()
+    try:
+        exec_argv(outcome.argv, outcome.env, path_env=outcome.search_path_env)
+    except ExecFailure as e:
+        if outcome.argv[0] == EXECLINEB and e.errno == errno.ENOENT:
+            reporter.warn(EXECLINE_MISSING)
+        reporter.die(e)
+
+
+def tcp_access_fast_path(argv: Sequence[str], verbosity: int) -> Optional[FastTcpAccess]:
+    """The in-process policy for a TCP daemon whose prog *argv* is our own tcpserver-access
+    (``S6IPC [s6-]tcpserver-access OPTIONS… prog…``, see :func:`own_program_call`), or None.
+
+    *verbosity* is the daemon's: at 2 and more a refusal spawns a stand-in (``false``) so that the
+    daemon's own allow/end lines stay those of a real child. See :mod:`s6ipc.tcpaccess`.
+    """
+    call = own_program_call(argv)
+    if call is None or call.name != "tcpserver-access":
+        return None
+    from ..access import refusal_standin
+    from ..tcpaccess import FastTcpAccess, parse_options
+
+    try:
+        options = parse_options(call.args)
+    except (UsageError, BadInput):
+        return None
+    return FastTcpAccess(options, Reporter(call.word), Spawner(argv), refusal_standin(verbosity))

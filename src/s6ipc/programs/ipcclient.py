@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional
 
-from ..errors import SystemFailure
 from ..messages import Reporter
 from ..options import UsageError, getopt
-from ..sockets import IPCPATH_MAX, address_text, connect_unix
+from ..sockets import IPCPATH_MAX, address_text, connect_unix, move_to_client_fds
 from .chain import exec_into, modify_environ
 
 USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
@@ -42,14 +41,6 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             local = address_text(sock.getsockname())
         except OSError:
             local = None
-    fd = sock.detach()
-    for target in (6, 7):
-        try:
-            os.dup2(fd, target, inheritable=True)
-            os.set_inheritable(target, True)  # dup2 onto itself (the socket was fd 6) keeps CLOEXEC
-        except OSError as e:
-            raise SystemFailure(f"set up fd {target}", e.errno or 9) from None
-    if fd not in (6, 7):
-        os.close(fd)
+    move_to_client_fds(sock)
     modify_environ(("PROTO=IPC", "IPCLOCALPATH" if local is None else f"IPCLOCALPATH={local}"))
     exec_into(reporter, rest[1:])

@@ -42,34 +42,44 @@ class ServerOptions:
         self.privileges = PrivilegeOptions()
 
 
+def take_common(o: ServerOptions, letter: str, v: str) -> bool:
+    """Record one of the options s6-ipcserver and s6-tcpserver share (``-q -Q -v -d -D -1 -c -C``
+    and the privilege drop) in *o*; False for any other letter. Raises :class:`UsageError`."""
+    if letter in "qQv":
+        o.verbosity = {"q": 0, "Q": 1, "v": 2}[letter]
+    elif letter in "dD":
+        o.reuse = letter == "d"
+    elif letter == "1":
+        o.notify = True
+    elif letter == "c":
+        o.maxconn = parse_uint(v) or 1
+    elif letter == "C":
+        o.localmaxconn = parse_uint(v) or 1
+    elif letter in PrivilegeOptions.LETTERS:
+        o.privileges.take(letter, v)
+    else:
+        return False
+    return True
+
+
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
     """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
     opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:US")
     o = ServerOptions()
     for letter, value in opts:
         v = value or ""
-        if letter in "qQv":
-            o.verbosity = {"q": 0, "Q": 1, "v": 2}[letter]
-        elif letter in "dD":
-            o.reuse = letter == "d"
-        elif letter in "Pp":
+        if take_common(o, letter, v):
+            continue
+        if letter in "Pp":
             o.lookup = letter == "p"
-        elif letter == "1":
-            o.notify = True
         elif letter == "S":
             o.systemd = True
-        elif letter == "c":
-            o.maxconn = parse_uint(v) or 1
-        elif letter == "C":
-            o.localmaxconn = parse_uint(v) or 1
         elif letter == "b":
             # s6-ipcserver keeps "not given" as (unsigned int)-1: -b 4294967295 means the default
             backlog = parse_uint(v)
             o.backlog = None if backlog == UINT32_MAX else backlog or 1
         elif letter == "a":
             o.perms = parse_octal(v)
-        elif letter in PrivilegeOptions.LETTERS:
-            o.privileges.take(letter, v)
     if len(rest) < 2:
         raise UsageError("too few arguments")
     return o, rest

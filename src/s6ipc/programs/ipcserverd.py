@@ -14,22 +14,25 @@ from __future__ import annotations
 import os
 from typing import Callable, List, NamedTuple, NoReturn, Optional
 
+from ..activation import socket_address
 from ..errors import S6ipcError
-from ..execution import DEFAULT_PATH, Spawner
+from ..execution import Spawner
 from ..intake import take_daemon_socket
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
+from ..peers import PeerIdentity
 from ..readiness import Notifier, Readiness
 from ..server import ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..sockets import local_path
-from .chain import exec_into, own_prefix, program_name
+from .chain import exec_into, own_program_call
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
 
-def parse(args: List[str]) -> ServerConfig:
-    """Parse s6-ipcserverd's command line. Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "v:1Ppc:C:")
+def parse(args: List[str], credentials: bool = True) -> ServerConfig:
+    """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
+    Raises :class:`UsageError`."""
+    opts, rest = getopt(args, "v:1Ppc:C:" if credentials else "v:1c:C:")
     config = ServerConfig(rest)
     for letter, value in opts:
         if letter == "v":
@@ -47,44 +50,23 @@ def parse(args: List[str]) -> ServerConfig:
     return config
 
 
-def _names_us(word: str, entry: str) -> bool:
-    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate) == os.path.realpath(entry)
-    return False
-
-
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` where S6IPC is
-    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file, with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
+    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see
+    :func:`own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
+    fail, which it then does itself). See :mod:`s6ipc.access` for what the fast path guarantees.
     """
-    prefix = own_prefix()
-    argv = config.argv
-    if argv[: len(prefix)] == prefix:
-        n = len(prefix)
-    elif len(prefix) == 1 and _names_us(argv[0], prefix[0]):
-        n = 1
-    else:
+    call = own_program_call(config.argv)
+    if not config.lookup or call is None or call.name != "ipcserver-access":
         return None
-    if not config.lookup or len(argv) <= n or program_name(argv[n]) != "ipcserver-access":
-        return None
-    from ..access import FastAccess, parse_options
+    from ..access import FastAccess, parse_options, refusal_standin
 
     try:
-        options = parse_options(argv[n + 1 :])
+        options = parse_options(call.args)
     except UsageError:
         return None
-    standin = Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
-    return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
+    return FastAccess(options, Reporter(call.word), Spawner(config.argv), refusal_standin(config.verbosity))
 
 
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
@@ -131,17 +113,17 @@ def readiness_sinks(config: ServerConfig, reporter: Reporter) -> ReadinessSinks:
 
 def _local_name() -> str:
     try:
-        return local_path(0) or "an unnamed socket"
+        return local_path(0) or socket_address(0) or "an unnamed socket"  # IP:PORT for TCP
     except S6ipcError:
         return "fd 0"
 
 
-def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    config = parse(args)
-    take_daemon_socket(reporter.warn)
-    child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
+def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
+               identity: Optional[PeerIdentity], policy: Optional[ConnectionPolicy]) -> NoReturn:
+    """Serve the socket on fd 0 with the loop (readiness sinks from the environment); exit with
+    its code, or exec what it ended with."""
     sinks = readiness_sinks(config, reporter)
-    server = Server(config, reporter, Reporter(child_name + " (child)"), policy=access_fast_path(config),
+    server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
     server.start()
     ending = server.serve()
@@ -149,3 +131,10 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if ending.exec_argv is not None:
         exec_into(reporter, ending.exec_argv)
     os._exit(ending.code)
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    config = parse(args)
+    take_daemon_socket(reporter.warn)
+    child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
+    run_daemon(reporter, config, child_name + " (child)", None, access_fast_path(config))

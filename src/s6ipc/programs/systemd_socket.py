@@ -27,7 +27,7 @@ from ..intake import systemd_socket_or_bind
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_octal, parse_uint
 from ..readiness import Notifier, spawn_detached
-from ..sockets import SOMAXCONN, bind_unix_socket
+from ..sockets import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
 from .chain import exec_into
 
 USAGE = (
@@ -92,14 +92,14 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if (fallback and path is None) or (store and (not fallback or not name)):
         raise UsageError("-f needs -l path; -s needs -f and -n fdname")
     if not fallback:
-        adopt_systemd_socket(name=name, path=path, target=0)
+        adopt_systemd_socket(name=name, path=path, target=0, families=ANY_FAMILIES)
     else:
         assert path is not None
 
         def bind() -> int:
             return bind_unix_socket(path, perms=perms, reuse=reuse, backlog=backlog, blocking=blocking)
 
-        bound = systemd_socket_or_bind(bind, name=name, path=path, warn=reporter.warn)
+        bound = systemd_socket_or_bind(bind, name=name, path=path, warn=reporter.warn, families=ANY_FAMILIES)
         if bound and store:
             assert name is not None
             notifier = Notifier.from_environment(unset=False)

@@ -1,0 +1,109 @@
+"""tcpserver, tcpserver4, tcpserver6: rewrite s6-tcpserver's options into the chain
+binder → [applyuidgid] → daemon, and exec it.
+
+Like ``ipcserver`` they do no work: they normalise the options exactly as s6-networking 2.5.1.3
+does and exec the chain, whose stages (ours, named with :func:`s6ipc.programs.chain.stage`) then
+run in this same process. The differences between the three, all s6's:
+
+* ``tcpserver`` takes ``-q/-Q/-v`` (passed on as ``-v0``/``-v2``), ``-4/-6`` (default: the
+  family of *ip*, which must then parse as an address, prefix-style), and passes ``-b``
+  **verbatim, 0 included** — the binder then does not listen and the daemon dies 111 ("trouble
+  with socket") right after its readiness line.
+* ``tcpserver4``/``tcpserver6`` take ``-v N`` (passed on as two words when not 1), turn
+  ``-b 0`` into ``-b 1``, and do not check *ip* (their binder does).
+
+Neither checks the port: the binder does (usage, exit 100). ``-c 0``/``-C 0`` become 1 here;
+capping at 1000 is the daemon's job.
+"""
+
+from __future__ import annotations
+
+from typing import List, NoReturn
+
+from ..inet import ip46_scan
+from ..messages import Reporter
+from ..options import UINT32_MAX, UsageError, getopt, parse_uint
+from .chain import exec_into, stage
+from .ipcserver import ServerOptions, take_common
+
+USAGE = (
+    "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
+    "[ -b backlog ] [ -G gid,gid,... ] [ -g gid ] [ -u uid ] [ -U ] ip port prog..."
+)
+
+
+class TcpServerOptions(ServerOptions):
+    """The options of s6-tcpserver / s6-tcpserver4 / s6-tcpserver6 after parsing (None: not given);
+    the IPC-only ones of :class:`ServerOptions` (lookup, perms, systemd) stay at their defaults."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.family = 0  # 4, 6, or 0: from the address
+
+
+def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]]:
+    """Parse the command line of ``s6-tcpserver`` (*family* 0) or ``s6-tcpserver4``/``6`` (4, 6).
+
+    Returns the options and ``[ip, port, prog...]`` with ``family`` decided (4 or 6). Raises
+    :class:`UsageError`, also for an *ip* that does not parse when the family comes from it.
+    """
+    optstring = "qQv46dD1c:C:b:G:g:u:U" if not family else "v:dD1c:C:b:G:g:u:U"
+    opts, rest = getopt(args, optstring)
+    o = TcpServerOptions()
+    o.family = family
+    for letter, value in opts:
+        v = value or ""
+        if letter == "v" and family:
+            o.verbosity = parse_uint(v)
+        elif letter in "46":
+            o.family = int(letter)
+        elif letter == "b":
+            # "not given" is (unsigned int)-1, as in s6-ipcserver; 0 passes verbatim in s6-tcpserver
+            backlog = parse_uint(v)
+            o.backlog = None if backlog == UINT32_MAX else backlog if not family else backlog or 1
+        else:
+            take_common(o, letter, v)
+    if len(rest) < 3:
+        raise UsageError("too few arguments")
+    if not o.family:
+        scanned = ip46_scan(rest[0])
+        if scanned is None:
+            raise UsageError("invalid ip")
+        o.family = 6 if len(scanned[0]) == 16 else 4
+    return o, rest
+
+
+def build_chain(o: TcpServerOptions, ip: str, port: str, prog: List[str], style: str = "",
+                wrapper_verbosity: bool = True) -> List[str]:
+    """The argv s6-tcpserver (or, without *wrapper_verbosity*, s6-tcpserver4/6) would exec,
+    with our stages in place of s6's binaries."""
+    argv = stage(f"tcpserver{o.family}-socketbinder", style)
+    if not o.reuse:
+        argv.append("-D")
+    if o.backlog is not None:
+        argv += ["-b", str(o.backlog)]
+    argv += ["--", ip, port]
+    argv += o.privileges.stage(style)
+    argv += stage(f"tcpserver{o.family}d", style)
+    if wrapper_verbosity:
+        if o.verbosity != 1:
+            argv.append(f"-v{o.verbosity}")
+    elif o.verbosity != 1:
+        argv += ["-v", str(o.verbosity)]
+    if o.notify:
+        argv.append("-1")
+    if o.maxconn is not None:
+        argv += ["-c", str(o.maxconn)]
+    if o.localmaxconn is not None:
+        argv += ["-C", str(o.localmaxconn)]
+    return argv + ["--"] + prog
+
+
+def naming_style(reporter: Reporter) -> str:
+    """``s6-`` when invoked under an s6 name (the stages then report as s6's do), else ``""``."""
+    return "s6-" if reporter.name.startswith("s6-") else ""
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    o, rest = parse(args)
+    exec_into(reporter, build_chain(o, rest[0], rest[1], rest[2:], naming_style(reporter)))

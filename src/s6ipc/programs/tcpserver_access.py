@@ -1,0 +1,23 @@
+"""tcpserver-access: check a TCP client against rules, DNS and ident, adjust the environment, exec prog.
+
+All the deciding is :func:`s6ipc.tcpaccess.evaluate` (shared with the TCP daemon's fast path); this
+module logs its lines with our own pid, then exits (1 refused, 2/99/111 for ident and DNS
+rejections) or execs the final command.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NoReturn
+
+from ..access import RulesSource
+from ..messages import Reporter
+from ..tcpaccess import USAGE, FdConnection, evaluate, parse_options
+from .chain import conclude
+
+__all__ = ["USAGE", "main"]
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    options = parse_options(args)
+    conclude(reporter, evaluate(options, dict(os.environ), FdConnection(), RulesSource(options)))
