@@ -24,6 +24,7 @@ import socket
 import time
 from typing import Optional
 
+from .durations import poll_ms
 from .inet import family_of
 
 PORT = 113
@@ -114,7 +115,7 @@ def parse_reply(line: str, remote_port: int, local_port: int) -> str:
 
 
 def _wait(sock: socket.socket, events: int, deadline: Optional[float]) -> None:
-    timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+    timeout = poll_ms(None if deadline is None else deadline - time.monotonic())
     poller = select.poll()
     poller.register(sock, events)
     if not poller.poll(timeout):

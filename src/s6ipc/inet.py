@@ -28,6 +28,8 @@ from __future__ import annotations
 import socket
 from typing import Callable, List, Optional, Tuple
 
+from .options import scan_magnitude
+
 IP4_LEN = 4
 IP6_LEN = 16
 #: The first 12 bytes of an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``).
@@ -168,10 +170,10 @@ def parse_port(text: str) -> int:
 
     Raises ValueError.
     """
-    digits = text.lstrip("0")
-    if not text or not text.isascii() or not text.isdigit() or len(digits) > 5 or int(text) > PORT_MAX:
+    value = scan_magnitude(text, 10, PORT_MAX)  # ValueError for anything but ASCII digits
+    if value is None:
         raise ValueError(f"not a port number: {text!r}")
-    return int(text)
+    return value
 
 
 def family_of(ip: bytes) -> int:

@@ -56,6 +56,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, 
 from . import dns, ident
 from .access import FastPath, LogLine, Outcome, RulesSource
 from .accessrules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
+from .durations import poll_ms
 from .envdir import merge_env
 from .errors import BadInput, SystemFailure
 from .execution import Spawner
@@ -169,7 +170,7 @@ class FdConnection:
         poller.register(1, select.POLLOUT)
         while view:
             left = dns.remaining(deadline)
-            if not poller.poll(-1 if left is None else int(left * 1000) + 1):
+            if not poller.poll(poll_ms(left)):
                 raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
             view = view[os.write(1, view):]
 

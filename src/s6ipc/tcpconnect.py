@@ -25,6 +25,7 @@ import socket
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from .durations import poll_ms
 from .errors import SystemFailure
 from .inet import family_of, ip_fmt, scan_list, to_sockaddr
 
@@ -65,7 +66,7 @@ def _connect_once(ip: bytes, port: int, local_ip: Optional[bytes], local_port: i
             poller = select.poll()
             poller.register(sock, select.POLLOUT)
             left = max(0.0, deadline - time.monotonic())
-            if not poller.poll(int(left * 1000) + (1 if left else 0)):
+            if not poller.poll(poll_ms(left)):
                 raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:

@@ -49,6 +49,10 @@ VETTED = {
     ("descriptors.py", "int(name)"),                                 # /proc/self/fd names
     ("sockets.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
     ("systemd_backend.py", "int(fd)"),                               # libsystemd's ints
+    ("tcp.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
+    ("ident.py", "int(s[n])"),                                       # one ASCII digit checked
+    ("inet.py", "int(text[pos], 16)"),                               # one hex digit checked
+    ("programs/tcpserver.py", "int(letter)"),                        # getopt's "4" or "6"
 }
 
 
