@@ -106,14 +106,16 @@ def _c_number(text: str, *, unsigned: bool) -> int:
     return value
 
 
-def _parse_pid(text: str) -> int:
+def parse_pid(text: str) -> int:
+    """``LISTEN_PID`` as libsystemd's ``parse_pid`` reads it; OSError(EINVAL/ERANGE) otherwise."""
     pid = _c_number(text, unsigned=True)
     if not 0 < pid <= _PID_MAX:
         raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
     return pid
 
 
-def _parse_count(text: str) -> int:
+def parse_count(text: str) -> int:
+    """``LISTEN_FDS`` as libsystemd's ``safe_atoi`` reads it (> 0, fds fit in an int); OSError."""
     n = _c_number(text, unsigned=False)
     if n <= 0 or n > _INT_MAX - LISTEN_FDS_START:
         raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
@@ -123,12 +125,12 @@ def _parse_count(text: str) -> int:
 def _stdlib_listen_fds_with_names(environ: Dict[str, Optional[str]]) -> List[Tuple[int, str]]:
     """``sd_listen_fds_with_names(0)`` in Python: same results, same errnos (OSError)."""
     pid_text = environ.get("LISTEN_PID")
-    if pid_text is None or _parse_pid(pid_text) != os.getpid():
+    if pid_text is None or parse_pid(pid_text) != os.getpid():
         return []
     count_text = environ.get("LISTEN_FDS")
     if count_text is None:
         return []
-    n = _parse_count(count_text)
+    n = parse_count(count_text)
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
         flags = fcntl.fcntl(fd, fcntl.F_GETFD)
         if not flags & fcntl.FD_CLOEXEC:
@@ -140,7 +142,8 @@ def _stdlib_listen_fds_with_names(environ: Dict[str, Optional[str]]) -> List[Tup
     return list(zip(range(LISTEN_FDS_START, LISTEN_FDS_START + n), names))
 
 
-def _pidfd_inode(pid: int) -> Optional[int]:
+def pidfd_inode(pid: int) -> Optional[int]:
+    """The pidfs inode of *pid* (``LISTEN_PIDFDID``), or None where the kernel has no pidfs."""
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
@@ -155,8 +158,8 @@ def _pidfdid_matches(text: Optional[str]) -> bool:
     """False only when ``LISTEN_PIDFDID`` is set, pidfs inodes exist here, and it is not ours."""
     if text is None:
         return True
-    own = _pidfd_inode(os.getpid())
-    other = _pidfd_inode(os.getppid()) if os.getppid() > 0 else None
+    own = pidfd_inode(os.getpid())
+    other = pidfd_inode(os.getppid()) if os.getppid() > 0 else None
     if own is None or other is None or own == other:  # no pidfs: inodes carry no identity
         return True
     try:
@@ -175,7 +178,7 @@ def _why_none(env: Dict[str, Optional[str]]) -> str:
         missing = "LISTEN_FDS" if env["LISTEN_FDS"] is None else "LISTEN_PID"
         return f"no socket passed by systemd ({missing} is not set)"
     try:
-        _parse_pid(env["LISTEN_PID"])
+        parse_pid(env["LISTEN_PID"])
     except OSError:
         return f"invalid LISTEN_PID: {env['LISTEN_PID']!r}"
     if not _pidfdid_matches(env["LISTEN_PIDFDID"]):
@@ -189,7 +192,7 @@ def _why_none(env: Dict[str, Optional[str]]) -> str:
 def _explain(error: OSError, env: Dict[str, Optional[str]]) -> S6ipcError:
     code = error.errno or errno.EINVAL
     if code in (errno.EINVAL, errno.ERANGE):
-        for variable, parse in (("LISTEN_PID", _parse_pid), ("LISTEN_FDS", _parse_count)):
+        for variable, parse in (("LISTEN_PID", parse_pid), ("LISTEN_FDS", parse_count)):
             try:
                 parse(env[variable] or "")
             except OSError:
@@ -199,7 +202,7 @@ def _explain(error: OSError, env: Dict[str, Optional[str]]) -> S6ipcError:
             f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={env['LISTEN_FDS']} fds"
         )
     try:
-        n = _parse_count(env["LISTEN_FDS"] or "")
+        n = parse_count(env["LISTEN_FDS"] or "")
     except OSError:
         n = 0
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
@@ -368,7 +371,7 @@ def systemd_socket_pending() -> bool:
     if pid is None or count is None:
         return False
     try:
-        return _parse_pid(pid) == os.getpid()
+        return parse_pid(pid) == os.getpid()
     except OSError:
         return False
 
@@ -387,9 +390,9 @@ def forget_systemd_sockets() -> None:
     for name in LISTEN_VARIABLES:
         os.environ.pop(name, None)
     try:
-        if env["LISTEN_PID"] is None or _parse_pid(env["LISTEN_PID"]) != os.getpid():
+        if env["LISTEN_PID"] is None or parse_pid(env["LISTEN_PID"]) != os.getpid():
             return
-        n = _parse_count(env["LISTEN_FDS"] or "")
+        n = parse_count(env["LISTEN_FDS"] or "")
     except OSError:
         return
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + min(n, 1024)):

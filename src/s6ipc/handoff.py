@@ -41,7 +41,7 @@ import socket
 import stat
 from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
 
-from .activation import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, _parse_count, _parse_pid, _pidfd_inode
+from .activation import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_count, parse_pid, pidfd_inode
 from .descriptors import open_fds
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
@@ -63,8 +63,8 @@ def check_fdname(name: str) -> None:
 
 def pidfd_id(pid: int) -> Optional[int]:
     """The ``LISTEN_PIDFDID`` of process *pid* (its pidfd's inode), or None where pidfs gives none."""
-    own = _pidfd_inode(pid)
-    parent = _pidfd_inode(os.getppid()) if os.getppid() > 0 else None
+    own = pidfd_inode(pid)
+    parent = pidfd_inode(os.getppid()) if os.getppid() > 0 else None
     if own is None or parent is None or own == parent:  # no pidfs: every pidfd has one inode
         return None
     return own
@@ -107,7 +107,7 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
     if pid_text is None:
         raise BadInput(f"LISTEN_FDS={count_text} is set without LISTEN_PID")
     try:
-        pid = _parse_pid(pid_text)
+        pid = parse_pid(pid_text)
     except OSError:
         raise BadInput(f"invalid LISTEN_PID: {pid_text!r}") from None
     if pid != os.getpid():
@@ -115,7 +115,7 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
                        f"{os.getpid()}): after a wrapper that forks, run listen-pid right before the "
                        "daemon")
     try:
-        n = _parse_count(count_text)
+        n = parse_count(count_text)
     except OSError:
         raise BadInput(f"invalid LISTEN_FDS: {count_text!r}") from None
     names_text = environ.get("LISTEN_FDNAMES")
