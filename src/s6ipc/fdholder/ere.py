@@ -8,7 +8,7 @@ which is then run by a Thompson NFA turned lazily into a DFA: a search costs a b
 steps per subject byte, whatever the pattern and the subject (a backtracking matcher such as
 Python's ``re`` takes exponential time on ``^([a-z0-9]+-?)+$`` and a subject that almost matches,
 and the identifiers searched are chosen by the daemon's clients). The tree can also be re-emitted
-as an equivalent Python pattern over bytes (:func:`translate`), used only for back-references.
+as an equivalent Python pattern over bytes (:func:`python_pattern`), used only for back-references.
 
 Some facts about glibc's ERE (2.36, checked with ``regcomp`` through ctypes and against the
 s6-fdholderd binary) that this relies on:
@@ -783,11 +783,6 @@ def parse(pattern: bytes) -> Tuple[Node, bool]:
         return parser.parse(), parser.has_backref
     except RecursionError:
         raise EreError(REG_ESPACE) from None
-
-
-def translate(pattern: bytes) -> str:
-    """The Python pattern equivalent to ERE *pattern* (for subjects without a newline)."""
-    return python_pattern(parse(pattern)[0])
 
 
 @functools.lru_cache(maxsize=256)
