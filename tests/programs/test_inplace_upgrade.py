@@ -8,20 +8,15 @@ import os
 import re
 import signal
 import subprocess
-import time
 from typing import Callable, List
 
 import pytest
 
 from s6ipc import __version__
 from tests.support.processes import Client, RunningServer, ours, wait_until, zombie_children
-from tests.support.upgrade import Exchange, Load, copy_package, edit, upgrade, view
+from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
-
-
-def _end_lines(log: str) -> dict:  # type: ignore[type-arg]
-    return {int(m.group(1)): m.group(2) for m in re.finditer(r"end pid (\d+) uid 0 (\w+ \d+)", log)}
 
 
 def test_twenty_upgrades_under_load(sockdir: str, handler: str,
@@ -29,43 +24,13 @@ def test_twenty_upgrades_under_load(sockdir: str, handler: str,
     path = os.path.join(sockdir, "s")
     server = server_factory([*ours("ipcserver"), "-v", "-1", "-c", "200", path, handler, "hold"])
     pid = server.proc.pid
-    long_lived = [Exchange(path) for _ in range(3)]
-    load = Load(path, threads=2)
-    try:
-        for generation in range(1, UPGRADES + 1):
-            if generation % 5 == 1:  # a long-lived connection opened between two upgrades too
-                long_lived.append(Exchange(path))
-            document = upgrade(pid, generation)
-            assert document["pid"] == pid
-            for n, ex in enumerate(long_lived):
-                assert ex.echo(f"g{generation}-{n}".encode()), "a long-lived connection stopped echoing"
-            time.sleep(0.2)
-    finally:
-        load.stop()
-    assert (load.refused, load.truncated, load.errors) == ([], [], [])
-    print(f"{load.done} short connections during {UPGRADES} upgrades")
-    assert load.done > 5 * UPGRADES, f"only {load.done} short connections during {UPGRADES} upgrades"
+    proof = prove(path, pid, UPGRADES)
+    print(f"{proof.load.done} short connections during {UPGRADES} upgrades")
     assert server.proc.poll() is None and server.proc.pid == pid
-
-    def settled() -> dict:  # type: ignore[type-arg]
-        d = view(pid)
-        return d if d["connections"]["total"] == len(long_lived) else {}
-
-    document = wait_until(settled)
-    assert document["generation"] == UPGRADES and document["version"] == __version__
-    assert document["accepted"] == load.done + len(long_lived) and document["refused"] == 0
-    assert document["connections"] == {"total": len(long_lived), "uids": 1, "per_uid": {"0": len(long_lived)}}
-    assert sorted(c["pid"] for c in document["children"]) == sorted(ex.pid for ex in long_lived)
-    assert document["uptime"] > UPGRADES * 0.2
-
-    for ex in long_lived:
-        assert ex.finish(), "a long-lived connection did not end cleanly"
-    wait_until(lambda: view(pid)["connections"]["total"] == 0)
+    assert proof.document["version"] == __version__ and proof.document["uptime"] > UPGRADES * 0.2
     assert zombie_children(pid) == []
     log = server.log()
-    ends = _end_lines(log)
-    every = load.pids + [ex.pid for ex in long_lived]
-    assert [p for p in every if ends.get(p) != "exitcode 0"] == []
+    assert unended(proof, log) == []
     assert log.count("upgraded in place: s6ipc") == UPGRADES
     assert "warning" not in log and "fatal" not in log
 

@@ -151,3 +151,62 @@ def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any
         return document if document["generation"] == generation else None
 
     return wait_until(reached, timeout, 0.05)  # type: ignore[no-any-return]
+
+
+class Proof:
+    """What :func:`prove` saw: the load's clients, the long-lived connections, the last live view."""
+
+    def __init__(self, load: Load, long_lived: List[Exchange], document: Dict[str, Any]) -> None:
+        self.load, self.long_lived, self.document = load, long_lived, document
+
+
+def prove(path: str, pid: int, upgrades: int, send: Optional[Any] = None,
+          between: Optional[Any] = None) -> Proof:
+    """*upgrades* in-place upgrades of the ``ipcserverd`` *pid* serving ``handler hold`` on *path*,
+    under continuous short connections, with long-lived ones open across them (one more every five
+    upgrades), each echoing after every upgrade; *between()* is called after each. Checks 0 refused,
+    0 truncated, the PID, the live view's counts, then ends the long-lived connections cleanly and
+    waits until the daemon has reaped them. The caller checks the log's end lines."""
+    long_lived = [Exchange(path) for _ in range(3)]
+    load = Load(path, threads=2)
+    try:
+        for generation in range(1, upgrades + 1):
+            if generation % 5 == 1:
+                long_lived.append(Exchange(path))
+            assert upgrade(pid, generation, send=send)["pid"] == pid
+            for n, ex in enumerate(long_lived):
+                assert ex.echo(f"g{generation}-{n}".encode()), "a long-lived connection stopped echoing"
+            if between is not None:
+                between()
+            time.sleep(0.2)
+    finally:
+        load.stop()
+    assert (load.refused, load.truncated, load.errors) == ([], [], [])
+    assert load.done > 5 * upgrades, f"only {load.done} short connections during {upgrades} upgrades"
+
+    def settled() -> Dict[str, Any]:
+        d = view(pid)
+        return d if d["connections"]["total"] == len(long_lived) else {}
+
+    document = wait_until(settled)
+    assert document["generation"] == upgrades
+    assert document["accepted"] == load.done + len(long_lived) and document["refused"] == 0
+    assert document["connections"] == {"total": len(long_lived), "uids": 1, "per_uid": {"0": len(long_lived)}}
+    assert sorted(c["pid"] for c in document["children"]) == sorted(ex.pid for ex in long_lived)
+    for ex in long_lived:
+        assert ex.finish(), "a long-lived connection did not end cleanly"
+    wait_until(lambda: view(pid)["connections"]["total"] == 0)
+    return Proof(load, long_lived, document)
+
+
+def end_lines(log: str) -> Dict[int, str]:
+    """``end pid P uid 0 exitcode N`` lines of a log: pid → ``exitcode N`` / ``signal N``."""
+    import re
+
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"end pid (\d+) uid 0 (\w+ \d+)", log)}
+
+
+def unended(proof: Proof, log: str) -> List[int]:
+    """The connections of *proof* without an ``end pid … exitcode 0`` line in *log*."""
+    ends = end_lines(log)
+    return [p for p in proof.load.pids + [ex.pid for ex in proof.long_lived] if ends.get(p) != "exitcode 0"]
