@@ -98,4 +98,5 @@ def test_twenty_reloads_under_a_real_systemd(mgr: sdmanager.UserManager, handler
     assert text.count("upgraded in place") == 20
     assert "warning" not in text and "fatal" not in text
     journal = m.log()
-    assert not re.search(r"up\.service.*(Main process exited|Failed with result|[Ww]atchdog timeout|Scheduled restart)", journal), journal
+    trouble = r"up\.service.*(Main process exited|Failed with result|[Ww]atchdog timeout|Scheduled restart)"
+    assert not re.search(trouble, journal), journal
