@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import time
 from typing import Callable, List
 
 import pytest
@@ -71,7 +73,9 @@ def test_limits_and_signals_cover_connections_from_before(
     for c in (first, second, third):
         assert c.rest() == b"", "SIGHUP ended it"
     wait_until(lambda: len(re.findall(r"end pid \d+ uid 0 signal 15", server.log())) == 3)
-    assert view(pid)["connections"]["total"] == 0
+    document = view(pid)
+    assert document["connections"]["total"] == 0
+    assert (document["accepted"], document["refused"]) == (4, 1), "the -C denial counts as refused"
     for c in (first, second, third, denied):
         c.close()
 
@@ -85,6 +89,43 @@ def test_quit_after_upgrade_kills_connections_from_before(
     server.signal(signal.SIGQUIT)
     assert server.wait() == 0
     assert before.line() == b"TERM", "SIGQUIT reached the child the previous image accepted"
+
+
+def test_readiness_around_the_upgrade(sockdir: str, handler: str,
+                                      server_factory: Callable[..., RunningServer]) -> None:
+    """To $NOTIFY_SOCKET: READY=1; at SIGUSR2 RELOADING=1 with MONOTONIC_USEC= (between two
+    readings of CLOCK_MONOTONIC), then READY=1 from the new image; never MAINPID= nor STOPPING=1;
+    WATCHDOG=1 from both images; STATUS= with the counts."""
+    path, notify = os.path.join(sockdir, "s"), os.path.join(sockdir, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(notify)
+    receiver.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=notify, WATCHDOG_USEC="400000")
+    server = server_factory([*ours("ipcserver"), "-1", path, handler, "hold"], env=env)
+
+    def until(field: str) -> List[str]:
+        got: List[str] = []
+        while not any(m.startswith(field) for m in got):
+            got.extend(receiver.recv(4096).decode().split("\n"))
+        return got
+
+    first = until("READY=1")
+    held = Exchange(path)
+    assert "STATUS=1 connection from 1 uid, 1 accepted, 0 refused" in until("STATUS=1 connection")
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    server.signal(signal.SIGUSR2)
+    reload = until("RELOADING=1")
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    stamp = [int(m.split("=", 1)[1]) for m in reload if m.startswith("MONOTONIC_USEC=")]
+    assert len(stamp) == 1 and before <= stamp[0] <= after
+    ready = until("READY=1")
+    beats = until("WATCHDOG=1")
+    assert view(server.proc.pid)["generation"] == 1
+    everything = first + reload + ready + beats
+    assert "WATCHDOG=1" in first + reload, "the first image fed the watchdog"
+    assert not [m for m in everything if m.startswith(("MAINPID=", "STOPPING=1"))], everything
+    assert held.echo(b"env") and held.finish()
+    receiver.close()
 
 
 @pytest.fixture
