@@ -15,7 +15,15 @@ from typing import Callable, List
 import pytest
 
 from s6ipc import __version__
-from tests.support.processes import Client, RunningServer, ours, theirs, wait_until, zombie_children
+from tests.support.processes import (
+    Client,
+    RunningServer,
+    nobody_ids,
+    ours,
+    theirs,
+    wait_until,
+    zombie_children,
+)
 from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
@@ -78,6 +86,49 @@ def test_limits_and_signals_cover_connections_from_before(
     assert (document["accepted"], document["refused"]) == (4, 1), "the -C denial counts as refused"
     for c in (first, second, third, denied):
         c.close()
+
+
+_HOLDER = ("import socket, sys, time\n"
+           "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+           "sys.stdout.write(s.recv(64).decode()); sys.stdout.flush(); sys.stdin.read()\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a client of another uid needs root to start it")
+def test_per_uid_counts_across_an_upgrade(sockdir: str, handler: str,
+                                          server_factory: Callable[..., RunningServer]) -> None:
+    path = os.path.join(sockdir, "s")
+    server = server_factory([*ours("ipcserver"), "-v", "-1", path, handler, "hold"])
+    pid = server.proc.pid
+    uid, gid = nobody_ids()
+    other = subprocess.Popen(["/usr/bin/python3", "-c", _HOLDER, path], user=uid, group=gid,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip().isdigit()
+        ours_too = Exchange(path)
+        for generation in (0, 1):
+            if generation:
+                upgrade(pid, generation)
+            document = view(pid)
+            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": {"0": 1, str(uid): 1}}
+            assert sorted((c["uid"], c["gid"]) for c in document["children"]) == [(0, 0), (uid, gid)]
+        assert ours_too.finish()
+    finally:
+        other.communicate(b"", timeout=20)
+    wait_until(lambda: f"uid {uid} exitcode 0" in server.log())
+    assert view(pid)["connections"]["total"] == 0
+
+
+def test_without_credentials_after_an_upgrade(sockdir: str, handler: str,
+                                              server_factory: Callable[..., RunningServer]) -> None:
+    """-P: uids unknown before and after; the end line says ``uid ?``."""
+    path = os.path.join(sockdir, "s")
+    server = server_factory([*ours("ipcserver"), "-v", "-1", "-P", path, handler, "hold"])
+    held = Exchange(path)
+    document = upgrade(server.proc.pid, 1)
+    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {}}
+    assert document["children"][0]["uid"] is None
+    assert held.finish()
+    wait_until(lambda: f"end pid {held.pid} uid ? exitcode 0" in server.log())
 
 
 def test_quit_after_upgrade_kills_connections_from_before(
