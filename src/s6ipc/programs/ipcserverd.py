@@ -178,6 +178,16 @@ class Upgrader:
         self.reporter, self.args, self.server = reporter, args, server
         self.life, self.readiness = life, readiness
         self.status: Optional[StatusSocket] = None
+        self.upgrading = False
+
+    def unless_upgrading(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """*hook* (an on_exit hook: STOPPING=1) skipped when the loop ends for the next image."""
+
+        def maybe() -> None:
+            if not self.upgrading:
+                hook()
+
+        return maybe
 
     def requested(self) -> None:
         """From the loop: upgrade if the installed code can start, else say why and go on."""
@@ -194,6 +204,7 @@ class Upgrader:
                                    f"still serving with s6ipc {__version__}")
             return
         _quietly(self.reporter, self.readiness.reloading)()
+        self.upgrading = True
         self.server.stop_for_exec(reexec_argv(self.reporter.name, self.args))
 
     def exec_next(self, argv: List[str]) -> NoReturn:
@@ -259,6 +270,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
         server.heartbeat = every(beats)
     upgrader = Upgrader(reporter, args, server, life, sinks.readiness)
+    server.on_exit = [upgrader.unless_upgrading(hook) for hook in server.on_exit]
     server.on_signal(signal.SIGUSR2, upgrader.requested)
     server.start()
     upgrader.status = _live_view(reporter, life, state.get("status_fd") if state else None)
