@@ -70,9 +70,12 @@ class StatusSocket:
         self.describe = describe
         self.name = status_name(program, os.getpid())
         if fd is not None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
-            self.sock.set_inheritable(False)
-            self.sock.setblocking(False)
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+                self.sock.set_inheritable(False)
+                self.sock.setblocking(False)
+            except OSError as e:
+                raise SystemFailure(f"adopt the status socket on fd {fd}", e.errno or errno.EBADF) from None
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:

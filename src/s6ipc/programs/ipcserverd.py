@@ -227,12 +227,14 @@ class Upgrader:
             self.reporter.fatal(f"unable to upgrade in place: {e}", 111)
 
 
-def _take_over(reporter: Reporter, life: ServerLife, state: Dict[str, Any]) -> None:
-    """The new image adopts the previous one's state; any failure is one line and exit 111."""
+def _take_over(reporter: Reporter, step: Callable[[], None]) -> None:
+    """One step of the new image adopting the previous one's state; any failure is one line and
+    exit 111."""
     try:
-        life.adopt(state)
+        step()
     except Exception as e:  # the new version's own bug: the supervisor must see the exit
-        text = " ".join(str(e).split()) or type(e).__name__
+        text = f"no {e} in the handoff state" if isinstance(e, KeyError) else " ".join(str(e).split())
+        text = text or type(e).__name__
         reporter.fatal(f"unable to take over from the previous image: {text}", 111)
 
 
@@ -259,7 +261,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
                     on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
     life = ServerLife(server, "ipcserverd")
     if state is not None:
-        _take_over(reporter, life, state)
+        _take_over(reporter, lambda: life.adopt(state))
     if sinks.readiness.notifier.enabled:
         readiness = sinks.readiness
 
@@ -273,11 +275,12 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     server.on_exit = [upgrader.unless_upgrading(hook) for hook in server.on_exit]
     server.on_signal(signal.SIGUSR2, upgrader.requested)
     server.start()
-    upgrader.status = _live_view(reporter, life, state.get("status_fd") if state else None)
+    status_fd = state.get("status_fd") if state else None
+    upgrader.status = _live_view(reporter, life, status_fd if isinstance(status_fd, int) else None)
     if upgrader.status is not None:
         server.watch(upgrader.status.fileno(), upgrader.status.on_event)
     if state is not None:
-        restore_mask(state.get("sigmask") or ())
+        _take_over(reporter, lambda: restore_mask(state.get("sigmask") or ()))
         if config.verbosity >= 2:
             reporter.info(f"upgraded in place: s6ipc {__version__}, generation {life.generation}, "
                           f"{len(server.children)} connections taken over")
