@@ -268,7 +268,9 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         def send_status(text: str) -> None:
             _quietly(reporter, lambda: readiness.status(text))()
 
-        line = StatusLine(send_status, life.status_text)
+        # a fresh start keeps READY's "accepting connections on …" until the counts move; the
+        # image after an upgrade shows the counts it took over at once
+        line = StatusLine(send_status, life.status_text, quiet_first=state is None)
         beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
         server.heartbeat = every(beats)
     upgrader = Upgrader(reporter, args, server, life, sinks.readiness)
