@@ -39,4 +39,5 @@ PROGRAMS = {
     "tcpserverd": "tcpserverd",
     "tcpserver4d": "tcpserverd",
     "tcpserver6d": "tcpserverd",
+    "status": "status",
 }

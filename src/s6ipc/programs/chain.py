@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 from .. import environment
 from ..envdir import merge_env
 from ..errors import BadInput, ExecFailure, S6ipcError
-from ..execution import DEFAULT_PATH, Spawner, exec_argv, restore_default_signals
+from ..execution import DEFAULT_PATH, Spawner, exec_argv, installed_prefix, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
@@ -34,15 +34,9 @@ if TYPE_CHECKING:  # the access modules are imported only by the programs that u
 
 
 def own_prefix() -> List[str]:
-    """The argv prefix that names this toolkit's stages in a chain, usable without activating a venv.
-
-    It is the ``s6ipc`` console script next to the running interpreter when there is one (a venv
-    or an installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
-    """
-    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "s6ipc"]
+    """The argv prefix that names this toolkit's stages in a chain
+    (:func:`s6ipc.execution.installed_prefix`)."""
+    return installed_prefix()
 
 
 def stage(name: str, style: str) -> List[str]:

@@ -19,7 +19,7 @@ from ..messages import Reporter
 from ..sockets import IP_FAMILIES, check_listening_stream, socket_kind
 from ..tcppeer import TcpPeers
 from .chain import tcp_access_fast_path
-from .ipcserverd import parse, run_daemon
+from .serving import parse, run_daemon
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -41,4 +41,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         check_listening_stream(0, IP_FAMILIES)
         family = socket_kind(0)[0]
     policy = tcp_access_fast_path(config.argv, config.verbosity)
-    run_daemon(reporter, config, reporter.name + " (child)", TcpPeers(family), policy)
+    run_daemon(reporter, config, reporter.name + " (child)", TcpPeers(family), policy,
+               program=reporter.name.removeprefix("s6-"))
