@@ -10,6 +10,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import pytest
 
 from tests.support.processes import C_SOURCES, IMPLEMENTATIONS, Client, RunningServer, run
+from tests.support.restart_load import rundir  # noqa: F401  (the restart harness's run directory)
 from tests.support.s6 import scan  # noqa: F401  (the s6 supervision tree fixture)
 
 
