@@ -3,7 +3,9 @@
 ``s6ipc NAME args…`` runs program NAME (an s6 program name without ``s6-``); invoked through a
 link whose name is ``s6-NAME`` (or ``NAME``), the entry point acts as that program, so unchanged
 s6 run scripts work with the link directory first in ``PATH``. ``s6ipc links DIR`` creates
-those links.
+those links. ``s6ipc preflight NAME args…`` is what a running daemon asks of the code installed
+on disk before an in-place upgrade (:func:`s6ipc.handoff.preflight`): import every module, let
+NAME validate *args*, exit 0 silently — or one line and 111 (100 for bad options).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .execution import undo_locale_coercion
 from .programs import PROGRAMS
 from .programs.chain import own_prefix, program_name, run_program
 
-USAGE = "s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list"
+USAGE = "s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list | s6ipc preflight NAME args..."
 
 
 def _links(directory: str) -> int:
@@ -51,6 +53,28 @@ def _list() -> int:
     return 0
 
 
+def _preflight(program: str, args: List[str]) -> int:
+    """``s6ipc preflight``: can the installed code run *program* with *args*? (see the docstring)"""
+    try:
+        from .handoff import check_program
+
+        check_program(program, args)
+    except BaseException as e:  # the point is to catch anything the new code can throw
+        from .options import UsageError
+
+        if isinstance(e, UsageError):
+            what, code = f"invalid options for {program}", 100
+        else:
+            from .errors import S6ipcError
+
+            what, code = type(e).__name__, e.exit_code if isinstance(e, S6ipcError) else 111
+        text = " ".join(str(e).split()) or "no reason given"
+        message = f"s6ipc preflight: fatal: unable to start {program}: {what}: {text}\n"
+        os.write(2, message.encode("utf-8", "surrogateescape"))
+        return code
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> NoReturn:
     undo_locale_coercion(os.environ)
     args = list(sys.argv if argv is None else argv)
@@ -65,6 +89,8 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
         os._exit(_links(args[2]))
     if word == "list" and len(args) == 2:
         os._exit(_list())
+    if word == "preflight" and len(args) >= 3:
+        os._exit(_preflight(args[2], args[3:]))
     if program_name(word) is None:
         os.write(2, (USAGE + "\n").encode())
         os._exit(100)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 from .errors import ExecFailure
@@ -47,6 +48,19 @@ def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
 
 #: What CPython's locale coercion (PEP 538) puts in LC_CTYPE when it starts under the C locale.
 _COERCED_LOCALES = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
+
+
+def installed_prefix() -> List[str]:
+    """The argv prefix that starts the installed s6ipc, usable without activating a venv: the
+    ``s6ipc`` console script next to the running interpreter when there is one (a venv or an
+    installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
+
+    A new interpreter started with it imports s6ipc from disk: what is installed *now*.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "s6ipc"]
 
 
 def undo_locale_coercion(environ: MutableMapping[str, str]) -> None:

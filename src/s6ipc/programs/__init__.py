@@ -25,4 +25,5 @@ PROGRAMS = {
     "fdholder-getdump": "fdholder_getdump",
     "fdholder-setdump": "fdholder_setdump",
     "fdholder-transferdump": "fdholder_transferdump",
+    "status": "status",
 }

@@ -21,22 +21,16 @@ from typing import List, NoReturn, Optional, Sequence
 
 from ..envdir import merge_env
 from ..errors import S6ipcError
-from ..execution import exec_argv, restore_default_signals
+from ..execution import exec_argv, installed_prefix, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
 
 
 def own_prefix() -> List[str]:
-    """The argv prefix that names this toolkit's stages in a chain, usable without activating a venv.
-
-    It is the ``s6ipc`` console script next to the running interpreter when there is one (a venv
-    or an installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
-    """
-    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "s6ipc"]
+    """The argv prefix that names this toolkit's stages in a chain
+    (:func:`s6ipc.execution.installed_prefix`)."""
+    return installed_prefix()
 
 
 def stage(name: str, style: str) -> List[str]:

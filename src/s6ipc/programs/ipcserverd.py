@@ -47,6 +47,12 @@ def parse(args: List[str]) -> ServerConfig:
     return config
 
 
+def preflight(args: List[str]) -> None:
+    """What ``s6ipc preflight ipcserverd ARGS…`` checks before an in-place upgrade: the options
+    parse, and the access fast path they imply can be built. Raises :class:`UsageError`."""
+    access_fast_path(parse(args))
+
+
 def _names_us(word: str, entry: str) -> bool:
     """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
     if "/" in word:

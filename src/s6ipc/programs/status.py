@@ -1,0 +1,50 @@
+"""status: print the live view of running s6ipc daemons (ipcserverd, fdholderd), for humans or as JSON.
+
+``s6ipc status PID`` asks the daemon running as PID; ``s6ipc status NAME`` asks every daemon of
+that program (``ipcserverd``, ``fdholderd``) in this network namespace. Without ``-j`` each
+answer is rendered as text; with ``-j`` each is printed as one JSON document on one line
+(docs/status.md). See :mod:`s6ipc.liveview` for the protocol and who may read it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import List, NoReturn
+
+from ..errors import Refused, SystemFailure
+from ..liveview import Document, find_daemons, query, render
+from ..messages import Reporter, flush_stdio
+from ..options import UsageError, getopt
+
+USAGE = "[ -j ] pid|name"
+
+
+def documents(target: str) -> List[Document]:
+    """The live views *target* (a pid or a program name) names. Raises :class:`Refused` (ESRCH)
+    when there is none, and what :func:`s6ipc.liveview.query` raises."""
+    if target.isdigit():
+        return [query(int(target))]
+    daemons = find_daemons(program=target)
+    if not daemons:
+        raise Refused(f"find a running {target} with a live view", errno.ESRCH)
+    return [query(pid, name) for name, pid in daemons]
+
+
+def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    opts, rest = getopt(args, "j")
+    if len(rest) != 1 or not rest[0]:
+        raise UsageError("one pid or name")
+    as_json = bool(opts)
+    import json
+
+    found = documents(rest[0])
+    texts = [json.dumps(d, separators=(",", ":")) + "\n" if as_json else render(d) for d in found]
+    data = memoryview(("" if as_json else "\n").join(texts).encode("utf-8", "surrogateescape"))
+    try:
+        while data:
+            data = data[os.write(1, data):]
+    except OSError as e:
+        raise SystemFailure("write to stdout", e.errno or errno.EIO) from None
+    flush_stdio()
+    os._exit(0)

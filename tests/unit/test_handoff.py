@@ -1,0 +1,174 @@
+"""handoff: the state across execve (memfd + $S6IPC_HANDOFF), descriptors and the signal mask kept,
+the preflight of the installed code, the command line of the next image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from s6ipc import handoff
+from s6ipc.errors import Unusable
+from s6ipc.execution import installed_prefix
+from tests.support.processes import S6IPC, VENV_PYTHON
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(handoff.__file__)))
+
+
+@pytest.fixture
+def no_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(handoff.HANDOFF_VARIABLE, raising=False)
+
+
+def test_state_round_trip_in_process(no_handoff: None) -> None:
+    fd = handoff.write_state({"generation": 3, "children": {"12": [1000, 100]}})
+    assert os.environ[handoff.HANDOFF_VARIABLE] == str(fd)
+    assert os.get_inheritable(fd), "the memfd must survive execve"
+    assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:s6ipc-handoff")
+    assert handoff.take_state() == {"generation": 3, "children": {"12": [1000, 100]}}
+    assert handoff.HANDOFF_VARIABLE not in os.environ
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert handoff.take_state() is None
+
+
+def test_state_crosses_a_real_execve(no_handoff: None) -> None:
+    """Written here, read by a new interpreter exec'd in the same PID (a child execs itself)."""
+    script = textwrap.dedent("""
+        import os, sys
+        from s6ipc import handoff
+        if len(sys.argv) == 1:
+            handoff.write_state({"pid": os.getpid(), "big": "x" * 200000})
+            os.execv(sys.executable, [sys.executable, __file__, "again"])
+        state = handoff.take_state()
+        assert state is not None and state["big"] == "x" * 200000, state
+        print(state["pid"], os.getpid(), os.environ.get("S6IPC_HANDOFF"), len(os.listdir("/proc/self/fd")))
+    """)
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"handoff-{os.getpid()}.py")
+    with open(path, "w") as f:
+        f.write(script)
+    try:
+        p = subprocess.run([VENV_PYTHON, path], capture_output=True, text=True, timeout=30)
+    finally:
+        os.unlink(path)
+    assert p.returncode == 0, p.stderr
+    before, after, variable, _ = p.stdout.split()
+    assert before == after and variable == "None"
+
+
+@pytest.mark.parametrize("value,why", [("abc", "invalid $S6IPC_HANDOFF: 'abc'"), ("-1", "invalid"),
+                                       ("999", "unable to read the handoff state on fd 999: Bad file")])
+def test_garbage_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str, why: str) -> None:
+    monkeypatch.setenv(handoff.HANDOFF_VARIABLE, value)
+    with pytest.raises(Unusable, match=why.replace("$", r"\$")) as caught:
+        handoff.take_state()
+    assert caught.value.exit_code == 111
+    assert handoff.HANDOFF_VARIABLE not in os.environ
+
+
+@pytest.mark.parametrize("content,why", [(b"not json", "not JSON"), (b"[1, 2]", "not a JSON object"),
+                                         (b"\xff\xfe", "not JSON")])
+def test_garbage_content_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, content: bytes, why: str) -> None:
+    fd = os.memfd_create("test", 0)
+    os.write(fd, content)
+    monkeypatch.setenv(handoff.HANDOFF_VARIABLE, str(fd))
+    with pytest.raises(Unusable, match=why):
+        handoff.take_state()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_discard_state(no_handoff: None) -> None:
+    fd = handoff.write_state({})
+    handoff.discard_state(fd)
+    assert handoff.HANDOFF_VARIABLE not in os.environ
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_keep_across_exec() -> None:
+    r, w = os.pipe()
+    try:
+        assert not os.get_inheritable(r)
+        handoff.keep_across_exec([r, w])
+        assert os.get_inheritable(r) and os.get_inheritable(w)
+    finally:
+        os.close(r)
+        os.close(w)
+    with pytest.raises(Exception, match=f"unable to keep fd {r} across exec: Bad file descriptor"):
+        handoff.keep_across_exec([r])
+
+
+def test_blocked_signals_stay_pending_until_restored() -> None:
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: got.append(1))
+    try:
+        mask = handoff.block_signals([signal.SIGUSR1, signal.SIGTERM])
+        assert signal.SIGUSR1 not in mask
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert got == [] and signal.SIGUSR1 in signal.sigpending()
+        handoff.restore_mask(mask)
+        assert got == [1]
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_reexec_argv_is_the_installed_console_script() -> None:
+    assert installed_prefix() == [S6IPC]
+    argv = handoff.reexec_argv("s6-ipcserverd", ["-v2", "--", "cat"])
+    assert argv == [S6IPC, "s6-ipcserverd", "-v2", "--", "cat"]
+
+
+def test_reexec_argv_without_console_script(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    monkeypatch.setattr(sys, "executable", os.path.join(str(tmp_path), "python3"))
+    assert handoff.reexec_argv("ipcserverd", ["x"]) == [sys.executable, "-m", "s6ipc", "ipcserverd", "x"]
+
+
+def test_preflight_passes_for_good_code_and_options() -> None:
+    assert handoff.preflight("ipcserverd", ["-v2", "-c", "10", "--", "cat"]) is None
+    assert handoff.preflight("s6-ipcserverd", ["cat"]) is None
+
+
+def test_preflight_rejects_bad_options_in_one_line() -> None:
+    reason = handoff.preflight("ipcserverd", ["-c", "nope", "cat"])
+    assert reason is not None and "\n" not in reason
+    assert reason.startswith("s6ipc preflight: fatal: unable to start ipcserverd: invalid options")
+    assert reason.endswith("(exit code 100)")
+    reason = handoff.preflight("nosuchprogram", [])
+    assert reason is not None and "no program nosuchprogram in the installed s6ipc" in reason
+
+
+def _copy_package(tmp_path: str) -> str:
+    top = os.path.join(str(tmp_path), "pkg")
+    shutil.copytree(os.path.join(SRC, "s6ipc"), os.path.join(top, "s6ipc"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return top
+
+
+@pytest.mark.parametrize("module,breakage,why", [
+    ("cdb.py", "def broken(:\n", "SyntaxError"),  # a module ipcserverd itself never imports
+    ("server.py", "import s6ipc_missing_dependency\n",
+     "ModuleNotFoundError: No module named 's6ipc_missing_dependency'"),
+    ("cli.py", "def broken(:\n", "SyntaxError"),  # the entry point itself: a traceback, its last line
+])
+def test_preflight_rejects_a_broken_installed_version(monkeypatch: pytest.MonkeyPatch, tmp_path: str,
+                                                      module: str, breakage: str, why: str) -> None:
+    top = _copy_package(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", top)
+    assert handoff.preflight("ipcserverd", ["cat"]) is None, "the intact copy must pass"
+    with open(os.path.join(top, "s6ipc", module), "a") as f:
+        f.write(breakage)
+    reason = handoff.preflight("ipcserverd", ["cat"])
+    assert reason is not None and why in reason and "\n" not in reason, reason
+
+
+def test_preflight_of_a_missing_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    monkeypatch.setattr(sys, "executable", os.path.join(str(tmp_path), "python3"))
+    reason = handoff.preflight("ipcserverd", ["cat"])
+    assert reason is not None and reason.startswith(f"unable to spawn {sys.executable}: No such file")
