@@ -237,7 +237,7 @@ def test_a_failed_preflight_logs_one_line_and_changes_nothing(setup: Setup) -> N
     s.store(b"x", 100_000)
     os.kill(os.getpid(), signal.SIGUSR2)
     s.turns()
-    assert s.log.lines == ["warning: unable to upgrade: the new version does not start: SyntaxError"]
+    assert s.log.lines == ["warning: unable to upgrade in place: the new version does not start: SyntaxError"]
     assert s.daemon.upgrade_deadline is None
     assert _listed(s) == (protocol.encode_list_reply([b"x"]), [])
 
@@ -253,7 +253,7 @@ def test_a_failed_exec_logs_one_line_and_serves_on(setup: Setup) -> None:
     s.turns()
     os.kill(os.getpid(), signal.SIGUSR2)
     s.turns()
-    assert s.log.lines == [f"warning: unable to upgrade: {EXEC_ERROR}"]
+    assert s.log.lines == [f"warning: unable to upgrade in place: {EXEC_ERROR}"]
     assert _listed(s) == (protocol.encode_list_reply([b"x"]), [])  # accepting again
     assert _listed(s, idle) == (protocol.encode_list_reply([b"x"]), [])
     idle.close()

@@ -338,6 +338,7 @@ class FdHolderDaemon:
         self._listening = False
         self._backoff = AcceptBackoff()
         self.upgrader = upgrader
+        self._watched: Dict[int, Callable[[int], None]] = {}
         #: Set while an upgrade drains the clients: when it gives up waiting for them (monotonic).
         self.upgrade_deadline: Optional[float] = None
 
@@ -418,6 +419,12 @@ class FdHolderDaemon:
         if listener is not None:
             listener.detach()
 
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Poll *fd* too (a status socket…); *on_event(mask)* is called from the loop when it is
+        readable. The descriptor stays the caller's."""
+        self._watched[fd] = on_event
+        self._poller.register(fd, select.POLLIN)
+
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial
 
@@ -479,6 +486,8 @@ class FdHolderDaemon:
             elif fd == self.listen_fd:
                 if self._listening:
                     accept = True
+            elif fd in self._watched:
+                self._watched[fd](mask)
             else:
                 c = self.clients.get(fd)
                 if c is None:
@@ -513,7 +522,7 @@ class FdHolderDaemon:
                 if problem is None:
                     self.upgrade_deadline = self.clock.monotonic() + UPGRADE_DRAIN
                 else:
-                    self.log.warn(f"unable to upgrade: {problem}")
+                    self.log.warn(f"unable to upgrade in place: {problem}")
 
     # -- in-place upgrade -------------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -570,7 +579,7 @@ class FdHolderDaemon:
             self._drop(c)
         problem = self.upgrader.replace(self)
         self.upgrade_deadline = None
-        self.log.warn(f"unable to upgrade: {problem}")
+        self.log.warn(f"unable to upgrade in place: {problem}")
 
     # -- connections ------------------------------------------------------------------------------
     def _accept(self) -> None:

@@ -1,4 +1,7 @@
-"""fdholderd: hold descriptors for clients of the listening socket on fd 0 (s6-fdholderd)."""
+"""fdholderd: hold descriptors for clients of the listening socket on fd 0 (s6-fdholderd).
+
+With ``$NOTIFY_SOCKET`` it also says ``READY=1``; SIGUSR2 upgrades it in place (fdholder/upgrade.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ import os
 from typing import List, NoReturn
 
 from ..fdholder.daemon import DaemonConfig, FdHolderDaemon
+from ..fdholder.upgrade import InPlace, open_live_view, resume, take_over
 from ..messages import Reporter, flush_stdio
 from ..options import getopt, parse_uint
+from ..readiness import Notifier
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
          "[ -i rulesdir | -x rulesfile ]")
@@ -38,9 +43,22 @@ def parse(args: List[str]) -> DaemonConfig:
     return config
 
 
+def preflight(args: List[str]) -> None:
+    """What ``s6ipc preflight fdholderd ARGS`` checks before an in-place upgrade: the options."""
+    parse(args).normalise()
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    daemon = FdHolderDaemon(parse(args), reporter)
-    daemon.start()
+    config = parse(args)
+    state = take_over()
+    upgrader = InPlace(reporter.name, args, reporter, Notifier.from_environment(unset=False))
+    daemon = FdHolderDaemon(config, reporter, upgrader=upgrader)
+    open_live_view(daemon, upgrader, state)
+    if state is None:
+        daemon.start()
+        upgrader.tell(upgrader.notifier.ready)
+    else:
+        resume(daemon, upgrader, state)
     code = daemon.serve()
     flush_stdio()
     os._exit(code)
