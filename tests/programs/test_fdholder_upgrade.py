@@ -34,7 +34,7 @@ from s6ipc import liveview
 from s6ipc.fdholder import protocol
 from tests.support import systemd_manager as sdmanager
 from tests.support.fdholder import Raw
-from tests.support.processes import S6IPC
+from tests.support.processes import S6IPC, requires_root
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
 from tests.support.s6 import Scan
 
@@ -392,3 +392,51 @@ def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: 
     assert lines[-1] == ("fdholderd: fatal: unable to take over from the previous image: "
                          "a bug in the new version"), lines
     assert not _warnings(log)
+
+
+# -- the live view ------------------------------------------------------------------------------
+@requires_root
+def test_live_view_shows_ids_expiry_and_clients_to_whoever_may_see_it(rundir: str) -> None:
+    env = unit_env(rundir)
+    log = os.path.join(rundir, "log")
+    holder = start_ready([os.path.join(UNIT, "holder")], env, log)
+    idle = None
+    try:
+        holder_path = os.path.join(rundir, "holder.sock")
+        r, w = os.pipe()
+        subprocess.run([S6IPC, "fdholder-store", "-T", "60000", holder_path, "unix:/expiring"], env=env,
+                       stdin=r, check=True, timeout=20)
+        subprocess.run([S6IPC, "fdholder-store", holder_path, "unix:/forever"], env=env, stdin=r,
+                       check=True, timeout=20)
+        idle = Raw(holder_path)
+        doc = wait_clients(holder.pid, 1)
+        assert [e["id"] for e in doc["held"]] == ["unix:/expiring", "unix:/forever"]  # type: ignore[index]
+        expiring, forever = doc["held"]  # type: ignore[misc]
+        assert 50 < expiring["expires_in"] <= 60 and forever["expires_in"] is None
+        assert expiring["inode"] == forever["inode"] == os.fstat(r).st_ino
+        assert doc["clients"] == [{"uid": 0, "gid": 0, "age": doc["clients"][0]["age"]}]  # type: ignore[index]
+        assert (doc["program"], doc["pid"], doc["generation"], doc["lameduck"]) == \
+            ("fdholderd", holder.pid, 0, False)
+        text = subprocess.run([S6IPC, "status", str(holder.pid)], capture_output=True, text=True,
+                              timeout=20, check=True).stdout
+        assert text.startswith(f"fdholderd pid {holder.pid}, version ") and "id unix:/expiring" in text
+        # the live view is root's and the daemon's euid's only: nobody gets a refusal, exit 1
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", S6IPC, "status"]
+        refused = subprocess.run([*as_nobody, str(holder.pid)], capture_output=True, text=True, timeout=20)
+        assert refused.returncode == 1
+        assert "uid 65534 may not read the live view of fdholderd" in refused.stderr
+        os.close(r)
+        os.close(w)
+    finally:
+        if idle is not None:
+            idle.close()
+        stop(holder)
+
+
+def wait_clients(pid: int, count: int, timeout: float = 10) -> Dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = view(pid)
+        if len(doc["clients"]) == count or time.monotonic() > deadline:  # type: ignore[arg-type]
+            return doc
+        time.sleep(0.02)

@@ -248,6 +248,9 @@ class Client:
     dumping: int = 0
     events: int = 0
     partial_deadline: Optional[float] = None  # monotonic: a started message must be complete by then
+    uid: int = -1  # the peer's, from SO_PEERCRED (for the live view)
+    gid: int = -1
+    since: float = 0.0  # monotonic: when it connected
 
     def next_deadline(self) -> Optional[float]:
         if self.deadline is None:
@@ -527,10 +530,12 @@ class FdHolderDaemon:
     # -- in-place upgrade -------------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
         """What an in-place upgrade hands over, as JSON data: the store (:meth:`FdStore.to_state`),
-        the clients (descriptor, deadline, setdump in progress: only idle ones are left by then) and
+        the clients (descriptor, deadline, setdump in progress, connection time: only idle ones are
+        left by then) and
         the lameduck. Deadlines are monotonic times, which mean the same after an exec. The options
         and the rules are not in it: the new image has the same command line and re-reads the rules."""
-        clients = [{"fd": c.fd, "deadline": c.deadline, "dumping": c.dumping} for c in self.clients.values()]
+        clients = [{"fd": c.fd, "deadline": c.deadline, "dumping": c.dumping, "since": c.since}
+                   for c in self.clients.values()]
         return {"store": self.store.to_state(), "clients": clients,
                 "lameduck": {"running": self.running, "deadline": self._lameduck_deadline}}
 
@@ -546,15 +551,16 @@ class FdHolderDaemon:
         Raises ValueError (KeyError, TypeError) if *state* is malformed or names a closed descriptor.
         """
         store = FdStore.from_state(state["store"])
-        clients = [(int(c["fd"]), c["deadline"], int(c["dumping"])) for c in state["clients"]]
+        clients = [(int(c["fd"]), c["deadline"], int(c["dumping"]), float(c["since"]))
+                   for c in state["clients"]]
         lameduck = state["lameduck"]
-        for fd in [e.held.fd for e in store.entries()] + [fd for fd, _, _ in clients]:
+        for fd in [e.held.fd for e in store.entries()] + [c[0] for c in clients]:
             try:
                 os.set_inheritable(fd, False)
             except OSError as e:
                 raise ValueError(f"descriptor {fd}: {os.strerror(e.errno or errno.EBADF)}") from None
         self.store = store
-        for fd, deadline, dumping in clients:
+        for fd, deadline, dumping, since in clients:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             client = self._welcome(sock)
@@ -563,6 +569,7 @@ class FdHolderDaemon:
                 continue
             client.deadline = None if deadline is None else float(deadline)
             client.dumping = dumping
+            client.since = since
             self.clients[fd] = client
         self.running = bool(lameduck["running"])
         deadline = lameduck["deadline"]
@@ -635,8 +642,9 @@ class FdHolderDaemon:
                 self.log.warn(f"invalid {e.variable} value: {e.value}: {e.message}")
                 self.log.warn("unable to parse_env: Success")
             return None
-        deadline = self.clock.monotonic() + self._timeout if self._timeout else None
-        return Client(sock, rights, deadline)
+        now = self.clock.monotonic()
+        deadline = now + self._timeout if self._timeout else None
+        return Client(sock, rights, deadline, uid=uid, gid=gid, since=now)
 
     def _drop(self, c: Client) -> None:
         if c.events:

@@ -119,8 +119,9 @@ class InPlace:
         return why
 
     def view(self, daemon: FdHolderDaemon) -> Dict[str, Any]:
-        """The live view (JSON): version, generation, uptime, limits, the ids held with their
-        expiry and the inode of the descriptor, the clients connected."""
+        """The live view (JSON): version, generation, uptime, limits, the clients connected (uid,
+        gid, age), the ids held in slot order with their limit, the seconds until it (null: never)
+        and the inode of the descriptor."""
         now = tai.from_unix_ns(daemon.clock.wall_ns())
         held = []
         for e in daemon.store.entries():
@@ -133,13 +134,16 @@ class InPlace:
                          "expires_in": round(e.limit.unix() - now.unix(), 3) if finite else None,
                          "inode": inode})
         config = daemon.config
+        monotonic = daemon.clock.monotonic()
+        clients = [{"uid": c.uid, "gid": c.gid, "age": round(monotonic - c.since, 3)}
+                   for c in daemon.clients.values()]
         return {"program": KIND, "pid": os.getpid(), "version": __version__,
                 "generation": self.generation,
                 "uptime": round((time.time_ns() - self.started_ns) / 1e9, 3),
                 "maxconn": config.maxconn, "maxfds": config.maxfds,
                 "rules": config.rules_cdb or config.rules_dir,
                 "lameduck": not daemon.running, "upgrading": daemon.upgrade_deadline is not None,
-                "clients": len(daemon.clients), "held": held}
+                "clients": clients, "held": held}
 
 
 def open_live_view(daemon: FdHolderDaemon, upgrader: InPlace, state: Optional[Dict[str, Any]]) -> None:
