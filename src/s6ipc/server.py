@@ -65,7 +65,8 @@ _BURST = 64
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
 PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
                      "WATCHDOG_PID", "WATCHDOG_USEC")
-_HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
+#: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
 #: A per-connection policy: given (the peer, env prepared for the child, connection socket), return
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
@@ -186,6 +187,10 @@ class Server:
         self._ending = Ending()
         self._watched: Dict[int, Callable[[int], None]] = {}
         self._signal_hooks: Dict[int, Callable[[], None]] = {}
+        #: Connections accepted since start, and those of them closed without a child (-C limit,
+        #: access refused, peer unknown, spawn failed): counted, nothing more, on the hot path.
+        self.accepted = 0
+        self.refused = 0
 
     # -- what a daemon built on the loop may add ----------------------------------------------
     def watch(self, fd: int, on_event: Callable[[int], None], events: int = select.POLLIN) -> None:
@@ -199,14 +204,15 @@ class Server:
 
     def on_signal(self, sig: int, hook: Callable[[], None]) -> None:
         """Catch *sig* (one the loop does not handle itself) and call *hook* from the loop."""
-        if sig in _HANDLED_SIGNALS:
+        if sig in HANDLED_SIGNALS:
             raise ValueError(f"signal {sig} is the loop's own")
         self._signal_hooks[sig] = hook
         if self._selfpipe is not None:
             self._selfpipe.add(sig)
 
     def stop_for_exec(self, argv: List[str]) -> None:
-        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running, the
+        *on_exit* hooks are not run: the daemon goes on in its next image)."""
         self._ending = Ending(0, list(argv))
         self._running = False
 
@@ -237,7 +243,7 @@ class Server:
 
     def _install_signals(self) -> None:
         try:
-            self._selfpipe = SelfPipe(_HANDLED_SIGNALS + tuple(self._signal_hooks))
+            self._selfpipe = SelfPipe(HANDLED_SIGNALS + tuple(self._signal_hooks))
         except OSError as e:
             raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
         self._poller.register(self._selfpipe.fileno(), select.POLLIN)
@@ -293,10 +299,11 @@ class Server:
                         on_event(mask)
         if self._final_signals:
             self.children.kill_all(self._final_signals)
-        for hook in self.on_exit:
-            hook()
-        if self.config.verbosity >= 2 and self._ending.exec_argv is None:
-            self.log.info("exiting")
+        if self._ending.exec_argv is None:
+            for hook in self.on_exit:
+                hook()
+            if self.config.verbosity >= 2:
+                self.log.info("exiting")
         return self._ending
 
     def _beat(self, due: float) -> Tuple[float, float]:
@@ -339,9 +346,11 @@ class Server:
                 self._accept_failed(code)
                 return
             self._backoff.succeeded()
+            self.accepted += 1
             conn = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             try:
-                self._serve_connection(conn, address)
+                if not self._serve_connection(conn, address):
+                    self.refused += 1
             finally:
                 conn.close()
 
@@ -353,14 +362,15 @@ class Server:
         elif self.config.verbosity >= 1:
             self.log.warn(f"unable to accept: {os.strerror(code)}")
 
-    def _serve_connection(self, conn: _socket.socket, address: object) -> None:
+    def _serve_connection(self, conn: _socket.socket, address: object) -> bool:
+        """Spawn the child for one connection; False when it was closed without one."""
         config = self.config
         try:
             peer = self.identity.identify(conn, address)
         except PeerUnknown as e:
             if config.verbosity >= 1:
                 self.log.warn(str(e))
-            return
+            return False
         num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
@@ -368,30 +378,31 @@ class Server:
             num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             self.log.info(peer.deny_line(num, config.localmaxconn))
-            return
+            return False
         env = self.base_env.copy()
         peer.fill(env, num + 1, address)
         spawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
             if decision is None:
-                return
+                return False
             spawner, env = decision
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
             self.child_log.error(str(e))
-            return
+            return False
         except OSError as e:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
-            return
+            return False
         count = self.children.add(pid, peer)
         if config.verbosity >= 2:
             self.log.info(peer.allow_line(pid, count, config.localmaxconn))
             self._status()
         if len(self.children) >= config.maxconn:
             self._set_listening(False)
+        return True
 
     def _status(self) -> None:
         self.log.info(f"status: {len(self.children)}/{self.config.maxconn}")

@@ -7,22 +7,33 @@ one listening Unix stream socket among them), moved to fd 0. ``LISTEN_*`` leave 
 either way. With ``$NOTIFY_SOCKET`` set, ``READY=1`` (+ ``STATUS=``) follows the ``-1`` newline
 and ``STOPPING=1`` is sent when the loop ends; with ``$WATCHDOG_USEC``, the loop pings ``WATCHDOG=1``
 every half interval. ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never reach a child.
+
+Also beyond s6: SIGUSR2 upgrades the daemon in place — preflight of the installed code, then an
+``execve`` of it in the same PID keeping fd 0, the children and the state (:mod:`s6ipc.inplace`,
+:mod:`s6ipc.handoff`); the live view answers on ``@s6ipc/status/ipcserverd/PID``
+(:mod:`s6ipc.liveview`); under systemd ``STATUS=`` follows the counts, at most once a second.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, List, NamedTuple, NoReturn, Optional
+import signal
+from typing import Any, Callable, Dict, List, NamedTuple, NoReturn, Optional
 
+from .. import __version__
 from ..errors import S6ipcError
-from ..execution import DEFAULT_PATH, Spawner
+from ..execution import DEFAULT_PATH, Spawner, exec_argv
+from ..handoff import block_signals, keep_across_exec, reexec_argv, restore_mask, take_state, write_state
+from ..handoff import preflight as check_installed
+from ..inplace import ServerLife
 from ..intake import take_daemon_socket
+from ..liveview import StatusLine, StatusSocket, every
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 from ..readiness import Notifier, Readiness
-from ..server import ConnectionPolicy, Heartbeat, Server, ServerConfig
+from ..server import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..sockets import local_path
-from .chain import exec_into, own_prefix, program_name
+from .chain import own_prefix, program_name
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -106,11 +117,13 @@ def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], Non
 
 
 class ReadinessSinks(NamedTuple):
-    """Server's on_ready / on_exit hooks and heartbeat, as the environment asks for them."""
+    """Server's on_ready / on_exit hooks and heartbeat, as the environment asks for them, and the
+    :class:`Readiness` they send through."""
 
     on_ready: List[Callable[[], None]]
     on_exit: List[Callable[[], None]]
     heartbeat: Optional[Heartbeat]
+    readiness: Readiness
 
 
 def readiness_sinks(config: ServerConfig, reporter: Reporter) -> ReadinessSinks:
@@ -120,7 +133,7 @@ def readiness_sinks(config: ServerConfig, reporter: Reporter) -> ReadinessSinks:
     except S6ipcError as e:  # a bad WATCHDOG_USEC: say so, notify anyway
         reporter.warn(str(e))
         readiness = Readiness(Notifier.from_environment())
-    sinks = ReadinessSinks([], [], None)
+    sinks = ReadinessSinks([], [], None, readiness)
     if readiness.notifier.enabled:
         maxconn = config.normalised().maxconn
 
@@ -142,16 +155,119 @@ def _local_name() -> str:
         return "fd 0"
 
 
+#: Where the readiness sinks ride across an in-place upgrade (the environment of the first image).
+_READINESS_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def _readiness_state(readiness: Readiness) -> Dict[str, str]:
+    """The variables that give the next image the same sinks (taken out of os.environ at start)."""
+    kept = {}
+    if readiness.notifier.address is not None:
+        kept["NOTIFY_SOCKET"] = readiness.notifier.address
+    if readiness.watchdog_interval is not None:
+        kept["WATCHDOG_USEC"] = str(round(readiness.watchdog_interval * 1e6))
+        kept["WATCHDOG_PID"] = str(os.getpid())
+    return kept
+
+
+class Upgrader:
+    """SIGUSR2: preflight the installed code, then end the loop for the exec; and the exec itself."""
+
+    def __init__(self, reporter: Reporter, args: List[str], server: Server, life: ServerLife,
+                 readiness: Readiness) -> None:
+        self.reporter, self.args, self.server = reporter, args, server
+        self.life, self.readiness = life, readiness
+        self.status: Optional[StatusSocket] = None
+
+    def requested(self) -> None:
+        """From the loop: upgrade if the installed code can start, else say why and go on."""
+        verbosity = self.server.config.verbosity
+        if verbosity >= 2:
+            self.reporter.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
+        reason = check_installed(self.reporter.name, self.args)
+        if reason is not None:
+            if verbosity >= 1:
+                self.reporter.warn(f"unable to upgrade in place: {reason}; "
+                                   f"still serving with s6ipc {__version__}")
+            return
+        _quietly(self.reporter, self.readiness.reloading)()
+        self.server.stop_for_exec(reexec_argv(self.reporter.name, self.args))
+
+    def exec_next(self, argv: List[str]) -> NoReturn:
+        """Hand the state over and exec *argv*; an exec failure is fatal (111: the supervisor restarts)."""
+        mask = block_signals(HANDLED_SIGNALS + (signal.SIGUSR2,))
+        keep = [self.server.listen_fd]
+        extra: Dict[str, Any] = {"sigmask": mask, "environment": _readiness_state(self.readiness),
+                                 "status_fd": None}
+        if self.status is not None:
+            keep.append(self.status.fileno())
+            extra["status_fd"] = self.status.fileno()
+        try:
+            write_state(self.life.handoff(extra))
+            keep_across_exec(keep)
+            if self.server.config.verbosity >= 2:
+                self.reporter.info(f"upgrading in place: exec {' '.join(argv[:2])}")
+            flush_stdio()
+            exec_argv(argv)
+        except S6ipcError as e:
+            self.reporter.fatal(f"unable to upgrade in place: {e}", 111)
+
+
+def _take_over(reporter: Reporter, life: ServerLife, state: Dict[str, Any]) -> None:
+    """The new image adopts the previous one's state; any failure is one line and exit 111."""
+    try:
+        life.adopt(state)
+    except Exception as e:  # the new version's own bug: the supervisor must see the exit
+        text = " ".join(str(e).split()) or type(e).__name__
+        reporter.fatal(f"unable to take over from the previous image: {text}", 111)
+
+
+def _live_view(reporter: Reporter, life: ServerLife, fd: Optional[int]) -> Optional[StatusSocket]:
+    try:
+        return StatusSocket(life.program, life.describe, fd)
+    except S6ipcError as e:  # no live view is no reason not to serve
+        reporter.warn(f"{e}: no live view")
+        return None
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
+    state = take_state()
+    if state is not None:
+        for name, value in dict(state.get("environment") or {}).items():
+            if name in _READINESS_VARIABLES:
+                os.environ[name] = str(value)
+        config.notify = False  # the -1 newline was written by the first image
     take_daemon_socket(reporter.warn)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     sinks = readiness_sinks(config, reporter)
     server = Server(config, reporter, Reporter(child_name + " (child)"), policy=access_fast_path(config),
                     on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
+    life = ServerLife(server, "ipcserverd")
+    if state is not None:
+        _take_over(reporter, life, state)
+    if sinks.readiness.notifier.enabled:
+        readiness = sinks.readiness
+
+        def send_status(text: str) -> None:
+            _quietly(reporter, lambda: readiness.status(text))()
+
+        line = StatusLine(send_status, life.status_text)
+        beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
+        server.heartbeat = every(beats)
+    upgrader = Upgrader(reporter, args, server, life, sinks.readiness)
+    server.on_signal(signal.SIGUSR2, upgrader.requested)
     server.start()
+    upgrader.status = _live_view(reporter, life, state.get("status_fd") if state else None)
+    if upgrader.status is not None:
+        server.watch(upgrader.status.fileno(), upgrader.status.on_event)
+    if state is not None:
+        restore_mask(state.get("sigmask") or ())
+        if config.verbosity >= 2:
+            reporter.info(f"upgraded in place: s6ipc {__version__}, generation {life.generation}, "
+                          f"{len(server.children)} connections taken over")
     ending = server.serve()
     flush_stdio()
     if ending.exec_argv is not None:
-        exec_into(reporter, ending.exec_argv)
+        upgrader.exec_next(ending.exec_argv)
     os._exit(ending.code)

@@ -1,0 +1,86 @@
+"""ipcserverd upgraded in place 20 times under a real s6-supervise (``s6-svc -2``), under load:
+s6-svstat sees the same PID, the same up-since time and readiness — no restart — and no client is
+refused. Then the failure after the exec: s6-supervise restarts the service, as documented."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+
+import pytest
+
+from tests.support.processes import S6IPC, wait_until, zombie_children
+from tests.support.s6 import Scan
+from tests.support.upgrade import Exchange, copy_package, edit, prove, unended
+
+pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
+                                reason="Debian's s6 is not installed (apt-get install s6)")
+
+RUN = """#!/bin/sh -e
+PATH={links}:/usr/bin:/bin
+exec 2>>{log}
+exec {env} s6-ipcserver -v -1 -c 200 {path} {handler} hold
+"""
+
+
+def _service(scan: Scan, sockdir: str, handler: str, env: str = "") -> tuple:  # type: ignore[type-arg]
+    links = os.path.join(sockdir, "links")
+    subprocess.run([S6IPC, "links", links], check=True, timeout=20)
+    source = os.path.join(sockdir, "source")
+    os.makedirs(source)
+    path, log = os.path.join(sockdir, "up.sock"), os.path.join(sockdir, "up.log")
+    with open(os.path.join(source, "run"), "w") as f:
+        f.write(RUN.format(links=links, log=log, path=path, handler=handler, env=f"env {env}" if env else ""))
+    os.chmod(os.path.join(source, "run"), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    with open(os.path.join(source, "notification-fd"), "w") as f:
+        f.write("1\n")
+    scan.add("up", source, {})
+    scan.start()
+    scan.wait_supervised("up")
+    assert scan.svwait("-U", "up")[0] == 0
+    return path, log
+
+
+def _log(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def test_twenty_upgrades_under_s6_supervise(scan: Scan, sockdir: str, handler: str) -> None:
+    path, log = _service(scan, sockdir, handler)
+    before = scan.svstat("up", "up,ready,pid,updownsince,readysince")
+    pid = int(before[2])
+    proof = prove(path, pid, 20, send=lambda: scan.svc("-2", "up"),
+                  between=lambda: None if scan.svstat("up", "up,ready,pid,updownsince,readysince") == before
+                  else pytest.fail(f"s6-svstat changed: {before} -> {scan.svstat('up', 'up,ready,pid')}"))
+    assert scan.svstat("up", "up,ready,pid,updownsince,readysince") == before
+    assert before[:2] == ["true", "true"]
+    assert zombie_children(pid) == []
+    text = _log(log)
+    assert unended(proof, text) == []
+    assert text.count("s6-ipcserverd: info: upgraded in place") == 20  # the s6- name survives
+    assert "warning" not in text and "fatal" not in text
+
+
+def test_failure_after_exec_is_a_restart_for_s6_supervise(scan: Scan, sockdir: str, handler: str,
+                                                          tmp_path: str) -> None:
+    top = str(tmp_path)
+    package = copy_package(top)
+    path, log = _service(scan, sockdir, handler, env=f"PYTHONPATH={top}")
+    pid = scan.pid("up")
+    held = Exchange(path)
+    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
+         '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
+    os.kill(pid, signal.SIGUSR2)
+    wait_until(lambda: "unable to take over from the previous image: boom" in _log(log), 30)
+    edit(os.path.join(package, "inplace.py"), '        raise RuntimeError("boom")\n', "")
+    new = wait_until(lambda: (lambda p: p if p not in (pid, -1) else 0)(scan.pid("up")), 30)
+    assert new != pid
+    assert scan.svwait("-U", "up")[0] == 0
+    fresh = Exchange(path)
+    assert fresh.echo(b"served by the restarted service") and fresh.finish()
+    assert held.echo(b"the connection from before goes on") and held.finish()
+    lines = [ln for ln in _log(log).splitlines() if "fatal" in ln]
+    assert lines == ["s6-ipcserverd: fatal: unable to take over from the previous image: boom"]
