@@ -36,7 +36,7 @@ from tests.support import systemd_manager as sdmanager
 from tests.support.fdholder import Raw
 from tests.support.processes import S6IPC, requires_root
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
-from tests.support.s6 import Scan
+from tests.support.s6 import Scan, write_service
 
 UPGRADES = 20
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
@@ -191,13 +191,8 @@ def test_20_upgrades_under_restart_load(rundir: str, capsys: pytest.CaptureFixtu
 def test_20_upgrades_under_s6_supervise(scan: Scan, rundir: str, capsys: pytest.CaptureFixture[str]) -> None:
     env = unit_env(rundir)
     log = os.path.join(rundir, "log")
-    service = os.path.join(scan.dir, "holder")
-    os.makedirs(service)
-    with open(os.path.join(service, "run"), "w") as f:
-        f.write(f"#!/bin/sh\nexec env RUNDIR={rundir} S6IPC={S6IPC} {UNIT}/holder 2>>{log}\n")
-    os.chmod(os.path.join(service, "run"), 0o755)
-    with open(os.path.join(service, "notification-fd"), "w") as f:
-        f.write("1\n")
+    run = f"exec env RUNDIR={rundir} S6IPC={S6IPC} {UNIT}/holder 2>>{log}\n"
+    write_service(os.path.join(scan.dir, "holder"), run, notification_fd=1)
     scan.start()
     scan.wait_supervised("holder")
     assert scan.svwait("-U", "holder", 20000)[0] == 0, scan.log()
