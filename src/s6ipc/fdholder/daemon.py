@@ -346,8 +346,11 @@ class FdHolderDaemon:
         self.upgrade_deadline: Optional[float] = None
 
     # -- start-up -------------------------------------------------------------------------------
-    def start(self, state: Optional[Dict[str, Any]] = None) -> None:
+    def start(self, state: Optional[Dict[str, Any]] = None, *,
+              before_ready: Optional[Callable[[], None]] = None) -> None:
         """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness.
+        *before_ready* runs just before readiness: where a program makes descriptors of its own
+        (a status socket), once fds 0 and 1 are settled and before any client can see it ready.
 
         With *state* (an in-place upgrade: :meth:`to_state` of the previous image), fd 1 is left
         alone — the readiness newline was written by the first image, and fd 1 may now be a held
@@ -371,7 +374,9 @@ class FdHolderDaemon:
         self._listener.setblocking(False)
         if state is not None:
             self.restore(state)
-        elif self.config.notify:
+        if before_ready is not None:
+            before_ready()
+        if state is None and self.config.notify:
             write_newline(1)
 
     # -- the loop -------------------------------------------------------------------------------

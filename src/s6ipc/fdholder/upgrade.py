@@ -181,7 +181,7 @@ def resume(daemon: FdHolderDaemon, upgrader: InPlace, state: Dict[str, Any]) -> 
     try:
         upgrader.generation = int(state["generation"])
         upgrader.started_ns = int(state["started_ns"])
-        daemon.start(state["daemon"])
+        daemon.start(state["daemon"], before_ready=lambda: open_live_view(daemon, upgrader, state))
     except (KeyError, TypeError, ValueError) as e:
         raise Unusable(f"unable to take over from the previous image: {e}") from None
     handoff.restore_mask(state.get("mask", []))

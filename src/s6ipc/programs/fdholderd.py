@@ -53,9 +53,8 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     state = take_over()
     upgrader = InPlace(reporter.name, args, reporter, Notifier.from_environment(unset=False))
     daemon = FdHolderDaemon(config, reporter, upgrader=upgrader)
-    open_live_view(daemon, upgrader, state)
     if state is None:
-        daemon.start()
+        daemon.start(before_ready=lambda: open_live_view(daemon, upgrader, None))
         upgrader.tell(upgrader.notifier.ready)
     else:
         resume(daemon, upgrader, state)
