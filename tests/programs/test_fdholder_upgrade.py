@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -435,3 +436,40 @@ def wait_clients(pid: int, count: int, timeout: float = 10) -> Dict[str, object]
         if len(doc["clients"]) == count or time.monotonic() > deadline:  # type: ignore[arg-type]
             return doc
         time.sleep(0.02)
+
+
+# -- readiness around an upgrade --------------------------------------------------------------
+def _datagrams(sock: socket.socket, count: int, timeout: float = 30) -> List[str]:
+    out = []
+    sock.settimeout(timeout)
+    for _ in range(count):
+        out.append(sock.recv(4096).decode())
+    return out
+
+
+def test_sd_notify_says_reloading_then_ready_and_never_mainpid(rundir: str, copy: str) -> None:
+    path = os.path.join(rundir, "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(path)
+        env = dict(unit_env(rundir), PYTHONPATH=copy, NOTIFY_SOCKET=path)
+        log = os.path.join(rundir, "log")
+        holder = start_ready([os.path.join(UNIT, "holder")], env, log)
+        try:
+            assert _datagrams(notify, 1) == ["READY=1"]
+            t0 = time.monotonic_ns() // 1000
+            holder.send_signal(signal.SIGUSR2)
+            reloading, ready = _datagrams(notify, 2)
+            wait_generation(holder.pid, 1)
+            # a failed preflight: RELOADING=1 too, then READY=1 from the old image
+            _edit(copy, "fdholder/ere.py", lambda text: text + "\ndef broken(:\n")
+            holder.send_signal(signal.SIGUSR2)
+            failed = _datagrams(notify, 2)
+            assert len(_wait_warnings(log, 1)) == 1 and view(holder.pid)["generation"] == 1
+        finally:
+            stop(holder)
+    lines = reloading.split("\n")
+    assert lines[0] == "RELOADING=1" and lines[1].startswith("MONOTONIC_USEC=") and len(lines) == 2
+    assert t0 <= int(lines[1].split("=")[1]) <= time.monotonic_ns() // 1000
+    assert ready == "READY=1"
+    assert [m.split("\n")[0] for m in failed] == ["RELOADING=1", "READY=1"]
+    assert not any("MAINPID" in m for m in [reloading, ready, *failed])
