@@ -7,11 +7,12 @@ Only the program layer uses this module; the library raises errors instead.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import NoReturn
 
-from .errors import S6ipcError
+from .errors import S6ipcError, SystemFailure
 
 
 class Reporter:
@@ -49,6 +50,16 @@ class Reporter:
     def die(self, error: S6ipcError) -> NoReturn:
         """Report a library error with s6's exit code for its kind (:attr:`S6ipcError.exit_code`)."""
         self.fatal(str(error), error.exit_code)
+
+
+def write_stdout(data: bytes) -> None:
+    """Write all of *data* on fd 1. Raises :class:`SystemFailure` (``write to stdout``)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(1, view):]
+    except OSError as e:
+        raise SystemFailure("write to stdout", e.errno or errno.EIO) from None
 
 
 def flush_stdio() -> None:

@@ -13,7 +13,7 @@ from typing import Callable, List
 import pytest
 
 from s6ipc import __version__
-from tests.support.processes import Client, RunningServer, ours, wait_until, zombie_children
+from tests.support.processes import Client, RunningServer, ours, theirs, wait_until, zombie_children
 from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
@@ -33,6 +33,20 @@ def test_twenty_upgrades_under_load(sockdir: str, handler: str,
     assert unended(proof, log) == []
     assert log.count("upgraded in place: s6ipc") == UPGRADES
     assert "warning" not in log and "fatal" not in log
+
+
+def test_bare_ipcserverd_behind_s6s_socketbinder(sockdir: str, handler: str,
+                                                 server_factory: Callable[..., RunningServer]) -> None:
+    """Started without our wrapper — s6's C socket binder exec'ing a bare ipcserverd — it upgrades
+    the same way, and keeps the name it was invoked by."""
+    path = os.path.join(sockdir, "s")
+    server = server_factory([theirs("ipcserver-socketbinder")[0], path, *ours("s6-ipcserverd"), "-v2", "-1",
+                             handler, "hold"])
+    before = Exchange(path)
+    assert upgrade(server.proc.pid, 1)["connections"]["total"] == 1
+    assert upgrade(server.proc.pid, 2)["generation"] == 2
+    assert before.echo(b"still served") and before.finish()
+    wait_until(lambda: f"s6-ipcserverd: info: end pid {before.pid} uid 0 exitcode 0" in server.log())
 
 
 def test_limits_and_signals_cover_connections_from_before(

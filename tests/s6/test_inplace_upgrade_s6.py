@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
 
 import pytest
@@ -33,7 +32,7 @@ def _service(scan: Scan, sockdir: str, handler: str, env: str = "") -> tuple:  #
     path, log = os.path.join(sockdir, "up.sock"), os.path.join(sockdir, "up.log")
     with open(os.path.join(source, "run"), "w") as f:
         f.write(RUN.format(links=links, log=log, path=path, handler=handler, env=f"env {env}" if env else ""))
-    os.chmod(os.path.join(source, "run"), stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    os.chmod(os.path.join(source, "run"), 0o755)
     with open(os.path.join(source, "notification-fd"), "w") as f:
         f.write("1\n")
     scan.add("up", source, {})

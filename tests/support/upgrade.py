@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 import s6ipc
 from s6ipc import liveview
 
-from .processes import wait_until
+from .processes import Client, wait_until
 
 PACKAGE = os.path.dirname(os.path.abspath(s6ipc.__file__))
 
@@ -41,24 +41,14 @@ def edit(path: str, old: str, new: str) -> None:
         f.write(text.replace(old, new))
 
 
-class Exchange:
-    """One echo exchange with ``handler hold``: PID line, one line echoed, EOF after our EOF."""
+class Exchange(Client):
+    """One echo exchange with ``handler hold``: PID line, one line echoed, EOF after our EOF.
+    A short read raises AssertionError (:meth:`Client.line`)."""
 
     def __init__(self, path: str, timeout: float = 20.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        super().__init__(path)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b""
         self.pid = int(self.line())
-
-    def line(self) -> bytes:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError(f"EOF before a full line (got {self.buf!r})")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line
 
     def echo(self, text: bytes) -> bool:
         self.sock.sendall(text + b"\n")
@@ -109,13 +99,13 @@ class Load:
                     (self.refused if e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN)
                      else self.errors).append(f"{token.decode()}: {e}")
                 continue
-            except EOFError as e:
+            except AssertionError as e:
                 with self._lock:
                     self.truncated.append(f"{token.decode()}: {e}")
                 continue
             try:
                 ok = ex.echo(token) and ex.finish()
-            except (OSError, EOFError) as e:
+            except (OSError, AssertionError) as e:
                 ok = False
                 with self._lock:
                     self.errors.append(f"{token.decode()}: {e}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import List, NoReturn
 
-from ..errors import SystemFailure
 from ..fdholder.client import FdHolderClient
-from ..messages import Reporter, flush_stdio
+from ..messages import Reporter, flush_stdio, write_stdout
 from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket"
@@ -33,11 +31,6 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     timeout, rest = parse_timeout(args, 1)
     holder = FdHolderClient(rest[0], timeout)
     ids = holder.list()
-    data = memoryview(b"".join(quote(i) + b"\n" for i in ids))
-    try:
-        while data:
-            data = data[os.write(1, data):]
-    except OSError as e:
-        raise SystemFailure("write to stdout", e.errno or errno.EIO) from None
+    write_stdout(b"".join(quote(i) + b"\n" for i in ids))
     flush_stdio()
     os._exit(0)

@@ -184,7 +184,10 @@ class Upgrader:
         verbosity = self.server.config.verbosity
         if verbosity >= 2:
             self.reporter.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
+        feed_watchdog = _quietly(self.reporter, self.readiness.watchdog)
+        feed_watchdog()  # the loop waits for the preflight: the watchdog must not starve meanwhile
         reason = check_installed(self.reporter.name, self.args)
+        feed_watchdog()
         if reason is not None:
             if verbosity >= 1:
                 self.reporter.warn(f"unable to upgrade in place: {reason}; "

@@ -12,9 +12,9 @@ import errno
 import os
 from typing import List, NoReturn
 
-from ..errors import Refused, SystemFailure
+from ..errors import Refused
 from ..liveview import Document, find_daemons, query, render
-from ..messages import Reporter, flush_stdio
+from ..messages import Reporter, flush_stdio, write_stdout
 from ..options import UsageError, getopt
 
 USAGE = "[ -j ] pid|name"
@@ -40,11 +40,6 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
 
     found = documents(rest[0])
     texts = [json.dumps(d, separators=(",", ":")) + "\n" if as_json else render(d) for d in found]
-    data = memoryview(("" if as_json else "\n").join(texts).encode("utf-8", "surrogateescape"))
-    try:
-        while data:
-            data = data[os.write(1, data):]
-    except OSError as e:
-        raise SystemFailure("write to stdout", e.errno or errno.EIO) from None
+    write_stdout(("" if as_json else "\n").join(texts).encode("utf-8", "surrogateescape"))
     flush_stdio()
     os._exit(0)

@@ -1,0 +1,102 @@
+"""ipcserverd upgraded in place 20 times under a real systemd manager (``systemctl reload`` with
+``ExecReload=/bin/kill -USR2 $MAINPID``), under load: the unit never leaves active (``reloading``
+between RELOADING=1 and READY=1 is part of it), MainPID unchanged, NRestarts 0, the watchdog fed
+by every image, ``STATUS=`` following the counts. Method: tests/support/systemd_manager.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from typing import Iterator, List
+
+import pytest
+
+from tests.support import systemd_manager as sdmanager
+from tests.support.processes import S6IPC, wait_until, zombie_children
+from tests.support.upgrade import prove, unended
+
+UNIT = """[Unit]
+StartLimitIntervalSec=0
+[Service]
+Type=notify
+ExecStart={s6ipc} ipcserver -v -c 200 {path} {handler} hold
+ExecReload=/bin/kill -USR2 $MAINPID
+KillMode=process
+WatchdogSec=10s
+StandardError=append:{log}
+"""
+
+ACTIVE = {"ActiveState": ("active", "reloading"), "SubState": ("running", "reload")}
+
+
+@pytest.fixture
+def mgr() -> Iterator[sdmanager.UserManager]:
+    try:
+        m = sdmanager.start()
+    except sdmanager.Unavailable as e:
+        pytest.skip(f"no real systemd manager here: {e}")
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+class StateWatch:
+    """Polls the unit's ActiveState and SubState (one ``systemctl show``) in a thread until stopped;
+    keeps every distinct value seen."""
+
+    def __init__(self, m: sdmanager.UserManager, unit: str) -> None:
+        self.m, self.unit, self.seen = m, unit, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            out = self.m.systemctl("show", "-p", "ActiveState", "-p", "SubState", self.unit).stdout
+            self.seen.update(line.strip() for line in out.splitlines() if line.strip())
+            time.sleep(0.02)
+
+    def stop(self) -> List[str]:
+        self._stop.set()
+        self._thread.join(30)
+        return sorted(self.seen)
+
+
+def test_twenty_reloads_under_a_real_systemd(mgr: sdmanager.UserManager, handler: str) -> None:
+    m = mgr
+    path, log = os.path.join(m.base, "up.sock"), os.path.join(m.base, "up.log")
+    m.write_unit("up.service", UNIT.format(s6ipc=S6IPC, path=path, handler=handler, log=log))
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "up.service")
+    assert m.state("up.service") == "active/running"
+    pid = int(m.prop("up.service", "MainPID"))
+    watch = StateWatch(m, "up.service")
+    try:
+        proof = prove(path, pid, 20, send=lambda: m.systemctl("reload", "up.service"))
+    finally:
+        seen = watch.stop()
+    allowed = [f"{key}={value}" for key, values in ACTIVE.items() for value in values]
+    assert [s for s in seen if s not in allowed] == [], seen
+    assert "ActiveState=reloading" in seen, "RELOADING=1 reached the manager"
+    assert int(m.prop("up.service", "MainPID")) == pid
+    assert m.prop("up.service", "NRestarts") == "0"
+    assert wait_until(lambda: m.state("up.service") == "active/running")
+    # the watchdog crosses the exec: the manager keeps recording pings from the last image
+    first = int(m.prop("up.service", "WatchdogTimestampMonotonic"))
+    wait_until(lambda: int(m.prop("up.service", "WatchdogTimestampMonotonic")) > first, 15, 0.1)
+    # STATUS= follows the counts (at most once a second)
+    accepted = proof.load.done + len(proof.long_lived)
+    wanted = f"0 connections, {accepted} accepted, 0 refused"
+    assert wait_until(lambda: m.prop("up.service", "StatusText") == wanted, 5, 0.1)
+    assert zombie_children(pid) == []
+    with open(log) as f:
+        text = f.read()
+    assert unended(proof, text) == []
+    assert text.count("upgraded in place") == 20
+    assert "warning" not in text and "fatal" not in text
+    journal = m.log()
+    trouble = r"up\.service.*(Main process exited|Failed with result|[Ww]atchdog timeout|Scheduled restart)"
+    assert not re.search(trouble, journal), journal
