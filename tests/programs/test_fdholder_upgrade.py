@@ -8,8 +8,9 @@ preflights, drains and re-executes. An idle client of the holder stays connected
 upgrades and lists at each. Checked through the live view (``s6ipc status``): the generation goes
 up, the PID does not change, the ids and the inodes of the held descriptors stay the same. The
 proof runs three times: the holder started directly, under a real s6-supervise (``s6-svc -2``;
-s6-svstat's pid and up-since unchanged), under a real systemd manager (``systemctl reload`` with
-``ExecReload=kill -USR2``; the unit only ever active or reloading, MainPID unchanged, NRestarts 0).
+s6-svstat's pid and up-since unchanged), under a real systemd manager (the shipped
+units/systemd/s6ipc-fdholder.service, ``systemctl reload``; the unit only ever active or reloading,
+MainPID unchanged, NRestarts 0).
 
 A broken new version comes from a copy of the package on ``PYTHONPATH`` that the holder runs from:
 broken (a syntax error, a missing dependency), the preflight rejects it and the holder keeps every
@@ -207,20 +208,19 @@ def test_20_upgrades_under_s6_supervise(scan: Scan, rundir: str, capsys: pytest.
 
 
 # -- under a real systemd manager -------------------------------------------------------------
-HOLDER_UNIT = """[Unit]
-Description=s6ipc fd holder, upgraded in place by systemctl reload
-StartLimitIntervalSec=0
-[Service]
-Type=notify
-NotifyAccess=main
-Environment=RUNDIR={rundir} S6IPC={s6ipc}
-ExecStart={unit}/holder
-ExecReload=/bin/kill -USR2 $MAINPID
-KillMode=process
-Restart=on-failure
-StandardOutput=append:{log}
-StandardError=append:{log}
-"""
+SHIPPED_UNIT = os.path.join(os.path.dirname(UNIT), "systemd", "s6ipc-fdholder.service")
+
+
+def holder_unit(rundir: str) -> str:
+    """units/systemd/s6ipc-fdholder.service on the harness's paths."""
+    with open(SHIPPED_UNIT) as f:
+        text = f.read()
+    paths = (("/usr/local/bin/s6ipc", S6IPC), ("/etc/s6ipc/fdholder-rules", os.path.join(UNIT, "rules")),
+             ("/run/s6ipc-demo/fdholder.sock", os.path.join(rundir, "holder.sock")),
+             ("/run/s6ipc-demo", rundir))
+    for old, new in paths:
+        text = text.replace(old, new)
+    return text
 
 
 class Watch:
@@ -270,7 +270,9 @@ def test_20_upgrades_under_systemd(mgr: sdmanager.UserManager, rundir: str,
     m = mgr
     env = unit_env(rundir)
     log = os.path.join(rundir, "log")
-    m.write_unit("holder.service", HOLDER_UNIT.format(rundir=rundir, s6ipc=S6IPC, unit=UNIT, log=log))
+    m.write_unit("holder.service", holder_unit(rundir))
+    m.write_unit("holder.service.d/log.conf",
+                 f"[Service]\nStandardOutput=append:{log}\nStandardError=append:{log}\n")
     m.systemctl("start", "holder.service")
     assert m.state("holder.service") == "active/running"
     main_pid = int(m.prop("holder.service", "MainPID"))
