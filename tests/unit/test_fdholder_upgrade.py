@@ -309,3 +309,22 @@ def test_a_state_naming_a_closed_descriptor_is_refused(setup: Setup) -> None:
     with pytest.raises(ValueError, match="Bad file descriptor"):
         other.start(state)
     other.close()
+
+
+def test_a_setdump_in_progress_goes_on_in_the_new_image(setup: Setup) -> None:
+    s = setup
+    dumper = Raw(s.path)
+    assert s.ask(dumper, protocol.encode_setdump(2)) == (protocol.encode_setdump_reply(2), [])
+    os.kill(os.getpid(), signal.SIGUSR2)
+    state = s.upgrade()
+    assert [c["dumping"] for c in state["clients"]] == [2]
+    limit = tai.from_unix_ns(s.clock.wall_ns()).add_ms(60_000)
+    fds = [new_fd(), new_fd()]
+    body = b"." + protocol.encode_entries([protocol.DumpEntry(limit, i) for i in (b"one", b"two")])
+    dumper.send(body, fds)
+    for fd in fds:
+        os.close(fd)
+    s.turns()
+    assert dumper.reply() == (b"\0", [])
+    assert [(e.id, e.limit) for e in s.daemon.store.entries()] == [(b"one", limit), (b"two", limit)]
+    dumper.close()
