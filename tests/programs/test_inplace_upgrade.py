@@ -7,13 +7,23 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
+import time
 from typing import Callable, List
 
 import pytest
 
 from s6ipc import __version__
-from tests.support.processes import Client, RunningServer, ours, theirs, wait_until, zombie_children
+from tests.support.processes import (
+    Client,
+    RunningServer,
+    nobody_ids,
+    ours,
+    theirs,
+    wait_until,
+    zombie_children,
+)
 from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
@@ -71,9 +81,54 @@ def test_limits_and_signals_cover_connections_from_before(
     for c in (first, second, third):
         assert c.rest() == b"", "SIGHUP ended it"
     wait_until(lambda: len(re.findall(r"end pid \d+ uid 0 signal 15", server.log())) == 3)
-    assert view(pid)["connections"]["total"] == 0
+    document = view(pid)
+    assert document["connections"]["total"] == 0
+    assert (document["accepted"], document["refused"]) == (4, 1), "the -C denial counts as refused"
     for c in (first, second, third, denied):
         c.close()
+
+
+_HOLDER = ("import socket, sys, time\n"
+           "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+           "sys.stdout.write(s.recv(64).decode()); sys.stdout.flush(); sys.stdin.read()\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a client of another uid needs root to start it")
+def test_per_uid_counts_across_an_upgrade(sockdir: str, handler: str,
+                                          server_factory: Callable[..., RunningServer]) -> None:
+    path = os.path.join(sockdir, "s")
+    server = server_factory([*ours("ipcserver"), "-v", "-1", path, handler, "hold"])
+    pid = server.proc.pid
+    uid, gid = nobody_ids()
+    other = subprocess.Popen(["/usr/bin/python3", "-c", _HOLDER, path], user=uid, group=gid,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip().isdigit()
+        ours_too = Exchange(path)
+        for generation in (0, 1):
+            if generation:
+                upgrade(pid, generation)
+            document = view(pid)
+            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": {"0": 1, str(uid): 1}}
+            assert sorted((c["uid"], c["gid"]) for c in document["children"]) == [(0, 0), (uid, gid)]
+        assert ours_too.finish()
+    finally:
+        other.communicate(b"", timeout=20)
+    wait_until(lambda: f"uid {uid} exitcode 0" in server.log())
+    assert view(pid)["connections"]["total"] == 0
+
+
+def test_without_credentials_after_an_upgrade(sockdir: str, handler: str,
+                                              server_factory: Callable[..., RunningServer]) -> None:
+    """-P: uids unknown before and after; the end line says ``uid ?``."""
+    path = os.path.join(sockdir, "s")
+    server = server_factory([*ours("ipcserver"), "-v", "-1", "-P", path, handler, "hold"])
+    held = Exchange(path)
+    document = upgrade(server.proc.pid, 1)
+    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {}}
+    assert document["children"][0]["uid"] is None
+    assert held.finish()
+    wait_until(lambda: f"end pid {held.pid} uid ? exitcode 0" in server.log())
 
 
 def test_quit_after_upgrade_kills_connections_from_before(
@@ -85,6 +140,43 @@ def test_quit_after_upgrade_kills_connections_from_before(
     server.signal(signal.SIGQUIT)
     assert server.wait() == 0
     assert before.line() == b"TERM", "SIGQUIT reached the child the previous image accepted"
+
+
+def test_readiness_around_the_upgrade(sockdir: str, handler: str,
+                                      server_factory: Callable[..., RunningServer]) -> None:
+    """To $NOTIFY_SOCKET: READY=1; at SIGUSR2 RELOADING=1 with MONOTONIC_USEC= (between two
+    readings of CLOCK_MONOTONIC), then READY=1 from the new image; never MAINPID= nor STOPPING=1;
+    WATCHDOG=1 from both images; STATUS= with the counts."""
+    path, notify = os.path.join(sockdir, "s"), os.path.join(sockdir, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(notify)
+    receiver.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=notify, WATCHDOG_USEC="400000")
+    server = server_factory([*ours("ipcserver"), "-1", path, handler, "hold"], env=env)
+
+    def until(field: str) -> List[str]:
+        got: List[str] = []
+        while not any(m.startswith(field) for m in got):
+            got.extend(receiver.recv(4096).decode().split("\n"))
+        return got
+
+    first = until("READY=1")
+    held = Exchange(path)
+    assert "STATUS=1 connection from 1 uid, 1 accepted, 0 refused" in until("STATUS=1 connection")
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    server.signal(signal.SIGUSR2)
+    reload = until("RELOADING=1")
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    stamp = [int(m.split("=", 1)[1]) for m in reload if m.startswith("MONOTONIC_USEC=")]
+    assert len(stamp) == 1 and before <= stamp[0] <= after
+    ready = until("READY=1")
+    beats = until("WATCHDOG=1")
+    assert view(server.proc.pid)["generation"] == 1
+    everything = first + reload + ready + beats
+    assert "WATCHDOG=1" in first + reload, "the first image fed the watchdog"
+    assert not [m for m in everything if m.startswith(("MAINPID=", "STOPPING=1"))], everything
+    assert held.echo(b"env") and held.finish()
+    receiver.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import systemd_manager as sdmanager
 from tests.support.processes import S6IPC, wait_until, zombie_children
-from tests.support.upgrade import prove, unended
+from tests.support.upgrade import Exchange, Load, copy_package, edit, prove, unended
 
 UNIT = """[Unit]
 StartLimitIntervalSec=0
@@ -100,3 +100,58 @@ def test_twenty_reloads_under_a_real_systemd(mgr: sdmanager.UserManager, handler
     journal = m.log()
     trouble = r"up\.service.*(Main process exited|Failed with result|[Ww]atchdog timeout|Scheduled restart)"
     assert not re.search(trouble, journal), journal
+
+
+SOCKET_UNIT = "[Socket]\nListenStream={path}\n"
+BROKEN_UNIT = """[Unit]
+StartLimitIntervalSec=0
+Requires=held.socket
+After=held.socket
+[Service]
+Type=notify
+Environment=PYTHONPATH={top}
+ExecStart={s6ipc} ipcserverd -v2 -c 200 -- {handler} hold
+ExecReload=/bin/kill -USR2 $MAINPID
+KillMode=process
+Restart=on-failure
+RestartSec=100ms
+StandardError=append:{log}
+"""
+
+
+def test_failure_after_exec_with_a_socket_unit_refuses_nobody(mgr: sdmanager.UserManager, handler: str,
+                                                              tmp_path: str) -> None:
+    """The new image fails to take over (a bug the preflight cannot see): it exits 111, systemd
+    restarts the service on the socket it holds, and clients only wait meanwhile."""
+    m = mgr
+    top = str(tmp_path)
+    os.chmod(top, 0o755)
+    package = copy_package(top)
+    path, log = os.path.join(m.base, "held.sock"), os.path.join(m.base, "held.log")
+    m.write_unit("held.socket", SOCKET_UNIT.format(path=path))
+    m.write_unit("held.service", BROKEN_UNIT.format(top=top, s6ipc=S6IPC, handler=handler, log=log))
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "held.socket", "held.service")
+    assert m.state("held.service") == "active/running"
+    pid = int(m.prop("held.service", "MainPID"))
+    held = Exchange(path)
+    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
+         '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
+    load = Load(path, threads=2)
+    try:
+        time.sleep(0.3)
+        m.systemctl("reload", "held.service")
+        wait_until(lambda: m.prop("held.service", "NRestarts") == "1", 30, 0.1)
+        assert wait_until(lambda: m.state("held.service") == "active/running", 30)
+        new = int(m.prop("held.service", "MainPID"))
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert new != pid
+    assert (load.refused, load.truncated, load.errors) == ([], [], []), "the socket unit held the socket"
+    assert load.done > 10
+    assert held.echo(b"the connection from before goes on") and held.finish()
+    with open(log) as f:
+        fatal = [ln for ln in f.read().splitlines() if "fatal" in ln]
+    assert fatal == ["ipcserverd: fatal: unable to take over from the previous image: boom"]
+    assert re.search(r"held\.service: Main process exited, code=exited, status=111", m.log())
