@@ -140,7 +140,8 @@ class InPlace:
         return {"program": KIND, "pid": os.getpid(), "version": __version__,
                 "generation": self.generation,
                 "uptime": round((time.time_ns() - self.started_ns) / 1e9, 3),
-                "maxconn": config.maxconn, "maxfds": config.maxfds,
+                "started": round(self.started_ns / 1e9, 3),
+                "limits": {"maxconn": config.maxconn, "maxfds": config.maxfds},
                 "rules": config.rules_cdb or config.rules_dir,
                 "lameduck": not daemon.running, "upgrading": daemon.upgrade_deadline is not None,
                 "clients": clients, "held": held}
