@@ -333,7 +333,19 @@ def _wait_warnings(log: str, count: int, timeout: float = 30) -> List[str]:
     return _warnings(log)
 
 
-@pytest.mark.parametrize("breakage", ["syntax error", "missing dependency"])
+BREAKAGES = {
+    "syntax error": ("fdholder/ere.py", "\ndef broken(:\n", "SyntaxError"),
+    "missing dependency": ("cdb.py", "\nimport s6ipc_no_such_dependency  # noqa\n",
+                           "ModuleNotFoundError: No module named 's6ipc_no_such_dependency'"),
+    # a new version that reads the state differently (a key the running one does not write)
+    "state it cannot read": ("fdholder/daemon.py",
+                             "\n\n_old_parse = parse_state\n\n\ndef parse_state(state):\n"
+                             "    return _old_parse(state) if state['format2'] else None\n",
+                             "KeyError: 'format2'"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_new_version_is_rejected_and_the_holder_keeps_everything(rundir: str, copy: str,
                                                                          breakage: str) -> None:
     _set_version(copy, "0.1.0+old")
@@ -345,12 +357,8 @@ def test_a_broken_new_version_is_rejected_and_the_holder_keeps_everything(rundir
         before = held(holder.pid)
         assert view(holder.pid)["version"] == "0.1.0+old"  # it runs from the copy
         _set_version(copy, "0.2.0")
-        if breakage == "syntax error":
-            undo = _edit(copy, "fdholder/ere.py", lambda text: text + "\ndef broken(:\n")
-            expected = "SyntaxError"
-        else:
-            undo = _edit(copy, "cdb.py", lambda text: text + "\nimport s6ipc_no_such_dependency  # noqa\n")
-            expected = "ModuleNotFoundError: No module named 's6ipc_no_such_dependency'"
+        module, addition, expected = BREAKAGES[breakage]
+        undo = _edit(copy, module, lambda text: text + addition)
         holder.send_signal(signal.SIGUSR2)
         warnings = _wait_warnings(log, 1)
         assert len(warnings) == 1 and expected in warnings[0], warnings

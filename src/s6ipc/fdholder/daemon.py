@@ -43,7 +43,7 @@ import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 
 from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
@@ -555,30 +555,26 @@ class FdHolderDaemon:
 
         Raises ValueError (KeyError, TypeError) if *state* is malformed or names a closed descriptor.
         """
-        store = FdStore.from_state(state["store"])
-        clients = [(int(c["fd"]), c["deadline"], int(c["dumping"]), float(c["since"]))
-                   for c in state["clients"]]
-        lameduck = state["lameduck"]
-        for fd in [e.held.fd for e in store.entries()] + [c[0] for c in clients]:
+        parsed = parse_state(state)
+        for fd in [e.held.fd for e in parsed.store.entries()] + [c.fd for c in parsed.clients]:
             try:
                 os.set_inheritable(fd, False)
             except OSError as e:
                 raise ValueError(f"descriptor {fd}: {os.strerror(e.errno or errno.EBADF)}") from None
-        self.store = store
-        for fd, deadline, dumping, since in clients:
-            sock = socket.socket(fileno=fd)
+        self.store = parsed.store
+        for carried in parsed.clients:
+            sock = socket.socket(fileno=carried.fd)
             sock.setblocking(False)
             client = self._welcome(sock)
             if client is None:
                 sock.close()
                 continue
-            client.deadline = None if deadline is None else float(deadline)
-            client.dumping = dumping
-            client.since = since
-            self.clients[fd] = client
-        self.running = bool(lameduck["running"])
-        deadline = lameduck["deadline"]
-        self._lameduck_deadline = None if deadline is None else float(deadline)
+            client.deadline = carried.deadline
+            client.dumping = carried.dumping
+            client.since = carried.since
+            self.clients[carried.fd] = client
+        self.running = parsed.running
+        self._lameduck_deadline = parsed.lameduck_deadline
 
     def _upgrade_when_drained(self, now: float) -> None:
         """Once no client is in the middle of a request (or the drain deadline passed: those still
@@ -809,6 +805,35 @@ class FdHolderDaemon:
             self.store.add(entry.id, entry.limit, fd, unique_limit=False)
         c.dumping -= request.count
         self._answer(c, errno.EAGAIN if c.dumping else 0)
+
+
+class CarriedClient(NamedTuple):
+    fd: int
+    deadline: Optional[float]
+    dumping: int
+    since: float
+
+
+class ParsedState(NamedTuple):
+    """What :meth:`FdHolderDaemon.to_state` wrote, read back (no descriptor touched yet)."""
+
+    store: FdStore
+    clients: List[CarriedClient]
+    running: bool
+    lameduck_deadline: Optional[float]
+
+
+def parse_state(state: Dict[str, Any]) -> ParsedState:
+    """Read a daemon state back without touching a descriptor — what :meth:`FdHolderDaemon.restore`
+    does first, and what an upgrade's preflight runs in the new code against the current state.
+    Raises ValueError (KeyError, TypeError) when this code cannot read *state*."""
+    store = FdStore.from_state(state["store"])
+    clients = [CarriedClient(int(c["fd"]), None if c["deadline"] is None else float(c["deadline"]),
+                             int(c["dumping"]), float(c["since"])) for c in state["clients"]]
+    lameduck = state["lameduck"]
+    deadline = lameduck["deadline"]
+    running = bool(lameduck["running"])
+    return ParsedState(store, clients, running, None if deadline is None else float(deadline))
 
 
 _HANDLERS: Dict[type, Handler] = {

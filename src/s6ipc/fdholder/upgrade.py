@@ -23,7 +23,8 @@ memfd state, preflight, what ``execve`` keeps — is in :mod:`s6ipc.handoff`):
   is written once, by the first image: after an upgrade fd 1 may be a held descriptor, so the new
   image never touches it. s6-supervise sees nothing: same PID, no exit, no new readiness.
 * **A failed upgrade keeps the old image.** A preflight that fails (syntax error, missing module,
-  bad options in the code on disk) logs one line and nothing changes. An ``execve`` that fails
+  bad options in the code on disk, or a state it cannot read: the child gets the state the holder
+  would hand over now and reads it with :func:`read_state`) logs one line and nothing changes. An ``execve`` that fails
   (the interpreter was removed…) gives the descriptors their close-on-exec back and goes on. Once
   the exec has happened there is no old image left: a new image that cannot take the state over
   dies with ``unable to take over from the previous image: …`` (exit 111) — the held descriptors die
@@ -35,7 +36,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import __version__, handoff
 from ..errors import S6ipcError, Unusable
@@ -44,7 +45,7 @@ from ..log import Log
 from ..messages import flush_stdio
 from ..readiness import Notifier
 from . import tai
-from .daemon import FdHolderDaemon
+from .daemon import FdHolderDaemon, ParsedState, parse_state
 
 #: What the handed-over JSON says it is (another daemon's state is refused).
 KIND = "fdholderd"
@@ -80,21 +81,18 @@ class InPlace:
 
     def preflight(self, daemon: FdHolderDaemon) -> Optional[str]:
         self.tell(self.notifier.reloading)
-        problem = handoff.preflight(self.program, self.args)
+        problem = handoff.preflight(self.program, self.args, state=self._state(daemon, []))
         if problem is not None:
             self.tell(self.notifier.ready)
         return problem
 
     def replace(self, daemon: FdHolderDaemon) -> str:
         fds = daemon.descriptors()
-        status_fd = None if self.status is None else self.status.fileno()
-        if status_fd is not None:
-            fds.append(status_fd)
+        if self.status is not None:
+            fds.append(self.status.fileno())
         argv = handoff.reexec_argv(self.program, self.args)
         mask = handoff.block_signals(_HELD_SIGNALS)
-        state = {"kind": KIND, "version": __version__, "generation": self.generation + 1,
-                 "started_ns": self.started_ns, "mask": mask, "status_fd": status_fd,
-                 "daemon": daemon.to_state()}
+        state = self._state(daemon, mask)
         memfd = -1
         try:
             handoff.keep_across_exec(fds)
@@ -105,6 +103,13 @@ class InPlace:
             return self._undo(fds, memfd, mask, str(e))
         except OSError as e:
             return self._undo(fds, memfd, mask, f"unable to exec {argv[0]}: {os.strerror(e.errno or 0)}")
+
+    def _state(self, daemon: FdHolderDaemon, mask: List[int]) -> Dict[str, Any]:
+        """What the next image gets (:func:`read_state` reads it)."""
+        return {"kind": KIND, "version": __version__, "generation": self.generation + 1,
+                "started_ns": self.started_ns, "mask": mask,
+                "status_fd": None if self.status is None else self.status.fileno(),
+                "daemon": daemon.to_state()}
 
     def _undo(self, fds: List[int], memfd: int, mask: List[int], why: str) -> str:
         handoff.restore_mask(mask)
@@ -147,30 +152,40 @@ class InPlace:
                 "clients": clients, "held": held}
 
 
-def open_live_view(daemon: FdHolderDaemon, upgrader: InPlace, state: Optional[Dict[str, Any]]) -> None:
+class Lineage(NamedTuple):
+    """The part of the handed-over state that is the program's, not the daemon's."""
+
+    generation: int
+    started_ns: int
+    mask: List[int]
+    status_fd: Optional[int]
+
+
+def read_state(state: Dict[str, Any]) -> Tuple[Lineage, ParsedState]:
+    """Read a handed-over *state* entirely, touching no descriptor: what :func:`resume` does first,
+    and what the preflight runs in the new code against the running holder's current state (so that
+    a new version that cannot read the old one's state is refused before the exec).
+
+    Raises ValueError (KeyError, TypeError) when this code cannot read it.
+    """
+    if state.get("kind") != KIND:
+        raise ValueError(f"the state is not {KIND}'s")
+    fd = state["status_fd"]
+    lineage = Lineage(int(state["generation"]), int(state["started_ns"]), [int(s) for s in state["mask"]],
+                      None if fd is None else int(fd))
+    return lineage, parse_state(state["daemon"])
+
+
+def open_live_view(daemon: FdHolderDaemon, upgrader: InPlace, fd: Optional[int]) -> None:
     """Serve the live view (``s6ipc status fdholderd``) from *daemon*'s loop: on the status socket
-    handed over in *state*, else a new one. A live view that cannot be made is a warning only."""
-    fd = None if state is None else state.get("status_fd")
+    *fd* handed over by the previous image, else a new one. One that cannot be made is a warning."""
     try:
-        status = StatusSocket(KIND, lambda: upgrader.view(daemon), None if fd is None else int(fd))
+        status = StatusSocket(KIND, lambda: upgrader.view(daemon), fd)
     except S6ipcError as e:
         upgrader.log.warn(f"{e}: no live view")
         return
     upgrader.status = status
     daemon.watch(status.fileno(), status.on_event)
-
-
-def take_over() -> Optional[Dict[str, Any]]:
-    """In a starting ``fdholderd``: the state an upgraded image handed over, or None (plain start).
-
-    Raises :class:`Unusable` (exit 111) when there is a state that is not fdholderd's.
-    """
-    state = handoff.take_state()
-    if state is None:
-        return None
-    if state.get("kind") != KIND or not isinstance(state.get("daemon"), dict):
-        raise Unusable(f"unable to take over from the previous image: its state is not {KIND}'s")
-    return state
 
 
 def resume(daemon: FdHolderDaemon, upgrader: InPlace, state: Dict[str, Any]) -> None:
@@ -180,10 +195,12 @@ def resume(daemon: FdHolderDaemon, upgrader: InPlace, state: Dict[str, Any]) -> 
     state does not describe a daemon this code can continue.
     """
     try:
-        upgrader.generation = int(state["generation"])
-        upgrader.started_ns = int(state["started_ns"])
-        daemon.start(state["daemon"], before_ready=lambda: open_live_view(daemon, upgrader, state))
+        lineage, _ = read_state(state)
+        upgrader.generation = lineage.generation
+        upgrader.started_ns = lineage.started_ns
+        status_fd = lineage.status_fd
+        daemon.start(state["daemon"], before_ready=lambda: open_live_view(daemon, upgrader, status_fd))
     except (KeyError, TypeError, ValueError) as e:
         raise Unusable(f"unable to take over from the previous image: {e}") from None
-    handoff.restore_mask(state.get("mask", []))
+    handoff.restore_mask(lineage.mask)
     upgrader.tell(upgrader.notifier.ready)

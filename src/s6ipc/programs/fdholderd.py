@@ -9,7 +9,8 @@ import os
 from typing import List, NoReturn
 
 from ..fdholder.daemon import DaemonConfig, FdHolderDaemon
-from ..fdholder.upgrade import InPlace, open_live_view, resume, take_over
+from ..fdholder.upgrade import InPlace, open_live_view, read_state, resume
+from ..handoff import preflight_state, take_state
 from ..messages import Reporter, flush_stdio
 from ..options import getopt, parse_uint
 from ..readiness import Notifier
@@ -44,13 +45,17 @@ def parse(args: List[str]) -> DaemonConfig:
 
 
 def preflight(args: List[str]) -> None:
-    """What ``s6ipc preflight fdholderd ARGS`` checks before an in-place upgrade: the options."""
+    """What ``s6ipc preflight fdholderd ARGS`` checks before an in-place upgrade: the options,
+    and that this code can take over the state of the running holder (given on stdin)."""
     parse(args).normalise()
+    state = preflight_state()
+    if state is not None:
+        read_state(state)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    state = take_over()
+    state = take_state()
     upgrader = InPlace(reporter.name, args, reporter, Notifier.from_environment(unset=False))
     daemon = FdHolderDaemon(config, reporter, upgrader=upgrader)
     if state is None:
