@@ -70,9 +70,12 @@ class StatusSocket:
         self.describe = describe
         self.name = status_name(program, os.getpid())
         if fd is not None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
-            self.sock.set_inheritable(False)
-            self.sock.setblocking(False)
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+                self.sock.set_inheritable(False)
+                self.sock.setblocking(False)
+            except OSError as e:
+                raise SystemFailure(f"adopt the status socket on fd {fd}", e.errno or errno.EBADF) from None
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
@@ -240,12 +243,14 @@ def render(document: Document) -> str:
 # -- systemd's STATUS= -------------------------------------------------------------------------
 class StatusLine:
     """Keeps ``STATUS=`` current: :meth:`tick` (from the loop's timer) sends ``text()`` through
-    *send* when it changed, at most once per *interval* seconds. *send* errors are the caller's."""
+    *send* when it changed, at most once per *interval* seconds. With *quiet_first*, the text as
+    it is now counts as sent (the ``READY=1`` status stays until something changes). *send*
+    errors are the caller's."""
 
     def __init__(self, send: Callable[[str], object], text: Callable[[], str], interval: float = 1.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, *, quiet_first: bool = False) -> None:
         self.send, self.text, self.interval, self.monotonic = send, text, interval, monotonic
-        self._last: Optional[str] = None
+        self._last: Optional[str] = text() if quiet_first else None
         self._next = 0.0
 
     def tick(self) -> None:

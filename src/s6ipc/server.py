@@ -211,8 +211,7 @@ class Server:
             self._selfpipe.add(sig)
 
     def stop_for_exec(self, argv: List[str]) -> None:
-        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running, the
-        *on_exit* hooks are not run: the daemon goes on in its next image)."""
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
         self._ending = Ending(0, list(argv))
         self._running = False
 
@@ -299,11 +298,10 @@ class Server:
                         on_event(mask)
         if self._final_signals:
             self.children.kill_all(self._final_signals)
-        if self._ending.exec_argv is None:
-            for hook in self.on_exit:
-                hook()
-            if self.config.verbosity >= 2:
-                self.log.info("exiting")
+        for hook in self.on_exit:
+            hook()
+        if self.config.verbosity >= 2 and self._ending.exec_argv is None:
+            self.log.info("exiting")
         return self._ending
 
     def _beat(self, due: float) -> Tuple[float, float]:

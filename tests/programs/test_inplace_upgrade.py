@@ -244,13 +244,27 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
         Exchange(path, timeout=2)
 
 
-def test_exec_without_handoff_is_a_plain_start(sockdir: str, handler: str,
-                                               server_factory: Callable[..., RunningServer]) -> None:
+@pytest.mark.parametrize("content,line", [
+    (None, "invalid $S6IPC_HANDOFF: 'nonsense' (a descriptor number)"),
+    (b"{", "the handoff state on fd N is not JSON: Expecting property name enclosed in double quotes: "
+           "line 1 column 2 (char 1)"),
+    (b'{"format": 1, "program": "fdholderd"}',
+     "unable to take over from the previous image: handoff state of format 1 for 'fdholderd': "
+     "this is ipcserverd format 1"),
+    (b'{"format": 1, "program": "ipcserverd", "generation": 1}',
+     "unable to take over from the previous image: no 'started' in the handoff state"),
+])
+def test_a_bad_handoff_is_one_line_and_111(sockdir: str, handler: str, content: bytes, line: str) -> None:
+    """What a new image does with a state it cannot use: never a traceback, never a silent start."""
     path = os.path.join(sockdir, "s")
-    env = dict(os.environ, S6IPC_HANDOFF="nonsense")
-    p = subprocess.run([*ours("ipcserver"), path, handler, "hold"], env=env, capture_output=True, timeout=20)
+    fd = os.memfd_create("test", 0)
+    os.write(fd, content or b"")
+    env = dict(os.environ, S6IPC_HANDOFF="nonsense" if content is None else str(fd))
+    p = subprocess.run([*ours("ipcserver"), path, handler, "hold"], env=env, capture_output=True, timeout=20,
+                       pass_fds=(fd,))
+    os.close(fd)
     assert p.returncode == 111
-    assert p.stderr == b"ipcserverd: fatal: invalid $S6IPC_HANDOFF: 'nonsense' (a descriptor number)\n"
+    assert p.stderr.decode().replace(f"fd {fd}", "fd N") == f"ipcserverd: fatal: {line}\n"
 
 
 def test_live_view_and_status_program(sockdir: str, handler: str,

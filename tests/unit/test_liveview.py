@@ -140,6 +140,12 @@ def test_status_line_is_rate_limited_and_sent_on_change() -> None:
     now[0] += 5
     line.tick()
     assert sent == ["a", "b"], "nothing when nothing changed"
+    quiet = liveview.StatusLine(sent.append, lambda: text[0], 1.0, lambda: now[0], quiet_first=True)
+    quiet.tick()
+    assert sent == ["a", "b"], "quiet_first: the text at start counts as sent"
+    text[0] = "c"
+    quiet.tick()
+    assert sent == ["a", "b", "c"]
 
 
 def test_every_runs_each_beat_on_its_own_interval(monkeypatch: pytest.MonkeyPatch) -> None:

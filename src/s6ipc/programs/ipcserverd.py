@@ -178,6 +178,16 @@ class Upgrader:
         self.reporter, self.args, self.server = reporter, args, server
         self.life, self.readiness = life, readiness
         self.status: Optional[StatusSocket] = None
+        self.upgrading = False
+
+    def unless_upgrading(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """*hook* (an on_exit hook: STOPPING=1) skipped when the loop ends for the next image."""
+
+        def maybe() -> None:
+            if not self.upgrading:
+                hook()
+
+        return maybe
 
     def requested(self) -> None:
         """From the loop: upgrade if the installed code can start, else say why and go on."""
@@ -194,6 +204,7 @@ class Upgrader:
                                    f"still serving with s6ipc {__version__}")
             return
         _quietly(self.reporter, self.readiness.reloading)()
+        self.upgrading = True
         self.server.stop_for_exec(reexec_argv(self.reporter.name, self.args))
 
     def exec_next(self, argv: List[str]) -> NoReturn:
@@ -216,12 +227,14 @@ class Upgrader:
             self.reporter.fatal(f"unable to upgrade in place: {e}", 111)
 
 
-def _take_over(reporter: Reporter, life: ServerLife, state: Dict[str, Any]) -> None:
-    """The new image adopts the previous one's state; any failure is one line and exit 111."""
+def _take_over(reporter: Reporter, step: Callable[[], None]) -> None:
+    """One step of the new image adopting the previous one's state; any failure is one line and
+    exit 111."""
     try:
-        life.adopt(state)
+        step()
     except Exception as e:  # the new version's own bug: the supervisor must see the exit
-        text = " ".join(str(e).split()) or type(e).__name__
+        text = f"no {e} in the handoff state" if isinstance(e, KeyError) else " ".join(str(e).split())
+        text = text or type(e).__name__
         reporter.fatal(f"unable to take over from the previous image: {text}", 111)
 
 
@@ -248,24 +261,28 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
                     on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
     life = ServerLife(server, "ipcserverd")
     if state is not None:
-        _take_over(reporter, life, state)
+        _take_over(reporter, lambda: life.adopt(state))
     if sinks.readiness.notifier.enabled:
         readiness = sinks.readiness
 
         def send_status(text: str) -> None:
             _quietly(reporter, lambda: readiness.status(text))()
 
-        line = StatusLine(send_status, life.status_text)
+        # a fresh start keeps READY's "accepting connections on …" until the counts move; the
+        # image after an upgrade shows the counts it took over at once
+        line = StatusLine(send_status, life.status_text, quiet_first=state is None)
         beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
         server.heartbeat = every(beats)
     upgrader = Upgrader(reporter, args, server, life, sinks.readiness)
+    server.on_exit = [upgrader.unless_upgrading(hook) for hook in server.on_exit]
     server.on_signal(signal.SIGUSR2, upgrader.requested)
     server.start()
-    upgrader.status = _live_view(reporter, life, state.get("status_fd") if state else None)
+    status_fd = state.get("status_fd") if state else None
+    upgrader.status = _live_view(reporter, life, status_fd if isinstance(status_fd, int) else None)
     if upgrader.status is not None:
         server.watch(upgrader.status.fileno(), upgrader.status.on_event)
     if state is not None:
-        restore_mask(state.get("sigmask") or ())
+        _take_over(reporter, lambda: restore_mask(state.get("sigmask") or ()))
         if config.verbosity >= 2:
             reporter.info(f"upgraded in place: s6ipc {__version__}, generation {life.generation}, "
                           f"{len(server.children)} connections taken over")
