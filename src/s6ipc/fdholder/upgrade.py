@@ -24,8 +24,9 @@ memfd state, preflight, what ``execve`` keeps — is in :mod:`s6ipc.handoff`):
   image never touches it. s6-supervise sees nothing: same PID, no exit, no new readiness.
 * **A failed upgrade keeps the old image.** A preflight that fails (syntax error, missing module,
   bad options in the code on disk, or a state it cannot read: the child gets the state the holder
-  would hand over now and reads it with :func:`read_state`) logs one line and nothing changes. An ``execve`` that fails
-  (the interpreter was removed…) gives the descriptors their close-on-exec back and goes on. Once
+  would hand over now and reads it with :func:`read_state`) logs one line and nothing changes.
+  An ``execve`` that fails (the interpreter was removed…) gives the descriptors their
+  close-on-exec back and goes on. Once
   the exec has happened there is no old image left: a new image that cannot take the state over
   dies with ``unable to take over from the previous image: …`` (exit 111) — the held descriptors die
   with it, as in a crash, and the supervisor restarts a holder that is empty.
