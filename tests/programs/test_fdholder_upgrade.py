@@ -253,21 +253,9 @@ class Watch:
         self._thread.join(10)
 
 
-@pytest.fixture
-def mgr() -> Iterator[sdmanager.UserManager]:
-    try:
-        m = sdmanager.start()
-    except sdmanager.Unavailable as e:
-        pytest.skip(f"no real systemd manager here: {e}")
-    try:
-        yield m
-    finally:
-        m.stop()
-
-
-def test_20_upgrades_under_systemd(mgr: sdmanager.UserManager, rundir: str,
+def test_20_upgrades_under_systemd(user_manager: sdmanager.UserManager, rundir: str,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    m = mgr
+    m = user_manager
     env = unit_env(rundir)
     log = os.path.join(rundir, "log")
     m.write_unit("holder.service", holder_unit(rundir))

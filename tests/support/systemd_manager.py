@@ -25,7 +25,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
+
+import pytest
 
 SYSTEMD = "/lib/systemd/systemd"
 CG_PREFIX = "s6ipc-sd-"
@@ -262,3 +264,16 @@ def start() -> UserManager:
         manager.stop()
         raise
     return manager
+
+
+@pytest.fixture
+def user_manager() -> Iterator[UserManager]:
+    """A fresh manager for one test (skipped, with the exact reason, where none can run)."""
+    try:
+        m = start()
+    except Unavailable as e:
+        pytest.skip(f"no real systemd manager here: {e}")
+    try:
+        yield m
+    finally:
+        m.stop()
