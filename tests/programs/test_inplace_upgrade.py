@@ -288,6 +288,14 @@ def test_live_view_and_status_program(sockdir: str, handler: str,
 
     documents = [json.loads(ln) for ln in as_json.stdout.decode().splitlines()]
     assert pid in [d["pid"] for d in documents]
+    if os.geteuid() == 0:  # another uid is refused by the daemon (SO_PEERCRED)
+        uid, gid = nobody_ids()
+        other = subprocess.run([*ours("status"), str(pid)], capture_output=True, timeout=20,
+                               user=uid, group=gid)
+        assert other.returncode == 1
+        why = f"uid {uid} may not read the live view of ipcserverd (only root and uid 0)"
+        assert other.stderr.decode() == \
+            f"status: fatal: unable to read the live view of pid {pid} ({why}): Permission denied\n"
     for ex in held:
         ex.finish()
     missing = subprocess.run([*ours("status"), "1"], capture_output=True, timeout=20)
