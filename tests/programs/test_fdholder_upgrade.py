@@ -36,7 +36,7 @@ from s6ipc import liveview
 from s6ipc.fdholder import protocol
 from tests.support import systemd_manager as sdmanager
 from tests.support.fdholder import Raw
-from tests.support.processes import S6IPC, requires_root
+from tests.support.processes import S6IPC, requires_root, theirs
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
 from tests.support.s6 import Scan, write_service
 
@@ -471,3 +471,26 @@ def test_sd_notify_says_reloading_then_ready_and_never_mainpid(rundir: str, copy
     assert ready == "READY=1"
     assert [m.split("\n")[0] for m in failed] == ["RELOADING=1", "READY=1"]
     assert not any("MAINPID" in m for m in [reloading, ready, *failed])
+
+
+def test_s6s_own_clients_are_served_across_an_upgrade(rundir: str) -> None:
+    """s6's C clients (s6-fdholder-list, s6-fdholder-retrieve) started right after SIGUSR2 wait in the
+    backlog through the preflight and the exec, and are answered by the new image."""
+    c_list, c_retrieve = theirs("fdholder-list"), theirs("fdholder-retrieve")
+    env = unit_env(rundir)
+    log = os.path.join(rundir, "log")
+    holder = start_ready([os.path.join(UNIT, "holder")], env, log)
+    try:
+        subprocess.run([os.path.join(UNIT, "park")], env=env, check=True, timeout=20)
+        path = os.path.join(rundir, "holder.sock")
+        (ident, (inode, _)), = held(holder.pid).items()
+        holder.send_signal(signal.SIGUSR2)
+        listed = subprocess.Popen([*c_list, path], stdout=subprocess.PIPE)
+        retrieved = subprocess.Popen([*c_retrieve, path, ident, "stat", "-L", "-c", "%i", "/dev/stdin"],
+                                     stdout=subprocess.PIPE)
+        assert listed.communicate(timeout=30)[0].decode().split() == [ident] and listed.returncode == 0
+        assert retrieved.communicate(timeout=30)[0].decode().strip() == str(inode)
+        assert retrieved.returncode == 0
+        assert view(holder.pid)["generation"] == 1  # they were answered by the new image
+    finally:
+        stop(holder)
