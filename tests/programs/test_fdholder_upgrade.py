@@ -13,8 +13,11 @@ units/systemd/s6ipc-fdholder.service, ``systemctl reload``; the unit only ever a
 MainPID unchanged, NRestarts 0).
 
 A broken new version comes from a copy of the package on ``PYTHONPATH`` that the holder runs from:
-broken (a syntax error, a missing dependency), the preflight rejects it and the holder keeps every
-descriptor; broken only where the state is taken over, the new image dies as documented.
+broken (a syntax error, a missing dependency, a state reader that wants what the running version
+does not write), the preflight rejects it and the holder keeps every descriptor; broken only where
+the state meets the real descriptors, the new image dies as documented (one line, exit 111). Also:
+the live view's content and who may read it, sd_notify around upgrades, s6's own C clients served
+across one.
 """
 
 from __future__ import annotations
