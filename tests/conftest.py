@@ -10,7 +10,9 @@ from typing import Callable, Iterator, List, Optional, Sequence
 import pytest
 
 from tests.support.processes import C_SOURCES, IMPLEMENTATIONS, Client, RunningServer, run
+from tests.support.restart_load import rundir  # noqa: F401  (the restart harness's run directory)
 from tests.support.s6 import scan  # noqa: F401  (the s6 supervision tree fixture)
+from tests.support.systemd_manager import user_manager  # noqa: F401  (a real systemd manager)
 
 
 @pytest.fixture(params=["ours", "s6"])

@@ -59,9 +59,14 @@ def reexec_argv(program: str, args: Sequence[str]) -> List[str]:
     return installed_prefix() + [program] + list(args)
 
 
-def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT) -> Optional[str]:
+def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT,
+              state: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """Run ``s6ipc preflight PROGRAM ARGS…`` from the installed code; None if the new code can start,
     else the one-line reason it cannot (the child's last line on stderr, or how it ended).
+
+    With *state* (JSON-serialisable: what would be handed over now, descriptor numbers included),
+    the child gets it as JSON on its stdin, so that the program's ``preflight`` can check that the
+    new code reads it (:func:`preflight_state`); without, its stdin is /dev/null.
 
     Blocks the caller until the child exits (clients meanwhile wait in the listening backlog).
     Never raises for what the child does; a child that cannot even be started is a reason too.
@@ -69,10 +74,15 @@ def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_T
     import subprocess  # here, not at import: the daemons' start-up path stays light
 
     argv = installed_prefix() + ["preflight", program] + list(args)
+    data = None
+    if state is not None:
+        import json
+
+        data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, close_fds=True,
-                              restore_signals=True)
+        done = subprocess.run(argv, input=data, stdin=subprocess.DEVNULL if data is None else None,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                              close_fds=True, restore_signals=True)
     except subprocess.TimeoutExpired:
         return f"{' '.join(argv[:3])} did not finish within {timeout:g} s"
     except OSError as e:
@@ -83,6 +93,23 @@ def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_T
     code = done.returncode
     ending = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     return f"{lines[-1].strip()} ({ending})" if lines else ending
+
+
+def preflight_state() -> Optional[Dict[str, Any]]:
+    """In the preflight child: the state the daemon gave :func:`preflight`, or None.
+
+    Raises ValueError when stdin holds something that is not a JSON object.
+    """
+    import json
+    import sys
+
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    if not data:
+        return None
+    state = json.loads(data)
+    if not isinstance(state, dict):
+        raise ValueError("the preflight state is not a JSON object")
+    return state
 
 
 def check_program(program: str, args: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.peers import ask
 from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, wait_listening
-from tests.support.s6 import Scan
+from tests.support.s6 import Scan, write_service
 
 DAEMON = os.path.join(SUPPORT, "notify_daemon.py")
 
@@ -28,13 +28,8 @@ pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
 
 
 def bridged_service(scan: Scan, client: str, sock: str, delay: float = 0.5) -> None:
-    source = os.path.join(scan.base, "src-" + client)
-    os.makedirs(source)
-    with open(os.path.join(source, "run"), "w") as f:
-        f.write(f"#!/bin/sh\nexec {S6IPC} sdnotify-bridge {VENV_PYTHON} {DAEMON} {client} {sock} {delay}\n")
-    os.chmod(os.path.join(source, "run"), 0o755)
-    with open(os.path.join(source, "notification-fd"), "w") as f:
-        f.write("3\n")
+    run = f"exec {S6IPC} sdnotify-bridge {VENV_PYTHON} {DAEMON} {client} {sock} {delay}\n"
+    source = write_service(os.path.join(scan.base, "src-" + client), run, notification_fd=3)
     scan.add(client, source, {})
 
 

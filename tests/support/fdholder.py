@@ -169,3 +169,27 @@ class Impls:
         if self.impl == "ours":
             return [os.path.join(self.links, "s6-" + name)]
         return theirs(name)
+
+
+class Quiet:
+    """A log that keeps its lines (for in-process daemons)."""
+
+    def __init__(self) -> None:
+        self.lines: List[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append("info: " + text)
+
+    def warn(self, text: str) -> None:
+        self.lines.append("warning: " + text)
+
+    def error(self, text: str) -> None:
+        self.lines.append("error: " + text)
+
+
+def listening(path: str) -> int:
+    """A listening Unix stream socket bound at *path*: its descriptor (the caller's)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    return listener.detach()

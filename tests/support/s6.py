@@ -56,6 +56,20 @@ def processes_under(base: str) -> List[int]:
     return found
 
 
+def write_service(directory: str, run: str, notification_fd: Optional[int] = None) -> str:
+    """A service directory: an executable ``run`` holding *run* (a shell script's body after the
+    ``#!/bin/sh`` line), and ``notification-fd`` when given. Returns *directory*."""
+    os.makedirs(directory)
+    path = os.path.join(directory, "run")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + run)
+    os.chmod(path, 0o755)
+    if notification_fd is not None:
+        with open(os.path.join(directory, "notification-fd"), "w") as f:
+            f.write(f"{notification_fd}\n")
+    return directory
+
+
 class Scan:
     """``s6-svscan`` running over ``BASE/scan``."""
 

@@ -25,7 +25,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
+
+import pytest
 
 SYSTEMD = "/lib/systemd/systemd"
 CG_PREFIX = "s6ipc-sd-"
@@ -272,3 +274,16 @@ def start_or_skip() -> UserManager:
         return start()
     except Unavailable as e:
         pytest.skip(f"no real systemd manager here: {e}")
+
+
+@pytest.fixture
+def user_manager() -> Iterator[UserManager]:
+    """A fresh manager for one test (skipped, with the exact reason, where none can run)."""
+    try:
+        m = start()
+    except Unavailable as e:
+        pytest.skip(f"no real systemd manager here: {e}")
+    try:
+        yield m
+    finally:
+        m.stop()

@@ -19,8 +19,11 @@ Some facts about s6-fdholderd (2.11.3.2) and the kernel that this loop reproduce
   reused descriptor number.
 * **Signals**: SIGTERM starts the lameduck (no more accepting, exit as soon as no client has
   pending I/O, or when the ``-T`` deadline passes); SIGHUP re-reads a cdb (keeping the old one
-  if that fails). CPython's C handler writes each signal number to the wakeup pipe at once; the
-  loop reads them from there, between requests.
+  if that fails). SIGUSR2 (only with an :class:`Upgrader`; s6 dies on it) upgrades in place: once
+  the new code passed its preflight, the loop drains like a lameduck (no accepting, finish the I/O
+  in progress, at most :data:`UPGRADE_DRAIN`), then the upgrader re-executes the process, handing
+  over the store and the idle clients (see fdholder/inplace.py). CPython's C handler writes each
+  signal number to the wakeup pipe at once; the loop reads them from there, between requests.
 * **Exit status** is a bit mask: 1 if descriptors are still held, 2 if clients are still
   connected.
 * **Running out of descriptors**: ``accept`` failing with EMFILE/ENFILE makes s6 die; here the
@@ -40,7 +43,7 @@ import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 
 from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
@@ -64,6 +67,8 @@ _ACCEPT_BURST = 16
 _MAX_POLL_MS = 3_600_000
 #: How long the rest of a message may take to arrive once its first bytes did (s6 allows no time).
 PARTIAL_GRACE = 1.0
+#: How long an upgrade waits for clients in the middle of a request before it drops them.
+UPGRADE_DRAIN = 2.0
 
 RETRIEVE_VAR = "S6_FDHOLDER_RETRIEVE_REGEX"
 STORE_VAR = "S6_FDHOLDER_STORE_REGEX"
@@ -200,6 +205,37 @@ class FdStore:
         for entry in list(self.entries()):
             self.remove(entry)
 
+    def to_state(self) -> Dict[str, Any]:
+        """The store as JSON data for an in-place upgrade: every slot in order (None when free),
+        each entry's id (hex), limit (label, nano) and descriptor number; the free-slot stack."""
+        slots = [None if e is None else {"id": e.id.hex(), "limit": [e.limit.sec, e.limit.nano],
+                                         "fd": e.held.fd} for e in self._slots]
+        return {"slots": slots, "free": list(self._free)}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any]) -> FdStore:
+        """The store :meth:`to_state` described, holding the same descriptor numbers (which must
+        be open). Raises ValueError (or KeyError/TypeError) when *state* is not such a description."""
+        store = cls()
+        free = [int(s) for s in state["free"]]
+        for slot, item in enumerate(state["slots"]):
+            if item is None:
+                store._slots.append(None)
+                continue
+            sec, nano = (int(x) for x in item["limit"])
+            entry = Entry(slot, bytes.fromhex(item["id"]), tai.Tain(sec, nano), HeldFd(int(item["fd"])))
+            if entry.id in store._by_id:
+                raise ValueError(f"id {entry.id!r} held twice")
+            store._slots.append(entry)
+            store._by_id[entry.id] = entry
+            store._limits[entry.limit] = store._limits.get(entry.limit, 0) + 1
+            store._seq += 1
+            heapq.heappush(store._heap, (entry.limit, store._seq, entry))
+        if sorted(free) != [i for i, e in enumerate(store._slots) if e is None]:
+            raise ValueError("free slots do not match the empty ones")
+        store._free = free
+        return store
+
 
 # -- clients ----------------------------------------------------------------------------------
 @dataclass(eq=False)
@@ -212,6 +248,9 @@ class Client:
     dumping: int = 0
     events: int = 0
     partial_deadline: Optional[float] = None  # monotonic: a started message must be complete by then
+    uid: int = -1  # the peer's, from SO_PEERCRED (for the live view)
+    gid: int = -1
+    since: float = 0.0  # monotonic: when it connected
 
     def next_deadline(self) -> Optional[float]:
         if self.deadline is None:
@@ -263,15 +302,28 @@ class DaemonConfig:
 Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
 
 
+class Upgrader(Protocol):
+    """What SIGUSR2 runs (see fdholder/inplace.py): a check of the new code, then the exec."""
+
+    def preflight(self, daemon: FdHolderDaemon) -> Optional[str]:
+        """Check that the new code can start: None if it can, else why not (one line)."""
+        ...
+
+    def replace(self, daemon: FdHolderDaemon) -> str:
+        """Re-execute the process with the daemon's state; returns only if that failed: why."""
+        ...
+
+
 class FdHolderDaemon:
     """The daemon's state and loop. :meth:`start` checks fd 0 and prepares (raising s6's fatal
     errors), :meth:`serve` runs until the lameduck ends and returns the exit status.
 
     *clock* gives the time for deadlines, back-off and expiry (tests move it instead of sleeping).
+    With an *upgrader*, SIGUSR2 upgrades the daemon in place (without, it kills it, as in s6).
     """
 
     def __init__(self, config: DaemonConfig, log: Log, listen_fd: int = 0, *,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, upgrader: Optional[Upgrader] = None) -> None:
         config.normalise()
         self.config = config
         self.log = log
@@ -288,14 +340,28 @@ class FdHolderDaemon:
         self._listener: Optional[socket.socket] = None
         self._listening = False
         self._backoff = AcceptBackoff()
+        self.upgrader = upgrader
+        self._watched: Dict[int, Callable[[int], None]] = {}
+        #: Set while an upgrade drains the clients: when it gives up waiting for them (monotonic).
+        self.upgrade_deadline: Optional[float] = None
 
     # -- start-up -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness."""
+    def start(self, state: Optional[Dict[str, Any]] = None, *,
+              before_ready: Optional[Callable[[], None]] = None) -> None:
+        """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness.
+        *before_ready* runs just before readiness: where a program makes descriptors of its own
+        (a status socket), once fds 0 and 1 are settled and before any client can see it ready.
+
+        With *state* (an in-place upgrade: :meth:`to_state` of the previous image), fd 1 is left
+        alone — the readiness newline was written by the first image, and fd 1 may now be a held
+        descriptor — and the state is taken over (:meth:`restore`) instead.
+        """
         check_socket(self.listen_fd)
-        claim_notification_fd(self.config.notify)
+        if state is None:
+            claim_notification_fd(self.config.notify)
         try:
-            self._selfpipe = SelfPipe((signal.SIGTERM, signal.SIGHUP))
+            signals = (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGUSR2,) if self.upgrader else ())
+            self._selfpipe = SelfPipe(signals)
         except OSError as e:
             raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
         self._poller.register(self._selfpipe.fileno(), select.POLLIN)
@@ -306,7 +372,11 @@ class FdHolderDaemon:
             self.rules = rules_from_dir(self.config.rules_dir, never_block=True)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
         self._listener.setblocking(False)
-        if self.config.notify:
+        if state is not None:
+            self.restore(state)
+        if before_ready is not None:
+            before_ready()
+        if state is None and self.config.notify:
             write_newline(1)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -327,6 +397,8 @@ class FdHolderDaemon:
         now = self.clock.monotonic()
         self.store.expire(tai.from_unix_ns(self.clock.wall_ns()))
         self._drop_late_clients(now)
+        if self.upgrade_deadline is not None:
+            self._upgrade_when_drained(now)
         if not self.running:
             if self._lameduck_deadline is not None and now >= self._lameduck_deadline:
                 return False
@@ -355,13 +427,26 @@ class FdHolderDaemon:
         if listener is not None:
             listener.detach()
 
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Poll *fd* too (a status socket…); *on_event(mask)* is called from the loop when it is
+        readable. The descriptor stays the caller's."""
+        self._watched[fd] = on_event
+        self._poller.register(fd, select.POLLIN)
+
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial
+
+    @property
+    def _open(self) -> bool:
+        """Whether new connections and new requests are taken (neither lameduck nor upgrade)."""
+        return self.running and self.upgrade_deadline is None
 
     def _poll_timeout(self, now: float) -> Optional[int]:
         deadlines = [d for d in (c.next_deadline() for c in self.clients.values()) if d is not None]
         if not self.running and self._lameduck_deadline is not None:
             deadlines.append(self._lameduck_deadline)
+        if self.upgrade_deadline is not None:
+            deadlines.append(self.upgrade_deadline)
         if self._backoff and not self._listening:
             deadlines.append(self._backoff.until)
         seconds: Optional[float] = None
@@ -376,7 +461,7 @@ class FdHolderDaemon:
         return max(0, min(_MAX_POLL_MS, int(seconds * 1000) + 1))
 
     def _update_interest(self, now: float) -> None:
-        want_listen = (self.running and len(self.clients) < self.config.maxconn
+        want_listen = (self._open and len(self.clients) < self.config.maxconn
                        and not self._backoff.waiting(now))
         if want_listen != self._listening:
             if want_listen:
@@ -386,7 +471,7 @@ class FdHolderDaemon:
             self._listening = want_listen
         for c in self.clients.values():
             events = 0
-            if c.outbox.size < OUTBOX_HIGH and (self.running or c.decoder.partial):
+            if c.outbox.size < OUTBOX_HIGH and (self._open or c.decoder.partial):
                 events |= select.POLLIN
             if c.outbox:
                 events |= select.POLLOUT
@@ -409,6 +494,8 @@ class FdHolderDaemon:
             elif fd == self.listen_fd:
                 if self._listening:
                     accept = True
+            elif fd in self._watched:
+                self._watched[fd](mask)
             else:
                 c = self.clients.get(fd)
                 if c is None:
@@ -417,7 +504,7 @@ class FdHolderDaemon:
                     continue
                 if mask & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     self._read(c)
-        if accept and self.running:
+        if accept and self._open:
             self._accept()
 
     def _drop_late_clients(self, now: float) -> None:
@@ -438,6 +525,69 @@ class FdHolderDaemon:
                     self.rules.reload()
                 except SystemFailure:
                     pass
+            elif signo == signal.SIGUSR2 and self.upgrader and self.upgrade_deadline is None:
+                problem = self.upgrader.preflight(self)
+                if problem is None:
+                    self.upgrade_deadline = self.clock.monotonic() + UPGRADE_DRAIN
+                else:
+                    self.log.warn(f"unable to upgrade in place: {problem}")
+
+    # -- in-place upgrade -------------------------------------------------------------------------
+    def to_state(self) -> Dict[str, Any]:
+        """What an in-place upgrade hands over, as JSON data: the store (:meth:`FdStore.to_state`),
+        the clients (descriptor, deadline, setdump in progress, connection time: only idle ones are
+        left by then) and
+        the lameduck. Deadlines are monotonic times, which mean the same after an exec. The options
+        and the rules are not in it: the new image has the same command line and re-reads the rules."""
+        clients = [{"fd": c.fd, "deadline": c.deadline, "dumping": c.dumping, "since": c.since}
+                   for c in self.clients.values()]
+        return {"store": self.store.to_state(), "clients": clients,
+                "lameduck": {"running": self.running, "deadline": self._lameduck_deadline}}
+
+    def descriptors(self) -> List[int]:
+        """Every descriptor the state refers to: the listening socket, the held ones, the clients'."""
+        return [self.listen_fd, *(e.held.fd for e in self.store.entries()), *self.clients]
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        """Take over what :meth:`to_state` described, after :meth:`start` (rules read, fd 0
+        checked). The descriptors become close-on-exec again. A client is checked against the
+        rules again (its rights may have changed); a refused one is closed.
+
+        Raises ValueError (KeyError, TypeError) if *state* is malformed or names a closed descriptor.
+        """
+        parsed = parse_state(state)
+        for fd in [e.held.fd for e in parsed.store.entries()] + [c.fd for c in parsed.clients]:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError as e:
+                raise ValueError(f"descriptor {fd}: {os.strerror(e.errno or errno.EBADF)}") from None
+        self.store = parsed.store
+        for carried in parsed.clients:
+            sock = socket.socket(fileno=carried.fd)
+            sock.setblocking(False)
+            client = self._welcome(sock)
+            if client is None:
+                sock.close()
+                continue
+            client.deadline = carried.deadline
+            client.dumping = carried.dumping
+            client.since = carried.since
+            self.clients[carried.fd] = client
+        self.running = parsed.running
+        self._lameduck_deadline = parsed.lameduck_deadline
+
+    def _upgrade_when_drained(self, now: float) -> None:
+        """Once no client is in the middle of a request (or the drain deadline passed: those still
+        busy are dropped), let the upgrader exec; if it returns, keep serving."""
+        assert self.upgrader is not None and self.upgrade_deadline is not None
+        busy = [c for c in self.clients.values() if self._busy(c)]
+        if busy and now < self.upgrade_deadline:
+            return
+        for c in busy:
+            self._drop(c)
+        problem = self.upgrader.replace(self)
+        self.upgrade_deadline = None
+        self.log.warn(f"unable to upgrade in place: {problem}")
 
     # -- connections ------------------------------------------------------------------------------
     def _accept(self) -> None:
@@ -493,8 +643,9 @@ class FdHolderDaemon:
                 self.log.warn(f"invalid {e.variable} value: {e.value}: {e.message}")
                 self.log.warn("unable to parse_env: Success")
             return None
-        deadline = self.clock.monotonic() + self._timeout if self._timeout else None
-        return Client(sock, rights, deadline)
+        now = self.clock.monotonic()
+        deadline = now + self._timeout if self._timeout else None
+        return Client(sock, rights, deadline, uid=uid, gid=gid, since=now)
 
     def _drop(self, c: Client) -> None:
         if c.events:
@@ -654,6 +805,35 @@ class FdHolderDaemon:
             self.store.add(entry.id, entry.limit, fd, unique_limit=False)
         c.dumping -= request.count
         self._answer(c, errno.EAGAIN if c.dumping else 0)
+
+
+class CarriedClient(NamedTuple):
+    fd: int
+    deadline: Optional[float]
+    dumping: int
+    since: float
+
+
+class ParsedState(NamedTuple):
+    """What :meth:`FdHolderDaemon.to_state` wrote, read back (no descriptor touched yet)."""
+
+    store: FdStore
+    clients: List[CarriedClient]
+    running: bool
+    lameduck_deadline: Optional[float]
+
+
+def parse_state(state: Dict[str, Any]) -> ParsedState:
+    """Read a daemon state back without touching a descriptor — what :meth:`FdHolderDaemon.restore`
+    does first, and what an upgrade's preflight runs in the new code against the current state.
+    Raises ValueError (KeyError, TypeError) when this code cannot read *state*."""
+    store = FdStore.from_state(state["store"])
+    clients = [CarriedClient(int(c["fd"]), None if c["deadline"] is None else float(c["deadline"]),
+                             int(c["dumping"]), float(c["since"])) for c in state["clients"]]
+    lameduck = state["lameduck"]
+    deadline = lameduck["deadline"]
+    running = bool(lameduck["running"])
+    return ParsedState(store, clients, running, None if deadline is None else float(deadline))
 
 
 _HANDLERS: Dict[type, Handler] = {

@@ -1,4 +1,7 @@
-"""fdholderd: hold descriptors for clients of the listening socket on fd 0 (s6-fdholderd)."""
+"""fdholderd: hold descriptors for clients of the listening socket on fd 0 (s6-fdholderd).
+
+With ``$NOTIFY_SOCKET`` it also says ``READY=1``; SIGUSR2 upgrades it in place (fdholder/inplace.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,11 @@ import os
 from typing import List, NoReturn
 
 from ..fdholder.daemon import DaemonConfig, FdHolderDaemon
+from ..fdholder.inplace import InPlace, open_live_view, read_state, resume
 from ..messages import Reporter, flush_stdio
 from ..options import getopt, parse_uint
+from ..readiness import Notifier
+from ..upgrade import preflight_state, take_state
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
          "[ -i rulesdir | -x rulesfile ]")
@@ -38,9 +44,25 @@ def parse(args: List[str]) -> DaemonConfig:
     return config
 
 
+def preflight(args: List[str]) -> None:
+    """What ``s6ipc preflight fdholderd ARGS`` checks before an in-place upgrade: the options,
+    and that this code can take over the state of the running holder (given on stdin)."""
+    parse(args).normalise()
+    state = preflight_state()
+    if state is not None:
+        read_state(state)
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    daemon = FdHolderDaemon(parse(args), reporter)
-    daemon.start()
+    config = parse(args)
+    state = take_state()
+    upgrader = InPlace(reporter.name, args, reporter, Notifier.from_environment(unset=False))
+    daemon = FdHolderDaemon(config, reporter, upgrader=upgrader)
+    if state is None:
+        daemon.start(before_ready=lambda: open_live_view(daemon, upgrader, None))
+        upgrader.tell(upgrader.notifier.ready)
+    else:
+        resume(daemon, upgrader, state)
     code = daemon.serve()
     flush_stdio()
     os._exit(code)
