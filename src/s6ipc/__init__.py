@@ -60,7 +60,7 @@ _API = {
     "FdHolderClient": "fdholder.client",
     "HeldDescriptor": "fdholder.client",
     "OperationFailed": "fdholder.client",
-    "FdHolderDaemon": "fdholder.daemon",
+    "FdHolderDaemon": "fdholder.server",
     "Tain": "fdholder.tai",
 }
 

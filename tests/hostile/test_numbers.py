@@ -42,7 +42,7 @@ VETTED = {
     ("cdb.py", "int(a)"), ("cdb.py", "int(b)"),                      # struct-unpacked
     ("environment.py", "int(sig)"),                                  # a signal number
     ("fdholder/client.py", "int(fd_timeout * 1000)"),                # a float
-    ("fdholder/daemon.py", "int(seconds * 1000)"),                   # a float
+    ("fdholder/server.py", "int(seconds * 1000)"),                   # a float
     ("fdholder/protocol.py", "int(_U32.unpack_from(data, pos)[0])"),  # struct-unpacked
     ("options.py", "int(significant or '0', base)"),                 # THE scanner
     ("options.py", "int(text[pos])"),                                # one ASCII digit checked

@@ -329,7 +329,7 @@ BREAKAGES = {
     "missing dependency": ("cdb.py", "\nimport s6ipc_no_such_dependency  # noqa\n",
                            "ModuleNotFoundError: No module named 's6ipc_no_such_dependency'"),
     # a new version that reads the state differently (a key the running one does not write)
-    "state it cannot read": ("fdholder/daemon.py",
+    "state it cannot read": ("fdholder/server.py",
                              "\n\n_old_parse = parse_state\n\n\ndef parse_state(state):\n"
                              "    return _old_parse(state) if state['format2'] else None\n",
                              "KeyError: 'format2'"),
@@ -377,7 +377,7 @@ def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: 
     holder = start_ready([os.path.join(UNIT, "holder")], env, log)
     try:
         subprocess.run([os.path.join(UNIT, "park")], env=env, check=True, timeout=20)
-        _edit(copy, "fdholder/daemon.py", lambda text: text + (
+        _edit(copy, "fdholder/server.py", lambda text: text + (
             "\n\ndef _restore(self, state):\n    raise ValueError('a bug in the new version')\n\n\n"
             "FdHolderDaemon.restore = _restore\n"))
         holder.send_signal(signal.SIGUSR2)

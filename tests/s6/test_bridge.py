@@ -1,7 +1,7 @@
 """sdnotify-bridge: daemons speaking sd_notify (through sdnotify and python-systemd) under s6-supervise.
 
 The run script is ``exec s6ipc sdnotify-bridge DAEMON…`` with ``notification-fd`` 3; the daemons
-(tests/s6/notify_daemon.py) use the real client libraries. ``s6-svwait -U`` must return once the
+(tests/support/notify_daemon.py) use the real client libraries. ``s6-svwait -U`` must return once the
 daemon said READY=1 (after its start-up delay, when it accepts), the daemon must keep the PID
 s6-supervise watches, its later sd_notify sends must keep working (python-systemd raises when the
 socket has gone), and the bridge's helper must go away with the daemon.

@@ -15,7 +15,7 @@ from typing import Iterator, Tuple
 import pytest
 
 from s6ipc.fdholder import protocol, tai
-from s6ipc.fdholder.daemon import DaemonConfig, FdHolderDaemon
+from s6ipc.fdholder.server import DaemonConfig, FdHolderDaemon
 from tests.support.clock import FakeClock
 from tests.support.fdholder import ALL_RIGHTS, Raw, make_rules
 

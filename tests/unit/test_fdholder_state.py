@@ -7,7 +7,7 @@ import os
 import pytest
 
 from s6ipc.fdholder import tai
-from s6ipc.fdholder.daemon import FdStore, RightsError, rights_from_modifs
+from s6ipc.fdholder.server import FdStore, RightsError, rights_from_modifs
 
 T = tai.Tain(0x4000000000000000 + 2_000_000_000, 0)
 

@@ -18,7 +18,7 @@ import pytest
 
 from s6ipc import unixmessage
 from s6ipc.fdholder import protocol, tai
-from s6ipc.fdholder.daemon import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon, FdStore
+from s6ipc.fdholder.server import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon, FdStore
 from tests.support.clock import FakeClock
 from tests.support.fdholder import ALL_RIGHTS, Quiet, Raw, inode, listening, make_rules
 

@@ -12,7 +12,7 @@ memfd state, preflight, what ``execve`` keeps — is in :mod:`s6ipc.upgrade`):
   stops accepting (new clients wait in the listening socket's backlog, which the exec keeps) and
   finishes the I/O in progress — complete requests buffered are answered, a started message is read
   to its end, replies are written out (a descriptor in a reply is then in the client's socket
-  queue, owned by the kernel). That takes at most :data:`~s6ipc.fdholder.daemon.UPGRADE_DRAIN`; a
+  queue, owned by the kernel). That takes at most :data:`~s6ipc.fdholder.server.UPGRADE_DRAIN`; a
   client still in the middle of a message then is dropped (it sees a close and may retry). Every
   other connected client is idle between two messages: its socket is kept across the exec with its
   deadline and its setdump progress, and whatever it sends meanwhile waits in the kernel. The new
@@ -46,7 +46,7 @@ from ..log import Log
 from ..messages import flush_stdio
 from ..readiness import Notifier
 from . import tai
-from .daemon import FdHolderDaemon, ParsedState, parse_state
+from .server import FdHolderDaemon, ParsedState, parse_state
 
 #: What the handed-over JSON says it is (another daemon's state is refused).
 KIND = "fdholderd"
@@ -55,7 +55,7 @@ _HELD_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 
 
 class InPlace:
-    """The :class:`~s6ipc.fdholder.daemon.Upgrader` of the ``fdholderd`` program: re-executes
+    """The :class:`~s6ipc.fdholder.server.Upgrader` of the ``fdholderd`` program: re-executes
     *program* *args* (the command line it was started with) from the code installed now.
 
     *generation* counts the in-place upgrades since the holder started at *started_ns* (wall

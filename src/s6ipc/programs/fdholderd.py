@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..fdholder.daemon import DaemonConfig, FdHolderDaemon
 from ..fdholder.inplace import InPlace, open_live_view, read_state, resume
+from ..fdholder.server import DaemonConfig, FdHolderDaemon
 from ..messages import Reporter, flush_stdio
 from ..options import getopt, parse_uint
 from ..readiness import Notifier
