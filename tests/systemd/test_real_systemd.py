@@ -1,4 +1,4 @@
-"""The shipped units under a real systemd manager started by the test (tests/systemd/manager.py).
+"""The shipped units under a real systemd manager started by the test (tests/support/systemd_manager.py).
 
 What runs: the real ``/lib/systemd/systemd`` as a user manager,
 loaded with units/systemd/* (paths rewritten to this checkout and a temporary directory) plus test

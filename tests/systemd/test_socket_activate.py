@@ -5,7 +5,7 @@
 service — or, with ``--inetd``, with the listening socket on fd 0, or, with ``-a``, per connection.
 The program is our ``systemd-socket`` stage in front of our ``ipcserverd`` or s6's C
 ``s6-ipcserverd``, or our ``ipcserverd`` alone; the same clients must see the same replies.
-Error cases use tests/systemd/passfds.py, which can pass what systemd never would.
+Error cases use tests/support/passfds.py, which can pass what systemd never would.
 """
 
 from __future__ import annotations
