@@ -78,7 +78,16 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
     raw.close()
     cdb = os.path.join(base, "rules.cdb")
     assert run([S6IPC, "accessrules-cdb-from-fs", cdb, rules]).returncode == 0
-    yield {"base": base, "holder": holder.path, "rules": rules, "cdb": cdb, "ino": str(inode(r))}
+    busy = socket.socket(socket.AF_INET6)  # dual-stack: the port is taken on 127.0.0.1 and ::1
+    busy.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    busy.bind(("::", 0))
+    busy.listen(1)  # nobody accepts: a client's connection waits, then is reset at teardown
+    closed = socket.socket()  # bound, not listening: connections to it are refused at once
+    closed.bind(("127.0.0.1", 0))
+    yield {"base": base, "holder": holder.path, "rules": rules, "cdb": cdb, "ino": str(inode(r)),
+           "busy_port": str(busy.getsockname()[1]), "closed_port": str(closed.getsockname()[1])}
+    busy.close()
+    closed.close()
     try:
         got = Raw(holder.path)  # the held descriptor is intact after the whole sweep
         got.send(protocol.encode_retrieve(b"keep", False))
@@ -95,6 +104,10 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
 
 
 Builder = Callable[[st.DrawFn, Dict[str, str]], List[str]]
+
+def _binder(d: st.DrawFn, a: Dict[str, str], ip: str) -> List[str]:
+    return [*options(d, "b"), ip, d(st.sampled_from([a["busy_port"], d(NUMBER)])), "true"]
+
 
 ONE_SHOT: Dict[str, Builder] = {
     "accessrules-cdb-from-fs": lambda d, a: [os.path.join(a["base"], "out.cdb"), a["rules"]],
@@ -117,6 +130,21 @@ ONE_SHOT: Dict[str, Builder] = {
     "ipcserverd": lambda d, a: [*options(d, "vcC"), "true"],
     "sdnotify-bridge": lambda d, a: [*options(d, "dt"), "true"],
     "systemd-socket": lambda d, a: [*options(d, "ba"), "true"],
+    "listen-fds": lambda d, a: [*options(d, "f"), "true"],
+    "listen-pid": lambda d, a: ["true"],
+    "status": lambda d, a: [*d(st.sampled_from([[], ["-j"]])), d(NUMBER)],
+    "systemd-accept": lambda d, a: ["true"],
+    "tcpclient": lambda d, a: [*options(d, "tTp"), "127.0.0.1", a["closed_port"], "true"],
+    "tcpserver-access": lambda d, a: [*options(d, "vt"), "-x", a["cdb"], "true"],
+    # the wrappers and binders on a port already bound in the area: they stop at the bind
+    "tcpserver-socketbinder": lambda d, a: _binder(d, a, "127.0.0.1"),
+    "tcpserver4-socketbinder": lambda d, a: _binder(d, a, "127.0.0.1"),
+    "tcpserver6-socketbinder": lambda d, a: _binder(d, a, "::1"),
+    "tcpserver": lambda d, a: [*options(d, "cCb"), "127.0.0.1", a["busy_port"], "true"],
+    "tcpserver4": lambda d, a: [*options(d, "cCb"), "127.0.0.1", a["busy_port"], "true"],
+    "tcpserver6": lambda d, a: [*options(d, "cCb"), "::1", a["busy_port"], "true"],
+    **{name: lambda d, a: [*options(d, "vcC"), "true"]
+       for name in ("tcpserverd", "tcpserver4d", "tcpserver6d")},
 }
 DAEMONS = ["ipcserver", "fdholder-daemon"]
 

@@ -15,7 +15,10 @@ from typing import List, NoReturn
 from ..errors import Refused
 from ..liveview import Document, find_daemons, query, render
 from ..messages import Reporter, flush_stdio, write_stdout
-from ..options import UsageError, getopt
+from ..options import UsageError, getopt, scan_magnitude
+
+#: The largest pid Linux hands out (``/proc/sys/kernel/pid_max`` is at most 2**22).
+PID_MAX = 2**22
 
 USAGE = "[ -j ] pid|name"
 
@@ -23,8 +26,11 @@ USAGE = "[ -j ] pid|name"
 def documents(target: str) -> List[Document]:
     """The live views *target* (a pid or a program name) names. Raises :class:`Refused` (ESRCH)
     when there is none, and what :func:`s6ipc.liveview.query` raises."""
-    if target.isdigit():
-        return [query(int(target))]
+    if target.isascii() and target.isdigit():
+        pid = scan_magnitude(target, 10, PID_MAX)
+        if pid is None:  # no process can have it
+            raise Refused(f"find a live view of pid {target}", errno.ESRCH)
+        return [query(pid)]
     daemons = find_daemons(program=target)
     if not daemons:
         raise Refused(f"find a running {target} with a live view", errno.ESRCH)
