@@ -1,7 +1,8 @@
 """Chain loading: how one stage hands the process to the rest of its command line.
 
-s6 stages ``execve`` into the next one. When the next stage is one of ours, named with the prefix
-:func:`own_prefix` returns, we run it *in this process* instead: same PID, same descriptors, same
+s6 stages ``execve`` into the next one. When the next stage is one of ours, in any spelling (``s6ipc NAME``,
+an ``s6-NAME`` link found through PATH, a path to either: see :mod:`s6ipc.programs.entry`), we run
+it *in this process* instead: same PID, same descriptors, same
 environment (``os.environ`` is what an exec would pass), same ids — the observable result of an
 exec — but without paying for a new Python interpreter at every link (about 20 ms each). What a
 stage must do to make this indistinguishable from an exec: close the close-on-exec descriptors it
@@ -25,32 +26,12 @@ from ..execution import exec_argv, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
-
-
-def own_prefix() -> List[str]:
-    """The argv prefix that names this toolkit's stages in a chain, usable without activating a venv.
-
-    It is the ``s6ipc`` console script next to the running interpreter when there is one (a venv
-    or an installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
-    """
-    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "s6ipc"]
+from .entry import own_prefix, own_program, program_name
 
 
 def stage(name: str, style: str) -> List[str]:
     """The argv words naming our program *name*, in the naming *style* of the caller (``s6-`` or ``""``)."""
     return own_prefix() + [style + name]
-
-
-def program_name(word: str) -> Optional[str]:
-    """The program a dispatch word names (``ipcserverd`` or ``s6-ipcserverd``), or None."""
-    if word in PROGRAMS:
-        return word
-    if word.startswith("s6-") and word[3:] in PROGRAMS:
-        return word[3:]
-    return None
 
 
 def run_program(word: str, args: Sequence[str]) -> NoReturn:
@@ -89,11 +70,10 @@ def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:
     Never returns; an exec failure is reported as ``unable to exec NAME`` (exit 126/127).
     """
     flush_stdio()
-    prefix = own_prefix()
-    n = len(prefix)
-    if len(argv) > n and list(argv[:n]) == prefix and program_name(argv[n]) is not None:
+    ours = own_program(argv)
+    if ours is not None:
         sys.argv = list(argv)
-        run_program(argv[n], argv[n + 1 :])
+        run_program(*ours)
     restore_default_signals()
     try:
         exec_argv(argv)

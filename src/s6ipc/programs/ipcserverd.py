@@ -28,7 +28,7 @@ from ..options import UsageError, getopt, parse_uint
 from ..readiness import Notifier, Readiness
 from ..server import ConnectionPolicy, Server, ServerConfig
 from ..sockets import local_path
-from .chain import own_prefix, program_name
+from .entry import own_program, program_name
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -53,44 +53,26 @@ def parse(args: List[str]) -> ServerConfig:
     return config
 
 
-def _names_us(word: str, entry: str) -> bool:
-    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate) == os.path.realpath(entry)
-    return False
-
-
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` where S6IPC is
-    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file, with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
+    Applies when prog runs our ipcserver-access in any spelling (``s6ipc ipcserver-access``, an
+    ``s6-ipcserver-access`` link, a path to either: :func:`~s6ipc.programs.entry.own_program`),
+    with valid options and ``-p`` (with ``-P`` the program would only fail, which it then does
+    itself). See :mod:`s6ipc.access` for what the fast path guarantees.
     """
-    prefix = own_prefix()
-    argv = config.argv
-    if argv[: len(prefix)] == prefix:
-        n = len(prefix)
-    elif len(prefix) == 1 and _names_us(argv[0], prefix[0]):
-        n = 1
-    else:
-        return None
-    if not config.lookup or len(argv) <= n or program_name(argv[n]) != "ipcserver-access":
+    ours = own_program(config.argv)
+    if not config.lookup or ours is None or program_name(ours[0]) != "ipcserver-access":
         return None
     from ..access import FastAccess, parse_options
 
+    word, args = ours
     try:
-        options = parse_options(argv[n + 1 :])
+        options = parse_options(args)
     except UsageError:
         return None
     standin = Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if config.verbosity >= 2 else None
-    return FastAccess(options, Reporter(argv[n]), Spawner(argv), standin)
+    return FastAccess(options, Reporter(word), Spawner(config.argv), standin)
 
 
 def take_listening_socket(reporter: Reporter) -> None:
