@@ -1,7 +1,9 @@
 """`make bench`: s6ipc against Debian's s6 C programs, same handler, same load, same run.
 
-For each case (plain chain; access control once ipcserver-access exists) both servers run side by
-side; a C closed-loop client (loadgen.c) drives one then the other, alternating the order every
+For each case (plain chain; access control) the servers run side by side — ours spelled
+``s6ipc NAME``, s6's C chain, and in the access case also s6's unchanged command line
+(``s6-ipcserver … s6-ipcserver-access …``) run through ``s6ipc links`` with the link directory first
+in PATH; a C closed-loop client (loadgen.c) drives one then the other, alternating the order every
 round, and we report conn/s, p50/p99 latency, idle single-connection latency, the CPU each side
 spends per connection (daemon, its children, the client), exec→ready time of the whole chain
 (until the ``-1`` newline) and the daemon's idle RSS before and after 100 000 connections.
@@ -64,11 +66,11 @@ def machine_line() -> str:
 class Daemon:
     """A server chain started with -1; its pid is the accept daemon (same PID through the chain)."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> None:
         r, w = os.pipe()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL
+            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL, env=env
         )
         os.close(w)
         data = b""
@@ -120,50 +122,40 @@ def load(path: str, concurrency: int, seconds: float) -> Dict[str, float]:
     return result
 
 
-def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dict[str, List[str]]:
+#: The directory of ``s6ipc links`` (set by main) and the environment of the servers using it.
+LINKS = os.path.join(BUILD, "links")
+LINKS_ENV = {"PATH": f"{LINKS}:/usr/bin:/bin"}
+
+
+def chains(case: str, sock: Dict[str, str], rules: Optional[str]) -> Dict[str, List[str]]:
+    """The command line of each server of *case*, by column name (sockets from *sock*, same keys)."""
     if case == "plain":
         return {
-            "s6ipc": [S6IPC, "ipcserver", "-1", "-c", "1000", sock_ours, HANDLER],
-            "s6": ["/usr/bin/s6-ipcserver", "-1", "-c", "1000", sock_s6, HANDLER],
+            "s6ipc": [S6IPC, "ipcserver", "-1", "-c", "1000", sock["s6ipc"], HANDLER],
+            "s6": ["/usr/bin/s6-ipcserver", "-1", "-c", "1000", sock["s6"], HANDLER],
         }
     assert rules is not None
+    access = ["-v0", "-i", rules, HANDLER]
     return {
-        "s6ipc": [
-            S6IPC,
-            "ipcserver",
-            "-1",
-            "-c",
-            "1000",
-            sock_ours,
-            S6IPC,
-            "ipcserver-access",
-            "-v0",
-            "-i",
-            rules,
-            HANDLER,
-        ],
-        "s6": [
-            "/usr/bin/s6-ipcserver",
-            "-1",
-            "-c",
-            "1000",
-            sock_s6,
-            "/usr/bin/s6-ipcserver-access",
-            "-v0",
-            "-i",
-            rules,
-            HANDLER,
-        ],
+        "s6ipc": [S6IPC, "ipcserver", "-1", "-c", "1000", sock["s6ipc"], S6IPC, "ipcserver-access", *access],
+        "links": ["s6-ipcserver", "-1", "-c", "1000", sock["links"], "s6-ipcserver-access", *access],
+        "s6": ["/usr/bin/s6-ipcserver", "-1", "-c", "1000", sock["s6"], "/usr/bin/s6-ipcserver-access",
+               *access],
     }
+
+
+def start_server(name: str, argv: Sequence[str]) -> "Daemon":
+    """A server; the ``links`` one runs with the link directory first in PATH."""
+    return Daemon(argv, LINKS_ENV if name == "links" else None)
 
 
 def run_case(
     case: str, rounds: int, seconds: float, concurrency: int, workdir: str
 ) -> Dict[str, Dict[str, float]]:
-    socks = {"s6ipc": os.path.join(workdir, f"{case}-py"), "s6": os.path.join(workdir, f"{case}-s6")}
+    socks = {name: os.path.join(workdir, f"{case}-{name}") for name in ("s6ipc", "links", "s6")}
     rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
-    argvs = chains(case, socks["s6ipc"], socks["s6"], rules)
-    daemons = {name: Daemon(argv) for name, argv in argvs.items()}
+    argvs = chains(case, socks, rules)
+    daemons = {name: start_server(name, argv) for name, argv in argvs.items()}
     try:
         for name in daemons:
             load(socks[name], concurrency, 0.5)
@@ -201,12 +193,15 @@ def run_case(
 
 def ready_times(workdir: str, repeats: int = 10) -> Dict[str, float]:
     result = {}
-    for name in ("s6ipc", "s6"):
+    for name in ("s6ipc", "links", "s6"):
         times = []
         for i in range(repeats):
             sock = os.path.join(workdir, f"ready-{name}-{i}")
-            argv = chains("plain", sock, sock, None)[name]
-            d = Daemon(argv)
+            if name == "links":  # s6's plain chain, stage by stage, on the links
+                argv = ["s6-ipcserver-socketbinder", sock, "s6-ipcserverd", "-1", "-c", "1000", HANDLER]
+            else:
+                argv = chains("plain", {"s6ipc": sock, "s6": sock}, None)[name]
+            d = start_server(name, argv)
             times.append(d.ready_after * 1000)
             d.stop()
         result[name] = statistics.median(times)
@@ -218,7 +213,7 @@ def rss_growth(workdir: str, total: int, concurrency: int) -> Dict[str, Tuple[in
     result = {}
     for name in ("s6ipc", "s6"):
         sock = os.path.join(workdir, f"rss-{name}")
-        d = Daemon(chains("plain", sock, sock, None)[name])
+        d = Daemon(chains("plain", {"s6ipc": sock, "s6": sock}, None)[name])
         try:
             time.sleep(0.2)
             start = d.rss_kb()
@@ -245,14 +240,8 @@ def main() -> int:
         print("bench: fatal: Debian's s6 is not installed (apt-get install s6 execline)", file=sys.stderr)
         return 111
     build()
+    subprocess.run([S6IPC, "links", LINKS], check=True)
     cases = ["plain", "access"] if args.case == "all" else [args.case]
-    if (
-        "access" in cases
-        and subprocess.run([S6IPC, "list"], capture_output=True, text=True).stdout.find("ipcserver-access")
-        < 0
-    ):
-        print("bench: warning: s6ipc has no ipcserver-access yet: skipping the access case", file=sys.stderr)
-        cases.remove("access")
     report: Dict[str, object] = {
         "machine": machine_line(),
         "rounds": args.rounds,
@@ -265,12 +254,13 @@ def main() -> int:
         for case in cases:
             summary = run_case(case, args.rounds, args.seconds, args.concurrency, workdir)
             report[case] = summary
-            ours, theirs = summary["s6ipc"], summary["s6"]
+            names = list(summary)
+            ours = [n for n in names if n != "s6"]
             print(
                 f"\n## {case}: {args.rounds} alternating rounds of {args.seconds}s, "
                 f"{args.concurrency} closed-loop clients"
             )
-            print(f"{'':22}{'s6ipc':>12}{'s6':>12}{'ratio':>10}")
+            print(f"{'':22}" + "".join(f"{n:>12}" for n in names) + "".join(f"{n + '/s6':>12}" for n in ours))
             for key, label in (
                 ("conn_s", "conn/s"),
                 ("p50_us", "p50 latency us"),
@@ -281,13 +271,15 @@ def main() -> int:
                 ("client_us", "client CPU us/conn"),
                 ("failures", "failed connections"),
             ):
-                ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
-                print(f"{label:22}{ours[key]:12.1f}{theirs[key]:12.1f}{ratio:10.2f}")
+                theirs = summary["s6"][key]
+                ratios = [summary[n][key] / theirs if theirs else float("nan") for n in ours]
+                print(f"{label:22}" + "".join(f"{summary[n][key]:12.1f}" for n in names)
+                      + "".join(f"{r:12.2f}" for r in ratios))
         ready = ready_times(workdir)
         report["ready_ms"] = ready
         print(
-            f"\nexec -> ready (-1 newline), median of 10: "
-            f"s6ipc {ready['s6ipc']:.1f} ms, s6 {ready['s6']:.1f} ms"
+            f"\nexec -> ready (-1 newline), median of 10: s6ipc {ready['s6ipc']:.1f} ms, "
+            f"socketbinder -> ipcserverd on links {ready['links']:.1f} ms, s6 {ready['s6']:.1f} ms"
         )
         if args.rss_connections:
             rss = rss_growth(workdir, args.rss_connections, args.concurrency)
