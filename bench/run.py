@@ -144,7 +144,7 @@ def chains(case: str, sock: Dict[str, str], rules: Optional[str]) -> Dict[str, L
     }
 
 
-def start_server(name: str, argv: Sequence[str]) -> "Daemon":
+def start_server(name: str, argv: Sequence[str]) -> Daemon:
     """A server; the ``links`` one runs with the link directory first in PATH."""
     return Daemon(argv, LINKS_ENV if name == "links" else None)
 

@@ -50,7 +50,8 @@ def spellings(d: str) -> Dict[str, Tuple[List[str], List[str], str]]:
         "s6ipc NAME": ([S6IPC, "ipcserver"], [S6IPC, "ipcserver-access"], "ipcserver-access"),
         "s6ipc s6-NAME": ([S6IPC, "s6-ipcserver"], [S6IPC, "s6-ipcserver-access"], "s6-ipcserver-access"),
         "links on PATH": (["s6-ipcserver"], ["s6-ipcserver-access"], "s6-ipcserver-access"),
-        "paths to links": ([f"{d}/bin/s6-ipcserver"], [f"{d}/bin/s6-ipcserver-access"], "s6-ipcserver-access"),
+        "paths to links": ([f"{d}/bin/s6-ipcserver"], [f"{d}/bin/s6-ipcserver-access"],
+                           "s6-ipcserver-access"),
         "NAME links": ([f"{d}/names/ipcserver"], ["ipcserver-access"], "ipcserver-access"),
         "script by another path": ([other, "s6-ipcserver"], [other, "s6-ipcserver-access"],
                                    "s6-ipcserver-access"),
@@ -111,13 +112,14 @@ def test_one_interpreter_whatever_the_spelling(place: str, handler: str, spellin
     assert len(interpreters) == 1, files  # the server itself; every stage and every decision in-process
     assert [f for f in files if f == handler] == [handler] * CONNECTIONS, files
     allows = [line for line in log.splitlines() if ": info: allow pid " in line]
-    assert len(allows) == CONNECTIONS and all(line.startswith(f"{logs_as}: info: allow pid ") for line in allows)
+    assert len(allows) == CONNECTIONS
+    assert all(line.startswith(f"{logs_as}: info: allow pid ") for line in allows), allows
     daemon_name = "s6-ipcserverd" if logs_as.startswith("s6-") else "ipcserverd"
     assert f"\n{daemon_name}: info: end pid " in "\n" + log, log
 
 
 def test_the_count_sees_per_connection_interpreters(place: str, handler: str) -> None:
-    """The control: ``python -m s6ipc ipcserver-access`` is not our entry script, so it runs per connection."""
+    """The control: ``python -m s6ipc ipcserver-access`` is not our entry script: one per connection."""
     files, log = serve_traced(place, ["s6-ipcserver"], [VENV_PYTHON, "-m", "s6ipc", "s6-ipcserver-access"],
                               handler)
     assert len([f for f in files if is_interpreter(f)]) == 1 + CONNECTIONS, files
@@ -125,7 +127,7 @@ def test_the_count_sees_per_connection_interpreters(place: str, handler: str) ->
 
 
 def test_stages_named_through_links_run_in_process(place: str, handler: str) -> None:
-    """An s6 run script's chain written stage by stage (socketbinder → ipcserverd) on links: one interpreter."""
+    """An s6 run script's chain, stage by stage (socketbinder → ipcserverd) on links: one interpreter."""
     path = os.path.join(place, "s")
     trace = os.path.join(place, "trace")
     argv = ["strace", "-f", "-qq", "-xx", "-e", "trace=execve", "-e", "signal=none", "-o", trace,

@@ -69,7 +69,7 @@ def _runs_this_interpreter(script: str) -> bool:
     return sys.prefix == sys.base_prefix and os.path.realpath(interpreter) == os.path.realpath(sys.executable)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def entry_script() -> Optional[str]:
     """The ``s6ipc`` console script that runs this interpreter, or None when there is none.
 
