@@ -1,41 +1,90 @@
 # s6ipc — see README.md. Everything runs from a venv built from Debian's /usr/bin/python3, so that
-# stages running after a privilege drop can still exec the interpreter.
+# stages running after a privilege drop can still exec the interpreter. Where the venv goes, and
+# whether the package is installed editable or as a copy, is scripts/venv-dir's answer: .venv in a
+# checkout every user can traverse, /var/cache/s6ipc/venv-HASH otherwise (a clone in root's home).
 SYSTEM_PYTHON ?= /usr/bin/python3
-VENV ?= .venv
+VENV_SPEC := $(shell scripts/venv-dir)
+VENV ?= $(word 1,$(VENV_SPEC))
+INSTALL_MODE ?= $(word 2,$(VENV_SPEC))
 PY := $(VENV)/bin/python
 S6IPC := $(VENV)/bin/s6ipc
 DEMO_SOCKET ?= run/demo.sock
+# Pythons of `make test-pythons` (default: pyenv's, 3.9 and later); each gets a venv in $(VENV)-pythons/
+PYTHONS ?=
 
-.PHONY: run test bench lint docs system-packages venv clean
+# Debian packages: what the demo needs; what building the systemd extra (python-systemd, a C
+# extension) needs; what the test suite needs beyond both.
+RUN_PACKAGES := python3 python3-venv
+SYSTEMD_EXTRA_PACKAGES := libsystemd-dev pkg-config gcc libc6-dev python3-dev
+TEST_PACKAGES := $(RUN_PACKAGES) $(SYSTEMD_EXTRA_PACKAGES) make s6 s6-doc execline systemd strace procps \
+	iproute2 pandoc man-db git
 
-system-packages:
-	@scripts/ensure-system-packages
+ifeq ($(INSTALL_MODE),copy)
+# a copy of the package, reinstalled whenever src/ or docs/ change (nobody cannot read the checkout)
+EDITABLE :=
+REFRESH := $(PY) -m pip install -q --no-deps --force-reinstall .
+PACKAGE_SOURCES := $(shell find src docs -name '*.py' -o -name '*.md') setup.py
+else
+EDITABLE := -e
+REFRESH := true
+PACKAGE_SOURCES :=
+endif
 
-$(VENV)/.installed: pyproject.toml
-	@test -x $(SYSTEM_PYTHON) || { echo "make: $(SYSTEM_PYTHON) not found (apt-get install python3)"; exit 1; }
-	$(SYSTEM_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
-	@if pkg-config --exists libsystemd 2>/dev/null; then $(PY) -m pip install -q -e '.[test,systemd]'; \
-	  else echo "make: libsystemd-dev missing: the python-systemd extra is not installed"; fi
+.PHONY: run test check test-pythons bench lint docs man system-packages venv test-venv wheel clean
+
+# The demo's venv: the package alone, no extra.
+$(VENV)/.run: pyproject.toml $(PACKAGE_SOURCES)
+	@scripts/ensure-system-packages $(RUN_PACKAGES)
+	@test -x $(SYSTEM_PYTHON) || { echo "make: fatal: $(SYSTEM_PYTHON) not found: run make as root, or apt-get install $(RUN_PACKAGES)" >&2; exit 111; }
+	umask 022 && mkdir -p $(dir $(VENV)) && $(SYSTEM_PYTHON) -m venv $(VENV)
+	umask 022 && $(PY) -m pip install -q $(EDITABLE) . && $(REFRESH)
 	@touch $@
 
-venv: system-packages $(VENV)/.installed
+# The test venv: the test extra, and the systemd extra when what it builds with is there.
+$(VENV)/.test: $(VENV)/.run
+	@scripts/ensure-system-packages $(TEST_PACKAGES)
+	umask 022 && $(PY) -m pip install -q $(EDITABLE) '.[test]'
+	@if scripts/systemd-extra-check $(SYSTEM_PYTHON); then umask 022 && $(PY) -m pip install -q $(EDITABLE) '.[test,systemd]'; fi
+	umask 022 && $(REFRESH)
+	@touch $@
+
+venv: $(VENV)/.run
+
+test-venv: $(VENV)/.test
+
+system-packages:
+	@scripts/ensure-system-packages $(TEST_PACKAGES)
 
 run: venv
 	@mkdir -p $(dir $(DEMO_SOCKET))
-	@echo "serving $(DEMO_SOCKET) with examples/whoami; connect from another terminal with:"
+	@echo "serving $(DEMO_SOCKET) with examples/whoami (stop with Ctrl-C); from another terminal:"
 	@echo "  $(S6IPC) ipcclient $(DEMO_SOCKET) sh -c 'cat <&6'"
 	exec $(S6IPC) ipcserver -v -c 100 $(DEMO_SOCKET) $(CURDIR)/examples/whoami
 
-test: venv
+# The whole suite (about 4-6 minutes on 2 cores).
+test: system-packages test-venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
-lint: venv
-	$(VENV)/bin/ruff check src tests bench
+# The fast unit tests with the existing venv: installs nothing.
+check:
+	@test -x $(PY) -a -f $(VENV)/.test || { echo "make: fatal: no test venv at $(VENV): run make test-venv (or make test) first" >&2; exit 111; }
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+# The suite on every Python in PYTHONS, except what needs another user to exec the interpreter.
+test-pythons: system-packages
+	scripts/test-pythons $(VENV)-pythons $(PYTHONS)
+
+lint: test-venv
+	$(VENV)/bin/ruff check src tests bench setup.py
 	$(VENV)/bin/mypy
 
-bench: venv
+bench: system-packages test-venv
 	$(PY) bench/run.py
 
+# A wheel and an sdist in dist/, man pages included (python -m build, pandoc).
+wheel: test-venv
+	$(PY) -m pip install -q build
+	$(PY) -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) run bench/build
+	rm -rf $(VENV) $(VENV)-pythons run bench/build build dist

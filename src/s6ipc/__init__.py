@@ -31,6 +31,7 @@ _API = {
     "adopt_systemd_socket": "activation",
     "take_listener": "activation",
     "listening_socket": "activation",
+    "start_unix_server": "aioserver",
     "Notifier": "readiness",
     "Readiness": "readiness",
     "notify_ready": "readiness",

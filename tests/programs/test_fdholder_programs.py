@@ -1,4 +1,4 @@
-"""The fd-holder programs against Debian's s6 (spec §8, test ideas 29-36).
+"""The fd-holder programs against Debian's s6.
 
 Differential: every scenario runs with each daemon (ours, s6-fdholderd) and, where clients are
 involved, each client family (ours through s6-NAME links, so that messages carry s6's names, and
@@ -115,7 +115,7 @@ def test_fdholderd_startup_errors_match(links: str, sockdir: str) -> None:
 
 
 def test_backlog_zero_dies_at_accept(links: str, sockdir: str) -> None:
-    """spec §14: ``-b 0`` makes a non-listening socket and fdholderd dies at its first accept."""
+    """``-b 0`` makes a non-listening socket and fdholderd dies at its first accept."""
     impl = Impls("ours", links)
     rules = all_rules(sockdir)
     results = []

@@ -117,8 +117,8 @@ def test_chain_is_s6_ipcservers(opts: List[str]) -> None:
     assert our_chain(args, "s6-") == our_words(expected, "s6-")
 
 
-def test_chain_examples_of_the_spec() -> None:
-    """Spec §1.2, written out: the strace comparison above must not be vacuous."""
+def test_chain_examples_written_out() -> None:
+    """The chain s6-ipcserver execs, written out: the strace comparison above must not be vacuous."""
     s = our_words(["/usr/bin/s6-ipcserver-socketbinder"], "")
     a = our_words(["/usr/bin/s6-applyuidgid"], "")
     d = our_words(["/usr/bin/s6-ipcserverd"], "")

@@ -1,6 +1,6 @@
-"""A real systemd manager for tests, on a machine whose PID 1 is not systemd (spec/real-systemd.md).
+"""A real systemd manager for tests, on a machine whose PID 1 is not systemd.
 
-The method ("MODE=user" of spec/systemd-harness.sh, ported): the real ``/lib/systemd/systemd``
+The method: the real ``/lib/systemd/systemd``
 binary runs as a *user manager* owned by root, in a private mount namespace (``unshare``) whose
 ``/run/systemd`` is a tmpfs holding ``system/`` (else ``systemd --user`` exits 1: "Trying to run
 as user instance, but the system has not been booted with systemd"), in its own cgroup

@@ -1,6 +1,6 @@
 """The shipped units under a real systemd manager started by the test (tests/systemd/manager.py).
 
-What runs: the real ``/lib/systemd/systemd`` as a user manager (spec/real-systemd.md, "MODE=user"),
+What runs: the real ``/lib/systemd/systemd`` as a user manager (tests/systemd/manager.py),
 loaded with units/systemd/* (paths rewritten to this checkout and a temporary directory) plus test
 drop-ins (logs to files, no start rate limit). Checked: activation on the first connection,
 ``active (running)`` only once READY=1 arrived (and never without it), the watchdog fed by the

@@ -1,6 +1,6 @@
 """s6ipc.options: skalibs' subgetopt and number scanners, pinned by examples and checked on s6.
 
-The examples pin the rules (spec §0.2, §0.3). The property tests compare with the real binaries:
+The examples pin the rules (skalibs' subgetopt and uint scanners). The property tests compare with the real binaries:
 ``parse_gidlist`` with the list s6-ipcserver re-emits for ``-G`` (read under strace, so the exact
 order is seen), and whole command lines with s6-applyuidgid, whose option string ``zUu:g:G:`` has
 flags, valued options and a gid list, and which shows the rest of its command line by exec'ing it.
