@@ -114,7 +114,11 @@ class RunningServer:
         os.close(w)
         self.ready_fd = r
         if ready:
-            wait_for_ready(r)
+            try:
+                wait_for_ready(r)
+            except BaseException:  # reaped here: a server that failed to start leaves nothing behind
+                self.stop()
+                raise
 
     def log(self) -> str:
         self._stderr.flush()

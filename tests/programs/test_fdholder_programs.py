@@ -301,7 +301,10 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
                                 daemon: str, client: str) -> None:
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
     cl = Impls(client, links)
-    for args in (["-T", "300", h.path, "short"], ["-T", "100000", h.path, "long"], [h.path, "forever"]):
+    # "short" must outlive three program runs and a getdump even on a loaded two-core machine
+    # (300 ms did not), then expire: 2 s, and the test waits for that deadline, not a fixed sleep
+    short_stored = time.monotonic()
+    for args in (["-T", "2000", h.path, "short"], ["-T", "100000", h.path, "long"], [h.path, "forever"]):
         assert run(cl("fdholder-store") + args, stdin=subprocess.DEVNULL).returncode == 0
     before = time.time()
     env_out = run(cl("fdholder-getdump") + [h.path, "env"], env={"S6_FDLIMIT_2": "inherited"}).stdout
@@ -313,7 +316,7 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
     label = int(env["S6_FDLIMIT_1"][1:17], 16)
     assert abs(label - (0x4000000000000000 + 37 + 100 + int(before))) <= 2
     assert sorted(int(env[f"S6_FD_{i}"]) for i in range(3)) == [4, 5, 6]
-    time.sleep(0.5)
+    time.sleep(max(0.0, short_stored + 2.2 - time.monotonic()))
     assert run(cl("fdholder-list") + [h.path]).stdout == b"long\nforever\n"
 
 
