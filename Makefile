@@ -30,7 +30,7 @@ REFRESH := true
 PACKAGE_SOURCES :=
 endif
 
-.PHONY: run test check test-pythons bench lint docs man system-packages venv test-venv wheel clean
+.PHONY: run test check test-pythons bench lint system-packages venv test-venv wheel install clean
 
 # The demo's venv: the package alone, no extra.
 $(VENV)/.run: pyproject.toml $(PACKAGE_SOURCES)
@@ -81,10 +81,29 @@ lint: test-venv
 bench: system-packages test-venv
 	$(PY) bench/run.py
 
-# A wheel and an sdist in dist/, man pages included (python -m build, pandoc).
-wheel: test-venv
-	$(PY) -m pip install -q build
-	$(PY) -m build --outdir dist .
+# A wheel and an sdist in dist/, man pages included (python -m build; pandoc makes the pages).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL := dist/s6ipc-$(VERSION)-py3-none-any.whl
+wheel: venv
+	@scripts/ensure-system-packages pandoc
+	umask 022 && $(PY) -m pip install -q build
+	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir dist .
+
+# The system-wide install the unit files expect: a venv in PREFIX from the wheel (with the systemd
+# extra when it can be built), BINDIR/s6ipc a link to its script, the man pages linked into MANDIR.
+PREFIX ?= /opt/s6ipc
+BINDIR ?= /usr/local/bin
+MANDIR ?= /usr/local/share/man
+install: wheel
+	umask 022 && $(SYSTEM_PYTHON) -m venv $(PREFIX)
+	umask 022 && $(PREFIX)/bin/python -m pip install -q --force-reinstall --no-deps $(WHEEL)
+	@if scripts/systemd-extra-check $(SYSTEM_PYTHON); then umask 022 && \
+	  $(PREFIX)/bin/python -m pip install -q '$(WHEEL)[systemd]'; fi
+	mkdir -p $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man7
+	ln -sf $(PREFIX)/bin/s6ipc $(BINDIR)/s6ipc
+	for page in $(PREFIX)/share/man/man1/s6ipc-*.1 $(PREFIX)/share/man/man7/s6ipc*.7; do \
+	  ln -sf $$page $(MANDIR)/$$(basename $$(dirname $$page))/; done
+	$(BINDIR)/s6ipc --version
 
 clean:
 	rm -rf $(VENV) $(VENV)-pythons run bench/build build dist

@@ -95,8 +95,10 @@ def test_version_names_the_implementation_and_backend() -> None:
     p = run([S6IPC, "--version"])
     assert (p.returncode, p.stderr) == (0, b"")
     lines = p.stdout.decode().splitlines()
+    with open(S6IPC, "rb") as f:  # the interpreter is the script's #! line (python or python3)
+        interpreter = f.readline()[2:].decode().strip()
     assert lines == [f"s6ipc {__version__} (Python implementation)",
-                     f"python: {VENV_PYTHON} {sys.version.split()[0]}",
+                     f"python: {interpreter} {sys.version.split()[0]}",
                      f"entry script: {S6IPC}",
                      f"systemd backend: {systemd_backend.choose()}"]
     forced = run([S6IPC, "--version"], env={**BASE_ENV, "S6IPC_SYSTEMD_BACKEND": "stdlib"})
