@@ -47,8 +47,8 @@ def man_pages() -> List[Tuple[str, List[str]]]:
     os.makedirs(os.path.join(HERE, OUT), exist_ok=True)
     for page in pages:
         name = os.path.basename(page)[:-3]
-        program = os.path.exists(os.path.join(HERE, "src", "s6ipc", "programs", name.replace("-", "_") + ".py"))
-        section = "1" if program else "7"
+        module = os.path.join(HERE, "src", "s6ipc", "programs", name.replace("-", "_") + ".py")
+        section = "1" if os.path.exists(module) else "7"
         title = "s6ipc" if name == "README" else f"s6ipc-{name}"
         out = os.path.join(OUT, f"{title}.{section}")
         subprocess.run([pandoc, "--standalone", "--from", "gfm", "--to", "man",

@@ -21,7 +21,6 @@ import itertools
 import os
 import random
 import socket
-import sys
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -29,13 +28,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "programs"))
-from conftest import ours, proc_fds, theirs  # noqa: E402
-from test_fdholder_support import ALL_RIGHTS, Holder, Raw, make_rules  # noqa: E402
-
 from s6ipc import FdHolderClient, HeldDescriptor  # noqa: E402
 from s6ipc.fdholder import protocol, tai  # noqa: E402
 from s6ipc.fdholder.protocol import Decoder, ProtocolError  # noqa: E402
+from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, make_rules
+from tests.support.processes import ours, proc_fds, theirs
 
 FAR = tai.Tain(0x4000000000000000 + 8_000_000_000, 123)
 RUNS: Dict[str, int] = {}

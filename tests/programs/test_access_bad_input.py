@@ -19,9 +19,21 @@ import tempfile
 from typing import Callable, Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, proc_children, run, wait_until
-from test_access_fastpath import WHO, Step, compare, set_rules
-from test_ipcserver_access import BASE_ENV, EXECLINEB, make_rules, needs_s6, run_access
+
+from tests.support.access import (
+    BASE_ENV,
+    EXECLINEB,
+    WHO,
+    Step,
+    compare,
+    make_rules,
+    needs_s6,
+    run_access,
+    set_rules,
+    split_log,
+    start,
+)
+from tests.support.processes import S6IPC, proc_children, run, wait_until
 
 UID = os.geteuid()
 GOOD = b"good\n"
@@ -290,8 +302,6 @@ def test_execline_missing(sockdir: str, rules: str, handler: str) -> None:
 @needs_s6
 def test_fifo_env_file_blocks_one_connection_not_the_daemon(sockdir: str, rules: str, handler: str) -> None:
     import socket
-
-    from test_access_fastpath import split_log, start
 
     nobody = pwd.getpwnam("nobody").pw_uid
     client_b = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\n"

@@ -19,93 +19,28 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, RunningServer, normalise_log, proc_children, request, run, wait_until
-from test_ipcserver_access import ACCESS_WORDS, EXECLINEB, SOCKETBINDER, make_rules, needs_s6
 
-WHO = ("fast", "program", "s6")
-SERVER_ENV = {"PATH": "/usr/bin:/bin", "INHERITED": "yes"}
-#: One client: a change to make to the rules first, then what the client must read (None: anything,
-#: as long as every implementation gives the same).
-Step = Tuple[Callable[[], None], Optional[bytes]]
-
-
-def daemon_argv(who: str, path: str, server_opts: Sequence[str], access_opts: Sequence[str],
-                prog: Sequence[str]) -> List[str]:
-    daemon = ["/usr/bin/s6-ipcserverd"] if who == "s6" else [S6IPC, "ipcserverd"]
-    return [SOCKETBINDER, path, *daemon, "-1", *server_opts, "--", *ACCESS_WORDS[who], *access_opts, *prog]
-
-
-def start(who: str, path: str, server_opts: Sequence[str], access_opts: Sequence[str],
-          prog: Sequence[str], wrap: Sequence[str] = (), **popen: Any) -> RunningServer:
-    """One server (ready: its -1 newline arrived), with the fixed test environment.
-
-    *wrap* is put in front of the command line (``unshare …``); *popen* goes to ``subprocess.Popen``
-    (``user=``…).
-    """
-    argv = [*wrap, *daemon_argv(who, path, server_opts, access_opts, prog)]
-    return RunningServer(argv, env=dict(SERVER_ENV), **popen)
-
-
-def split_log(text: str) -> Dict[str, List[str]]:
-    """Log lines by source (daemon ``D:``, access stage, anything else), pids normalised."""
-    out: Dict[str, List[str]] = {"daemon": [], "access": [], "other": []}
-    for line in normalise_log(text):
-        if line.startswith("D: "):
-            out["daemon"].append(line)
-        elif line.startswith("s6-ipcserver-access: "):
-            out["access"].append(line)
-        else:
-            out["other"].append(line)
-    return out
-
-
-def drive(who: str, sockdir: str, server_opts: Sequence[str], access_opts: Sequence[str],
-          prog: Sequence[str], steps: Sequence[Step], reset: Callable[[], None], **how: Any
-          ) -> Tuple[List[bytes], str]:
-    """Start one server, run *steps* (change the rules, connect, read), stop it; return (outputs, log).
-
-    In the outputs, the socket path is replaced by ``SOCKET``.
-    """
-    reset()
-    path = os.path.join(sockdir, f"{who}.sock")
-    server = start(who, path, server_opts, access_opts, prog, **how)
-    outputs = []
-    try:
-        for change, _ in steps:
-            change()
-            outputs.append(request(path).replace(path.encode(), b"SOCKET"))
-            # the child reaped (and its end line written) before the next connection: counts are fixed
-            wait_until(lambda: not proc_children(server.proc.pid))
-        assert server.proc.poll() is None, "the daemon died"
-        time.sleep(0.05)
-    finally:
-        server.signal(15)
-        server.wait()
-        log = server.log()
-        server.stop()
-    return outputs, log
-
-
-def compare(sockdir: str, server_opts: Sequence[str], access_opts: Sequence[str], prog: Sequence[str],
-            steps: Sequence[Step], reset: Callable[[], None], who: Sequence[str] = WHO,
-            same_logs: bool = True, **how: Any) -> Dict[str, Dict[str, List[str]]]:
-    """Run the steps through each implementation; assert identical outputs and (if *same_logs*)
-    identical logs; return the logs. *how* goes to :func:`start`."""
-    results = {w: drive(w, sockdir, server_opts, access_opts, prog, steps, reset, **how) for w in who}
-    logs = {}
-    for w, (outputs, log) in results.items():
-        for (_, want), got in zip(steps, outputs):  # want None: only the same for all
-            assert want is None or got == want, (w, outputs)
-        assert outputs == results[who[0]][0], (w, outputs)
-        logs[w] = split_log(log)
-    first = logs[who[0]]
-    for w in who[1:]:
-        assert not same_logs or logs[w] == first, (w, logs[w], first)
-    return logs
+from tests.support.access import (
+    EXECLINEB,
+    WHO,
+    Step,
+    compare,
+    env_lines,
+    make_rules,
+    needs_s6,
+    set_rules,
+    start,
+)
+from tests.support.processes import (
+    S6IPC,
+    proc_children,
+    request,
+    run,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -116,21 +51,6 @@ def rules() -> Iterator[str]:
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def set_rules(root: str, spec: Dict[str, Dict[str, object]]) -> Callable[[], None]:
-    """A step action replacing the whole rules tree by *spec*."""
-
-    def change() -> None:
-        for entry in os.listdir(root):
-            shutil.rmtree(os.path.join(root, entry))
-        make_rules(root, spec)  # type: ignore[arg-type]
-
-    return change
-
-
-def env_lines(*lines: str) -> bytes:
-    return "".join(f"{line}\n" for line in lines).encode()
 
 
 @needs_s6

@@ -20,8 +20,15 @@ import tempfile
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
-from conftest import S6IPC, run
-from test_ipcserver_access import BASE_ENV, RuleSpec, make_rules, needs_s6, run_access
+
+from tests.support.access import (
+    BASE_ENV,
+    RuleSpec,
+    make_rules,
+    needs_s6,
+    run_access,
+)
+from tests.support.processes import S6IPC, run
 
 OURS = {"cdb": [S6IPC, "s6-accessrules-cdb-from-fs"], "fs": [S6IPC, "s6-accessrules-fs-from-cdb"],
         "access": [S6IPC, "s6-ipcserver-access"]}

@@ -15,7 +15,8 @@ import tempfile
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from conftest import nobody_ids, ours, requires_root, run, theirs
+
+from tests.support.processes import nobody_ids, ours, requires_root, run, theirs
 
 NOBODY_UID, NOBODY_GID = nobody_ids()
 REPORT = ["sh", "-c", 'grep -E "^(Uid|Gid|Groups):" /proc/self/status; '

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, RunningServer, nobody_ids, ours, request, requires_root, run
 
 from s6ipc.cli import USAGE
 from s6ipc.programs import PROGRAMS
+from tests.support.processes import (
+    S6IPC,
+    VENV_PYTHON,
+    RunningServer,
+    nobody_ids,
+    ours,
+    request,
+    requires_root,
+    run,
+)
 
 USAGE_LINE = (USAGE + "\n").encode()
 BASE_ENV = {"PATH": "/usr/bin:/bin"}

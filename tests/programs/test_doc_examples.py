@@ -13,7 +13,8 @@ import subprocess
 from typing import List
 
 import pytest
-from conftest import S6IPC, run, stop_process, theirs, wait_until
+
+from tests.support.processes import S6IPC, run, stop_process, theirs, wait_until
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
 

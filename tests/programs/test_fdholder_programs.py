@@ -1,4 +1,4 @@
-"""The fd-holder programs against Debian's s6.
+"""The fd-holder programs against Debian's s6 2.11.3.2 (wire protocol, programs; docs/fdholderd.md).
 
 Differential: every scenario runs with each daemon (ours, s6-fdholderd) and, where clients are
 involved, each client family (ours through s6-NAME links, so that messages carry s6's names, and
@@ -19,13 +19,13 @@ import time
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
-from conftest import S6IPC, nobody_ids, ours, requires_root, run, theirs, traced_execs
-from test_fdholder_support import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
 
 from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
 from s6ipc.cdb import write_cdb
 from s6ipc.fdholder import protocol, tai
 from s6ipc.programs.fdholder_daemon import build_chain
+from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
+from tests.support.processes import S6IPC, nobody_ids, ours, requires_root, run, theirs, traced_execs
 
 IMPLS = ["ours", "s6"]
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 import pytest
-from conftest import S6IPC, wait_for_ready
+
+from tests.support.processes import S6IPC, wait_for_ready
 
 UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "units", "fdholder-restart")

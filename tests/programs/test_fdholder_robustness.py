@@ -17,13 +17,13 @@ import time
 from typing import Callable, Iterator, List, Tuple
 
 import pytest
-from conftest import ours, proc_fds, theirs
-from test_fdholder_support import ALL_RIGHTS, Holder, Raw, inode, make_rules
 
 from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
 from s6ipc.cdb import write_cdb
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.daemon import PARTIAL_GRACE
+from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, inode, make_rules
+from tests.support.processes import ours, proc_fds, theirs
 
 LIMIT = tai.Tain(0x4000000000000000 + 4_000_000_000, 0)
 

@@ -21,9 +21,9 @@ import tempfile
 from typing import Dict, Iterator, Tuple
 
 import pytest
-from conftest import S6IPC, RunningServer, request, run
 
 from s6ipc.programs import PROGRAMS
+from tests.support.processes import S6IPC, RunningServer, request, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSTEM_PYTHON = "/usr/bin/python3"

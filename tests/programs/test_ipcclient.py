@@ -15,7 +15,8 @@ import tempfile
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import RunningServer, ours, run, theirs
+
+from tests.support.processes import RunningServer, ours, run, theirs
 
 CLIENTS = {"ours": ours, "s6": theirs}
 HANDLER = ["sh", "-c", 'echo "remote=${IPCREMOTEPATH-unset}"']

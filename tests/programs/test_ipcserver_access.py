@@ -5,8 +5,8 @@ Each differential test runs the same scenario — rules directory, options, envi
 (the program's output: ``env`` shows the environment *in order*) and stderr (pids normalised).
 Every scenario also states the expected exit code, so two identical failures cannot pass.
 
-The helpers at the top are shared with the other access-control test modules
-(``from test_ipcserver_access import …``). The end of this file runs the worked example of
+The helpers shared with the other access-control test modules live in
+(tests/support/access.py). The end of this file runs the worked example of
 docs/access-control.md for real (group ``wheel``, per-user environment).
 """
 
@@ -19,87 +19,24 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterator, List
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, request, run
 
-S6_ACCESS = "/usr/bin/s6-ipcserver-access"
-SOCKETBINDER = "/usr/bin/s6-ipcserver-socketbinder"
-EXECLINEB = "/usr/lib/execline/bin/execlineb"
-UID, GID = os.geteuid(), os.getegid()
-BASE_ENV = {"PATH": "/usr/bin:/bin", "INHERITED": "yes", "PROTO": "IPC", "IPCREMOTEEUID": "1000",
-            "IPCREMOTEEGID": "1000"}
-
-#: The access stage named three ways: our fast path (under our ipcserverd), our program forced
-#: (a prefix that is not ours), and s6's C program.
-ACCESS_WORDS = {
-    "fast": [S6IPC, "s6-ipcserver-access"],
-    "program": [VENV_PYTHON, "-m", "s6ipc", "s6-ipcserver-access"],
-    "s6": [S6_ACCESS],
-}
-
-needs_s6 = pytest.mark.skipif(not os.access(S6_ACCESS, os.X_OK),
-                              reason="Debian's s6 is not installed (apt-get install s6)")
-
-RuleSpec = Mapping[str, Union[bool, bytes, Mapping[str, bytes]]]
-
-
-def make_rules(root: str, rules: Mapping[str, RuleSpec]) -> str:
-    """Create rules directory *root* from a spec.
-
-    ``{"uid/0": {"allow": True, "deny": False, "env": {"A": b"x\\n"}, "exec": b"echo hi"}}``.
-    """
-    os.makedirs(root, exist_ok=True)
-    for key, spec in rules.items():
-        d = os.path.join(root, key)
-        os.makedirs(d, exist_ok=True)
-        for name in ("allow", "deny"):
-            if spec.get(name):
-                open(os.path.join(d, name), "wb").close()
-        env = spec.get("env")
-        if isinstance(env, Mapping):
-            os.makedirs(os.path.join(d, "env"), exist_ok=True)
-            for var, value in env.items():
-                with open(os.path.join(d, "env", var), "wb") as f:
-                    f.write(value)
-        exec_bytes = spec.get("exec")
-        if isinstance(exec_bytes, bytes):
-            with open(os.path.join(d, "exec"), "wb") as f:
-                f.write(exec_bytes)
-    return root
-
-
-@dataclass
-class Result:
-    rc: int
-    out: bytes
-    err: str
-
-
-def normalise(err: str) -> str:
-    return re.sub(r"\bpid \d+", "pid P", err)
-
-
-def run_access(argv: Sequence[str], env: Mapping[str, str], stdin: Optional[socket.socket] = None,
-               **kw) -> Result:  # type: ignore[no-untyped-def]
-    """Run one access program with *stdin* (default: one end of a fresh socketpair) as fd 0."""
-    own = stdin is None
-    if stdin is None:
-        stdin, peer = socket.socketpair()
-    try:
-        p = run(argv, stdin=stdin, env=dict(env), **kw)
-    finally:
-        if own:
-            stdin.close()
-            peer.close()
-    return Result(p.returncode, p.stdout, normalise(p.stderr.decode("utf-8", "replace")))
-
-
-def both(args: Sequence[str], env: Mapping[str, str] = BASE_ENV, stdin: Optional[socket.socket] = None
-         ) -> Dict[str, Result]:
-    return {who: run_access([*ACCESS_WORDS[who], *args], env, stdin) for who in ("program", "s6")}
+from tests.support.access import (
+    ACCESS_WORDS,
+    BASE_ENV,
+    GID,
+    UID,
+    Result,
+    RuleSpec,
+    both,
+    make_rules,
+    needs_s6,
+    normalise,
+    same,
+)
+from tests.support.processes import S6IPC, request, run
 
 
 @pytest.fixture
@@ -109,14 +46,6 @@ def tmp() -> Iterator[str]:
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def same(results: Dict[str, Result], rc: int) -> Result:
-    """Assert both implementations gave the same result, with exit code *rc*; return it."""
-    ours, theirs = results["program"], results["s6"]
-    assert (ours.rc, ours.out, ours.err) == (theirs.rc, theirs.out, theirs.err)
-    assert ours.rc == rc, ours
-    return ours
 
 
 # -- the rule lookup and the log lines ----------------------------------------------------------

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Callable, List, Sequence
 
 import pytest
-from conftest import (
+
+from s6ipc.programs import ipcserver
+from s6ipc.programs.chain import stage
+from tests.support.processes import (
     RunningServer,
     env_of,
     nobody_ids,
@@ -27,9 +30,6 @@ from conftest import (
     traced_execs,
     wait_for_ready,
 )
-
-from s6ipc.programs import ipcserver
-from s6ipc.programs.chain import stage
 
 NOWHERE = "/nonexistent-s6ipc-dir/s"  # binding fails at once: the chain stops after its first exec
 S6_PREFIX = "/usr/bin/s6-"

@@ -15,7 +15,8 @@ import subprocess
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
-from conftest import (
+
+from tests.support.processes import (
     IMPLEMENTATIONS,
     SOCKETBINDER,
     Client,

@@ -19,8 +19,9 @@ import tempfile
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, RunningServer, proc_children, request, run, wait_until
-from test_ipcserver_access import make_rules
+
+from tests.support.access import make_rules
+from tests.support.processes import S6IPC, VENV_PYTHON, RunningServer, proc_children, request, run, wait_until
 
 CONNECTIONS = 6
 

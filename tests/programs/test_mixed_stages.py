@@ -12,7 +12,8 @@ import stat
 from typing import Callable, Dict, List
 
 import pytest
-from conftest import (
+
+from tests.support.processes import (
     IMPLEMENTATIONS,
     SOCKETBINDER,
     RunningServer,

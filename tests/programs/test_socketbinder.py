@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
-from conftest import IMPLEMENTATIONS, run, wait_until
+
+from tests.support.processes import IMPLEMENTATIONS, run, wait_until
 
 PYTHON = "/usr/bin/python3"
 

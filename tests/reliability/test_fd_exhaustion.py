@@ -13,7 +13,16 @@ import resource
 import time
 from typing import Callable
 
-from conftest import SOCKETBINDER, Client, RunningServer, ours, proc_cpu_ticks, proc_fds, theirs, wait_until
+from tests.support.processes import (
+    SOCKETBINDER,
+    Client,
+    RunningServer,
+    ours,
+    proc_cpu_ticks,
+    proc_fds,
+    theirs,
+    wait_until,
+)
 
 WARNING = "warning: unable to accept: Too many open files"
 TICKS = os.sysconf("SC_CLK_TCK")

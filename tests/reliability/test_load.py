@@ -15,7 +15,8 @@ import time
 from typing import Callable, Dict, Iterator, List
 
 import pytest
-from conftest import (
+
+from tests.support.processes import (
     SOCKETBINDER,
     RunningServer,
     ours,

@@ -11,7 +11,8 @@ import os
 from typing import Callable, Dict, List
 
 import pytest
-from conftest import IMPLEMENTATIONS, RunningServer, env_of, request, requires_root
+
+from tests.support.processes import IMPLEMENTATIONS, RunningServer, env_of, request, requires_root
 
 WHO = ["ours", "s6"]
 NOBODY = 65534

@@ -14,7 +14,8 @@ import struct
 from typing import Callable, List
 
 import pytest
-from conftest import (
+
+from tests.support.processes import (
     IMPLEMENTATIONS,
     SOCKETBINDER,
     Client,

@@ -12,20 +12,16 @@ from __future__ import annotations
 import os
 import select
 import subprocess
-import sys
 import time
 from typing import List
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, wait_until
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "systemd"))
-from peers import ask  # noqa: E402
-from supervision import Scan, scan  # noqa: E402,F401  (scan is the fixture)
+from tests.support.peers import ask
+from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, wait_until
+from tests.support.s6 import Scan
 
-DAEMON = os.path.join(HERE, "notify_daemon.py")
+DAEMON = os.path.join(SUPPORT, "notify_daemon.py")
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")

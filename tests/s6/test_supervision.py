@@ -20,13 +20,12 @@ import time
 from typing import Dict
 
 import pytest
-from conftest import S6IPC
+
+from tests.support.peers import Load, ask
+from tests.support.processes import S6IPC
+from tests.support.s6 import Scan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "systemd"))
-from peers import Load, ask  # noqa: E402
-from supervision import Scan, scan  # noqa: E402,F401  (scan is the fixture)
 
 UNITS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "units", "s6")
 LINKS_IN_UNITS = "/usr/local/lib/s6ipc/bin"

@@ -1,6 +1,6 @@
 """The shipped units under a real systemd manager started by the test (tests/systemd/manager.py).
 
-What runs: the real ``/lib/systemd/systemd`` as a user manager (tests/systemd/manager.py),
+What runs: the real ``/lib/systemd/systemd`` as a user manager,
 loaded with units/systemd/* (paths rewritten to this checkout and a temporary directory) plus test
 drop-ins (logs to files, no start rate limit). Checked: activation on the first connection,
 ``active (running)`` only once READY=1 arrived (and never without it), the watchdog fed by the
@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from typing import Iterator, List
 
 import pytest
-from conftest import S6IPC, env_of, wait_until
+
+from tests.support import systemd_manager as sdmanager
+from tests.support.peers import Load, ask
+from tests.support.processes import S6IPC, env_of, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import manager as sdmanager  # noqa: E402
-from peers import Load, ask  # noqa: E402
 
 UNITS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "units", "systemd")
 PRIVATE = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")

@@ -15,18 +15,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, env_of, wait_until
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from peers import Manager, ask  # noqa: E402
+from tests.support.peers import Manager, ask
+from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, env_of, wait_until
 
-PASSFDS = os.path.join(HERE, "passfds.py")
+PASSFDS = os.path.join(SUPPORT, "passfds.py")
 ME = os.getpid()  # in abstract socket names: concurrent test runs must not collide
 SSA = "/usr/bin/systemd-socket-activate"
 C_IPCSERVERD = "/usr/bin/s6-ipcserverd"

@@ -14,7 +14,8 @@ import subprocess
 from typing import List
 
 import pytest
-from conftest import S6IPC
+
+from tests.support.processes import S6IPC
 
 UNITS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "units",
                      "systemd")

@@ -16,10 +16,10 @@ import textwrap
 from typing import Any, Dict, List, Sequence
 
 import pytest
-from conftest import VENV_PYTHON
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PASSFDS = os.path.join(os.path.dirname(HERE), "systemd", "passfds.py")
+from tests.support.processes import SUPPORT, VENV_PYTHON
+
+PASSFDS = os.path.join(SUPPORT, "passfds.py")
 
 try:
     import systemd.daemon  # noqa: F401

@@ -28,7 +28,7 @@ def fds_open() -> int:
 
 
 def test_store_request_bytes_match_the_observed_wire() -> None:
-    """As seen on the wire between s6's programs: ``00 00 00 26 00 01`` + ``S`` + tain + ``17`` + a 23-byte id + NUL."""
+    """``00 00 00 26 00 01`` + ``S`` + tain + ``17`` + a 23-byte id + NUL."""
     payload = protocol.encode_store(LIMIT, b"unix:/tmp/xyz/held.sock")
     wire = protocol.frame(payload, 1)
     assert wire[:6] == bytes.fromhex("000000260001")

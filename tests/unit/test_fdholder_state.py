@@ -17,7 +17,7 @@ def new_fd() -> int:
 
 
 def test_slot_order_is_lifo_then_lowest_unused() -> None:
-    """As s6-fdholderd orders its slots: after deleting id1 (slot 0) and storing d1, d2: order ``d1 id2 d2``."""
+    """after deleting id1 (slot 0) and storing d1, d2: order ``d1 id2 d2``."""
     store = FdStore()
     e1 = store.add(b"id1", T, new_fd(), True)
     store.add(b"id2", T, new_fd(), True)

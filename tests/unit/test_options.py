@@ -1,6 +1,6 @@
 """s6ipc.options: skalibs' subgetopt and number scanners, pinned by examples and checked on s6.
 
-The examples pin the rules (skalibs' subgetopt and uint scanners). The property tests compare with the real binaries:
+The examples pin the rules. The property tests compare with the real binaries:
 ``parse_gidlist`` with the list s6-ipcserver re-emits for ``-G`` (read under strace, so the exact
 order is seen), and whole command lines with s6-applyuidgid, whose option string ``zUu:g:G:`` has
 flags, valued options and a gid list, and which shows the rest of its command line by exec'ing it.
@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 import pytest
-from conftest import ours, run, theirs, traced_execs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from s6ipc.options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
+from tests.support.processes import ours, run, theirs, traced_execs
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

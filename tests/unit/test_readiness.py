@@ -11,19 +11,15 @@ import ctypes
 import os
 import pwd
 import subprocess
-import sys
 import tempfile
 from typing import Iterator, List, Optional
 
 import pytest
-from conftest import VENV_PYTHON
 
 from s6ipc import readiness, systemd_backend
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "systemd"))
-from peers import Manager, Message  # noqa: E402
-
 from s6ipc.errors import BadInput, SystemFailure
+from tests.support.peers import Manager, Message
+from tests.support.processes import VENV_PYTHON
 
 try:
     import systemd.daemon  # noqa: F401

@@ -13,15 +13,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from typing import Iterator, List, Tuple
 
 import pytest
-from conftest import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd"))
-from peers import Load, Manager, ask  # noqa: E402
+from tests.support.peers import Load, Manager, ask
+from tests.support.processes import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
                    "python-api.md")

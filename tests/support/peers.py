@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Callable, List, NamedTuple, Optional
 
-from conftest import request
+from tests.support.processes import request
 
 _UCRED = struct.Struct("3i")
 

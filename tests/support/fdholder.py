@@ -1,8 +1,7 @@
 """Helpers shared by the fd-holder tests (no tests here): rules directories, running holder daemons
 (ours or s6's), a raw protocol client.
 
-Imported as ``from test_fdholder_support import ...`` (pytest puts this directory on sys.path; the
-fuzz tests insert it themselves).
+Imported as ``from tests.support.fdholder import ...``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from conftest import ours, stop_process, theirs, wait_for_ready
-
 from s6ipc.fdholder import protocol
+from tests.support.processes import ours, stop_process, theirs, wait_for_ready
 
 ALL_RIGHTS = {
     "S6_FDHOLDER_STORE_REGEX": "",
@@ -54,7 +52,10 @@ class Holder:
         """*daemon*: the fdholder-daemon argv prefix (``Impls(...)("fdholder-daemon")``)."""
         self.path = path
         r, w = os.pipe()
-        self.stderr_path = stderr_path or tempfile.mktemp(prefix="s6t-holder", dir="/tmp")
+        if stderr_path is None:
+            log_fd, stderr_path = tempfile.mkstemp(prefix="s6t-holder", dir="/tmp")
+            os.close(log_fd)
+        self.stderr_path = stderr_path
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([*daemon, "-1", *options, path],
                                          stdin=subprocess.DEVNULL, stdout=w, stderr=err,
