@@ -25,7 +25,16 @@ from s6ipc.cdb import write_cdb
 from s6ipc.fdholder import protocol, tai
 from s6ipc.programs.fdholder_daemon import build_chain
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
-from tests.support.processes import S6IPC, nobody_ids, ours, requires_root, run, theirs, traced_execs
+from tests.support.processes import (
+    S6IPC,
+    needs_reachable_interpreter,
+    nobody_ids,
+    ours,
+    requires_root,
+    run,
+    theirs,
+    traced_execs,
+)
 
 IMPLS = ["ours", "s6"]
 
@@ -324,6 +333,7 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
 @requires_root
 @pytest.mark.parametrize("daemon", IMPLS)
 @pytest.mark.parametrize("client", IMPLS)
+@needs_reachable_interpreter
 def test_permissions(links: str, sockdir: str, holders: Callable[..., Holder], daemon: str,
                      client: str) -> None:
     uid, gid = nobody_ids()
@@ -654,6 +664,7 @@ def test_retrieve_puts_the_descriptor_on_fd0_and_execs(links: str, sockdir: str,
 
 @requires_root
 @pytest.mark.parametrize("daemon", IMPLS)
+@needs_reachable_interpreter
 def test_daemon_drops_privileges(links: str, sockdir: str, holders: Callable[..., Holder],
                                  daemon: str) -> None:
     """``-u/-g``: the socket is bound as root, then the holder runs as nobody (applyuidgid stage)."""
