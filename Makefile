@@ -22,11 +22,11 @@ TEST_PACKAGES := $(RUN_PACKAGES) $(SYSTEMD_EXTRA_PACKAGES) make s6 s6-doc execli
 ifeq ($(INSTALL_MODE),copy)
 # a copy of the package, reinstalled whenever src/ or docs/ change (nobody cannot read the checkout)
 EDITABLE :=
-REFRESH := $(PY) -m pip install -q --no-deps --force-reinstall .
+PACKAGE := --no-deps --force-reinstall .
 PACKAGE_SOURCES := $(shell find src docs -name '*.py' -o -name '*.md') setup.py
 else
 EDITABLE := -e
-REFRESH := true
+PACKAGE := -e .
 PACKAGE_SOURCES :=
 endif
 
@@ -36,16 +36,16 @@ endif
 $(VENV)/.run: pyproject.toml $(PACKAGE_SOURCES)
 	@scripts/ensure-system-packages $(RUN_PACKAGES)
 	@test -x $(SYSTEM_PYTHON) || { echo "make: fatal: $(SYSTEM_PYTHON) not found: run make as root, or apt-get install $(RUN_PACKAGES)" >&2; exit 111; }
-	umask 022 && mkdir -p $(dir $(VENV)) && $(SYSTEM_PYTHON) -m venv $(VENV)
-	umask 022 && $(PY) -m pip install -q $(EDITABLE) . && $(REFRESH)
+	umask 022 && mkdir -p $(dir $(VENV)) && { test -x $(PY) || $(SYSTEM_PYTHON) -m venv $(VENV); }
+	umask 022 && $(PY) -m pip install -q $(PACKAGE)
 	@touch $@
 
 # The test venv: the test extra, and the systemd extra when what it builds with is there.
 $(VENV)/.test: $(VENV)/.run
 	@scripts/ensure-system-packages $(TEST_PACKAGES)
-	umask 022 && $(PY) -m pip install -q $(EDITABLE) '.[test]'
-	@if scripts/systemd-extra-check $(SYSTEM_PYTHON); then umask 022 && $(PY) -m pip install -q $(EDITABLE) '.[test,systemd]'; fi
-	umask 022 && $(REFRESH)
+	@extras=test; if scripts/systemd-extra-check $(SYSTEM_PYTHON); then extras=test,systemd; fi; \
+	  echo "$(PY) -m pip install -q $(EDITABLE) '.[$$extras]'"; \
+	  umask 022 && $(PY) -m pip install -q $(EDITABLE) ".[$$extras]"
 	@touch $@
 
 venv: $(VENV)/.run
