@@ -59,7 +59,7 @@ run: venv
 	@mkdir -p $(dir $(DEMO_SOCKET))
 	@echo "serving $(DEMO_SOCKET) with examples/whoami (stop with Ctrl-C); from another terminal:"
 	@echo "  $(S6IPC) ipcclient $(DEMO_SOCKET) sh -c 'cat <&6'"
-	exec $(S6IPC) ipcserver -v -c 100 $(DEMO_SOCKET) $(CURDIR)/examples/whoami
+	@exec $(S6IPC) ipcserver -v -c 100 $(DEMO_SOCKET) $(CURDIR)/examples/whoami
 
 # The whole suite (about 4-6 minutes on 2 cores).
 test: system-packages test-venv
