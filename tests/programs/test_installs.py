@@ -97,3 +97,17 @@ def test_man_pages_installed_and_rendered(installed: Tuple[str, Dict[str, str]])
     assert "S6IPC-IPCSERVERD(1)" in text and "Synopsis" in text
     assert "s6ipc ipcserverd [ -v verbosity ] [ -1 ]" in text
     assert shown.stderr == b"", shown.stderr  # no troff warning
+
+
+def test_systemd_extra_check_names_what_is_missing() -> None:
+    """make's check before building python-systemd: one line naming every missing piece, exit 1."""
+    script = os.path.join(ROOT, "scripts", "systemd-extra-check")
+    ok = run([script, SYSTEM_PYTHON])
+    tools = all(shutil.which(t) for t in ("pkg-config", "gcc"))
+    assert ok.returncode == (0 if tools and run(["pkg-config", "--exists", "libsystemd"]).returncode == 0 else 1)
+    bare = run(["/bin/sh", script, "/nonexistent/python3"], env={"PATH": "/nonexistent"})
+    assert bare.returncode == 1
+    assert bare.stderr == (b"make: warning: the systemd extra (python-systemd) needs libsystemd-dev pkg-config gcc "
+                           b"python3-dev; missing: pkg-config libsystemd-dev gcc python3-dev: not installed, s6ipc "
+                           b"uses its standard-library backend (apt-get install pkg-config libsystemd-dev gcc "
+                           b"python3-dev)\n")
