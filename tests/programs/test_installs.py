@@ -104,10 +104,11 @@ def test_systemd_extra_check_names_what_is_missing() -> None:
     script = os.path.join(ROOT, "scripts", "systemd-extra-check")
     ok = run([script, SYSTEM_PYTHON])
     tools = all(shutil.which(t) for t in ("pkg-config", "gcc"))
-    assert ok.returncode == (0 if tools and run(["pkg-config", "--exists", "libsystemd"]).returncode == 0 else 1)
+    buildable = tools and run(["pkg-config", "--exists", "libsystemd"]).returncode == 0
+    assert ok.returncode == (0 if buildable else 1)
     bare = run(["/bin/sh", script, "/nonexistent/python3"], env={"PATH": "/nonexistent"})
     assert bare.returncode == 1
-    assert bare.stderr == (b"make: warning: the systemd extra (python-systemd) needs libsystemd-dev pkg-config gcc "
-                           b"python3-dev; missing: pkg-config libsystemd-dev gcc python3-dev: not installed, s6ipc "
-                           b"uses its standard-library backend (apt-get install pkg-config libsystemd-dev gcc "
-                           b"python3-dev)\n")
+    missing = b"pkg-config libsystemd-dev gcc python3-dev"
+    assert bare.stderr == (b"make: warning: the systemd extra (python-systemd) needs libsystemd-dev "
+                           b"pkg-config gcc python3-dev; missing: " + missing + b": not installed, s6ipc uses its "
+                           b"standard-library backend (apt-get install " + missing + b")\n")
