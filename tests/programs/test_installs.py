@@ -110,5 +110,5 @@ def test_systemd_extra_check_names_what_is_missing() -> None:
     assert bare.returncode == 1
     missing = b"pkg-config libsystemd-dev gcc python3-dev"
     assert bare.stderr == (b"make: warning: the systemd extra (python-systemd) needs libsystemd-dev "
-                           b"pkg-config gcc python3-dev; missing: " + missing + b": not installed, s6ipc uses its "
-                           b"standard-library backend (apt-get install " + missing + b")\n")
+                           b"pkg-config gcc python3-dev; missing: " + missing + b": not installed, s6ipc "
+                           b"uses its standard-library backend (apt-get install " + missing + b")\n")
