@@ -35,12 +35,13 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .accessrules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
 from .envdir import merge_env
 from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
 from .execution import Spawner
+from .log import Log
 from .options import UsageError, getopt, parse_uint
 from .sockets import address_text
 
@@ -214,15 +215,7 @@ def connection_local_path(conn: object) -> Callable[[], str]:
     return local
 
 
-class _Log(Protocol):
-    """What :class:`FastAccess` needs of a logger (an s6-style reporter named like the program)."""
-
-    def info(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-
-def emit(log: _Log, lines: Sequence[LogLine], pid: int) -> None:
+def emit(log: Log, lines: Sequence[LogLine], pid: int) -> None:
     """Write *lines* to *log*, with *pid* where s6 prints its pid."""
     for line in lines:
         if line.kind == "warning":
@@ -266,7 +259,7 @@ class FastAccess:
     verbosity 2.
     """
 
-    def __init__(self, options: AccessOptions, log: _Log, fallback: Spawner,
+    def __init__(self, options: AccessOptions, log: Log, fallback: Spawner,
                  standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
         self.options = options
         self.log = log
@@ -292,7 +285,7 @@ class FastAccess:
             spawner = self._execs[script] = Spawner(outcome.argv, path_env=self._search)
         return spawner
 
-    def __call__(self, uid: int, gid: int, env: Dict[str, str], conn: object
+    def __call__(self, peer: object, env: Dict[str, str], conn: object
                  ) -> Optional[Tuple[Spawner, Dict[str, str]]]:
         try:
             outcome = evaluate(self.options, env, connection_local_path(conn), self.source,

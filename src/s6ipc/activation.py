@@ -1,4 +1,7 @@
-"""Where a listening socket comes from: fd 0, systemd (socket units and the fd store), an fd holder.
+"""The systemd socket-activation protocol: ``LISTEN_*`` parsed, checked, selected, consumed.
+
+Choosing *where* a listening socket comes from (fd 0, systemd, an fd holder) is
+:mod:`s6ipc.intake`, which stands on this module.
 
 Some facts about socket activation that this module relies on (systemd 252, Linux):
 
@@ -27,9 +30,6 @@ Some facts about socket activation that this module relies on (systemd 252, Linu
 * **Sharing.** The passed fds are duplicates of the sockets the manager keeps: their file status
   flags (O_NONBLOCK) are shared with the manager's copy, and ``shutdown()`` on them would hurt it.
   So this module moves them (``dup2``) but never changes their flags or shuts them down.
-* **The s6 convention.** A listening socket reaches a super-server as fd 0. fd 0 is therefore
-  always looked at first: an explicit chain stage (a socket binder, an fd-holder retrieval, our
-  ``systemd-socket``) has already decided, and stale ``LISTEN_*`` variables must not override it.
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ import errno
 import fcntl
 import os
 import socket
-import stat
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import systemd_backend
 from .errors import BadInput, S6ipcError, SystemFailure
-from .sockets import socket_kind
+from .sockets import listener_problem
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
@@ -260,24 +259,6 @@ def socket_address(fd: int) -> Optional[str]:
     return str(address)
 
 
-def listener_problem(fd: int) -> Optional[str]:
-    """Why *fd* is not a listening AF_UNIX stream socket (a phrase such as ``is not listening``), or None."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError as e:
-        return f"is not open ({os.strerror(e.errno or errno.EBADF)})"
-    if not stat.S_ISSOCK(mode):
-        return "is not a socket"
-    family, kind, listening = socket_kind(fd)
-    if family != socket.AF_UNIX:
-        return "is not a Unix domain socket"
-    if kind != socket.SOCK_STREAM:
-        return "is not a stream socket"
-    if not listening:
-        return "is not listening"
-    return None
-
-
 def matching(passed: Sequence[PassedFd], *, name: Optional[str] = None,
              path: Optional[str] = None) -> List[PassedFd]:
     """The fds of *passed* named *name* (if given) and bound to *path* (if given)."""
@@ -400,95 +381,3 @@ def forget_systemd_sockets() -> None:
             os.set_inheritable(fd, False)
         except OSError:
             break
-
-
-def fd0_is_socket() -> bool:
-    """True when fd 0 is a socket of any kind (then the s6 convention says it is *the* socket)."""
-    try:
-        return stat.S_ISSOCK(os.fstat(0).st_mode)
-    except OSError:
-        return False
-
-
-# -- the daemon's intake: a documented order of sources ------------------------------------------
-#: The order :func:`take_listener` tries, for ``ipcserverd`` and the Python API alike.
-SOURCE_ORDER = ("fd0", "systemd", "fdholder")
-
-
-def take_listener(*, name: Optional[str] = None, path: Optional[str] = None, target: int = 0,
-                  fdholder: Optional[str] = None, fdholder_id: Optional[str] = None,
-                  backend: Optional[str] = None) -> str:
-    """Put the listening socket on fd *target* from the first source that has one; return its name.
-
-    1. ``fd0`` — fd 0 is a listening Unix stream socket (the s6 convention; skipped when *name*
-       is given, since fd 0 has no name; when *path* is given, fd 0 must be bound to it);
-    2. ``systemd`` — ``LISTEN_FDS`` meant for this process (socket units and the fd store),
-       selected by *name* / *path*, else the only listening Unix stream socket;
-    3. ``fdholder`` — identifier *fdholder_id* retrieved from the s6 fd holder listening at
-       *fdholder*, when both are given.
-
-    ``LISTEN_*`` always leave ``os.environ``. Raises :class:`BadInput` when no source has a
-    socket (naming what was tried) or when the chosen source is unusable.
-    """
-    tried: List[str] = []
-    if name is None and listener_problem(0) is None and (path is None or socket_address(0) == path):
-        forget_systemd_sockets()
-        if target != 0:
-            os.dup2(0, target, inheritable=True)
-        return "fd0"
-    tried.append("fd 0 " + (listener_problem(0) or f"is not bound to {path}"))
-    if systemd_socket_pending():
-        adopt_systemd_socket(name=name, path=path, target=target, backend=backend)
-        return "systemd"
-    tried.append(_why_none(_snapshot()))
-    forget_systemd_sockets()
-    if fdholder is not None and fdholder_id is not None:
-        fd = retrieve_from_fdholder(fdholder, fdholder_id)
-        problem = listener_problem(fd)
-        if problem is not None:
-            os.close(fd)
-            raise BadInput(f"the fd {fdholder_id} retrieved from {fdholder} {problem}", 100)
-        move_fd(fd, target)
-        return "fdholder"
-    tried.append("no fd holder given")
-    raise BadInput("no listening socket: " + "; ".join(tried), 100)
-
-
-def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float] = None) -> int:
-    """Retrieve *identifier* from the s6 fd holder listening at *holder*; return a new fd.
-
-    Uses :class:`s6ipc.fdholder.client.FdHolderClient` (wire-compatible with s6-fdholderd): the
-    fd is close-on-exec. Raises :class:`SystemFailure` as that client does.
-    """
-    try:
-        from .fdholder.client import FdHolderClient
-    except ImportError as e:  # pragma: no cover - the fd-holder library ships with s6ipc
-        raise BadInput(f"the fd-holder client is not available: {e}", 111) from None
-    with FdHolderClient(holder, timeout=timeout) as client:
-        return client.retrieve(identifier)
-
-
-def listening_socket(*, name: Optional[str] = None, path: Optional[str] = None,
-                     fdholder: Optional[str] = None, fdholder_id: Optional[str] = None,
-                     backend: Optional[str] = None) -> socket.socket:
-    """The listening Unix stream socket of a Python daemon, from the first source that has one.
-
-    Same sources and order as :func:`take_listener` (fd 0, then systemd, then the fd holder). The
-    socket object owns a close-on-exec descriptor; fd 0, when it was the source, is replaced by
-    ``/dev/null`` so that no child inherits the listener through it. Raises :class:`BadInput`.
-    """
-    spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    target = os.dup(spare)  # a fresh fd number to receive the socket
-    os.close(spare)
-    try:
-        source = take_listener(name=name, path=path, target=target, fdholder=fdholder,
-                               fdholder_id=fdholder_id, backend=backend)
-    except BaseException:
-        os.close(target)
-        raise
-    if source == "fd0":
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0, inheritable=True)
-        os.close(null)
-    os.set_inheritable(target, False)
-    return socket.socket(fileno=target)

@@ -39,18 +39,20 @@ from __future__ import annotations
 import array
 import errno
 import os
+import select
 import socket
-import struct
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Set
 
 from . import systemd_backend
+from .descriptors import close_above
 from .errors import BadInput, SystemFailure
+from .log import Log
+from .unixmessage import UCRED, close_fds, recv_datagram
 
 #: Variables the service manager meant for the daemon only.
 NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _SUN_PATH = 108
-_UCRED = struct.Struct("3i")
 
 
 def _sockaddr(address: str) -> str:
@@ -75,7 +77,7 @@ def _stdlib_notify(address: str, message: str, fds: Sequence[int] = (), pid: Opt
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         if claim:
             assert pid is not None
-            creds = _UCRED.pack(pid, os.getuid(), os.getgid())
+            creds = UCRED.pack(pid, os.getuid(), os.getgid())
             try:
                 sock.sendmsg([data], ancillary + [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)],
                                socket.MSG_NOSIGNAL, target)
@@ -290,16 +292,7 @@ def _isolate(keep: Sequence[int]) -> None:
     for fd in (0, 1):
         if fd != null and fd not in keep:
             os.dup2(null, fd)
-    try:
-        open_fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        open_fds = list(range(3, 1024))
-    for fd in open_fds:
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    close_above(2, keep)
     os.chdir("/")
 
 
@@ -332,3 +325,73 @@ def spawn_detached(work: Callable[[], int], keep: Sequence[int] = ()) -> None:
             continue
         except ChildProcessError:
             return
+
+
+# -- the receiving end: sd_notify to s6's notification fd -------------------------------------
+class NotifyRelay:
+    """The receiving end of ``$NOTIFY_SOCKET`` for a daemon under s6-supervise (sdnotify-bridge):
+    the first ``READY=1`` becomes the newline on s6's notification fd.
+
+    *sock* is the bound datagram socket (SO_PASSCRED on), *notif* the notification fd, *pidfd* a
+    pidfd of the daemon (*daemon* its pid): :meth:`run` returns when it exits — 0 if readiness was
+    passed on, 1 otherwise. Only the daemon's pid, or a pid it named with ``MAINPID=``, may say
+    ``READY=1`` (any process with *allow_all*). Descriptors attached to a message are closed.
+    With *timeout* (seconds, 0: none) the notification fd is closed unready when it passes.
+    *log*, when given, gets one line per message and the give-up warning.
+    """
+
+    def __init__(self, sock: socket.socket, notif: int, pidfd: int, daemon: int, allow_all: bool,
+                 timeout: float, log: Optional[Log]) -> None:
+        self.sock, self.notif, self.pidfd = sock, notif, pidfd
+        self.allowed: Set[int] = {daemon}
+        self.allow_all, self.timeout, self.log = allow_all, timeout, log
+
+    def run(self) -> int:
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        while True:
+            wait = None
+            if deadline is not None and self.notif >= 0:
+                wait = max(0.0, deadline - time.monotonic())
+                if wait == 0:
+                    self._give_up()
+                    wait = None
+            try:
+                events = poller.poll(None if wait is None else wait * 1000)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == self.pidfd:
+                    return 0 if self.notif < 0 else 1
+                self._receive()
+
+    def _give_up(self) -> None:
+        if self.log:
+            self.log.warn(f"no READY=1 within {self.timeout * 1000:.0f} ms: giving up")
+        os.close(self.notif)
+        self.notif = -1
+
+    def _receive(self) -> None:
+        try:
+            datagram = recv_datagram(self.sock)
+        except (BlockingIOError, InterruptedError):
+            return
+        close_fds(datagram.fds)
+        sender = datagram.pid
+        text = datagram.data.decode("utf-8", "replace")
+        if self.log:
+            self.log.info(f"pid {sender}: " + text.replace("\n", " "))
+        if not (self.allow_all or sender in self.allowed):
+            return
+        fields = text.split("\n")
+        for field in fields:
+            if field.startswith("MAINPID="):
+                try:
+                    self.allowed.add(int(field[8:]))
+                except ValueError:
+                    pass
+        if "READY=1" in fields and self.notif >= 0:
+            write_newline(self.notif)
+            self.notif = -1

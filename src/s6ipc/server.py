@@ -2,14 +2,10 @@
 
 Some facts about the kernel and CPython that this loop relies on:
 
-* **Signals.** CPython runs Python-level handlers only between bytecodes of the main thread, but
-  its C-level handler writes the signal number as one byte to the fd given to
-  ``signal.set_wakeup_fd`` at once. We poll that pipe next to the listening socket and read the
-  signal numbers from it, so SIGCHLD, SIGTERM, SIGHUP, SIGQUIT and SIGABRT are handled in the loop,
-  in arrival order, never in the middle of a spawn. Every other signal keeps its default action,
-  as in s6 (CPython's SIGINT handler is removed).
-* **SIGCHLD** is not queued: one delivery may stand for many exited children, so reaping loops on
-  ``waitpid(-1, WNOHANG)`` until it returns 0 or ECHILD.
+* **Signals** arrive through the self-pipe (:mod:`s6ipc.selfpipe`): SIGCHLD, SIGTERM, SIGHUP,
+  SIGQUIT and SIGABRT are handled in the loop, in arrival order, never in the middle of a spawn;
+  every other signal keeps its default action, as in s6. A daemon built on the loop may catch
+  more (:meth:`Server.on_signal`). Reaping is :class:`s6ipc.children.ChildTable`'s.
 * **Descriptors.** Children receive the connection on fds 0 and 1 (``dup2`` clears close-on-exec
   on the copies) and the inherited fd 2. Everything else the daemon holds is made close-on-exec
   at start-up — the listening socket above all, and also whatever the daemon's own parent leaked
@@ -26,9 +22,19 @@ Some facts about the kernel and CPython that this loop relies on:
   overlap saved on two cores (docs/benchmarks.md).
 * **Running out of descriptors** (EMFILE, ENFILE) makes ``accept`` fail while the socket stays
   readable: s6 spins on it at 100 % CPU, logging a warning per try. We log once per episode and
-  stop polling the socket for a back-off delay (10 ms doubling to 1 s, cut short by a child's
+  stop polling the socket for a back-off delay (:mod:`s6ipc.backoff`; cut short by a child's
   exit), then retry; queued clients wait in the backlog meanwhile.
+* **CPython's private socket API on the hot path.** Accepting goes through ``socket._accept``
+  (the C method behind ``socket.accept``: ``(fd, address)``, no ``socket.socket`` object built)
+  and each connection is wrapped in a bare ``_socket.socket``, which saves two Python-level
+  objects per connection (measured in docs/benchmarks.md). Both exist in every CPython from 3.3
+  to 3.13; if a release removes them, :func:`_accept_method` fails at :meth:`Server.start`
+  (AttributeError, a test in tests/unit) — the fallback is ``sock.accept()`` and
+  ``socket.socket(fileno=…)``, correct and a few µs slower.
+* **The peer** (who connected, what is counted per peer for ``-C``, the per-connection variables)
+  is a :class:`s6ipc.peers.PeerIdentity`: s6-ipcserverd's SO_PEERCRED/``IPC*`` by default.
 """
+
 
 from __future__ import annotations
 
@@ -39,43 +45,44 @@ import os
 import select
 import signal
 import socket
-import time
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from .backoff import NO_DESCRIPTORS, AcceptBackoff
+from .children import ChildTable
+from .clock import SYSTEM_CLOCK, Clock
+from .descriptors import close_on_exec_above
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import Spawner
+from .log import Log
+from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 from .readiness import claim_notification_fd, write_newline
-from .sockets import address_text, check_listening_stream
+from .selfpipe import SelfPipe
+from .sockets import check_listening_stream
 
 ABSOLUTE_MAXCONN = 1000
-_BACKOFF_FIRST = 0.01
-_BACKOFF_MAX = 1.0
 _BURST = 64
-_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
 PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
                      "WATCHDOG_PID", "WATCHDOG_USEC")
-_CONNECTION_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCCONNNUM", "IPCREMOTEPATH")
 _HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
-
-class Log(Protocol):
-    """Where the server's log lines go (the program layer passes an s6-style reporter)."""
-
-    def info(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-    def error(self, text: str) -> None: ...
-
-
-#: A per-connection policy: given (uid, gid, env prepared for the child, connection socket), return
+#: A per-connection policy: given (the peer, env prepared for the child, connection socket), return
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
-#: The access-control fast path plugs in here; see :attr:`Server.policy`.
-ConnectionPolicy = Callable[
-    [int, int, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
-]
+#: The access-control fast path plugs in here (:class:`s6ipc.access.FastAccess`).
+ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]]
+#: ``(interval, function)``: called from the loop at least every *interval* seconds while it runs —
+#: the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
+Heartbeat = Tuple[float, Callable[[], None]]
+
+
+class Ending(NamedTuple):
+    """Why :meth:`Server.serve` returned: exit with *code*, or — *exec_argv* set — exec that
+    command line in the same PID, with the listening socket still open on its fd (in-place
+    upgrades: the program layer does the exec, never the library)."""
+
+    code: int = 0
+    exec_argv: Optional[List[str]] = None
 
 
 class ServerConfig:
@@ -100,20 +107,6 @@ class ServerConfig:
                             localmaxconn=local, notify=self.notify)
 
 
-def _close_on_exec_everything(keep_open: int) -> None:
-    """Set close-on-exec on every open fd above *keep_open* (fd 2 and below stay as they are)."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(keep_open + 1, 1024))
-    for fd in fds:
-        if fd > keep_open:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:
-                pass
-
-
 def _reserve_fd1() -> None:
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     if null != 1:
@@ -121,27 +114,33 @@ def _reserve_fd1() -> None:
         os.close(null)
 
 
-def child_environment(environ: Dict[str, str], lookup: bool = True) -> Dict[str, str]:
+def child_environment(environ: Dict[str, str], identity: PeerIdentity) -> Dict[str, str]:
     """The environment every child starts from: the daemon's, minus what is private to the daemon,
     with the variables each connection sets already in place (empty), in s6's order.
 
     s6 applies its per-connection modifications with skalibs' ``env_merge``: unsetting a variable
     moves the *last* entry into its slot, setting one removes it that way and appends it. Placing
     the keys here, once, lets each connection fill in the values (a dict keeps a key's position on
-    assignment), so children see s6's exact order at no per-connection cost. With -P (no
-    *lookup*) IPCREMOTEEUID and IPCREMOTEEGID are removed, not set.
+    assignment), so children see s6's exact order at no per-connection cost. The identity's
+    :attr:`~s6ipc.peers.PeerIdentity.unset` variables (``-P``: IPCREMOTEEUID, IPCREMOTEEGID) are
+    removed, not set.
     """
     items = [(k, v) for k, v in environ.items() if k not in PRIVATE_VARIABLES]
-    for name in _CONNECTION_VARIABLES:
+    for name in identity.variables:
         for j, (key, _) in enumerate(items):
             if key == name:
                 last = items.pop()
                 if j < len(items):
                     items[j] = last
                 break
-        if lookup or name not in ("IPCREMOTEEUID", "IPCREMOTEEGID"):
+        if name not in identity.unset:
             items.append((name, ""))
     return dict(items)
+
+
+def _accept_method(listener: socket.socket) -> Callable[[], Tuple[int, object]]:
+    """The C accept of *listener* (see "CPython's private socket API" in the module docstring)."""
+    return listener._accept  # type: ignore[attr-defined,no-any-return]
 
 
 class Server:
@@ -149,50 +148,81 @@ class Server:
 
     :meth:`start` checks fd 0 and prepares (raising :class:`SystemFailure` or
     :class:`~s6ipc.errors.BadInput` with s6's exit codes); :meth:`serve` runs until SIGTERM, SIGQUIT
-    or SIGABRT and returns the exit code (0). *log* receives the daemon's lines, *child_log* the
-    lines s6 prints from a child that could not exec (``s6-ipcserver (child): fatal: …``).
+    or SIGABRT (or :meth:`stop_for_exec`) and returns an :class:`Ending`. *log* receives the
+    daemon's lines, *child_log* the lines s6 prints from a child that could not exec
+    (``s6-ipcserver (child): fatal: …``). *identity* says who a peer is (default: SO_PEERCRED and
+    ``IPC*`` variables, :class:`~s6ipc.peers.UnixPeers`); *spawner* starts a child per connection
+    (default: ``config.argv`` by posix_spawn); *policy* may replace or refuse the spawn per
+    connection; *on_ready* hooks run once after the ``-1`` newline (readiness sinks), *on_exit*
+    hooks once when the loop ends; *heartbeat* is called from the loop at least every interval.
     """
 
-    def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0) -> None:
+    def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0, *,
+                 identity: Optional[PeerIdentity] = None, spawner: Optional[Spawner] = None,
+                 policy: Optional[ConnectionPolicy] = None, on_ready: Sequence[Callable[[], None]] = (),
+                 on_exit: Sequence[Callable[[], None]] = (), heartbeat: Optional[Heartbeat] = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config.normalised()
         self.log = log
         self.child_log = child_log
         self.listen_fd = listen_fd
-        self.children: Dict[int, int] = {}
-        self.per_uid: Dict[int, int] = {}
-        self.spawner = Spawner(self.config.argv)
-        self.base_env = child_environment(dict(os.environ), self.config.lookup)
-        self._wakeup_r = -1
-        self._listener: Optional[socket.socket] = None
+        self.identity: PeerIdentity = identity if identity is not None else UnixPeers(self.config.lookup)
+        self.children = ChildTable()
+        self.spawner = spawner if spawner is not None else Spawner(self.config.argv)
+        self.policy = policy
+        self.on_ready = list(on_ready)
+        self.on_exit = list(on_exit)
+        self.heartbeat = heartbeat
+        self.clock = clock
+        self.base_env = child_environment(dict(os.environ), self.identity)
+        self._selfpipe: Optional[SelfPipe] = None
         self._accept: Callable[[], Tuple[int, object]] = _not_started
         self._burst = 1
         self._poller = select.poll()
         self._polling_listener = False
-        self._backoff = 0.0
+        self._backoff = AcceptBackoff()
         self._running = True
         self._final_signals: Tuple[int, ...] = ()
-        #: Optional per-connection policy (None: always spawn ``config.argv``).
-        self.policy: Optional[ConnectionPolicy] = None
-        #: Called once, right after the ``-1`` newline (readiness sinks such as sd_notify).
-        self.on_ready: List[Callable[[], None]] = []
-        #: Called once when the loop ends, before :meth:`serve` returns.
-        self.on_exit: List[Callable[[], None]] = []
-        #: ``(interval, function)``: called from the loop at least every *interval* seconds while it
-        #: runs — the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
-        self.heartbeat: Optional[Tuple[float, Callable[[], None]]] = None
+        self._ending = Ending()
+        self._watched: Dict[int, Callable[[int], None]] = {}
+        self._signal_hooks: Dict[int, Callable[[], None]] = {}
+
+    # -- what a daemon built on the loop may add ----------------------------------------------
+    def watch(self, fd: int, on_event: Callable[[int], None], events: int = select.POLLIN) -> None:
+        """Poll *fd* too; *on_event(mask)* is called from the loop when it is ready."""
+        self._watched[fd] = on_event
+        self._poller.register(fd, events)
+
+    def unwatch(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
+    def on_signal(self, sig: int, hook: Callable[[], None]) -> None:
+        """Catch *sig* (one the loop does not handle itself) and call *hook* from the loop."""
+        if sig in _HANDLED_SIGNALS:
+            raise ValueError(f"signal {sig} is the loop's own")
+        self._signal_hooks[sig] = hook
+        if self._selfpipe is not None:
+            self._selfpipe.add(sig)
+
+    def stop_for_exec(self, argv: List[str]) -> None:
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
+        self._ending = Ending(0, list(argv))
+        self._running = False
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
         """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline."""
-        check_listening_stream(self.listen_fd)
+        check_listening_stream(self.listen_fd, (self.identity.family,))
         os.set_inheritable(self.listen_fd, False)
         claim_notification_fd(self.config.notify)
         if not self.config.notify:
             _reserve_fd1()
-        _close_on_exec_everything(2)
+        close_on_exec_above(2)
         self._install_signals()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.listen_fd)
-        self._accept = self._listener._accept  # type: ignore[attr-defined]  # (fd, address), no wrapper
+        listener = socket.socket(self.identity.family, socket.SOCK_STREAM, 0, self.listen_fd)
+        self._listener = listener
+        self._accept = _accept_method(listener)
         nonblocking = fcntl.fcntl(self.listen_fd, fcntl.F_GETFL) & os.O_NONBLOCK
         self._burst = _BURST if nonblocking else 1
         if self.config.verbosity >= 2:
@@ -206,14 +236,11 @@ class Server:
         self._set_listening(True)
 
     def _install_signals(self) -> None:
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wakeup_r = r
-        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        for sig in _HANDLED_SIGNALS:
-            signal.signal(sig, _ignore_handler)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-        self._poller.register(r, select.POLLIN)
+        try:
+            self._selfpipe = SelfPipe(_HANDLED_SIGNALS + tuple(self._signal_hooks))
+        except OSError as e:
+            raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
+        self._poller.register(self._selfpipe.fileno(), select.POLLIN)
 
     def _set_listening(self, on: bool) -> None:
         if on and not self._polling_listener:
@@ -223,15 +250,22 @@ class Server:
         self._polling_listener = on
 
     # -- the loop ---------------------------------------------------------------------------
-    def serve(self) -> int:
-        """Run the loop; returns 0 after SIGTERM, SIGQUIT or SIGABRT. Raises :class:`SystemFailure`."""
-        listen_fd, wakeup = self.listen_fd, self._wakeup_r
+    def serve(self) -> Ending:
+        """Run the loop; returns after SIGTERM, SIGQUIT, SIGABRT or :meth:`stop_for_exec`.
+
+        Raises :class:`SystemFailure` (``trouble with selfpipe``, ``wait_nohang``) and
+        :class:`~s6ipc.errors.BadInput` (``trouble with socket``, exit 111).
+        """
+        assert self._selfpipe is not None, "serve() before start()"
+        listen_fd, wakeup = self.listen_fd, self._selfpipe.fileno()
         poll = self._poller.poll
+        monotonic = self.clock.monotonic
+        backoff = self._backoff
         next_beat = 0.0
         while self._running:
             timeout = None
-            if self._backoff and not self._polling_listener:
-                timeout = self._backoff * 1000
+            if backoff and not self._polling_listener:
+                timeout = max(0.0, backoff.until - monotonic()) * 1000
             if self.heartbeat is not None:
                 next_beat, wait = self._beat(next_beat)
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -239,42 +273,44 @@ class Server:
                 events = poll(timeout)
             except InterruptedError:
                 continue
-            if not events and self._backoff:
-                self._resume_after_backoff()
+            if not events and backoff:
+                if not backoff.waiting(monotonic()):
+                    self._resume_after_backoff()
                 continue
             for fd, mask in events:
                 if fd == wakeup:
                     if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                         raise SystemFailure("trouble with selfpipe", errno.EIO)
                     self._handle_signals()
-                elif fd == listen_fd and self._polling_listener:
-                    if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                        raise BadInput("trouble with socket", 111)
-                    self._accept_ready()
+                elif fd == listen_fd:
+                    if self._polling_listener:
+                        if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                            raise BadInput("trouble with socket", 111)
+                        self._accept_ready()
+                else:
+                    on_event = self._watched.get(fd)
+                    if on_event is not None:
+                        on_event(mask)
         if self._final_signals:
-            self._kill_all(*self._final_signals)
+            self.children.kill_all(self._final_signals)
         for hook in self.on_exit:
             hook()
-        if self.config.verbosity >= 2:
+        if self.config.verbosity >= 2 and self._ending.exec_argv is None:
             self.log.info("exiting")
-        return 0
+        return self._ending
 
     def _beat(self, due: float) -> Tuple[float, float]:
         """Call the heartbeat if *due* has passed; return the next due time and the ms until it."""
         assert self.heartbeat is not None
         interval, beat = self.heartbeat
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= due:
             beat()
             due = now + interval
         return due, (due - now) * 1000
 
-    def _live(self) -> int:
-        """Connections counted against maxconn: the running children."""
-        return len(self.children)
-
     def _resume_after_backoff(self) -> None:
-        self._set_listening(self._live() < self.config.maxconn)
+        self._set_listening(len(self.children) < self.config.maxconn)
 
     def _accept_ready(self) -> None:
         """Accept what is queued: one connection, or a burst while the socket is non-blocking.
@@ -286,10 +322,12 @@ class Server:
         """
         accept = self._accept
         maxconn = self.config.maxconn
+        children = self.children
+        family = self.identity.family
         for attempt in range(self._burst):
-            if self._live() >= maxconn:
+            if len(children) >= maxconn:
                 self._reap()
-                if self._live() >= maxconn:
+                if len(children) >= maxconn:
                     self._set_listening(False)
                     return
             try:
@@ -300,65 +338,47 @@ class Server:
                     return
                 self._accept_failed(code)
                 return
-            self._backoff = 0.0
-            conn = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
+            self._backoff.succeeded()
+            conn = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
             try:
                 self._serve_connection(conn, address)
             finally:
                 conn.close()
 
     def _accept_failed(self, code: int) -> None:
-        if code in _NO_DESCRIPTORS:
-            if not self._backoff:
-                if self.config.verbosity >= 1:
-                    self.log.warn(f"unable to accept: {os.strerror(code)}")
-                self._backoff = _BACKOFF_FIRST
-            else:
-                self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+        if code in NO_DESCRIPTORS:
+            if self._backoff.failed(self.clock.monotonic()) and self.config.verbosity >= 1:
+                self.log.warn(f"unable to accept: {os.strerror(code)}")
             self._set_listening(False)
         elif self.config.verbosity >= 1:
             self.log.warn(f"unable to accept: {os.strerror(code)}")
 
     def _serve_connection(self, conn: _socket.socket, address: object) -> None:
         config = self.config
-        if config.lookup:
-            try:
-                raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            except OSError as e:
-                if config.verbosity >= 1:
-                    self.log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
-                return
-            uid = int.from_bytes(raw[4:8], "little")
-            gid = int.from_bytes(raw[8:12], "little")
-        else:
-            uid = gid = 0
-        num = self.per_uid.get(uid, 0)
+        try:
+            peer = self.identity.identify(conn, address)
+        except PeerUnknown as e:
+            if config.verbosity >= 1:
+                self.log.warn(str(e))
+            return
+        num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
             self._reap()
-            num = self.per_uid.get(uid, 0)
+            num = self.children.count(peer.key)
         if num >= config.localmaxconn:
-            who = f"{uid}:{gid}" if config.lookup else "?:?"
-            self.log.info(f"deny {who} count {num}/{config.localmaxconn}: Success")
+            self.log.info(peer.deny_line(num, config.localmaxconn))
             return
         env = self.base_env.copy()
-        env["PROTO"] = "IPC"
-        if config.lookup:
-            env["IPCREMOTEEUID"] = str(uid)
-            env["IPCREMOTEEGID"] = str(gid)
-            env["IPCCONNNUM"] = str(num + 1)
-        else:
-            env["IPCCONNNUM"] = ""
-        env["IPCREMOTEPATH"] = address_text(address) if address else ""
+        peer.fill(env, num + 1, address)
         spawner = self.spawner
         if self.policy is not None:
-            decision = self.policy(uid, gid, env, conn)
+            decision = self.policy(peer, env, conn)
             if decision is None:
                 return
             spawner, env = decision
-        fd = conn.fileno()
         try:
-            pid = spawner.spawn(fd, env)
+            pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
             self.child_log.error(str(e))
             return
@@ -366,13 +386,9 @@ class Server:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
             return
-        self.children[pid] = uid
-        self.per_uid[uid] = num + 1
+        count = self.children.add(pid, peer)
         if config.verbosity >= 2:
-            if config.lookup:
-                self.log.info(f"allow {uid}:{gid} pid {pid} count {num + 1}/{config.localmaxconn}")
-            else:
-                self.log.info(f"allow ?:? pid {pid} count ?/{config.localmaxconn}")
+            self.log.info(peer.allow_line(pid, count, config.localmaxconn))
             self._status()
         if len(self.children) >= config.maxconn:
             self._set_listening(False)
@@ -382,11 +398,8 @@ class Server:
 
     # -- signals and children ---------------------------------------------------------------
     def _handle_signals(self) -> None:
-        try:
-            data = os.read(self._wakeup_r, 512)
-        except BlockingIOError:
-            return
-        for signo in data:
+        assert self._selfpipe is not None
+        for signo in self._selfpipe.read():
             if signo == signal.SIGCHLD:
                 self._reap()
             elif signo == signal.SIGTERM:
@@ -396,7 +409,7 @@ class Server:
             elif signo == signal.SIGHUP:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
-                self._kill_all(signal.SIGTERM, signal.SIGCONT)
+                self.children.kill_all((signal.SIGTERM, signal.SIGCONT))
             elif signo == signal.SIGQUIT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
@@ -407,59 +420,31 @@ class Server:
                     self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
                 self._final_signals = (signal.SIGKILL,)
                 self._running = False
+            else:
+                hook = self._signal_hooks.get(signo)
+                if hook is not None:
+                    hook()
             if not self._running:
                 return
 
-    def _kill_all(self, *signals: int) -> None:
-        for pid in list(self.children):
-            for sig in signals:
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
-
     def _reap(self) -> None:
         """Collect every exited child; resume accepting if a slot freed."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            except OSError as e:
-                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
-            if pid == 0:
-                break
-            if pid in self.children:
-                self._finish(pid, status)
+        self.children.reap(self._finish)
         if self._backoff:
-            self._backoff = _BACKOFF_FIRST
+            self._backoff.cut_short(self.clock.monotonic())
             self._resume_after_backoff()
-        elif not self._polling_listener and self._live() < self.config.maxconn:
+        elif not self._polling_listener and len(self.children) < self.config.maxconn:
             self._set_listening(True)
 
-    def _release(self, uid: int) -> None:
-        left = self.per_uid[uid] - 1
-        if left:
-            self.per_uid[uid] = left
-        else:
-            del self.per_uid[uid]
-
-    def _finish(self, pid: int, status: int) -> None:
-        """Forget an exited child and log its end line at -v2."""
-        uid = self.children.pop(pid)
-        self._release(uid)
+    def _finish(self, pid: int, peer: Peer, status: int) -> None:
+        """Log an exited child's end line at -v2."""
         if self.config.verbosity >= 2:
-            who = str(uid) if self.config.lookup else "?"
             if os.WIFSIGNALED(status):
-                self.log.info(f"end pid {pid} uid {who} signal {os.WTERMSIG(status)}")
+                self.log.info(f"end pid {pid} {peer.end_name()} signal {os.WTERMSIG(status)}")
             else:
-                self.log.info(f"end pid {pid} uid {who} exitcode {os.WEXITSTATUS(status)}")
+                self.log.info(f"end pid {pid} {peer.end_name()} exitcode {os.WEXITSTATUS(status)}")
             self._status()
 
 
 def _not_started() -> Tuple[int, object]:
     raise SystemFailure("accept before start", errno.EBADF)
-
-
-def _ignore_handler(signo: int, frame: object) -> None:
-    """The Python-level handler: the work is done from the wakeup pipe (see the module docstring)."""

@@ -18,20 +18,20 @@ Some facts about AF_UNIX sockets this module relies on (Linux):
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import os
 import socket
 import stat
-import struct
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from .errors import BadInput, SystemFailure
+from .unixmessage import UCRED
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
 SOMAXCONN = socket.SOMAXCONN
-_PEERCRED = struct.Struct("3i")
 
 PathLike = Union[str, bytes]
 
@@ -139,6 +139,14 @@ def socket_kind(fd: int) -> Tuple[int, int, bool]:
         sock.close()
 
 
+def is_socket(fd: int) -> bool:
+    """True when *fd* is open and a socket of any kind."""
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 def check_socket(fd: int) -> None:
     """s6's start-up check of a server's stdin: open (else SystemFailure "fstat stdin", exit 111)
     and a socket (else BadInput "stdin is not a socket", exit 100)."""
@@ -150,27 +158,55 @@ def check_socket(fd: int) -> None:
         raise BadInput("stdin is not a socket", 100)
 
 
-def check_listening_stream(fd: int) -> None:
-    """Check that *fd* is a listening AF_UNIX SOCK_STREAM socket.
+#: How a listener of the wrong family is described, by the families that were wanted.
+_FAMILY_PHRASES: Dict[Tuple[int, ...], str] = {(socket.AF_UNIX,): "is not a Unix domain socket",
+                   (socket.AF_INET, socket.AF_INET6): "is not an Internet domain socket"}
+UNIX_FAMILIES: Tuple[int, ...] = (socket.AF_UNIX,)
+
+
+def listener_problem(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -> Optional[str]:
+    """Why *fd* is not a listening stream socket of one of *families*, or None when it is one.
+
+    The one "is it a listener" predicate of s6ipc: every source of a listening socket (fd 0,
+    systemd, an fd holder) and every daemon's start-up check use it. The phrase follows "fd N"
+    or "stdin": ``is not open (Bad file descriptor)``, ``is not a socket``, ``is not a Unix domain
+    socket``, ``is not a stream socket``, ``is not listening``.
+    """
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as e:
+        return f"is not open ({os.strerror(e.errno or errno.EBADF)})"
+    if not stat.S_ISSOCK(mode):
+        return "is not a socket"
+    family, kind, listening = socket_kind(fd)
+    if family not in families:
+        return _FAMILY_PHRASES.get(families, "is not of the expected socket family")
+    if kind != socket.SOCK_STREAM:
+        return "is not a stream socket"
+    if not listening:
+        return "is not listening"
+    return None
+
+
+def check_listening_stream(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -> None:
+    """A daemon's start-up check of its listening socket, with s6's messages and exit codes.
 
     Raises :class:`SystemFailure` ("fstat stdin") if fd is not open, :class:`BadInput` (exit 100,
     s6's "stdin is not a socket") if it is not a socket, and :class:`BadInput` with exit 111 for a
-    socket of the wrong family or type, or one that is not listening.
+    socket of the wrong family or type, or one that is not listening (:func:`listener_problem`).
     """
     check_socket(fd)
-    family, kind, listening = socket_kind(fd)
-    if family != socket.AF_UNIX:
-        raise BadInput("stdin is not a Unix domain socket", 111)
-    if kind != socket.SOCK_STREAM:
-        raise BadInput("stdin is not a stream socket", 111)
-    if not listening:
-        raise BadInput("stdin is not a listening socket", 111)
+    problem = listener_problem(fd, families)
+    if problem is not None:
+        if problem == "is not listening":
+            problem = "is not a listening socket"
+        raise BadInput("stdin " + problem, 111)
 
 
-def peer_credentials(sock: socket.socket) -> Tuple[int, int, int]:
+def peer_credentials(sock: _socket.socket) -> Tuple[int, int, int]:
     """Return ``(pid, euid, egid)`` of the peer of a connected Unix socket (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, uid, gid = _PEERCRED.unpack(raw)
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+    pid, uid, gid = UCRED.unpack(raw)
     return pid, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
 
 

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s6ipc import FdHolderClient, HeldDescriptor  # noqa: E402
-from s6ipc.fdholder import protocol, tai  # noqa: E402
-from s6ipc.fdholder.protocol import Decoder, ProtocolError  # noqa: E402
+from s6ipc import FdHolderClient, HeldDescriptor, unixmessage
+from s6ipc.fdholder import protocol, tai
+from s6ipc.unixmessage import Decoder, ProtocolError, frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, make_rules
 from tests.support.processes import ours, proc_fds, theirs
 
@@ -106,7 +106,7 @@ def test_parser_mutated_requests(reqs: List[Tuple[bytes, int]], seed: int, cuts:
                                  dumping: int) -> None:
     count("parser: mutated requests")
     rnd = random.Random(seed)
-    stream = b"".join(mutate(protocol.frame(p, n), rnd) if rnd.random() < 0.7 else protocol.frame(p, n)
+    stream = b"".join(mutate(frame(p, n), rnd) if rnd.random() < 0.7 else frame(p, n)
                       for p, n in reqs)
     check_stream(stream, cuts, [n for _, n in reqs], dumping)
 
@@ -137,7 +137,7 @@ def check_stream(stream: bytes, cuts: List[int], fd_counts: List[int], dumping: 
         except ProtocolError:
             pass
         decoder.discard()
-        protocol.close_fds(got)
+        unixmessage.close_fds(got)
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         os.close(r)
@@ -150,7 +150,7 @@ def test_parser_round_trip(req: Tuple[bytes, int]) -> None:
     count("parser: round trips")
     payload, nfds = req
     d = Decoder()
-    d.feed(protocol.frame(payload, nfds), [-1] * nfds)
+    d.feed(frame(payload, nfds), [-1] * nfds)
     m = d.next_message()
     assert m is not None and m.payload == payload and m.nfds == nfds
     request = protocol.parse_request(payload, nfds, 0)
@@ -183,17 +183,17 @@ def valid_message(rnd: random.Random) -> Tuple[bytes, int]:
     kind = rnd.choice("SSSDDRRRLL?!.X")
     ident = rnd.choice(ID_POOL)
     if kind == "S":
-        return protocol.frame(protocol.encode_store(far(rnd), ident), 1), 1
+        return frame(protocol.encode_store(far(rnd), ident), 1), 1
     if kind == "D":
-        return protocol.frame(protocol.encode_delete(ident)), 0
+        return frame(protocol.encode_delete(ident)), 0
     if kind == "R":
-        return protocol.frame(protocol.encode_retrieve(ident, rnd.random() < 0.3)), 0
+        return frame(protocol.encode_retrieve(ident, rnd.random() < 0.3)), 0
     if kind == "!":
-        return protocol.frame(protocol.encode_setdump(rnd.choice([0, 1, 2, 100]))), 0
+        return frame(protocol.encode_setdump(rnd.choice([0, 1, 2, 100]))), 0
     if kind == ".":
         entries = [protocol.DumpEntry(far(rnd), rnd.choice(ID_POOL)) for _ in range(rnd.randint(1, 2))]
-        return protocol.frame(b"." + protocol.encode_entries(entries), len(entries)), len(entries)
-    return protocol.frame(kind.encode()), 0
+        return frame(b"." + protocol.encode_entries(entries), len(entries)), len(entries)
+    return frame(kind.encode()), 0
 
 
 def make_case(rnd: random.Random, splits: bool) -> Case:
@@ -202,10 +202,10 @@ def make_case(rnd: random.Random, splits: bool) -> Case:
         return [(os.urandom(rnd.randint(1, 40)), 0)]
     if roll < 0.2:  # a setdump conversation, maybe broken
         n = rnd.randint(1, 3)
-        case = [(protocol.frame(protocol.encode_setdump(n)), 0)]
+        case = [(frame(protocol.encode_setdump(n)), 0)]
         for _ in range(rnd.randint(0, n)):
             entries = [protocol.DumpEntry(FAR, rnd.choice(ID_POOL))]
-            data, k = protocol.frame(b"." + protocol.encode_entries(entries), 1), 1
+            data, k = frame(b"." + protocol.encode_entries(entries), 1), 1
             case.append((mutate(data, rnd) if rnd.random() < 0.3 else data, k))
         return case
     messages = [valid_message(rnd) for _ in range(rnd.randint(1, 3))]
@@ -252,7 +252,7 @@ def framed_case(rnd: random.Random) -> Case:
             messages.append((b"." + protocol.encode_entries([entry]), 1))
     for _ in range(rnd.randint(1, 3)):
         data, k = valid_message(rnd)
-        messages.append((data[protocol.HEADER_SIZE:], k))
+        messages.append((data[unixmessage.HEADER_SIZE:], k))
     out = b""
     total = 0
     for payload, k in messages:
@@ -260,7 +260,7 @@ def framed_case(rnd: random.Random) -> Case:
             payload = mutate_payload(payload, rnd)
         if rnd.random() < 0.1:
             k = rnd.choice([0, 1, 2])
-        out += protocol.frame(payload, k)
+        out += frame(payload, k)
         total += k
     return [(out, total)]
 
@@ -309,13 +309,13 @@ def play(path: str, case: Case, fd: int, barrier_timeout: float = 5.0) -> Tuple[
         nfds = 0
         while True:
             try:
-                data, anc, _, _ = s.recvmsg(1 << 20, protocol.CMSG_SPACE_MAX)
+                data, anc, _, _ = s.recvmsg(1 << 20, unixmessage.CMSG_SPACE_MAX)
             except (BlockingIOError, ConnectionResetError):
                 break
             for _, _, cdata in anc:
                 got = array.array("i", cdata[: len(cdata) - len(cdata) % 4])
                 nfds += len(got)
-                protocol.close_fds(list(got))
+                unixmessage.close_fds(list(got))
             if not data:
                 break
             received += data
@@ -373,7 +373,7 @@ def test_live_fuzz_ours(sockdir: str) -> None:
         with FdHolderClient(h.path, timeout=5) as holder:
             dump = holder.getdump()
             precious = {d.id: os.fstat(d.fd).st_ino for d in dump}
-            protocol.close_fds([d.fd for d in dump])
+            unixmessage.close_fds([d.fd for d in dump])
         bystander = Raw(h.path)
         baseline: Optional[int] = None
         for i in range(3000):
@@ -394,7 +394,7 @@ def test_live_fuzz_ours(sockdir: str) -> None:
                 with FdHolderClient(h.path, timeout=5) as holder:
                     held = holder.getdump()
                     now = {d.id: os.fstat(d.fd).st_ino for d in held}
-                    protocol.close_fds([d.fd for d in held])
+                    unixmessage.close_fds([d.fd for d in held])
                 assert {k: now.get(k) for k in precious} == precious  # the cases never name these
                 time.sleep(0.02)
                 fds = len(proc_fds(h.pid))
@@ -415,18 +415,18 @@ def test_live_fuzz_ours(sockdir: str) -> None:
 _T = FAR.pack()
 _Q = b"q" * 255
 SPIN_SEQUENCE: List[Case] = [
-    [(protocol.frame(b"S" + _T + b"\xff" + _Q + b"\0", 1) + protocol.frame(b"S" + _T[:10], 1), 2)],
-    [(protocol.frame(b"!\0\0\0\x02") + protocol.frame(b"." + _T + b"\x03\xe9t\xe9\0", 1)
-      + protocol.frame(b"L") + protocol.frame(b"." + _T + b"\x03\xe9t\xe9\0" + _T + b"\xff" + _Q + b"\0", 2)
-      + protocol.frame(b"L"), 3)],
-    [(protocol.frame(b"!\0\0\0\x01") + protocol.frame(b"." + _T + b"\x01a\0", 1)
-      + protocol.frame(b"." + _T + b"\x03\xe9t\xe9\0", 1), 2)],
-    [(protocol.frame(b"S" + _T + b"\x03pub\0", 1) + protocol.frame(b"Z\x01\x01"), 1)],
-    [(protocol.frame(b"!\0\0\0\x02") + protocol.frame(b"." + _T + b"\x01a\0" + _T + b"\x01b\0", 2)
-      + protocol.frame(b"L\0\xff"), 2)],
-    [(protocol.frame(b"D\x03\xe9t\xe9\0"), 0)],
-    [(protocol.frame(b"S" + _T + b"\x03\xe9t\xe9\0", 1) + protocol.frame(b"R\0\x03pub\0")
-      + protocol.frame(b"R\0\x01D\0"), 1)],
+    [(frame(b"S" + _T + b"\xff" + _Q + b"\0", 1) + frame(b"S" + _T[:10], 1), 2)],
+    [(frame(b"!\0\0\0\x02") + frame(b"." + _T + b"\x03\xe9t\xe9\0", 1)
+      + frame(b"L") + frame(b"." + _T + b"\x03\xe9t\xe9\0" + _T + b"\xff" + _Q + b"\0", 2)
+      + frame(b"L"), 3)],
+    [(frame(b"!\0\0\0\x01") + frame(b"." + _T + b"\x01a\0", 1)
+      + frame(b"." + _T + b"\x03\xe9t\xe9\0", 1), 2)],
+    [(frame(b"S" + _T + b"\x03pub\0", 1) + frame(b"Z\x01\x01"), 1)],
+    [(frame(b"!\0\0\0\x02") + frame(b"." + _T + b"\x01a\0" + _T + b"\x01b\0", 2)
+      + frame(b"L\0\xff"), 2)],
+    [(frame(b"D\x03\xe9t\xe9\0"), 0)],
+    [(frame(b"S" + _T + b"\x03\xe9t\xe9\0", 1) + frame(b"R\0\x03pub\0")
+      + frame(b"R\0\x01D\0"), 1)],
 ]
 
 

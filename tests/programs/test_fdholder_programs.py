@@ -20,10 +20,11 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
-from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
+from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed, unixmessage
 from s6ipc.cdb import write_cdb
 from s6ipc.fdholder import protocol, tai
 from s6ipc.programs.fdholder_daemon import build_chain
+from s6ipc.unixmessage import frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
 from tests.support.processes import (
     S6IPC,
@@ -237,7 +238,7 @@ def test_list_reply_bytes_and_rights(links: str, sockdir: str, holders: Callable
     rights = dict(ALL_RIGHTS)
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
     raw = Raw(h.path)
-    raw.send_raw(protocol.frame(b"L") * 2 + protocol.frame(b"?"))
+    raw.send_raw(frame(b"L") * 2 + frame(b"?"))
     assert raw.reply() == (bytes.fromhex("0000000000"), [])
     assert raw.reply() == (bytes.fromhex("0000000000"), [])
     assert raw.reply() == (bytes.fromhex("000000000000000000"), [])
@@ -252,8 +253,8 @@ def test_list_reply_bytes_and_rights(links: str, sockdir: str, holders: Callable
 
 
 @pytest.mark.parametrize("daemon", IMPLS)
-@pytest.mark.parametrize("data", [protocol.frame(b"X"), protocol.frame(b"Lx"), protocol.frame(b""),
-                                  protocol.frame(b"D\x05ab\0"), protocol.frame(b"!\0\0")])
+@pytest.mark.parametrize("data", [frame(b"X"), frame(b"Lx"), frame(b""),
+                                  frame(b"D\x05ab\0"), frame(b"!\0\0")])
 def test_malformed_requests_close_the_connection(links: str, sockdir: str, holders: Callable[..., Holder],
                                                  daemon: str, data: bytes) -> None:
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
@@ -293,7 +294,7 @@ def test_setdump_protocol(links: str, sockdir: str, holders: Callable[..., Holde
         assert protocol.parse_entries(chunk[0], 2) == (protocol.DumpEntry(limit, b"one"),
                                                        protocol.DumpEntry(limit, b"two"))
         assert [inode(fd) for fd in chunk[1]] == [inode(r)] * 2
-        protocol.close_fds(chunk[1])
+        unixmessage.close_fds(chunk[1])
         # a '.' outside a setdump: dropped
         raw.send(b"." + protocol.encode_entries([protocol.DumpEntry(limit, b"x")]), [r])
         assert raw.closed()
@@ -430,7 +431,7 @@ def test_lameduck_waits_for_pending_io_then_gives_up(links: str, sockdir: str, h
         base = tai.now().add_ms(600_000)
         holder.setdump([HeldDescriptor(0, b"%03d" % i + b"x" * 252, base) for i in range(1000)])
     raw = Raw(h.path)
-    raw.send_raw(protocol.frame(b"L") * 4)
+    raw.send_raw(frame(b"L") * 4)
     time.sleep(0.2)
     start = time.monotonic()
     assert h.terminate() == 3
@@ -514,7 +515,7 @@ def test_transferdump_moves_descriptors_between_implementations(
         with FdHolderClient(b.path, timeout=5) as holder:
             dump = holder.getdump()
             after = {d.id: (d.limit, inode(d.fd)) for d in dump}
-            protocol.close_fds([d.fd for d in dump])
+            unixmessage.close_fds([d.fd for d in dump])
         assert after == {b"mine": (after[b"mine"][0], inode(w)), b"pipe": (before[b"pipe"], inode(r)),
                          b"forever": (before[b"forever"], inode(r))}
         # the source still holds its copies
@@ -631,7 +632,7 @@ def test_python_api_round_trip(links: str, sockdir: str, holders: Callable[..., 
         assert info.value.errno == errno.ENOENT
         assert str(info.value) == "unable to retrieve fd for id unix:app: No such file or directory"
         holder.setdump([HeldDescriptor(d.fd, d.id + b"2", d.limit) for d in dump])
-        protocol.close_fds([d.fd for d in dump])
+        unixmessage.close_fds([d.fd for d in dump])
         assert holder.list() == [b"unix:app2", b"bytes\xffid", b"bytes\xffid2"]
     listener.close()
     with pytest.raises(OperationFailed):

@@ -18,10 +18,11 @@ from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
-from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
+from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed, unixmessage
 from s6ipc.cdb import write_cdb
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.daemon import PARTIAL_GRACE
+from s6ipc.unixmessage import frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, inode, make_rules
 from tests.support.processes import ours, proc_fds, theirs
 
@@ -69,7 +70,7 @@ def held_inodes(path: str) -> List[Tuple[bytes, int]]:
     with FdHolderClient(path, timeout=5) as holder:
         dump = holder.getdump()
     out = [(d.id, inode(d.fd)) for d in dump]
-    protocol.close_fds([d.fd for d in dump])
+    unixmessage.close_fds([d.fd for d in dump])
     return out
 
 
@@ -79,25 +80,25 @@ def rights(fds: List[int]) -> List[Tuple[int, int, bytes]]:
 
 ATTACKS = {
     "garbage": lambda s, fd: s.sendall(os.urandom(64)),
-    "unknown opcode": lambda s, fd: s.sendall(protocol.frame(b"Z")),
-    "empty payload": lambda s, fd: s.sendall(protocol.frame(b"")),
-    "oversized header": lambda s, fd: s.sendall(protocol.HEADER.pack(1 << 28, 0) + b"x" * 1000),
-    "huge header": lambda s, fd: s.sendall(protocol.HEADER.pack(0xFFFFFFFF, 0xFFFF)),
-    "too many fds announced": lambda s, fd: s.sendall(protocol.HEADER.pack(20, 256)),
-    "truncated then gone": lambda s, fd: s.sendall(protocol.frame(protocol.encode_delete(b"a"))[:7]),
-    "header only then gone": lambda s, fd: s.sendall(protocol.HEADER.pack(100, 0)),
-    "store without fd": lambda s, fd: s.sendall(protocol.frame(protocol.encode_store(LIMIT, b"x"), 1)),
+    "unknown opcode": lambda s, fd: s.sendall(frame(b"Z")),
+    "empty payload": lambda s, fd: s.sendall(frame(b"")),
+    "oversized header": lambda s, fd: s.sendall(unixmessage.HEADER.pack(1 << 28, 0) + b"x" * 1000),
+    "huge header": lambda s, fd: s.sendall(unixmessage.HEADER.pack(0xFFFFFFFF, 0xFFFF)),
+    "too many fds announced": lambda s, fd: s.sendall(unixmessage.HEADER.pack(20, 256)),
+    "truncated then gone": lambda s, fd: s.sendall(frame(protocol.encode_delete(b"a"))[:7]),
+    "header only then gone": lambda s, fd: s.sendall(unixmessage.HEADER.pack(100, 0)),
+    "store without fd": lambda s, fd: s.sendall(frame(protocol.encode_store(LIMIT, b"x"), 1)),
     "fd without a message": lambda s, fd: s.sendmsg([b"\0"], rights([fd])),
     "store with 200 fds": lambda s, fd: s.sendmsg(
-        [protocol.frame(protocol.encode_store(LIMIT, b"many"), 1)], rights([fd] * 200)),
+        [frame(protocol.encode_store(LIMIT, b"many"), 1)], rights([fd] * 200)),
     "store announcing 255 fds": lambda s, fd: s.sendmsg(
-        [protocol.frame(protocol.encode_store(LIMIT, b"many"), 255)], rights([fd] * 253)),
+        [frame(protocol.encode_store(LIMIT, b"many"), 255)], rights([fd] * 253)),
     "setdump data without setdump": lambda s, fd: s.sendmsg(
-        [protocol.frame(b"." + protocol.encode_entries([protocol.DumpEntry(LIMIT, b"a")]), 1)], rights([fd])),
+        [frame(b"." + protocol.encode_entries([protocol.DumpEntry(LIMIT, b"a")]), 1)], rights([fd])),
     "bad setdump entries": lambda s, fd: (
-        s.sendall(protocol.frame(protocol.encode_setdump(2))),
-        s.sendmsg([protocol.frame(b"." + LIMIT.pack() + b"\x09short\0" + b"\0" * 14, 2)], rights([fd, fd]))),
-    "list then garbage": lambda s, fd: s.sendall(protocol.frame(b"L") + b"\xff" * 10),
+        s.sendall(frame(protocol.encode_setdump(2))),
+        s.sendmsg([frame(b"." + LIMIT.pack() + b"\x09short\0" + b"\0" * 14, 2)], rights([fd, fd]))),
+    "list then garbage": lambda s, fd: s.sendall(frame(b"L") + b"\xff" * 10),
 }
 
 
@@ -129,7 +130,7 @@ def attack_outcome(path: str, name: str, spare_fd: int) -> str:
             return "kept"
         if data == b"":
             return "dropped"
-        return "stored" if data == protocol.frame(b"\0") else repr(data)
+        return "stored" if data == frame(b"\0") else repr(data)
     finally:
         s.close()
 
@@ -178,7 +179,7 @@ def test_slow_clients_are_dropped_without_slowing_others(sockdir: str, daemon: s
         slow = []
         for _ in range(3):
             s = Raw(h.path)
-            s.send_raw(protocol.frame(protocol.encode_delete(b"abc"))[:4])
+            s.send_raw(frame(protocol.encode_delete(b"abc"))[:4])
             slow.append(s)
         t0 = time.monotonic()
         fast = Raw(h.path)
@@ -209,7 +210,7 @@ def test_a_client_that_never_reads_is_bounded_and_timed_out(sockdir: str) -> Non
         sent = 0
         try:
             for _ in range(20000):
-                sent += greedy.sock.send(protocol.frame(b"L") * 64)
+                sent += greedy.sock.send(frame(b"L") * 64)
         except BlockingIOError:
             pass
         other = Raw(h.path)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from s6ipc.fdholder import protocol
+from s6ipc import unixmessage
 from tests.support.processes import ours, stop_process, theirs, wait_for_ready
 
 ALL_RIGHTS = {
@@ -98,14 +98,14 @@ class Raw:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
-        self.decoder = protocol.Decoder()
+        self.decoder = unixmessage.Decoder()
 
     def send_raw(self, data: bytes, fds: Sequence[int] = ()) -> None:
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
         self.sock.sendmsg([data], anc)
 
     def send(self, payload: bytes, fds: Sequence[int] = ()) -> None:
-        protocol.send_message(self.sock, payload, fds)
+        unixmessage.send_message(self.sock, payload, fds)
 
     def reply(self) -> Optional[Tuple[bytes, List[int]]]:
         """The next reply (payload, fds), or None if the daemon closed the connection."""
@@ -114,7 +114,7 @@ class Raw:
             if m is not None:
                 return m.payload, m.fds
             try:
-                data, anc, _, _ = self.sock.recvmsg(65536, protocol.CMSG_SPACE_MAX)
+                data, anc, _, _ = self.sock.recvmsg(65536, unixmessage.CMSG_SPACE_MAX)
             except ConnectionResetError:
                 return None
             if not data:

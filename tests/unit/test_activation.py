@@ -206,8 +206,8 @@ def test_same_pid_exec_after_adoption_sees_no_stale_variables(backend: str, sock
         from s6ipc import activation
         activation.adopt_systemd_socket(backend={backend!r})
         os.execv(sys.executable, [sys.executable, "-c",
-            "import json, os; from s6ipc import activation; "
-            "print(json.dumps([activation.listen_fds(), activation.listener_problem(0), "
+            "import json, os; from s6ipc import activation, sockets; "
+            "print(json.dumps([activation.listen_fds(), sockets.listener_problem(0), "
             "sorted(k for k in os.environ if k.startswith('LISTEN_'))]))"])
     """)
     assert out == [[], None, []]
@@ -266,17 +266,17 @@ def test_without_names_the_only_unix_listener_is_chosen(sockdir: str) -> None:
 def test_listening_socket_prefers_fd0_then_systemd_then_reports_what_it_tried(sockdir: str) -> None:
     code = r"""
         import json, os, socket
-        from s6ipc import activation
+        from s6ipc import intake, sockets
         from s6ipc.errors import S6ipcError
         out = {}
         if os.environ.get("FD0"):
             s = socket.socket(socket.AF_UNIX); s.bind(os.environ["FD0"]); s.listen()
             os.dup2(s.fileno(), 0); s.close()
         try:
-            sock = activation.listening_socket()
+            sock = intake.listening_socket()
             out["address"] = sock.getsockname()
             out["inheritable"] = sock.get_inheritable()
-            out["fd0"] = activation.listener_problem(0)
+            out["fd0"] = sockets.listener_problem(0)
         except S6ipcError as e:
             out["error"] = str(e)
         out["environ"] = sorted(k for k in os.environ if k.startswith("LISTEN_"))

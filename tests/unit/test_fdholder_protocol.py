@@ -9,8 +9,9 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
+from s6ipc import unixmessage
 from s6ipc.fdholder import protocol, tai
-from s6ipc.fdholder.protocol import Decoder, ProtocolError
+from s6ipc.unixmessage import Decoder, ProtocolError, frame
 
 LIMIT = tai.Tain(0x4000000000000000 + 1_000_000_000, 7)
 
@@ -30,7 +31,7 @@ def fds_open() -> int:
 def test_store_request_bytes_match_the_observed_wire() -> None:
     """``00 00 00 26 00 01`` + ``S`` + tain + ``17`` + a 23-byte id + NUL."""
     payload = protocol.encode_store(LIMIT, b"unix:/tmp/xyz/held.sock")
-    wire = protocol.frame(payload, 1)
+    wire = frame(payload, 1)
     assert wire[:6] == bytes.fromhex("000000260001")
     assert wire[6:7] == b"S" and wire[19] == 0x17 and wire.endswith(b"unix:/tmp/xyz/held.sock\0")
     request = protocol.parse_request(payload, 1, 0)
@@ -38,13 +39,13 @@ def test_store_request_bytes_match_the_observed_wire() -> None:
 
 
 def test_list_reply_bytes() -> None:
-    assert protocol.frame(protocol.encode_list_reply([b"unix:/tmp/xyz/held.sock"])) == (
+    assert frame(protocol.encode_list_reply([b"unix:/tmp/xyz/held.sock"])) == (
         bytes.fromhex("0000001d0000") + bytes.fromhex("0000000001") + b"unix:/tmp/xyz/held.sock\0")
-    assert protocol.frame(protocol.encode_list_reply([])) == bytes.fromhex("000000050000" "0000000000")
+    assert frame(protocol.encode_list_reply([])) == bytes.fromhex("000000050000" "0000000000")
 
 
 def test_decoder_reassembles_any_split() -> None:
-    stream = protocol.frame(b"L") + protocol.frame(b"?") + protocol.frame(protocol.encode_delete(b"x"))
+    stream = frame(b"L") + frame(b"?") + frame(protocol.encode_delete(b"x"))
     for cut in range(len(stream) + 1):
         d = Decoder()
         got: List[bytes] = []
@@ -56,8 +57,9 @@ def test_decoder_reassembles_any_split() -> None:
         assert not d.partial
 
 
-@pytest.mark.parametrize("header", [protocol.HEADER.pack(protocol.MAX_REQUEST + 1, 0),
-                                    protocol.HEADER.pack(1, 256), protocol.HEADER.pack(2**32 - 1, 2**16 - 1)])
+@pytest.mark.parametrize("header", [unixmessage.HEADER.pack(protocol.MAX_REQUEST + 1, 0),
+                                    unixmessage.HEADER.pack(1, 256),
+                                    unixmessage.HEADER.pack(2**32 - 1, 2**16 - 1)])
 def test_oversized_headers_are_refused_before_the_payload(header: bytes) -> None:
     d = Decoder(protocol.MAX_REQUEST)
     d.feed(header)
@@ -71,16 +73,16 @@ def test_descriptors_must_match_the_header(pair: Tuple[socket.socket, socket.soc
     try:
         # a message announcing 1 fd without any waits for it (as skalibs does): incomplete
         d = Decoder()
-        d.feed(protocol.frame(b"S", 1))
+        d.feed(frame(b"S", 1))
         assert d.next_message() is None and d.incomplete
         d.feed(b"", [-1])
         m = d.next_message()
         assert m is not None and m.fds == [-1] and not d.incomplete
         # a descriptor riding on a message that announces none: EPROTO, and it is closed on discard
         before = fds_open()
-        a.sendmsg([protocol.frame(b"L")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, "little"))])
+        a.sendmsg([frame(b"L")], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, "little"))])
         d = Decoder()
-        protocol.recv_into(b, d)
+        unixmessage.recv_into(b, d)
         assert fds_open() == before + 1
         with pytest.raises(ProtocolError):
             d.next_message()
@@ -93,7 +95,7 @@ def test_descriptors_must_match_the_header(pair: Tuple[socket.socket, socket.soc
 
 def test_lost_descriptors_are_reported_not_fatal() -> None:
     d = Decoder()
-    d.feed(protocol.frame(protocol.encode_store(LIMIT, b"x"), 1), [], truncated=True)
+    d.feed(frame(protocol.encode_store(LIMIT, b"x"), 1), [], truncated=True)
     m = d.next_message()
     assert m is not None and m.fds_lost and m.fds == [] and m.nfds == 1
 
@@ -106,8 +108,8 @@ def test_more_than_253_descriptors_in_one_message(pair: Tuple[socket.socket, soc
     try:
         fds = [os.dup(r) for _ in range(255)]
         entries = [protocol.DumpEntry(LIMIT, b"id%d" % i) for i in range(255)]
-        held = [protocol.HeldFd(fd) for fd in fds]
-        box = protocol.Outbox()
+        held = [unixmessage.HeldFd(fd) for fd in fds]
+        box = unixmessage.Outbox()
         box.put(protocol.encode_entries(entries), held)
         for h in held:
             h.release()  # the outbox holds the only references now
@@ -117,12 +119,12 @@ def test_more_than_253_descriptors_in_one_message(pair: Tuple[socket.socket, soc
         d = Decoder()
         message = None
         while message is None:
-            protocol.recv_into(b, d)
+            unixmessage.recv_into(b, d)
             message = d.next_message()
         assert len(message.fds) == 255
         assert protocol.parse_entries(message.payload, 255) == tuple(entries)
         assert all(os.fstat(fd).st_ino == os.fstat(r).st_ino for fd in message.fds)
-        protocol.close_fds(message.fds)
+        unixmessage.close_fds(message.fds)
         assert all(h.fd == -1 for h in held)  # the sender's copies are closed once sent
     finally:
         os.close(r)
@@ -134,14 +136,14 @@ def test_send_message_blocking_splits_too(pair: Tuple[socket.socket, socket.sock
     r, w = os.pipe()
     try:
         fds = [r] * 255
-        protocol.send_message(a, b"x" * 400, fds)
+        unixmessage.send_message(a, b"x" * 400, fds)
         d = Decoder()
         message = None
         while message is None:
-            protocol.recv_into(b, d)
+            unixmessage.recv_into(b, d)
             message = d.next_message()
         assert message.payload == b"x" * 400 and len(message.fds) == 255
-        protocol.close_fds(message.fds)
+        unixmessage.close_fds(message.fds)
     finally:
         os.close(r)
         os.close(w)

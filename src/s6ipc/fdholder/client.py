@@ -34,10 +34,12 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
+from .. import unixmessage
 from ..errors import SystemFailure
 from ..sockets import _sockaddr
+from ..unixmessage import Message, ProtocolError
 from . import protocol, tai
-from .protocol import DumpEntry, Message, ProtocolError
+from .protocol import DumpEntry
 
 Ident = Union[str, bytes]
 _CONNECT_RETRY = 0.005
@@ -109,7 +111,7 @@ class FdHolderClient:
         self.path = path
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.sock = connect(path, self.deadline, connect_operation)
-        self._decoder = protocol.Decoder()
+        self._decoder = unixmessage.Decoder()
 
     # -- plumbing ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -133,7 +135,7 @@ class FdHolderClient:
     def _send(self, payload: bytes, fds: Sequence[int] = ()) -> None:
         self.sock.settimeout(self._remaining())
         try:
-            protocol.send_message(self.sock, payload, fds)
+            unixmessage.send_message(self.sock, payload, fds)
         except socket.timeout:
             raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)) from None
         finally:
@@ -153,7 +155,7 @@ class FdHolderClient:
             if not poller.poll(None if remaining is None else max(1, int(remaining * 1000 + 0.999))):
                 continue
             try:
-                if protocol.recv_into(self.sock, self._decoder) == 0:
+                if unixmessage.recv_into(self.sock, self._decoder) == 0:
                     raise OSError(errno.EPIPE, os.strerror(errno.EPIPE))
             except BlockingIOError:
                 continue
@@ -171,7 +173,7 @@ class FdHolderClient:
     def _status(operation: str, message: Message) -> None:
         """A one-byte status reply: 0, or the daemon's errno."""
         if len(message.payload) != 1 or message.fds:
-            protocol.close_fds(message.fds)
+            unixmessage.close_fds(message.fds)
             raise OperationFailed(operation, errno.EPROTO)
         if message.payload[0]:
             raise OperationFailed(operation, message.payload[0])
@@ -181,7 +183,7 @@ class FdHolderClient:
         """A status-first reply without fds: its payload, once the status byte is 0 and the length
         is *length* (or at least that). The daemon's errno, or EPROTO, as OperationFailed."""
         if message.fds or not message.payload:
-            protocol.close_fds(message.fds)
+            unixmessage.close_fds(message.fds)
             raise OperationFailed(operation, errno.EPROTO)
         if message.payload[0]:
             raise OperationFailed(operation, message.payload[0])
@@ -215,7 +217,7 @@ class FdHolderClient:
             raise OperationFailed(operation, e.errno or errno.EINVAL) from None
         m = self._call(operation, payload)
         if len(m.payload) != 1 or (m.payload[0] and m.fds) or (not m.payload[0] and len(m.fds) != 1):
-            protocol.close_fds(m.fds)
+            unixmessage.close_fds(m.fds)
             raise OperationFailed(operation, errno.EPROTO)
         if m.payload[0]:
             raise OperationFailed(operation, m.payload[0])
@@ -254,20 +256,20 @@ class FdHolderClient:
         if not total:
             return result
         try:
-            if nmsg != 1 + (total - 1) // protocol.MAX_FDS:
+            if nmsg != 1 + (total - 1) // unixmessage.MAX_FDS:
                 raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
             for _ in range(nmsg):
                 chunk = self._receive()
                 if len(result) + len(chunk.fds) > total:
-                    protocol.close_fds(chunk.fds)
+                    unixmessage.close_fds(chunk.fds)
                     raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
                 entries = protocol.parse_entries(chunk.payload, len(chunk.fds))
                 if entries is None:
-                    protocol.close_fds(chunk.fds)
+                    unixmessage.close_fds(chunk.fds)
                     raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
                 result += [HeldDescriptor(fd, e.id, e.limit) for fd, e in zip(chunk.fds, entries)]
         except OSError as e:
-            protocol.close_fds([h.fd for h in result])
+            unixmessage.close_fds([h.fd for h in result])
             raise OperationFailed(operation, e.errno or errno.EIO) from None
         return result
 
@@ -280,18 +282,18 @@ class FdHolderClient:
         if any(not e.id or len(e.id) > protocol.ID_SIZE or b"\0" in e.id for e in entries):
             raise OperationFailed(operation, errno.EINVAL)
         payload = self._answer(operation, self._call(operation, protocol.encode_setdump(total)), 5)
-        if protocol.decode_u32(payload, 1) != 1 + (total - 1) // protocol.MAX_FDS:
+        if protocol.decode_u32(payload, 1) != 1 + (total - 1) // unixmessage.MAX_FDS:
             raise OperationFailed(operation, errno.EPROTO)
         # Daemons count descriptors, not messages: chunks of what one sendmsg can carry are fine
         # (s6-fdholderd would drop a 255-fd message, whose fds need two writes).
-        size = protocol.KERNEL_MAX_FDS
+        size = unixmessage.KERNEL_MAX_FDS
         trips = 1 + (total - 1) // size
         for i in range(trips):
             chunk = entries[i * size : (i + 1) * size]
             payload = b"." + protocol.encode_entries([DumpEntry(e.limit, e.id) for e in chunk])
             reply = self._call(operation, payload, [e.fd for e in chunk])
             if len(reply.payload) != 1 or reply.fds:
-                protocol.close_fds(reply.fds)
+                unixmessage.close_fds(reply.fds)
                 raise OperationFailed(operation, errno.EPROTO)
             code = reply.payload[0]
             last = i == trips - 1

@@ -39,18 +39,21 @@ import resource
 import select
 import signal
 import socket
-import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
+from ..backoff import NO_DESCRIPTORS, AcceptBackoff
+from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import BadInput, SystemFailure
+from ..log import Log
 from ..readiness import claim_notification_fd, write_newline
-from ..server import Log
-from ..sockets import check_socket
+from ..selfpipe import SelfPipe
+from ..sockets import check_socket, peer_credentials
+from ..unixmessage import HeldFd, Message, Outbox, ProtocolError
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
-from .protocol import HeldFd, Message, Outbox, ProtocolError
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
@@ -58,9 +61,6 @@ MAXFDS_DEFAULT = 1000
 #: Stop reading a client's requests while this many reply bytes wait for it.
 OUTBOX_HIGH = 1 << 20
 _ACCEPT_BURST = 16
-_BACKOFF_FIRST = 0.01
-_BACKOFF_MAX = 1.0
-_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _MAX_POLL_MS = 3_600_000
 #: How long the rest of a message may take to arrive once its first bytes did (s6 allows no time).
 PARTIAL_GRACE = 1.0
@@ -207,7 +207,7 @@ class Client:
     sock: socket.socket
     rights: Rights
     deadline: Optional[float]  # monotonic; None: infinite
-    decoder: protocol.Decoder = field(default_factory=lambda: protocol.Decoder(protocol.MAX_REQUEST))
+    decoder: unixmessage.Decoder = field(default_factory=lambda: unixmessage.Decoder(protocol.MAX_REQUEST))
     outbox: Outbox = field(default_factory=Outbox)
     dumping: int = 0
     events: int = 0
@@ -259,15 +259,24 @@ class DaemonConfig:
         self.maxfds = max(self.maxfds, 1)
 
 
+#: One request handler: (daemon, client, parsed request, its message) → None.
+Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
+
+
 class FdHolderDaemon:
     """The daemon's state and loop. :meth:`start` checks fd 0 and prepares (raising s6's fatal
-    errors), :meth:`serve` runs until the lameduck ends and returns the exit status."""
+    errors), :meth:`serve` runs until the lameduck ends and returns the exit status.
 
-    def __init__(self, config: DaemonConfig, log: Log, listen_fd: int = 0) -> None:
+    *clock* gives the time for deadlines, back-off and expiry (tests move it instead of sleeping).
+    """
+
+    def __init__(self, config: DaemonConfig, log: Log, listen_fd: int = 0, *,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         config.normalise()
         self.config = config
         self.log = log
         self.listen_fd = listen_fd
+        self.clock = clock
         self.store = FdStore()
         self.clients: Dict[int, Client] = {}
         self.rules: Union[FsRules, CdbRules, None] = None
@@ -275,18 +284,21 @@ class FdHolderDaemon:
         self._lameduck_deadline: Optional[float] = None
         self._timeout = config.timeout_ms / 1000 if config.timeout_ms else None
         self._poller = select.poll()
-        self._wakeup_r = -1
+        self._selfpipe: Optional[SelfPipe] = None
         self._listener: Optional[socket.socket] = None
         self._listening = False
-        self._backoff = 0.0
-        self._backoff_until = 0.0
+        self._backoff = AcceptBackoff()
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
         """s6's start-up order: fd 0, the ``-1`` check of fd 1, signals, rules; then readiness."""
         check_socket(self.listen_fd)
         claim_notification_fd(self.config.notify)
-        self._install_signals()
+        try:
+            self._selfpipe = SelfPipe((signal.SIGTERM, signal.SIGHUP))
+        except OSError as e:
+            raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
+        self._poller.register(self._selfpipe.fileno(), select.POLLIN)
         if self.config.rules_cdb is not None:
             self.rules = rules_from_cdb(self.config.rules_cdb)
         else:
@@ -297,40 +309,36 @@ class FdHolderDaemon:
         if self.config.notify:
             write_newline(1)
 
-    def _install_signals(self) -> None:
-        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wakeup_r = r
-        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _ignore_handler)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-        self._poller.register(r, select.POLLIN)
-
     # -- the loop -------------------------------------------------------------------------------
     def serve(self) -> int:
         """Run until the lameduck ends; return s6's exit status bit mask."""
         try:
-            while True:
-                now = time.monotonic()
-                self.store.expire(tai.now())
-                self._drop_late_clients(now)
-                if not self.running:
-                    if self._lameduck_deadline is not None and now >= self._lameduck_deadline:
-                        break
-                    if not any(self._busy(c) for c in self.clients.values()):
-                        break
-                self._update_interest(now)
-                try:
-                    events = self._poller.poll(self._poll_timeout(now))
-                except InterruptedError:
-                    continue
-                self._dispatch(events)
+            while self.step():
+                pass
         finally:
             listener, self._listener = self._listener, None
             if listener is not None:
                 listener.detach()
         return (1 if len(self.store) else 0) | (2 if self.clients else 0)
+
+    def step(self, wait: bool = True) -> bool:
+        """One turn of the loop: expire, drop late clients, poll (without waiting unless *wait*),
+        serve what is ready. False once the lameduck has ended (the loop is over)."""
+        now = self.clock.monotonic()
+        self.store.expire(tai.from_unix_ns(self.clock.wall_ns()))
+        self._drop_late_clients(now)
+        if not self.running:
+            if self._lameduck_deadline is not None and now >= self._lameduck_deadline:
+                return False
+            if not any(self._busy(c) for c in self.clients.values()):
+                return False
+        self._update_interest(now)
+        try:
+            events = self._poller.poll(self._poll_timeout(now) if wait else 0)
+        except InterruptedError:
+            return True
+        self._dispatch(events)
+        return True
 
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial
@@ -340,13 +348,13 @@ class FdHolderDaemon:
         if not self.running and self._lameduck_deadline is not None:
             deadlines.append(self._lameduck_deadline)
         if self._backoff and not self._listening:
-            deadlines.append(self._backoff_until)
+            deadlines.append(self._backoff.until)
         seconds: Optional[float] = None
         if deadlines:
             seconds = min(deadlines) - now
         limit = self.store.next_limit()
         if limit is not None:
-            until = limit.unix() - time.time()
+            until = limit.unix() - self.clock.wall_ns() / 1e9
             seconds = until if seconds is None else min(seconds, until)
         if seconds is None:
             return None
@@ -354,7 +362,7 @@ class FdHolderDaemon:
 
     def _update_interest(self, now: float) -> None:
         want_listen = (self.running and len(self.clients) < self.config.maxconn
-                       and (not self._backoff or now >= self._backoff_until))
+                       and not self._backoff.waiting(now))
         if want_listen != self._listening:
             if want_listen:
                 self._poller.register(self.listen_fd, select.POLLIN)
@@ -378,9 +386,10 @@ class FdHolderDaemon:
             c.events = events
 
     def _dispatch(self, events: List[Tuple[int, int]]) -> None:
+        assert self._selfpipe is not None
         accept = False
         for fd, mask in events:
-            if fd == self._wakeup_r:
+            if fd == self._selfpipe.fileno():
                 self._handle_signals()
             elif fd == self.listen_fd:
                 if self._listening:
@@ -403,15 +412,12 @@ class FdHolderDaemon:
 
     # -- signals ----------------------------------------------------------------------------------
     def _handle_signals(self) -> None:
-        try:
-            data = os.read(self._wakeup_r, 512)
-        except BlockingIOError:
-            return
-        for signo in data:
+        assert self._selfpipe is not None
+        for signo in self._selfpipe.read():
             if signo == signal.SIGTERM and self.running:
                 self.running = False
                 if self.config.lameduck_ms:
-                    self._lameduck_deadline = time.monotonic() + self.config.lameduck_ms / 1000
+                    self._lameduck_deadline = self.clock.monotonic() + self.config.lameduck_ms / 1000
             elif signo == signal.SIGHUP and isinstance(self.rules, CdbRules):
                 try:
                     self.rules.reload()
@@ -432,14 +438,12 @@ class FdHolderDaemon:
                 code = e.errno or errno.EIO
                 if code == errno.ECONNABORTED:
                     continue
-                if code in _NO_DESCRIPTORS:
-                    if not self._backoff and self.config.verbosity:
+                if code in NO_DESCRIPTORS:
+                    if self._backoff.failed(self.clock.monotonic()) and self.config.verbosity:
                         self.log.warn(f"unable to accept: {os.strerror(code)}")
-                    self._backoff = min(self._backoff * 2, _BACKOFF_MAX) if self._backoff else _BACKOFF_FIRST
-                    self._backoff_until = time.monotonic() + self._backoff
                     return
                 raise SystemFailure("accept", code) from None
-            self._backoff = 0.0
+            self._backoff.succeeded()
             sock.setblocking(False)
             client = self._welcome(sock)
             if client is None:
@@ -451,13 +455,11 @@ class FdHolderDaemon:
         """Check a new client against the rules; its :class:`Client`, or None to close it."""
         verbose = self.config.verbosity > 0
         try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            _, uid, gid = peer_credentials(sock)
         except OSError as e:
             if verbose:
                 self.log.warn(f"unable to getpeereid: {os.strerror(e.errno or errno.EIO)}")
             return None
-        uid = int.from_bytes(raw[4:8], "little")
-        gid = int.from_bytes(raw[8:12], "little")
         assert self.rules is not None
         try:
             decision = check(self.rules, uid, gid)
@@ -476,7 +478,7 @@ class FdHolderDaemon:
                 self.log.warn(f"invalid {e.variable} value: {e.value}: {e.message}")
                 self.log.warn("unable to parse_env: Success")
             return None
-        deadline = time.monotonic() + self._timeout if self._timeout else None
+        deadline = self.clock.monotonic() + self._timeout if self._timeout else None
         return Client(sock, rights, deadline)
 
     def _drop(self, c: Client) -> None:
@@ -501,7 +503,7 @@ class FdHolderDaemon:
 
     def _read(self, c: Client) -> None:
         try:
-            if protocol.recv_into(c.sock, c.decoder) == 0:
+            if unixmessage.recv_into(c.sock, c.decoder) == 0:
                 self._drop(c)
                 return
         except BlockingIOError:
@@ -517,10 +519,15 @@ class FdHolderDaemon:
             c.partial_deadline = None
         elif c.partial_deadline is None:
             grace = min(PARTIAL_GRACE, self._timeout) if self._timeout else PARTIAL_GRACE
-            c.partial_deadline = time.monotonic() + grace
+            c.partial_deadline = self.clock.monotonic() + grace
 
     def _process(self, c: Client) -> None:
-        """Handle the complete requests buffered for *c* while its outbox has room."""
+        """Handle the complete requests buffered for *c* while its outbox has room.
+
+        Descriptor ownership has one place: a request's descriptors belong to its message; a
+        handler that keeps one (store, setdump) takes it out of ``message.fds``; whatever is left
+        there when the handler returns — or raises — is closed here.
+        """
         while c.outbox.size < OUTBOX_HIGH:
             try:
                 message = c.decoder.next_message()
@@ -530,17 +537,19 @@ class FdHolderDaemon:
                 self._drop(c)
                 return
             try:
-                self._handle(c, message)
+                request = protocol.parse_request(message.payload, message.nfds, c.dumping)
+                _HANDLERS[type(request)](self, c, request, message)
             except ProtocolError:
-                protocol.close_fds(message.fds)
                 self._drop(c)
                 return
+            finally:
+                unixmessage.close_fds(message.fds)
         if c.outbox:
             self._flush(c)
         if c.fd in self.clients:
             self._update_partial(c)
 
-    # -- requests -------------------------------------------------------------------------------
+    # -- requests: one function each, as s6-fdholderd.c's table of do_* -------------------------
     def _answer(self, c: Client, code: int, arm: bool = True) -> None:
         c.outbox.put(bytes((code,)))
         if arm:
@@ -548,98 +557,96 @@ class FdHolderDaemon:
 
     def _arm(self, c: Client) -> None:
         if c.deadline is None and self._timeout:
-            c.deadline = time.monotonic() + self._timeout
+            c.deadline = self.clock.monotonic() + self._timeout
 
-    def _handle(self, c: Client, m: Message) -> None:
-        """Serve one request; raises :class:`ProtocolError` where s6 drops the client. Owns
-        ``m.fds``: each is either stored or closed."""
-        request = protocol.parse_request(m.payload, m.nfds, c.dumping)
-        rights = c.rights
+    def do_store(self, c: Client, request: protocol.Store, m: Message) -> None:
         store = self.store
-        if isinstance(request, protocol.Store):
-            if m.fds_lost:
-                protocol.close_fds(m.fds)
-                self._answer(c, errno.ENFILE)
-            elif not rights.store.search(request.id):
-                protocol.close_fds(m.fds)
-                self._answer(c, errno.EPERM)
-            elif len(store) >= self.config.maxfds:
-                protocol.close_fds(m.fds)
-                self._answer(c, errno.ENFILE)
-            elif store.get(request.id) is not None:
-                protocol.close_fds(m.fds)
-                self._answer(c, errno.EBUSY)
-            else:
-                self._answer(c, 0)
-                store.add(request.id, request.limit, m.fds[0], unique_limit=True)
-        elif isinstance(request, protocol.Delete):
-            entry = store.get(request.id)
-            if not rights.store.search(request.id):
-                self._answer(c, errno.EPERM)
-            elif entry is None:
-                self._answer(c, errno.ENOENT)
-            else:
-                self._answer(c, 0)
-                store.remove(entry)
-        elif isinstance(request, protocol.Retrieve):
-            entry = store.get(request.id)
-            allowed = rights.retrieve.search(request.id) and (
-                not request.delete or rights.store.search(request.id))
-            if not allowed:
-                self._answer(c, errno.EPERM)
-            elif entry is None:
-                self._answer(c, errno.ENOENT)
-            else:
-                c.outbox.put(b"\0", [entry.held])
-                if request.delete:
-                    store.remove(entry)
-        elif isinstance(request, protocol.List_):
-            if not rights.list:
-                self._answer(c, errno.EPERM)
-            else:
-                c.outbox.put(protocol.encode_list_reply([e.id for e in store.entries()]))
-                self._arm(c)
-        elif isinstance(request, protocol.GetDump):
-            if not rights.getdump:
-                self._answer(c, errno.EPERM)
-            else:
-                self._getdump(c)
-        elif isinstance(request, protocol.SetDump):
-            if not rights.setdump:
-                self._answer(c, errno.EPERM)
-            elif request.count > self.config.maxfds or request.count + len(store) > self.config.maxfds:
-                self._answer(c, errno.ENFILE)
-            else:
-                c.dumping = request.count
-                c.outbox.put(protocol.encode_setdump_reply(request.count))
+        if m.fds_lost:
+            self._answer(c, errno.ENFILE)
+        elif not c.rights.store.search(request.id):
+            self._answer(c, errno.EPERM)
+        elif len(store) >= self.config.maxfds:
+            self._answer(c, errno.ENFILE)
+        elif store.get(request.id) is not None:
+            self._answer(c, errno.EBUSY)
         else:
-            self._setdump_data(c, request, m)
+            self._answer(c, 0)
+            store.add(request.id, request.limit, m.fds.pop(0), unique_limit=True)
 
-    def _getdump(self, c: Client) -> None:
+    def do_delete(self, c: Client, request: protocol.Delete, m: Message) -> None:
+        entry = self.store.get(request.id)
+        if not c.rights.store.search(request.id):
+            self._answer(c, errno.EPERM)
+        elif entry is None:
+            self._answer(c, errno.ENOENT)
+        else:
+            self._answer(c, 0)
+            self.store.remove(entry)
+
+    def do_retrieve(self, c: Client, request: protocol.Retrieve, m: Message) -> None:
+        entry = self.store.get(request.id)
+        allowed = c.rights.retrieve.search(request.id) and (
+            not request.delete or c.rights.store.search(request.id))
+        if not allowed:
+            self._answer(c, errno.EPERM)
+        elif entry is None:
+            self._answer(c, errno.ENOENT)
+        else:
+            c.outbox.put(b"\0", [entry.held])
+            if request.delete:
+                self.store.remove(entry)
+
+    def do_list(self, c: Client, request: protocol.List_, m: Message) -> None:
+        if not c.rights.list:
+            self._answer(c, errno.EPERM)
+        else:
+            c.outbox.put(protocol.encode_list_reply([e.id for e in self.store.entries()]))
+            self._arm(c)
+
+    def do_getdump(self, c: Client, request: protocol.GetDump, m: Message) -> None:
+        if not c.rights.getdump:
+            self._answer(c, errno.EPERM)
+            return
         entries = list(self.store.entries())
         c.outbox.put(protocol.encode_getdump_header(len(entries)))
-        for start in range(0, len(entries), protocol.MAX_FDS):
-            chunk = entries[start : start + protocol.MAX_FDS]
+        for start in range(0, len(entries), unixmessage.MAX_FDS):
+            chunk = entries[start : start + unixmessage.MAX_FDS]
             body = protocol.encode_entries([protocol.DumpEntry(e.limit, e.id) for e in chunk])
             c.outbox.put(body, [e.held for e in chunk])
         self._arm(c)
 
-    def _setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
+    def do_setdump(self, c: Client, request: protocol.SetDump, m: Message) -> None:
         if not c.rights.setdump:
-            protocol.close_fds(m.fds)
+            self._answer(c, errno.EPERM)
+        elif request.count > self.config.maxfds or request.count + len(self.store) > self.config.maxfds:
+            self._answer(c, errno.ENFILE)
+        else:
+            c.dumping = request.count
+            c.outbox.put(protocol.encode_setdump_reply(request.count))
+
+    def do_setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
+        if not c.rights.setdump:
             self._answer(c, errno.EPERM)
             return
         if m.fds_lost or len(self.store) + request.count > self.config.maxfds:
-            protocol.close_fds(m.fds)
             self._answer(c, errno.ENFILE)
             return
         if request.entries is None:
             raise ProtocolError("bad setdump entries")
-        for entry, fd in zip(request.entries, m.fds):
+        taken = m.fds[: len(request.entries)]
+        del m.fds[: len(taken)]
+        for entry, fd in zip(request.entries, taken):
             self.store.add(entry.id, entry.limit, fd, unique_limit=False)
         c.dumping -= request.count
         self._answer(c, errno.EAGAIN if c.dumping else 0)
 
 
-def _ignore_handler(signo: int, frame: object) -> None:
-    """The Python-level handler: the work is done from the wakeup pipe (see the module docstring)."""
+_HANDLERS: Dict[type, Handler] = {
+    protocol.Store: FdHolderDaemon.do_store,  # type: ignore[dict-item]
+    protocol.Delete: FdHolderDaemon.do_delete,  # type: ignore[dict-item]
+    protocol.Retrieve: FdHolderDaemon.do_retrieve,  # type: ignore[dict-item]
+    protocol.List_: FdHolderDaemon.do_list,  # type: ignore[dict-item]
+    protocol.GetDump: FdHolderDaemon.do_getdump,  # type: ignore[dict-item]
+    protocol.SetDump: FdHolderDaemon.do_setdump,  # type: ignore[dict-item]
+    protocol.SetDumpData: FdHolderDaemon.do_setdump_data,  # type: ignore[dict-item]
+}

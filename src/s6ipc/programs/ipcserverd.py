@@ -12,22 +12,17 @@ every half interval. ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never re
 from __future__ import annotations
 
 import os
-from typing import Callable, List, NoReturn, Optional
+from typing import Callable, List, NamedTuple, NoReturn, Optional
 
-from ..activation import (
-    adopt_systemd_socket,
-    fd0_is_socket,
-    forget_systemd_sockets,
-    systemd_socket_pending,
-    why_no_systemd_socket,
-)
 from ..errors import S6ipcError
 from ..execution import DEFAULT_PATH, Spawner
+from ..intake import take_daemon_socket
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 from ..readiness import Notifier, Readiness
-from ..server import ConnectionPolicy, Server, ServerConfig
+from ..server import ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..sockets import local_path
+from .chain import exec_into
 from .entry import own_program, program_name
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
@@ -75,18 +70,6 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     return FastAccess(options, Reporter(word), Spawner(config.argv), standin)
 
 
-def take_listening_socket(reporter: Reporter) -> None:
-    """Put the listening socket on fd 0 from the first source that has one (see the module doc)."""
-    if fd0_is_socket():
-        forget_systemd_sockets()
-    elif systemd_socket_pending():
-        adopt_systemd_socket(target=0)
-    else:
-        if "LISTEN_FDS" in os.environ:
-            reporter.warn(f"ignoring LISTEN_FDS: {why_no_systemd_socket()}")
-        forget_systemd_sockets()
-
-
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
     """A readiness hook that turns a notification failure into a warning: serving matters more."""
 
@@ -99,23 +82,34 @@ def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], Non
     return hook
 
 
-def add_readiness_sinks(server: Server, reporter: Reporter) -> None:
-    """sd_notify and the watchdog, from the environment (taken out of it): Server's on_ready/on_exit."""
+class ReadinessSinks(NamedTuple):
+    """Server's on_ready / on_exit hooks and heartbeat, as the environment asks for them."""
+
+    on_ready: List[Callable[[], None]]
+    on_exit: List[Callable[[], None]]
+    heartbeat: Optional[Heartbeat]
+
+
+def readiness_sinks(config: ServerConfig, reporter: Reporter) -> ReadinessSinks:
+    """sd_notify and the watchdog, from the environment (taken out of it)."""
     try:
         readiness = Readiness.from_environment()
     except S6ipcError as e:  # a bad WATCHDOG_USEC: say so, notify anyway
         reporter.warn(str(e))
         readiness = Readiness(Notifier.from_environment())
+    sinks = ReadinessSinks([], [], None)
     if readiness.notifier.enabled:
-        maxconn = server.config.maxconn
+        maxconn = config.normalised().maxconn
 
         def ready() -> None:
             readiness.ready(f"accepting connections on {_local_name()} (at most {maxconn} at once)")
 
-        server.on_ready.append(_quietly(reporter, ready))
-        server.on_exit.append(_quietly(reporter, readiness.stopping))
+        sinks.on_ready.append(_quietly(reporter, ready))
+        sinks.on_exit.append(_quietly(reporter, readiness.stopping))
     if readiness.watchdog_interval is not None:
-        server.heartbeat = (readiness.watchdog_interval / 2, _quietly(reporter, readiness.watchdog))
+        sinks = sinks._replace(heartbeat=(readiness.watchdog_interval / 2,
+                                          _quietly(reporter, readiness.watchdog)))
+    return sinks
 
 
 def _local_name() -> str:
@@ -127,12 +121,14 @@ def _local_name() -> str:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    take_listening_socket(reporter)
+    take_daemon_socket(reporter.warn)
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
-    server = Server(config, reporter, Reporter(child_name + " (child)"))
-    server.policy = access_fast_path(config)
-    add_readiness_sinks(server, reporter)
+    sinks = readiness_sinks(config, reporter)
+    server = Server(config, reporter, Reporter(child_name + " (child)"), policy=access_fast_path(config),
+                    on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
     server.start()
-    code = server.serve()
+    ending = server.serve()
     flush_stdio()
-    os._exit(code)
+    if ending.exec_argv is not None:
+        exec_into(reporter, ending.exec_argv)
+    os._exit(ending.code)

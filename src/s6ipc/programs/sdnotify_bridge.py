@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
-import struct
-import time
-from typing import List, NoReturn, Optional, Set
+from typing import List, NoReturn, Optional
 
 from ..errors import BadInput, SystemFailure
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_uint
-from ..readiness import NOTIFY_VARIABLES, spawn_detached, write_newline
+from ..readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
 from .chain import exec_into
 
 USAGE = "[ -d notif ] [ -t timeout ] [ -a ] [ -v ] prog..."
-
-_UCRED = struct.Struct("3i")
-_ANCILLARY = socket.CMSG_SPACE(_UCRED.size) + socket.CMSG_SPACE(253 * 4)
-
 
 def _notification_fd(given: Optional[str]) -> int:
     """``-d notif``, else the number in ``./notification-fd`` (run scripts start in the service dir)."""
@@ -49,71 +42,6 @@ def _notification_fd(given: Optional[str]) -> int:
     except OSError as e:
         raise SystemFailure(f"use notification fd {fd}", e.errno or errno.EBADF) from None
     return fd
-
-
-class _Helper:
-    """The detached process: read sd_notify datagrams, turn the first READY=1 into the newline."""
-
-    def __init__(self, sock: socket.socket, notif: int, pidfd: int, daemon: int, allow_all: bool,
-                 timeout: float, reporter: Optional[Reporter]) -> None:
-        self.sock, self.notif, self.pidfd = sock, notif, pidfd
-        self.allowed: Set[int] = {daemon}
-        self.allow_all, self.timeout, self.reporter = allow_all, timeout, reporter
-
-    def run(self) -> int:
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        poller.register(self.pidfd, select.POLLIN)
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        while True:
-            wait = None
-            if deadline is not None and self.notif >= 0:
-                wait = max(0.0, deadline - time.monotonic())
-                if wait == 0:
-                    self._give_up()
-                    wait = None
-            try:
-                events = poller.poll(None if wait is None else wait * 1000)
-            except InterruptedError:
-                continue
-            for fd, _ in events:
-                if fd == self.pidfd:
-                    return 0 if self.notif < 0 else 1
-                self._receive()
-
-    def _give_up(self) -> None:
-        if self.reporter:
-            self.reporter.warn(f"no READY=1 within {self.timeout * 1000:.0f} ms: giving up")
-        os.close(self.notif)
-        self.notif = -1
-
-    def _receive(self) -> None:
-        try:
-            data, ancillary, _, _ = self.sock.recvmsg(4096, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
-        except (BlockingIOError, InterruptedError):
-            return
-        sender = -1
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                sender = _UCRED.unpack(payload[: _UCRED.size])[0]
-            elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                for i in range(0, len(payload) - len(payload) % 4, 4):
-                    os.close(int.from_bytes(payload[i : i + 4], "little"))
-        text = data.decode("utf-8", "replace")
-        if self.reporter:
-            self.reporter.info(f"pid {sender}: " + text.replace("\n", " "))
-        if not (self.allow_all or sender in self.allowed):
-            return
-        fields = text.split("\n")
-        for field in fields:
-            if field.startswith("MAINPID="):
-                try:
-                    self.allowed.add(int(field[8:]))
-                except ValueError:
-                    pass
-        if "READY=1" in fields and self.notif >= 0:
-            write_newline(self.notif)
-            self.notif = -1
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
@@ -144,8 +72,8 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         pidfd = os.pidfd_open(os.getpid())
     except OSError as e:
         raise SystemFailure("pidfd_open", e.errno or errno.ENOSYS) from None
-    helper = _Helper(sock, notif, pidfd, os.getpid(), allow_all, timeout / 1000,
-                     Reporter(reporter.name) if verbose else None)
+    helper = NotifyRelay(sock, notif, pidfd, os.getpid(), allow_all, timeout / 1000,
+                         Reporter(reporter.name) if verbose else None)
     spawn_detached(helper.run, keep=(sock.fileno(), notif, pidfd))
     sock.close()
     os.close(pidfd)

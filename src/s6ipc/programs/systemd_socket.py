@@ -21,12 +21,9 @@ from typing import List, NoReturn, Optional
 
 from ..activation import (
     adopt_systemd_socket,
-    close_fds,
-    matching,
     move_fd,
-    select_listener,
-    take_systemd_fds,
 )
+from ..intake import systemd_socket_or_bind
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_octal, parse_uint
 from ..readiness import Notifier, spawn_detached
@@ -64,11 +61,6 @@ def _start_forwarder(reporter: Reporter) -> None:
     move_fd(w, 1)
 
 
-def _bind(path: str, reuse: bool, backlog: int, perms: int, blocking: bool) -> None:
-    fd = bind_unix_socket(path, perms=perms, reuse=reuse, backlog=backlog, blocking=blocking)
-    move_fd(fd, 0)
-
-
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     opts, rest = getopt(args, "n:l:fsdDb:a:BN")
     name: Optional[str] = None
@@ -102,24 +94,17 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if not fallback:
         adopt_systemd_socket(name=name, path=path, target=0)
     else:
-        passed, _ = take_systemd_fds()
-        if matching(passed, name=name, path=path):
-            chosen = select_listener(passed, name=name, path=path)
-            move_fd(chosen.fd, 0)
-            close_fds(passed, keep=(chosen.fd, 0))
-        else:
-            assert path is not None
-            if passed:
-                listing = ", ".join(f"fd {p.fd} {p.name}" for p in passed)
-                reporter.warn(f"no socket {'named ' + name if name else 'bound to ' + path} among those "
-                              f"passed by systemd ({listing}): binding {path}")
-            close_fds(passed)
-            _bind(path, reuse, backlog, perms, blocking)
-            if store:
-                assert name is not None
-                notifier = Notifier.from_environment(unset=False)
-                if not notifier.store_fds(name, [0]):
-                    reporter.warn(f"NOTIFY_SOCKET is not set: {path} not pushed to the fd store")
+        assert path is not None
+
+        def bind() -> int:
+            return bind_unix_socket(path, perms=perms, reuse=reuse, backlog=backlog, blocking=blocking)
+
+        bound = systemd_socket_or_bind(bind, name=name, path=path, warn=reporter.warn)
+        if bound and store:
+            assert name is not None
+            notifier = Notifier.from_environment(unset=False)
+            if not notifier.store_fds(name, [0]):
+                reporter.warn(f"NOTIFY_SOCKET is not set: {path} not pushed to the fd store")
     if forward:
         _start_forwarder(reporter)
     exec_into(reporter, rest)

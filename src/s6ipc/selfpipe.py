@@ -1,0 +1,76 @@
+"""The self-pipe: the signals a daemon handles, read as bytes from a descriptor it polls.
+
+Some facts about signals in CPython that every long-lived daemon of s6ipc stands on:
+
+* CPython runs Python-level handlers only between bytecodes of the main thread, but its C-level
+  handler writes the signal number, as one byte, to the fd given to ``signal.set_wakeup_fd`` at
+  once. A daemon polls the read end of that pipe beside its sockets and reads the numbers from it,
+  so signals are handled in the loop, in arrival order, never in the middle of an accept, a spawn
+  or a request — the role skalibs' ``selfpipe`` (a signalfd) plays in s6's daemons.
+* Standard signals are not queued: one byte may stand for several deliveries of the same signal
+  (SIGCHLD above all), so a handler must not count them.
+* The wakeup fd is process-wide: :class:`SelfPipe` remembers the previous one and the previous
+  handlers and gives them back in :meth:`SelfPipe.close`.
+* CPython turns SIGINT into ``KeyboardInterrupt``; s6's daemons keep its default action (death),
+  so a self-pipe puts SIGINT back to SIG_DFL when CPython's handler is in place.
+* Both ends are non-blocking and close-on-exec: a child never inherits them, and a burst of
+  signals that fills the pipe loses bytes, never blocks the C handler (``warn_on_full_buffer``
+  is off: a full pipe already means "signals are pending").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Dict, Iterable
+
+_Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
+
+
+def _ignore_handler(signo: int, frame: object) -> None:
+    """The Python-level handler: the work is done from the pipe (see the module docstring)."""
+
+
+class SelfPipe:
+    """Catch *signals* and deliver them as bytes on :meth:`fileno`.
+
+    Raises OSError when the pipe cannot be made (EMFILE…). Must be created in the main thread
+    (``signal.signal`` raises ValueError elsewhere).
+    """
+
+    def __init__(self, signals: Iterable[int]) -> None:
+        self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._previous: Dict[int, _Handler] = {}
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for sig in signals:
+            self.add(sig)
+
+    def fileno(self) -> int:
+        """The read end, to poll for POLLIN."""
+        return self._read_fd
+
+    def add(self, sig: int) -> None:
+        """Catch *sig* too (the signal table is open to any daemon that needs another signal)."""
+        previous = signal.signal(sig, _ignore_handler)
+        self._previous.setdefault(sig, previous)
+
+    def read(self) -> bytes:
+        """The signal numbers that arrived since the last call, in order (empty when none)."""
+        try:
+            return os.read(self._read_fd, 512)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        """Give back the previous wakeup fd and handlers, then close the pipe."""
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
