@@ -29,14 +29,9 @@ _API = {
     "listen_fds": "activation",
     "select_listener": "activation",
     "adopt_systemd_socket": "activation",
-<<<<<<< HEAD
-    "take_listener": "activation",
-    "listening_socket": "activation",
-    "start_unix_server": "aioserver",
-=======
     "take_listener": "intake",
     "listening_socket": "intake",
->>>>>>> main
+    "start_unix_server": "aioserver",
     "Notifier": "readiness",
     "Readiness": "readiness",
     "notify_ready": "readiness",
