@@ -32,6 +32,7 @@ _API = {
     "take_listener": "intake",
     "listening_socket": "intake",
     "start_unix_server": "aioserver",
+    "close_unix_server": "aioserver",
     "Notifier": "readiness",
     "Readiness": "readiness",
     "notify_ready": "readiness",

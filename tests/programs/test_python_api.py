@@ -152,4 +152,5 @@ def test_restarts_under_load_keep_the_path(example: str, sockdir: str,
             assert os.path.exists(path), "the example unlinked the held socket's path"
         start_held(example, holder, path, procs)
         time.sleep(0.2)
-    assert set(load.counts) == {"ok"} and load.counts["ok"] > 10, load.summary()
+    logs = [p.stderr.read() for p in procs[1:] if p.stderr is not None and p.poll() is not None]
+    assert set(load.counts) == {"ok"} and load.counts["ok"] > 10, (load.summary(), logs)
