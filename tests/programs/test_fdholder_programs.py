@@ -312,10 +312,12 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
     h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
     cl = Impls(client, links)
     # "short" must outlive three program runs and a getdump even on a loaded two-core machine
-    # (300 ms did not), then expire: 2 s, and the test waits for that deadline, not a fixed sleep
-    short_stored = time.monotonic()
+    # (300 ms did not), then expire: 2 s from its store, which the holder received before the
+    # store program returned; the test waits for that deadline, not a fixed sleep
+    short_stored = 0.0
     for args in (["-T", "2000", h.path, "short"], ["-T", "100000", h.path, "long"], [h.path, "forever"]):
         assert run(cl("fdholder-store") + args, stdin=subprocess.DEVNULL).returncode == 0
+        short_stored = short_stored or time.monotonic()
     before = time.time()
     env_out = run(cl("fdholder-getdump") + [h.path, "env"], env={"S6_FDLIMIT_2": "inherited"}).stdout
     lines = [line for line in env_out.decode().splitlines() if line.startswith("S6_")]
