@@ -251,9 +251,10 @@ class _Launch(Spawner):
 class FastAccess:
     """ipcserverd's per-connection policy doing ipcserver-access's work in-process.
 
-    Plug an instance into :attr:`s6ipc.server.Server.policy` when the server's program is
-    our ipcserver-access in any spelling (:func:`s6ipc.programs.entry.own_program`). *fallback* spawns that whole command (the
-    real program, used for the unusual cases, see the module docstring); *log* is a reporter named
+    Plug an instance into :attr:`s6ipc.server.Server.policy` when the server's program is our
+    ipcserver-access in any spelling (:func:`s6ipc.programs.entry.own_program`). *fallback* spawns
+    that whole command (the real program, used for the unusual cases, see the module docstring);
+    *log* is a reporter named
     as the program word was (``s6-ipcserver-access`` or ``ipcserver-access``); *standin* — a
     spawner of a program exiting 1, or None — is used for refusals when ipcserverd logs at
     verbosity 2.
