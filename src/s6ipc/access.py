@@ -150,11 +150,11 @@ class RulesSource:
 def _client_id(env: Mapping[str, str], name: str) -> int:
     value = env.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     try:
         return parse_uint(value)
     except UsageError:
-        raise BadInput(f"invalid ${name}", 100) from None
+        raise BadInput(f"invalid ${name}") from None
 
 
 def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callable[[], str],
@@ -167,7 +167,7 @@ def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callabl
     """
     proto = env.get("PROTO")
     if proto is None:
-        raise BadInput("PROTO not set", 100)
+        raise BadInput("PROTO not set")
     uid = _client_id(env, proto + "REMOTEEUID")
     gid = _client_id(env, proto + "REMOTEEGID")
     lines: List[LogLine] = []

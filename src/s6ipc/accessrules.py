@@ -41,7 +41,7 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 from .envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
-from .errors import BadInput, SystemFailure
+from .errors import BadInput, SystemFailure, Unusable
 
 #: Where s6 (Debian's execline 2.9) finds the interpreter of ``exec`` rules.
 EXECLINEB = "/usr/lib/execline/bin/execlineb"
@@ -309,7 +309,7 @@ def _compile_rule(path: str, on_warning: Callable[[str], None]) -> Optional[byte
             raise SystemFailure(f"envdir {envpath}", e.errno) from None
         block = b""
     if len(block) > MAX_ENV_COMPILED:
-        raise BadInput(f"{envpath} too big: {os.strerror(0)}", 100)
+        raise BadInput(f"{envpath} too big: {os.strerror(0)}")
     execpath = f"{path}/exec"
     try:
         exec_bytes = read_file_head(execpath, MAX_EXEC)
@@ -357,11 +357,8 @@ def compile_rules(directory: str, on_warning: Callable[[str], None] = lambda tex
 
 # -- expanding cdb records into a directory (s6-accessrules-fs-from-cdb) ------------------------
 
-class InvalidRules(BadInput):
+class InvalidRules(Unusable):
     """The cdb does not hold access rules s6 can expand (exit 111)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 111)
 
 
 def _cstr(path: bytes) -> bytes:

@@ -189,10 +189,10 @@ def _explain(error: OSError, env: Dict[str, Optional[str]]) -> S6ipcError:
             try:
                 parse(env[variable] or "")
             except OSError:
-                return BadInput(f"invalid {variable}: {env[variable]!r}", 100)
+                return BadInput(f"invalid {variable}: {env[variable]!r}")
         names = (env["LISTEN_FDNAMES"] or "").split(":")
         return BadInput(
-            f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={env['LISTEN_FDS']} fds", 100
+            f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={env['LISTEN_FDS']} fds"
         )
     try:
         n = _parse_count(env["LISTEN_FDS"] or "")
@@ -290,17 +290,17 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
     error: name the one you want).
     """
     if not passed:
-        raise BadInput("no socket passed by systemd", 100)
+        raise BadInput("no socket passed by systemd")
     listing = ", ".join(_describe(p) for p in passed)
     candidates = list(passed)
     if name is not None:
         candidates = [p for p in candidates if p.name == name]
         if not candidates:
-            raise BadInput(f"no socket named {name} among those passed by systemd ({listing})", 100)
+            raise BadInput(f"no socket named {name} among those passed by systemd ({listing})")
     if path is not None:
         candidates = [p for p in candidates if socket_address(p.fd) == path]
         if not candidates:
-            raise BadInput(f"no socket bound to {path} among those passed by systemd ({listing})", 100)
+            raise BadInput(f"no socket bound to {path} among those passed by systemd ({listing})")
     problems = [(p, listener_problem(p.fd)) for p in candidates]
     usable = [p for p, problem in problems if problem is None]
     if len(usable) == 1:
@@ -308,13 +308,13 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
     if not usable:
         if len(candidates) == 1:
             p, problem = problems[0]
-            raise BadInput(f"the socket passed by systemd as fd {p.fd} ({p.name}) {problem}", 100)
+            raise BadInput(f"the socket passed by systemd as fd {p.fd} ({p.name}) {problem}")
         raise BadInput(
-            f"none of the fds passed by systemd is a listening Unix stream socket ({listing})", 100
+            f"none of the fds passed by systemd is a listening Unix stream socket ({listing})"
         )
     which = ", ".join(_describe(p) for p in usable)
     raise BadInput(f"{len(usable)} listening Unix stream sockets were passed by systemd ({which}): "
-                   "choose one by name or path", 100)
+                   "choose one by name or path")
 
 
 # -- moving a socket into place -----------------------------------------------------------------
@@ -338,7 +338,7 @@ def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = No
     """
     passed, reason = take_systemd_fds(True, backend)
     if not passed:
-        raise BadInput(reason, 100)
+        raise BadInput(reason)
     chosen = select_listener(passed, name=name, path=path)
     move_fd(chosen.fd, target)
     if close_others:

@@ -90,7 +90,7 @@ def take_listener(*, name: Optional[str] = None, path: Optional[str] = None, tar
         problem = listener_problem(fd)
         if problem is not None:
             os.close(fd)
-            raise BadInput(f"the fd {fdholder_id} retrieved from {fdholder} {problem}", 100)
+            raise BadInput(f"the fd {fdholder_id} retrieved from {fdholder} {problem}")
         move_fd(fd, target)
         return True
 
@@ -99,7 +99,7 @@ def take_listener(*, name: Optional[str] = None, path: Optional[str] = None, tar
     for source in SOURCE_ORDER:
         if sources[source]():
             return source
-    raise BadInput("no listening socket: " + "; ".join(tried), 100)
+    raise BadInput("no listening socket: " + "; ".join(tried))
 
 
 def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float] = None) -> int:

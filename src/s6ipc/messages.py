@@ -11,7 +11,7 @@ import os
 import sys
 from typing import NoReturn
 
-from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
+from .errors import S6ipcError
 
 
 class Reporter:
@@ -47,14 +47,8 @@ class Reporter:
         os._exit(100)
 
     def die(self, error: S6ipcError) -> NoReturn:
-        """Report a library error with s6's exit code for its kind."""
-        if isinstance(error, SystemFailure):
-            self.fatal(str(error), 111)
-        if isinstance(error, ExecFailure):
-            self.fatal(str(error), error.exit_code)
-        if isinstance(error, BadInput):
-            self.fatal(str(error), error.exit_code)
-        self.fatal(str(error), 111)
+        """Report a library error with s6's exit code for its kind (:attr:`S6ipcError.exit_code`)."""
+        self.fatal(str(error), error.exit_code)
 
 
 def flush_stdio() -> None:

@@ -121,7 +121,7 @@ class Notifier:
             return False
         message = "\n".join(fields)
         if "\0" in message:
-            raise BadInput("an sd_notify message cannot contain a NUL byte", 100)
+            raise BadInput("an sd_notify message cannot contain a NUL byte")
         try:
             if self.backend == systemd_backend.LIBSYSTEMD:
                 return systemd_backend.notify(self.address, message, fds, pid)
@@ -175,7 +175,7 @@ def _status(text: Optional[str]) -> Sequence[str]:
 def _check_fdname(name: str) -> None:
     """sd_notify(3): 1–255 printable ASCII characters, no ``:``."""
     if not 0 < len(name) <= 255 or not all(" " < c <= "~" and c != ":" for c in name):
-        raise BadInput(f"invalid fd store name: {name!r} (1-255 printable ASCII characters, no ':')", 100)
+        raise BadInput(f"invalid fd store name: {name!r} (1-255 printable ASCII characters, no ':')")
 
 
 def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[float]:
@@ -196,7 +196,7 @@ def watchdog_interval(environ: Optional[Dict[str, str]] = None) -> Optional[floa
     except ValueError:
         usec = 0
     if usec <= 0:
-        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text!r}", 100)
+        raise BadInput(f"invalid WATCHDOG_USEC: {usec_text!r}")
     return usec / 1e6
 
 
@@ -208,7 +208,7 @@ def claim_notification_fd(notify: bool) -> None:
             os.fstat(1)
         except OSError as e:
             reason = os.strerror(e.errno or errno.EBADF)
-            raise BadInput(f"called with option -1 but stdout said: {reason}", 100) from None
+            raise BadInput(f"called with option -1 but stdout said: {reason}") from None
     else:
         try:
             os.close(1)

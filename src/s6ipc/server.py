@@ -51,7 +51,7 @@ from .backoff import NO_DESCRIPTORS, AcceptBackoff
 from .children import ChildTable
 from .clock import SYSTEM_CLOCK, Clock
 from .descriptors import close_on_exec_above
-from .errors import BadInput, ExecFailure, SystemFailure
+from .errors import ExecFailure, SystemFailure, Unusable
 from .execution import Spawner
 from .log import Log
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
@@ -285,7 +285,7 @@ class Server:
                 elif fd == listen_fd:
                     if self._polling_listener:
                         if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                            raise BadInput("trouble with socket", 111)
+                            raise Unusable("trouble with socket")
                         self._accept_ready()
                 else:
                     on_event = self._watched.get(fd)

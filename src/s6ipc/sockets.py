@@ -26,7 +26,7 @@ import socket
 import stat
 from typing import Dict, Optional, Tuple, Union
 
-from .errors import BadInput, SystemFailure
+from .errors import BadInput, SystemFailure, Unusable
 from .unixmessage import UCRED
 
 IPCPATH_MAX = 107
@@ -155,7 +155,7 @@ def check_socket(fd: int) -> None:
     except OSError as e:
         raise SystemFailure("fstat stdin", e.errno or errno.EBADF) from None
     if not stat.S_ISSOCK(st.st_mode):
-        raise BadInput("stdin is not a socket", 100)
+        raise BadInput("stdin is not a socket")
 
 
 #: How a listener of the wrong family is described, by the families that were wanted.
@@ -200,7 +200,7 @@ def check_listening_stream(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -
     if problem is not None:
         if problem == "is not listening":
             problem = "is not a listening socket"
-        raise BadInput("stdin " + problem, 111)
+        raise Unusable("stdin " + problem)
 
 
 def peer_credentials(sock: _socket.socket) -> Tuple[int, int, int]:

@@ -42,7 +42,7 @@ def _daemon() -> Any:
     global _module
     if _module is _UNLOADED:
         try:  # pragma: no cover - depends on the installation
-            import systemd.daemon  # type: ignore[import-untyped,unused-ignore]
+            import systemd.daemon  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             _module = systemd.daemon
         except ImportError:  # pragma: no cover
@@ -75,9 +75,9 @@ def choose(backend: Optional[str] = None) -> str:
         return STDLIB
     if choice == LIBSYSTEMD:
         if not available():
-            raise BadInput("python-systemd is not installed (pip install 's6ipc[systemd]')", 100)
+            raise BadInput("python-systemd is not installed (pip install 's6ipc[systemd]')")
         return LIBSYSTEMD
-    raise BadInput(f"invalid {BACKEND_VARIABLE}: {choice} (stdlib, python-systemd or auto)", 100)
+    raise BadInput(f"invalid {BACKEND_VARIABLE}: {choice} (stdlib, python-systemd or auto)")
 
 
 def listen_fds_with_names() -> List[Tuple[int, str]]:

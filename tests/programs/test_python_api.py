@@ -19,7 +19,7 @@ from typing import Iterator, List, Tuple
 import pytest
 
 from tests.support.peers import Load, Manager, ask
-from tests.support.processes import S6IPC, VENV_PYTHON, wait_for_ready, wait_until
+from tests.support.processes import S6IPC, VENV_PYTHON, wait_for_ready, wait_listening
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
                    "python-api.md")
@@ -73,7 +73,7 @@ def test_socket_activated_with_sd_notify(example: str, sockdir: str,
                               "-E", "WATCHDOG_USEC=400000", VENV_PYTHON, example],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         procs.append(p)
-        wait_until(lambda: os.path.exists(path))
+        wait_listening(path)
         with socket.socket(socket.AF_UNIX) as first:  # the connection that activates it
             first.connect(path)
             ready = manager.get(10)

@@ -18,7 +18,7 @@ from typing import List
 import pytest
 
 from tests.support.peers import ask
-from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, wait_until
+from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, wait_listening
 from tests.support.s6 import Scan
 
 DAEMON = os.path.join(SUPPORT, "notify_daemon.py")
@@ -108,7 +108,7 @@ def readiness_of(client: str, options: List[str], sockdir: str, settle: float = 
     deadline = time.monotonic() + 10
     try:
         if settle:
-            wait_until(lambda: os.path.exists(sock))
+            wait_listening(sock)
             deadline = time.monotonic() + settle
         while b"\n" not in data and time.monotonic() < deadline:
             if select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:

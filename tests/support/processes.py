@@ -217,6 +217,27 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # typ
         time.sleep(interval)
 
 
+def listening(path: str) -> bool:
+    """Whether a Unix socket bound to *path* is listening, without connecting to it.
+
+    Between ``bind`` (the path appears) and ``listen`` a connect is refused, and a connect would
+    also be the connection that activates a socket-activated service: /proc/net/unix tells instead
+    (Flags has __SO_ACCEPTCON, 0x10000, once ``listen`` was called).
+    """
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
+def wait_listening(path: str, timeout: float = 10.0) -> None:
+    """Wait until a socket bound to *path* listens (see :func:`listening`); fail after *timeout*."""
+    wait_until(lambda: listening(path), timeout=timeout)
+
+
 def normalise_log(text: str) -> List[str]:
     """Log lines with the program names replaced by ``D:`` (daemon) / ``C:`` (child) and pids by ``P``.
 

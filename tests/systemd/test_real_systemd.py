@@ -22,7 +22,7 @@ import pytest
 
 from tests.support import systemd_manager as sdmanager
 from tests.support.peers import Load, ask
-from tests.support.processes import S6IPC, env_of, wait_until
+from tests.support.processes import S6IPC, env_of, wait_listening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -156,7 +156,7 @@ def test_active_only_after_ready(mgr: sdmanager.UserManager) -> None:
     time.sleep(0.3)
     assert m.state("s6ipc-slow.service") == "activating/start"
     # the control: the same daemon, serving, but its READY=1 cannot reach the manager
-    wait_until(lambda: os.path.exists(f"{run}/mute.sock"))
+    wait_listening(f"{run}/mute.sock")
     assert env_of(ask(f"{run}/mute.sock"))["PROTO"] == "IPC"
     assert m.state("s6ipc-mute.service") == "activating/start"
     assert m.wait_state("s6ipc-slow.service", "active/running") == "active/running"

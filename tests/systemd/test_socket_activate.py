@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import pytest
 
 from tests.support.peers import Manager, ask
-from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, env_of, wait_until
+from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, env_of, wait_listening, wait_until
 
 PASSFDS = os.path.join(SUPPORT, "passfds.py")
 ME = os.getpid()  # in abstract socket names: concurrent test runs must not collide
@@ -41,7 +41,7 @@ class Activated:
         self.proc = subprocess.Popen([SSA, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self._log)
         for path in wait_for:
-            wait_until(lambda p=path: os.path.exists(p), timeout=10)
+            wait_listening(path)
 
     def log(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -244,6 +244,7 @@ def test_ipcserver_S_adopts_the_passed_socket_or_binds(activate, sockdir: str) -
         wait_until(lambda: "binding" in b.log())
     assert (f"systemd-socket: warning: no socket bound to {path} among those passed by systemd "
             f"(fd 3 unknown): binding {path}") in b.log()
+    wait_listening(path)  # the warning comes before the bind
     assert child_env(path)["PROTO"] == "IPC"
 
 

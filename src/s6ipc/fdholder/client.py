@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 from .. import unixmessage
-from ..errors import SystemFailure
+from ..errors import Refused, SystemFailure
 from ..sockets import _sockaddr
 from ..unixmessage import Message, ProtocolError
 from . import protocol, tai
@@ -45,11 +45,11 @@ Ident = Union[str, bytes]
 _CONNECT_RETRY = 0.005
 
 
-class OperationFailed(SystemFailure):
+class OperationFailed(Refused):
     """The daemon refused or could not do an operation, or the conversation broke.
 
-    ``str()`` is s6's message tail (``unable to store fd: Device or resource busy``); the
-    programs exit 1 on it (a connection failure is a plain :class:`SystemFailure`, exit 111).
+    ``str()`` is s6's message tail (``unable to store fd: Device or resource busy``); exit 1 (a
+    connection failure is a plain :class:`~s6ipc.errors.SystemFailure`, exit 111).
     """
 
 

@@ -46,7 +46,7 @@ from .. import unixmessage
 from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BadInput, SystemFailure
+from ..errors import BadInput, SystemFailure, Unusable
 from ..log import Log
 from ..readiness import claim_notification_fd, write_newline
 from ..selfpipe import SelfPipe
@@ -245,7 +245,7 @@ class DaemonConfig:
         limit too low") and :class:`SystemFailure` ("getrlimit").
         """
         if self.rules_dir is None and self.rules_cdb is None:
-            raise BadInput("no access rights specified!", 100)
+            raise BadInput("no access rights specified!")
         self.maxconn = min(max(self.maxconn, 1), MAXCONN_MAX)
         try:
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -253,7 +253,7 @@ class DaemonConfig:
             raise SystemFailure("getrlimit", e.errno or errno.EINVAL) from None
         if soft != resource.RLIM_INFINITY:
             if soft < 7:
-                raise BadInput("open file limit too low", 111)
+                raise Unusable("open file limit too low")
             if self.maxfds > soft:
                 self.maxfds = soft - 6
         self.maxfds = max(self.maxfds, 1)
@@ -339,6 +339,21 @@ class FdHolderDaemon:
             return True
         self._dispatch(events)
         return True
+
+    def close(self) -> None:
+        """Release what :meth:`start` and the loop hold — clients, held descriptors, the
+        self-pipe (previous signal handlers come back) — for a daemon embedded in a program that
+        goes on. The listening socket itself is the caller's."""
+        for c in list(self.clients.values()):
+            self._drop(c)
+        self.store.close_all()
+        if self._selfpipe is not None:
+            self._poller.unregister(self._selfpipe.fileno())
+            self._selfpipe.close()
+            self._selfpipe = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.detach()
 
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial

@@ -36,7 +36,7 @@ def _uint(text: str) -> int:
 def _get(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     return value
 
 
@@ -45,7 +45,7 @@ def dump_count(env: Mapping[str, str]) -> int:
     try:
         return _uint(_get(env, "S6_FD#"))
     except ValueError:
-        raise BadInput("invalid $S6_FD#", 100) from None
+        raise BadInput("invalid $S6_FD#") from None
 
 
 def descriptors_from_env(env: Mapping[str, str], count: int) -> List[HeldDescriptor]:
@@ -56,17 +56,17 @@ def descriptors_from_env(env: Mapping[str, str], count: int) -> List[HeldDescrip
         try:
             fd = _uint(_get(env, f"S6_FD_{i}"))
         except ValueError:
-            raise BadInput(f"invalid $S6_FD_{i}", 100) from None
+            raise BadInput(f"invalid $S6_FD_{i}") from None
         ident = os.fsencode(_get(env, f"S6_FDID_{i}"))
         if not ident or len(ident) > protocol.ID_SIZE:
-            raise BadInput(f"invalid $S6_FDID_{i}", 100)
+            raise BadInput(f"invalid $S6_FDID_{i}")
         text = env.get(f"S6_FDLIMIT_{i}")
         if text is None:
             limit = tai.infinite_from(base)
         else:
             parsed = tai.parse_text(text)
             if parsed is None:
-                raise BadInput(f"invalid $S6_FDLIMIT_{i}", 100)
+                raise BadInput(f"invalid $S6_FDLIMIT_{i}")
             limit = parsed
         result.append(HeldDescriptor(fd, ident, limit))
     return result

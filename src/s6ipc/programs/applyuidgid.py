@@ -19,9 +19,9 @@ _FULL_DECIMAL_MAX = 0xFFFFFFFF
 def _env_id(name: str) -> int:
     value = os.environ.get(name)
     if value is None:
-        raise BadInput(f"{name} not set", 100)
+        raise BadInput(f"{name} not set")
     if not value.isdigit() or not value.isascii() or int(value) > _FULL_DECIMAL_MAX:
-        raise BadInput(f"invalid ${name}", 100)
+        raise BadInput(f"invalid ${name}")
     return int(value)
 
 
@@ -44,10 +44,10 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             uid = _env_id("UID")
             gid = _env_id("GID")
             if "GIDLIST" not in os.environ:
-                raise BadInput("GIDLIST not set", 100)
+                raise BadInput("GIDLIST not set")
             groups = parse_gidlist(os.environ["GIDLIST"])
             if groups is None:
-                raise BadInput("invalid $GIDLIST", 100)
+                raise BadInput("invalid $GIDLIST")
     if not rest:
         raise UsageError("too few arguments")
     apply_uidgid(uid, gid, groups)

@@ -57,7 +57,7 @@ def build_chain(args: List[str], style: str = "") -> List[str]:
     if not rest:
         raise UsageError("no path")
     if rules is None:
-        raise BadInput("no access rights specified!", 100)
+        raise BadInput("no access rights specified!")
     argv = stage("ipcserver-socketbinder", style)
     if not reuse:
         argv.append("-D")

@@ -10,7 +10,7 @@ from typing import List, NoReturn
 from ..envdir import merge_env
 from ..errors import SystemFailure
 from ..fdholder import tai
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import dump_modifs
 from ..messages import Reporter
 from .chain import exec_into
@@ -22,10 +22,7 @@ USAGE = "[ -t timeout ] socket prog..."
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     timeout, rest = parse_timeout(args, 2)
     holder = FdHolderClient(rest[0], timeout)
-    try:
-        dump = holder.getdump()
-    except OperationFailed as e:
-        reporter.fatal(str(e), 1)
+    dump = holder.getdump()
     holder.close()
     for held in dump:
         try:

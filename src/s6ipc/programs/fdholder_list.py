@@ -7,7 +7,7 @@ import os
 from typing import List, NoReturn
 
 from ..errors import SystemFailure
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..messages import Reporter, flush_stdio
 from .fdholder_options import parse_timeout
 
@@ -32,10 +32,7 @@ def quote(ident: bytes) -> bytes:
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     timeout, rest = parse_timeout(args, 1)
     holder = FdHolderClient(rest[0], timeout)
-    try:
-        ids = holder.list()
-    except OperationFailed as e:
-        reporter.fatal(str(e), 1)
+    ids = holder.list()
     data = memoryview(b"".join(quote(i) + b"\n" for i in ids))
     try:
         while data:

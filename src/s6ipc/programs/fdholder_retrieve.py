@@ -11,7 +11,7 @@ import os
 from typing import List, NoReturn
 
 from ..errors import SystemFailure
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..messages import Reporter
 from ..options import UsageError, getopt, parse_uint
 from .chain import exec_into
@@ -30,10 +30,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if len(rest) < 3:
         raise UsageError("too few arguments")
     holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
-    try:
-        fd = holder.retrieve(rest[1], delete)
-    except OperationFailed as e:
-        reporter.fatal(str(e), 1)
+    fd = holder.retrieve(rest[1], delete)
     holder.close()
     if fd == 0:
         try:

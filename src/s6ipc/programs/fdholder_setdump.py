@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import descriptors_from_env, dump_count
 from ..messages import Reporter, flush_stdio
 from .fdholder_options import parse_timeout
@@ -20,9 +20,6 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     holder = FdHolderClient(rest[0], timeout)
     if count:
         entries = descriptors_from_env(os.environ, count)
-        try:
-            holder.setdump(entries)
-        except OperationFailed as e:
-            reporter.fatal(str(e), 1)
+        holder.setdump(entries)
     flush_stdio()
     os._exit(0)

@@ -6,7 +6,7 @@ import os
 from typing import List, NoReturn
 
 from ..fdholder import tai
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 
@@ -29,9 +29,6 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     base = tai.now()
     limit = base.add_ms(fd_timeout) if fd_timeout else tai.infinite_from(base)
     holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
-    try:
-        holder.store(fd, rest[1], limit)
-    except OperationFailed as e:
-        reporter.fatal(str(e), 1)
+    holder.store(fd, rest[1], limit)
     flush_stdio()
     os._exit(0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional, Tuple
 
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..fdholder.client import FdHolderClient
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, getopt, parse_uint
 
@@ -38,10 +38,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
                             connect_operation=f"connect to a source fd-holder daemon at {rest[0]}")
     dest = FdHolderClient(rest[1], _seconds(timeouts[1]),
                           connect_operation=f"connect to a destination fd-holder daemon at {rest[1]}")
-    try:
-        dump = source.getdump()
-        dest.setdump(dump)
-    except OperationFailed as e:
-        reporter.fatal(str(e), 1)
+    dump = source.getdump()
+    dest.setdump(dump)
     flush_stdio()
     os._exit(0)

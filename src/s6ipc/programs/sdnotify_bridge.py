@@ -36,7 +36,7 @@ def _notification_fd(given: Optional[str]) -> int:
         try:
             fd = parse_uint(text)
         except UsageError:
-            raise BadInput(f"invalid notification-fd: {text}", 100) from None
+            raise BadInput(f"invalid notification-fd: {text}") from None
     try:
         os.fstat(fd)
     except OSError as e:
