@@ -30,6 +30,9 @@ PACKAGE := -e .
 PACKAGE_SOURCES :=
 endif
 
+# plain `make`: the demo's venv (installing python3 and python3-venv first when root)
+.DEFAULT_GOAL := venv
+
 .PHONY: run test check test-pythons bench lint system-packages venv test-venv wheel install clean
 
 # The demo's venv: the package alone, no extra.
