@@ -77,11 +77,12 @@ class Daemon:
     readiness line (systemd-socket-activate): it is ready once 127.0.0.1:PORT accepts.
     """
 
-    def __init__(self, argv: Sequence[str], address: Optional[str] = None, port: int = 0) -> None:
+    def __init__(self, argv: Sequence[str], address: Optional[str] = None, port: int = 0,
+                 env: Optional[Dict[str, str]] = None) -> None:
         r, w = os.pipe()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL
+            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL, env=env
         )
         os.close(w)
         if port:
@@ -188,13 +189,24 @@ UCSPI_TCPSERVER = "/usr/bin/tcpserver"
 SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
 
 
+#: The directory of ``s6ipc links`` (made by main) and the environment of the servers using it.
+LINKS = os.path.join(BUILD, "links")
+LINKS_ENV = {"PATH": f"{LINKS}:/usr/bin:/bin"}
+
+
 def servers(case: str, workdir: str) -> Dict[str, Daemon]:
-    """The servers of *case*, started; the first one is ours."""
+    """The servers of *case*, started; the first one is ours. The access case also runs s6's
+    unchanged command line (``s6-ipcserver … s6-ipcserver-access …``) on ``s6ipc links``."""
     if case in ("plain", "access"):
-        socks = {"s6ipc": os.path.join(workdir, f"{case}-py"), "s6": os.path.join(workdir, f"{case}-s6")}
+        socks = {name: os.path.join(workdir, f"{case}-{name}") for name in ("s6ipc", "links", "s6")}
         rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
-        return {name: Daemon(argv, socks[name]) for name, argv in chains(case, socks["s6ipc"], socks["s6"],
-                                                                          rules).items()}
+        started = {name: Daemon(argv, socks[name]) for name, argv in chains(case, socks["s6ipc"], socks["s6"],
+                                                                             rules).items()}
+        if rules is not None:
+            unchanged = ["s6-ipcserver", "-1", "-c", "1000", socks["links"], "s6-ipcserver-access", "-v0", "-i",
+                         rules, HANDLER]
+            started["links"] = Daemon(unchanged, socks["links"], env=LINKS_ENV)
+        return started
     if case == "tcp":
         started = {
             "s6ipc": Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER]),
@@ -292,12 +304,15 @@ def run_case(
 
 def ready_times(workdir: str, repeats: int = 10) -> Dict[str, float]:
     result = {}
-    for name in ("s6ipc", "s6"):
+    for name in ("s6ipc", "links", "s6"):
         times = []
         for i in range(repeats):
             sock = os.path.join(workdir, f"ready-{name}-{i}")
-            argv = chains("plain", sock, sock, None)[name]
-            d = Daemon(argv, sock)
+            if name == "links":  # s6's plain chain, stage by stage, on the links
+                argv = ["s6-ipcserver-socketbinder", sock, "s6-ipcserverd", "-1", "-c", "1000", HANDLER]
+            else:
+                argv = chains("plain", sock, sock, None)[name]
+            d = Daemon(argv, sock, env=LINKS_ENV if name == "links" else None)
             times.append(d.ready_after * 1000)
             d.stop()
         result[name] = statistics.median(times)
@@ -337,6 +352,7 @@ def main() -> int:
         print("bench: fatal: Debian's s6 is not installed (apt-get install s6 execline)", file=sys.stderr)
         return 111
     build()
+    subprocess.run([S6IPC, "links", LINKS], check=True)
     groups = {"all": ["plain", "access", "tcp", "tcp-access"], "ipc": ["plain", "access"]}
     cases = groups.get(args.case, [args.case])
     if not os.access(UCSPI_TCPSERVER, os.X_OK) and {"tcp", "tcp-access"} & set(cases):
@@ -389,7 +405,7 @@ def main() -> int:
         report["ready_ms"] = ready
         print(
             f"\nexec -> ready (-1 newline), median of 10: "
-            f"s6ipc {ready['s6ipc']:.1f} ms, s6 {ready['s6']:.1f} ms"
+            f"s6ipc {ready['s6ipc']:.1f} ms, links {ready['links']:.1f} ms, s6 {ready['s6']:.1f} ms"
         )
         if args.rss_connections:
             rss = rss_growth(workdir, args.rss_connections, args.concurrency)

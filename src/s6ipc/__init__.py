@@ -38,6 +38,8 @@ _API = {
     "set_listen_pid": "handoff",
     "check_fdname": "handoff",
     "daemon_variables": "handoff",
+    "start_unix_server": "aioserver",
+    "close_unix_server": "aioserver",
     "Notifier": "readiness",
     "Readiness": "readiness",
     "notify_ready": "readiness",

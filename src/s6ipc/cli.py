@@ -15,17 +15,20 @@ import sys
 from typing import List, NoReturn, Optional
 
 from . import environment
-from .execution import undo_locale_coercion
+from .errors import S6ipcError
+from .execution import entry_script, undo_locale_coercion
 from .programs import PROGRAMS
-from .programs.chain import own_prefix, program_name, run_program
+from .programs.chain import run_program
+from .programs.entry import program_name
 
-USAGE = "s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list | s6ipc preflight NAME args..."
+USAGE = ("s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list | s6ipc --version"
+         " | s6ipc preflight NAME args...")
 
 
 def _links(directory: str) -> int:
-    target = own_prefix()
-    if len(target) != 1:
-        os.write(2, b"s6ipc: fatal: no s6ipc console script next to the interpreter: install the package\n")
+    target = entry_script()
+    if target is None:
+        os.write(2, b"s6ipc: fatal: no s6ipc console script runs this interpreter: install the package\n")
         return 111
     try:
         os.makedirs(directory, exist_ok=True)
@@ -34,7 +37,7 @@ def _links(directory: str) -> int:
             tmp = link + ".new"
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-            os.symlink(target[0], tmp)
+            os.symlink(target, tmp)
             os.replace(tmp, link)
     except OSError as e:
         message = f"s6ipc: fatal: unable to create links in {directory}: {os.strerror(e.errno or 0)}\n"
@@ -43,8 +46,23 @@ def _links(directory: str) -> int:
     return 0
 
 
-def _list() -> int:
-    data = "".join(f"{n}\n" for n in sorted(PROGRAMS)).encode()
+def _version() -> str:
+    """What ``--version`` prints: version, interpreter, entry script, systemd backend."""
+    from . import __version__, systemd_backend
+
+    try:
+        backend = systemd_backend.choose()
+    except S6ipcError as e:
+        backend = f"none ({e})"
+    script = entry_script() or f"none ({sys.executable} -m s6ipc)"
+    return (f"s6ipc {__version__} (Python implementation)\n"
+            f"python: {sys.executable} {sys.version.split()[0]}\n"
+            f"entry script: {script}\n"
+            f"systemd backend: {backend}\n")
+
+
+def _write(text: str) -> int:
+    data = text.encode("utf-8", "surrogateescape")
     try:
         while data:
             data = data[os.write(1, data) :]
@@ -90,10 +108,14 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
     if word == "links" and len(args) == 3:
         os._exit(_links(args[2]))
     if word == "list" and len(args) == 2:
-        os._exit(_list())
+        os._exit(_write("".join(f"{n}\n" for n in sorted(PROGRAMS))))
+    if word == "--version" and len(args) == 2:
+        os._exit(_write(_version()))
     if word == "preflight" and len(args) >= 3:
         os._exit(_preflight(args[2], args[3:]))
     if program_name(word) is None:
-        os.write(2, (USAGE + "\n").encode())
+        unknown = word and not word.startswith("-") and word not in ("links", "list")
+        message = f"s6ipc: fatal: no such program: {word}: s6ipc list lists them" if unknown else USAGE
+        os.write(2, (message + "\n").encode("utf-8", "surrogateescape"))
         os._exit(100)
     run_program(word, args[2:])

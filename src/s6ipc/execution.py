@@ -18,9 +18,11 @@ Some facts this module relies on:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import sys
+import sysconfig
 from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 from .environment import entries as environment_entries
@@ -54,17 +56,60 @@ def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
 _COERCED_LOCALES = frozenset({"C.UTF-8", "C.utf8", "UTF-8"})
 
 
+SCRIPT_NAME = "s6ipc"
+
+
+def _interpreter_line(path: str) -> Optional[str]:
+    """The interpreter named by the ``#!`` line of *path*, or None (unreadable, not a script)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.readline(4096)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split()
+    return os.fsdecode(words[0]) if words else None
+
+
+def _runs_this_interpreter(script: str) -> bool:
+    interpreter = _interpreter_line(script)
+    if interpreter is None:
+        return False
+    if interpreter == sys.executable:
+        return True
+    # Outside a venv, another spelling of the same interpreter file loads the same sys.path.
+    # Inside one, /usr/bin/python3 and the venv's python resolve to one file but not to one sys.path.
+    return sys.prefix == sys.base_prefix and os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+
+
+@functools.cache
+def entry_script() -> Optional[str]:
+    """The ``s6ipc`` console script that runs this interpreter, or None when there is none.
+
+    Looked for next to the interpreter (a venv), then in the interpreter's ``scripts`` directory
+    and its user scheme's (system-wide and ``--user`` installs), where it must name this
+    interpreter on its ``#!`` line.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), SCRIPT_NAME)
+    if os.access(beside, os.X_OK):
+        return beside
+    for directory in (sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")):
+        script = os.path.join(directory, SCRIPT_NAME)
+        if os.access(script, os.X_OK) and _runs_this_interpreter(script):
+            return script
+    return None
+
+
 def installed_prefix() -> List[str]:
-    """The argv prefix that starts the installed s6ipc, usable without activating a venv: the
-    ``s6ipc`` console script next to the running interpreter when there is one (a venv or an
-    installed package), else ``python -m s6ipc`` with the running interpreter's absolute path.
+    """The argv prefix that starts the installed s6ipc, usable without activating a venv:
+    :func:`entry_script` when there is one (a venv, a system-wide or ``--user`` install), else
+    ``python -m s6ipc`` with the running interpreter's absolute path.
 
     A new interpreter started with it imports s6ipc from disk: what is installed *now*.
     """
-    script = os.path.join(os.path.dirname(sys.executable), "s6ipc")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "s6ipc"]
+    script = entry_script()
+    return [script] if script is not None else [sys.executable, "-m", "s6ipc"]
 
 
 def undo_locale_coercion(environ: MutableMapping[str, str]) -> None:

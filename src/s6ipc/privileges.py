@@ -40,7 +40,8 @@ _PR_SET_DUMPABLE = 4
 def dumpable_as_after_exec() -> None:
     """Set the dumpable flag as ``execve`` would now: on when real and effective ids agree.
 
-    Best effort (a ``prctl`` through ctypes; nothing happens where it is unavailable).
+    Best effort (a ``prctl`` through ctypes; nothing happens where it is unavailable — an
+    interpreter built without libffi has no ``ctypes`` module at all, pyenv's 3.13.0 here).
     """
     if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
         return
@@ -48,7 +49,7 @@ def dumpable_as_after_exec() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         pass
 
 

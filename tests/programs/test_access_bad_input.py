@@ -33,7 +33,7 @@ from tests.support.access import (
     split_log,
     start,
 )
-from tests.support.processes import S6IPC, proc_children, run, wait_until
+from tests.support.processes import S6IPC, needs_reachable_interpreter, proc_children, run, wait_until
 
 UID = os.geteuid()
 GOOD = b"good\n"
@@ -99,6 +99,7 @@ def test_symlink_loop_is_a_refusal_with_one_line(sockdir: str, rules: str, handl
 # -- unreadable files: the daemon runs as nobody, so permissions apply -----------------------------
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the daemon runs as nobody)")
 @needs_s6
+@needs_reachable_interpreter
 def test_unreadable_files_as_nobody(rules: str, handler: str) -> None:
     nobody = pwd.getpwnam("nobody")
     sockdir = tempfile.mkdtemp(prefix="s6n", dir="/tmp")

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from tests.support.processes import nobody_ids, ours, requires_root, run, theirs
+from tests.support.processes import needs_reachable_interpreter, nobody_ids, ours, requires_root, run, theirs
 
 NOBODY_UID, NOBODY_GID = nobody_ids()
 REPORT = ["sh", "-c", 'grep -E "^(Uid|Gid|Groups):" /proc/self/status; '
@@ -200,6 +200,7 @@ AS_NOBODY = ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_GID}", "--cle
         (["-u", str(NOBODY_UID), "-g", str(NOBODY_GID)], 0, ""),
     ],
 )
+@needs_reachable_interpreter
 def test_not_permitted(args: List[str], code: int, message: str) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
@@ -208,6 +209,7 @@ def test_not_permitted(args: List[str], code: int, message: str) -> None:
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_not_permitted_after_our_own_drop() -> None:
     """Our applyuidgid drops to nobody, then either implementation cannot climb back."""
     first = ours("applyuidgid") + ["-u", str(NOBODY_UID), "-g", str(NOBODY_GID), "-G", ""]

@@ -9,6 +9,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -21,6 +22,7 @@ from tests.support.processes import (
     S6IPC,
     VENV_PYTHON,
     RunningServer,
+    needs_reachable_interpreter,
     nobody_ids,
     ours,
     request,
@@ -54,7 +56,7 @@ def test_python_dash_m() -> None:
     assert (p.returncode, p.stdout, p.stderr) == (0, b"hi\n", b"")
     assert run([VENV_PYTHON, "-m", "s6ipc", "list"]).stdout == run([S6IPC, "list"]).stdout
     p = run([VENV_PYTHON, "-m", "s6ipc", "nope"])
-    assert (p.returncode, p.stderr) == (100, USAGE_LINE)
+    assert (p.returncode, p.stderr) == (100, b"s6ipc: fatal: no such program: nope: s6ipc list lists them\n")
 
 
 def test_python_dash_m_serves(sockdir: str) -> None:
@@ -81,12 +83,36 @@ def test_list_to_a_closed_stdout() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["nope"], ["s6-nope"], ["s6-"], [""], ["links"], ["links", "a", "b"], ["list", "x"], ["-h"],
-             ["--help"], ["s6ipc"]],
+    "args", [[], [""], ["links"], ["links", "a", "b"], ["list", "x"], ["-h"], ["--help"], ["--version", "x"]],
 )
 def test_entry_usage(args: List[str]) -> None:
     p = run([S6IPC, *args])
     assert (p.returncode, p.stdout, p.stderr) == (100, b"", USAGE_LINE)
+
+
+@pytest.mark.parametrize("word", ["nope", "s6-nope", "s6-", "s6ipc", "ipcserver-acces"])
+def test_unknown_program(word: str) -> None:
+    """A word that is no program is named as such (exit 100), with where to find the names."""
+    p = run([S6IPC, word])
+    assert (p.returncode, p.stdout) == (100, b"")
+    assert p.stderr == f"s6ipc: fatal: no such program: {word}: s6ipc list lists them\n".encode()
+
+
+def test_version_names_the_implementation_and_backend() -> None:
+    """``--version`` says which implementation answers, which interpreter and script, which backend."""
+    from s6ipc import __version__, systemd_backend
+
+    p = run([S6IPC, "--version"])
+    assert (p.returncode, p.stderr) == (0, b"")
+    lines = p.stdout.decode().splitlines()
+    with open(S6IPC, "rb") as f:  # the interpreter is the script's #! line (python or python3)
+        interpreter = f.readline()[2:].decode().strip()
+    assert lines == [f"s6ipc {__version__} (Python implementation)",
+                     f"python: {interpreter} {sys.version.split()[0]}",
+                     f"entry script: {S6IPC}",
+                     f"systemd backend: {systemd_backend.choose()}"]
+    forced = run([S6IPC, "--version"], env={**BASE_ENV, "S6IPC_SYSTEMD_BACKEND": "stdlib"})
+    assert forced.stdout.decode().splitlines()[-1] == "systemd backend: stdlib"
 
 
 def test_links_unwritable_directory() -> None:
@@ -141,11 +167,12 @@ def exe_and_cmdline(pid: int) -> Tuple[str, List[str]]:
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_unchanged_s6_command_line_runs_on_links(sockdir: str) -> None:
     """An s6 run script's chain, word for word, with the link directory first in PATH.
 
-    The PATH search after the drop to nobody needs a link directory nobody can search: else it
-    would go on to /usr/bin/s6-ipcserverd, as s6's would.
+    Every stage is one of ours through a link, so the chain runs in the first stage's process
+    (tests/programs/test_link_spellings.py counts the interpreters), the drop to nobody included.
     """
     d = make_links(sockdir)
     uid, gid = nobody_ids()
@@ -156,9 +183,9 @@ def test_unchanged_s6_command_line_runs_on_links(sockdir: str) -> None:
     try:
         assert request(path) == f"{uid}\nIPC\n".encode()
         exe, cmdline = exe_and_cmdline(srv.proc.pid)
-        # our stages, exec'd through the links (each s6-NAME is found on PATH, in the link directory)
+        # our stages, found through the links on PATH, run in the process of the first one
         assert os.path.basename(exe).startswith("python")
-        assert cmdline[1:4] == [os.path.join(d, "s6-ipcserverd"), "-1", "-v2"]
+        assert cmdline[1:4] == [os.path.join(d, "s6-ipcserver-socketbinder"), "-a", "0700"]
         assert srv.log().startswith("s6-ipcserverd: info: ")
         assert os.stat(path).st_mode & 0o777 == 0o700
     finally:

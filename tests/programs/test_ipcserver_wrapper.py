@@ -21,6 +21,7 @@ from s6ipc.programs.chain import stage
 from tests.support.processes import (
     RunningServer,
     env_of,
+    needs_reachable_interpreter,
     nobody_ids,
     ours,
     request,
@@ -117,8 +118,8 @@ def test_chain_is_s6_ipcservers(opts: List[str]) -> None:
     assert our_chain(args, "s6-") == our_words(expected, "s6-")
 
 
-def test_chain_examples_of_the_spec() -> None:
-    """Spec §1.2, written out: the strace comparison above must not be vacuous."""
+def test_chain_examples_written_out() -> None:
+    """The chain s6-ipcserver execs, written out: the strace comparison above must not be vacuous."""
     s = our_words(["/usr/bin/s6-ipcserver-socketbinder"], "")
     a = our_words(["/usr/bin/s6-applyuidgid"], "")
     d = our_words(["/usr/bin/s6-ipcserverd"], "")
@@ -190,6 +191,7 @@ def test_emitted_chain_runs_from_a_venv_without_activation(sockdir: str, server_
 
 @pytest.mark.parametrize("foreign", ["ipcserver-socketbinder", "applyuidgid", "ipcserverd"])
 @requires_root
+@needs_reachable_interpreter
 def test_each_of_our_stages_runs_when_execd(foreign: str, sockdir: str, server_factory: Factory) -> None:
     """Put s6's binary in one place of our chain: the stage after it is then exec'd for real (by C)."""
     uid, gid = nobody_ids()
@@ -218,6 +220,7 @@ def test_s6ipc_ipcserver_serves_in_one_process(sockdir: str, server_factory: Fac
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_drop_from_env_removes_the_variables(sockdir: str, server_factory: Factory) -> None:
     """``-U``: ids from UID/GID/GIDLIST, which the handler does not see (``-Uz``), as with s6."""
     uid, gid = nobody_ids()
@@ -268,6 +271,7 @@ def test_log_prefix_is_the_invoked_name(sockdir: str, tmp_path: Path) -> None:
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_dropped_daemon_looks_as_after_an_exec(sockdir: str, server_factory: Factory) -> None:
     """After the drop, s6's daemon is a fresh exec: dumpable, its /proc entries owned by nobody.
 

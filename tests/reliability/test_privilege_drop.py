@@ -12,7 +12,14 @@ from typing import Callable, Dict, List
 
 import pytest
 
-from tests.support.processes import IMPLEMENTATIONS, RunningServer, env_of, request, requires_root
+from tests.support.processes import (
+    IMPLEMENTATIONS,
+    RunningServer,
+    env_of,
+    needs_reachable_interpreter,
+    request,
+    requires_root,
+)
 
 WHO = ["ours", "s6"]
 NOBODY = 65534
@@ -41,6 +48,7 @@ def status_of(output: bytes) -> Dict[str, List[int]]:
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("who", WHO)
+@needs_reachable_interpreter
 def test_ids_inside_the_handler(who: str, case: str, sockdir: str, handler: str,
                                 server_factory: Callable[..., RunningServer]) -> None:
     opts, extra_env, uids, gids, groups = CASES[case]
@@ -61,6 +69,7 @@ def test_ids_inside_the_handler(who: str, case: str, sockdir: str, handler: str,
 
 
 @pytest.mark.parametrize("who", WHO)
+@needs_reachable_interpreter
 def test_uid_variables_removed(who: str, sockdir: str, handler: str,
                                server_factory: Callable[..., RunningServer]) -> None:
     """-U is passed on as applyuidgid -Uz: UID, GID and GIDLIST do not reach the handler."""

@@ -105,7 +105,11 @@ class RunningServer:
         os.close(w)
         self.ready_fd = r
         if ready:
-            wait_for_ready(r)
+            try:
+                wait_for_ready(r)
+            except BaseException:  # reaped here: a server that failed to start leaves nothing behind
+                self.stop()
+                raise
 
     def log(self) -> str:
         self._stderr.flush()
@@ -173,6 +177,31 @@ def nobody_ids() -> tuple:  # type: ignore[type-arg]
 
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (privilege changes)")
+
+
+def _nobody_can_run_us() -> bool:
+    """Whether a process dropped to nobody can exec this interpreter and import s6ipc from it.
+
+    Not when the interpreter or the package lives under a directory nobody cannot traverse: pyenv's
+    interpreters in root's home (``make test-pythons``), a venv inside a checkout in root's home
+    (``make test`` puts it elsewhere then: scripts/venv-dir). Trivially true when not root.
+    """
+    if os.geteuid() != 0:
+        return True
+    uid, gid = nobody_ids()
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import s6ipc"], user=uid, group=gid, extra_groups=[],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30, cwd="/")
+    except OSError:  # EACCES on the interpreter itself
+        return False
+    return probe.returncode == 0
+
+
+#: For tests in which a process that dropped to nobody runs our programs in a new interpreter.
+needs_reachable_interpreter = pytest.mark.skipif(
+    not _nobody_can_run_us(),
+    reason=f"nobody cannot exec {sys.executable} and import s6ipc (a directory on the way is not "
+           "world-traversable): make test builds a venv every user can reach")
 
 C_SOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reliability")
 

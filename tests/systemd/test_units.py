@@ -1,6 +1,6 @@
 """Every shipped systemd unit passes ``systemd-analyze verify`` without a single warning.
 
-The units name ``/usr/local/bin/s6ipc`` (where ``pip install`` puts the entry point) and sockets
+The units name ``/usr/local/bin/s6ipc`` (what ``make install`` links to its venv, docs/install.md) and sockets
 under ``/run/s6ipc-demo``; verify checks that ExecStart= binaries exist, so the files are checked
 with those two strings rewritten to this checkout's entry point and a temporary directory — and
 nothing else changed. A broken copy must fail, so the check is known to bite.

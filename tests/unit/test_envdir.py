@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from s6ipc.envdir import decode_modifs, encode_modifs, merge_env, read_envdir, split_modifs, value_of
 from s6ipc.errors import SystemFailure
+from tests.support.processes import needs_reachable_interpreter
 
 S6_ENVDIR = "/usr/bin/s6-envdir"
 needs_s6 = pytest.mark.skipif(not os.access(S6_ENVDIR, os.X_OK), reason="Debian's s6 is not installed")
@@ -161,6 +162,7 @@ def test_vanished_file_is_eidrm(tmp: str) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (runs a reader as nobody)")
+@needs_reachable_interpreter
 def test_unreadable_file_as_nobody(tmp: str) -> None:
     write(tmp, {"SECRET": b"x\n"})
     os.chmod(os.path.join(tmp, "SECRET"), 0)

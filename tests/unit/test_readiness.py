@@ -19,7 +19,7 @@ import pytest
 from s6ipc import readiness, systemd_backend
 from s6ipc.errors import BadInput, SystemFailure
 from tests.support.peers import Manager, Message
-from tests.support.processes import VENV_PYTHON
+from tests.support.processes import VENV_PYTHON, needs_reachable_interpreter
 
 try:
     import systemd.daemon  # noqa: F401
@@ -133,6 +133,7 @@ def test_a_privileged_sender_speaks_for_the_main_pid(manager: Manager, backend: 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the sender as nobody")
 @pytest.mark.parametrize("backend", BACKENDS)
+@needs_reachable_interpreter
 def test_an_unprivileged_claim_falls_back_to_the_own_pid(manager: Manager, backend: str) -> None:
     if manager.address.startswith("/"):
         os.chmod(os.path.dirname(manager.address), 0o755)

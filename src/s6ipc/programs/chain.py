@@ -1,7 +1,8 @@
 """Chain loading: how one stage hands the process to the rest of its command line.
 
-s6 stages ``execve`` into the next one. When the next stage is one of ours, named with the prefix
-:func:`own_prefix` returns, we run it *in this process* instead: same PID, same descriptors, same
+s6 stages ``execve`` into the next one. When the next stage is one of ours, in any spelling (``s6ipc NAME``,
+an ``s6-NAME`` link found through PATH, a path to either: see :mod:`s6ipc.programs.entry`), we run
+it *in this process* instead: same PID, same descriptors, same
 environment (``os.environ`` is what an exec would pass), same ids — the observable result of an
 exec — but without paying for a new Python interpreter at every link (about 20 ms each). What a
 stage must do to make this indistinguishable from an exec: close the close-on-exec descriptors it
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 from .. import environment
 from ..envdir import merge_env
 from ..errors import BadInput, ExecFailure, S6ipcError
-from ..execution import DEFAULT_PATH, Spawner, exec_argv, installed_prefix, restore_default_signals
+from ..execution import Spawner, exec_argv, installed_prefix, restore_default_signals
 from ..messages import Reporter, flush_stdio
 from ..options import UsageError, parse_gidlist, parse_uint
 from . import PROGRAMS
@@ -32,63 +33,33 @@ if TYPE_CHECKING:  # the access modules are imported only by the programs that u
     from ..access import Outcome
     from ..tcpaccess import FastTcpAccess
 
-
-def own_prefix() -> List[str]:
-    """The argv prefix that names this toolkit's stages in a chain
-    (:func:`s6ipc.execution.installed_prefix`)."""
-    return installed_prefix()
+from .entry import own_program, program_name
 
 
 def stage(name: str, style: str) -> List[str]:
     """The argv words naming our program *name*, in the naming *style* of the caller (``s6-`` or ``""``)."""
-    return own_prefix() + [style + name]
-
-
-def program_name(word: str) -> Optional[str]:
-    """The program a dispatch word names (``ipcserverd`` or ``s6-ipcserverd``), or None."""
-    if word in PROGRAMS:
-        return word
-    if word.startswith("s6-") and word[3:] in PROGRAMS:
-        return word[3:]
-    return None
+    return installed_prefix() + [style + name]
 
 
 class ProgramCall(NamedTuple):
     """argv naming one of our programs: *name* (``ipcserver-access``), the *word* used
-    (``s6-ipcserver-access``), the *args* after it."""
+    (``s6-ipcserver-access``: the name it logs under), the *args* after it."""
 
     name: str
     word: str
     args: List[str]
 
 
-def _names_us(word: str, entry: str) -> bool:
-    """Whether running *word* (PATH-searched as exec would) runs the entry-point script *entry*."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.realpath(candidate) == os.path.realpath(entry)
-    return False
-
-
 def own_program_call(argv: Sequence[str]) -> Optional[ProgramCall]:
-    """What *argv* runs when it is ``S6IPC [s6-]NAME ARGS…`` for one of our programs, where S6IPC is
-    :func:`own_prefix` or, by path or PATH search, the same ``s6ipc`` entry-point file; else None.
-    (How the daemons recognise an access program they can run in-process.)"""
-    prefix = own_prefix()
-    if list(argv[: len(prefix)]) == prefix:
-        n = len(prefix)
-    elif len(prefix) == 1 and argv and _names_us(argv[0], prefix[0]):
-        n = 1
-    else:
+    """What *argv* runs when executing it would run one of our programs, in any spelling
+    (:func:`.entry.own_program`); else None. (How the daemons recognise an access program they
+    can run in-process.)"""
+    found = own_program(argv)
+    if found is None:
         return None
-    if len(argv) <= n:
-        return None
-    name = program_name(argv[n])
-    return None if name is None else ProgramCall(name, argv[n], list(argv[n + 1 :]))
+    word, args = found
+    name = program_name(word)
+    return None if name is None else ProgramCall(name, word, args)
 
 
 def run_program(word: str, args: Sequence[str]) -> NoReturn:
@@ -124,11 +95,10 @@ def exec_into(reporter: Reporter, argv: Sequence[str]) -> NoReturn:
     Never returns; an exec failure is reported as ``unable to exec NAME`` (exit 126/127).
     """
     flush_stdio()
-    prefix = own_prefix()
-    n = len(prefix)
-    if len(argv) > n and list(argv[:n]) == prefix and program_name(argv[n]) is not None:
+    ours = own_program(argv)
+    if ours is not None:
         sys.argv = list(argv)
-        run_program(argv[n], argv[n + 1 :])
+        run_program(*ours)
     restore_default_signals()
     try:
         exec_argv(argv)

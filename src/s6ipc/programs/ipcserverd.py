@@ -31,8 +31,8 @@ def preflight(args: List[str]) -> None:
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
-    Applies when prog is ``S6IPC [s6-]ipcserver-access OPTIONS… prog…`` (see
-    :func:`own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
+    Applies when prog runs our ipcserver-access in any spelling (``s6ipc ipcserver-access``, an
+    ``s6-ipcserver-access`` link, a path to either: :func:`.chain.own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
     fail, which it then does itself). See :mod:`s6ipc.access` for what the fast path guarantees.
     """
     call = own_program_call(config.argv)
