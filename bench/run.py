@@ -203,8 +203,8 @@ def servers(case: str, workdir: str) -> Dict[str, Daemon]:
         started = {name: Daemon(argv, socks[name]) for name, argv in chains(case, socks["s6ipc"], socks["s6"],
                                                                              rules).items()}
         if rules is not None:
-            unchanged = ["s6-ipcserver", "-1", "-c", "1000", socks["links"], "s6-ipcserver-access", "-v0", "-i",
-                         rules, HANDLER]
+            unchanged = ["s6-ipcserver", "-1", "-c", "1000", socks["links"], "s6-ipcserver-access", "-v0",
+                         "-i", rules, HANDLER]
             started["links"] = Daemon(unchanged, socks["links"], env=LINKS_ENV)
         return started
     if case == "tcp":

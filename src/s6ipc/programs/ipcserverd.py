@@ -32,8 +32,9 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     """The in-process policy replacing our own ipcserver-access as prog, or None.
 
     Applies when prog runs our ipcserver-access in any spelling (``s6ipc ipcserver-access``, an
-    ``s6-ipcserver-access`` link, a path to either: :func:`.chain.own_program_call`) with valid options and ``-p`` (with ``-P`` the program would only
-    fail, which it then does itself). See :mod:`s6ipc.access` for what the fast path guarantees.
+    ``s6-ipcserver-access`` link, a path to either: :func:`.chain.own_program_call`) with valid
+    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
+    :mod:`s6ipc.access` for what the fast path guarantees.
     """
     call = own_program_call(config.argv)
     if not config.lookup or call is None or call.name != "ipcserver-access":
