@@ -12,6 +12,7 @@ Without pandoc the package builds without man pages and says so, unless ``S6IPC_
 
 from __future__ import annotations
 
+import ast
 import glob
 import os
 import shutil
@@ -33,6 +34,16 @@ def _version() -> str:
     return "?"
 
 
+def _program_names() -> List[str]:
+    """The program names of s6ipc (``PROGRAMS`` in src/s6ipc/programs/__init__.py, read as data)."""
+    with open(os.path.join(HERE, "src", "s6ipc", "programs", "__init__.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PROGRAMS" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
 def man_pages() -> List[Tuple[str, List[str]]]:
     """Generate the pages into build/man; return setuptools data_files entries."""
     pages = sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))
@@ -45,10 +56,10 @@ def man_pages() -> List[Tuple[str, List[str]]]:
         return []
     sections: dict = {"1": [], "7": []}
     os.makedirs(os.path.join(HERE, OUT), exist_ok=True)
+    programs = set(_program_names())
     for page in pages:
         name = os.path.basename(page)[:-3]
-        module = os.path.join(HERE, "src", "s6ipc", "programs", name.replace("-", "_") + ".py")
-        section = "1" if os.path.exists(module) else "7"
+        section = "1" if name in programs else "7"
         title = "s6ipc" if name == "README" else f"s6ipc-{name}"
         out = os.path.join(OUT, f"{title}.{section}")
         subprocess.run([pandoc, "--standalone", "--from", "gfm", "--to", "man",

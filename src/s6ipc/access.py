@@ -42,7 +42,7 @@ from .envdir import merge_env
 from .errors import BadInput, ExecFailure, S6ipcError, SystemFailure
 from .execution import DEFAULT_PATH, Spawner
 from .log import Log
-from .options import UsageError, getopt, parse_uint
+from .options import UsageError, env_uint, getopt, parse_uint
 from .sockets import address_text
 
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
@@ -160,13 +160,7 @@ class RulesSource:
 
 
 def _client_id(env: Mapping[str, str], name: str) -> int:
-    value = env.get(name)
-    if value is None:
-        raise BadInput(f"{name} not set")
-    try:
-        return parse_uint(value)
-    except UsageError:
-        raise BadInput(f"invalid ${name}") from None
+    return env_uint(env, name)
 
 
 def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callable[[], str],

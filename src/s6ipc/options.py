@@ -19,7 +19,9 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
+
+from .errors import BadInput
 
 UINT32_MAX = 0xFFFFFFFF
 INT_MAX = 0x7FFFFFFF
@@ -149,3 +151,15 @@ def parse_gidlist(text: str) -> Optional[List[int]]:
     if not gids and text:
         return None
     return gids
+
+
+def env_uint(env: Mapping[str, str], name: str) -> int:
+    """``$NAME`` of *env* as skalibs' ``uint0_scan`` reads it, with s6's messages: raises
+    :class:`~s6ipc.errors.BadInput` ``NAME not set`` or ``invalid $NAME`` (exit 100)."""
+    value = env.get(name)
+    if value is None:
+        raise BadInput(f"{name} not set")
+    try:
+        return parse_uint(value)
+    except UsageError:
+        raise BadInput(f"invalid ${name}") from None

@@ -45,6 +45,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from .errors import SystemFailure, Unusable
 from .execution import installed_prefix
+from .options import INT_MAX, scan_magnitude
 
 #: The variable that carries the memfd's number into the new image.
 HANDOFF_VARIABLE = "S6IPC_HANDOFF"
@@ -203,9 +204,12 @@ def take_state() -> Optional[Dict[str, Any]]:
     value = os.environ.pop(HANDOFF_VARIABLE, None)
     if value is None:
         return None
-    if not value.isdigit():
+    try:
+        fd = scan_magnitude(value, 10, INT_MAX)
+    except ValueError:
+        fd = None
+    if fd is None:
         raise Unusable(f"invalid ${HANDOFF_VARIABLE}: {value!r} (a descriptor number)")
-    fd = int(value)
     chunks: List[bytes] = []
     offset = 0
     try:

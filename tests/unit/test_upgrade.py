@@ -8,11 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
+from typing import Iterator
 
 import pytest
 
-from s6ipc import upgrade
+from s6ipc import execution, upgrade
 from s6ipc.errors import Unusable
 from s6ipc.execution import installed_prefix
 from tests.support.processes import S6IPC, VENV_PYTHON
@@ -125,8 +127,22 @@ def test_reexec_argv_is_the_installed_console_script() -> None:
     assert argv == [S6IPC, "s6-ipcserverd", "-v2", "--", "cat"]
 
 
-def test_reexec_argv_without_console_script(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+def _no_console_script(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    """This interpreter as if it lived in *tmp_path*, with no ``s6ipc`` script beside it or in its
+    scripts directories (the lookup is cached: cleared here and after the test)."""
     monkeypatch.setattr(sys, "executable", os.path.join(str(tmp_path), "python3"))
+    monkeypatch.setattr(sysconfig, "get_path", lambda *a, **k: str(tmp_path))
+    execution.entry_script.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_entry_script() -> Iterator[None]:
+    yield
+    execution.entry_script.cache_clear()
+
+
+def test_reexec_argv_without_console_script(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    _no_console_script(monkeypatch, tmp_path)
     assert upgrade.reexec_argv("ipcserverd", ["x"]) == [sys.executable, "-m", "s6ipc", "ipcserverd", "x"]
 
 
@@ -169,6 +185,6 @@ def test_preflight_rejects_a_broken_installed_version(monkeypatch: pytest.Monkey
 
 
 def test_preflight_of_a_missing_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
-    monkeypatch.setattr(sys, "executable", os.path.join(str(tmp_path), "python3"))
+    _no_console_script(monkeypatch, tmp_path)
     reason = upgrade.preflight("ipcserverd", ["cat"])
     assert reason is not None and reason.startswith(f"unable to spawn {sys.executable}: No such file")

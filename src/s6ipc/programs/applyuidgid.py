@@ -7,20 +7,14 @@ from typing import List, NoReturn, Optional
 
 from ..errors import BadInput
 from ..messages import Reporter
-from ..options import UsageError, getopt, parse_gidlist, parse_uint
+from ..options import UsageError, env_uint, getopt, parse_gidlist, parse_uint
 from ..privileges import apply_uidgid, dumpable_as_after_exec
 from .chain import exec_into, modify_environ
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 
 def _env_id(name: str) -> int:
-    value = os.environ.get(name)
-    if value is None:
-        raise BadInput(f"{name} not set")
-    try:
-        return parse_uint(value)
-    except UsageError:
-        raise BadInput(f"invalid ${name}") from None
+    return env_uint(os.environ, name)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
