@@ -184,7 +184,7 @@ class Quiet:
         self.lines.append("warning: " + text)
 
     def error(self, text: str) -> None:
-        self.lines.append("error: " + text)
+        self.lines.append("fatal: " + text)
 
 
 def listening(path: str) -> int:

@@ -17,7 +17,7 @@ import pytest
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.server import DaemonConfig, FdHolderDaemon
 from tests.support.clock import FakeClock
-from tests.support.fdholder import ALL_RIGHTS, Raw, make_rules
+from tests.support.fdholder import ALL_RIGHTS, Quiet, Raw, make_rules
 
 Running = Tuple[FdHolderDaemon, FakeClock, str]
 
@@ -31,7 +31,7 @@ def _start(sockdir: str, **options: int) -> Running:
     rules = make_rules(sockdir, {f"uid/{os.geteuid()}": ALL_RIGHTS})
     # -1: the readiness newline goes to fd 1 (the test's captured stdout), which stays open while
     # the daemon makes its descriptors; it is closed after the newline and given back here.
-    daemon = FdHolderDaemon(DaemonConfig(rules_dir=rules, notify=True, **options), log=_Quiet(),
+    daemon = FdHolderDaemon(DaemonConfig(rules_dir=rules, notify=True, **options), log=Quiet(),
                             clock=clock, listen_fd=listener.detach())
     saved = os.dup(1)
     try:
@@ -40,14 +40,6 @@ def _start(sockdir: str, **options: int) -> Running:
         os.dup2(saved, 1)
         os.close(saved)
     return daemon, clock, path
-
-
-class _Quiet:
-    def info(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
-
-    def error(self, text: str) -> None: ...
 
 
 @pytest.fixture

@@ -16,22 +16,9 @@ import pytest
 from s6ipc.execution import Spawner
 from s6ipc.tcpaccess import FastTcpAccess, parse_options
 from tests.support.access import make_rules
+from tests.support.fdholder import Quiet
 from tests.support.netpeers import read_to_eof
 from tests.support.processes import S6IPC
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: List[str] = []
-
-    def info(self, text: str) -> None:
-        self.lines.append("info: " + text)
-
-    def warn(self, text: str) -> None:
-        self.lines.append("warning: " + text)
-
-    def error(self, text: str) -> None:
-        self.lines.append("fatal: " + text)
 
 
 @pytest.fixture
@@ -57,9 +44,9 @@ def connection() -> Iterator[Callable[..., Tuple[socket.socket, socket.socket, d
         s.close()
 
 
-def fast(args: List[str]) -> Tuple[FastTcpAccess, Log, Spawner]:
+def fast(args: List[str]) -> Tuple[FastTcpAccess, Quiet, Spawner]:
     argv = [S6IPC, "tcpserver-access", *args]
-    log = Log()
+    log = Quiet()
     fallback = Spawner(argv)
     return FastTcpAccess(parse_options(args), log, fallback), log, fallback
 
