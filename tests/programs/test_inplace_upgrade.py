@@ -18,6 +18,7 @@ from s6ipc import __version__
 from tests.support.processes import (
     Client,
     RunningServer,
+    needs_reachable_interpreter,
     nobody_ids,
     ours,
     theirs,
@@ -267,6 +268,7 @@ def test_a_bad_handoff_is_one_line_and_111(sockdir: str, handler: str, content: 
     assert p.stderr.decode().replace(f"fd {fd}", "fd N") == f"ipcserverd: fatal: {line}\n"
 
 
+@needs_reachable_interpreter
 def test_live_view_and_status_program(sockdir: str, handler: str,
                                       server_factory: Callable[..., RunningServer]) -> None:
     path = os.path.join(sockdir, "s")

@@ -19,7 +19,15 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.support.processes import nobody_ids, ours, read_all, requires_root, run, wait_until
+from tests.support.processes import (
+    needs_reachable_interpreter,
+    nobody_ids,
+    ours,
+    read_all,
+    requires_root,
+    run,
+    wait_until,
+)
 from tests.support.tcp import TcpServer, connect, tcp_request
 
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
@@ -248,6 +256,7 @@ def test_binder_address_in_use_and_not_available() -> None:
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_privileged_port_as_nobody() -> None:
     uid, gid = nobody_ids()
     setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all"]
