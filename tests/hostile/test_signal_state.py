@@ -17,6 +17,7 @@ import pytest
 from s6ipc.cdb import write_cdb
 from tests.support.fdholder import Holder, Impls, make_links
 from tests.support.hostile import sigmask, status_masks
+from tests.support.netpeers import read_to_eof
 from tests.support.processes import S6IPC, run, stop_process, theirs, wait_for_ready
 
 BINDER = "/usr/bin/s6-ipcserver-socketbinder"
@@ -63,12 +64,7 @@ def connect(path: str, timeout: float = 5) -> bytes:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(timeout)
         s.connect(path)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return read_to_eof(s, timeout)
 
 
 @pytest.mark.parametrize("ignored_chld", [False, True], ids=["chld-blocked", "chld-ignored-too"])
