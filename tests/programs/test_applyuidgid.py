@@ -209,7 +209,6 @@ def test_not_permitted(args: List[str], code: int, message: str) -> None:
 
 
 @requires_root
-@needs_reachable_interpreter
 def test_not_permitted_after_our_own_drop() -> None:
     """Our applyuidgid drops to nobody, then either implementation cannot climb back."""
     first = ours("applyuidgid") + ["-u", str(NOBODY_UID), "-g", str(NOBODY_GID), "-G", ""]

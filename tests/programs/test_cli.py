@@ -22,7 +22,6 @@ from tests.support.processes import (
     S6IPC,
     VENV_PYTHON,
     RunningServer,
-    needs_reachable_interpreter,
     nobody_ids,
     ours,
     request,
@@ -167,7 +166,6 @@ def exe_and_cmdline(pid: int) -> Tuple[str, List[str]]:
 
 
 @requires_root
-@needs_reachable_interpreter
 def test_unchanged_s6_command_line_runs_on_links(sockdir: str) -> None:
     """An s6 run script's chain, word for word, with the link directory first in PATH.
 

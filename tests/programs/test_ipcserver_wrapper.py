@@ -189,9 +189,13 @@ def test_emitted_chain_runs_from_a_venv_without_activation(sockdir: str, server_
     assert srv.proc.poll() is None
 
 
-@pytest.mark.parametrize("foreign", ["ipcserver-socketbinder", "applyuidgid", "ipcserverd"])
+# s6's binary before our applyuidgid: a new interpreter of ours drops to nobody, then loads ipcserverd
+@pytest.mark.parametrize("foreign", [
+    pytest.param("ipcserver-socketbinder", marks=needs_reachable_interpreter),
+    pytest.param("applyuidgid", marks=needs_reachable_interpreter),
+    "ipcserverd",
+])
 @requires_root
-@needs_reachable_interpreter
 def test_each_of_our_stages_runs_when_execd(foreign: str, sockdir: str, server_factory: Factory) -> None:
     """Put s6's binary in one place of our chain: the stage after it is then exec'd for real (by C)."""
     uid, gid = nobody_ids()
@@ -220,7 +224,6 @@ def test_s6ipc_ipcserver_serves_in_one_process(sockdir: str, server_factory: Fac
 
 
 @requires_root
-@needs_reachable_interpreter
 def test_drop_from_env_removes_the_variables(sockdir: str, server_factory: Factory) -> None:
     """``-U``: ids from UID/GID/GIDLIST, which the handler does not see (``-Uz``), as with s6."""
     uid, gid = nobody_ids()
@@ -271,7 +274,6 @@ def test_log_prefix_is_the_invoked_name(sockdir: str, tmp_path: Path) -> None:
 
 
 @requires_root
-@needs_reachable_interpreter
 def test_dropped_daemon_looks_as_after_an_exec(sockdir: str, server_factory: Factory) -> None:
     """After the drop, s6's daemon is a fresh exec: dumpable, its /proc entries owned by nobody.
 

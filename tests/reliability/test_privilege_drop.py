@@ -16,7 +16,6 @@ from tests.support.processes import (
     IMPLEMENTATIONS,
     RunningServer,
     env_of,
-    needs_reachable_interpreter,
     request,
     requires_root,
 )
@@ -48,7 +47,6 @@ def status_of(output: bytes) -> Dict[str, List[int]]:
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("who", WHO)
-@needs_reachable_interpreter
 def test_ids_inside_the_handler(who: str, case: str, sockdir: str, handler: str,
                                 server_factory: Callable[..., RunningServer]) -> None:
     opts, extra_env, uids, gids, groups = CASES[case]
@@ -69,7 +67,6 @@ def test_ids_inside_the_handler(who: str, case: str, sockdir: str, handler: str,
 
 
 @pytest.mark.parametrize("who", WHO)
-@needs_reachable_interpreter
 def test_uid_variables_removed(who: str, sockdir: str, handler: str,
                                server_factory: Callable[..., RunningServer]) -> None:
     """-U is passed on as applyuidgid -Uz: UID, GID and GIDLIST do not reach the handler."""

@@ -20,7 +20,6 @@ from tests.support.processes import (
     SOCKETBINDER,
     Client,
     RunningServer,
-    needs_reachable_interpreter,
     normalise_log,
     proc_children,
     proc_status,
@@ -53,7 +52,6 @@ def processes_of(uid: int) -> List[int]:
 
 @requires_root
 @pytest.mark.parametrize("who", WHO)
-@needs_reachable_interpreter
 def test_process_limit(who: str, sockdir: str, handler: str, server_factory: Factory,
                        clients: Callable[..., Client]) -> None:
     """RLIMIT_NPROC reached: the spawn fails, is logged, that client reads EOF; service resumes."""
