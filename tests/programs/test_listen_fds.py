@@ -172,7 +172,7 @@ def test_last_exec_rule_after_a_forking_wrapper(sockdir: str, sdlisten: str) -> 
 
 
 def test_last_exec_rule_through_runits_chpst(sockdir: str, sdlisten: str) -> None:
-    """runit's chpst execs too (user, nice, limits): the PID holds; after a forking sh, listen-pid fixes it."""
+    """runit's chpst execs (user, nice, limits): the PID holds; after a forking sh, listen-pid fixes it."""
     chpst = shutil.which("chpst")
     if chpst is None:
         pytest.skip("runit's chpst is not installed (apt-get install runit)")
@@ -181,7 +181,8 @@ def test_last_exec_rule_through_runits_chpst(sockdir: str, sdlisten: str) -> Non
     assert direct.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"], direct.stderr
     forked = run([*chain, chpst, "-n", "1", "sh", "-c", f"{sdlisten}; exit $?"])
     assert forked.stdout.decode().splitlines() == ["pid-matches 0 n 0"]
-    fixed = run([*chain, chpst, "-n", "1", "sh", "-c", f"{chpst} -o 512 {S6IPC} listen-pid {sdlisten}; exit $?"])
+    last = f"{chpst} -o 512 {S6IPC} listen-pid {sdlisten}"
+    fixed = run([*chain, chpst, "-n", "1", "sh", "-c", f"{last}; exit $?"])
     assert fixed.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"], fixed.stderr
 
 
