@@ -3,8 +3,9 @@
 Everything else is in pyproject.toml. Each program page docs/NAME.md (a program of
 src/s6ipc/programs/, or a console script ``s6ipc-NAME`` of pyproject.toml) becomes
 ``man1/s6ipc-NAME.1``; every other page becomes ``man7/s6ipc-NAME.7`` (docs/README.md, the index,
-becomes ``s6ipc.7``). They are installed as data files under the installation prefix's ``share/man``: ``/usr/local/share/man`` for a system-wide
-install, ``VENV/share/man`` for a venv, which man-db finds through PATH (``VENV/bin`` → ``VENV/share/man``).
+becomes ``s6ipc.7``). They are installed as data files under the installation prefix's
+``share/man``: ``/usr/local/share/man`` for a system-wide install, ``VENV/share/man`` for a venv,
+which man-db finds through PATH (``VENV/bin`` → ``VENV/share/man``).
 
 Without pandoc the package builds without man pages and says so, unless ``S6IPC_REQUIRE_MAN=1``
 (``make wheel`` sets it), which makes a missing pandoc an error.
