@@ -45,6 +45,7 @@ from .activation import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_coun
 from .descriptors import open_fds
 from .errors import BadInput, ExecFailure, SystemFailure
 from .execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
+from .options import INT_MAX
 
 FDNAME_MAX = 255
 UNNAMED = "unknown"
@@ -130,6 +131,8 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
 
 
 def _check_source(fd: int) -> None:
+    if not 0 <= fd <= INT_MAX:  # no such descriptor can be open (and os.fstat raises OverflowError)
+        raise SystemFailure(f"use fd {fd}", errno.EBADF)
     try:
         mode = os.fstat(fd).st_mode
     except OSError as e:

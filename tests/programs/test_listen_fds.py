@@ -227,6 +227,9 @@ def test_bad_fds_and_lists(sockdir: str) -> None:
     one_fatal_line(run([*LF, "true"], stdin=subprocess.DEVNULL), 100, "fd 0 is not a socket")
     one_fatal_line(run(["sh", "-c", f'exec {S6IPC} listen-fds true <&-']), 111,
                    "unable to use fd 0: Bad file")
+    # a number that fits in 32 bits but not in an int (what fds are) is a closed fd, not a traceback
+    for fd in ("2147483647", "2147483648", "4294967295"):
+        one_fatal_line(run([*LF, "-f", fd, "true"]), 111, f"unable to use fd {fd}: Bad file")
     one_fatal_line(run([*BIND, web, *LF, "true"], env=dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")),
                    100, "is for another process (LISTEN_PID=1")
     one_fatal_line(run([*BIND, web, *LF, "true"], env=dict(os.environ, LISTEN_PID="12x", LISTEN_FDS="1")),
