@@ -179,7 +179,8 @@ def test_one_shot_programs_in_a_hostile_state(area: Dict[str, str], name: str) -
 
 
 def serves(path: str, proc: subprocess.Popen[bytes], expect: Callable[[socket.socket], None]) -> bool:
-    """Connect once the socket exists; False when the process ended first."""
+    """Connect once the socket exists; False when the process ended first, or hung up on the
+    client and then ended (it failed after binding). Raises when it hung up and lives on."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -192,6 +193,10 @@ def serves(path: str, proc: subprocess.Popen[bytes], expect: Callable[[socket.so
                 return True
         except (FileNotFoundError, ConnectionRefusedError):
             time.sleep(0.05)
+        except (ConnectionResetError, BrokenPipeError):
+            # accepted by a daemon that was failing on its environment after the bind: it must exit
+            proc.wait(10)
+            return False
     raise AssertionError("neither served nor exited within 15 s")
 
 
