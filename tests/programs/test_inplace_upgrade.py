@@ -21,6 +21,7 @@ from tests.support.processes import (
     needs_reachable_interpreter,
     nobody_ids,
     ours,
+    requires_root,
     theirs,
     wait_until,
     zombie_children,
@@ -268,7 +269,6 @@ def test_a_bad_handoff_is_one_line_and_111(sockdir: str, handler: str, content: 
     assert p.stderr.decode().replace(f"fd {fd}", "fd N") == f"ipcserverd: fatal: {line}\n"
 
 
-@needs_reachable_interpreter
 def test_live_view_and_status_program(sockdir: str, handler: str,
                                       server_factory: Callable[..., RunningServer]) -> None:
     path = os.path.join(sockdir, "s")
@@ -290,14 +290,6 @@ def test_live_view_and_status_program(sockdir: str, handler: str,
 
     documents = [json.loads(ln) for ln in as_json.stdout.decode().splitlines()]
     assert pid in [d["pid"] for d in documents]
-    if os.geteuid() == 0:  # another uid is refused by the daemon (SO_PEERCRED)
-        uid, gid = nobody_ids()
-        other = subprocess.run([*ours("status"), str(pid)], capture_output=True, timeout=20,
-                               user=uid, group=gid)
-        assert other.returncode == 1
-        why = f"uid {uid} may not read the live view of ipcserverd (only root and uid 0)"
-        assert other.stderr.decode() == \
-            f"status: fatal: unable to read the live view of pid {pid} ({why}): Permission denied\n"
     for ex in held:
         ex.finish()
     missing = subprocess.run([*ours("status"), "1"], capture_output=True, timeout=20)
@@ -305,3 +297,18 @@ def test_live_view_and_status_program(sockdir: str, handler: str,
     assert missing.stderr == b"status: fatal: unable to find a live view for pid 1: No such process\n"
     usage = subprocess.run([*ours("status")], capture_output=True, timeout=20)
     assert (usage.returncode, usage.stderr) == (100, b"status: usage: status [ -j ] pid|name\n")
+
+
+@requires_root
+@needs_reachable_interpreter
+def test_live_view_is_refused_to_another_uid(sockdir: str, handler: str,
+                                             server_factory: Callable[..., RunningServer]) -> None:
+    """The daemon refuses its live view to another uid (SO_PEERCRED): ``s6ipc status`` run as nobody."""
+    path = os.path.join(sockdir, "s")
+    pid = server_factory([*ours("ipcserver"), "-1", path, handler, "hold"]).proc.pid
+    uid, gid = nobody_ids()
+    other = subprocess.run([*ours("status"), str(pid)], capture_output=True, timeout=20, user=uid, group=gid)
+    assert other.returncode == 1
+    why = f"uid {uid} may not read the live view of ipcserverd (only root and uid 0)"
+    assert other.stderr.decode() == \
+        f"status: fatal: unable to read the live view of pid {pid} ({why}): Permission denied\n"
