@@ -14,7 +14,8 @@ cgroups are removed, and the temporary directory too. Leftovers of a killed run 
 the next one. Nothing outside /tmp and our cgroups is touched.
 
 :func:`start` raises :class:`Unavailable` with the exact failing command and its output when the
-manager cannot run here (no root, no CAP_SYS_ADMIN, read-only cgroupfs, no systemd).
+manager cannot run here (no root, no CAP_SYS_ADMIN, read-only cgroupfs, no systemd, or / not a
+mount point — a plain chroot — so that ``unshare`` cannot make it private).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import time
 from typing import Dict, Iterator, List, Optional
 
 import pytest
+
+from tests.support.processes import unshare_hint
 
 SYSTEMD = "/lib/systemd/systemd"
 CG_PREFIX = "s6ipc-sd-"
@@ -217,7 +220,9 @@ class UserManager:
         state = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise Unavailable(f"the manager exited with status {self.proc.returncode}:\n{self.log(20)}")
+                log = self.log(20)
+                raise Unavailable(f"the manager exited with status {self.proc.returncode}:\n{log}"
+                                  + unshare_hint(log))
             result = subprocess.run(["systemctl", "--user", "show", "-p", "SystemState", "--value"],
                                     capture_output=True, text=True, env=self.env, timeout=10)
             state = result.stdout.strip()
