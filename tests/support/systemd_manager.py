@@ -3,7 +3,8 @@
 The method: the real ``/lib/systemd/systemd``
 binary runs as a *user manager* owned by root, in a private mount namespace (``unshare``) whose
 ``/run/systemd`` is a tmpfs holding ``system/`` (else ``systemd --user`` exits 1: "Trying to run
-as user instance, but the system has not been booted with systemd"), in its own cgroup
+as user instance, but the system has not been booted with systemd"; where there is no
+``/run/systemd`` to mount it on, ``/run`` itself is a tmpfs in that namespace), in its own cgroup
 ``s6ipc-sd-<pid>/payload`` in every hierarchy systemd uses, with its own ``XDG_RUNTIME_DIR``, and
 ``SYSTEMD_UNIT_PATH`` set to our unit directory only (no trailing ``:``: nothing of the host's is
 loaded; stand-ins for ``basic``/``sockets``/``shutdown``/``exit`` targets are written). Its log
@@ -119,6 +120,8 @@ _STAND_INS = {
 
 _START = r"""
 set -e
+# no /run/systemd (a machine systemd never ran on, a fresh tmpfs /run): a private /run to hold one
+if [ ! -d /run/systemd ]; then mount -n -t tmpfs -o mode=755 tmpfs /run; mkdir /run/systemd; fi
 mount -n -t tmpfs -o mode=755 tmpfs /run/systemd
 mkdir -p /run/systemd/system
 mount -n --bind "$1/kmsg.fifo" /dev/kmsg
