@@ -1,10 +1,11 @@
 """Build-time step of the package: man pages generated from docs/ with pandoc (Debian's ``pandoc``).
 
 Everything else is in pyproject.toml. Each program page docs/NAME.md (a program of
-src/s6ipc/programs/) becomes ``man1/s6ipc-NAME.1``; every other page becomes
-``man7/s6ipc-NAME.7`` (docs/README.md, the index, becomes ``s6ipc.7``). They are installed as data
-files under the installation prefix's ``share/man``: ``/usr/local/share/man`` for a system-wide
-install, ``VENV/share/man`` for a venv, which man-db finds through PATH (``VENV/bin`` → ``VENV/share/man``).
+src/s6ipc/programs/, or a console script ``s6ipc-NAME`` of pyproject.toml) becomes
+``man1/s6ipc-NAME.1``; every other page becomes ``man7/s6ipc-NAME.7`` (docs/README.md, the index,
+becomes ``s6ipc.7``). They are installed as data files under the installation prefix's
+``share/man``: ``/usr/local/share/man`` for a system-wide install, ``VENV/share/man`` for a venv,
+which man-db finds through PATH (``VENV/bin`` → ``VENV/share/man``).
 
 Without pandoc the package builds without man pages and says so, unless ``S6IPC_REQUIRE_MAN=1``
 (``make wheel`` sets it), which makes a missing pandoc an error.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ast
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +46,12 @@ def _program_names() -> List[str]:
     return []
 
 
+def _command_pages() -> List[str]:
+    """Pages of the extra console scripts ``s6ipc-NAME`` of pyproject.toml (docs/NAME.md, section 1)."""
+    with open(os.path.join(HERE, "pyproject.toml")) as f:
+        return re.findall(r'^s6ipc-([a-z0-9-]+) = "', f.read(), flags=re.M)
+
+
 def man_pages() -> List[Tuple[str, List[str]]]:
     """Generate the pages into build/man; return setuptools data_files entries."""
     pages = sorted(glob.glob(os.path.join(HERE, "docs", "*.md")))
@@ -56,7 +64,7 @@ def man_pages() -> List[Tuple[str, List[str]]]:
         return []
     sections: dict = {"1": [], "7": []}
     os.makedirs(os.path.join(HERE, OUT), exist_ok=True)
-    programs = set(_program_names())
+    programs = set(_program_names()) | set(_command_pages())
     for page in pages:
         name = os.path.basename(page)[:-3]
         section = "1" if name in programs else "7"

@@ -82,7 +82,7 @@ def test_man_pages_installed_and_rendered(installed: Tuple[str, Dict[str, str]])
     if shutil.which("man") is None:
         pytest.skip("man-db is not installed (apt-get install man-db)")
     base, env = installed
-    for name in PROGRAMS:
+    for name in (*PROGRAMS, "uvicorn"):  # the programs, and the console script s6ipc-uvicorn
         page = os.path.join(base, "share", "man", "man1", f"s6ipc-{name}.1")
         assert os.path.isfile(page), page
     for guide in ("s6ipc", "s6ipc-s6", "s6ipc-systemd", "s6ipc-python-api"):

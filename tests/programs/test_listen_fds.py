@@ -171,6 +171,21 @@ def test_last_exec_rule_after_a_forking_wrapper(sockdir: str, sdlisten: str) -> 
     assert through.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"]
 
 
+def test_last_exec_rule_through_runits_chpst(sockdir: str, sdlisten: str) -> None:
+    """runit's chpst execs (user, nice, limits): the PID holds; after a forking sh, listen-pid fixes it."""
+    chpst = shutil.which("chpst")
+    if chpst is None:
+        pytest.skip("runit's chpst is not installed (apt-get install runit)")
+    chain = [*BIND, os.path.join(sockdir, "web.sock"), *LF, "-n", "web"]
+    direct = run([*chain, chpst, "-u", "root", "-n", "1", "-o", "512", sdlisten])
+    assert direct.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"], direct.stderr
+    forked = run([*chain, chpst, "-n", "1", "sh", "-c", f"{sdlisten}; exit $?"])
+    assert forked.stdout.decode().splitlines() == ["pid-matches 0 n 0"]
+    last = f"{chpst} -o 512 {S6IPC} listen-pid {sdlisten}"
+    fixed = run([*chain, chpst, "-n", "1", "sh", "-c", f"{last}; exit $?"])
+    assert fixed.stdout.decode().splitlines() == ["3 web unix-listening", "pid-matches 1 n 1"], fixed.stderr
+
+
 @needs_python_systemd
 def test_listen_pid_sets_a_fresh_pidfdid_and_keeps_the_list(sockdir: str) -> None:
     web = os.path.join(sockdir, "web.sock")

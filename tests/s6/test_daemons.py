@@ -5,8 +5,9 @@ uvicorn (an ASGI app) and Debian's nginx (a static file), each started through
 ``s6-fdholder-retrieve … s6-listen-fds …`` with s6ipc's links first in PATH (so the holder is our
 ``fdholderd``). Under client load (HTTP over the Unix socket from 4 threads), 10 ``s6-svc -r`` each,
 every generation serving before the next restart, the three daemons at once: 0 refused, 0 failed
-requests (uvicorn: 0 refused, and the rare reset its own shutdown causes, see below), the socket file
-never re-bound. The control — the same services binding their socket at every start — refuses clients.
+requests, the socket file never re-bound. uvicorn runs as ``s6ipc-uvicorn`` (plain uvicorn resets a
+request accepted in the instant of its stop, uvicorn#2757: tests/programs/test_uvicorn_drain.py).
+The control — the same services binding their socket at every start — refuses clients.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def start(scan: Scan, sockdir: str, daemons: Sequence[str], held: bool = True) -
     subprocess.run([S6IPC, "links", links], check=True, timeout=20)
     replace = {"/run/s6ipc-demo": os.path.join(sockdir, "run"), "/usr/local/lib/s6ipc/bin": links}
     replace.update({f"/usr/local/bin/{d}": os.path.join(BIN, d) for d in daemons})
+    replace["/usr/local/bin/s6ipc-uvicorn"] = os.path.join(BIN, "s6ipc-uvicorn")
     scan.add("s6ipc-fdholder", os.path.join(UNITS, "s6ipc-fdholder"), replace)
     for daemon in daemons:
         service = scan.add(f"s6ipc-{daemon}", os.path.join(UNITS, f"s6ipc-{daemon}"), replace)
@@ -135,15 +137,7 @@ def test_restarts_under_load_refuse_and_fail_nothing(scan: Scan, sockdir: str) -
         print(f"{daemon}: s6-svc -r x{RESTARTS} under load, socket held: {load.summary()}")
     for daemon, load in loads.items():
         assert load.counts["refused"] == 0, (daemon, load.summary())
-        if daemon == "uvicorn":
-            # uvicorn's own shutdown closes a connection it accepted but whose request it has not read
-            # yet (Server.shutdown -> H11Protocol.shutdown with no cycle: transport.close()), so a client
-            # that connected in that instant gets a reset (measured: 0-2 per 10 restarts alone, up to 7
-            # with the three daemons restarting at once), never a refusal. At most one per client
-            # thread per restart: a reset outside a shutdown instant would break this bound.
-            assert load.counts["truncated"] <= 4 * RESTARTS, (daemon, load.summary())
-        else:
-            assert load.counts["truncated"] == 0, (daemon, load.summary())
+        assert load.counts["truncated"] == 0, (daemon, load.summary())
         assert load.counts["ok"] > 100, (daemon, load.summary())
         assert os.stat(paths[daemon]).st_ino == nodes[daemon]  # the path was never unlinked nor re-bound
         assert first[daemon].split(b"\r\n\r\n", 1)[1].startswith(b"hello from " + daemon.encode())
