@@ -22,6 +22,7 @@ import pytest
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install '.[test]')")
 
 from s6ipc.uvicorn_drain import DrainingServer  # noqa: E402
+from tests.support.netpeers import read_to_eof  # noqa: E402
 from tests.support.processes import wait_listening  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -38,37 +39,47 @@ async def hello(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Send)
     await send({"type": "http.response.body", "body": body})
 
 
-def request_sent_at_the_stop(server_class: Type[uvicorn.Server], sockdir: str) -> bytes:
-    """The reply (or ECONNRESET) of a request written after its accept, before the loop read it."""
-    path = os.path.join(sockdir, "app.sock")
+def listener_at(path: str) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
+    return listener
+
+
+def in_process(server_class: Type[uvicorn.Server], listener: socket.socket, **kw: float) -> uvicorn.Server:
+    """*server_class* on *listener*, ready for ``startup()`` in the caller's event loop."""
     config = uvicorn.Config(hello, fd=listener.fileno(), lifespan="off", log_level="critical")
     config.load()
-    server = server_class(config)
+    server = server_class(config, **kw)
     server.lifespan = config.lifespan_class(config)  # what Server.serve() sets before startup()
+    return server
+
+
+async def accepted(server: uvicorn.Server, client: socket.socket, path: str) -> None:
+    """Connect *client* and run the loop until the server has registered the connection."""
+    client.connect(path)
+    deadline = time.monotonic() + 5
+    while not server.server_state.connections:  # accepted and registered, nothing read yet
+        assert time.monotonic() < deadline, "uvicorn did not accept"
+        await asyncio.sleep(0.001)
+
+
+def request_sent_at_the_stop(server_class: Type[uvicorn.Server], sockdir: str) -> bytes:
+    """The reply (or ECONNRESET) of a request written after its accept, before the loop read it."""
+    path = os.path.join(sockdir, "app.sock")
+    listener = listener_at(path)
+    server = in_process(server_class, listener)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    client.settimeout(5)
 
     async def scenario() -> None:
         await server.startup()
-        client.connect(path)
-        deadline = time.monotonic() + 5
-        while not server.server_state.connections:  # accepted and registered, nothing read yet
-            assert time.monotonic() < deadline, "uvicorn did not accept"
-            await asyncio.sleep(0.001)
+        await accepted(server, client, path)
         client.sendall(REQUEST)  # no yield to the loop between this and the shutdown
         await server.shutdown()
 
     try:
         asyncio.run(scenario())
-        chunks = []
-        while True:
-            chunk = client.recv(4096)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_to_eof(client, timeout=5)
     finally:
         client.close()
         listener.close()
@@ -88,29 +99,21 @@ def test_draining_server_serves_a_request_accepted_before_its_stop(sockdir: str)
 def test_draining_server_closes_an_idle_connection_after_the_grace(sockdir: str) -> None:
     """A connection that sends nothing is not a request in flight: closed once the grace is over."""
     path = os.path.join(sockdir, "idle.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(16)
-    config = uvicorn.Config(hello, fd=listener.fileno(), lifespan="off", log_level="critical")
-    config.load()
-    server = DrainingServer(config, grace=0.3)
-    server.lifespan = config.lifespan_class(config)
+    listener = listener_at(path)
+    server = in_process(DrainingServer, listener, grace=0.3)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     took: Dict[str, float] = {}
 
     async def scenario() -> None:
         await server.startup()
-        client.connect(path)
-        while not server.server_state.connections:
-            await asyncio.sleep(0.001)
+        await accepted(server, client, path)
         start = time.monotonic()
         await server.shutdown()
         took["shutdown"] = time.monotonic() - start
 
     try:
         asyncio.run(scenario())
-        client.settimeout(5)
-        assert client.recv(4096) == b""
+        assert read_to_eof(client, timeout=5) == b""
     finally:
         client.close()
         listener.close()
@@ -125,24 +128,16 @@ def serve_once_and_stop(script: str, sockdir: str) -> Tuple[bytes, int, bytes]:
         f.write("async def app(scope, receive, send):\n"
                 "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
                 "    await send({'type': 'http.response.body', 'body': b'from the app'})\n")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(16)
+    listener = listener_at(path)
     proc = subprocess.Popen([script, "--fd", str(listener.fileno()), "--app-dir", sockdir,
                              "--lifespan", "off", "--log-level", "debug", "app:app"],
                             pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
     try:
         wait_listening(path)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-            c.settimeout(20)
             c.connect(path)  # connects at once (the backlog), answered once uvicorn runs
             c.sendall(REQUEST)
-            reply = b""
-            while True:
-                chunk = c.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_eof(c)
         proc.terminate()
         _, err = proc.communicate(timeout=20)
         return reply, proc.returncode, err
