@@ -93,7 +93,8 @@ wheel: venv
 	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir dist .
 
 # The system-wide install the unit files expect: a venv in PREFIX from the wheel (with the systemd
-# extra when it can be built), BINDIR/s6ipc a link to its script, the man pages linked into MANDIR.
+# extra when it can be built), BINDIR/s6ipc (and s6ipc-uvicorn) a link to its script, the man pages
+# linked into MANDIR.
 PREFIX ?= /opt/s6ipc
 BINDIR ?= /usr/local/bin
 MANDIR ?= /usr/local/share/man
@@ -104,6 +105,7 @@ install: wheel
 	  $(PREFIX)/bin/python -m pip install -q '$(WHEEL)[systemd]'; fi
 	mkdir -p $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man7
 	ln -sf $(PREFIX)/bin/s6ipc $(BINDIR)/s6ipc
+	ln -sf $(PREFIX)/bin/s6ipc-uvicorn $(BINDIR)/s6ipc-uvicorn
 	for page in $(PREFIX)/share/man/man1/s6ipc-*.1 $(PREFIX)/share/man/man7/s6ipc*.7; do \
 	  ln -sf $$page $(MANDIR)/$$(basename $$(dirname $$page))/; done
 	$(BINDIR)/s6ipc --version

@@ -119,3 +119,15 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
         os.write(2, (message + "\n").encode("utf-8", "surrogateescape"))
         os._exit(100)
     run_program(word, args[2:])
+
+
+def uvicorn_main() -> None:
+    """The console script ``s6ipc-uvicorn`` (:func:`s6ipc.uvicorn_drain.main`): one line, exit 111,
+    when uvicorn cannot be imported (the script is installed with s6ipc, uvicorn with its extra)."""
+    try:
+        from .uvicorn_drain import main as drained_uvicorn
+    except ImportError as e:
+        os.write(2, f"s6ipc-uvicorn: fatal: unable to import uvicorn: {e} (pip install 's6ipc[uvicorn]')\n"
+                 .encode("utf-8", "replace"))
+        os._exit(111)
+    drained_uvicorn()

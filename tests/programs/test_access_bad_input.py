@@ -33,7 +33,14 @@ from tests.support.access import (
     split_log,
     start,
 )
-from tests.support.processes import S6IPC, needs_reachable_interpreter, proc_children, run, wait_until
+from tests.support.processes import (
+    S6IPC,
+    needs_reachable_interpreter,
+    proc_children,
+    run,
+    unshare_hint,
+    wait_until,
+)
 
 UID = os.geteuid()
 GOOD = b"good\n"
@@ -267,15 +274,24 @@ def test_rules_file_is_a_directory_or_missing(sockdir: str, rules: str, handler:
 
 
 # -- execline missing ---------------------------------------------------------------------------
-def _can_hide_execline() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.isdir(os.path.dirname(EXECLINEB)):
-        return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {os.path.dirname(EXECLINEB)}"],
-                           capture_output=True)
-    return probe.returncode == 0
+def _cannot_hide_execline() -> str:
+    """Why execline cannot be hidden in a mount namespace here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "needs root to hide execline in a mount namespace"
+    if shutil.which("unshare") is None or not os.path.isdir(os.path.dirname(EXECLINEB)):
+        return f"needs unshare and {os.path.dirname(EXECLINEB)} to hide execline"
+    command = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {os.path.dirname(EXECLINEB)}"]
+    probe = subprocess.run(command, capture_output=True, text=True)
+    if probe.returncode == 0:
+        return ""
+    return (f"cannot hide execline: {' '.join(command)}: exit {probe.returncode}: {probe.stderr.strip()}"
+            + unshare_hint(probe.stderr))
 
 
-@pytest.mark.skipif(not _can_hide_execline(), reason="needs root and unshare -m to hide execline")
+_NO_HIDING = _cannot_hide_execline()
+
+
+@pytest.mark.skipif(bool(_NO_HIDING), reason=_NO_HIDING or "-")
 @needs_s6
 def test_execline_missing(sockdir: str, rules: str, handler: str) -> None:
     """In a mount namespace where /usr/lib/execline/bin is empty, an exec rule cannot run: the

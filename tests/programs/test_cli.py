@@ -286,3 +286,14 @@ def test_no_traceback_for_hostile_entry_point_words() -> None:
     batches += [[entry, b"links"], [entry, b"links", b"\xff"], [entry, b"list", b""]]
     batches += [[entry, bytes(rng.choice(NO_SLASH) for _ in range(8))] for _ in range(10)]
     check_hostile(batches)
+
+
+def test_s6ipc_uvicorn_without_uvicorn_is_one_line() -> None:
+    """The console script is installed with s6ipc, uvicorn only with the extra: one line, exit 111."""
+    code = "import sys; sys.modules['uvicorn'] = None; from s6ipc.cli import uvicorn_main; uvicorn_main()"
+    out = subprocess.run([sys.executable, "-c", code, "--fd", "3", "app:app"], capture_output=True,
+                         timeout=30)
+    assert out.returncode == 111 and out.stdout == b"", out
+    assert out.stderr.startswith(b"s6ipc-uvicorn: fatal: unable to import uvicorn: ")
+    assert out.stderr.endswith(b" (pip install 's6ipc[uvicorn]')\n"), out.stderr
+    assert out.stderr.count(b"\n") == 1, out.stderr

@@ -210,6 +210,15 @@ C_SOURCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 SOCKETBINDER = "/usr/bin/s6-ipcserver-socketbinder"
 
 
+def unshare_hint(stderr: str) -> str:
+    """What to add to a skip reason when ``unshare --mount`` failed: in a plain chroot / is not a mount
+    point, so unshare cannot make it private ("cannot change root filesystem propagation")."""
+    if "cannot change root filesystem propagation" not in stderr:
+        return ""
+    return (" (/ is not a mount point here, as in a plain chroot: bind-mount the chroot's root onto itself"
+            " first, as scripts/debian12-walkthrough does)")
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
     """Poll *predicate* until it returns something true (returned); fail after *timeout* seconds."""
     deadline = time.monotonic() + timeout

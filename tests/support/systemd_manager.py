@@ -3,7 +3,8 @@
 The method: the real ``/lib/systemd/systemd``
 binary runs as a *user manager* owned by root, in a private mount namespace (``unshare``) whose
 ``/run/systemd`` is a tmpfs holding ``system/`` (else ``systemd --user`` exits 1: "Trying to run
-as user instance, but the system has not been booted with systemd"), in its own cgroup
+as user instance, but the system has not been booted with systemd"; where there is no
+``/run/systemd`` to mount it on, ``/run`` itself is a tmpfs in that namespace), in its own cgroup
 ``s6ipc-sd-<pid>/payload`` in every hierarchy systemd uses, with its own ``XDG_RUNTIME_DIR``, and
 ``SYSTEMD_UNIT_PATH`` set to our unit directory only (no trailing ``:``: nothing of the host's is
 loaded; stand-ins for ``basic``/``sockets``/``shutdown``/``exit`` targets are written). Its log
@@ -14,7 +15,8 @@ cgroups are removed, and the temporary directory too. Leftovers of a killed run 
 the next one. Nothing outside /tmp and our cgroups is touched.
 
 :func:`start` raises :class:`Unavailable` with the exact failing command and its output when the
-manager cannot run here (no root, no CAP_SYS_ADMIN, read-only cgroupfs, no systemd).
+manager cannot run here (no root, no CAP_SYS_ADMIN, read-only cgroupfs, no systemd, or / not a
+mount point — a plain chroot — so that ``unshare`` cannot make it private).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import time
 from typing import Dict, Iterator, List, Optional
 
 import pytest
+
+from tests.support.processes import unshare_hint
 
 SYSTEMD = "/lib/systemd/systemd"
 CG_PREFIX = "s6ipc-sd-"
@@ -116,6 +120,8 @@ _STAND_INS = {
 
 _START = r"""
 set -e
+# no /run/systemd (a machine systemd never ran on, a fresh tmpfs /run): a private /run to hold one
+if [ ! -d /run/systemd ]; then mount -n -t tmpfs -o mode=755 tmpfs /run; mkdir /run/systemd; fi
 mount -n -t tmpfs -o mode=755 tmpfs /run/systemd
 mkdir -p /run/systemd/system
 mount -n --bind "$1/kmsg.fifo" /dev/kmsg
@@ -217,7 +223,9 @@ class UserManager:
         state = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise Unavailable(f"the manager exited with status {self.proc.returncode}:\n{self.log(20)}")
+                log = self.log(20)
+                raise Unavailable(f"the manager exited with status {self.proc.returncode}:\n{log}"
+                                  + unshare_hint(log))
             result = subprocess.run(["systemctl", "--user", "show", "-p", "SystemState", "--value"],
                                     capture_output=True, text=True, env=self.env, timeout=10)
             state = result.stdout.strip()
