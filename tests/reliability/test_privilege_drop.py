@@ -8,16 +8,22 @@ then spawns the handler, which reports /proc/self/status. Same scenario with s6-
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from typing import Callable, Dict, List
 
 import pytest
 
+import s6ipc
 from tests.support.processes import (
     IMPLEMENTATIONS,
+    S6IPC,
     RunningServer,
     env_of,
     request,
     requires_root,
+    run,
 )
 
 WHO = ["ours", "s6"]
@@ -76,3 +82,48 @@ def test_uid_variables_removed(who: str, sockdir: str, handler: str,
     seen = env_of(request(path))
     assert not {"UID", "GID", "GIDLIST"} & set(seen)
     assert seen["IPCREMOTEEUID"] == "0" and seen["PROTO"] == "IPC"
+
+
+@pytest.fixture
+def unreadable_package(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the s6ipc package in a 0700 directory: root reads it, nobody cannot."""
+    base = str(tmp_path_factory.mktemp("priv0700"))
+    shutil.copytree(os.path.dirname(s6ipc.__file__), os.path.join(base, "s6ipc"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.chmod(base, 0o700)
+    return base
+
+
+def test_the_stage_after_the_drop_is_imported_before_it(unreadable_package: str, sockdir: str) -> None:
+    """fdholder-daemon -u nobody runs fdholderd in-process after applyuidgid; the interpreter's files
+    (here: s6ipc's, in a 0700 directory, as a pyenv build in root's home) are imported before the drop
+    and it serves. Without that, nobody could not import fdholderd (the one-line error is below)."""
+    rules = os.path.join(sockdir, "rules", "uid", "0")
+    os.makedirs(os.path.join(rules, "env"))
+    open(os.path.join(rules, "allow"), "w").close()
+    with open(os.path.join(rules, "env", "S6_FDHOLDER_LIST"), "w") as f:
+        f.write("1\n")
+    path = os.path.join(sockdir, "holder.sock")
+    code = f"import sys; sys.path.insert(0, {unreadable_package!r}); from s6ipc.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "fdholder-daemon", "-u", "65534", "-g", "65534",
+                             "-1", "-i", os.path.dirname(os.path.dirname(rules)), path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(1) == b"\n", proc.stderr.read()
+        listed = run([S6IPC, "fdholder-list", path])  # answered by the daemon running as nobody
+        assert (listed.returncode, listed.stdout, listed.stderr) == (0, b"", b""), listed
+        with open(f"/proc/{proc.pid}/status") as f:
+            assert "Uid:\t65534\t65534\t65534\t65534" in f.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_import_that_fails_after_the_drop_is_one_line() -> None:
+    code = "import sys; sys.modules['resource'] = None; from s6ipc.cli import main; main()"
+    out = subprocess.run([sys.executable, "-c", code, "fdholderd", "-i", "/nonexistent"], capture_output=True,
+                         timeout=30)
+    assert out.returncode == 111, out
+    assert out.stderr.startswith(b"fdholderd: fatal: unable to import s6ipc.programs.fdholderd: ")
+    assert out.stderr.count(b"\n") == 1, out.stderr

@@ -9,7 +9,7 @@ from ..errors import BadInput
 from ..messages import Reporter
 from ..options import UsageError, env_uint, getopt, parse_gidlist, parse_uint
 from ..privileges import apply_uidgid, dumpable_as_after_exec
-from .chain import exec_into, modify_environ
+from .chain import exec_into, import_stage, modify_environ
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 
@@ -42,6 +42,10 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
                 raise BadInput("invalid $GIDLIST")
     if not rest:
         raise UsageError("too few arguments")
+    try:
+        import_stage(rest)  # while the interpreter's files are still readable (see .chain)
+    except (ImportError, OSError):
+        pass  # the stage itself will say it in one line, with the ids it runs under
     apply_uidgid(uid, gid, groups)
     if uid or gid:
         dumpable_as_after_exec()  # the next stage may run in this process: look as after an exec

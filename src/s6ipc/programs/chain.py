@@ -9,6 +9,13 @@ stage must do to make this indistinguishable from an exec: close the close-on-ex
 opened (the socket binder closes its lock file) and leave signal dispositions as it found them.
 The only visible difference is ``/proc/PID/cmdline``, which keeps showing the first stage.
 
+One more thing an exec does that running in-process does not: the new image is read from disk with
+the ids it had *before* a privilege drop (the kernel opens it at execve). A stage run in-process after
+``applyuidgid`` imports its modules with the dropped ids, and an interpreter whose files the new user
+cannot read (a pyenv build in root's 0700 home) then fails. ``applyuidgid`` therefore imports the next
+stage's module before it drops (:func:`import_stage`), and an import that fails anyway is one line
+(``NAME: fatal: unable to import MODULE: …``, 111), never a traceback.
+
 A foreign program (s6's C binaries, the user's program) is exec'd for real, after SIGPIPE and
 SIGXFSZ are put back to SIG_DFL (CPython ignores them).
 """
@@ -62,15 +69,33 @@ def own_program_call(argv: Sequence[str]) -> Optional[ProgramCall]:
     return None if name is None else ProgramCall(name, word, args)
 
 
+def import_stage(argv: Sequence[str]) -> None:
+    """Import the module of the program *argv* runs, when it is one of ours (else nothing).
+
+    For a stage about to lose the right to read the interpreter's files (see the module docstring).
+    Raises ImportError as the import does.
+    """
+    found = own_program(argv)
+    name = None if found is None else program_name(found[0])
+    if name is not None:
+        importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}")
+
+
 def run_program(word: str, args: Sequence[str]) -> NoReturn:
     """Run program *word* (a name from :data:`PROGRAMS`, maybe ``s6-``-prefixed) with *args*."""
     name = program_name(word)
     if name is None:
         raise KeyError(word)
-    module = importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}")
     reporter = Reporter(word)
+    module_name = f"s6ipc.programs.{PROGRAMS[name]}"
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, OSError) as e:  # an installation the current ids cannot read (module docstring)
+        reporter.fatal(f"unable to import {module_name}: {e}", 111)
     try:
         module.main(reporter, list(args))
+    except ImportError as e:  # the same, for a module a program imports when it needs it
+        reporter.fatal(f"unable to import {e.name or 'a module'}: {e}", 111)
     except UsageError:
         reporter.usage(module.USAGE)
     except S6ipcError as e:
