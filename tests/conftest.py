@@ -9,7 +9,7 @@ from typing import Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
-from tests.support.processes import C_SOURCES, IMPLEMENTATIONS, Client, RunningServer, run
+from tests.support.processes import C_SOURCES, IMPLEMENTATIONS, Client, RunningServer, run, scratch_dir
 from tests.support.restart_load import rundir  # noqa: F401  (the restart harness's run directory)
 from tests.support.s6 import scan  # noqa: F401  (the s6 supervision tree fixture)
 from tests.support.systemd_manager import user_manager  # noqa: F401  (a real systemd manager)
@@ -24,13 +24,9 @@ def impl(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def sockdir() -> Iterator[str]:
-    """A short private directory for socket files (sun_path holds 107 bytes)."""
-    d = tempfile.mkdtemp(prefix="s6t", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
+    """A short private directory for socket files (sun_path holds 107 bytes), readable by all."""
+    with scratch_dir("s6t", mode=0o755) as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 

@@ -16,7 +16,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.support.processes import RunningServer, ours, run, theirs
+from tests.support.processes import RunningServer, ours, run, scratch_dir, theirs
 
 CLIENTS = {"ours": ours, "s6": theirs}
 HANDLER = ["sh", "-c", 'echo "remote=${IPCREMOTEPATH-unset}"']
@@ -65,11 +65,8 @@ def servers() -> Iterator[Dict[str, str]]:
 
 @pytest.fixture
 def workdir() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="s6w", dir="/tmp")
-    try:
+    with scratch_dir("s6w") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def client(who: str, args: List[str], prog: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None,

@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -381,3 +382,15 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextmanager
+def scratch_dir(prefix: str, mode: Optional[int] = None) -> Iterator[str]:
+    """A short private directory under /tmp (socket paths hold 107 bytes), removed with its contents."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    if mode is not None:
+        os.chmod(d, mode)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
-from tests.support.processes import S6IPC, wait_for_ready
+from tests.support.processes import S6IPC, scratch_dir, wait_for_ready
 
 UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                     "units", "fdholder-restart")
@@ -107,14 +107,8 @@ def start_ready(argv: List[str], env: Dict[str, str], log: str) -> subprocess.Po
 
 @pytest.fixture
 def rundir() -> Iterator[str]:
-    import shutil
-    import tempfile
-
-    d = tempfile.mkdtemp(prefix="s6r", dir="/tmp")
-    try:
+    with scratch_dir("s6r") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def unit_env(rundir: str, ipcserverd: Optional[str] = None, port: Optional[int] = None) -> Dict[str, str]:
