@@ -20,6 +20,13 @@ Linux):
   surplus descriptors for a later message; we treat them as the protocol error they are).
 * One ``sendmsg`` carries at most :data:`KERNEL_MAX_FDS` (253, the kernel's SCM_MAX_FD)
   descriptors; a message with more sends them over several one-byte writes.
+* A message sent with one ``sendmsg`` reaches the receiver whole, in one wake-up, only if the
+  kernel queues it as one buffer (skb): Linux splits a stream write into skbs of at most
+  ``min(SO_SNDBUF / 2 - 64, about 36 KiB)`` (SKB_MAX_HEAD + 32 KiB of page fragments), queues and
+  signals each in turn, so a reader on another core can drain the first before the next is
+  there. s6-fdholderd 2.11.3.2 drops a client whose message is not all there when it wakes
+  (seen on the binary: a request split over two writes gets EOF), so whatever our clients may
+  send to s6's daemon stays within :data:`ATOMIC_MESSAGE_SIZE`, header included.
 * If the receiver's descriptor table is full, the kernel drops the descriptors and sets
   MSG_CTRUNC (they are closed, never delivered).
 * Received descriptors should be close-on-exec at once (MSG_CMSG_CLOEXEC), and sends use
@@ -47,6 +54,9 @@ MAX_PAYLOAD = 1 << 28
 MAX_FDS = 255
 #: What one sendmsg may carry on Linux (SCM_MAX_FD); skalibs 2.13 ignores it, upstream uses 253.
 KERNEL_MAX_FDS = 253
+#: The largest framed message (header included) that one sendmsg queues as one skb with Linux's
+#: default buffers (see above): what a client may send at once to a daemon that reads it whole.
+ATOMIC_MESSAGE_SIZE = 32 * 1024
 
 _FD_SIZE = array.array("i").itemsize
 CMSG_SPACE_MAX = socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)

@@ -11,9 +11,12 @@ Some facts this client relies on (s6 2.11.3.2's libs6 client, skalibs 2.13):
 * Every reply is checked as libs6 checks it; anything unexpected is EPROTO ("Protocol error").
   A reply byte other than 0 is the daemon's errno.
 * Descriptors received are close-on-exec; the caller owns them.
-* Linux carries at most 253 descriptors per ``sendmsg`` (skalibs 2.13 announces chunks of 255):
-  a setdump goes out in chunks of 253, which daemons accept (they count descriptors), and a
-  getdump chunk of 255 is reassembled from the two writes it takes.
+* Linux carries at most 253 descriptors per ``sendmsg`` (skalibs 2.13 announces chunks of 255),
+  and s6-fdholderd drops a client whose message arrives in two pieces, which a message longer
+  than one kernel buffer may do (:data:`s6ipc.unixmessage.ATOMIC_MESSAGE_SIZE`). So a setdump
+  goes out in chunks of at most 253 descriptors and 32 KiB (121 entries with 255-byte ids), which
+  daemons accept (they count descriptors, not messages), and a getdump chunk of 255 is
+  reassembled from the two writes it takes.
 * Limits are absolute TAI times; "no limit" is *now + 2**61 s* (:func:`s6ipc.fdholder.tai.infinite_from`).
 
 Usage::
@@ -98,6 +101,23 @@ def connect(path: Union[str, bytes], deadline: Optional[float] = None,
     except OSError as e:
         sock.close()
         raise SystemFailure(what, e.errno or errno.EINVAL) from None
+
+
+def setdump_chunks(entries: Sequence[HeldDescriptor]) -> List[Sequence[HeldDescriptor]]:
+    """*entries* cut into the setdump messages a client sends: each at most
+    :data:`~s6ipc.unixmessage.KERNEL_MAX_FDS` descriptors and, framed, at most
+    :data:`~s6ipc.unixmessage.ATOMIC_MESSAGE_SIZE` bytes (never empty: one entry always fits)."""
+    chunks: List[Sequence[HeldDescriptor]] = []
+    start, size = 0, unixmessage.HEADER_SIZE + 1
+    for i, e in enumerate(entries):
+        entry_size = tai.PACKED_SIZE + len(e.id) + 2
+        if i > start and (i - start == unixmessage.KERNEL_MAX_FDS
+                          or size + entry_size > unixmessage.ATOMIC_MESSAGE_SIZE):
+            chunks.append(entries[start:i])
+            start, size = i, unixmessage.HEADER_SIZE + 1
+        size += entry_size
+    chunks.append(entries[start:])
+    return chunks
 
 
 class FdHolderClient:
@@ -288,19 +308,15 @@ class FdHolderClient:
         payload = self._answer(operation, self._call(operation, protocol.encode_setdump(total)), 5)
         if protocol.decode_u32(payload, 1) != 1 + (total - 1) // unixmessage.MAX_FDS:
             raise OperationFailed(operation, errno.EPROTO)
-        # Daemons count descriptors, not messages: chunks of what one sendmsg can carry are fine
-        # (s6-fdholderd would drop a 255-fd message, whose fds need two writes).
-        size = unixmessage.KERNEL_MAX_FDS
-        trips = 1 + (total - 1) // size
-        for i in range(trips):
-            chunk = entries[i * size : (i + 1) * size]
+        chunks = setdump_chunks(entries)
+        for i, chunk in enumerate(chunks):
             payload = b"." + protocol.encode_entries([DumpEntry(e.limit, e.id) for e in chunk])
             reply = self._call(operation, payload, [e.fd for e in chunk])
             if len(reply.payload) != 1 or reply.fds:
                 unixmessage.close_fds(reply.fds)
                 raise OperationFailed(operation, errno.EPROTO)
             code = reply.payload[0]
-            last = i == trips - 1
+            last = i == len(chunks) - 1
             if not last and code != errno.EAGAIN:
                 raise OperationFailed(operation, code or errno.EPROTO)
             if last and code:
