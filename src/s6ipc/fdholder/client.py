@@ -110,7 +110,7 @@ def setdump_chunks(entries: Sequence[HeldDescriptor]) -> List[Sequence[HeldDescr
     chunks: List[Sequence[HeldDescriptor]] = []
     start, size = 0, unixmessage.HEADER_SIZE + 1
     for i, e in enumerate(entries):
-        entry_size = tai.PACKED_SIZE + len(e.id) + 2
+        entry_size = protocol.entry_size(len(e.id))
         if i > start and (i - start == unixmessage.KERNEL_MAX_FDS
                           or size + entry_size > unixmessage.ATOMIC_MESSAGE_SIZE):
             chunks.append(entries[start:i])

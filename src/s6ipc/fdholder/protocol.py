@@ -25,8 +25,15 @@ from . import tai
 _U32 = struct.Struct(">I")
 ID_SIZE = 255
 ENTRY_MIN = tai.PACKED_SIZE + 3  # tain, idlen, at least a NUL (s6 counts a 1-byte id minimum)
+
+
+def entry_size(id_length: int) -> int:
+    """The encoded size of a dump entry (limit, id length, id, NUL) whose id has *id_length* bytes."""
+    return tai.PACKED_SIZE + 1 + id_length + 1
+
+
 #: The largest request a client can legitimately send: a setdump chunk of 255 full-size entries.
-MAX_REQUEST = 1 + MAX_FDS * (tai.PACKED_SIZE + 1 + ID_SIZE + 1)
+MAX_REQUEST = 1 + MAX_FDS * entry_size(ID_SIZE)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -127,7 +134,7 @@ def parse_request(payload: bytes, nfds: int, dumping: int) -> Request:
         raise ProtocolError("request during a setdump")
     n = len(body)
     if op == 0x53:  # 'S'
-        if n < tai.PACKED_SIZE + 3 or nfds != 1:
+        if n < ENTRY_MIN or nfds != 1:
             raise ProtocolError("bad store")
         idlen = body[tai.PACKED_SIZE]
         if idlen + 2 + tai.PACKED_SIZE != n or body[-1] != 0:
