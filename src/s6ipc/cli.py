@@ -14,12 +14,11 @@ import os
 import sys
 from typing import List, NoReturn, Optional
 
-from . import environment
-from .errors import S6ipcError
-from .execution import entry_script, undo_locale_coercion
-from .programs import PROGRAMS
-from .programs.chain import run_program
-from .programs.entry import program_name
+from .base import environment
+from .base.errors import S6ipcError
+from .base.execution import entry_script, undo_locale_coercion
+from .chain.registry import PROGRAMS, program_module, program_name
+from .chain.run import run_program
 
 USAGE = ("s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list | s6ipc --version"
          " | s6ipc preflight NAME args...")
@@ -48,7 +47,8 @@ def _links(directory: str) -> int:
 
 def _version() -> str:
     """What ``--version`` prints: version, interpreter, entry script, systemd backend."""
-    from . import __version__, systemd_backend
+    from . import __version__
+    from .base import systemd_backend
 
     try:
         backend = systemd_backend.choose()
@@ -72,19 +72,39 @@ def _write(text: str) -> int:
     return 0
 
 
+def _check_program(program: str, args: List[str]) -> None:
+    """The preflight itself, in the child: import every module of the package, then let *program*
+    validate *args* (its module's ``preflight(args)``, when it has one).
+
+    Raises whatever the import or the validation raises: :func:`_preflight` turns it into one line.
+    """
+    import importlib
+    import pkgutil
+
+    from . import __path__ as package_path
+
+    for info in pkgutil.walk_packages(package_path, "s6ipc."):
+        if info.name != "s6ipc.__main__":  # importing it would run the entry point
+            importlib.import_module(info.name)
+    name = program_name(program)
+    if name is None:
+        raise LookupError(f"no program {program} in the installed s6ipc")
+    check = getattr(program_module(name), "preflight", None)
+    if check is not None:
+        check(list(args))
+
+
 def _preflight(program: str, args: List[str]) -> int:
     """``s6ipc preflight``: can the installed code run *program* with *args*? (see the docstring)"""
     try:
-        from .upgrade import check_program
-
-        check_program(program, args)
+        _check_program(program, args)
     except BaseException as e:  # the point is to catch anything the new code can throw
-        from .options import UsageError
+        from .base.options import UsageError
 
         if isinstance(e, UsageError):
             what, code = f"invalid options for {program}", 100
         else:
-            from .errors import S6ipcError
+            from .base.errors import S6ipcError
 
             what, code = type(e).__name__, e.exit_code if isinstance(e, S6ipcError) else 111
         text = " ".join(str(e).split()) or "no reason given"
@@ -125,7 +145,7 @@ def uvicorn_main() -> None:
     """The console script ``s6ipc-uvicorn`` (:func:`s6ipc.uvicorn_drain.main`): one line, exit 111,
     when uvicorn cannot be imported (the script is installed with s6ipc, uvicorn with its extra)."""
     try:
-        from .uvicorn_drain import main as drained_uvicorn
+        from .integrations.uvicorn_drain import main as drained_uvicorn
     except ImportError as e:
         os.write(2, f"s6ipc-uvicorn: fatal: unable to import uvicorn: {e} (pip install 's6ipc[uvicorn]')\n"
                  .encode("utf-8", "replace"))

@@ -28,9 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s6ipc import FdHolderClient, HeldDescriptor, unixmessage
+from s6ipc import FdHolderClient, HeldDescriptor
+from s6ipc.base import unixmessage
+from s6ipc.base.unixmessage import Decoder, ProtocolError, frame
 from s6ipc.fdholder import protocol, tai
-from s6ipc.unixmessage import Decoder, ProtocolError, frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, make_rules
 from tests.support.processes import ours, proc_fds, theirs
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 import struct
 
-from s6ipc import dns, ident
-from s6ipc.access import RulesSource
-from s6ipc.errors import BadInput
-from s6ipc.tcpaccess import evaluate, parse_options
+from s6ipc.access import dns, ident
+from s6ipc.access.ipc import RulesSource
+from s6ipc.access.tcp import evaluate, parse_options
+from s6ipc.base.errors import BadInput
 
 ALPHABET = "0123456789abcdefABCDEF:.,; \t\r\nxX-+[]%/"
 

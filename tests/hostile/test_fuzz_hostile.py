@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from s6ipc import unixmessage
+from s6ipc.base import unixmessage
 from s6ipc.fdholder import protocol
 from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules

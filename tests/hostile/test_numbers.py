@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 import s6ipc
-from s6ipc.options import UINT32_MAX, UINT64_MAX, UsageError, parse_uint, scan_magnitude
+from s6ipc.base.options import UINT32_MAX, UINT64_MAX, UsageError, parse_uint, scan_magnitude
 from tests.support import hostile
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, make_links, make_rules
 from tests.support.processes import S6IPC, run, theirs

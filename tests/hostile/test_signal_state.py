@@ -14,7 +14,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from s6ipc.cdb import write_cdb
+from s6ipc.access.cdb import write_cdb
 from tests.support.fdholder import Holder, Impls, make_links
 from tests.support.hostile import sigmask, status_masks
 from tests.support.netpeers import read_to_eof

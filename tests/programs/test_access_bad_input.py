@@ -176,7 +176,7 @@ def _valid_cdb(path: str) -> bytes:
 
 
 def _damaged(kind: str, good: bytes) -> bytes:
-    from s6ipc.cdb import cdb_bytes
+    from s6ipc.access.cdb import cdb_bytes
 
     if kind == "truncated-header":
         return good[:100]
@@ -235,7 +235,7 @@ def test_damaged_cdb(sockdir: str, rules: str, handler: str, kind: str) -> None:
 def test_record_past_the_end_of_the_cdb(rules: str) -> None:
     """A slot pointing at a record whose data runs past the end: a clean error (s6 2.11 does not
     check that length and reads past its mapping)."""
-    from s6ipc.cdb import cdb_bytes
+    from s6ipc.access.cdb import cdb_bytes
 
     data = bytearray(cdb_bytes([(f"uid/{UID}".encode(), b"D")]))
     data[2048 + 4 : 2048 + 8] = (1 << 20).to_bytes(4, "little")  # dlen

@@ -256,7 +256,9 @@ def test_fs_from_cdb_cross_and_round_trip(tmp_on: str) -> None:
 @pytest.mark.parametrize("case", ["exists", "bad-value", "unterminated-env", "empty-value", "corrupt",
                                   "missing", "usage"])
 def test_fs_from_cdb_errors(tmp: str, case: str) -> None:
-    from s6ipc.cdb import cdb_bytes  # a writer of arbitrary records (the programs only write valid ones)
+    from s6ipc.access.cdb import (
+        cdb_bytes,  # a writer of arbitrary records (the programs only write valid ones)
+    )
 
     cdb = os.path.join(tmp, "in.cdb")
     good = [(b"uid/1", b"A\x00\x00\x00\x00")]
@@ -299,7 +301,7 @@ def test_fs_from_cdb_errors(tmp: str, case: str) -> None:
 def test_fs_from_cdb_records_past_the_end(tmp: str) -> None:
     """Records said to run past the end of the file: a clean error (s6 2.11 reads out of bounds and
     may crash with SIGSEGV here: documented)."""
-    from s6ipc.cdb import cdb_bytes
+    from s6ipc.access.cdb import cdb_bytes
 
     cdb = os.path.join(tmp, "in.cdb")
     data = cdb_bytes([(b"uid/1", b"D")])

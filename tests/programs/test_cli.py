@@ -16,8 +16,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import pytest
 
+from s6ipc.chain.registry import PROGRAMS, program_usage
 from s6ipc.cli import USAGE
-from s6ipc.programs import PROGRAMS
 from tests.support.processes import (
     S6IPC,
     VENV_PYTHON,
@@ -34,9 +34,7 @@ BASE_ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def module_usage(name: str) -> str:
-    import importlib
-
-    return str(importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}").USAGE)
+    return program_usage(name)
 
 
 # --- dispatch ---------------------------------------------------------------------------------------
@@ -99,7 +97,8 @@ def test_unknown_program(word: str) -> None:
 
 def test_version_names_the_implementation_and_backend() -> None:
     """``--version`` says which implementation answers, which interpreter and script, which backend."""
-    from s6ipc import __version__, systemd_backend
+    from s6ipc import __version__
+    from s6ipc.base import systemd_backend
 
     p = run([S6IPC, "--version"])
     assert (p.returncode, p.stderr) == (0, b"")

@@ -20,12 +20,13 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
-from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed, unixmessage
-from s6ipc.cdb import write_cdb
+from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
+from s6ipc.access.cdb import write_cdb
+from s6ipc.base import unixmessage
+from s6ipc.base.unixmessage import frame
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.client import setdump_chunks
 from s6ipc.programs.fdholder_daemon import build_chain
-from s6ipc.unixmessage import frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
 from tests.support.processes import (
     S6IPC,

@@ -18,11 +18,12 @@ from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
-from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed, unixmessage
-from s6ipc.cdb import write_cdb
+from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
+from s6ipc.access.cdb import write_cdb
+from s6ipc.base import unixmessage
+from s6ipc.base.unixmessage import frame
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.server import PARTIAL_GRACE
-from s6ipc.unixmessage import frame
 from tests.support.fdholder import ALL_RIGHTS, Holder, Raw, inode, make_rules
 from tests.support.processes import ours, proc_fds, theirs, wait_until
 

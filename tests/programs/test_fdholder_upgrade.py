@@ -35,7 +35,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
-from s6ipc import liveview
+from s6ipc.daemon import liveview
 from s6ipc.fdholder import protocol
 from tests.support import systemd_manager as sdmanager
 from tests.support.fdholder import Raw

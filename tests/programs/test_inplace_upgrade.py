@@ -194,7 +194,7 @@ def _copy_server(server_factory: Callable[..., RunningServer], top: str, path: s
 
 
 @pytest.mark.parametrize("module,breakage,why", [
-    ("cdb.py", "def broken(:\n", "SyntaxError"),
+    ("access/cdb.py", "def broken(:\n", "SyntaxError"),
     ("access.py", "import s6ipc_missing_dependency\n", "No module named 's6ipc_missing_dependency'"),
 ])
 def test_a_broken_installed_version_is_rejected(sockdir: str, handler: str, package_copy: tuple,  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from typing import Dict, Iterator, Tuple
 
 import pytest
 
-from s6ipc.programs import PROGRAMS
+from s6ipc.chain.registry import PROGRAMS
 from tests.support.processes import S6IPC, RunningServer, request, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -16,8 +16,8 @@ from typing import Callable, List, Sequence
 
 import pytest
 
+from s6ipc.chain.run import stage
 from s6ipc.programs import ipcserver
-from s6ipc.programs.chain import stage
 from tests.support.processes import (
     RunningServer,
     env_of,

@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from s6ipc.cdb import write_cdb
+from s6ipc.access.cdb import write_cdb
 from tests.support.access import make_rules
 from tests.support.netpeers import (
     FakeDns,

@@ -14,8 +14,8 @@ from typing import List, Sequence
 
 import pytest
 
+from s6ipc.chain.run import stage
 from s6ipc.programs import tcpserver
-from s6ipc.programs.chain import stage
 from tests.support.processes import nobody_ids, ours, requires_root, run
 from tests.support.tcp import TcpServer, env_items, tcp_request
 

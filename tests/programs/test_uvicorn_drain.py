@@ -21,7 +21,7 @@ import pytest
 
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install '.[test]')")
 
-from s6ipc.uvicorn_drain import DrainingServer  # noqa: E402
+from s6ipc.integrations.uvicorn_drain import DrainingServer  # noqa: E402
 from tests.support.netpeers import read_to_eof  # noqa: E402
 from tests.support.processes import wait_listening  # noqa: E402
 

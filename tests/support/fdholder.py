@@ -15,7 +15,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from s6ipc import unixmessage
+from s6ipc.base import unixmessage
 from tests.support.processes import ours, stop_process, theirs, wait_for_ready
 
 ALL_RIGHTS = {

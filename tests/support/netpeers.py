@@ -224,7 +224,7 @@ def serve_one(argv: Sequence[str], env: Mapping[str, str], *, family: int = sock
     TCPCONNNUM=1, IPv6 addresses in skalibs' form). The client sends *send*, shuts down its
     writing side and reads until EOF. With *dual_stack_client*, the listener is an IPv6 socket
     with IPV6_V6ONLY off and the client an IPv4 one connecting to 127.0.0.1 (a mapped peer)."""
-    from s6ipc.inet import from_sockaddr, ip_fmt
+    from s6ipc.sockets.inet import from_sockaddr, ip_fmt
 
     listener = socket.socket(family, socket.SOCK_STREAM)
     if dual_stack_client:

@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import s6ipc
-from s6ipc import liveview
+from s6ipc.daemon import liveview
 
 from .processes import Client, wait_until
 

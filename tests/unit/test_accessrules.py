@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s6ipc.access import AccessOptions, RulesSource, evaluate, parse_options
-from s6ipc.accessrules import (
+from s6ipc.access.cdb import CdbReader, cdb_bytes, write_cdb
+from s6ipc.access.ipc import AccessOptions, RulesSource, evaluate, parse_options
+from s6ipc.access.rules import (
     EXECLINEB,
     Decision,
     InvalidRules,
@@ -31,9 +32,8 @@ from s6ipc.accessrules import (
     rules_from_cdb,
     rules_from_dir,
 )
-from s6ipc.cdb import CdbReader, cdb_bytes, write_cdb
-from s6ipc.errors import BadInput, SystemFailure
-from s6ipc.options import UsageError
+from s6ipc.base.errors import BadInput, SystemFailure
+from s6ipc.base.options import UsageError
 
 
 @pytest.fixture

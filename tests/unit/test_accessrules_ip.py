@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from s6ipc import inet
-from s6ipc.accessrules import Verdict, check_ip, check_reversedns, ip_keys, reversedns_keys, rules_from_dir
+from s6ipc.access.rules import Verdict, check_ip, check_reversedns, ip_keys, reversedns_keys, rules_from_dir
+from s6ipc.sockets import inet
 from tests.support.skalibs import s6_keys
 
 
@@ -82,7 +82,7 @@ def test_longest_prefix_wins_and_deny_beats_shorter_allow(tmp_path) -> None:  # 
 def test_damaged_ip_rules_are_backend_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     base = str(tmp_path)
     open(f"{base}/ip4", "w").close()  # ip4 is a file: ENOTDIR
-    from s6ipc.errors import SystemFailure
+    from s6ipc.base.errors import SystemFailure
 
     with pytest.raises(SystemFailure) as info:
         check_ip(rules_from_dir(base), b"\x7f\0\0\1")
@@ -90,8 +90,8 @@ def test_damaged_ip_rules_are_backend_errors(tmp_path) -> None:  # type: ignore[
 
 
 def test_cdb_answers_are_remembered_until_the_file_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from s6ipc.accessrules import rules_from_cdb
-    from s6ipc.cdb import write_cdb
+    from s6ipc.access.cdb import write_cdb
+    from s6ipc.access.rules import rules_from_cdb
 
     path = str(tmp_path / "r.cdb")
     write_cdb(path, [(b"ip4/127.0.0.0_8", b"A\0\0\0\0")])

@@ -46,7 +46,8 @@ def probe(specs: Sequence[str], code: str, *, options: Sequence[str] = (), env: 
 # -- the raw protocol: both paths agree --------------------------------------------------------
 AGREEMENT = r"""
 import fcntl, json, os, sys
-from s6ipc import activation, systemd_backend
+from s6ipc.base import systemd_backend
+from s6ipc.sockets import listenfds as activation
 pid = os.getpid()
 cases = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(open(os.environ["CASES"]))
 
@@ -124,7 +125,7 @@ def test_stdlib_and_python_systemd_agree_on_every_case(tmp_path: Any) -> None:
 # -- listen_fds(): environment, PID check, PIDFDID -------------------------------------------------
 LISTEN = r"""
 import ctypes, json, os, sys
-from s6ipc import activation
+from s6ipc.sockets import listenfds as activation
 libc = ctypes.CDLL(None)
 libc.getenv.restype = ctypes.c_char_p
 try:
@@ -203,10 +204,10 @@ def test_same_pid_exec_after_adoption_sees_no_stale_variables(backend: str, sock
     """The shape of every chain: adopt, then exec in the same PID (L7) — nothing stale survives."""
     out = probe([f"listen:{sockdir}/a"], rf"""
         import os, sys
-        from s6ipc import activation
+        from s6ipc.sockets import listenfds as activation
         activation.adopt_systemd_socket(backend={backend!r})
         os.execv(sys.executable, [sys.executable, "-c",
-            "import json, os; from s6ipc import activation, sockets; "
+            "import json, os; from s6ipc.sockets import listenfds as activation, unix as sockets; "
             "print(json.dumps([activation.listen_fds(), sockets.listener_problem(0), "
             "sorted(k for k in os.environ if k.startswith('LISTEN_'))]))"])
     """)
@@ -216,8 +217,8 @@ def test_same_pid_exec_after_adoption_sees_no_stale_variables(backend: str, sock
 # -- selecting the listener ------------------------------------------------------------------------
 SELECT = r"""
 import json
-from s6ipc import activation
-from s6ipc.errors import S6ipcError
+from s6ipc.sockets import listenfds as activation
+from s6ipc.base.errors import S6ipcError
 passed = activation.listen_fds()
 out = []
 for name, path in CASES:
@@ -256,7 +257,7 @@ def test_select_by_name_path_and_type(sockdir: str) -> None:
 def test_without_names_the_only_unix_listener_is_chosen(sockdir: str) -> None:
     out = probe(["tcp", f"listen:@s6t-only-{os.getpid()}"], r"""
         import json
-        from s6ipc import activation
+        from s6ipc.sockets import listenfds as activation
         print(json.dumps(list(activation.select_listener(activation.listen_fds()))))
     """)
     assert out == [4, "unknown"]
@@ -266,8 +267,9 @@ def test_without_names_the_only_unix_listener_is_chosen(sockdir: str) -> None:
 def test_listening_socket_prefers_fd0_then_systemd_then_reports_what_it_tried(sockdir: str) -> None:
     code = r"""
         import json, os, socket
-        from s6ipc import intake, sockets
-        from s6ipc.errors import S6ipcError
+        from s6ipc.serve import intake
+        from s6ipc.sockets import unix as sockets
+        from s6ipc.base.errors import S6ipcError
         out = {}
         if os.environ.get("FD0"):
             s = socket.socket(socket.AF_UNIX); s.bind(os.environ["FD0"]); s.listen()

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s6ipc.cdb import CdbFormatError, CdbReader, CdbWriter, cdb_bytes, cdb_hash, write_cdb
-from s6ipc.errors import SystemFailure
+from s6ipc.access.cdb import CdbFormatError, CdbReader, CdbWriter, cdb_bytes, cdb_hash, write_cdb
+from s6ipc.base.errors import SystemFailure
 
 Records = List[Tuple[bytes, bytes]]
 

@@ -9,7 +9,8 @@ from typing import Iterator
 
 import pytest
 
-from s6ipc import dns, ident, inet
+from s6ipc.access import dns, ident
+from s6ipc.sockets import inet
 from tests.support.netpeers import FakeDns, loopback_address
 
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s6ipc.envdir import decode_modifs, encode_modifs, merge_env, read_envdir, split_modifs, value_of
-from s6ipc.errors import SystemFailure
+from s6ipc.base.envdir import decode_modifs, encode_modifs, merge_env, read_envdir, split_modifs, value_of
+from s6ipc.base.errors import SystemFailure
 from tests.support.processes import needs_reachable_interpreter
 
 S6_ENVDIR = "/usr/bin/s6-envdir"
@@ -167,7 +167,7 @@ def test_unreadable_file_as_nobody(tmp: str) -> None:
     write(tmp, {"SECRET": b"x\n"})
     os.chmod(os.path.join(tmp, "SECRET"), 0)
     nobody = pwd.getpwnam("nobody").pw_uid
-    code = ("import sys\nfrom s6ipc.envdir import read_envdir\nfrom s6ipc.errors import SystemFailure\n"
+    code = ("import sys\nfrom s6ipc.base.envdir import read_envdir\nfrom s6ipc.base.errors import SystemFailure\n"
             "try:\n read_envdir(sys.argv[1])\nexcept SystemFailure as e:\n print(e)\n")
     import sys
 

@@ -125,7 +125,7 @@ def test_lameduck_waits_for_a_busy_client_until_its_deadline(holder: Running) ->
 
 
 def test_accept_backoff_doubles_to_a_second_and_is_cut_short() -> None:
-    from s6ipc.backoff import FIRST_DELAY, MAX_DELAY, AcceptBackoff
+    from s6ipc.base.backoff import FIRST_DELAY, MAX_DELAY, AcceptBackoff
 
     b = AcceptBackoff()
     assert not b and not b.waiting(0.0)

@@ -9,9 +9,9 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from s6ipc import unixmessage
+from s6ipc.base import unixmessage
+from s6ipc.base.unixmessage import Decoder, ProtocolError, frame
 from s6ipc.fdholder import protocol, tai
-from s6ipc.unixmessage import Decoder, ProtocolError, frame
 
 LIMIT = tai.Tain(0x4000000000000000 + 1_000_000_000, 7)
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from s6ipc import unixmessage
+from s6ipc.base import unixmessage
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.server import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon, FdStore
 from tests.support.clock import FakeClock

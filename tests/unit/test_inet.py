@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from s6ipc import inet
+from s6ipc.sockets import inet
 from tests.support.skalibs import c_fmt, c_scan, c_scanlist, skarnet
 
 EXAMPLES = [
@@ -134,5 +134,5 @@ def test_exported_from_the_package() -> None:
     import s6ipc
 
     assert s6ipc.ip_fmt(s6ipc.parse_ip("::ffff:127.0.0.1")) == "::ffff:127"
-    assert s6ipc.check_ip.__module__ == "s6ipc.accessrules"
-    assert s6ipc.check_reversedns.__module__ == "s6ipc.accessrules"
+    assert s6ipc.check_ip.__module__ == "s6ipc.access.rules"
+    assert s6ipc.check_reversedns.__module__ == "s6ipc.access.rules"

@@ -12,8 +12,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from s6ipc import liveview
-from s6ipc.errors import Refused
+from s6ipc.base.errors import Refused
+from s6ipc.daemon import liveview
 from tests.support.processes import nobody_ids
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s6ipc.options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
+from s6ipc.base.options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
 from tests.support.processes import ours, run, theirs, traced_execs
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,

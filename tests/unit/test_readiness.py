@@ -16,8 +16,9 @@ from typing import Iterator, List, Optional
 
 import pytest
 
-from s6ipc import readiness, systemd_backend
-from s6ipc.errors import BadInput, SystemFailure
+from s6ipc.base import systemd_backend
+from s6ipc.base.errors import BadInput, SystemFailure
+from s6ipc.daemon import readiness
 from tests.support.peers import Manager, Message
 from tests.support.processes import VENV_PYTHON, needs_reachable_interpreter
 
@@ -108,7 +109,7 @@ def test_both_paths_send_the_same_bytes_and_the_same_files(manager: Manager) -> 
 
 CLAIM = r"""
 import os, sys
-from s6ipc import readiness
+from s6ipc.daemon import readiness
 readiness.Notifier(sys.argv[1], backend=sys.argv[2]).send("READY=1", pid=int(sys.argv[3]))
 print(os.getpid())
 """

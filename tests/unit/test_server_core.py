@@ -12,7 +12,7 @@ import socket
 import subprocess
 import textwrap
 
-from s6ipc import server
+from s6ipc.serve import loop as server
 from tests.support.processes import VENV_PYTHON, request, wait_for_ready
 
 
@@ -26,10 +26,10 @@ def test_the_private_socket_api_of_the_hot_path_exists() -> None:
 
 SCRIPT = r"""
 import json, os, signal, sys
-from s6ipc.execution import Spawner
-from s6ipc.messages import Reporter
-from s6ipc.peers import UnixPeers
-from s6ipc.server import Server, ServerConfig
+from s6ipc.base.execution import Spawner
+from s6ipc.base.messages import Reporter
+from s6ipc.serve.peers import UnixPeers
+from s6ipc.serve.loop import Server, ServerConfig
 
 class Counting(Spawner):
     spawned = 0

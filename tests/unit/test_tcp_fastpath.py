@@ -13,8 +13,8 @@ from typing import Callable, Iterator, List, Tuple
 
 import pytest
 
-from s6ipc.execution import Spawner
-from s6ipc.tcpaccess import FastTcpAccess, parse_options
+from s6ipc.access.tcp import FastTcpAccess, parse_options
+from s6ipc.base.execution import Spawner
 from tests.support.access import make_rules
 from tests.support.fdholder import Quiet
 from tests.support.netpeers import read_to_eof
@@ -110,7 +110,7 @@ def test_exec_rule_spawner(tmp_path, connection) -> None:  # type: ignore[no-unt
 
 
 def test_recognised_only_through_our_entry_point() -> None:
-    from s6ipc.programs.chain import tcp_access_fast_path as fast_path
+    from s6ipc.chain.run import tcp_access_fast_path as fast_path
 
     policy = fast_path([S6IPC, "s6-tcpserver-access", "-H", "-R", "/usr/bin/env"], 2)
     assert isinstance(policy, FastTcpAccess) and policy.in_process and policy.standin is not None

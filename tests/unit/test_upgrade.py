@@ -14,12 +14,13 @@ from typing import Iterator
 
 import pytest
 
-from s6ipc import execution, upgrade
-from s6ipc.errors import Unusable
-from s6ipc.execution import installed_prefix
+from s6ipc.base import execution
+from s6ipc.base.errors import Unusable
+from s6ipc.base.execution import installed_prefix
+from s6ipc.daemon import upgrade
 from tests.support.processes import S6IPC, VENV_PYTHON
 
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(upgrade.__file__)))
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(upgrade.__file__))))
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_state_crosses_a_real_execve(no_handoff: None) -> None:
     """Written here, read by a new interpreter exec'd in the same PID (a child execs itself)."""
     script = textwrap.dedent("""
         import os, sys
-        from s6ipc import upgrade
+        from s6ipc.daemon import upgrade
         if len(sys.argv) == 1:
             upgrade.write_state({"pid": os.getpid(), "big": "x" * 200000})
             os.execv(sys.executable, [sys.executable, __file__, "again"])
@@ -168,8 +169,8 @@ def _copy_package(tmp_path: str) -> str:
 
 
 @pytest.mark.parametrize("module,breakage,why", [
-    ("cdb.py", "def broken(:\n", "SyntaxError"),  # a module ipcserverd itself never imports
-    ("server.py", "import s6ipc_missing_dependency\n",
+    ("access/cdb.py", "def broken(:\n", "SyntaxError"),  # a module ipcserverd itself never imports
+    ("serve/loop.py", "import s6ipc_missing_dependency\n",
      "ModuleNotFoundError: No module named 's6ipc_missing_dependency'"),
     ("cli.py", "def broken(:\n", "SyntaxError"),  # the entry point itself: a traceback, its last line
 ])

@@ -37,12 +37,12 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
-from .. import unixmessage
-from ..durations import poll_ms
-from ..errors import Refused, SystemFailure
-from ..options import INT_MAX
-from ..sockets import _sockaddr
-from ..unixmessage import Message, ProtocolError
+from ..base import unixmessage
+from ..base.durations import poll_ms
+from ..base.errors import Refused, SystemFailure
+from ..base.options import INT_MAX
+from ..base.unixmessage import Message, ProtocolError
+from ..sockets.unix import _sockaddr
 from . import protocol, tai
 from .protocol import DumpEntry
 

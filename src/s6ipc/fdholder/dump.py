@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from typing import List, Mapping, Sequence
 
-from ..errors import BadInput
-from ..options import UsageError, parse_uint
+from ..base.errors import BadInput
+from ..base.options import UsageError, parse_uint
 from . import protocol, tai
 from .client import HeldDescriptor
 

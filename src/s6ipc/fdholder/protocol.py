@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
-from ..unixmessage import MAX_FDS, ProtocolError
+from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
 
 _U32 = struct.Struct(">I")

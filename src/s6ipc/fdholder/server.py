@@ -45,16 +45,16 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 
-from .. import unixmessage
-from ..accessrules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
-from ..backoff import NO_DESCRIPTORS, AcceptBackoff
-from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import BadInput, SystemFailure, Unusable
-from ..log import Log
-from ..readiness import claim_notification_fd, write_newline
-from ..selfpipe import SelfPipe
-from ..sockets import check_socket, peer_credentials
-from ..unixmessage import HeldFd, Message, Outbox, ProtocolError
+from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
+from ..base import unixmessage
+from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
+from ..base.clock import SYSTEM_CLOCK, Clock
+from ..base.errors import BadInput, SystemFailure, Unusable
+from ..base.log import Log
+from ..base.selfpipe import SelfPipe
+from ..base.unixmessage import HeldFd, Message, Outbox, ProtocolError
+from ..daemon.readiness import claim_notification_fd, write_newline
+from ..sockets.unix import check_socket, peer_credentials
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
 

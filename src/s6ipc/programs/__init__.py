@@ -1,43 +1,5 @@
-"""One thin module per program: parse options, call the library, exec or serve.
+"""The programs, one thin module each: parse options, call the library, exec or serve.
 
-``PROGRAMS`` maps each program name (the s6 name without ``s6-``) to its module. Every module
-defines ``USAGE`` (the usage line after the program name) and ``main(reporter, args)``, which
-never returns.
+Which name runs which module is :data:`s6ipc.chain.registry.PROGRAMS`; a program module imports
+the library and the program kit (:mod:`s6ipc.chain`), never another program.
 """
-
-PROGRAMS = {
-    "ipcserver": "ipcserver",
-    "ipcserver-socketbinder": "ipcserver_socketbinder",
-    "applyuidgid": "applyuidgid",
-    "ipcserverd": "ipcserverd",
-    "ipcclient": "ipcclient",
-    "ipcserver-access": "ipcserver_access",
-    "tcpserver-access": "tcpserver_access",
-    "tcpclient": "tcpclient",
-    "accessrules-cdb-from-fs": "accessrules_cdb_from_fs",
-    "accessrules-fs-from-cdb": "accessrules_fs_from_cdb",
-    "systemd-socket": "systemd_socket",
-    "sdnotify-bridge": "sdnotify_bridge",
-    "listen-fds": "listen_fds",
-    "listen-pid": "listen_pid",
-    "systemd-accept": "systemd_accept",
-    "fdholder-daemon": "fdholder_daemon",
-    "fdholderd": "fdholderd",
-    "fdholder-store": "fdholder_store",
-    "fdholder-retrieve": "fdholder_retrieve",
-    "fdholder-delete": "fdholder_delete",
-    "fdholder-list": "fdholder_list",
-    "fdholder-getdump": "fdholder_getdump",
-    "fdholder-setdump": "fdholder_setdump",
-    "fdholder-transferdump": "fdholder_transferdump",
-    "tcpserver": "tcpserver",
-    "tcpserver4": "tcpserver_family",
-    "tcpserver6": "tcpserver_family",
-    "tcpserver-socketbinder": "tcp_socketbinder",
-    "tcpserver4-socketbinder": "tcp4_socketbinder",
-    "tcpserver6-socketbinder": "tcp6_socketbinder",
-    "tcpserverd": "tcpserverd",
-    "tcpserver4d": "tcpserverd",
-    "tcpserver6d": "tcpserverd",
-    "status": "status",
-}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..accessrules import compile_rules
-from ..cdb import write_cdb
-from ..messages import Reporter
-from ..options import UsageError
+from ..access.cdb import write_cdb
+from ..access.rules import compile_rules
+from ..base.messages import Reporter
+from ..base.options import UsageError
 
 USAGE = "cdbfile dir"
 

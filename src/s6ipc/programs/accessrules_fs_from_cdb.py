@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..accessrules import expand_rules
-from ..cdb import CdbReader
-from ..errors import SystemFailure
-from ..messages import Reporter
-from ..options import UsageError
+from ..access.cdb import CdbReader
+from ..access.rules import expand_rules
+from ..base.errors import SystemFailure
+from ..base.messages import Reporter
+from ..base.options import UsageError
 
 USAGE = "dir cdbfile"
 

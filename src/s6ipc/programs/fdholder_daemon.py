@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import List, NoReturn, Optional
 
-from ..errors import BadInput
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
-from .chain import PrivilegeOptions, exec_into, stage
+from ..base.errors import BadInput
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_uint
+from ..chain.run import PrivilegeOptions, exec_into, stage
 
 USAGE = (
     "[ -v verbosity ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -b backlog ] "

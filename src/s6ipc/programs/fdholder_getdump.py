@@ -7,15 +7,15 @@ import errno
 import os
 from typing import List, NoReturn
 
-from .. import environment
-from ..envdir import merge_env
-from ..errors import SystemFailure
+from ..base import environment
+from ..base.envdir import merge_env
+from ..base.errors import SystemFailure
+from ..base.messages import Reporter
+from ..chain.options import parse_timeout
+from ..chain.run import exec_into
 from ..fdholder import tai
 from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import dump_modifs
-from ..messages import Reporter
-from .chain import exec_into
-from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket prog..."
 

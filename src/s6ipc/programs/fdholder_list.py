@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
+from ..base.messages import Reporter, flush_stdio, write_stdout
+from ..chain.options import parse_timeout
 from ..fdholder.client import FdHolderClient
-from ..messages import Reporter, flush_stdio, write_stdout
-from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket"
 

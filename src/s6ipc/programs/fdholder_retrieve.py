@@ -10,11 +10,11 @@ import errno
 import os
 from typing import List, NoReturn
 
-from ..errors import SystemFailure
+from ..base.errors import SystemFailure
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_uint
+from ..chain.run import exec_into
 from ..fdholder.client import FdHolderClient
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
-from .chain import exec_into
 
 USAGE = "[ -D ] [ -t timeout ] socket id prog..."
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
+from ..base.messages import Reporter, flush_stdio
+from ..chain.options import parse_timeout
 from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import descriptors_from_env, dump_count
-from ..messages import Reporter, flush_stdio
-from .fdholder_options import parse_timeout
 
 USAGE = "[ -t timeout ] socket"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
+from ..base.messages import Reporter, flush_stdio
+from ..base.options import UsageError, getopt, parse_uint
 from ..fdholder import tai
 from ..fdholder.client import FdHolderClient
-from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
 
 USAGE = "[ -d fd ] [ -t timeout ] [ -T fdtimeout ] socket id"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional, Tuple
 
+from ..base.messages import Reporter, flush_stdio
+from ..base.options import UsageError, getopt, parse_uint
 from ..fdholder.client import FdHolderClient
-from ..messages import Reporter, flush_stdio
-from ..options import UsageError, getopt, parse_uint
 
 USAGE = "[ -t timeoutfrom:timeoutto ] socketfrom socketto"
 

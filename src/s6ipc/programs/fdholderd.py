@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..fdholder.inplace import InPlace, open_live_view, read_state, resume
+from ..base.messages import Reporter, flush_stdio
+from ..base.options import getopt, parse_uint
+from ..daemon.readiness import Notifier
+from ..daemon.upgrade import preflight_state, take_state
+from ..fdholder.life import InPlace, open_live_view, read_state, resume
 from ..fdholder.server import DaemonConfig, FdHolderDaemon
-from ..messages import Reporter, flush_stdio
-from ..options import getopt, parse_uint
-from ..readiness import Notifier
-from ..upgrade import preflight_state, take_state
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
          "[ -i rulesdir | -x rulesfile ]")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional
 
-from ..messages import Reporter
-from ..options import UsageError, getopt
-from ..sockets import IPCPATH_MAX, address_text, connect_unix, move_to_client_fds
-from .chain import exec_into, modify_environ
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt
+from ..chain.run import exec_into, modify_environ
+from ..sockets.unix import IPCPATH_MAX, address_text, connect_unix, move_to_client_fds
 
 USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import List, NoReturn, Optional
 
-from ..messages import Reporter
-from ..options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
-from .chain import PrivilegeOptions, exec_into, stage
+from ..base.messages import Reporter
+from ..base.options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
+from ..chain.run import PrivilegeOptions, exec_into, stage
 
 USAGE = (
     "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "

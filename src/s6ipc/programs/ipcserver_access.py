@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..access import USAGE, RulesSource, evaluate, parse_options
-from ..messages import Reporter
-from ..sockets import local_path
-from .chain import conclude
+from ..access.ipc import USAGE, RulesSource, evaluate, parse_options
+from ..base.messages import Reporter
+from ..chain.run import conclude
+from ..sockets.unix import local_path
 
 __all__ = ["USAGE", "main"]
 

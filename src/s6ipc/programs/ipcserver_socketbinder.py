@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_octal, parse_uint
-from ..sockets import SOMAXCONN, bind_unix_socket
-from .chain import exec_into
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_octal, parse_uint
+from ..chain.run import exec_into
+from ..sockets.unix import SOMAXCONN, bind_unix_socket
 
 USAGE = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -a perms ] [ -B ] path prog..."
 

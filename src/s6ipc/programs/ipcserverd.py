@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import List, NoReturn, Optional
 
-from ..execution import Spawner
-from ..intake import take_daemon_socket
-from ..messages import Reporter
-from ..options import UsageError
-from ..server import ConnectionPolicy, ServerConfig
-from .chain import own_program_call
-from .serving import parse, run_daemon, take_previous_state
+from ..base.execution import Spawner
+from ..base.messages import Reporter
+from ..base.options import UsageError
+from ..chain.daemon import parse, run_daemon, take_previous_state
+from ..chain.run import own_program_call
+from ..serve.intake import take_daemon_socket
+from ..serve.loop import ConnectionPolicy, ServerConfig
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -39,7 +39,7 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
     call = own_program_call(config.argv)
     if not config.lookup or call is None or call.name != "ipcserver-access":
         return None
-    from ..access import FastAccess, parse_options, refusal_standin
+    from ..access.ipc import FastAccess, parse_options, refusal_standin
 
     try:
         options = parse_options(call.args)

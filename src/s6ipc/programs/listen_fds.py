@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..handoff import append_sockets, daemon_variables
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
-from .chain import exec_into
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_uint
+from ..chain.run import exec_into
+from ..sockets.give import append_sockets, daemon_variables
 
 USAGE = "[ -n name ] [ -f fd ] [ -x scheme ] prog..."
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..activation import PassedFd
-from ..errors import BadInput
-from ..handoff import describe, pending_list
-from ..messages import Reporter
-from ..options import UsageError, getopt
-from .chain import exec_into
+from ..base.errors import BadInput
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt
+from ..chain.run import exec_into
+from ..sockets.give import describe, pending_list
+from ..sockets.listenfds import PassedFd
 
 USAGE = "prog..."
 

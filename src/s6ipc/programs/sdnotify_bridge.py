@@ -15,11 +15,11 @@ import os
 import socket
 from typing import List, NoReturn, Optional
 
-from ..errors import BadInput, SystemFailure
-from ..messages import Reporter
-from ..options import INT_MAX, UsageError, getopt, parse_uint
-from ..readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
-from .chain import exec_into
+from ..base.errors import BadInput, SystemFailure
+from ..base.messages import Reporter
+from ..base.options import INT_MAX, UsageError, getopt, parse_uint
+from ..chain.run import exec_into
+from ..daemon.readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
 
 USAGE = "[ -d notif ] [ -t timeout ] [ -a ] [ -v ] prog..."
 

@@ -19,16 +19,13 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional
 
-from ..activation import (
-    adopt_systemd_socket,
-    move_fd,
-)
-from ..intake import systemd_socket_or_bind
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_octal, parse_uint
-from ..readiness import Notifier, spawn_detached
-from ..sockets import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
-from .chain import exec_into
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_octal, parse_uint
+from ..chain.run import exec_into
+from ..daemon.readiness import Notifier, spawn_detached
+from ..serve.intake import systemd_socket_or_bind
+from ..sockets.listenfds import adopt_systemd_socket, move_fd
+from ..sockets.unix import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
 
 USAGE = (
     "[ -n fdname ] [ -l path ] [ -f ] [ -s ] [ -d | -D ] [ -b backlog ] [ -a perms ] [ -B ] [ -N ] prog..."

@@ -1,9 +1,9 @@
-"""tcpserver-socketbinder: bind a TCP socket of the address's family, put it on fd 0, exec the rest.
+"""tcpserver-socketbinder, tcpserver4-socketbinder, tcpserver6-socketbinder: bind a TCP socket,
+put it on fd 0, exec the rest.
 
-The unified name of s6-networking 2.6+ (``s6-tcpserver-socketbinder``): the family comes from the
-address (IPv6 first, as skalibs' ``ip46_scan``); otherwise it is exactly
-``tcpserver4-socketbinder`` / ``tcpserver6-socketbinder``, which share this code with the
-address parsed in their one family only.
+The unified name of s6-networking 2.6+ (``s6-tcpserver-socketbinder``) takes the family from the
+address (IPv6 first, as skalibs' ``ip46_scan``); the one-family names parse the address in their
+family only. Otherwise the three are one program, told apart by the name it runs under.
 """
 
 from __future__ import annotations
@@ -11,14 +11,19 @@ from __future__ import annotations
 import socket
 from typing import List, NoReturn, Optional
 
-from ..activation import move_fd
-from ..inet import parse_ip, parse_port
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
-from ..tcp import bind_tcp_socket
-from .chain import exec_into
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_uint
+from ..chain.run import exec_into
+from ..sockets.inet import parse_ip, parse_port
+from ..sockets.listenfds import move_fd
+from ..sockets.tcp import bind_tcp_socket
 
-USAGE = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ] ip port prog..."
+_OPTIONS = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ]"
+USAGES = {
+    "tcpserver-socketbinder": f"{_OPTIONS} ip port prog...",
+    "tcpserver4-socketbinder": f"{_OPTIONS} ip4 port prog...",
+    "tcpserver6-socketbinder": f"{_OPTIONS} ip6 port prog...",
+}
 
 
 def run(reporter: Reporter, args: List[str], family: Optional[int]) -> NoReturn:
@@ -48,4 +53,8 @@ def run(reporter: Reporter, args: List[str], family: Optional[int]) -> NoReturn:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    if reporter.name.endswith("tcpserver4-socketbinder"):
+        run(reporter, args, socket.AF_INET)
+    if reporter.name.endswith("tcpserver6-socketbinder"):
+        run(reporter, args, socket.AF_INET6)
     run(reporter, args, None)

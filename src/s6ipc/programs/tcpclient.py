@@ -12,14 +12,14 @@ import os
 import socket
 from typing import List, NoReturn, Optional, Tuple
 
-from .. import dns, ident
-from ..errors import BadInput, SystemFailure
-from ..inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
-from ..messages import Reporter
-from ..options import UsageError, getopt, parse_uint
-from ..sockets import move_to_client_fds
-from ..tcpconnect import LOCAL_ADDRESSES, MAX_ADDRESSES, connect, literal_addresses
-from .chain import exec_into, modify_environ
+from ..access import dns, ident
+from ..base.errors import BadInput, SystemFailure
+from ..base.messages import Reporter
+from ..base.options import UsageError, getopt, parse_uint
+from ..chain.run import exec_into, modify_environ
+from ..sockets.connect import LOCAL_ADDRESSES, MAX_ADDRESSES, connect, literal_addresses
+from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
+from ..sockets.unix import move_to_client_fds
 
 USAGE = ("[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -r | -R ] [ -h | -H ] [ -n | -N ] [ -t timeoutinfo ] "
          "[ -l localname ] [ -T timeoutconn ] [ -i localip ] [ -p localport ] host port prog...")

@@ -3,7 +3,7 @@ binder → [applyuidgid] → daemon, and exec it.
 
 Like ``ipcserver`` they do no work: they normalise the options exactly as s6-networking 2.5.1.3
 does and exec the chain, whose stages (ours, named with :func:`s6ipc.programs.chain.stage`) then
-run in this same process. The differences between the three, all s6's:
+run in this same process. One module runs the three names; the differences between them, all s6's:
 
 * ``tcpserver`` takes ``-q/-Q/-v`` (passed on as ``-v0``/``-v2``), ``-4/-6`` (default: the
   family of *ip*, which must then parse as an address, prefix-style), and passes ``-b``
@@ -20,16 +20,21 @@ from __future__ import annotations
 
 from typing import List, NoReturn
 
-from ..inet import ip46_scan
-from ..messages import Reporter
-from ..options import UINT32_MAX, UsageError, getopt, parse_uint
-from .chain import exec_into, stage
+from ..base.messages import Reporter
+from ..base.options import UINT32_MAX, UsageError, getopt, parse_uint
+from ..chain.run import exec_into, stage
+from ..sockets.inet import ip46_scan
 from .ipcserver import ServerOptions, take_common
 
-USAGE = (
+USAGE_TCPSERVER = (
     "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
     "[ -b backlog ] [ -G gid,gid,... ] [ -g gid ] [ -u uid ] [ -U ] ip port prog..."
 )
+USAGE_FAMILY = (
+    "[ -v verbosity ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] [ -b backlog ] "
+    "[ -G gid,gid,... ] [ -g gid ] [ -u uid ] [ -U ] ip port prog..."
+)
+USAGES = {"tcpserver": USAGE_TCPSERVER, "tcpserver4": USAGE_FAMILY, "tcpserver6": USAGE_FAMILY}
 
 
 class TcpServerOptions(ServerOptions):
@@ -105,5 +110,9 @@ def naming_style(reporter: Reporter) -> str:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
+    if reporter.name.endswith(("tcpserver4", "tcpserver6")):  # the one-family wrappers
+        o, rest = parse(args, family=6 if reporter.name.endswith("6") else 4)
+        exec_into(reporter, build_chain(o, rest[0], rest[1], rest[2:], naming_style(reporter),
+                                        wrapper_verbosity=False))
     o, rest = parse(args)
     exec_into(reporter, build_chain(o, rest[0], rest[1], rest[2:], naming_style(reporter)))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn
 
-from ..access import RulesSource
-from ..messages import Reporter
-from ..tcpaccess import USAGE, FdConnection, evaluate, parse_options
-from .chain import conclude
+from ..access.ipc import RulesSource
+from ..access.tcp import USAGE, FdConnection, evaluate, parse_options
+from ..base.messages import Reporter
+from ..chain.run import conclude
 
 __all__ = ["USAGE", "main"]
 

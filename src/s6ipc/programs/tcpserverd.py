@@ -14,12 +14,12 @@ from __future__ import annotations
 import socket
 from typing import List, NoReturn, Optional
 
-from ..intake import take_daemon_socket
-from ..messages import Reporter
-from ..sockets import IP_FAMILIES, check_listening_stream, socket_kind
-from ..tcppeer import TcpPeers
-from .chain import tcp_access_fast_path
-from .serving import parse, run_daemon
+from ..base.messages import Reporter
+from ..chain.daemon import parse, run_daemon
+from ..chain.run import tcp_access_fast_path
+from ..serve.intake import take_daemon_socket
+from ..serve.tcppeer import TcpPeers
+from ..sockets.unix import IP_FAMILIES, check_listening_stream, socket_kind
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 

@@ -1,0 +1,421 @@
+"""tcpserver-access as a library: from rules, environment and connection to a final command or a refusal.
+
+The ``tcpserver-access`` program and the in-process fast path of a TCP daemon
+(:class:`FastTcpAccess`) both run :func:`evaluate`. Some facts about s6-tcpserver-access 2.5.1.3
+it follows, in the program's order:
+
+1. ``PROTO`` must be set (any value, P); ``${P}REMOTEIP`` must scan as an address (prefix parse,
+   IPv6 first: an IPv4-mapped address is an IPv6 one) and ``${P}REMOTEPORT`` be a whole 16-bit
+   decimal; else exit 100 (``PROTO not set``, ``TCPREMOTEIP not set``, ``invalid $TCPREMOTEIP``…).
+2. ``-D``: TCP_NODELAY on fd 1 (a failure is a warning at verbosity >= 1).
+3. The banner (``-B``, concatenated, 511 bytes at most) is written to fd 1 **before** any check,
+   within the deadline (``-t`` ms, one deadline for banner, ident and DNS); failure: 111.
+4. IP rules (``ip4/``/``ip6/`` keys, see :mod:`s6ipc.accessrules`). No ruleset: allowed (warning at
+   verbosity 2). DENY: exit 1; NOTFOUND: exit 1 with ``-H``, else the reversedns rules decide
+   later. Refusals log ``deny pid P ip IP: REASON`` at verbosity 2. A rules error: 111
+   ``unable to check fs ruleset for IP in DIR`` (``cdb``).
+5. ``getsockname`` of fd 0 gives ``${P}LOCALIP`` and ``${P}LOCALPORT`` (111 ``socket_local``).
+6. ``-r``: ident (:mod:`s6ipc.ident`): ``${P}REMOTEINFO=id``, or unset. A failure is fatal with
+   ``-w`` (the default): exit 2 (the server refused or closed), 99 (timeout), 111 (other), with
+   ``fatal: reject pid P ip IP`` at verbosity 2 and warnings at verbosity 3; with ``-W`` it only
+   unsets. Without ``-r``, ``${P}REMOTEINFO`` is unset.
+7. ``-H``: ``${P}LOCALHOST`` = the ``-l`` name or unset, ``${P}REMOTEHOST`` unset. ``-h`` (the
+   default): one round of PTR queries (:mod:`s6ipc.dns`; the local one only without ``-l``);
+   a name keeps its final dot; a failed query leaves the variable unset (an empty answer sets
+   ``${P}LOCALHOST`` empty); ``-p`` then asks A/AAAA for the remote name and unsets it unless
+   the client's address is among the answers (a failed query is fatal with ``-w``: 99 on timeout,
+   else 111). If the IP rules said NOTFOUND, the reversedns rules decide now: no name or
+   NOTFOUND or DENY is exit 1.
+8. Allowed: ``allow pid P ip IP`` at verbosity >= 1. Environment: the rule's modifications
+   first, then those of steps 5-7 (so rules cannot override the TCPLOCAL*/TCPREMOTEHOST/INFO
+   variables). A rule's exec string runs as ``/usr/lib/execline/bin/execlineb -c STRING``
+   (``-c``, not ipcserver-access's ``-Pc``); else prog.
+
+DNS resolution counts as a failure of the whole round — fatal with ``-w`` (111, after the
+warning ``unable to init DNS`` at verbosity 2) — when the resolver cannot be initialised or no
+configured server has a usable address (``DNSCACHEIP=0.0.0.0``).
+
+The fast path (:class:`FastTcpAccess`) decides in the daemon only what needs no network exchange
+and writes nothing to the client: options with ``-H``, ``-R`` and no ``-B``. Everything else —
+DNS, ident, banners (a fallback after a banner would send it twice), odd environments, rules errors,
+programs that cannot be executed — is handed to the real program for that connection, which does
+and reports exactly what it always does. Log lines and pids follow :mod:`s6ipc.access`.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import functools
+import os
+import select
+import socket
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+from ..base.durations import poll_ms
+from ..base.envdir import merge_env
+from ..base.errors import BadInput, SystemFailure
+from ..base.execution import Spawner
+from ..base.log import Log
+from ..base.options import UsageError, getopt, parse_uint
+from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
+from . import dns, ident
+from .ipc import FastPath, LogLine, Outcome, RulesSource
+from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
+
+USAGE = ("[ -v verbosity ] [ -W | -w ] [ -D | -d ] [ -H | -h ] [ -R | -r ] [ -P | -p ] [ -l localname ] "
+         "[ -B banner ] [ -t timeout ] [ -i rulesdir | -x rulesfile ] prog...")
+#: skalibs' buffer_1small holds 512 bytes, one of which always stays free.
+MAX_BANNER = 511
+
+
+@dataclass(frozen=True)
+class TcpAccessOptions:
+    """s6-tcpserver-access's command line, parsed."""
+
+    prog: Tuple[str, ...]
+    verbosity: int = 1
+    fatal: bool = True         # -w / -W
+    nodelay: bool = False      # -D / -d
+    dns: bool = True           # -h / -H
+    ident: bool = False        # -r / -R
+    paranoid: bool = False     # -p / -P
+    localname: Optional[str] = None
+    banner: bytes = b""
+    timeout_ms: int = 0
+    rules_kind: Optional[str] = None  # "fs" (-i), "cdb" (-x) or None
+    rules_path: str = ""
+
+
+def parse_options(args: Sequence[str]) -> TcpAccessOptions:
+    """Parse the arguments after the program name. Raises :class:`UsageError`, or
+    :class:`BadInput` (exit 100) ``banner too long``."""
+    opts, rest = getopt(list(args), "WwDdHhRrPpv:l:B:t:i:x:")
+    flags = {"fatal": True, "nodelay": False, "dns": True, "ident": False, "paranoid": False}
+    switches = {"W": ("fatal", False), "w": ("fatal", True), "D": ("nodelay", True),
+                "d": ("nodelay", False), "H": ("dns", False), "h": ("dns", True),
+                "R": ("ident", False), "r": ("ident", True), "P": ("paranoid", False),
+                "p": ("paranoid", True)}
+    verbosity, timeout = 1, 0
+    localname: Optional[str] = None
+    banner = b""
+    kind: Optional[str] = None
+    path = ""
+    for letter, value in opts:
+        v = value or ""
+        if letter in switches:
+            name, on = switches[letter]
+            flags[name] = on
+        elif letter == "v":
+            verbosity = parse_uint(v)
+        elif letter == "l":
+            localname = v
+        elif letter == "B":
+            banner += os.fsencode(v)
+            if len(banner) > MAX_BANNER:
+                raise BadInput("banner too long")
+        elif letter == "t":
+            timeout = parse_uint(v)
+        else:
+            kind, path = ("fs" if letter == "i" else "cdb"), v
+    if not rest or not rest[0]:
+        raise UsageError("no program")
+    return TcpAccessOptions(tuple(rest), verbosity, flags["fatal"], flags["nodelay"], flags["dns"],
+                            flags["ident"], flags["paranoid"], localname, banner, timeout, kind, path)
+
+
+class Connection(Protocol):
+    """The connection as tcpserver-access sees it (fd 0 and fd 1 of the program)."""
+
+    def set_nodelay(self) -> None:
+        """TCP_NODELAY on the writing end. Raises OSError."""
+
+    def write(self, data: bytes, deadline: Optional[float]) -> None:
+        """Write all of *data* before *deadline*. Raises OSError (ETIMEDOUT at the deadline)."""
+
+    def local_address(self) -> Tuple[bytes, int]:
+        """``getsockname`` of the reading end: (address bytes, port). Raises OSError."""
+
+
+class SocketConnection:
+    """A :class:`Connection` over a connected socket object (the fast path's)."""
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+
+    def set_nodelay(self) -> None:
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def write(self, data: bytes, deadline: Optional[float]) -> None:
+        # a fresh connection's send buffer always holds a banner (511 bytes at most)
+        view = memoryview(data)
+        while view:
+            view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
+
+    def local_address(self) -> Tuple[bytes, int]:
+        return _ip_address(self.sock)
+
+
+class FdConnection:
+    """A :class:`Connection` over fds 0 and 1 (the program's)."""
+
+    def set_nodelay(self) -> None:
+        with socket.socket(fileno=os.dup(1)) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def write(self, data: bytes, deadline: Optional[float]) -> None:
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        while view:
+            left = dns.remaining(deadline)
+            if not poller.poll(poll_ms(left)):
+                raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+            view = view[os.write(1, view):]
+
+    def local_address(self) -> Tuple[bytes, int]:
+        with socket.socket(fileno=os.dup(0)) as s:
+            return _ip_address(s)
+
+
+def _ip_address(sock: _socket.socket) -> Tuple[bytes, int]:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+    return from_sockaddr(sock.getsockname(), sock.family)
+
+
+@dataclass
+class Network:
+    """How tcpserver-access reaches the network (replaceable for tests and embedders)."""
+
+    resolver: Callable[[dns.Config], dns.Resolver] = dns.Resolver
+    ident_query: Callable[[bytes, int, bytes, int, Optional[float]], str] = ident.query
+    dns_config: Callable[[Mapping[str, str]], dns.Config] = dns.load_config
+
+
+class _Reject(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@functools.lru_cache(maxsize=4096)
+def _scan_ip(text: str) -> Optional[Tuple[bytes, int]]:
+    # a daemon's repeat clients: the prefix scan is a few dozen µs of Python per connection
+    return ip46_scan(text)
+
+
+def _remote(env: Mapping[str, str], proto: str) -> Tuple[bytes, int]:
+    name = proto + "REMOTEIP"
+    value = env.get(name)
+    if value is None:
+        raise BadInput(f"{name} not set")
+    got = _scan_ip(value)
+    if got is None:
+        raise BadInput(f"invalid ${name}")
+    name = proto + "REMOTEPORT"
+    value = env.get(name)
+    if value is None:
+        raise BadInput(f"{name} not set")
+    try:
+        return got[0], parse_port(value)
+    except ValueError:
+        raise BadInput(f"invalid ${name}") from None
+
+
+class _Check:
+    """One connection's evaluation: the state the steps share."""
+
+    def __init__(self, options: TcpAccessOptions, env: Mapping[str, str], conn: Connection,
+                 source: RulesSource, network: Network) -> None:
+        self.o = options
+        self.env = env
+        self.conn = conn
+        self.source = source
+        self.net = network
+        self.lines: List[LogLine] = []
+        self.modifs: List[str] = []
+        self.proto = ""
+        self.ip = b""
+        self.port = 0
+        self.deadline: Optional[float] = None
+
+    def line(self, level: int, kind: str, text: str) -> None:
+        if self.o.verbosity >= level:
+            self.lines.append(LogLine(kind, text))
+
+    def deny(self, decision: Decision) -> Outcome:
+        self.line(2, "info", f"deny pid {{pid}} ip {ip_fmt(self.ip)}: {os.strerror(decision.errno)}")
+        return Outcome(self.lines, False, decision=decision)
+
+    def rules_error(self, what: str, e: SystemFailure) -> Outcome:
+        error = SystemFailure(f"check {self.o.rules_kind} ruleset for {what} in {self.o.rules_path}", e.errno)
+        return Outcome(self.lines, False, error=error)
+
+    def reject(self, code: int) -> Outcome:
+        self.line(2, "fatal", f"reject pid {{pid}} ip {ip_fmt(self.ip)}")
+        return Outcome(self.lines, False, exit_code=code)
+
+    def run(self) -> Outcome:
+        proto = self.env.get("PROTO")
+        if proto is None:
+            raise BadInput("PROTO not set")
+        self.proto = proto
+        self.ip, self.port = _remote(self.env, proto)
+        if self.o.nodelay:
+            try:
+                self.conn.set_nodelay()
+            except OSError as e:
+                self.line(1, "warning", f"unable to socket_tcpnodelay: {os.strerror(e.errno or errno.EIO)}")
+        self.deadline = dns.deadline_after(self.o.timeout_ms)
+        if self.o.banner:
+            try:
+                self.conn.write(self.o.banner, self.deadline)
+            except OSError as e:
+                return Outcome(self.lines, False, error=SystemFailure("write banner", e.errno or errno.EIO))
+        try:
+            rules = self.source.get()
+        except SystemFailure as e:
+            return Outcome(self.lines, False, error=e)
+        if rules is None:
+            self.line(2, "warning", "invoked without a ruleset!")
+            decision = Decision(Verdict.ALLOW)
+        else:
+            try:
+                decision = check_ip(rules, self.ip)
+            except SystemFailure as e:
+                return self.rules_error("IP", e)
+        if decision.verdict is Verdict.DENY or (decision.verdict is Verdict.NOTFOUND and not self.o.dns):
+            return self.deny(decision)
+        try:
+            local_ip, local_port = self.conn.local_address()
+        except (OSError, ValueError) as e:
+            code = e.errno if isinstance(e, OSError) and e.errno else errno.EAFNOSUPPORT
+            return Outcome(self.lines, False, error=SystemFailure("socket_local", code))
+        p = proto
+        self.modifs += [f"{p}LOCALIP={ip_fmt(local_ip)}", f"{p}LOCALPORT={local_port}"]
+        try:
+            self.remote_info(local_ip, local_port)
+            if not self.o.dns:
+                self.modifs.append(f"{p}LOCALHOST" if self.o.localname is None
+                                   else f"{p}LOCALHOST={self.o.localname}")
+                self.modifs.append(f"{p}REMOTEHOST")
+            else:
+                name = self.names(local_ip)
+                if decision.verdict is Verdict.NOTFOUND:
+                    if name and rules is not None:
+                        try:
+                            decision = check_reversedns(rules, name)
+                        except SystemFailure as e:
+                            return self.rules_error("reverse DNS", e)
+                    else:
+                        decision = NOT_FOUND
+                    if not decision.allowed:
+                        return self.deny(decision)
+        except _Reject as r:
+            return self.reject(r.code)
+        if self.o.verbosity >= 1:
+            self.line(1, "info", f"allow pid {{pid}} ip {ip_fmt(self.ip)}")
+        exec_string = decision.exec_string()
+        argv = list(self.o.prog) if exec_string is None else [EXECLINEB, "-c", os.fsdecode(exec_string)]
+        modifs = decision.modif_strings() + self.modifs
+        return Outcome(self.lines, True, argv, merge_env(self.env, modifs), self.env, decision=decision)
+
+    def remote_info(self, local_ip: bytes, local_port: int) -> None:
+        name = self.proto + "REMOTEINFO"
+        if not self.o.ident:
+            self.modifs.append(name)
+            return
+        try:
+            info: Optional[str] = self.net.ident_query(self.ip, self.port, local_ip, local_port,
+                                                       self.deadline)
+        except ident.IdentRefused as e:
+            self.line(3, "warning", f"ident server replied: {e.text}")
+            if self.o.fatal:
+                raise _Reject(2) from None
+            info = None
+        except OSError as e:
+            code = e.errno or errno.EIO
+            self.line(3, "warning", f"unable to s6net_ident_client: {os.strerror(code)}")
+            if self.o.fatal:
+                raise _Reject(99 if code == errno.ETIMEDOUT else 111) from None
+            info = None
+        self.modifs.append(name if info is None else f"{name}={info}")
+
+    def names(self, local_ip: bytes) -> Optional[str]:
+        """The DNS step: sets the LOCALHOST/REMOTEHOST modifs, returns the remote name (or None)."""
+        local_var, remote_var = self.proto + "LOCALHOST", self.proto + "REMOTEHOST"
+        if self.o.localname is not None:
+            self.modifs.append(f"{local_var}={self.o.localname}")
+        try:
+            config = self.net.dns_config(self.env)
+            if not any(any(server) for server in config.servers):
+                raise SystemFailure("init DNS", errno.ENETUNREACH)
+        except SystemFailure as e:
+            self.line(2, "warning", str(e))
+            if self.o.fatal:
+                raise _Reject(111) from None
+            self.modifs.append(remote_var)
+            return None
+        resolver = self.net.resolver(config)
+        questions = [(dns.arpa_name(self.ip), dns.T_PTR)]
+        if self.o.localname is None:
+            questions.insert(0, (dns.arpa_name(local_ip), dns.T_PTR))
+        answers = resolver.resolve(questions, self.deadline)
+        if self.o.localname is None:
+            local_name = dns.first_name(answers[0])
+            self.modifs.append(local_var if local_name is None else f"{local_var}={local_name}")
+        name = dns.first_name(answers[-1])
+        if name and self.o.paranoid:
+            qtype = dns.T_AAAA if len(self.ip) == 16 else dns.T_A
+            check = resolver.resolve([(name, qtype)], self.deadline)[0]
+            if check.status or not check.records:
+                code = check.status or errno.ENOENT
+                self.line(3, "warning", f"unable to (paranoidly) resolve {name}: {dns.error_text(code)}")
+                if self.o.fatal:
+                    raise _Reject(99 if code == errno.ETIMEDOUT else 111)
+                name = None
+            elif self.ip not in dns.addresses_of(check):
+                name = None
+        self.modifs.append(f"{remote_var}={name}" if name else remote_var)
+        return name or None
+
+
+def evaluate(options: TcpAccessOptions, env: Mapping[str, str], conn: Connection, source: RulesSource,
+             network: Optional[Network] = None) -> Outcome:
+    """Decide for one connection whose tcpserver-access environment is *env* (module docstring).
+
+    Writes the banner and sets TCP_NODELAY through *conn*. Raises :class:`BadInput` (exit 100) for
+    the environment checks; any later failure is in the returned :attr:`Outcome.error` (111),
+    and a refusal's exit code in :attr:`Outcome.exit_code`.
+    """
+    return _Check(options, env, conn, source, network or Network()).run()
+
+
+class FastTcpAccess(FastPath):
+    """A TCP daemon's per-connection policy doing tcpserver-access's work in-process.
+
+    A :data:`s6ipc.server.ConnectionPolicy`: call it with the peer, the environment prepared for
+    the child (``PROTO``, ``TCPREMOTEIP``, ``TCPREMOTEPORT``, ``TCPCONNNUM``…) and the accepted
+    socket; it returns the spawner and the environment to spawn, or None when the connection is
+    refused (then close it). Options that
+    need the network (``-h``, ``-r``) or write to the client (``-B``) make every connection go to
+    *fallback*, the real program.
+    Other arguments: see :class:`s6ipc.access.FastPath`.
+    """
+
+    def __init__(self, options: TcpAccessOptions, log: Log, fallback: Spawner,
+                 standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(options, log, fallback, standin, path_env)
+        self.tcp_options = options
+        #: True when connections are decided here; False: they all go to the program.
+        self.in_process = not options.dns and not options.ident and not options.banner
+
+    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
+        if not self.in_process or not isinstance(conn, _socket.socket):
+            return None
+        outcome = evaluate(self.tcp_options, env, SocketConnection(conn), self.source)
+        if not outcome.allowed and outcome.error is None and outcome.exit_code != 1:
+            return None
+        return outcome

@@ -1,0 +1,2 @@
+"""What a long-lived daemon has besides its loop: readiness, the live view, the in-place upgrade.
+"""

@@ -1,0 +1,217 @@
+"""Handing a running daemon's state to its next image, across ``execve`` in the same PID.
+
+An in-place upgrade (SIGUSR2 to ``ipcserverd`` or ``fdholderd``) replaces the program a process runs
+by the version of s6ipc now installed on disk, without changing the process: the supervisor sees
+nothing happen, the listening socket never closes, the children stay the daemon's own. This module
+holds the pieces every daemon needs for that: check that the new code can start (:func:`preflight`),
+the command line that starts it (:func:`reexec_argv`), descriptors and signals across the exec
+(:func:`keep_across_exec`, :func:`block_signals`), and the state itself (:func:`write_state`,
+:func:`take_state`).
+
+Some facts about ``execve`` (Linux) that an in-place upgrade relies on:
+
+* **What survives**: the PID (and so the supervisor's view: s6-supervise's pid, systemd's
+  ``MainPID``), the parent, the children (still ours to ``waitpid``: a child that exits during the
+  exec stays a zombie until the new image reaps it), the session and process group, uids and gids,
+  rlimits, the current directory, the **signal mask** and **pending signals**, signals set to
+  **SIG_IGN** (still ignored), and every descriptor *without* close-on-exec, at the same number.
+* **What does not**: caught signals go back to SIG_DFL (a SIGTERM or SIGHUP arriving between the
+  exec and the new image's handlers would kill it: :func:`block_signals` keeps them pending
+  instead, and the new image unblocks them once its handlers are in place), the memory (every
+  Python object, every module already imported), threads, close-on-exec descriptors (Python opens
+  all of its own close-on-exec: :func:`keep_across_exec` clears the flag on those that must stay).
+* **memfd** (``memfd_create(2)``, Linux 3.17): an anonymous file in memory, named only for
+  ``/proc/PID/fd``. Without ``MFD_CLOEXEC`` it is inherited across the exec like any descriptor;
+  the new image finds its number in ``$S6IPC_HANDOFF``, reads the JSON from offset 0 with
+  ``pread`` and closes it, which frees it. Nothing touches the file system, so a read-only root, a
+  private /tmp or another user's daemon cannot get in the way, and a crash frees the memory.
+* **Which code runs next**: the console script ``s6ipc`` next to the running interpreter (the venv
+  the daemon was started from), or ``python -m s6ipc``: a fresh interpreter imports the modules
+  from disk, so a ``pip install -U s6ipc`` into that venv is what the new image runs — never the
+  modules this process already imported.
+* **The preflight** runs that same command line as a child with the hidden cli verb
+  ``s6ipc preflight NAME args…``: it imports every module of the installed package, then asks
+  program NAME to validate *args* (its optional ``preflight(args)`` function), and exits 0 silently
+  or writes one line and exits non-zero. It is a plain child: its environment is the daemon's
+  (``PYTHONPATH`` included), its stdin /dev/null, no descriptor of the daemon leaks into it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from ..base.errors import SystemFailure, Unusable
+from ..base.execution import installed_prefix
+from ..base.options import INT_MAX, scan_magnitude
+
+#: The variable that carries the memfd's number into the new image.
+HANDOFF_VARIABLE = "S6IPC_HANDOFF"
+#: Seconds a preflight may take (importing every module: ~0.2 s on a quiet machine).
+PREFLIGHT_TIMEOUT = 30.0
+_MAX_STATE = 64 * 1024 * 1024
+
+
+def reexec_argv(program: str, args: Sequence[str]) -> List[str]:
+    """The command line that runs program *program* (``ipcserverd``, ``s6-ipcserverd``…) with *args*
+    from the code installed on disk now."""
+    return installed_prefix() + [program] + list(args)
+
+
+def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT,
+              state: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """Run ``s6ipc preflight PROGRAM ARGS…`` from the installed code; None if the new code can start,
+    else the one-line reason it cannot (the child's last line on stderr, or how it ended).
+
+    With *state* (JSON-serialisable: what would be handed over now, descriptor numbers included),
+    the child gets it as JSON on its stdin, so that the program's ``preflight`` can check that the
+    new code reads it (:func:`preflight_state`); without, its stdin is /dev/null.
+
+    Blocks the caller until the child exits (clients meanwhile wait in the listening backlog).
+    Never raises for what the child does; a child that cannot even be started is a reason too.
+    """
+    import subprocess  # here, not at import: the daemons' start-up path stays light
+
+    argv = installed_prefix() + ["preflight", program] + list(args)
+    data = None
+    if state is not None:
+        import json
+
+        data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        done = subprocess.run(argv, input=data, stdin=subprocess.DEVNULL if data is None else None,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
+                              close_fds=True, restore_signals=True)
+    except subprocess.TimeoutExpired:
+        return f"{' '.join(argv[:3])} did not finish within {timeout:g} s"
+    except OSError as e:
+        return f"unable to spawn {argv[0]}: {os.strerror(e.errno or errno.EIO)}"
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    code = done.returncode
+    ending = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"{lines[-1].strip()} ({ending})" if lines else ending
+
+
+def preflight_state() -> Optional[Dict[str, Any]]:
+    """In the preflight child: the state the daemon gave :func:`preflight`, or None.
+
+    Raises ValueError when stdin holds something that is not a JSON object.
+    """
+    import json
+    import sys
+
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    if not data:
+        return None
+    state = json.loads(data)
+    if not isinstance(state, dict):
+        raise ValueError("the preflight state is not a JSON object")
+    return state
+
+
+def keep_across_exec(fds: Iterable[int]) -> None:
+    """Clear close-on-exec on *fds*, so that the next image finds them open at the same numbers.
+
+    Raises :class:`SystemFailure` (``keep fd N across exec``) when one is not open.
+    """
+    for fd in fds:
+        try:
+            os.set_inheritable(fd, True)
+        except OSError as e:
+            raise SystemFailure(f"keep fd {fd} across exec", e.errno or errno.EBADF) from None
+
+
+def block_signals(signals: Iterable[int]) -> List[int]:
+    """Block *signals* (they stay pending across the exec, for the new image's handlers); returns
+    the mask before, as signal numbers, to hand over and give back with :func:`restore_mask`."""
+    return sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, list(signals)))
+
+
+def restore_mask(mask: Iterable[int]) -> None:
+    """Put the signal mask back to *mask* (what :func:`block_signals` returned in the old image):
+    pending signals are delivered now, to the handlers in place."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [signal.Signals(s) for s in mask])
+
+
+def write_state(state: Dict[str, Any]) -> int:
+    """Put *state* (JSON-serialisable) in a memfd the next image inherits; set ``$S6IPC_HANDOFF``.
+
+    Returns the memfd's number (for :func:`discard_state` if the exec does not happen). Raises
+    :class:`SystemFailure` when the memfd cannot be made or written, TypeError/ValueError when
+    *state* is not JSON.
+    """
+    import json
+
+    data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        fd = os.memfd_create("s6ipc-handoff", 0)  # no MFD_CLOEXEC: the next image inherits it
+    except OSError as e:
+        raise SystemFailure("memfd_create", e.errno or errno.EIO) from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        os.close(fd)
+        raise SystemFailure("write the handoff state", e.errno or errno.EIO) from None
+    os.environ[HANDOFF_VARIABLE] = str(fd)
+    return fd
+
+
+def discard_state(fd: int) -> None:
+    """Undo :func:`write_state` (the exec failed): close the memfd, unset the variable."""
+    os.environ.pop(HANDOFF_VARIABLE, None)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def take_state() -> Optional[Dict[str, Any]]:
+    """In the new image: the state the previous one wrote, or None when this is a plain start.
+
+    Reads the memfd named by ``$S6IPC_HANDOFF``, closes it and removes the variable (children never
+    see it). Raises :class:`Unusable` (exit 111) for a value that is not a descriptor, a descriptor
+    that cannot be read, or content that is not a JSON object.
+    """
+    value = os.environ.pop(HANDOFF_VARIABLE, None)
+    if value is None:
+        return None
+    try:
+        fd = scan_magnitude(value, 10, INT_MAX)
+    except ValueError:
+        fd = None
+    if fd is None:
+        raise Unusable(f"invalid ${HANDOFF_VARIABLE}: {value!r} (a descriptor number)")
+    chunks: List[bytes] = []
+    offset = 0
+    try:
+        while True:
+            chunk = os.pread(fd, 65536, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            if offset > _MAX_STATE:
+                raise Unusable(f"the handoff state on fd {fd} is larger than {_MAX_STATE} bytes")
+    except OSError as e:
+        reason = os.strerror(e.errno or errno.EIO)
+        raise Unusable(f"unable to read the handoff state on fd {fd}: {reason}") from None
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    import json
+
+    try:
+        state = json.loads(b"".join(chunks))
+    except ValueError as e:
+        raise Unusable(f"the handoff state on fd {fd} is not JSON: {e}") from None
+    if not isinstance(state, dict):
+        raise Unusable(f"the handoff state on fd {fd} is not a JSON object")
+    return state

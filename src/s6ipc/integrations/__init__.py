@@ -1,0 +1,2 @@
+"""Other servers on our sockets: asyncio (``aioserver``) and uvicorn (``uvicorn_drain``).
+"""
