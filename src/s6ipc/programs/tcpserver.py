@@ -22,9 +22,9 @@ from typing import List, NoReturn
 
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_uint
+from ..chain.options import ServerOptions, naming_style, take_common
 from ..chain.run import exec_into, stage
 from ..sockets.inet import ip46_scan
-from .ipcserver import ServerOptions, take_common
 
 USAGE_TCPSERVER = (
     "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
@@ -102,11 +102,6 @@ def build_chain(o: TcpServerOptions, ip: str, port: str, prog: List[str], style:
     if o.localmaxconn is not None:
         argv += ["-C", str(o.localmaxconn)]
     return argv + ["--"] + prog
-
-
-def naming_style(reporter: Reporter) -> str:
-    """``s6-`` when invoked under an s6 name (the stages then report as s6's do), else ``""``."""
-    return "s6-" if reporter.name.startswith("s6-") else ""
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
