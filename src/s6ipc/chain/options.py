@@ -37,6 +37,15 @@ class ServerOptions:
         self.systemd = False
         self.privileges = PrivilegeOptions()
 
+    def limits(self) -> List[str]:
+        """``-c maxconn -C localmaxconn`` for the daemon, those given (the last of its options)."""
+        argv: List[str] = []
+        if self.maxconn is not None:
+            argv += ["-c", str(self.maxconn)]
+        if self.localmaxconn is not None:
+            argv += ["-C", str(self.localmaxconn)]
+        return argv
+
 
 def take_common(o: ServerOptions, letter: str, v: str) -> bool:
     """Record one of the options s6-ipcserver and s6-tcpserver share (``-q -Q -v -d -D -1 -c -C``

@@ -71,11 +71,7 @@ def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -
         argv.append("-1")
     if not o.lookup:
         argv.append("-P")
-    if o.maxconn is not None:
-        argv += ["-c", str(o.maxconn)]
-    if o.localmaxconn is not None:
-        argv += ["-C", str(o.localmaxconn)]
-    return argv + ["--"] + prog
+    return argv + o.limits() + ["--"] + prog
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

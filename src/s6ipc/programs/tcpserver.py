@@ -97,11 +97,7 @@ def build_chain(o: TcpServerOptions, ip: str, port: str, prog: List[str], style:
         argv += ["-v", str(o.verbosity)]
     if o.notify:
         argv.append("-1")
-    if o.maxconn is not None:
-        argv += ["-c", str(o.maxconn)]
-    if o.localmaxconn is not None:
-        argv += ["-C", str(o.localmaxconn)]
-    return argv + ["--"] + prog
+    return argv + o.limits() + ["--"] + prog
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
