@@ -170,7 +170,7 @@ def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float
     Uses :class:`s6ipc.fdholder.client.FdHolderClient` (wire-compatible with s6-fdholderd): the
     fd is close-on-exec. Raises :class:`~s6ipc.errors.SystemFailure` as that client does.
     """
-    from ..fdholder.client import FdHolderClient  # fdholder/ sits above this layer's sockets/
+    from ..fdholder.client import FdHolderClient  # only when an fd holder is asked for: no daemon needs it
 
     with FdHolderClient(holder, timeout=timeout) as client:
         return client.retrieve(identifier)
