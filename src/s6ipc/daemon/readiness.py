@@ -51,7 +51,6 @@ from ..base.errors import BadInput, SystemFailure
 from ..base.log import Log
 from ..base.options import UINT64_MAX, UsageError, parse_uint
 from ..base.unixmessage import UCRED, close_fds, recv_datagram
-from ..sockets.listenfds import check_fdname
 
 #: The watchdog's variables (sd_watchdog_enabled(3)).
 WATCHDOG_VARIABLES = ("WATCHDOG_USEC", "WATCHDOG_PID")
@@ -159,7 +158,7 @@ class Notifier:
         They come back after a restart in ``LISTEN_FDS`` under that name. *poll* False adds
         ``FDPOLL=0`` (keep the fd even when it reports POLLHUP/POLLERR).
         """
-        check_fdname(name)
+        _check_fdname(name)
         fields = ["FDSTORE=1", f"FDNAME={name}"]
         if not poll:
             fields.append("FDPOLL=0")
@@ -167,8 +166,16 @@ class Notifier:
 
     def remove_stored(self, name: str) -> bool:
         """``FDSTOREREMOVE=1`` for *name*: the manager closes every stored fd of that name."""
-        check_fdname(name)
+        _check_fdname(name)
         return self.send("FDSTOREREMOVE=1", f"FDNAME={name}")
+
+
+def _check_fdname(name: str) -> None:
+    """The one fd-name rule (:func:`s6ipc.sockets.listenfds.check_fdname`), imported when a name is
+    first checked: a daemon that never uses the fd store does not load the LISTEN_* module."""
+    from ..sockets.listenfds import check_fdname
+
+    check_fdname(name)
 
 
 def _status(text: Optional[str]) -> Sequence[str]:
