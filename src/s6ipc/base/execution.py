@@ -21,6 +21,7 @@ import errno
 import functools
 import os
 import signal
+import stat
 import sys
 import sysconfig
 from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
@@ -41,10 +42,39 @@ PYTHON_IGNORED_SIGNALS = tuple(
 
 
 def _candidates(name: str, path: Optional[str]) -> List[str]:
+    """The files an exec of *name* tries, in order: *name* itself when it has a ``/``, else
+    ``DIR/name`` for each non-empty ``DIR`` of *path* (``DEFAULT_PATH`` when None)."""
     if "/" in name:
         return [name]
     search = DEFAULT_PATH if path is None else path
     return [f"{d}/{name}" for d in search.split(":") if d]
+
+
+def find_program(name: str, path: Optional[str] = None) -> str:
+    """The file an exec of *name* would run, found as s6 searches *path* (``DEFAULT_PATH`` when
+    None): the first candidate that exists, is not a directory and is executable.
+
+    The one PATH search of s6ipc besides exec itself (:func:`exec_argv` lets ``execve`` judge the
+    same candidates). Empty ``PATH`` entries are skipped, never the current directory (unlike
+    ``shutil.which`` and a shell). A directory or a file without execute permission is skipped
+    with EACCES, as ``execve`` refuses it (``PATH=/dir-with-foo-dir:/bin s6-applyuidgid … foo``
+    runs ``/bin/foo``; with only the directory it fails ``unable to exec foo: Permission
+    denied``). Raises :class:`ExecFailure` with the errno an exec would report: the last
+    EACCES/EPERM/EISDIR/ENOTDIR met, else ENOENT; any other error stops the search.
+    """
+    remembered = 0
+    for candidate in _candidates(name, path):
+        try:
+            st = os.stat(candidate)
+        except OSError as e:
+            go_on, remembered = _search_step(e.errno or errno.EINVAL, remembered)
+            if not go_on:
+                raise ExecFailure(name, remembered) from None
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+            return candidate
+        remembered = errno.EACCES  # what execve says of a directory or a file without x
+    raise ExecFailure(name, remembered or errno.ENOENT)
 
 
 def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
@@ -199,21 +229,8 @@ class Spawner:
         self.path_env = path_env
 
     def _resolve(self, env: Mapping[str, str]) -> str:
-        remembered = 0
         search = env if self.path_env is None else self.path_env
-        for candidate in _candidates(self.name, search.get("PATH")):
-            try:
-                st = os.stat(candidate)
-            except OSError as e:
-                go_on, remembered = _search_step(e.errno or errno.EINVAL, remembered)
-                if not go_on:
-                    raise ExecFailure(self.name, remembered) from None
-                continue
-            if not os.access(candidate, os.X_OK) or (st.st_mode & 0o170000) == 0o040000:
-                remembered = errno.EISDIR if (st.st_mode & 0o170000) == 0o040000 else errno.EACCES
-                continue
-            return candidate
-        raise ExecFailure(self.name, remembered or errno.ENOENT)
+        return find_program(self.name, search.get("PATH"))
 
     def spawn(self, fd: int, env: Dict[str, str]) -> int:
         """Start the program with *fd* as its stdin and stdout; return its pid.

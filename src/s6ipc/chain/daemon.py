@@ -24,7 +24,7 @@ from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
 from ..daemon.liveview import StatusLine, StatusSocket, every
-from ..daemon.readiness import Notifier, Readiness
+from ..daemon.readiness import NOTIFY_VARIABLES, Notifier, Readiness
 from ..daemon.upgrade import (
     block_signals,
     keep_across_exec,
@@ -37,8 +37,7 @@ from ..daemon.upgrade import preflight as check_installed
 from ..serve.life import ServerLife
 from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..serve.peers import PeerIdentity
-from ..sockets.listenfds import socket_address
-from ..sockets.unix import local_path
+from ..sockets.unix import local_path, socket_address
 
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
@@ -114,7 +113,7 @@ def _local_name() -> str:
 
 
 #: Where the readiness sinks ride across an in-place upgrade (the environment of the first image).
-_READINESS_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+_READINESS_VARIABLES = NOTIFY_VARIABLES
 
 
 def _readiness_state(readiness: Readiness) -> Dict[str, str]:
@@ -244,7 +243,7 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     if args is not None:
         server.on_exit = [upgrader.unless_upgrading(hook) for hook in server.on_exit]
         server.on_signal(signal.SIGUSR2, upgrader.requested)
-    server.start()
+    server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     status_fd = state.get("status_fd") if state else None
     upgrader.status = _live_view(reporter, life, status_fd if isinstance(status_fd, int) else None)
     if upgrader.status is not None:

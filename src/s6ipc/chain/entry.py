@@ -28,20 +28,17 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from ..base.execution import DEFAULT_PATH, entry_script, installed_prefix
+from ..base.errors import ExecFailure
+from ..base.execution import entry_script, find_program, installed_prefix
 from .registry import program_name
 
 
 def _resolve(word: str) -> Optional[str]:
-    """The file an exec of *word* would run (s6's PATH search: first executable regular file)."""
-    if "/" in word:
-        candidates = [word]
-    else:
-        candidates = [f"{d}/{word}" for d in os.environ.get("PATH", DEFAULT_PATH).split(":") if d]
-    for candidate in candidates:
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """The file an exec of *word* would run (s6's PATH search), or None."""
+    try:
+        return find_program(word, os.environ.get("PATH"))
+    except ExecFailure:
+        return None
 
 
 def own_program(argv: Sequence[str]) -> Optional[Tuple[str, List[str]]]:

@@ -52,8 +52,10 @@ from ..base.log import Log
 from ..base.options import UINT64_MAX, UsageError, parse_uint
 from ..base.unixmessage import UCRED, close_fds, recv_datagram
 
-#: Variables the service manager meant for the daemon only.
-NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: The watchdog's variables (sd_watchdog_enabled(3)).
+WATCHDOG_VARIABLES = ("WATCHDOG_USEC", "WATCHDOG_PID")
+#: Variables the service manager meant for the daemon only: the notification socket and the watchdog.
+NOTIFY_VARIABLES = ("NOTIFY_SOCKET",) + WATCHDOG_VARIABLES
 _SUN_PATH = 108
 
 
@@ -168,16 +170,18 @@ class Notifier:
         return self.send("FDSTOREREMOVE=1", f"FDNAME={name}")
 
 
+def _check_fdname(name: str) -> None:
+    """The one fd-name rule (:func:`s6ipc.sockets.listenfds.check_fdname`), imported when a name is
+    first checked: a daemon that never uses the fd store does not load the LISTEN_* module."""
+    from ..sockets.listenfds import check_fdname
+
+    check_fdname(name)
+
+
 def _status(text: Optional[str]) -> Sequence[str]:
     if text is None:
         return ()
     return (f"STATUS={text.splitlines()[0] if text else ''}",)
-
-
-def _check_fdname(name: str) -> None:
-    """sd_notify(3): 1–255 printable ASCII characters, no ``:``."""
-    if not 0 < len(name) <= 255 or not all(" " < c <= "~" and c != ":" for c in name):
-        raise BadInput(f"invalid fd store name: {name!r} (1-255 printable ASCII characters, no ':')")
 
 
 #: The longest watchdog interval honoured (the pings then come every ~24.8 days, a poll's limit):
@@ -256,7 +260,7 @@ class Readiness:
         """Sinks from the environment (``$NOTIFY_SOCKET``, ``$WATCHDOG_USEC``) plus *notification_fd*."""
         interval = watchdog_interval()
         if unset:
-            for name in NOTIFY_VARIABLES[1:]:
+            for name in WATCHDOG_VARIABLES:
                 os.environ.pop(name, None)
         return cls(Notifier.from_environment(unset=unset, backend=backend), notification_fd, interval)
 

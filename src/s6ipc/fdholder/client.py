@@ -42,7 +42,7 @@ from ..base.durations import poll_ms
 from ..base.errors import Refused, SystemFailure
 from ..base.options import INT_MAX
 from ..base.unixmessage import Message, ProtocolError
-from ..sockets.unix import _sockaddr
+from ..sockets.unix import unix_address
 from . import protocol, tai
 from .protocol import DumpEntry
 
@@ -78,7 +78,7 @@ def connect(path: Union[str, bytes], deadline: Optional[float] = None,
     ("connect to a fd-holder daemon at PATH" unless *operation* says otherwise)."""
     what = operation or f"connect to a fd-holder daemon at {os.fsdecode(path)}"
     try:
-        address = _sockaddr(path)
+        address = unix_address(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     except OSError as e:
         raise SystemFailure(what, e.errno or errno.EINVAL) from None

@@ -13,6 +13,7 @@ from typing import List, NoReturn, Optional
 from ..base.errors import BadInput
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
+from ..chain.options import naming_style
 from ..chain.run import PrivilegeOptions, exec_into, stage
 
 USAGE = (
@@ -78,5 +79,4 @@ def build_chain(args: List[str], style: str = "") -> List[str]:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    style = "s6-" if reporter.name.startswith("s6-") else ""
-    exec_into(reporter, build_chain(args, style))
+    exec_into(reporter, build_chain(args, naming_style(reporter)))

@@ -6,11 +6,9 @@ socket that outlives it (see docs/zero-downtime-restarts.md).
 
 from __future__ import annotations
 
-import errno
-import os
 from typing import List, NoReturn
 
-from ..base.errors import SystemFailure
+from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
@@ -32,15 +30,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     holder = FdHolderClient(rest[0], timeout / 1000 if timeout else None)
     fd = holder.retrieve(rest[1], delete)
     holder.close()
-    if fd == 0:
-        try:
-            os.set_inheritable(0, True)
-        except OSError as e:
-            raise SystemFailure("uncoe stdin", e.errno or errno.EBADF) from None
-    else:
-        try:
-            os.dup2(fd, 0, inheritable=True)
-            os.close(fd)
-        except OSError as e:
-            raise SystemFailure("move fd", e.errno or errno.EBADF) from None
+    move_fd(fd, 0)  # s6's "unable to move fd" / "unable to uncoe stdin"
     exec_into(reporter, rest[2:])

@@ -14,52 +14,17 @@ usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.sock
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
+from typing import List, NoReturn
 
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
-from ..chain.run import PrivilegeOptions, exec_into, stage
+from ..chain.options import ServerOptions, naming_style, take_common
+from ..chain.run import exec_into, stage
 
 USAGE = (
     "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
     "[ -b backlog ] [ -a socketperms ] [ -G gid,gid,... ] [ -g gid ] [ -u uid ] [ -U ] path prog..."
 )
-
-
-class ServerOptions:
-    """The options of s6-ipcserver after parsing (None: not given)."""
-
-    def __init__(self) -> None:
-        self.verbosity = 1
-        self.reuse = True
-        self.lookup = True
-        self.notify = False
-        self.maxconn: Optional[int] = None
-        self.localmaxconn: Optional[int] = None
-        self.backlog: Optional[int] = None
-        self.perms = 0o777
-        self.systemd = False
-        self.privileges = PrivilegeOptions()
-
-
-def take_common(o: ServerOptions, letter: str, v: str) -> bool:
-    """Record one of the options s6-ipcserver and s6-tcpserver share (``-q -Q -v -d -D -1 -c -C``
-    and the privilege drop) in *o*; False for any other letter. Raises :class:`UsageError`."""
-    if letter in "qQv":
-        o.verbosity = {"q": 0, "Q": 1, "v": 2}[letter]
-    elif letter in "dD":
-        o.reuse = letter == "d"
-    elif letter == "1":
-        o.notify = True
-    elif letter == "c":
-        o.maxconn = parse_uint(v) or 1
-    elif letter == "C":
-        o.localmaxconn = parse_uint(v) or 1
-    elif letter in PrivilegeOptions.LETTERS:
-        o.privileges.take(letter, v)
-    else:
-        return False
-    return True
 
 
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
@@ -106,14 +71,9 @@ def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -
         argv.append("-1")
     if not o.lookup:
         argv.append("-P")
-    if o.maxconn is not None:
-        argv += ["-c", str(o.maxconn)]
-    if o.localmaxconn is not None:
-        argv += ["-C", str(o.localmaxconn)]
-    return argv + ["--"] + prog
+    return argv + o.limits() + ["--"] + prog
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o, rest = parse(args)
-    style = "s6-" if reporter.name.startswith("s6-") else ""
-    exec_into(reporter, build_chain(o, rest[0], rest[1:], style))
+    exec_into(reporter, build_chain(o, rest[0], rest[1:], naming_style(reporter)))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import List, NoReturn
 
+from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_octal, parse_uint
 from ..chain.run import exec_into
@@ -36,9 +36,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     fd = bind_unix_socket(
         rest[0], perms=perms, reuse=reuse, backlog=backlog, datagram=datagram, blocking=blocking
     )
-    if fd != 0:
-        os.dup2(fd, 0, inheritable=True)
-        os.close(fd)
-    else:
-        os.set_inheritable(0, True)
+    move_fd(fd, 0)
     exec_into(reporter, rest[1:])

@@ -51,7 +51,7 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
     state = take_previous_state(config)
-    take_daemon_socket(reporter.warn)
+    take_daemon_socket(reporter.warn)  # fd 0 checked here, once: run_daemon starts with checked=True
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     run_daemon(reporter, config, child_name + " (child)", None, access_fast_path(config),
                program="ipcserverd", args=args, state=state)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional
 
+from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt
 from ..chain.run import exec_into
 from ..serve.ucspi import IPC_VARIABLES, connection_variables, take_connection
-from ..sockets.listenfds import move_fd
 
 USAGE = "[ -c countdir ] prog..."
 

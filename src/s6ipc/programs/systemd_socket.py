@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 from typing import List, NoReturn, Optional
 
+from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_octal, parse_uint
 from ..chain.run import exec_into
 from ..daemon.readiness import Notifier, spawn_detached
-from ..serve.intake import systemd_socket_or_bind
-from ..sockets.listenfds import adopt_systemd_socket, move_fd
+from ..serve.intake import systemd_socket_or_bind, take_systemd_socket
 from ..sockets.unix import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
 
 USAGE = (
@@ -89,7 +89,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if (fallback and path is None) or (store and (not fallback or not name)):
         raise UsageError("-f needs -l path; -s needs -f and -n fdname")
     if not fallback:
-        adopt_systemd_socket(name=name, path=path, target=0, families=ANY_FAMILIES)
+        take_systemd_socket(name=name, path=path, families=ANY_FAMILIES)
     else:
         assert path is not None
 

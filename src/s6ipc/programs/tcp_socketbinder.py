@@ -11,11 +11,11 @@ from __future__ import annotations
 import socket
 from typing import List, NoReturn, Optional
 
+from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..sockets.inet import parse_ip, parse_port
-from ..sockets.listenfds import move_fd
 from ..sockets.tcp import bind_tcp_socket
 
 _OPTIONS = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ]"

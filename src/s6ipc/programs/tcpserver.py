@@ -22,9 +22,9 @@ from typing import List, NoReturn
 
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_uint
+from ..chain.options import ServerOptions, naming_style, take_common
 from ..chain.run import exec_into, stage
 from ..sockets.inet import ip46_scan
-from .ipcserver import ServerOptions, take_common
 
 USAGE_TCPSERVER = (
     "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "
@@ -97,16 +97,7 @@ def build_chain(o: TcpServerOptions, ip: str, port: str, prog: List[str], style:
         argv += ["-v", str(o.verbosity)]
     if o.notify:
         argv.append("-1")
-    if o.maxconn is not None:
-        argv += ["-c", str(o.maxconn)]
-    if o.localmaxconn is not None:
-        argv += ["-C", str(o.localmaxconn)]
-    return argv + ["--"] + prog
-
-
-def naming_style(reporter: Reporter) -> str:
-    """``s6-`` when invoked under an s6 name (the stages then report as s6's do), else ``""``."""
-    return "s6-" if reporter.name.startswith("s6-") else ""
+    return argv + o.limits() + ["--"] + prog
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

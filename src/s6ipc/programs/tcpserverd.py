@@ -19,7 +19,7 @@ from ..chain.daemon import parse, run_daemon
 from ..chain.run import tcp_access_fast_path
 from ..serve.intake import take_daemon_socket
 from ..serve.tcppeer import TcpPeers
-from ..sockets.unix import IP_FAMILIES, check_listening_stream, socket_kind
+from ..sockets.unix import IP_FAMILIES
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -35,11 +35,9 @@ def family_of_name(name: str) -> Optional[int]:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args, credentials=False)
-    family = family_of_name(reporter.name)
-    take_daemon_socket(reporter.warn, IP_FAMILIES if family is None else (family,))
-    if family is None:  # the unified name: the socket's family, once it is known to be one
-        check_listening_stream(0, IP_FAMILIES)
-        family = socket_kind(0)[0]
+    wanted = family_of_name(reporter.name)
+    # fd 0 checked here, once (the unified name learns the socket's family from it)
+    family = take_daemon_socket(reporter.warn, IP_FAMILIES if wanted is None else (wanted,))
     policy = tcp_access_fast_path(config.argv, config.verbosity)
     run_daemon(reporter, config, reporter.name + " (child)", TcpPeers(family), policy,
                program=reporter.name.removeprefix("s6-"))

@@ -54,7 +54,8 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
-from ..daemon.readiness import claim_notification_fd, write_newline
+from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
+from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
@@ -63,8 +64,7 @@ ABSOLUTE_MAXCONN = 1000
 _BURST = 64
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
-PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
-                     "WATCHDOG_PID", "WATCHDOG_USEC")
+PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
@@ -216,10 +216,16 @@ class Server:
         self._running = False
 
     # -- start-up ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline."""
-        check_listening_stream(self.listen_fd, (self.identity.family,))
-        os.set_inheritable(self.listen_fd, False)
+    def start(self, *, checked: bool = False) -> None:
+        """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline.
+
+        *checked*: the daemon's intake (:func:`s6ipc.intake.take_daemon_socket`) has already
+        checked :attr:`listen_fd` (a listening stream socket of the identity's family) and made it
+        close-on-exec, so neither is done again.
+        """
+        if not checked:
+            check_listening_stream(self.listen_fd, (self.identity.family,))
+            os.set_inheritable(self.listen_fd, False)
         claim_notification_fd(self.config.notify)
         if not self.config.notify:
             _reserve_fd1()

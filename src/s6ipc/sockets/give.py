@@ -16,8 +16,8 @@ Some facts about the protocol, seen from the side that passes the fds (systemd 2
   a pidfd of the intended process (pidfs, Linux ≥ 6.9): the same for the whole life of the
   process, exec included. A stale value (another process's) makes libsystemd ignore the fds, so it
   is either set to this process's id or removed — never passed on unchanged.
-* **Names** (``LISTEN_FDNAMES``, systemd's ``fdname_is_valid``): printable ASCII without space,
-  without ``:`` (the separator), at most 255 characters; the empty name is allowed. Unnamed fds are
+* **Names** (``LISTEN_FDNAMES``): the one rule is :func:`s6ipc.sockets.listenfds.fdname_problem`
+  (systemd's ``fdname_is_valid``, without space and without the empty name). Unnamed fds are
   ``unknown``, as ``sd_listen_fds_with_names`` reports them.
 * **Building a list in a chain.** Each stage appends to the list the previous stage left in the
   environment (``LISTEN_PID`` this process, ``LISTEN_FDS`` its count), so several sockets — each
@@ -36,39 +36,24 @@ import errno
 import fcntl
 import os
 import resource
-import shutil
 import socket
 import stat
 from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
 
 from ..base.descriptors import open_fds
 from ..base.errors import BadInput, ExecFailure, SystemFailure
-from ..base.execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
+from ..base.execution import PYTHON_IGNORED_SIGNALS, find_program
 from ..base.options import INT_MAX
-from .listenfds import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_count, parse_pid, pidfd_inode
-
-FDNAME_MAX = 255
-UNNAMED = "unknown"
-
-
-def check_fdname(name: str) -> None:
-    """Raise :class:`BadInput` (exit 100) unless *name* is valid in ``LISTEN_FDNAMES``."""
-    if ":" in name:
-        raise BadInput(f"invalid fd name {name!r}: it contains ':' (the LISTEN_FDNAMES separator)")
-    if len(name.encode("utf-8", "surrogateescape")) > FDNAME_MAX:
-        raise BadInput(f"invalid fd name: longer than {FDNAME_MAX} bytes ({len(name)} characters)")
-    bad = [c for c in name if not 32 < ord(c) < 127]
-    if bad:
-        raise BadInput(f"invalid fd name {name!r}: {bad[0]!r} is not printable ASCII without space")
-
-
-def pidfd_id(pid: int) -> Optional[int]:
-    """The ``LISTEN_PIDFDID`` of process *pid* (its pidfd's inode), or None where pidfs gives none."""
-    own = pidfd_inode(pid)
-    parent = pidfd_inode(os.getppid()) if os.getppid() > 0 else None
-    if own is None or parent is None or own == parent:  # no pidfs: every pidfd has one inode
-        return None
-    return own
+from .listenfds import (
+    LISTEN_FDS_START,
+    LISTEN_VARIABLES,
+    UNNAMED,
+    PassedFd,
+    check_fdname,
+    explain,
+    pidfd_id,
+    read_listen_variables,
+)
 
 
 def set_listen_pid(environ: MutableMapping[str, str] = os.environ, pid: Optional[int] = None) -> None:
@@ -98,8 +83,10 @@ def _fd_open(fd: int) -> bool:
 def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
     """The ``LISTEN_FDS`` list an earlier stage of this process left in *environ* (fds not touched).
 
-    [] when ``LISTEN_FDS`` is not set. Raises :class:`BadInput` (exit 100) for a list meant for
-    another process or garbage values, :class:`SystemFailure` for a listed fd that is not open.
+    Read by the one reader of the protocol (:func:`s6ipc.sockets.listenfds.read_listen_variables`),
+    so a list is malformed here exactly when a receiver would refuse it. [] when ``LISTEN_FDS`` is
+    not set. Raises :class:`BadInput` (exit 100) for a list meant for another process or garbage
+    values, :class:`SystemFailure` for a listed fd that is not open.
     """
     count_text = environ.get("LISTEN_FDS")
     if count_text is None:
@@ -108,26 +95,22 @@ def pending_list(environ: Mapping[str, str] = os.environ) -> List[PassedFd]:
     if pid_text is None:
         raise BadInput(f"LISTEN_FDS={count_text} is set without LISTEN_PID")
     try:
-        pid = parse_pid(pid_text)
-    except OSError:
-        raise BadInput(f"invalid LISTEN_PID: {pid_text!r}") from None
-    if pid != os.getpid():
+        passed = read_listen_variables(environ, visit=_check_listed)
+    except OSError as e:
+        raise explain(e, environ) from None
+    if passed is None:
         raise BadInput(f"the LISTEN_FDS list is for another process (LISTEN_PID={pid_text}, this is "
                        f"{os.getpid()}): after a wrapper that forks, run listen-pid right before the "
                        "daemon")
-    try:
-        n = parse_count(count_text)
-    except OSError:
-        raise BadInput(f"invalid LISTEN_FDS: {count_text!r}") from None
-    names_text = environ.get("LISTEN_FDNAMES")
-    names = names_text.split(":") if names_text is not None else [UNNAMED] * n
-    if len(names) != n:
-        raise BadInput(f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={count_text} fds")
-    _check_limit(LISTEN_FDS_START + n - 1)
-    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
-        if not _fd_open(fd):
-            raise SystemFailure(f"use fd {fd} listed in LISTEN_FDS={count_text}", errno.EBADF)
-    return [PassedFd(LISTEN_FDS_START + i, name) for i, name in enumerate(names)]
+    return passed
+
+
+def _check_listed(fds: range) -> None:
+    """The listed fds must fit under the descriptor limit and be open (EBADF otherwise)."""
+    if fds:
+        _check_limit(fds[-1])
+    for fd in fds:
+        os.fstat(fd)
 
 
 def _check_source(fd: int) -> None:
@@ -294,10 +277,7 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     source = dict(os.environ if env is None else env)
     program = argv[0]
     if "/" not in program:
-        found = shutil.which(program, path=source.get("PATH", DEFAULT_PATH))
-        if found is None:
-            raise ExecFailure(program, errno.ENOENT)
-        program = found
+        program = find_program(program, source.get("PATH"))
     child_env = {k: v for k, v in source.items() if k not in LISTEN_VARIABLES}
     targets = list(range(LISTEN_FDS_START, LISTEN_FDS_START + len(fds)))
     child_env["LISTEN_FDS"] = str(len(fds))

@@ -38,13 +38,13 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..base import systemd_backend
+from ..base.descriptors import move_fd
 from ..base.errors import BadInput, S6ipcError, SystemFailure
 from ..base.options import scan_magnitude
-from . import inet
-from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem
+from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem, socket_address
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
@@ -57,6 +57,11 @@ _PID_MAX = 2**31 - 1
 _SD_WHITESPACE = " \t\n\r"
 _C_SPACE = " \t\n\r\v\f"
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+FDNAME_MAX = 255
+#: What ``sd_listen_fds_with_names`` calls an fd that has no name.
+UNNAMED = "unknown"
 
 
 class PassedFd(NamedTuple):
@@ -123,28 +128,54 @@ def parse_count(text: str) -> int:
     return n
 
 
-def _stdlib_listen_fds_with_names(environ: Dict[str, Optional[str]]) -> List[Tuple[int, str]]:
-    """``sd_listen_fds_with_names(0)`` in Python: same results, same errnos (OSError)."""
+def _visit_nothing(fds: range) -> None:
+    pass
+
+
+def read_listen_variables(environ: Mapping[str, Optional[str]], *,
+                          visit: Callable[[range], None] = _visit_nothing) -> Optional[List[PassedFd]]:
+    """The one reader of ``LISTEN_PID``/``LISTEN_FDS``/``LISTEN_FDNAMES``, in libsystemd's order.
+
+    None when ``LISTEN_PID`` or ``LISTEN_FDS`` is unset, or when ``LISTEN_PID`` (valid) names
+    another process — the count and names are then not read, as ``sd_listen_fds`` does not read
+    them. Else the fds 3, 4, … with their names (``unknown`` without ``LISTEN_FDNAMES``).
+    *visit* gets the listed fds after the count is read and before the names are (where
+    ``sd_listen_fds`` sets close-on-exec on them). Raises OSError with libsystemd's errno:
+    EINVAL/ERANGE for an invalid ``LISTEN_PID``, EINVAL for an invalid ``LISTEN_FDS`` or a name
+    count that differs (:func:`explain` turns each into its one message); whatever *visit* raises.
+    The receiving side (:func:`listen_fds`) and the giving side (:func:`s6ipc.sockets.give.pending_list`)
+    both read the variables through this function.
+    """
     pid_text = environ.get("LISTEN_PID")
     if pid_text is None or parse_pid(pid_text) != os.getpid():
-        return []
+        return None
     count_text = environ.get("LISTEN_FDS")
     if count_text is None:
-        return []
+        return None
     n = parse_count(count_text)
-    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
+    fds = range(LISTEN_FDS_START, LISTEN_FDS_START + n)
+    visit(fds)
+    names_text = environ.get("LISTEN_FDNAMES")
+    names = names_text.split(":") if names_text is not None else [UNNAMED] * n
+    if len(names) != n:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    return [PassedFd(fd, name) for fd, name in zip(fds, names)]
+
+
+def _set_close_on_exec(fds: range) -> None:
+    for fd in fds:
         flags = fcntl.fcntl(fd, fcntl.F_GETFD)
         if not flags & fcntl.FD_CLOEXEC:
             fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
-    names_text = environ.get("LISTEN_FDNAMES")
-    names = names_text.split(":") if names_text is not None else ["unknown"] * n
-    if len(names) != n:
-        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-    return list(zip(range(LISTEN_FDS_START, LISTEN_FDS_START + n), names))
+
+
+def _stdlib_listen_fds_with_names(environ: Mapping[str, Optional[str]]) -> List[Tuple[int, str]]:
+    """``sd_listen_fds_with_names(0)`` in Python: same results, same errnos (OSError)."""
+    return [tuple(p) for p in read_listen_variables(environ, visit=_set_close_on_exec) or []]  # type: ignore[misc]
 
 
 def pidfd_inode(pid: int) -> Optional[int]:
-    """The pidfs inode of *pid* (``LISTEN_PIDFDID``), or None where the kernel has no pidfs."""
+    """The inode of a pidfd of *pid*, or None where ``pidfd_open`` fails."""
     try:
         fd = os.pidfd_open(pid)
     except (OSError, AttributeError):
@@ -155,13 +186,23 @@ def pidfd_inode(pid: int) -> Optional[int]:
         os.close(fd)
 
 
+def pidfd_id(pid: int) -> Optional[int]:
+    """The ``LISTEN_PIDFDID`` of process *pid* (its pidfd's inode), or None where the kernel gives
+    pidfds no identity (no pidfs: every pidfd has the same inode, so this process's and its
+    parent's compare equal). The one pidfs check, for the taking side and the giving side."""
+    own = pidfd_inode(pid)
+    parent = pidfd_inode(os.getppid()) if os.getppid() > 0 else None
+    if own is None or parent is None or own == parent:
+        return None
+    return own
+
+
 def _pidfdid_matches(text: Optional[str]) -> bool:
-    """False only when ``LISTEN_PIDFDID`` is set, pidfs inodes exist here, and it is not ours."""
+    """False only when ``LISTEN_PIDFDID`` is set, pidfs identities exist here, and it is not ours."""
     if text is None:
         return True
-    own = pidfd_inode(os.getpid())
-    other = pidfd_inode(os.getppid()) if os.getppid() > 0 else None
-    if own is None or other is None or own == other:  # no pidfs: inodes carry no identity
+    own = pidfd_id(os.getpid())
+    if own is None:
         return True
     try:
         return _c_number(text, unsigned=True) == own
@@ -169,20 +210,48 @@ def _pidfdid_matches(text: Optional[str]) -> bool:
         return False
 
 
+# -- the fd-name rule -------------------------------------------------------------------------
+def fdname_problem(name: str) -> Optional[str]:
+    """Why *name* cannot be an fd name (``LISTEN_FDNAMES``, ``FDNAME=``), or None when it can.
+
+    systemd's ``fdname_is_valid`` allows ASCII without control characters and without ``:``, at
+    most 255 characters, and the empty name. We are stricter in two ways, decided here once for
+    ``listen-fds -n``, :func:`s6ipc.sockets.give.spawn_with_sockets` and the fd store
+    (:meth:`s6ipc.readiness.Notifier.store_fds`): no space (a name is one word in our messages and
+    in unit files), and not empty — ``FileDescriptorName=`` cannot set one (empty there means "the
+    unit's name"), ``FDNAME=`` with an empty value is how a client forgets to name, and an empty
+    field in ``LISTEN_FDNAMES`` cannot be chosen by name by any of our stages.
+    """
+    if not name:
+        return "invalid fd name: it is empty"
+    if ":" in name:
+        return f"invalid fd name {name!r}: it contains ':' (the LISTEN_FDNAMES separator)"
+    if len(name.encode("utf-8", "surrogateescape")) > FDNAME_MAX:
+        return f"invalid fd name: longer than {FDNAME_MAX} bytes ({len(name)} characters)"
+    bad = [c for c in name if not 32 < ord(c) < 127]
+    if bad:
+        return f"invalid fd name {name!r}: {bad[0]!r} is not printable ASCII without space"
+    return None
+
+
+def check_fdname(name: str) -> None:
+    """Raise :class:`BadInput` (exit 100) unless *name* is a valid fd name (:func:`fdname_problem`)."""
+    problem = fdname_problem(name)
+    if problem is not None:
+        raise BadInput(problem)
+
+
 # -- taking the passed fds (both paths) -----------------------------------------------------
 def _snapshot() -> Dict[str, Optional[str]]:
     return {name: os.environ.get(name) for name in LISTEN_VARIABLES}
 
 
-def _why_none(env: Dict[str, Optional[str]]) -> str:
-    if env["LISTEN_FDS"] is None or env["LISTEN_PID"] is None:
-        missing = "LISTEN_FDS" if env["LISTEN_FDS"] is None else "LISTEN_PID"
+def _why_none(env: Mapping[str, Optional[str]], pidfdid_matches: bool = True) -> str:
+    """Why an offer read without error holds nothing for this process (no parsing here)."""
+    if env.get("LISTEN_FDS") is None or env.get("LISTEN_PID") is None:
+        missing = "LISTEN_FDS" if env.get("LISTEN_FDS") is None else "LISTEN_PID"
         return f"no socket passed by systemd ({missing} is not set)"
-    try:
-        parse_pid(env["LISTEN_PID"])
-    except OSError:
-        return f"invalid LISTEN_PID: {env['LISTEN_PID']!r}"
-    if not _pidfdid_matches(env["LISTEN_PIDFDID"]):
+    if not pidfdid_matches:
         return "the sockets passed by systemd are for another process (LISTEN_PIDFDID does not match)"
     return (
         f"the sockets passed by systemd are for another process (LISTEN_PID={env['LISTEN_PID']}, "
@@ -190,49 +259,72 @@ def _why_none(env: Dict[str, Optional[str]]) -> str:
     )
 
 
-def _explain(error: OSError, env: Dict[str, Optional[str]]) -> S6ipcError:
+def _invalid_variable(error: OSError, environ: Mapping[str, Optional[str]]) -> Optional[str]:
+    """Which variable *error* (EINVAL/ERANGE from reading *environ*) is about; None for another errno."""
+    if (error.errno or errno.EINVAL) not in (errno.EINVAL, errno.ERANGE):
+        return None
+    for variable, parse in (("LISTEN_PID", parse_pid), ("LISTEN_FDS", parse_count)):
+        try:
+            parse(environ.get(variable) or "")
+        except OSError:
+            return variable
+    return "LISTEN_FDNAMES"
+
+
+def explain(error: OSError, environ: Mapping[str, Optional[str]]) -> S6ipcError:
+    """The one message for *error*, raised while reading *environ*'s ``LISTEN_*`` (by
+    :func:`read_listen_variables` or libsystemd): :class:`BadInput` (exit 100) naming the invalid
+    variable for EINVAL/ERANGE, :class:`SystemFailure` naming the first listed fd that is not
+    open otherwise."""
     code = error.errno or errno.EINVAL
-    if code in (errno.EINVAL, errno.ERANGE):
-        for variable, parse in (("LISTEN_PID", parse_pid), ("LISTEN_FDS", parse_count)):
-            try:
-                parse(env[variable] or "")
-            except OSError:
-                return BadInput(f"invalid {variable}: {env[variable]!r}")
-        names = (env["LISTEN_FDNAMES"] or "").split(":")
-        return BadInput(
-            f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={env['LISTEN_FDS']} fds"
-        )
+    count_text = environ.get("LISTEN_FDS")
+    variable = _invalid_variable(error, environ)
+    if variable == "LISTEN_FDNAMES":
+        names = (environ.get("LISTEN_FDNAMES") or "").split(":")
+        return BadInput(f"LISTEN_FDNAMES gives {len(names)} names for LISTEN_FDS={count_text} fds")
+    if variable is not None:
+        return BadInput(f"invalid {variable}: {environ.get(variable)!r}")
     try:
-        n = parse_count(env["LISTEN_FDS"] or "")
+        n = parse_count(count_text or "")
     except OSError:
         n = 0
     for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + n):
         try:
             fcntl.fcntl(fd, fcntl.F_GETFD)
         except OSError:
-            return SystemFailure(f"use fd {fd} listed in LISTEN_FDS={env['LISTEN_FDS']}", code)
+            return SystemFailure(f"use fd {fd} listed in LISTEN_FDS={count_text}", code)
     return SystemFailure("take the fds listed in LISTEN_FDS", code)
 
 
-def take_systemd_fds(unset: bool = True, backend: Optional[str] = None) -> Tuple[List[PassedFd], str]:
-    """Like :func:`listen_fds`, plus the reason there are none ("" when there are some)."""
+def take_systemd_fds(unset: bool = True, backend: Optional[str] = None, *,
+                     lenient_pid: bool = False) -> Tuple[List[PassedFd], str]:
+    """Like :func:`listen_fds`, plus the reason there are none ("" when there are some).
+
+    With *lenient_pid*, an invalid ``LISTEN_PID`` is "nothing for us" (the reason says so) instead
+    of an error: the intake's rule, where another source may still have a socket.
+    """
     env = _snapshot()
     path = systemd_backend.choose(backend) if env["LISTEN_PID"] is not None else systemd_backend.STDLIB
+    matches = True
     try:
-        if not _pidfdid_matches(env["LISTEN_PIDFDID"]):
+        matches = _pidfdid_matches(env["LISTEN_PIDFDID"])
+        if not matches:
             raw: List[Tuple[int, str]] = []
         elif path == systemd_backend.LIBSYSTEMD:
             raw = systemd_backend.listen_fds_with_names()
         else:
             raw = _stdlib_listen_fds_with_names(env)
     except OSError as e:
-        raise _explain(e, env) from None
+        error = explain(e, env)
+        if lenient_pid and _invalid_variable(e, env) == "LISTEN_PID":
+            return [], str(error)
+        raise error from None
     finally:
         if unset:
             for name in LISTEN_VARIABLES:
                 os.environ.pop(name, None)
     passed = [PassedFd(fd, name) for fd, name in raw]
-    return passed, ("" if passed else _why_none(env))
+    return passed, ("" if passed else _why_none(env, matches))
 
 
 def listen_fds(*, unset: bool = True, backend: Optional[str] = None) -> List[PassedFd]:
@@ -247,31 +339,7 @@ def listen_fds(*, unset: bool = True, backend: Optional[str] = None) -> List[Pas
     return take_systemd_fds(unset, backend)[0]
 
 
-# -- what an fd is ------------------------------------------------------------------------------
-def socket_address(fd: int) -> Optional[str]:
-    """The local address of socket *fd*: a Unix socket's path (``@name`` when abstract), an IP
-    socket's ``IP:PORT`` or ``[IP6]:PORT`` (systemd's ``ListenStream=`` spelling), None otherwise."""
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return None
-    try:
-        family = sock.family
-        address = sock.getsockname()
-    except OSError:
-        return None
-    finally:
-        sock.close()
-    if family in IP_FAMILIES:
-        host = inet.ip_fmt(inet.from_sockaddr(address, family)[0])
-        return f"[{host}]:{address[1]}" if family == socket.AF_INET6 else f"{host}:{address[1]}"
-    if family != socket.AF_UNIX:
-        return None
-    if isinstance(address, bytes):
-        return "@" + os.fsdecode(address[1:]) if address[:1] == b"\0" else os.fsdecode(address)
-    return str(address)
-
-
+# -- choosing among them ---------------------------------------------------------------------
 def matching(passed: Sequence[PassedFd], *, name: Optional[str] = None,
              path: Optional[str] = None) -> List[PassedFd]:
     """The fds of *passed* named *name* (if given) and bound to *path* (if given)."""
@@ -336,16 +404,7 @@ def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,
                    "choose one by name or path")
 
 
-# -- moving a socket into place -----------------------------------------------------------------
-def move_fd(fd: int, target: int) -> None:
-    """Put *fd* on *target*, inheritable (as a chain stage hands it on), and close *fd*."""
-    if fd == target:
-        os.set_inheritable(target, True)
-        return
-    os.dup2(fd, target, inheritable=True)
-    os.close(fd)
-
-
+# -- taking one -----------------------------------------------------------------------------
 def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = None, target: int = 0,
                          backend: Optional[str] = None, close_others: bool = True,
                          families: Tuple[int, ...] = UNIX_FAMILIES) -> PassedFd:
@@ -366,22 +425,6 @@ def adopt_systemd_socket(*, name: Optional[str] = None, path: Optional[str] = No
     return chosen
 
 
-def systemd_socket_pending() -> bool:
-    """True when ``LISTEN_PID`` names this process and ``LISTEN_FDS`` is set (nothing consumed)."""
-    pid, count = os.environ.get("LISTEN_PID"), os.environ.get("LISTEN_FDS")
-    if pid is None or count is None:
-        return False
-    try:
-        return parse_pid(pid) == os.getpid()
-    except OSError:
-        return False
-
-
-def why_no_systemd_socket() -> str:
-    """Why ``LISTEN_*`` in ``os.environ`` offers nothing to this process (for messages)."""
-    return _why_none(_snapshot())
-
-
 def forget_systemd_sockets() -> None:
     """Drop systemd's offer: ``LISTEN_*`` leave ``os.environ``; the listed fds become close-on-exec.
 
@@ -391,12 +434,13 @@ def forget_systemd_sockets() -> None:
     for name in LISTEN_VARIABLES:
         os.environ.pop(name, None)
     try:
-        if env["LISTEN_PID"] is None or parse_pid(env["LISTEN_PID"]) != os.getpid():
-            return
-        n = parse_count(env["LISTEN_FDS"] or "")
+        read_listen_variables(env, visit=_close_on_exec_quietly)
     except OSError:
-        return
-    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + min(n, 1024)):
+        pass
+
+
+def _close_on_exec_quietly(fds: range) -> None:
+    for fd in fds[:1024]:
         try:
             os.set_inheritable(fd, False)
         except OSError:

@@ -28,6 +28,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
+from .inet import from_sockaddr, ip_fmt
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
@@ -36,7 +37,9 @@ SOMAXCONN = socket.SOMAXCONN
 PathLike = Union[str, bytes]
 
 
-def _sockaddr(path: PathLike) -> bytes:
+def unix_address(path: PathLike) -> bytes:
+    """*path* as skalibs binds and connects it: at most 107 bytes (EPROTO beyond), the empty path
+    being the abstract name of 108 NUL bytes. Raises OSError."""
     raw = os.fsencode(path)
     if len(raw) > IPCPATH_MAX:
         raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
@@ -104,7 +107,7 @@ def bind_unix_socket(
                     os.unlink(raw)
                 except OSError:
                     pass
-        sock.bind(_sockaddr(path))
+        sock.bind(unix_address(path))
     except OSError as e:
         if lock_fd >= 0:
             os.close(lock_fd)
@@ -246,6 +249,30 @@ def local_path(fd: int) -> str:
         sock.close()
 
 
+def socket_address(fd: int) -> Optional[str]:
+    """The local address of socket *fd*: a Unix socket's path (``@name`` when abstract), an IP
+    socket's ``IP:PORT`` or ``[IP6]:PORT`` (systemd's ``ListenStream=`` spelling), None otherwise."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        family = sock.family
+        address = sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if family in IP_FAMILIES:
+        host = ip_fmt(from_sockaddr(address, family)[0])
+        return f"[{host}]:{address[1]}" if family == socket.AF_INET6 else f"{host}:{address[1]}"
+    if family != socket.AF_UNIX:
+        return None
+    if isinstance(address, bytes):
+        return "@" + os.fsdecode(address[1:]) if address[:1] == b"\0" else os.fsdecode(address)
+    return str(address)
+
+
 def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket.socket:
     """A blocking stream socket connected to *path*, optionally bound to *bind_path* first.
 
@@ -257,12 +284,12 @@ def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket
         raise SystemFailure("create socket", e.errno or errno.EINVAL) from None
     if bind_path is not None:
         try:
-            sock.bind(_sockaddr(bind_path))
+            sock.bind(unix_address(bind_path))
         except OSError as e:
             sock.close()
             raise SystemFailure(f"bind socket to {_display(bind_path)}", e.errno or errno.EINVAL) from None
     try:
-        sock.connect(_sockaddr(path))
+        sock.connect(unix_address(path))
     except OSError as e:
         sock.close()
         raise SystemFailure(f"connect to {_display(path)}", e.errno or errno.EINVAL) from None
