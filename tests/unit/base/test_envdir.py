@@ -167,7 +167,8 @@ def test_unreadable_file_as_nobody(tmp: str) -> None:
     write(tmp, {"SECRET": b"x\n"})
     os.chmod(os.path.join(tmp, "SECRET"), 0)
     nobody = pwd.getpwnam("nobody").pw_uid
-    code = ("import sys\nfrom s6ipc.base.envdir import read_envdir\nfrom s6ipc.base.errors import SystemFailure\n"
+    code = ("import sys\nfrom s6ipc.base.envdir import read_envdir\n"
+            "from s6ipc.base.errors import SystemFailure\n"
             "try:\n read_envdir(sys.argv[1])\nexcept SystemFailure as e:\n print(e)\n")
     import sys
 
