@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import List, Sequence
 
+__all__ = ["open_fds", "close_on_exec_above", "close_above"]
+
 
 def open_fds() -> List[int]:
     """The descriptor numbers open in this process (a best guess, 0..1023, without /proc)."""

@@ -40,6 +40,8 @@ from ..serve.peers import PeerIdentity
 from ..sockets.listenfds import socket_address
 from ..sockets.unix import local_path
 
+__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "Upgrader", "take_previous_state", "run_daemon"]
+
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).

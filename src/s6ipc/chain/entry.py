@@ -31,6 +31,8 @@ from typing import List, Optional, Sequence, Tuple
 from ..base.execution import DEFAULT_PATH, entry_script, installed_prefix
 from .registry import program_name
 
+__all__ = ["own_program"]
+
 
 def _resolve(word: str) -> Optional[str]:
     """The file an exec of *word* would run (s6's PATH search: first executable regular file)."""

@@ -6,6 +6,8 @@ from typing import List, Optional, Tuple
 
 from ..base.options import UsageError, getopt, parse_uint
 
+__all__ = ["parse_timeout"]
+
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:
     """Parse ``-t MS`` (0: no timeout) and require *operands* arguments after the options.

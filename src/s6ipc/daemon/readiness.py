@@ -52,6 +52,11 @@ from ..base.log import Log
 from ..base.options import UINT64_MAX, UsageError, parse_uint
 from ..base.unixmessage import UCRED, close_fds, recv_datagram
 
+__all__ = [
+    "NOTIFY_VARIABLES", "monotonic_usec", "Notifier", "WATCHDOG_MAX_USEC", "watchdog_interval",
+    "claim_notification_fd", "write_newline", "Readiness", "notify_ready", "spawn_detached", "NotifyRelay",
+]
+
 #: Variables the service manager meant for the daemon only.
 NOTIFY_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _SUN_PATH = 108

@@ -58,6 +58,12 @@ from . import protocol, tai
 from .rights import Rights, RightsError, rights_from_modifs
 from .store import FdStore
 
+__all__ = [
+    "MAXCONN_DEFAULT", "MAXCONN_MAX", "MAXFDS_DEFAULT", "OUTBOX_HIGH", "PARTIAL_GRACE", "UPGRADE_DRAIN",
+    "Client", "DaemonConfig", "Handler", "Upgrader", "FdHolderDaemon", "CarriedClient", "ParsedState",
+    "parse_state",
+]
+
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
 MAXFDS_DEFAULT = 1000

@@ -40,6 +40,11 @@ from ..sockets.listenfds import (
 )
 from ..sockets.unix import UNIX_FAMILIES, is_socket, listener_problem
 
+__all__ = [
+    "SOURCE_ORDER", "take_listener", "retrieve_from_fdholder", "listening_socket", "take_daemon_socket",
+    "systemd_socket_or_bind",
+]
+
 #: The order :func:`take_listener` tries its sources in, for ``ipcserverd`` and the Python API alike.
 SOURCE_ORDER = ("fd0", "systemd", "fdholder")
 

@@ -47,6 +47,11 @@ from ..base.execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
 from ..base.options import INT_MAX
 from .listenfds import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_count, parse_pid, pidfd_inode
 
+__all__ = [
+    "FDNAME_MAX", "UNNAMED", "check_fdname", "pidfd_id", "set_listen_pid", "pending_list", "append_sockets",
+    "describe", "SCHEMES", "daemon_variables", "SocketLike", "spawn_with_sockets",
+]
+
 FDNAME_MAX = 255
 UNNAMED = "unknown"
 

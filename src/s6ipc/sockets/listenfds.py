@@ -46,6 +46,12 @@ from ..base.options import scan_magnitude
 from . import inet
 from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem
 
+__all__ = [
+    "LISTEN_FDS_START", "LISTEN_VARIABLES", "PassedFd", "parse_pid", "parse_count", "pidfd_inode",
+    "take_systemd_fds", "listen_fds", "socket_address", "matching", "close_fds", "select_listener", "move_fd",
+    "adopt_systemd_socket", "systemd_socket_pending", "why_no_systemd_socket", "forget_systemd_sockets",
+]
+
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID")

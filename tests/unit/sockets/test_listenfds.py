@@ -1,4 +1,4 @@
-"""s6ipc.activation: the systemd socket-passing protocol, both paths (stdlib and python-systemd).
+"""s6ipc.sockets.listenfds: the systemd socket-passing protocol, both paths (stdlib and python-systemd).
 
 Every case runs in a real process that received real sockets on fds 3, 4, … with ``LISTEN_*`` set
 for its own PID (tests/support/passfds.py, which execs like systemd does). The two paths run on
