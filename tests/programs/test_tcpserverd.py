@@ -268,7 +268,7 @@ def test_privileged_port_as_nobody() -> None:
 
 
 def test_lenient_address_parsing_binds_the_prefix() -> None:
-    """skalibs' prefix parse (ip46_scan takes the longest address at the start and ignores the rest):
+    """skalibs' prefix parse (ip46_scan reads an address at the start of the text, ignores the rest):
     ``127.0.0.1:80`` is 127.0.0.1, as s6 does."""
     show = "import socket; print(socket.socket(fileno=0).getsockname()[0])"
     for address, bound in (("127.0.0.1:80", "127.0.0.1"), ("127.0.0.257", "127.0.0.1"), ("::1x", "::1")):
