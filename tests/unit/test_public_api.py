@@ -98,7 +98,9 @@ def test_every_library_module_has_an_all_of_existing_public_names(name: str, pat
                                                 for t in node.targets):
             break
         doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        assert doc or isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Try)), (
+        # ``TYPE_CHECKING = False`` / ``if TYPE_CHECKING:`` imports typing's names for mypy only
+        flag = isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
+        assert doc or flag or isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Try)), (
             f"{name}:{node.lineno}: __all__ goes right after the imports"
         )
 

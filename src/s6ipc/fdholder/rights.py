@@ -16,10 +16,12 @@ Some facts about s6-fdholderd's rights (2.11.3.2) that this module reproduces:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Dict, Sequence
 
 from .ere import Ere, EreError, compile_ere
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses stay off fdholderd's start path (names for mypy only)
+    from typing import Dict, Sequence
 
 __all__ = ["RETRIEVE_VAR", "STORE_VAR", "Rights", "RightsError", "rights_from_modifs"]
 
@@ -37,13 +39,23 @@ class RightsError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
 class Rights:
-    retrieve: Ere
-    store: Ere
-    list: bool = False
-    getdump: bool = False
-    setdump: bool = False
+    """What one client may do: ids it may retrieve, ids it may store (and delete), and the three
+    operations granted by presence. Made once per client, never changed."""
+
+    __slots__ = ("retrieve", "store", "list", "getdump", "setdump")
+
+    def __init__(self, retrieve: Ere, store: Ere, list: bool = False, getdump: bool = False,
+                 setdump: bool = False) -> None:
+        self.retrieve = retrieve
+        self.store = store
+        self.list = list
+        self.getdump = getdump
+        self.setdump = setdump
+
+    def __repr__(self) -> str:
+        return (f"Rights(retrieve={self.retrieve!r}, store={self.store!r}, list={self.list}, "
+                f"getdump={self.getdump}, setdump={self.setdump})")
 
 
 def rights_from_modifs(modifs: Sequence[str]) -> Rights:

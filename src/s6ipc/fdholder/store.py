@@ -19,22 +19,33 @@ outbox keeps it open after the entry is gone, so a reply never carries a reused 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..base.unixmessage import HeldFd
 from . import tai
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses stay off fdholderd's start path (names for mypy only)
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
+
 __all__ = ["Entry", "FdStore"]
 
 
-@dataclass(eq=False)
 class Entry:
-    slot: int
-    id: bytes
-    limit: tai.Tain
-    held: HeldFd
-    alive: bool = True
+    """One held descriptor: its slot, id and limit; *alive* until the store forgets it (compared
+    by identity: the heap of limits may still hold an entry that was removed)."""
+
+    __slots__ = ("slot", "id", "limit", "held", "alive")
+
+    def __init__(self, slot: int, id: bytes, limit: tai.Tain, held: HeldFd, alive: bool = True) -> None:
+        self.slot = slot
+        self.id = id
+        self.limit = limit
+        self.held = held
+        self.alive = alive
+
+    def __repr__(self) -> str:
+        return (f"Entry(slot={self.slot}, id={self.id!r}, limit={self.limit!r}, fd={self.held.fd}, "
+                f"alive={self.alive})")
 
 
 class FdStore:
