@@ -181,3 +181,83 @@ def test_the_docs_use_no_other_name_of_a_documented_path() -> None:
     unknown = sorted(f"s6ipc.{p}.{n}" for p, n in used
                      if n not in DOCUMENTED[f"s6ipc.{p}"] and n not in submodules)
     assert unknown == [], f"names the docs use that DOCUMENTED does not check: {unknown}"
+
+
+# --- putting __all__ back after a merge ---------------------------------------------------------
+#
+# ``python -m tests.unit.test_public_api --write`` gives every library module that defines public
+# names and has no ``__all__`` one: its public definitions (classes, functions, assignments; not
+# what it imports, not TypeVars), in file order, right after the imports. Where a merge conflicts
+# only on the ``__all__`` line, take the other side and run this; then prune by hand what no user
+# or other package uses (the tests above say what must stay).
+
+
+def _leading_block_end(tree: ast.Module) -> int:
+    """The last line of the docstring, the imports and ``TYPE_CHECKING`` blocks at the top."""
+    end = 0
+    for node in tree.body:
+        doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        flag = isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
+        imports = isinstance(node, (ast.If, ast.Try)) and all(
+            isinstance(n, (ast.Import, ast.ImportFrom, ast.Pass)) for n in ast.walk(node)
+            if isinstance(n, ast.stmt) and n is not node and not isinstance(n, ast.ExceptHandler)
+        )
+        if not (doc or flag or imports or isinstance(node, (ast.Import, ast.ImportFrom))):
+            break
+        end = node.end_lineno or node.lineno
+    return end
+
+
+def _public_in_order(tree: ast.Module) -> List[str]:
+    names: List[str] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found = [node.name]
+        elif isinstance(node, ast.Assign):
+            value = node.value
+            if isinstance(value, ast.Call) and ast.unparse(value.func) in ("TypeVar", "logging.getLogger"):
+                continue  # a type variable, a module's logger: not API
+            found = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found = [node.target.id]
+        else:
+            continue
+        names.extend(n for n in found if not n.startswith("_") and n != "TYPE_CHECKING" and n not in names)
+    return names
+
+
+def _format_all(names: List[str]) -> str:
+    one = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]"
+    if len(one) <= 110:
+        return one + "\n"
+    lines, line = [], "   "
+    for name in names:
+        item = f' "{name}",'
+        if len(line) + len(item) > 110:
+            lines.append(line)
+            line = "   "
+        line += item
+    return "__all__ = [\n" + "\n".join([*lines, line]) + "\n]\n"
+
+
+def write_missing_all() -> List[str]:
+    written = []
+    for name, path in LIBRARY:
+        listed, tree = declared_all(path)
+        names = _public_in_order(tree)
+        if listed or not names:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        end = _leading_block_end(tree)
+        path.write_text("".join([*lines[:end], "\n", _format_all(names), *lines[end:]]), encoding="utf-8")
+        written.append(name)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--write"]:
+        sys.exit("usage: python -m tests.unit.test_public_api --write")
+    for name in write_missing_all():
+        print(f"{name}: __all__ written")
