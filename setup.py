@@ -1,7 +1,7 @@
 """Build-time step of the package: man pages generated from docs/ with pandoc (Debian's ``pandoc``).
 
 Everything else is in pyproject.toml. Each program page docs/NAME.md (a program of
-src/s6ipc/programs/, or a console script ``s6ipc-NAME`` of pyproject.toml) becomes
+src/s6ipc/chain/registry.py, or a console script ``s6ipc-NAME`` of pyproject.toml) becomes
 ``man1/s6ipc-NAME.1``; every other page becomes ``man7/s6ipc-NAME.7`` (docs/README.md, the index,
 becomes ``s6ipc.7``). They are installed as data files under the installation prefix's
 ``share/man``: ``/usr/local/share/man`` for a system-wide install, ``VENV/share/man`` for a venv,
@@ -37,8 +37,8 @@ def _version() -> str:
 
 
 def _program_names() -> List[str]:
-    """The program names of s6ipc (``PROGRAMS`` in src/s6ipc/programs/__init__.py, read as data)."""
-    with open(os.path.join(HERE, "src", "s6ipc", "programs", "__init__.py")) as f:
+    """The program names of s6ipc (``PROGRAMS`` in src/s6ipc/chain/registry.py, read as data)."""
+    with open(os.path.join(HERE, "src", "s6ipc", "chain", "registry.py")) as f:
         tree = ast.parse(f.read())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PROGRAMS" for t in node.targets):

@@ -195,7 +195,7 @@ def _copy_server(server_factory: Callable[..., RunningServer], top: str, path: s
 
 @pytest.mark.parametrize("module,breakage,why", [
     ("access/cdb.py", "def broken(:\n", "SyntaxError"),
-    ("access.py", "import s6ipc_missing_dependency\n", "No module named 's6ipc_missing_dependency'"),
+    ("access/ipc.py", "import s6ipc_missing_dependency\n", "No module named 's6ipc_missing_dependency'"),
 ])
 def test_a_broken_installed_version_is_rejected(sockdir: str, handler: str, package_copy: tuple,  # type: ignore[type-arg]
                                                 server_factory: Callable[..., RunningServer],
@@ -234,7 +234,8 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     path = os.path.join(sockdir, "s")
     server = _copy_server(server_factory, top, path, handler)
     before = Exchange(path)
-    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
+    edit(os.path.join(package, "serve", "life.py"),
+         '        server = self.server\n        self.generation = int(',
          '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
     server.signal(signal.SIGUSR2)
     assert server.wait(30) == 111

@@ -70,11 +70,12 @@ def test_failure_after_exec_is_a_restart_for_s6_supervise(scan: Scan, sockdir: s
     path, log = _service(scan, sockdir, handler, env=f"PYTHONPATH={top}")
     pid = scan.pid("up")
     held = Exchange(path)
-    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
+    edit(os.path.join(package, "serve", "life.py"),
+         '        server = self.server\n        self.generation = int(',
          '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
     os.kill(pid, signal.SIGUSR2)
     wait_until(lambda: "unable to take over from the previous image: boom" in _log(log), 30)
-    edit(os.path.join(package, "inplace.py"), '        raise RuntimeError("boom")\n', "")
+    edit(os.path.join(package, "serve", "life.py"), '        raise RuntimeError("boom")\n', "")
     new = wait_until(lambda: (lambda p: p if p not in (pid, -1) else 0)(scan.pid("up")), 30)
     assert new != pid
     assert scan.svwait("-U", "up")[0] == 0

@@ -135,7 +135,8 @@ def test_failure_after_exec_with_a_socket_unit_refuses_nobody(mgr: sdmanager.Use
     assert m.state("held.service") == "active/running"
     pid = int(m.prop("held.service", "MainPID"))
     held = Exchange(path)
-    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
+    edit(os.path.join(package, "serve", "life.py"),
+         '        server = self.server\n        self.generation = int(',
          '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
     load = Load(path, threads=2)
     try:

@@ -205,7 +205,8 @@ def test_stage_usage_errors() -> None:
 
 
 def test_the_rest_of_the_chain_sees_fd0_and_no_listen_variables(sockdir: str) -> None:
-    probe = ("import json, os, sys; from s6ipc.sockets import listenfds as activation, unix as sockets; print(json.dumps(["
+    probe = ("import json, os, sys; from s6ipc.sockets import listenfds as activation, unix as sockets; "
+             "print(json.dumps(["
              "sockets.listener_problem(0), activation.socket_address(0),"
              "sorted(os.listdir('/proc/self/fd')),"
              "sorted(k for k in os.environ if k.startswith('LISTEN_'))]))")

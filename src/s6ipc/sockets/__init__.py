@@ -8,14 +8,6 @@ Until 0.2, ``s6ipc.sockets.NAME`` still answers the names of :mod:`s6ipc.sockets
 ``s6ipc.sockets`` was before the library was grouped), without importing anything until asked.
 """
 
-from __future__ import annotations
+from ..base.lazy import forward_to
 
-import importlib
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    # importlib, not ``from . import``: that asks this very function for the submodule first
-    return getattr(importlib.import_module(f"{__name__}.unix"), name)
+__getattr__ = forward_to(f"{__name__}.unix")
