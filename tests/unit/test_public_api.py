@@ -185,11 +185,13 @@ def test_the_docs_use_no_other_name_of_a_documented_path() -> None:
 
 # --- putting __all__ back after a merge ---------------------------------------------------------
 #
-# ``python -m tests.unit.test_public_api --write`` gives every library module that defines public
-# names and has no ``__all__`` one: its public definitions (classes, functions, assignments; not
-# what it imports, not TypeVars), in file order, right after the imports. Where a merge conflicts
-# only on the ``__all__`` line, take the other side and run this; then prune by hand what no user
-# or other package uses (the tests above say what must stay).
+# ``python -m tests.unit.test_public_api --reconcile`` brings every library module's ``__all__`` in
+# line with its code: entries naming what the module no longer binds go, public definitions
+# (classes, functions, assignments; not what it imports, not TypeVars or loggers) not yet listed
+# are added in file order, and a module that defines public names and has no ``__all__`` gets one
+# right after its imports. Where a merge conflicts only on ``__all__`` lines, take the other side
+# and run this; then prune by hand what no user or other package needs (the tests above say what
+# must stay).
 
 
 def _leading_block_end(tree: ast.Module) -> int:
@@ -200,7 +202,7 @@ def _leading_block_end(tree: ast.Module) -> int:
         flag = isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["TYPE_CHECKING"]
         imports = isinstance(node, (ast.If, ast.Try)) and all(
             isinstance(n, (ast.Import, ast.ImportFrom, ast.Pass)) for n in ast.walk(node)
-            if isinstance(n, ast.stmt) and n is not node and not isinstance(n, ast.ExceptHandler)
+            if isinstance(n, ast.stmt) and n is not node
         )
         if not (doc or flag or imports or isinstance(node, (ast.Import, ast.ImportFrom))):
             break
@@ -226,6 +228,33 @@ def _public_in_order(tree: ast.Module) -> List[str]:
     return names
 
 
+def _bound(tree: ast.Module) -> Set[str]:
+    """Every name the module binds at its top level, in if/try blocks too (imports included)."""
+    names: Set[str] = set()
+
+    def scan(body: List[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.If):
+                scan(node.body)
+                scan(node.orelse)
+            elif isinstance(node, ast.Try):
+                scan(node.body)
+                scan(node.orelse)
+                scan(node.finalbody)
+                for handler in node.handlers:
+                    scan(handler.body)
+
+    scan(tree.body)
+    return names
+
+
 def _format_all(names: List[str]) -> str:
     one = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]"
     if len(one) <= 110:
@@ -240,24 +269,33 @@ def _format_all(names: List[str]) -> str:
     return "__all__ = [\n" + "\n".join([*lines, line]) + "\n]\n"
 
 
-def write_missing_all() -> List[str]:
-    written = []
+def reconcile_all() -> List[str]:
+    """Rewrite the ``__all__`` of every library module that is out of line; their names."""
+    changed = []
     for name, path in LIBRARY:
         listed, tree = declared_all(path)
-        names = _public_in_order(tree)
-        if listed or not names:
+        bound = _bound(tree)
+        wanted = [n for n in listed if n in bound]
+        wanted += [n for n in _public_in_order(tree) if n not in wanted]
+        if wanted == listed or not wanted:
             continue
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        end = _leading_block_end(tree)
-        path.write_text("".join([*lines[:end], "\n", _format_all(names), *lines[end:]]), encoding="utf-8")
-        written.append(name)
-    return written
+        node = next((n for n in tree.body if isinstance(n, ast.Assign)
+                     and [ast.unparse(t) for t in n.targets] == ["__all__"]), None)
+        if node is not None:
+            lines[node.lineno - 1:node.end_lineno] = [_format_all(wanted)]
+        else:
+            end = _leading_block_end(tree)
+            lines[end:end] = ["\n", _format_all(wanted)]
+        path.write_text("".join(lines), encoding="utf-8")
+        changed.append(name)
+    return changed
 
 
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m tests.unit.test_public_api --write")
-    for name in write_missing_all():
-        print(f"{name}: __all__ written")
+    if sys.argv[1:] != ["--reconcile"]:
+        sys.exit("usage: python -m tests.unit.test_public_api --reconcile")
+    for name in reconcile_all():
+        print(f"{name}: __all__ rewritten")
