@@ -70,7 +70,7 @@ _STDLIB_39 = frozenset([
     "enum", "errno", "fcntl", "functools", "gc", "getpass", "grp", "hashlib", "heapq", "importlib",
     "inspect", "io", "ipaddress", "itertools", "json", "locale", "logging", "math", "mmap", "operator",
     "os", "pathlib", "platform", "pwd", "random", "re", "resource", "select", "selectors", "shlex",
-    "shutil", "signal", "socket", "stat", "string", "struct", "subprocess", "sys", "tempfile",
+    "shutil", "signal", "socket", "stat", "string", "struct", "subprocess", "sys", "sysconfig", "tempfile",
     "textwrap", "threading", "time", "traceback", "types", "typing", "unicodedata", "warnings",
     "weakref",
 ])
