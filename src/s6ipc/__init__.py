@@ -36,7 +36,7 @@ _API = {
     "spawn_with_sockets": "sockets.give",
     "append_sockets": "sockets.give",
     "set_listen_pid": "sockets.give",
-    "check_fdname": "sockets.give",
+    "check_fdname": "sockets.listenfds",
     "daemon_variables": "sockets.give",
     "start_unix_server": "integrations.aioserver",
     "close_unix_server": "integrations.aioserver",

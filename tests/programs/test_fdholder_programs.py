@@ -319,7 +319,7 @@ def test_expiry_and_getdump_env(links: str, sockdir: str, holders: Callable[...,
     # "timed" has a limit but must still be held at the getdump below, three client runs later: on a
     # loaded machine (Python 3.9 and 3.13 beside a second suite) that took over 4 s. Expiry itself
     # is checked on "brief", stored after the getdump, waited for without a deadline to meet (the
-    # clock-driven test in tests/unit/test_fdholder_clock.py pins it to the millisecond).
+    # clock-driven test in tests/unit/fdholder/test_server.py pins it to the millisecond).
     for args in (["-T", "600000", h.path, "timed"], ["-T", "100000", h.path, "long"], [h.path, "forever"]):
         assert run(cl("fdholder-store") + args, stdin=subprocess.DEVNULL).returncode == 0
     before = time.time()

@@ -69,7 +69,9 @@ def normalise(text: str) -> List[str]:
 @pytest.mark.parametrize("name,host", [("tcpserver4d", "127.0.0.1"), ("tcpserver6d", "::1"),
                                        ("tcpserverd", "127.0.0.1"), ("tcpserverd", "::1")])
 def test_verbose_log_sequence(servers: List[TcpServer], name: str, host: str) -> None:
-    """The -v2 lines of spec §3.4, with the port line where 4d and 6d put it (one file for both)."""
+    """What s6-tcpserverd logs at -v2 (starting, a status line after each change, allow with the
+    per-IP count, end with the exit code, SIGTERM, exiting), with the port line where 4d and 6d put
+    it (one file for both)."""
     v6 = ":" in host
     sock = listener(socket.AF_INET6 if v6 else socket.AF_INET, host)
     port = sock.getsockname()[1]
@@ -266,7 +268,8 @@ def test_privileged_port_as_nobody() -> None:
 
 
 def test_lenient_address_parsing_binds_the_prefix() -> None:
-    """skalibs' prefix parse: ``127.0.0.1:80`` is 127.0.0.1 (spec §0.1), as s6 does."""
+    """skalibs' prefix parse (ip46_scan reads an address at the start of the text, ignores the rest):
+    ``127.0.0.1:80`` is 127.0.0.1, as s6 does."""
     show = "import socket; print(socket.socket(fileno=0).getsockname()[0])"
     for address, bound in (("127.0.0.1:80", "127.0.0.1"), ("127.0.0.257", "127.0.0.1"), ("::1x", "::1")):
         p = run(ours("tcpserver-socketbinder") + ["-b0", address, "0", sys.executable, "-c", show])
@@ -277,7 +280,8 @@ def test_lenient_address_parsing_binds_the_prefix() -> None:
 
 
 def test_reuse_default_rebinds_over_time_wait(servers: List[TcpServer]) -> None:
-    """-d (default) binds again right after served connections (TIME_WAIT); -D fails (spec §2)."""
+    """-d (the default: SO_REUSEADDR) binds again right after served connections (TIME_WAIT); -D (no
+    SO_REUSEADDR) fails with EADDRINUSE, as s6-tcpserver-socketbinder does."""
     srv = TcpServer(ours("tcpserver") + ["-1", "127.0.0.1", "0", "echo", "x"])
     servers.append(srv)
     port = srv.port

@@ -30,6 +30,11 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ..base.errors import SystemFailure
 
+__all__ = [
+    "HEADER_SIZE", "CdbFormatError", "cdb_hash", "load_cdb_bytes", "CdbReader", "CdbWriter", "cdb_bytes",
+    "make_temp", "write_cdb",
+]
+
 HEADER_SIZE = 2048
 _U32_MAX = 0xFFFFFFFF
 _PAIR = struct.Struct("<II")

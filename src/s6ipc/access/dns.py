@@ -38,6 +38,12 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from ..base.errors import SystemFailure
 from ..sockets.inet import IP4_LEN, ip46_scan, scan_list
 
+__all__ = [
+    "T_A", "T_PTR", "T_AAAA", "C_IN", "PORT", "MAX_SERVERS", "error_text", "Config", "load_config",
+    "encode_name", "arpa_name", "qualified", "Answer", "Resolver", "deadline_after", "remaining",
+    "addresses_of", "first_name",
+]
+
 T_A = 1
 T_PTR = 12
 T_AAAA = 28

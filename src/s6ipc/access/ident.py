@@ -27,6 +27,8 @@ from typing import Optional
 from ..base.durations import poll_ms
 from ..sockets.inet import family_of
 
+__all__ = ["PORT", "REPLY_SIZE", "ID_SIZE", "IdentRefused", "parse_reply", "query"]
+
 PORT = 113
 REPLY_SIZE = 1024
 ID_SIZE = 512

@@ -45,6 +45,11 @@ from ..base.options import UsageError, env_uint, getopt, parse_uint
 from ..sockets.unix import address_text
 from .rules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
 
+__all__ = [
+    "USAGE", "EXECLINE_MISSING", "AccessOptions", "parse_options", "LogLine", "Outcome", "RulesChoice",
+    "RulesSource", "evaluate", "connection_local_path", "refusal_standin", "emit", "FastPath", "FastAccess",
+]
+
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
 
 #: The extra warning (beyond s6) printed when an exec rule cannot run because execline is missing.

@@ -57,6 +57,13 @@ from ..base.errors import BadInput, SystemFailure, Unusable
 from ..sockets.inet import ip_fmt, network
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 
+__all__ = [
+    "EXECLINEB", "MAX_EXEC", "MAX_ENV", "MAX_VALUE", "MAX_ENV_COMPILED", "MAX_VALUE_EXPANDED", "Verdict",
+    "Decision", "NOT_FOUND", "DENIED", "RuleSet", "FsRules", "parse_rule_value", "encode_rule_value",
+    "CdbRules", "rules_from_dir", "rules_from_cdb", "check", "ip_keys", "reversedns_keys", "first_found",
+    "check_ip", "check_reversedns", "compile_rules", "InvalidRules", "expand_rules",
+]
+
 #: Where s6 (Debian's execline 2.9) finds the interpreter of ``exec`` rules.
 EXECLINEB = "/usr/lib/execline/bin/execlineb"
 MAX_EXEC = 4096

@@ -64,6 +64,11 @@ from . import dns, ident
 from .ipc import FastPath, LogLine, Outcome, RulesSource
 from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
 
+__all__ = [
+    "USAGE", "MAX_BANNER", "TcpAccessOptions", "parse_options", "Connection", "SocketConnection",
+    "FdConnection", "Network", "evaluate", "FastTcpAccess",
+]
+
 USAGE = ("[ -v verbosity ] [ -W | -w ] [ -D | -d ] [ -H | -h ] [ -R | -r ] [ -P | -p ] [ -l localname ] "
          "[ -B banner ] [ -t timeout ] [ -i rulesdir | -x rulesfile ] prog...")
 #: skalibs' buffer_1small holds 512 bytes, one of which always stays free.

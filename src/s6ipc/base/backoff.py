@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 
+__all__ = ["NO_DESCRIPTORS", "FIRST_DELAY", "MAX_DELAY", "AcceptBackoff"]
+
 #: accept's errnos that mean "no descriptor (or memory) to give you now": wait, don't spin.
 NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 FIRST_DELAY = 0.01

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+__all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
+
 
 class Clock(Protocol):
     """Where a daemon reads the time."""

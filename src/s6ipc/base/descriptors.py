@@ -20,6 +20,8 @@ from typing import List, Sequence
 
 from .errors import SystemFailure
 
+__all__ = ["fd_word", "move_fd", "open_fds", "close_on_exec_above", "close_above"]
+
 _STDIO = ("stdin", "stdout", "stderr")
 
 

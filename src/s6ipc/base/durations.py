@@ -20,6 +20,8 @@ from typing import Optional
 
 from .options import INT_MAX
 
+__all__ = ["POLL_MAX_MS", "poll_ms"]
+
 #: The longest single ``poll``; a longer wait polls again.
 POLL_MAX_MS = INT_MAX
 

@@ -31,6 +31,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import SystemFailure
 
+__all__ = [
+    "MAX_VALUE_SIZE", "Modifs", "value_of", "read_file_head", "read_envdir", "encode_modifs", "split_modifs",
+    "decode_modifs", "merge_env",
+]
+
 #: skalibs reads at most this many bytes of each envdir file.
 MAX_VALUE_SIZE = 4095
 

@@ -30,6 +30,8 @@ import os
 import signal
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+__all__ = ["is_placeholder", "adopt", "replace", "entries", "execve", "posix_spawn"]
+
 _PLACEHOLDER = "\0"
 #: placeholder key -> the raw entry it stands for
 _raw: Dict[str, bytes] = {}

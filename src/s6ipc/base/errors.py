@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["S6ipcError", "SystemFailure", "BadInput", "Unusable", "Refused", "ExecFailure"]
+
 
 class S6ipcError(Exception):
     """Base class of every error the library raises on purpose."""

@@ -32,6 +32,11 @@ from .environment import posix_spawn as exact_posix_spawn
 from .errors import ExecFailure
 from .signal_state import ignored_for_children, inherited_ignored
 
+__all__ = [
+    "DEFAULT_PATH", "PYTHON_IGNORED_SIGNALS", "SCRIPT_NAME", "entry_script", "installed_prefix",
+    "undo_locale_coercion", "restore_default_signals", "exec_argv", "Spawner", "find_program",
+]
+
 DEFAULT_PATH = "/usr/bin:/bin"
 _REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
 

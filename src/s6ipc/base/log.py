@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+__all__ = ["Log"]
+
 
 class Log(Protocol):
     """The three kinds of lines s6's daemons write."""

@@ -14,6 +14,8 @@ from typing import NoReturn
 
 from .errors import S6ipcError, SystemFailure
 
+__all__ = ["Reporter", "write_stdout", "flush_stdio"]
+
 
 class Reporter:
     """Writes the messages of one program, named as it was invoked (``s6-ipcserverd``…)."""

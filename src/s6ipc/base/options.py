@@ -23,6 +23,11 @@ from typing import List, Mapping, Optional, Tuple
 
 from .errors import BadInput
 
+__all__ = [
+    "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "Parsed", "getopt", "scan_magnitude", "parse_uint",
+    "parse_octal", "parse_gidlist", "env_uint",
+]
+
 UINT32_MAX = 0xFFFFFFFF
 INT_MAX = 0x7FFFFFFF
 UINT64_MAX = (1 << 64) - 1

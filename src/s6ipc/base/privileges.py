@@ -25,6 +25,8 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import SystemFailure
 
+__all__ = ["normalise_groups", "dumpable_as_after_exec", "apply_uidgid"]
+
 
 def normalise_groups(gids: Sequence[int], primary: int) -> List[int]:
     """The list s6 hands to setgroups (skalibs ``setgroups_and_gid``): *primary* first."""

@@ -26,6 +26,8 @@ from typing import Any, Dict, Iterable
 
 from .signal_state import take_control
 
+__all__ = ["SelfPipe"]
+
 _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
 
 

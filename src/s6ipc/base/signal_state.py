@@ -30,6 +30,8 @@ import contextlib
 import signal
 from typing import FrozenSet, Iterable, Iterator, List, Set
 
+__all__ = ["take_control", "inherited_ignored", "ignored_for_children"]
+
 #: Signals a daemon of ours catches that were SIG_IGN when it took control of them.
 _inherited_ignored: Set[int] = set()
 

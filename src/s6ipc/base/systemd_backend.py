@@ -29,6 +29,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from .errors import BadInput
 
+__all__ = [
+    "available", "STDLIB", "LIBSYSTEMD", "BACKEND_VARIABLE", "choose", "listen_fds_with_names", "notify",
+]
+
 _UNLOADED: Any = object()
 _module: Any = _UNLOADED
 

@@ -48,6 +48,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 
+__all__ = [
+    "HEADER", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_FDS", "KERNEL_MAX_FDS", "ATOMIC_MESSAGE_SIZE",
+    "CMSG_SPACE_MAX", "ProtocolError", "Message", "frame", "close_fds", "Decoder", "recv_into", "SendMsg",
+    "send_message", "HeldFd", "Outbox", "UCRED", "DATAGRAM_ANCILLARY", "Datagram", "recv_datagram",
+]
+
 HEADER = struct.Struct(">IH")
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 28

@@ -39,6 +39,8 @@ from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, S
 from ..serve.peers import PeerIdentity
 from ..sockets.unix import local_path, socket_address
 
+__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "Upgrader", "take_previous_state", "run_daemon"]
+
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).

@@ -32,6 +32,8 @@ from ..base.errors import ExecFailure
 from ..base.execution import entry_script, find_program, installed_prefix
 from .registry import program_name
 
+__all__ = ["own_program"]
+
 
 def _resolve(word: str) -> Optional[str]:
     """The file an exec of *word* would run (s6's PATH search), or None."""

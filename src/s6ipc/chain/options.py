@@ -66,6 +66,8 @@ def take_common(o: ServerOptions, letter: str, v: str) -> bool:
         return False
     return True
 
+__all__ = ["parse_timeout"]
+
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:
     """Parse ``-t MS`` (0: no timeout) and require *operands* arguments after the options.

@@ -42,6 +42,11 @@ if TYPE_CHECKING:  # the access modules are imported only by the programs that u
 
 from .entry import own_program
 
+__all__ = [
+    "stage", "ProgramCall", "own_program_call", "import_stage", "run_program", "modify_environ", "exec_into",
+    "PrivilegeOptions", "conclude", "tcp_access_fast_path",
+]
+
 
 def stage(name: str, style: str) -> List[str]:
     """The argv words naming our program *name*, in the naming *style* of the caller (``s6-`` or ``""``)."""

@@ -39,6 +39,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..base.errors import Refused, SystemFailure
 from ..sockets.unix import peer_credentials
 
+__all__ = [
+    "NAME_PREFIX", "Document", "status_name", "may_read", "StatusSocket", "find_daemons", "query", "duration",
+    "render", "StatusLine", "every",
+]
+
 #: The abstract name's prefix (``@`` stands for the leading NUL).
 NAME_PREFIX = "s6ipc/status/"
 _BURST = 16

@@ -52,6 +52,12 @@ from ..base.log import Log
 from ..base.options import UINT64_MAX, UsageError, parse_uint
 from ..base.unixmessage import UCRED, close_fds, recv_datagram
 
+__all__ = [
+    "WATCHDOG_VARIABLES", "NOTIFY_VARIABLES", "monotonic_usec", "Notifier", "WATCHDOG_MAX_USEC",
+    "watchdog_interval", "claim_notification_fd", "write_newline", "Readiness", "notify_ready",
+    "spawn_detached", "NotifyRelay",
+]
+
 #: The watchdog's variables (sd_watchdog_enabled(3)).
 WATCHDOG_VARIABLES = ("WATCHDOG_USEC", "WATCHDOG_PID")
 #: Variables the service manager meant for the daemon only: the notification socket and the watchdog.

@@ -47,6 +47,11 @@ from ..base.errors import SystemFailure, Unusable
 from ..base.execution import installed_prefix
 from ..base.options import INT_MAX, scan_magnitude
 
+__all__ = [
+    "HANDOFF_VARIABLE", "PREFLIGHT_TIMEOUT", "reexec_argv", "preflight", "preflight_state",
+    "keep_across_exec", "block_signals", "restore_mask", "write_state", "discard_state", "take_state",
+]
+
 #: The variable that carries the memfd's number into the new image.
 HANDOFF_VARIABLE = "S6IPC_HANDOFF"
 #: Seconds a preflight may take (importing every module: ~0.2 s on a quiet machine).

@@ -46,6 +46,8 @@ from ..sockets.unix import unix_address
 from . import protocol, tai
 from .protocol import DumpEntry
 
+__all__ = ["Ident", "OperationFailed", "HeldDescriptor", "connect", "setdump_chunks", "FdHolderClient"]
+
 Ident = Union[str, bytes]
 _CONNECT_RETRY = 0.005
 

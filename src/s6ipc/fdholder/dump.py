@@ -23,6 +23,8 @@ from ..base.options import UsageError, parse_uint
 from . import protocol, tai
 from .client import HeldDescriptor
 
+__all__ = ["dump_count", "descriptors_from_env", "dump_modifs"]
+
 
 def _uint(text: str) -> int:
     try:

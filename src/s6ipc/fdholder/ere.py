@@ -48,6 +48,13 @@ import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
+__all__ = [
+    "REG_BADPAT", "REG_ECOLLATE", "REG_ECTYPE", "REG_EESCAPE", "REG_ESUBREG", "REG_EBRACK", "REG_EPAREN",
+    "REG_EBRACE", "REG_BADBR", "REG_ERANGE", "REG_ESPACE", "REG_BADRPT", "REG_ESIZE", "RE_DUP_MAX",
+    "EreError", "Chars", "Anchor", "Concat", "Alt", "Repeat", "Group", "BackRef", "Node", "EMPTY",
+    "python_pattern", "Ere", "parse", "compile_ere", "search",
+]
+
 #: glibc's regerror() texts.
 REG_BADPAT = "Invalid regular expression"
 REG_ECOLLATE = "Invalid collation character"

@@ -49,6 +49,8 @@ from ..daemon.readiness import Notifier
 from . import tai
 from .server import FdHolderDaemon, ParsedState, parse_state
 
+__all__ = ["KIND", "InPlace", "Lineage", "read_state", "open_live_view", "resume"]
+
 #: What the handed-over JSON says it is (another daemon's state is refused).
 KIND = "fdholderd"
 #: Signals kept pending (blocked) across the exec: the new image's handlers get them.

@@ -22,6 +22,13 @@ from typing import Optional, Sequence, Tuple, Union
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
 
+__all__ = [
+    "ID_SIZE", "ENTRY_MIN", "entry_size", "MAX_REQUEST", "Store", "Delete", "Retrieve", "List_", "GetDump",
+    "SetDump", "DumpEntry", "SetDumpData", "Request", "c_string", "parse_entries", "parse_request",
+    "encode_store", "encode_delete", "encode_retrieve", "LIST_REQUEST", "GETDUMP_REQUEST", "encode_setdump",
+    "encode_entries", "encode_list_reply", "encode_getdump_header", "encode_setdump_reply", "decode_u32",
+]
+
 _U32 = struct.Struct(">I")
 ID_SIZE = 255
 ENTRY_MIN = tai.PACKED_SIZE + 3  # tain, idlen, at least a NUL (s6 counts a 1-byte id minimum)

@@ -36,14 +36,13 @@ Deliberate differences are listed in docs/fdholderd.md.
 from __future__ import annotations
 
 import errno
-import heapq
 import os
 import resource
 import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -52,11 +51,18 @@ from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
-from ..base.unixmessage import HeldFd, Message, Outbox, ProtocolError
+from ..base.unixmessage import Message, Outbox, ProtocolError
 from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_socket, peer_credentials
 from . import protocol, tai
-from .ere import Ere, EreError, compile_ere
+from .rights import Rights, RightsError, rights_from_modifs
+from .store import FdStore
+
+__all__ = [
+    "MAXCONN_DEFAULT", "MAXCONN_MAX", "MAXFDS_DEFAULT", "OUTBOX_HIGH", "PARTIAL_GRACE", "UPGRADE_DRAIN",
+    "Client", "DaemonConfig", "Handler", "Upgrader", "FdHolderDaemon", "CarriedClient", "ParsedState",
+    "parse_state",
+]
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
@@ -69,173 +75,6 @@ _MAX_POLL_MS = 3_600_000
 PARTIAL_GRACE = 1.0
 #: How long an upgrade waits for clients in the middle of a request before it drops them.
 UPGRADE_DRAIN = 2.0
-
-RETRIEVE_VAR = "S6_FDHOLDER_RETRIEVE_REGEX"
-STORE_VAR = "S6_FDHOLDER_STORE_REGEX"
-
-
-# -- rights -----------------------------------------------------------------------------------
-class RightsError(Exception):
-    """A regex variable does not compile: (variable, value, glibc's message)."""
-
-    def __init__(self, variable: str, value: str, message: str) -> None:
-        super().__init__(variable, value, message)
-        self.variable = variable
-        self.value = value
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Rights:
-    retrieve: Ere
-    store: Ere
-    list: bool = False
-    getdump: bool = False
-    setdump: bool = False
-
-
-def rights_from_modifs(modifs: Sequence[str]) -> Rights:
-    """The rights an allowing rule's environment modifications (``NAME=value``/``NAME``) give.
-
-    Raises :class:`RightsError` for the first regex definition that does not compile.
-    """
-    found: Dict[str, Ere] = {}
-    flags = set()
-    for modif in modifs:
-        name, eq, value = modif.partition("=")
-        if not eq:
-            continue
-        if name in ("S6_FDHOLDER_LIST", "S6_FDHOLDER_GETDUMP", "S6_FDHOLDER_SETDUMP"):
-            flags.add(name)
-        elif name in (RETRIEVE_VAR, STORE_VAR) and name not in found:
-            pattern = os.fsencode(value) or b".*"
-            try:
-                found[name] = compile_ere(pattern)
-            except EreError as e:
-                raise RightsError(name, value, str(e)) from None
-    nothing = compile_ere(b".^")
-    return Rights(found.get(RETRIEVE_VAR, nothing), found.get(STORE_VAR, nothing),
-                  "S6_FDHOLDER_LIST" in flags, "S6_FDHOLDER_GETDUMP" in flags,
-                  "S6_FDHOLDER_SETDUMP" in flags)
-
-
-# -- the store ------------------------------------------------------------------------------
-@dataclass(eq=False)
-class Entry:
-    slot: int
-    id: bytes
-    limit: tai.Tain
-    held: HeldFd
-    alive: bool = True
-
-
-class FdStore:
-    """Held descriptors by id, in s6's slot order (a new entry takes the most recently freed
-    slot, else the lowest never used one), with a heap of limits for expiry."""
-
-    def __init__(self) -> None:
-        self._slots: List[Optional[Entry]] = []
-        self._free: List[int] = []
-        self._by_id: Dict[bytes, Entry] = {}
-        self._limits: Dict[tai.Tain, int] = {}
-        self._heap: List[Tuple[tai.Tain, int, Entry]] = []
-        self._seq = 0
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def get(self, ident: bytes) -> Optional[Entry]:
-        return self._by_id.get(ident)
-
-    def entries(self) -> Iterator[Entry]:
-        """Entries in slot order (s6's list and getdump order)."""
-        return (e for e in self._slots if e is not None)
-
-    def add(self, ident: bytes, limit: tai.Tain, fd: int, unique_limit: bool) -> Entry:
-        """Hold *fd* (ownership passes to the store). With *unique_limit* (store), bump the limit
-        by 1 ns until no other entry has it, as s6 does; an existing *ident* is replaced."""
-        if unique_limit:
-            while limit in self._limits:
-                limit = limit.add_nano()
-        slot = self._free.pop() if self._free else len(self._slots)
-        if slot == len(self._slots):
-            self._slots.append(None)
-        entry = Entry(slot, ident, limit, HeldFd(fd))
-        old = self._by_id.get(ident)
-        if old is not None:
-            self.remove(old)
-        self._slots[slot] = entry
-        self._by_id[ident] = entry
-        self._limits[limit] = self._limits.get(limit, 0) + 1
-        self._seq += 1
-        heapq.heappush(self._heap, (limit, self._seq, entry))
-        return entry
-
-    def remove(self, entry: Entry) -> None:
-        """Forget *entry* and drop the store's reference to its descriptor."""
-        if not entry.alive:
-            return
-        entry.alive = False
-        self._slots[entry.slot] = None
-        self._free.append(entry.slot)
-        del self._by_id[entry.id]
-        left = self._limits[entry.limit] - 1
-        if left:
-            self._limits[entry.limit] = left
-        else:
-            del self._limits[entry.limit]
-        entry.held.release()
-
-    def next_limit(self) -> Optional[tai.Tain]:
-        while self._heap and not self._heap[0][2].alive:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
-
-    def expire(self, now: tai.Tain) -> int:
-        """Close and forget every entry whose limit is not in the future; return how many."""
-        count = 0
-        while True:
-            limit = self.next_limit()
-            if limit is None or limit > now:
-                return count
-            self.remove(heapq.heappop(self._heap)[2])
-            count += 1
-
-    def close_all(self) -> None:
-        for entry in list(self.entries()):
-            self.remove(entry)
-
-    def to_state(self) -> Dict[str, Any]:
-        """The store as JSON data for an in-place upgrade: every slot in order (None when free),
-        each entry's id (hex), limit (label, nano) and descriptor number; the free-slot stack."""
-        slots = [None if e is None else {"id": e.id.hex(), "limit": [e.limit.sec, e.limit.nano],
-                                         "fd": e.held.fd} for e in self._slots]
-        return {"slots": slots, "free": list(self._free)}
-
-    @classmethod
-    def from_state(cls, state: Dict[str, Any]) -> FdStore:
-        """The store :meth:`to_state` described, holding the same descriptor numbers (which must
-        be open). Raises ValueError (or KeyError/TypeError) when *state* is not such a description."""
-        store = cls()
-        free = [int(s) for s in state["free"]]
-        for slot, item in enumerate(state["slots"]):
-            if item is None:
-                store._slots.append(None)
-                continue
-            sec, nano = (int(x) for x in item["limit"])
-            entry = Entry(slot, bytes.fromhex(item["id"]), tai.Tain(sec, nano), HeldFd(int(item["fd"])))
-            if entry.id in store._by_id:
-                raise ValueError(f"id {entry.id!r} held twice")
-            store._slots.append(entry)
-            store._by_id[entry.id] = entry
-            store._limits[entry.limit] = store._limits.get(entry.limit, 0) + 1
-            store._seq += 1
-            heapq.heappush(store._heap, (entry.limit, store._seq, entry))
-        if sorted(free) != [i for i, e in enumerate(store._slots) if e is None]:
-            raise ValueError("free slots do not match the empty ones")
-        store._free = free
-        return store
-
 
 # -- clients ----------------------------------------------------------------------------------
 @dataclass(eq=False)

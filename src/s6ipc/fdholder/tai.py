@@ -21,6 +21,12 @@ import struct
 import time
 from typing import NamedTuple, Optional
 
+__all__ = [
+    "TAI_UNIX_OFFSET", "LABEL_BASE", "NANO", "PACKED_SIZE", "INFINITE_RELATIVE_SECONDS",
+    "FINITE_THRESHOLD_SECONDS", "Tain", "unpack", "from_unix_ns", "now", "infinite_from", "is_finite",
+    "parse_text",
+]
+
 TAI_UNIX_OFFSET = 37
 LABEL_BASE = 1 << 62
 NANO = 1_000_000_000

@@ -31,6 +31,8 @@ import socket
 import sys
 from typing import Any, Awaitable, Callable, Collection, Union
 
+__all__ = ["ClientConnected", "start_unix_server", "close_unix_server"]
+
 ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
 
 

@@ -36,6 +36,8 @@ from typing import Any, List, Optional
 
 import uvicorn
 
+__all__ = ["GRACE", "POLL", "DrainingServer", "main"]
+
 GRACE = 0.1
 """Seconds a connection accepted before the stop has to deliver its request (uvicorn's own pause)."""
 POLL = 0.002

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Hashable, Iterable
 from ..base.errors import SystemFailure
 from .peers import Peer
 
+__all__ = ["EndHook", "ChildTable"]
+
 #: Called for each child reaped: (pid, the peer it served, its wait status).
 EndHook = Callable[[int, Peer, int], None]
 

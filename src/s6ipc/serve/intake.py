@@ -58,10 +58,9 @@ from ..sockets.unix import (
 )
 
 __all__ = [
-    "Want", "Miss", "STALE", "UNMATCHED", "Source", "SOURCES", "SOURCE_ORDER", "NoSocket",
-    "take_socket", "take_listener", "listening_socket", "retrieve_from_fdholder",
-    "take_daemon_socket", "take_systemd_socket", "systemd_socket_or_bind",
-    "FdZero", "Systemd", "FdHolder", "Bound",
+    "Want", "Miss", "STALE", "UNMATCHED", "Source", "SOURCES", "SOURCE_ORDER", "NoSocket", "take_socket",
+    "take_listener", "listening_socket", "retrieve_from_fdholder", "take_daemon_socket",
+    "take_systemd_socket", "systemd_socket_or_bind", "FdZero", "Systemd", "FdHolder", "Bound", "Taken",
 ]
 
 

@@ -31,6 +31,8 @@ from .. import __version__
 from .loop import Server
 from .peers import UnixPeer
 
+__all__ = ["FORMAT", "child_age", "ServerLife"]
+
 #: The layout of the handoff state; a new image refuses a state of another format.
 FORMAT = 1
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -60,6 +60,11 @@ from ..sockets.unix import check_listening_stream
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
+__all__ = [
+    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "ConnectionPolicy", "Heartbeat", "Ending",
+    "ServerConfig", "child_environment", "Server",
+]
+
 ABSOLUTE_MAXCONN = 1000
 _BURST = 64
 

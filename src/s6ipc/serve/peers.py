@@ -24,6 +24,8 @@ from typing import Dict, Hashable, Protocol, Tuple
 
 from ..sockets.unix import address_text, peer_credentials
 
+__all__ = ["PeerUnknown", "Peer", "PeerIdentity", "UnixPeer", "UnixPeers"]
+
 
 class PeerUnknown(Exception):
     """The peer of a connection cannot be identified: the text of s6's warning (the connection

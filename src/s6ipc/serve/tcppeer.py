@@ -29,6 +29,8 @@ from typing import Dict, Tuple
 
 from ..sockets.inet import ip6_fmt
 
+__all__ = ["TcpPeer", "TcpPeers"]
+
 _CACHE_MAX = 4096
 
 

@@ -32,6 +32,8 @@ from ..base.errors import BadInput, SystemFailure
 from ..sockets.listenfds import take_systemd_fds
 from .peers import PeerUnknown, UnixPeers
 
+__all__ = ["IPC_VARIABLES", "take_connection", "connection_variables", "count_connection"]
+
 #: Variables of a connection program's environment set here (others are left alone).
 IPC_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCREMOTEPATH", "IPCCONNNUM")
 

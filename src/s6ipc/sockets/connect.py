@@ -29,6 +29,8 @@ from ..base.durations import poll_ms
 from ..base.errors import SystemFailure
 from .inet import family_of, ip_fmt, scan_list, to_sockaddr
 
+__all__ = ["MAX_ADDRESSES", "LOCAL_ADDRESSES", "literal_addresses", "connect"]
+
 MAX_ADDRESSES = 16
 LOCAL_ADDRESSES = (b"\0" * 15 + b"\1", b"\x7f\0\0\1")
 

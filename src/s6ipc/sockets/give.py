@@ -55,6 +55,12 @@ from .listenfds import (
     read_listen_variables,
 )
 
+__all__ = [
+    "set_listen_pid", "pending_list", "append_sockets", "describe", "SCHEMES", "daemon_variables",
+    "SocketLike", "spawn_with_sockets",
+    "check_fdname",  # the receiving side's rule (listenfds), which names given here must pass too
+]
+
 
 def set_listen_pid(environ: MutableMapping[str, str] = os.environ, pid: Optional[int] = None) -> None:
     """Make ``LISTEN_PID`` (and ``LISTEN_PIDFDID``) in *environ* name *pid* (default: this process).

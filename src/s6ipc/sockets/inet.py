@@ -30,6 +30,12 @@ from typing import Callable, List, Optional, Tuple
 
 from ..base.options import scan_magnitude
 
+__all__ = [
+    "IP4_LEN", "IP6_LEN", "V4MAPPED_PREFIX", "PORT_MAX", "ip4_scan", "ip6_scan", "ip46_scan", "scan_list",
+    "parse_ip", "parse_port", "family_of", "ip4_fmt", "ip6_fmt", "ip_fmt", "is_v4mapped", "network",
+    "from_sockaddr", "to_sockaddr",
+]
+
 IP4_LEN = 4
 IP6_LEN = 16
 #: The first 12 bytes of an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``).

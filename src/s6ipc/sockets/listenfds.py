@@ -46,6 +46,13 @@ from ..base.errors import BadInput, S6ipcError, SystemFailure
 from ..base.options import scan_magnitude
 from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem, socket_address
 
+__all__ = [
+    "LISTEN_FDS_START", "LISTEN_VARIABLES", "PassedFd", "parse_pid", "parse_count", "pidfd_inode",
+    "take_systemd_fds", "listen_fds", "socket_address", "matching", "close_fds", "select_listener", "move_fd",
+    "adopt_systemd_socket", "forget_systemd_sockets", "FDNAME_MAX", "UNNAMED", "read_listen_variables",
+    "pidfd_id", "fdname_problem", "check_fdname", "explain",
+]
+
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID")

@@ -24,6 +24,8 @@ import socket
 from ..base.errors import SystemFailure
 from .inet import to_sockaddr
 
+__all__ = ["bind_tcp_socket"]
+
 _INT_MAX = 0x7FFFFFFF
 
 

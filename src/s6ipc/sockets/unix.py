@@ -30,6 +30,13 @@ from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
 from .inet import from_sockaddr, ip_fmt
 
+__all__ = [
+    "IPCPATH_MAX", "SOMAXCONN", "PathLike", "bind_unix_socket", "socket_kind", "is_socket", "check_socket",
+    "UNIX_FAMILIES", "IP_FAMILIES", "ANY_FAMILIES", "listener_problem", "check_listening_stream",
+    "peer_credentials", "address_text", "local_path", "connect_unix", "move_to_client_fds", "unix_address",
+    "socket_address",
+]
+
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
 SOMAXCONN = socket.SOMAXCONN

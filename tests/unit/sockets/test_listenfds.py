@@ -1,24 +1,22 @@
-"""s6ipc.sockets.listenfds: the one reader of LISTEN_*, the one pidfs check, the one fd-name rule.
+"""s6ipc.sockets.listenfds: the systemd socket-passing protocol, both paths (stdlib and python-systemd).
 
-The receiving side (:func:`take_systemd_fds`, what a daemon adopts) and the giving side
-(:func:`s6ipc.sockets.give.pending_list`, the list ``listen-fds``/``listen-pid`` extend) read the
-variables through one function; here both read the same table of malformed values in a child that
-got real fds 3-5 as from systemd (tests/support/passfds.py), and must come to the same verdict.
+Every case runs in a real process that received real sockets on fds 3, 4, … with ``LISTEN_*`` set
+for its own PID (tests/support/passfds.py, which execs like systemd does). The two paths run on
+the same cases and must agree on results, errnos and the close-on-exec flags they leave.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
+import sys
 import textwrap
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Sequence
 
 import pytest
 
-from s6ipc.base.errors import BadInput
-from s6ipc.daemon.readiness import Notifier
-from s6ipc.sockets import give, listenfds
 from tests.support.processes import SUPPORT, VENV_PYTHON
 
 PASSFDS = os.path.join(SUPPORT, "passfds.py")
@@ -26,151 +24,281 @@ PASSFDS = os.path.join(SUPPORT, "passfds.py")
 try:
     import systemd.daemon  # noqa: F401
 
-    BACKENDS = ["stdlib", "python-systemd"]
+    HAVE_PYTHON_SYSTEMD = True
 except ImportError:  # pragma: no cover
-    BACKENDS = ["stdlib"]
+    HAVE_PYTHON_SYSTEMD = False
 
-BOTH_SIDES = r"""
-import json, os, sys
-from s6ipc.sockets import give, listenfds
-from s6ipc.base.errors import S6ipcError
+needs_python_systemd = pytest.mark.skipif(
+    not HAVE_PYTHON_SYSTEMD, reason="python-systemd not installed (pip install -e '.[systemd]')"
+)
+BACKENDS = ["stdlib", pytest.param("python-systemd", marks=needs_python_systemd)]
+
+
+def probe(specs: Sequence[str], code: str, *, options: Sequence[str] = (), env: Dict[str, str] | None = None,
+          timeout: float = 20) -> Any:
+    """Run *code* (Python; must print one JSON document) with sockets passed as systemd would."""
+    argv = [VENV_PYTHON, PASSFDS, *specs, *options, "--", VENV_PYTHON, "-c", textwrap.dedent(code)]
+    result = subprocess.run(argv, capture_output=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+# -- the raw protocol: both paths agree --------------------------------------------------------
+AGREEMENT = r"""
+import fcntl, json, os, sys
+from s6ipc.base import systemd_backend
+from s6ipc.sockets import listenfds as activation
 pid = os.getpid()
-cases, backends = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cases = json.loads(sys.argv[1]) if len(sys.argv) > 1 else json.load(open(os.environ["CASES"]))
 
-def verdict(function):
+def flags():
+    out = []
+    for fd in range(3, 7):
+        try:
+            out.append(bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC))
+        except OSError:
+            out.append(None)
+    return out
+
+def reset():
+    for fd in range(3, 6):
+        os.set_inheritable(fd, True)
+
+def run(function, case):
+    reset()
+    for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(k, None)
+    for k, v in zip(("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"), case):
+        if v is not None:
+            os.environ[k] = v.replace("PID", str(pid)).replace("OTHER", str(pid + 1))
     try:
-        return [list(p) for p in function()]
-    except S6ipcError as e:
-        return "%s: %s" % (type(e).__name__, e)
+        result = [list(x) for x in function()]
+    except OSError as e:
+        result = "errno %d" % e.errno
+    return [result, flags()]
 
 out = []
 for case in cases:
-    env = {}
-    for k, v in zip(("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"), case):
-        if v is not None:
-            env[k] = v.replace("PID", str(pid)).replace("OTHER", str(pid + 1))
-    giving = verdict(lambda: give.pending_list(env))
-    taking = {}
-    for backend in backends:
-        for fd in range(3, 6):
-            os.set_inheritable(fd, True)
-        for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            os.environ.pop(k, None)
-        os.environ.update(env)
-        taking[backend] = verdict(lambda: listenfds.take_systemd_fds(True, backend)[0])
-    out.append([case, giving, taking])
+    a = run(lambda: activation._stdlib_listen_fds_with_names(dict(os.environ)), case)
+    b = run(systemd_backend.listen_fds_with_names, case)
+    out.append([case, a, b])
 print(json.dumps(out))
 """
 
-PIDS = ["PID", " PID", "+PID", "PIDx", "0PID", "OTHER", "", "0", "-1", "99999999999", "0x", None]
-COUNTS = ["1", "3", "4", "0", "-1", "", "x", " 2", "0x2", "02", "08", "0b11", "2 ", "2147483644",
-          "2147483645", None]
-NAMES = [None, "a", "a:b:c", "", ":", "a::"]
+PIDS = ["PID", " PID", "\tPID", "+PID", "PID ", "PIDx", "0PID", "OTHER", "", "0", "-0", "-1", "-PID",
+        "99999999999", "18446744073709551616", "0x", None]
+COUNTS = ["1", "2", "3", "4", "0", "-1", "", "x", " 2", "+2", "- 2", "0x2", "0X3", "02", "010", "08", "0o3",
+          "0b11", "2 ", "1.0", "\u0662", "2147483644", "2147483645", "99999999999", None]
+NAMES = [None, "a", "a:b", "a:b:c", "", ":", "a::", "web:ctl:stored"]
 
 
-def both_sides(cases: List[List[Optional[str]]]) -> List[Any]:
-    argv = [VENV_PYTHON, PASSFDS, f"listen:@s6t-sides-{os.getpid()}", "tcp", "pipe", "--",
-            VENV_PYTHON, "-c", textwrap.dedent(BOTH_SIDES), json.dumps(cases), json.dumps(BACKENDS)]
-    result = subprocess.run(argv, capture_output=True, timeout=60)
-    assert result.returncode == 0, result.stderr.decode()
-    out: List[Any] = json.loads(result.stdout)
-    return out
+def random_cases(n: int) -> List[List[Any]]:
+    rng = random.Random(5)
+    alphabet = "0123456789xXobB+- \t\nPID"
+    cases = []
+    for _ in range(n):
+        pid = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        count = "".join(rng.choice("0123456789xob+- ") for _ in range(rng.randint(0, 4)))
+        cases.append(["PID" if rng.random() < 0.5 else pid, count, rng.choice(NAMES)])
+    return cases
 
 
-def test_the_giving_and_the_taking_side_read_every_case_alike() -> None:
-    cases = [[p, c, n] for p in PIDS for c in COUNTS for n in NAMES]
-    kinds: Dict[str, int] = {}
-    for case, giving, taking in both_sides(cases):
-        pid, count, _ = case
-        verdicts = set(json.dumps(v) for v in taking.values())
-        assert len(verdicts) == 1, (case, taking)  # the backends agree (explain() words both)
-        received = taking["stdlib"]
-        if count is None:  # no list: nothing to give; a receiver still refuses a bad LISTEN_PID
-            assert giving == []
-            kind = "no list"
-        elif pid is None:
-            assert received == [] and giving == f"BadInput: LISTEN_FDS={count} is set without LISTEN_PID"
-            kind = "no pid"
-        elif received == [] and not isinstance(giving, str):
-            pytest.fail(f"{case}: the receiver has nothing, the giver a list {giving}")
-        elif received == [] and "for another process" in giving:
-            kind = "another process"
-        elif isinstance(giving, str) and giving.startswith("BadInput: too many fds"):
-            # the giver's one extra rule: a list beyond RLIMIT_NOFILE; the receiver fails on a closed fd
-            assert received.startswith("SystemFailure: unable to use fd "), (case, received)
-            kind = "too many"
-        else:
-            assert giving == received, case
-            kind = received.split(":")[0] if isinstance(received, str) else "fds"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    # the table reaches every verdict
-    assert set(kinds) == {"no list", "no pid", "another process", "too many", "BadInput", "SystemFailure",
-                          "fds"}, kinds
+@needs_python_systemd
+def test_stdlib_and_python_systemd_agree_on_every_case(tmp_path: Any) -> None:
+    cases = [[p, c, n] for p in PIDS for c in COUNTS for n in NAMES] + random_cases(400)
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps(cases))
+    me = os.getpid()
+    results = probe([f"listen:@s6t-agree-a{me}", f"dgram:@s6t-agree-b{me}", "tcp"], AGREEMENT,
+                    env=dict(os.environ, CASES=str(path)), timeout=60)
+    disagreements = [(case, a, b) for case, a, b in results if a != b]
+    assert not disagreements, disagreements[:5]
+    outcomes = {json.dumps(a[0]) if not isinstance(a[0], str) else a[0] for _, a, _ in results}
+    # the table must exercise every outcome: nothing, fds with and without names, each errno
+    assert "[]" in outcomes and "errno 22" in outcomes and "errno 34" in outcomes and "errno 9" in outcomes
+    assert '[[3, "unknown"], [4, "unknown"]]' in outcomes and '[[3, "a"], [4, "b"], [5, "c"]]' in outcomes
+    # and close-on-exec: taking 3 fds leaves exactly fds 3-5 close-on-exec
+    taken = [a for case, a, _ in results if case == ["PID", "3", None]][0]
+    assert taken == [[[3, "unknown"], [4, "unknown"], [5, "unknown"]], [True, True, True, None]]
 
 
-def test_the_one_reader_follows_libsystemds_order() -> None:
-    visited: List[range] = []
-    env = {"LISTEN_PID": str(os.getpid() + 1), "LISTEN_FDS": "garbage"}
-    assert listenfds.read_listen_variables(env, visit=visited.append) is None  # not ours: not read
-    env = {"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "2", "LISTEN_FDNAMES": "one"}
-    with pytest.raises(OSError) as info:
-        listenfds.read_listen_variables(env, visit=visited.append)
-    assert visited == [range(3, 5)]  # the fds are visited before the names are counted
-    assert str(listenfds.explain(info.value, env)) == "LISTEN_FDNAMES gives 1 names for LISTEN_FDS=2 fds"
-    env["LISTEN_FDNAMES"] = "one:two"
-    assert listenfds.read_listen_variables(env) == [(3, "one"), (4, "two")]
-    del env["LISTEN_FDNAMES"]
-    assert listenfds.read_listen_variables(env) == [(3, "unknown"), (4, "unknown")]
+# -- listen_fds(): environment, PID check, PIDFDID -------------------------------------------------
+LISTEN = r"""
+import ctypes, json, os, sys
+from s6ipc.sockets import listenfds as activation
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+try:
+    fds = [list(p) for p in activation.listen_fds(backend=sys.argv[1])]
+    error = None
+except Exception as e:
+    fds, error = None, "%s: %s" % (type(e).__name__, e)
+print(json.dumps({
+    "fds": fds, "error": error,
+    "environ": sorted(k for k in os.environ if k.startswith("LISTEN_")),
+    "c_environ": [k for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES") if libc.getenv(k.encode())],
+}))
+"""
 
 
-# -- the pidfs identity: one check for both sides ------------------------------------------------
+def listen(specs: Sequence[str], backend: str, options: Sequence[str] = ()) -> Dict[str, Any]:
+    return probe(specs, LISTEN.replace("sys.argv[1]", repr(backend)), options=options)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_listen_fds_takes_names_and_clears_both_environments(backend: str, sockdir: str) -> None:
+    out = listen([f"listen:{sockdir}/a", "tcp"], backend, ["--names", "web:ctl"])
+    assert out == {"fds": [[3, "web"], [4, "ctl"]], "error": None, "environ": [], "c_environ": []}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fds_for_another_pid_are_nothing_and_still_unset(backend: str, sockdir: str) -> None:
+    out = listen([f"listen:{sockdir}/a"], backend, ["--pid", "1"])
+    assert out == {"fds": [], "error": None, "environ": [], "c_environ": []}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_garbage_and_closed_fds_are_clear_errors(backend: str, sockdir: str) -> None:
+    assert listen([f"listen:{sockdir}/a"], backend, ["--fds", "1x"])["error"] == \
+        "BadInput: invalid LISTEN_FDS: '1x'"
+    assert listen([f"listen:{sockdir}/a"], backend, ["--pid", "0"])["error"] == \
+        "BadInput: invalid LISTEN_PID: '0'"
+    assert listen([f"listen:{sockdir}/a"], backend, ["--names", "a:b"])["error"] == \
+        "BadInput: LISTEN_FDNAMES gives 2 names for LISTEN_FDS=1 fds"
+    out = listen([f"listen:{sockdir}/a", "closed"], backend)
+    assert out["error"] == "SystemFailure: unable to use fd 4 listed in LISTEN_FDS=2: Bad file descriptor"
+    assert out["environ"] == [] and out["c_environ"] == []
+
+
 def _have_pidfs() -> bool:
-    return listenfds.pidfd_id(os.getpid()) is not None
+    a, b = os.pidfd_open(os.getpid()), os.pidfd_open(os.getppid())
+    try:
+        return os.fstat(a).st_ino != os.fstat(b).st_ino
+    finally:
+        os.close(a)
+        os.close(b)
 
 
-def test_the_pidfdid_the_giver_writes_is_the_one_the_taker_accepts() -> None:
-    env: Dict[str, str] = {}
-    give.set_listen_pid(env)
-    assert env["LISTEN_PID"] == str(os.getpid())
-    assert listenfds._pidfdid_matches(env.get("LISTEN_PIDFDID"))
-    if not _have_pidfs():
-        assert "LISTEN_PIDFDID" not in env
-        assert listenfds._pidfdid_matches("12345")  # no identities here: the value says nothing
-        return
-    assert env["LISTEN_PIDFDID"] == str(listenfds.pidfd_id(os.getpid()))
-    assert not listenfds._pidfdid_matches(str(int(env["LISTEN_PIDFDID"]) + 1))
-    assert not listenfds._pidfdid_matches("garbage")
-    give.set_listen_pid(env, os.getpid() + 1)  # another process: no stale identity survives
-    assert "LISTEN_PIDFDID" not in env
+@pytest.mark.skipif(not _have_pidfs(),
+                    reason="kernel without pidfs inodes (Linux < 6.9): LISTEN_PIDFDID is ignored")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_listen_pidfdid_is_checked_when_the_kernel_can(backend: str, sockdir: str) -> None:
+    assert listen([f"listen:{sockdir}/a"], backend, ["--pidfdid", "self"])["fds"] == [[3, "unknown"]]
+    assert listen([f"listen:{sockdir}/a"], backend, ["--pidfdid", "1"])["fds"] == []
 
 
-# -- the fd-name rule: one rule for LISTEN_FDNAMES and the fd store -------------------------------
-GOOD = ["web", "a", "x" * 255, "unix:web".replace(":", "-"), "stored", "~!#$%&()*+,-./;<=>?@[]^_`{|}"]
-BAD = {
-    "": "invalid fd name: it is empty",
-    "a:b": "invalid fd name 'a:b': it contains ':' (the LISTEN_FDNAMES separator)",
-    "x" * 256: "invalid fd name: longer than 255 bytes (256 characters)",
-    "sp ace": "invalid fd name 'sp ace': ' ' is not printable ASCII without space",
-    "tab\t": "invalid fd name 'tab\\t': '\\t' is not printable ASCII without space",
-    "\u00e9": "invalid fd name 'é': 'é' is not printable ASCII without space",
-    "del\x7f": "invalid fd name 'del\\x7f': '\\x7f' is not printable ASCII without space",
-}
+@needs_python_systemd
+def test_python_systemd_default_unset_leaves_os_environ_stale(sockdir: str) -> None:
+    """The fact the module works around (L7): libsystemd's unsetenv never reaches os.environ."""
+    out = probe([f"listen:{sockdir}/a"], r"""
+        import json, os
+        from systemd import daemon
+        fds = daemon.listen_fds()  # unset_environment=True by default
+        print(json.dumps([fds, sorted(k for k in os.environ if k.startswith("LISTEN_"))]))
+    """)
+    assert out == [[3], ["LISTEN_FDS", "LISTEN_PID"]]
 
 
-@pytest.mark.parametrize("name", GOOD)
-def test_good_names_pass_everywhere(name: str) -> None:
-    assert listenfds.fdname_problem(name) is None
-    give.check_fdname(name)  # the public s6ipc.check_fdname
-    assert Notifier(None).store_fds(name, []) is False  # no manager: nothing sent, nothing refused
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_pid_exec_after_adoption_sees_no_stale_variables(backend: str, sockdir: str) -> None:
+    """The shape of every chain: adopt, then exec in the same PID (L7) — nothing stale survives."""
+    out = probe([f"listen:{sockdir}/a"], rf"""
+        import os, sys
+        from s6ipc.sockets import listenfds as activation
+        activation.adopt_systemd_socket(backend={backend!r})
+        os.execv(sys.executable, [sys.executable, "-c",
+            "import json, os; from s6ipc.sockets import listenfds as activation, unix as sockets; "
+            "print(json.dumps([activation.listen_fds(), sockets.listener_problem(0), "
+            "sorted(k for k in os.environ if k.startswith('LISTEN_'))]))"])
+    """)
+    assert out == [[], None, []]
 
 
-@pytest.mark.parametrize("name, message", sorted(BAD.items()))
-def test_bad_names_are_refused_everywhere_with_one_message(name: str, message: str) -> None:
-    assert listenfds.fdname_problem(name) == message
-    for check in (give.check_fdname, lambda n: Notifier("@x").store_fds(n, []),
-                  lambda n: Notifier("@x").remove_stored(n)):
-        with pytest.raises(BadInput) as info:
-            check(name)
-        assert str(info.value) == message
-    with pytest.raises(BadInput, match="^invalid fd name"):
-        give.spawn_with_sockets(["true"], [0], names=[name])
+# -- selecting the listener ------------------------------------------------------------------------
+SELECT = r"""
+import json
+from s6ipc.sockets import listenfds as activation
+from s6ipc.base.errors import S6ipcError
+passed = activation.listen_fds()
+out = []
+for name, path in CASES:
+    try:
+        out.append(list(activation.select_listener(passed, name=name, path=path)))
+    except S6ipcError as e:
+        out.append(str(e))
+print(json.dumps(out))
+"""
+
+
+def select(specs: Sequence[str], cases: List[Any], names: str) -> List[Any]:
+    return probe(specs, SELECT.replace("CASES", json.dumps(cases).replace("null", "None")),
+                 options=["--names", names])
+
+
+def test_select_by_name_path_and_type(sockdir: str) -> None:
+    a, b = f"{sockdir}/a", f"{sockdir}/b"
+    out = select([f"listen:{a}", "tcp", f"dgram:{sockdir}/d", f"bound:{sockdir}/n", f"listen:{b}", "pipe"],
+                 [["web", None], [None, b], [None, "@nope"], ["ctl", None], ["dg", None], ["nl", None],
+                  ["p", None], ["zz", None], [None, None], ["dup", None]],
+                 "web:ctl:dg:nl:dup:p")
+    assert out[0] == [3, "web"]
+    assert out[1] == [7, "dup"]
+    assert out[2].startswith("no socket bound to @nope among those passed by systemd (fd 3 web " + a)
+    assert out[3] == "the socket passed by systemd as fd 4 (ctl) is not a Unix domain socket"
+    assert out[4] == "the socket passed by systemd as fd 5 (dg) is not a stream socket"
+    assert out[5] == "the socket passed by systemd as fd 6 (nl) is not listening"
+    assert out[6] == "the socket passed by systemd as fd 8 (p) is not a socket"
+    assert out[7].startswith("no socket named zz among those passed by systemd (")
+    assert out[8].startswith("2 listening Unix stream sockets were passed by systemd (fd 3 web")
+    assert out[8].endswith("choose one by name or path")
+    assert out[9] == [7, "dup"]
+
+
+def test_without_names_the_only_unix_listener_is_chosen(sockdir: str) -> None:
+    out = probe(["tcp", f"listen:@s6t-only-{os.getpid()}"], r"""
+        import json
+        from s6ipc.sockets import listenfds as activation
+        print(json.dumps(list(activation.select_listener(activation.listen_fds()))))
+    """)
+    assert out == [4, "unknown"]
+
+
+# -- the daemon's intake order and the Python API ---------------------------------------------------
+def test_listening_socket_prefers_fd0_then_systemd_then_reports_what_it_tried(sockdir: str) -> None:
+    code = r"""
+        import json, os, socket
+        from s6ipc.serve import intake
+        from s6ipc.sockets import unix as sockets
+        from s6ipc.base.errors import S6ipcError
+        out = {}
+        if os.environ.get("FD0"):
+            s = socket.socket(socket.AF_UNIX); s.bind(os.environ["FD0"]); s.listen()
+            os.dup2(s.fileno(), 0); s.close()
+        try:
+            sock = intake.listening_socket()
+            out["address"] = sock.getsockname()
+            out["inheritable"] = sock.get_inheritable()
+            out["fd0"] = sockets.listener_problem(0)
+        except S6ipcError as e:
+            out["error"] = str(e)
+        out["environ"] = sorted(k for k in os.environ if k.startswith("LISTEN_"))
+        out["pid"] = os.getpid()
+        print(json.dumps(out))
+    """
+    systemd = probe([f"listen:{sockdir}/sd"], code)
+    del systemd["pid"]
+    expected = {"inheritable": False, "fd0": "is not a socket", "environ": []}
+    assert systemd == {"address": f"{sockdir}/sd", **expected}
+    fd0 = probe([f"listen:{sockdir}/sd"], code, env=dict(os.environ, FD0=f"{sockdir}/zero"))
+    del fd0["pid"]
+    assert fd0 == {"address": f"{sockdir}/zero", **expected}
+    nothing = probe([f"listen:{sockdir}/sd"], code, options=["--pid", "1"])
+    assert nothing["error"] == (
+        "no listening socket: fd 0 is not a socket; the sockets passed by systemd are for another process "
+        f"(LISTEN_PID=1, this is {nothing['pid']}): was this started through a wrapper that did not exec?; "
+        "no fd holder given"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,4 +1,4 @@
-"""s6ipc.accessrules and s6ipc.access: the library API the programs, the fast path and fdholderd use.
+"""s6ipc.access.rules and s6ipc.access.ipc: the library API the programs, the fast path and fdholderd use.
 
 Behaviour against s6's binaries is tested in tests/programs/; here the API contract: lookup order,
 decisions, the cdb value format both ways, live reloading, compile/expand, and :func:`evaluate`.

@@ -1,4 +1,4 @@
-"""The daemon's store (s6's slot order, unique limits, expiry) and rights from rule environments."""
+"""s6ipc.fdholder.store: the daemon's store (s6's slot order, unique limits, expiry)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 
 from s6ipc.fdholder import tai
-from s6ipc.fdholder.server import FdStore, RightsError, rights_from_modifs
+from s6ipc.fdholder.store import FdStore
 
 T = tai.Tain(0x4000000000000000 + 2_000_000_000, 0)
 
@@ -59,18 +59,3 @@ def test_expiry_closes_in_limit_order() -> None:
     assert [e.id for e in store.entries()] == [b"later"]
     store.close_all()
 
-
-def test_rights_from_the_rule_environment() -> None:
-    r = rights_from_modifs([])
-    assert not r.retrieve.search(b"x") and not r.store.search(b"") and not (r.list or r.getdump or r.setdump)
-    r = rights_from_modifs(["S6_FDHOLDER_RETRIEVE_REGEX=", "S6_FDHOLDER_STORE_REGEX=^pub",
-                            "S6_FDHOLDER_LIST=", "S6_FDHOLDER_GETDUMP", "S6_FDHOLDER_SETDUMP=x"])
-    assert r.retrieve.search(b"anything") and r.store.search(b"pubthing") and not r.store.search(b"xpub")
-    assert r.list and not r.getdump and r.setdump  # an unset (no '=') grants nothing
-    # the first definition wins; a later invalid one is not even compiled
-    r = rights_from_modifs(["S6_FDHOLDER_STORE_REGEX=^a", "S6_FDHOLDER_STORE_REGEX=("])
-    assert r.store.search(b"ab")
-    with pytest.raises(RightsError) as info:
-        rights_from_modifs(["S6_FDHOLDER_STORE_REGEX=("])
-    assert (info.value.variable, info.value.value, info.value.message) == (
-        "S6_FDHOLDER_STORE_REGEX", "(", "Unmatched ( or \\(")

@@ -1,4 +1,4 @@
-"""s6ipc.inet against libskarnet 2.13.1.1 itself (ctypes), on the spec's examples and on random input."""
+"""s6ipc.sockets.inet against libskarnet 2.13.1.1 itself (ctypes), on pinned examples and random input."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_formatting_matches_skalibs(lib) -> None:  # type: ignore[no-untyped-def
         assert inet.ip_fmt(ip) == c_fmt(lib, ip), ip.hex()
 
 
-def test_spec_examples() -> None:
+def test_pinned_examples() -> None:
     assert inet.parse_ip("127.0.0.1:80") == b"\x7f\0\0\1"
     assert inet.parse_ip("127.0.0.257") == b"\x7f\0\0\1"
     assert inet.ip_fmt(inet.parse_ip("::ffff:127.0.0.1")) == "::ffff:127"

@@ -1,4 +1,4 @@
-"""s6ipc.readiness: sd_notify messages, fd passing, credentials, the watchdog, the notification fd.
+"""s6ipc.daemon.readiness: sd_notify messages, fd passing, credentials, the watchdog, the notification fd.
 
 The manager side is a real AF_UNIX datagram socket with SO_PASSCRED, as systemd's is: what it
 receives (bytes, SCM_RIGHTS fds, SCM_CREDENTIALS) is compared between the standard-library path and

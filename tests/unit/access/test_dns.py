@@ -1,5 +1,5 @@
-"""s6ipc.dns (s6-dns's configuration, engine and answers) and s6ipc.ident (RFC 1413 replies),
-against loopback fake servers: never the machine's resolver."""
+"""s6ipc.access.dns (s6-dns's configuration, engine and answers), against loopback fake servers:
+never the machine's resolver."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from s6ipc.access import dns, ident
+from s6ipc.access import dns
 from s6ipc.sockets import inet
 from tests.support.netpeers import FakeDns, loopback_address
 
@@ -83,30 +83,3 @@ def test_deadline_on_a_silent_server(fake: FakeDns) -> None:
     assert answer.status == errno.ETIMEDOUT and 0.6 < time.monotonic() - start < 2
     assert dns.error_text(errno.ETIMEDOUT) == "query timed out"
 
-
-@pytest.mark.parametrize("line,result", [
-    ("5 , 6 : USERID : UNIX : alice\r", "alice\r"),
-    ("  5,6:USERID:UNIX,utf8:  two spaces", " two spaces"),
-    ("5 , 6 : USERID : OS :", ""),
-    ("5 , 6 : ERROR : NO-USER", errno.ESRCH),
-    ("5 , 6 : ERROR : INVALID-PORT", errno.EINVAL),
-    ("5 , 6 : ERROR : UNKNOWN-ERROR", errno.EIO),
-    ("5 , 6 : ERROR : Xfoo", errno.EEXIST),
-    ("5 , 6 : ERROR : other", "EPROTO"),
-    ("5 , 7 : USERID : UNIX : alice", "EPROTO"),
-    ("5 , 6 : USERID : UNIX", "EPROTO"),
-    ("", "EPROTO"),
-    ("5 , 6 : USERID : UNIX : " + "x" * 512, "ENAMETOOLONG"),
-    ("5 , 6 : USERID : UNIX : " + "x" * 511, "x" * 511),
-])
-def test_ident_replies(line: str, result: object) -> None:
-    if isinstance(result, str) and not result.startswith("E"):
-        assert ident.parse_reply(line, 5, 6) == result
-    elif isinstance(result, int):
-        with pytest.raises(ident.IdentRefused) as refused:
-            ident.parse_reply(line, 5, 6)
-        assert refused.value.code == result
-    else:
-        with pytest.raises(OSError) as failed:
-            ident.parse_reply(line, 5, 6)
-        assert failed.value.errno == getattr(errno, str(result))

@@ -18,7 +18,8 @@ import pytest
 
 from s6ipc.base import unixmessage
 from s6ipc.fdholder import protocol, tai
-from s6ipc.fdholder.server import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon, FdStore
+from s6ipc.fdholder.server import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon
+from s6ipc.fdholder.store import FdStore
 from tests.support.clock import FakeClock
 from tests.support.fdholder import ALL_RIGHTS, Quiet, Raw, inode, listening, make_rules
 

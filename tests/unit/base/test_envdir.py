@@ -1,4 +1,4 @@
-"""s6ipc.envdir: skalibs envdir semantics and env_merge order, checked against s6-envdir.
+"""s6ipc.base.envdir: skalibs envdir semantics and env_merge order, checked against s6-envdir.
 
 ``s6-envdir DIR env`` reads DIR with the same skalibs ``envdir`` and applies the result with the same
 ``env_merge``, so its output is the reference for both :func:`read_envdir` and :func:`merge_env`,

@@ -1,4 +1,4 @@
-"""s6ipc.cdb: djb's cdb format, written and read (byte compatibility with s6 is checked end to end in
+"""s6ipc.access.cdb: djb's cdb format, written and read (byte compatibility with s6 is checked end to end in
 tests/programs/test_accessrules_cdb.py, where our file and s6's are compared byte for byte)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""s6ipc.options: skalibs' subgetopt and number scanners, pinned by examples and checked on s6.
+"""s6ipc.base.options: skalibs' subgetopt and number scanners, pinned by examples and checked on s6.
 
 The examples pin the rules. The property tests compare with the real binaries:
 ``parse_gidlist`` with the list s6-ipcserver re-emits for ``-G`` (read under strace, so the exact
