@@ -264,14 +264,16 @@ class StatusLine:
             self.send(text)
 
 
-def every(beats: Sequence[Tuple[float, Callable[[], None]]]) -> Tuple[float, Callable[[], None]]:
+def every(beats: Sequence[Tuple[float, Callable[[], None]]],
+          monotonic: Callable[[], float] = time.monotonic) -> Tuple[float, Callable[[], None]]:
     """One loop timer (a :data:`s6ipc.server.Heartbeat`) calling each ``(interval, function)`` at
-    least every interval: the shortest interval, each function run when its own is due."""
+    least every interval: the shortest interval, each function run when its own is due (read on
+    *monotonic*: the daemon's clock)."""
     interval = min(i for i, _ in beats)
     due = [0.0] * len(beats)
 
     def beat() -> None:
-        now = time.monotonic()
+        now = monotonic()
         for n, (each, function) in enumerate(beats):
             if now >= due[n] - interval / 2:
                 due[n] = now + each
