@@ -402,6 +402,11 @@ class FdHolderDaemon:
         self._detach_listener()
         return Ending((1 if len(self.store) else 0) | (2 if self.clients else 0))
 
+    @property
+    def ending(self) -> Ending:
+        """Why the loop ended once :meth:`step` returned False for an upgrade (``exec_argv`` set)."""
+        return self._ending
+
     def serve_on(self) -> None:
         """After :meth:`run` returned for an exec that failed: take connections and requests again."""
         self._ending = Ending()
