@@ -111,7 +111,9 @@ def test_per_uid_counts_across_an_upgrade(sockdir: str, handler: str,
             if generation:
                 upgrade(pid, generation)
             document = view(pid)
-            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": {"0": 1, str(uid): 1}}
+            per_uid = {"0": 1, str(uid): 1}
+            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": per_uid,
+                                               "unit": "uid", "peers": 2, "per_peer": per_uid}
             assert sorted((c["uid"], c["gid"]) for c in document["children"]) == [(0, 0), (uid, gid)]
         assert ours_too.finish()
     finally:
@@ -127,7 +129,8 @@ def test_without_credentials_after_an_upgrade(sockdir: str, handler: str,
     server = server_factory([*ours("ipcserver"), "-v", "-1", "-P", path, handler, "hold"])
     held = Exchange(path)
     document = upgrade(server.proc.pid, 1)
-    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {}}
+    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {},
+                                       "unit": "uid", "peers": None, "per_peer": {}}
     assert document["children"][0]["uid"] is None
     assert held.finish()
     wait_until(lambda: f"end pid {held.pid} uid ? exitcode 0" in server.log())
@@ -195,7 +198,7 @@ def _copy_server(server_factory: Callable[..., RunningServer], top: str, path: s
 
 @pytest.mark.parametrize("module,breakage,why", [
     ("access/cdb.py", "def broken(:\n", "SyntaxError"),
-    ("access.py", "import s6ipc_missing_dependency\n", "No module named 's6ipc_missing_dependency'"),
+    ("access/ipc.py", "import s6ipc_missing_dependency\n", "No module named 's6ipc_missing_dependency'"),
 ])
 def test_a_broken_installed_version_is_rejected(sockdir: str, handler: str, package_copy: tuple,  # type: ignore[type-arg]
                                                 server_factory: Callable[..., RunningServer],
@@ -234,8 +237,8 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     path = os.path.join(sockdir, "s")
     server = _copy_server(server_factory, top, path, handler)
     before = Exchange(path)
-    edit(os.path.join(package, "inplace.py"), '        server = self.server\n        self.generation = int(',
-         '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
+    edit(os.path.join(package, "serve", "life.py"), '        parsed = parse_state(state, server.identity)\n',
+         '        raise RuntimeError("boom")\n')
     server.signal(signal.SIGUSR2)
     assert server.wait(30) == 111
     lines = [ln for ln in server.log().splitlines() if "fatal" in ln]
@@ -250,11 +253,14 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     (None, "invalid $S6IPC_HANDOFF: 'nonsense' (a descriptor number)"),
     (b"{", "the handoff state on fd N is not JSON: Expecting property name enclosed in double quotes: "
            "line 1 column 2 (char 1)"),
-    (b'{"format": 1, "program": "fdholderd"}',
-     "unable to take over from the previous image: handoff state of format 1 for 'fdholderd': "
-     "this is ipcserverd format 1"),
+    (b'{"format": 2, "kind": "fdholderd"}',
+     "unable to take over from the previous image: a state of format 2 for 'fdholderd': "
+     "this is ipcserverd format 2"),
     (b'{"format": 1, "program": "ipcserverd", "generation": 1}',
-     "unable to take over from the previous image: no 'started' in the handoff state"),
+     "unable to take over from the previous image: a state of format 1 for 'ipcserverd': "
+     "this is ipcserverd format 2"),
+    (b'{"format": 2, "kind": "ipcserverd", "version": "1", "lineage": {"generation": 1}}',
+     "unable to take over from the previous image: no 'status_fd' in the handoff state"),
 ])
 def test_a_bad_handoff_is_one_line_and_111(sockdir: str, handler: str, content: bytes, line: str) -> None:
     """What a new image does with a state it cannot use: never a traceback, never a silent start."""
@@ -281,7 +287,7 @@ def test_live_view_and_status_program(sockdir: str, handler: str,
     headline = rf"ipcserverd pid {pid}, version {re.escape(__version__)}, generation 0, uptime [\d.]+s"
     assert re.fullmatch(headline, lines[0]), lines[0]
     assert "limits: maxconn 7, localmaxconn 5" in lines
-    assert "connections: total 2, uids 1, per_uid 0 2" in lines
+    assert "connections: total 2, uids 1, per_uid 0 2, unit uid, peers 1, per_peer 0 2" in lines
     assert "accepted: 2" in lines and "refused: 0" in lines
     for ex in held:
         assert any(re.fullmatch(rf"  pid {ex.pid} uid 0 gid 0 age [\d.]+s", ln) for ln in lines), lines

@@ -181,7 +181,9 @@ def prove(path: str, pid: int, upgrades: int, send: Optional[Any] = None,
     document = wait_until(settled)
     assert document["generation"] == upgrades
     assert document["accepted"] == load.done + len(long_lived) and document["refused"] == 0
-    assert document["connections"] == {"total": len(long_lived), "uids": 1, "per_uid": {"0": len(long_lived)}}
+    n = len(long_lived)
+    assert document["connections"] == {"total": n, "uids": 1, "per_uid": {"0": n},
+                                       "unit": "uid", "peers": 1, "per_peer": {"0": n}}
     assert sorted(c["pid"] for c in document["children"]) == sorted(ex.pid for ex in long_lived)
     for ex in long_lived:
         assert ex.finish(), "a long-lived connection did not end cleanly"

@@ -110,7 +110,8 @@ class State(NamedTuple):
         """Read a state for daemon *kind*. Raises ValueError (of another format or daemon),
         KeyError or TypeError (malformed)."""
         if obj.get("format") != FORMAT or obj.get("kind") != kind:
-            raise ValueError(f"a state of format {obj.get('format')!r} for {obj.get('kind')!r}: "
+            written_by = obj.get("kind", obj.get("program"))  # format 1 said "program"
+            raise ValueError(f"a state of format {obj.get('format')!r} for {written_by!r}: "
                              f"this is {kind} format {FORMAT}")
         raw = obj["lineage"]
         fd = raw["status_fd"]
@@ -279,13 +280,16 @@ class Lifecycle:
 
     def adopt(self, state: State, restore: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         """Take *state* over: the lineage, and the daemon's part (through *restore*, by default
-        the part's :meth:`~DaemonPart.restore`). Raises :class:`Unusable` (one line, exit 111)."""
+        the part's :meth:`~DaemonPart.restore`). Raises :class:`Unusable` (one line, exit 111) for
+        whatever the daemon's part raises but its own :class:`S6ipcError` (which it raises as is)."""
         self.generation = state.lineage.generation
         self.started_wall = state.lineage.started_wall
         self.started_monotonic = state.lineage.started_monotonic
         try:
             (restore or self.part.restore)(state.daemon)
-        except (KeyError, TypeError, ValueError) as e:
+        except S6ipcError:
+            raise  # the daemon's own start-up errors (fd 0…), with their own lines and codes
+        except Exception as e:  # ValueError…, or the new version's own bug: the supervisor must see it
             raise Unusable(take_over_text(e)) from None
 
     def open_live_view(self, watch: Callable[[int, Callable[[int], None]], None],
