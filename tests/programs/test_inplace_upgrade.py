@@ -356,9 +356,9 @@ def test_an_exec_failure_is_undone_and_serving_goes_on(
 
     install_script()
     # the new code passes its preflight, which takes the console script away: the exec then fails
-    unlink = "    import sys as _s; os.unlink(os.path.join(os.path.dirname(_s.executable), 's6ipc'))\n"
+    unlink = "    import os, sys; os.unlink(os.path.join(os.path.dirname(sys.executable), 's6ipc'))\n"
     ipcserverd = os.path.join(package, "programs", "ipcserverd.py")
-    edit(ipcserverd, "    access_fast_path(config)\n", "    access_fast_path(config)\n    import os\n" + unlink)
+    edit(ipcserverd, "    access_fast_path(config)\n", "    access_fast_path(config)\n" + unlink)
     path, notify = os.path.join(sockdir, "s"), os.path.join(sockdir, "notify")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(notify)
