@@ -326,7 +326,7 @@ def _wait_warnings(log: str, count: int, timeout: float = 30) -> List[str]:
 
 BREAKAGES = {
     "syntax error": ("fdholder/ere.py", "\ndef broken(:\n", "SyntaxError"),
-    "missing dependency": ("cdb.py", "\nimport s6ipc_no_such_dependency  # noqa\n",
+    "missing dependency": ("access/cdb.py", "\nimport s6ipc_no_such_dependency  # noqa\n",
                            "ModuleNotFoundError: No module named 's6ipc_no_such_dependency'"),
     # a new version that reads the state differently (a key the running one does not write)
     "state it cannot read": ("fdholder/server.py",
