@@ -30,7 +30,7 @@ from tests.support.processes import (
     zombie_children,
 )
 from tests.support.tcp import TcpServer, connect
-from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
+from tests.support.upgrade import Exchange, break_take_over, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
 
@@ -241,8 +241,7 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     path = os.path.join(sockdir, "s")
     server = _copy_server(server_factory, top, path, handler)
     before = Exchange(path)
-    edit(os.path.join(package, "serve", "life.py"), '        parsed = parse_state(state, server.identity)\n',
-         '        raise RuntimeError("boom")\n')
+    break_take_over(package)
     server.signal(signal.SIGUSR2)
     assert server.wait(30) == 111
     lines = [ln for ln in server.log().splitlines() if "fatal" in ln]
