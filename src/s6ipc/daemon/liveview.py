@@ -1,6 +1,7 @@
 """The live view: look inside a running daemon without reading its logs.
 
-Each daemon that offers it (``ipcserverd``, ``fdholderd``) listens on a *status socket* of its own,
+Each daemon that offers it (``ipcserverd``, ``tcpserver4d``/``6d``/``tcpserverd``, ``fdholderd``: every
+daemon on :mod:`s6ipc.daemon.lifecycle`) listens on a *status socket* of its own,
 polled by its loop beside the listening socket. A client connects, the daemon checks who it is,
 writes one JSON document (what :class:`StatusSocket`'s *describe* returns, plus a newline) and
 closes. ``s6ipc status PID|NAME [-j]`` is the client (:func:`query`, :func:`render`). Under
