@@ -56,7 +56,7 @@ class Setup:
         daemon = FdHolderDaemon(config, self.log, self.listen_fd, clock=self.clock,
                                 on_upgrade=lambda: self.life.requested())
         self.life = Lifecycle(KIND, "fdholderd", ["-i", "rules"], HolderLife(daemon), self.log, Readiness(),
-                              held_signals=daemon.signals, system=self.system, clock=self.clock)
+                              held_signals=lambda: daemon.signals, system=self.system, clock=self.clock)
         return daemon
 
     def turns(self, n: int = 3) -> bool:

@@ -26,7 +26,7 @@ from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
 from ..daemon.readiness import Notifier, Readiness
 from ..serve.life import ServerLife
-from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, ServerConfig
+from ..serve.loop import ConnectionPolicy, Heartbeat, Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
 from ..sockets.listenfds import socket_address
 from ..sockets.unix import local_path
@@ -145,7 +145,7 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
     life = Lifecycle(program, reporter.name, args, ServerLife(server), reporter, sinks.readiness,
-                     held_signals=HANDLED_SIGNALS + (signal.SIGUSR2,), system=os_, clock=server.clock,
+                     held_signals=lambda: server.signals, system=os_, clock=server.clock,
                      verbosity=config.verbosity)
     server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:

@@ -245,15 +245,16 @@ class Lifecycle:
     *kind* names the daemon (its state and its live view: ``ipcserverd``); *program* and *args*
     are the command line the next image runs (``s6-ipcserverd -1 …``: :func:`upgrade.reexec_argv`).
     *part* is the daemon's own part, *log* where the warnings go, *readiness* where ``RELOADING=1``
-    / ``READY=1`` go, *held_signals* the daemon's own signals (blocked across the exec).
+    / ``READY=1`` go, *held_signals* tells the daemon's own signals (its table, read at the exec:
+    they are blocked across it).
     """
 
     def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
-                 readiness: Readiness, *, held_signals: Sequence[int], system: System,
+                 readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
                  clock: Clock = SYSTEM_CLOCK, verbosity: int = 1) -> None:
         self.kind, self.program, self.args = kind, program, list(args)
         self.part, self.log, self.readiness = part, log, readiness
-        self.held_signals = tuple(held_signals)
+        self.held_signals = held_signals
         self.system, self.clock, self.verbosity = system, clock, verbosity
         self.generation = 0
         self.started_wall = clock.wall_ns() / 1e9
@@ -373,7 +374,7 @@ class Lifecycle:
         """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
         is undone, one warning said, and the daemon serves on (the module docstring says why)."""
         system = self.system
-        mask = system.block_signals(self.held_signals)
+        mask = system.block_signals(self.held_signals())
         state = self.state(mask)
         kept = list(state.descriptors.values())
         memfd = -1
@@ -385,6 +386,8 @@ class Lifecycle:
             system.exec(argv)
         except S6ipcError as e:
             why = str(e)
+        except (TypeError, ValueError) as e:  # a daemon's part that is not JSON: its bug, not fatal
+            why = f"unable to write the state: {e}"
         except OSError as e:
             why = f"unable to exec {argv[0]}: {os.strerror(e.errno or errno.EIO)}"
         system.restore_mask(mask)

@@ -203,6 +203,11 @@ class Server:
         if self._selfpipe is not None:
             self._selfpipe.add(sig)
 
+    @property
+    def signals(self) -> Tuple[int, ...]:
+        """Every signal the loop catches: its own and those of :meth:`on_signal`."""
+        return HANDLED_SIGNALS + tuple(self._signal_hooks)
+
     def stop_for_exec(self, argv: List[str]) -> None:
         """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
         self._ending = Ending(0, list(argv))

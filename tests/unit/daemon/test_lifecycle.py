@@ -52,8 +52,9 @@ class Setup:
         self.log = Quiet()
         self.notifier = RecordingNotifier()
         self.daemon = FakeDaemon()
-        self.life = Lifecycle("thingd", "s6-thingd", ["-v", "x"], self.daemon, self.log,
-                              Readiness(self.notifier), held_signals=HELD, system=system, clock=self.clock)
+        readiness = Readiness(self.notifier)
+        self.life = Lifecycle("thingd", "s6-thingd", ["-v", "x"], self.daemon, self.log, readiness,
+                              held_signals=lambda: HELD, system=system, clock=self.clock)
 
 
 def test_state_round_trip() -> None:
@@ -222,3 +223,11 @@ def test_the_state_names_the_status_socket(monkeypatch: pytest.MonkeyPatch) -> N
     assert state is not None
     assert state.descriptors["status"] == state.lineage.status_fd == s.life.status.fileno()
     s.life.status.close()
+
+
+def test_a_daemon_part_that_is_not_json_is_undone_like_a_failed_exec() -> None:
+    s = Setup(FakeSystem())
+    s.daemon.count = {1, 2}  # type: ignore[assignment]
+    s.life.replace(["/x"])
+    assert not s.system.execs and not s.system.memfds and s.system.closed_on_exec == [7]
+    assert s.log.lines[0].startswith("warning: unable to upgrade in place: unable to write the state: ")
