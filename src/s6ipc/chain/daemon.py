@@ -123,6 +123,20 @@ def serve_on(life: Lifecycle, serve: Callable[[], Ending], resume: Callable[[], 
         resume()
 
 
+def _keep_status(reporter: Reporter, server: Server, life: Lifecycle, readiness: Readiness, *,
+                 fresh: bool) -> None:
+    """``STATUS=`` from the loop's timer, on the server's clock. A fresh start keeps READY's
+    "accepting connections on …" until the counts move; the image after an upgrade shows the
+    counts it took over at once."""
+
+    def send(text: str) -> None:
+        _quietly(reporter, lambda: readiness.status(text))()
+
+    line = StatusLine(send, life.status_text, monotonic=server.clock.monotonic, quiet_first=fresh)
+    beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
+    server.heartbeat = every(beats, server.clock.monotonic)
+
+
 def _unless_upgrading(life: Lifecycle, hook: Callable[[], None]) -> Callable[[], None]:
     def maybe() -> None:
         if not life.upgrading:
@@ -144,24 +158,14 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
-    life = Lifecycle(program, reporter.name, args, ServerLife(server), reporter, sinks.readiness,
-                     held_signals=lambda: server.signals, system=os_, clock=server.clock,
+    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
+                     sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
                      verbosity=config.verbosity)
     server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)
     if sinks.readiness.notifier.enabled:
-        readiness = sinks.readiness
-
-        def send_status(text: str) -> None:
-            _quietly(reporter, lambda: readiness.status(text))()
-
-        # a fresh start keeps READY's "accepting connections on …" until the counts move; the
-        # image after an upgrade shows the counts it took over at once
-        line = StatusLine(send_status, life.status_text, monotonic=server.clock.monotonic,
-                          quiet_first=state is None)
-        server.heartbeat = every([(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else []),
-                                 server.clock.monotonic)
+        _keep_status(reporter, server, life, sinks.readiness, fresh=state is None)
 
     def upgrade() -> None:
         argv = life.requested()
