@@ -75,7 +75,7 @@ class ServerLife:
     # -- what it shows --------------------------------------------------------------------
     def _counted(self) -> bool:
         """Whether peers are told apart (not with ``-P``: every IPC peer is the same unknown)."""
-        return bool(getattr(self.server.identity, "lookup", True))
+        return self.server.identity.unit != "uid" or self.server.config.lookup
 
     def describe(self) -> Dict[str, Any]:
         """The server's fields of the live view's document (docs/status.md): limits, connections
