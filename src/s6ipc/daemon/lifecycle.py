@@ -109,6 +109,10 @@ class State(NamedTuple):
     def from_json(cls, obj: Dict[str, Any], kind: str) -> State:
         """Read a state for daemon *kind*. Raises ValueError (of another format or daemon),
         KeyError or TypeError (malformed)."""
+        if obj.get("format") != FORMAT:
+            legacy = _from_release_0_1(obj, kind)
+            if legacy is not None:
+                return legacy
         if obj.get("format") != FORMAT or obj.get("kind") != kind:
             written_by = obj.get("kind", obj.get("program"))  # format 1 said "program"
             raise ValueError(f"a state of format {obj.get('format')!r} for {written_by!r}: "
@@ -124,6 +128,33 @@ class State(NamedTuple):
         if not isinstance(daemon, dict):
             raise TypeError("the daemon's part of the state is not an object")
         return cls(kind, str(obj["version"]), lineage, descriptors, daemon)
+
+
+def _from_release_0_1(obj: Dict[str, Any], kind: str) -> Optional[State]:
+    """A state written by s6ipc 0.1 (before this module), so that a daemon of that release can be
+    upgraded in place to this one: ipcserverd's format 1, fdholderd's unnumbered layout. None for
+    anything else. Raises KeyError, TypeError, ValueError when it is malformed."""
+    if obj.get("format") == 1 and obj.get("program") == kind:  # ipcserverd
+        status_fd = obj["status_fd"]
+        readiness = {str(k): str(v) for k, v in dict(obj["environment"]).items() if k in NOTIFY_VARIABLES}
+        lineage = Lineage(int(obj["generation"]), float(obj["started_wall"]), float(obj["started"]),
+                          [int(s) for s in obj["sigmask"]], None if status_fd is None else int(status_fd),
+                          readiness)
+        daemon = {"accepted": obj["accepted"], "refused": obj["refused"], "children": obj["children"]}
+        return State(kind, "0.1", lineage, {"listen": 0}, daemon)
+    if "format" not in obj and obj.get("kind") == kind and "started_ns" in obj:  # fdholderd
+        import time
+
+        started_wall = int(obj["started_ns"]) / 1e9  # it counted uptime on the wall clock
+        status_fd = obj["status_fd"]
+        started_monotonic = time.monotonic() - (time.time() - started_wall)
+        lineage = Lineage(int(obj["generation"]), started_wall, started_monotonic,
+                          [int(s) for s in obj["mask"]], None if status_fd is None else int(status_fd), {})
+        daemon = obj["daemon"]
+        if not isinstance(daemon, dict):
+            raise TypeError("the daemon's part of the state is not an object")
+        return State(kind, str(obj["version"]), lineage, {}, daemon)
+    return None
 
 
 class DaemonPart(Protocol):

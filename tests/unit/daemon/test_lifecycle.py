@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -231,3 +232,23 @@ def test_a_daemon_part_that_is_not_json_is_undone_like_a_failed_exec() -> None:
     s.life.replace(["/x"])
     assert not s.system.execs and not s.system.memfds and s.system.closed_on_exec == [7]
     assert s.log.lines[0].startswith("warning: unable to upgrade in place: unable to write the state: ")
+
+
+def test_a_state_of_release_0_1_is_taken_over() -> None:
+    """A daemon of the release before the lifecycle can be upgraded in place to this one."""
+    ipcserverd = {"format": 1, "program": "ipcserverd", "generation": 3, "started": 50.0,
+                  "started_wall": 1.7e9, "accepted": 9, "refused": 1, "children": {"12": [0, 0]},
+                  "sigmask": [], "environment": {"NOTIFY_SOCKET": "/run/n", "PATH": "/bin"}, "status_fd": 4}
+    state = State.from_json(ipcserverd, "ipcserverd")
+    assert state.lineage == Lineage(3, 1.7e9, 50.0, [], 4, {"NOTIFY_SOCKET": "/run/n"})
+    assert state.daemon == {"accepted": 9, "refused": 1, "children": {"12": [0, 0]}}
+    with pytest.raises(ValueError):
+        State.from_json(ipcserverd, "tcpserver4d")
+    fdholderd = {"kind": "fdholderd", "version": "0.1.0", "generation": 1,
+                 "started_ns": 1_700_000_000_000_000_000, "mask": [1], "status_fd": None, "daemon": {"store": {}}}
+    state = State.from_json(fdholderd, "fdholderd")
+    assert (state.lineage.generation, state.lineage.started_wall, state.lineage.sigmask) == (1, 1.7e9, [1])
+    assert state.daemon == {"store": {}} and state.version == "0.1.0"
+    # its uptime was on the wall clock: the same age, now counted on CLOCK_MONOTONIC
+    uptime = time.monotonic() - state.lineage.started_monotonic
+    assert uptime == pytest.approx(time.time() - 1.7e9, abs=5)
