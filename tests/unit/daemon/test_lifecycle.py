@@ -245,7 +245,8 @@ def test_a_state_of_release_0_1_is_taken_over() -> None:
     with pytest.raises(ValueError):
         State.from_json(ipcserverd, "tcpserver4d")
     fdholderd = {"kind": "fdholderd", "version": "0.1.0", "generation": 1,
-                 "started_ns": 1_700_000_000_000_000_000, "mask": [1], "status_fd": None, "daemon": {"store": {}}}
+                 "started_ns": 1_700_000_000_000_000_000, "mask": [1], "status_fd": None,
+                 "daemon": {"store": {}}}
     state = State.from_json(fdholderd, "fdholderd")
     assert (state.lineage.generation, state.lineage.started_wall, state.lineage.sigmask) == (1, 1.7e9, [1])
     assert state.daemon == {"store": {}} and state.version == "0.1.0"
