@@ -427,4 +427,5 @@ class Lifecycle:
             system.discard_state(memfd)
         self.upgrading = False
         self.tell(self.readiness.notifier.ready)
-        self.log.warn(f"unable to upgrade in place: {why}; still serving with s6ipc {__version__}")
+        if self.verbosity >= 1:
+            self.log.warn(f"unable to upgrade in place: {why}; still serving with s6ipc {__version__}")
