@@ -39,31 +39,31 @@ def test_only_ascii_digits_are_numbers(text: str) -> None:
 
 # Every int() call in the sources, vetted: none converts text that came from outside.
 VETTED = {
-    ("access/cdb.py", "int(a)"), ("access/cdb.py", "int(b)"),                      # struct-unpacked
-    ("base/environment.py", "int(sig)"),                                  # a signal number
+    ("access/cdb.py", "int(a)"), ("access/cdb.py", "int(b)"),        # struct-unpacked
+    ("base/environment.py", "int(sig)"),                             # a signal number
     ("fdholder/client.py", "int(fd_timeout * 1000)"),                # a float
     ("fdholder/server.py", "int(seconds * 1000)"),                   # a float
     ("fdholder/protocol.py", "int(_U32.unpack_from(data, pos)[0])"),  # struct-unpacked
-    ("base/options.py", "int(significant or '0', base)"),                 # THE scanner
-    ("base/options.py", "int(text[pos])"),                                # one ASCII digit checked
-    ("base/descriptors.py", "int(name)"),                                 # /proc/self/fd names
+    ("base/options.py", "int(significant or '0', base)"),            # THE scanner
+    ("base/options.py", "int(text[pos])"),                           # one ASCII digit checked
+    ("base/descriptors.py", "int(name)"),                            # /proc/self/fd names
     ("sockets/unix.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
-    ("base/systemd_backend.py", "int(fd)"),                               # libsystemd's ints
+    ("base/systemd_backend.py", "int(fd)"),                          # libsystemd's ints
     ("sockets/tcp.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
-    ("access/ident.py", "int(s[n])"),                                       # one ASCII digit checked
-    ("sockets/inet.py", "int(text[pos], 16)"),                               # one hex digit checked
+    ("access/ident.py", "int(s[n])"),                                # one ASCII digit checked
+    ("sockets/inet.py", "int(text[pos], 16)"),                       # one hex digit checked
     ("programs/tcpserver.py", "int(letter)"),                        # getopt's "4" or "6"
-    ("daemon/upgrade.py", "int(s)"),                                        # pthread_sigmask's signals
-    ("daemon/liveview.py", "int(seconds)"),                                 # a float
-    ("daemon/liveview.py", "int(number)"),                                  # digits from /proc/net/unix
-    ("serve/life.py", "float(f.read().split()[0])"),                    # /proc/uptime
-    ("serve/life.py", "int(fields[19])"),                               # /proc/PID/stat
+    ("daemon/upgrade.py", "int(s)"),                                 # pthread_sigmask's signals
+    ("daemon/liveview.py", "int(seconds)"),                          # a float
+    ("daemon/liveview.py", "int(number)"),                           # digits from /proc/net/unix
+    ("daemon/lifecycle.py", "float(f.read().split()[0])"),           # /proc/uptime
+    ("daemon/lifecycle.py", "int(fields[19])"),                      # /proc/PID/stat
 }
 #: What an in-place upgrade reads back: the JSON state the previous image wrote (a memfd it handed
 #: over; its numbers are JSON numbers already, int() only pins their type).
-VETTED_STATE_READERS = {"serve/life.py", "fdholder/life.py", "fdholder/server.py"}
-STATE_FIELDS = ("state[", "c[", "item[", "int(s)", "int(x)", "int(pid)", "int(uid)", "int(gid)", "int(fd)",
-                "float(deadline)")
+VETTED_STATE_READERS = {"daemon/lifecycle.py", "serve/life.py", "serve/peers.py", "fdholder/server.py"}
+STATE_FIELDS = ("state[", "raw[", "obj[", "int(status_fd)", "c[", "item[", "int(s)", "int(x)", "int(v)",
+                "int(pid)", "int(uid)", "int(gid)", "int(fd)", "int(value)", "float(deadline)")
 
 
 def test_no_other_int_parses_input() -> None:

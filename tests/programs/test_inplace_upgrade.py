@@ -9,13 +9,16 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
-from typing import Callable, List
+from typing import Any, Callable, Dict, List
 
 import pytest
 
 from s6ipc import __version__
+from s6ipc.daemon import liveview
 from tests.support.processes import (
+    S6IPC,
     Client,
     RunningServer,
     needs_reachable_interpreter,
@@ -26,7 +29,8 @@ from tests.support.processes import (
     wait_until,
     zombie_children,
 )
-from tests.support.upgrade import Exchange, copy_package, edit, prove, unended, upgrade, view
+from tests.support.tcp import TcpServer, connect
+from tests.support.upgrade import Exchange, break_take_over, copy_package, edit, prove, unended, upgrade, view
 
 UPGRADES = 20
 
@@ -111,7 +115,9 @@ def test_per_uid_counts_across_an_upgrade(sockdir: str, handler: str,
             if generation:
                 upgrade(pid, generation)
             document = view(pid)
-            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": {"0": 1, str(uid): 1}}
+            per_uid = {"0": 1, str(uid): 1}
+            assert document["connections"] == {"total": 2, "uids": 2, "per_uid": per_uid,
+                                               "unit": "uid", "peers": 2, "per_peer": per_uid}
             assert sorted((c["uid"], c["gid"]) for c in document["children"]) == [(0, 0), (uid, gid)]
         assert ours_too.finish()
     finally:
@@ -127,7 +133,8 @@ def test_without_credentials_after_an_upgrade(sockdir: str, handler: str,
     server = server_factory([*ours("ipcserver"), "-v", "-1", "-P", path, handler, "hold"])
     held = Exchange(path)
     document = upgrade(server.proc.pid, 1)
-    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {}}
+    assert document["connections"] == {"total": 1, "uids": None, "per_uid": {},
+                                       "unit": "uid", "peers": None, "per_peer": {}}
     assert document["children"][0]["uid"] is None
     assert held.finish()
     wait_until(lambda: f"end pid {held.pid} uid ? exitcode 0" in server.log())
@@ -234,9 +241,7 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     path = os.path.join(sockdir, "s")
     server = _copy_server(server_factory, top, path, handler)
     before = Exchange(path)
-    edit(os.path.join(package, "serve", "life.py"),
-         '        server = self.server\n        self.generation = int(',
-         '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
+    break_take_over(package)
     server.signal(signal.SIGUSR2)
     assert server.wait(30) == 111
     lines = [ln for ln in server.log().splitlines() if "fatal" in ln]
@@ -251,11 +256,14 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     (None, "invalid $S6IPC_HANDOFF: 'nonsense' (a descriptor number)"),
     (b"{", "the handoff state on fd N is not JSON: Expecting property name enclosed in double quotes: "
            "line 1 column 2 (char 1)"),
-    (b'{"format": 1, "program": "fdholderd"}',
-     "unable to take over from the previous image: handoff state of format 1 for 'fdholderd': "
-     "this is ipcserverd format 1"),
+    (b'{"format": 2, "kind": "fdholderd"}',
+     "unable to take over from the previous image: a state of format 2 for 'fdholderd': "
+     "this is ipcserverd format 2"),
     (b'{"format": 1, "program": "ipcserverd", "generation": 1}',
-     "unable to take over from the previous image: no 'started' in the handoff state"),
+     "unable to take over from the previous image: a state of format 1 for 'ipcserverd': "
+     "this is ipcserverd format 2"),
+    (b'{"format": 2, "kind": "ipcserverd", "version": "1", "lineage": {"generation": 1}}',
+     "unable to take over from the previous image: no 'status_fd' in the handoff state"),
 ])
 def test_a_bad_handoff_is_one_line_and_111(sockdir: str, handler: str, content: bytes, line: str) -> None:
     """What a new image does with a state it cannot use: never a traceback, never a silent start."""
@@ -282,7 +290,7 @@ def test_live_view_and_status_program(sockdir: str, handler: str,
     headline = rf"ipcserverd pid {pid}, version {re.escape(__version__)}, generation 0, uptime [\d.]+s"
     assert re.fullmatch(headline, lines[0]), lines[0]
     assert "limits: maxconn 7, localmaxconn 5" in lines
-    assert "connections: total 2, uids 1, per_uid 0 2" in lines
+    assert "connections: total 2, uids 1, per_uid 0 2, unit uid, peers 1, per_peer 0 2" in lines
     assert "accepted: 2" in lines and "refused: 0" in lines
     for ex in held:
         assert any(re.fullmatch(rf"  pid {ex.pid} uid 0 gid 0 age [\d.]+s", ln) for ln in lines), lines
@@ -313,3 +321,143 @@ def test_live_view_is_refused_to_another_uid(sockdir: str, handler: str,
     why = f"uid {uid} may not read the live view of ipcserverd (only root and uid 0)"
     assert other.stderr.decode() == \
         f"status: fatal: unable to read the live view of pid {pid} ({why}): Permission denied\n"
+
+
+def _fd_flags(pid: int) -> Dict[int, int]:
+    """The open file flags of each descriptor of *pid* (``/proc/PID/fdinfo``)."""
+    flags = {}
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        with open(f"/proc/{pid}/fdinfo/{name}") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    flags[int(name)] = int(line.split()[1], 8)
+    return flags
+
+
+def test_an_exec_failure_is_undone_and_serving_goes_on(
+        sockdir: str, handler: str, tmp_path: str, server_factory: Callable[..., RunningServer]) -> None:
+    """The one failure policy (daemon/lifecycle.py): the preflight passed, the exec fails — the
+    daemon undoes (signals, close-on-exec, the memfd), says READY=1 again and serves on, with its
+    children and counters; the next SIGUSR2 upgrades it."""
+    top = str(tmp_path)
+    package = copy_package(top)
+    venv = os.path.join(top, "venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=60)
+    inner = os.path.join(venv, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    with open(os.path.join(inner, "outer.pth"), "w") as f:  # the test venv's packages (uvicorn…)
+        f.write("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    script = os.path.join(venv, "bin", "s6ipc")
+
+    def install_script() -> None:
+        with open(script, "w") as f:
+            f.write(f"#!{venv}/bin/python\nimport sys\nfrom s6ipc.cli import main\nsys.exit(main())\n")
+        os.chmod(script, 0o755)
+
+    install_script()
+    # the new code passes its preflight, which takes the console script away: the exec then fails
+    unlink = "    import os, sys; os.unlink(os.path.join(os.path.dirname(sys.executable), 's6ipc'))\n"
+    ipcserverd = os.path.join(package, "programs", "ipcserverd.py")
+    edit(ipcserverd, "    access_fast_path(config)\n", "    access_fast_path(config)\n" + unlink)
+    path, notify = os.path.join(sockdir, "s"), os.path.join(sockdir, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(notify)
+    receiver.settimeout(10)
+    env = dict(os.environ, PYTHONPATH=top, NOTIFY_SOCKET=notify)
+    server = server_factory([script, "ipcserver", "-v", "-1", path, handler, "hold"], env=env)
+    pid = server.proc.pid
+    before = Exchange(path)
+    assert before.echo(b"first")
+    messages: List[str] = []
+
+    def got(field: str) -> bool:
+        while not any(m.startswith(field) for m in messages):
+            messages.extend(receiver.recv(4096).decode().split("\n"))
+        return True
+
+    got("READY=1")
+    messages.clear()
+    server.signal(signal.SIGUSR2)
+    warning = wait_until(lambda: [ln for ln in server.log().splitlines() if "unable to upgrade" in ln])
+    assert warning == [f"ipcserverd: warning: unable to upgrade in place: unable to exec {script}: "
+                       f"No such file or directory; still serving with s6ipc {__version__}"]
+    got("READY=1")
+    assert [m for m in messages if m.endswith("=1")][:2] == ["RELOADING=1", "READY=1"]
+    assert server.proc.poll() is None and "fatal" not in server.log()
+    document = view(pid)
+    assert document["generation"] == 0 and document["connections"]["total"] == 1
+    assert before.echo(b"still served")
+    fresh = Exchange(path)
+    assert fresh.echo(b"a new connection") and fresh.finish()
+    wait_until(lambda: f"end pid {fresh.pid} uid 0 exitcode 0" in server.log())  # SIGCHLD let in again
+    cloexec = {fd: flags & os.O_CLOEXEC for fd, flags in _fd_flags(pid).items() if fd > 2}
+    assert cloexec and all(cloexec.values()), cloexec  # nothing of the daemon's leaks to a child
+    assert not [ln for ln in os.listdir(f"/proc/{pid}/fd")
+                if os.readlink(f"/proc/{pid}/fd/{ln}").startswith("/memfd:s6ipc-handoff")]
+    # repaired: the next SIGUSR2 upgrades, with the connection from before
+    edit(ipcserverd, unlink, "")
+    install_script()
+    assert upgrade(pid, 1)["connections"]["total"] == 1
+    assert before.echo(b"after") and before.finish()
+    wait_until(lambda: f"end pid {before.pid} uid 0 exitcode 0" in server.log())
+    receiver.close()
+
+
+def _line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_tcpserver_counts_per_ip_in_its_live_view_status_and_across_an_upgrade(handler: str,
+                                                                               sockdir: str) -> None:
+    """tcpserver4d's live view and STATUS= count per IP address (not per uid), and an upgrade keeps
+    its children with their IP identities: ``-C`` still counts the connections from before."""
+    notify = os.path.join(sockdir, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(notify)
+    receiver.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=notify)
+    argv = [S6IPC, "tcpserver", "-v", "-1", "-C", "2", "127.0.0.1", "0", handler, "hold"]
+    server = TcpServer(argv, env=env)
+    held: List[socket.socket] = []
+    try:
+        pid = server.proc.pid
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.3"):
+            held.append(connect(server.port, source=source))
+            assert _line(held[-1]).strip().isdigit()
+
+        def document() -> Dict[str, Any]:
+            return liveview.query(pid, "tcpserver4d", timeout=20)
+
+        per_ip = {"127.0.0.2": 1, "127.0.0.3": 2}
+        first = document()
+        assert first["program"] == "tcpserver4d"
+        assert first["connections"] == {"total": 3, "unit": "ip", "peers": 2, "per_peer": per_ip}
+        assert sorted(c["ip"] for c in first["children"]) == ["127.0.0.2", "127.0.0.3", "127.0.0.3"]
+        assert all("uid" not in c and isinstance(c["port"], int) for c in first["children"])
+        status: List[str] = []
+        wanted = "STATUS=3 connections from 2 addresses, 3 accepted, 0 refused"
+        while wanted not in status:
+            status.extend(receiver.recv(4096).decode().split("\n"))
+        os.kill(pid, signal.SIGUSR2)
+        after = wait_until(lambda: (lambda d: d if d["generation"] == 1 else None)(document()), timeout=30)
+        assert after["connections"] == first["connections"] and after["accepted"] == 3
+        # -C 2 counts the connections taken over: a third one from 127.0.0.3 is refused
+        with connect(server.port, source="127.0.0.3") as third:
+            assert third.recv(100) == b""
+        wait_until(lambda: "deny 127.0.0.3:" in server.log() and "count 2/2" in server.log())
+        assert document()["refused"] == 1
+        held[0].sendall(b"hello\n")
+        assert _line(held[0]) == b"hello\n"
+        held[1].shutdown(socket.SHUT_WR)
+        assert held[1].recv(100) == b""
+        wait_until(lambda: "ip 127.0.0.3 exitcode 0" in server.log())  # the end line names the IP
+    finally:
+        for s in held:
+            s.close()
+        server.stop()
+        receiver.close()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.processes import S6IPC, wait_until, zombie_children
 from tests.support.s6 import Scan
-from tests.support.upgrade import Exchange, copy_package, edit, prove, unended
+from tests.support.upgrade import Exchange, break_take_over, copy_package, prove, unended
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
@@ -70,12 +70,10 @@ def test_failure_after_exec_is_a_restart_for_s6_supervise(scan: Scan, sockdir: s
     path, log = _service(scan, sockdir, handler, env=f"PYTHONPATH={top}")
     pid = scan.pid("up")
     held = Exchange(path)
-    edit(os.path.join(package, "serve", "life.py"),
-         '        server = self.server\n        self.generation = int(',
-         '        raise RuntimeError("boom")\n        server = self.server\n        self.generation = int(')
+    repair = break_take_over(package)
     os.kill(pid, signal.SIGUSR2)
     wait_until(lambda: "unable to take over from the previous image: boom" in _log(log), 30)
-    edit(os.path.join(package, "serve", "life.py"), '        raise RuntimeError("boom")\n', "")
+    repair()
     new = wait_until(lambda: (lambda p: p if p not in (pid, -1) else 0)(scan.pid("up")), 30)
     assert new != pid
     assert scan.svwait("-U", "up")[0] == 0

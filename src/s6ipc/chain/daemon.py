@@ -1,45 +1,36 @@
-"""What the spawning daemons' programs share (ipcserverd, tcpserver4d/6d/tcpserverd): their
-options, readiness sinks, and the run of the loop — with SIGUSR2's in-place upgrade and the live view.
+"""What the daemons' programs share (ipcserverd, tcpserver4d/6d/tcpserverd, fdholderd): the spawning
+servers' command line and readiness sinks, and the run of a daemon over its life
+(:mod:`s6ipc.daemon.lifecycle`) — the one place where an in-place upgrade's exec happens.
 
-Not a program: the program modules import it (as they import :mod:`.chain`), never each other.
+Not a program: the program modules import it (as they import :mod:`.run`), never each other.
 
 * **Readiness.** With ``$NOTIFY_SOCKET`` set, ``READY=1`` (+ ``STATUS=``) follows the ``-1`` newline
   and ``STOPPING=1`` is sent when the loop ends; with ``$WATCHDOG_USEC``, the loop pings
   ``WATCHDOG=1`` every half interval; ``STATUS=`` follows the counts, at most once a second.
   ``NOTIFY_SOCKET``, ``LISTEN_*`` and ``WATCHDOG_*`` never reach a child.
-* **In-place upgrade** (SIGUSR2): preflight of the installed code, then an ``execve`` of it in the
-  same PID keeping fd 0, the children and the state (:mod:`s6ipc.inplace`, :mod:`s6ipc.upgrade`);
-  the live view answers on ``@s6ipc/status/PROGRAM/PID`` (:mod:`s6ipc.liveview`).
+* **In-place upgrade** (SIGUSR2) and the live view (``@s6ipc/status/PROGRAM/PID``): the lifecycle's.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Dict, List, NamedTuple, NoReturn, Optional
+from typing import Callable, List, NamedTuple, NoReturn, Optional
 
 from .. import __version__
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
-from ..daemon.liveview import StatusLine, StatusSocket, every
-from ..daemon.readiness import NOTIFY_VARIABLES, Notifier, Readiness
-from ..daemon.upgrade import (
-    block_signals,
-    keep_across_exec,
-    reexec_argv,
-    restore_mask,
-    take_state,
-    write_state,
-)
-from ..daemon.upgrade import preflight as check_installed
+from ..daemon.lifecycle import Ending, Lifecycle, State, System
+from ..daemon.liveview import StatusLine, every
+from ..daemon.readiness import Notifier, Readiness
 from ..serve.life import ServerLife
-from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, ServerConfig
-from ..serve.peers import PeerIdentity
+from ..serve.loop import ConnectionPolicy, Heartbeat, Server, ServerConfig
+from ..serve.peers import PeerIdentity, UnixPeers
 from ..sockets.unix import local_path, socket_address
 
-__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "Upgrader", "take_previous_state", "run_daemon"]
+__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
 
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
@@ -114,151 +105,78 @@ def _local_name() -> str:
         return "fd 0"
 
 
-#: Where the readiness sinks ride across an in-place upgrade (the environment of the first image).
-_READINESS_VARIABLES = NOTIFY_VARIABLES
+def system() -> System:
+    """The real operating system for a daemon's life; its exec is :func:`exec_argv` (s6's)."""
+    return System(exec_argv)
 
 
-def _readiness_state(readiness: Readiness) -> Dict[str, str]:
-    """The variables that give the next image the same sinks (taken out of os.environ at start)."""
-    kept = {}
-    if readiness.notifier.address is not None:
-        kept["NOTIFY_SOCKET"] = readiness.notifier.address
-    if readiness.watchdog_interval is not None:
-        kept["WATCHDOG_USEC"] = str(round(readiness.watchdog_interval * 1e6))
-        kept["WATCHDOG_PID"] = str(os.getpid())
-    return kept
+def serve_on(life: Lifecycle, serve: Callable[[], Ending], resume: Callable[[], None]) -> NoReturn:
+    """Run the loop (*serve*) and exit with its code; an in-place upgrade's exec is done here, and
+    when it fails (undone and said by the lifecycle) the loop goes on (*resume*, then *serve*)."""
+    while True:
+        ending = serve()
+        flush_stdio()
+        if ending.exec_argv is None:
+            os._exit(ending.code)
+        life.replace(ending.exec_argv)
+        resume()
 
 
-class Upgrader:
-    """SIGUSR2: preflight the installed code, then end the loop for the exec; and the exec itself."""
+def _keep_status(reporter: Reporter, server: Server, life: Lifecycle, readiness: Readiness, *,
+                 fresh: bool) -> None:
+    """``STATUS=`` from the loop's timer, on the server's clock. A fresh start keeps READY's
+    "accepting connections on …" until the counts move; the image after an upgrade shows the
+    counts it took over at once."""
 
-    def __init__(self, reporter: Reporter, args: List[str], server: Server, life: ServerLife,
-                 readiness: Readiness) -> None:
-        self.reporter, self.args, self.server = reporter, args, server
-        self.life, self.readiness = life, readiness
-        self.status: Optional[StatusSocket] = None
-        self.upgrading = False
+    def send(text: str) -> None:
+        _quietly(reporter, lambda: readiness.status(text))()
 
-    def unless_upgrading(self, hook: Callable[[], None]) -> Callable[[], None]:
-        """*hook* (an on_exit hook: STOPPING=1) skipped when the loop ends for the next image."""
-
-        def maybe() -> None:
-            if not self.upgrading:
-                hook()
-
-        return maybe
-
-    def requested(self) -> None:
-        """From the loop: upgrade if the installed code can start, else say why and go on."""
-        verbosity = self.server.config.verbosity
-        if verbosity >= 2:
-            self.reporter.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
-        feed_watchdog = _quietly(self.reporter, self.readiness.watchdog)
-        feed_watchdog()  # the loop waits for the preflight: the watchdog must not starve meanwhile
-        reason = check_installed(self.reporter.name, self.args)
-        feed_watchdog()
-        if reason is not None:
-            if verbosity >= 1:
-                self.reporter.warn(f"unable to upgrade in place: {reason}; "
-                                   f"still serving with s6ipc {__version__}")
-            return
-        _quietly(self.reporter, self.readiness.reloading)()
-        self.upgrading = True
-        self.server.stop_for_exec(reexec_argv(self.reporter.name, self.args))
-
-    def exec_next(self, argv: List[str]) -> NoReturn:
-        """Hand the state over and exec *argv*; an exec failure is fatal (111: the supervisor restarts)."""
-        mask = block_signals(HANDLED_SIGNALS + (signal.SIGUSR2,))
-        keep = [self.server.listen_fd]
-        extra: Dict[str, Any] = {"sigmask": mask, "environment": _readiness_state(self.readiness),
-                                 "status_fd": None}
-        if self.status is not None:
-            keep.append(self.status.fileno())
-            extra["status_fd"] = self.status.fileno()
-        try:
-            write_state(self.life.handoff(extra))
-            keep_across_exec(keep)
-            if self.server.config.verbosity >= 2:
-                self.reporter.info(f"upgrading in place: exec {' '.join(argv[:2])}")
-            flush_stdio()
-            exec_argv(argv)
-        except S6ipcError as e:
-            self.reporter.fatal(f"unable to upgrade in place: {e}", 111)
+    line = StatusLine(send, life.status_text, monotonic=server.clock.monotonic, quiet_first=fresh)
+    beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
+    server.heartbeat = every(beats, server.clock.monotonic)
 
 
-def _take_over(reporter: Reporter, step: Callable[[], None]) -> None:
-    """One step of the new image adopting the previous one's state; any failure is one line and
-    exit 111."""
-    try:
-        step()
-    except Exception as e:  # the new version's own bug: the supervisor must see the exit
-        text = f"no {e} in the handoff state" if isinstance(e, KeyError) else " ".join(str(e).split())
-        text = text or type(e).__name__
-        reporter.fatal(f"unable to take over from the previous image: {text}", 111)
+def _unless_upgrading(life: Lifecycle, hook: Callable[[], None]) -> Callable[[], None]:
+    def maybe() -> None:
+        if not life.upgrading:
+            hook()
 
-
-def _live_view(reporter: Reporter, life: ServerLife, fd: Optional[int]) -> Optional[StatusSocket]:
-    try:
-        return StatusSocket(life.program, life.describe, fd)
-    except S6ipcError as e:  # no live view is no reason not to serve
-        reporter.warn(f"{e}: no live view")
-        return None
-
-
-def take_previous_state(config: ServerConfig) -> Optional[Dict[str, Any]]:
-    """The state an in-place upgrade handed over (None on a fresh start): the readiness variables
-    go back into the environment, and the ``-1`` newline is not written again."""
-    state = take_state()
-    if state is not None:
-        for name, value in dict(state.get("environment") or {}).items():
-            if name in _READINESS_VARIABLES:
-                os.environ[name] = str(value)
-        config.notify = False  # the -1 newline was written by the first image
-    return state
+    return maybe
 
 
 def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
                identity: Optional[PeerIdentity], policy: Optional[ConnectionPolicy], *,
-               program: str, args: Optional[List[str]] = None,
-               state: Optional[Dict[str, Any]] = None) -> NoReturn:
-    """Serve the socket on fd 0 with the loop (readiness sinks from the environment); exit with
-    its code. With *args* (the daemon's own arguments), SIGUSR2 upgrades it in place and *state*
-    is what the previous image handed over; the live view is named after *program*."""
+               program: str, args: List[str]) -> NoReturn:
+    """Serve the socket on fd 0 with the loop, over the daemon's life: *program* names its state
+    and live view, *args* are its own arguments (SIGUSR2 re-runs them from the installed code)."""
+    os_ = system()
+    state: Optional[State] = Lifecycle.take(os_, program)
+    if state is not None:
+        config.notify = False  # the -1 newline was written by the first image
     sinks = readiness_sinks(config, reporter)
+    identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
-                    on_ready=sinks.on_ready, on_exit=sinks.on_exit, heartbeat=sinks.heartbeat)
-    life = ServerLife(server, program)
+                    on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
+    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
+                     sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
+                     verbosity=config.verbosity)
+    server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
-        _take_over(reporter, lambda: life.adopt(state))
+        life.adopt(state)
     if sinks.readiness.notifier.enabled:
-        readiness = sinks.readiness
+        _keep_status(reporter, server, life, sinks.readiness, fresh=state is None)
 
-        def send_status(text: str) -> None:
-            _quietly(reporter, lambda: readiness.status(text))()
+    def upgrade() -> None:
+        argv = life.requested()
+        if argv is not None:
+            server.stop_for_exec(argv)
 
-        # a fresh start keeps READY's "accepting connections on …" until the counts move; the
-        # image after an upgrade shows the counts it took over at once
-        line = StatusLine(send_status, life.status_text, quiet_first=state is None)
-        beats = [(1.0, line.tick)] + ([server.heartbeat] if server.heartbeat else [])
-        server.heartbeat = every(beats)
-    upgrader = Upgrader(reporter, args or [], server, life, sinks.readiness)
-    if args is not None:
-        server.on_exit = [upgrader.unless_upgrading(hook) for hook in server.on_exit]
-        server.on_signal(signal.SIGUSR2, upgrader.requested)
+    server.on_signal(signal.SIGUSR2, upgrade)
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
-    status_fd = state.get("status_fd") if state else None
-    upgrader.status = _live_view(reporter, life, status_fd if isinstance(status_fd, int) else None)
-    if upgrader.status is not None:
-        server.watch(upgrader.status.fileno(), upgrader.status.on_event)
+    life.open_live_view(server.watch, state)
     if state is not None:
-        _take_over(reporter, lambda: restore_mask(state.get("sigmask") or ()))
+        life.resumed(state)
         if config.verbosity >= 2:
             reporter.info(f"upgraded in place: s6ipc {__version__}, generation {life.generation}, "
                           f"{len(server.children)} connections taken over")
-    ending = server.serve()
-    flush_stdio()
-    if ending.exec_argv is not None:
-        upgrader.exec_next(ending.exec_argv)
-    os._exit(ending.code)
-
-
+    serve_on(life, server.serve, server.serve_on)

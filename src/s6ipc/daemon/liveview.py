@@ -1,6 +1,7 @@
 """The live view: look inside a running daemon without reading its logs.
 
-Each daemon that offers it (``ipcserverd``, ``fdholderd``) listens on a *status socket* of its own,
+Each daemon that offers it (``ipcserverd``, ``tcpserver4d``/``6d``/``tcpserverd``, ``fdholderd``: every
+daemon on :mod:`s6ipc.daemon.lifecycle`) listens on a *status socket* of its own,
 polled by its loop beside the listening socket. A client connects, the daemon checks who it is,
 writes one JSON document (what :class:`StatusSocket`'s *describe* returns, plus a newline) and
 closes. ``s6ipc status PID|NAME [-j]`` is the client (:func:`query`, :func:`render`). Under
@@ -269,14 +270,16 @@ class StatusLine:
             self.send(text)
 
 
-def every(beats: Sequence[Tuple[float, Callable[[], None]]]) -> Tuple[float, Callable[[], None]]:
+def every(beats: Sequence[Tuple[float, Callable[[], None]]],
+          monotonic: Callable[[], float] = time.monotonic) -> Tuple[float, Callable[[], None]]:
     """One loop timer (a :data:`s6ipc.server.Heartbeat`) calling each ``(interval, function)`` at
-    least every interval: the shortest interval, each function run when its own is due."""
+    least every interval: the shortest interval, each function run when its own is due (read on
+    *monotonic*: the daemon's clock)."""
     interval = min(i for i, _ in beats)
     due = [0.0] * len(beats)
 
     def beat() -> None:
-        now = time.monotonic()
+        now = monotonic()
         for n, (each, function) in enumerate(beats):
             if now >= due[n] - interval / 2:
                 due[n] = now + each

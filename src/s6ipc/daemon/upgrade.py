@@ -1,12 +1,14 @@
 """Handing a running daemon's state to its next image, across ``execve`` in the same PID.
 
-An in-place upgrade (SIGUSR2 to ``ipcserverd`` or ``fdholderd``) replaces the program a process runs
-by the version of s6ipc now installed on disk, without changing the process: the supervisor sees
+An in-place upgrade (SIGUSR2 to ``ipcserverd``, ``tcpserver*d`` or ``fdholderd``) replaces the
+program a process runs by the version of s6ipc now installed on disk, without changing the process:
+the supervisor sees
 nothing happen, the listening socket never closes, the children stay the daemon's own. This module
 holds the pieces every daemon needs for that: check that the new code can start (:func:`preflight`),
 the command line that starts it (:func:`reexec_argv`), descriptors and signals across the exec
 (:func:`keep_across_exec`, :func:`block_signals`), and the state itself (:func:`write_state`,
-:func:`take_state`).
+:func:`take_state`). The path that uses them, the same for every daemon, and its failure policy are
+:mod:`s6ipc.daemon.lifecycle`'s.
 
 Some facts about ``execve`` (Linux) that an in-place upgrade relies on:
 

@@ -19,11 +19,13 @@ Some facts about s6-fdholderd (2.11.3.2) and the kernel that this loop reproduce
   reused descriptor number.
 * **Signals**: SIGTERM starts the lameduck (no more accepting, exit as soon as no client has
   pending I/O, or when the ``-T`` deadline passes); SIGHUP re-reads a cdb (keeping the old one
-  if that fails). SIGUSR2 (only with an :class:`Upgrader`; s6 dies on it) upgrades in place: once
-  the new code passed its preflight, the loop drains like a lameduck (no accepting, finish the I/O
-  in progress, at most :data:`UPGRADE_DRAIN`), then the upgrader re-executes the process, handing
-  over the store and the idle clients (see fdholder/inplace.py). CPython's C handler writes each
-  signal number to the wakeup pipe at once; the loop reads them from there, between requests.
+  if that fails). SIGUSR2 (only with an *on_upgrade* hook; s6 dies on it) upgrades in place: once
+  the new code passed its preflight (the hook: :meth:`s6ipc.daemon.lifecycle.Lifecycle.requested`),
+  the loop drains like a lameduck (no accepting, finish the I/O in progress, at most
+  :data:`UPGRADE_DRAIN`), then :meth:`FdHolderDaemon.run` returns ``Ending(exec_argv=…)``: the
+  program execs, handing over the store and the idle clients (fdholder/life.py); the library
+  never does. CPython's C handler writes each signal number to the wakeup pipe at once; the loop
+  reads them from there, between requests.
 * **Exit status** is a bit mask: 1 if descriptors are still held, 2 if clients are still
   connected.
 * **Running out of descriptors**: ``accept`` failing with EMFILE/ENFILE makes s6 die; here the
@@ -42,7 +44,7 @@ import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -52,6 +54,7 @@ from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
 from ..base.unixmessage import Message, Outbox, ProtocolError
+from ..daemon.lifecycle import Ending
 from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_socket, peer_credentials
 from . import protocol, tai
@@ -60,8 +63,8 @@ from .store import FdStore
 
 __all__ = [
     "MAXCONN_DEFAULT", "MAXCONN_MAX", "MAXFDS_DEFAULT", "OUTBOX_HIGH", "PARTIAL_GRACE", "UPGRADE_DRAIN",
-    "Client", "DaemonConfig", "Handler", "Upgrader", "FdHolderDaemon", "CarriedClient", "ParsedState",
-    "parse_state",
+    "Client", "DaemonConfig", "Handler", "FdHolderDaemon", "CarriedClient", "ParsedState", "parse_state",
+    "UpgradeHook",
 ]
 
 MAXCONN_DEFAULT = 16
@@ -141,28 +144,22 @@ class DaemonConfig:
 Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
 
 
-class Upgrader(Protocol):
-    """What SIGUSR2 runs (see fdholder/inplace.py): a check of the new code, then the exec."""
-
-    def preflight(self, daemon: FdHolderDaemon) -> Optional[str]:
-        """Check that the new code can start: None if it can, else why not (one line)."""
-        ...
-
-    def replace(self, daemon: FdHolderDaemon) -> str:
-        """Re-execute the process with the daemon's state; returns only if that failed: why."""
-        ...
+#: SIGUSR2's hook: the command line of the next image once the new code passed its preflight, or
+#: None (the hook said why; serving goes on).
+UpgradeHook = Callable[[], Optional[List[str]]]
 
 
 class FdHolderDaemon:
     """The daemon's state and loop. :meth:`start` checks fd 0 and prepares (raising s6's fatal
-    errors), :meth:`serve` runs until the lameduck ends and returns the exit status.
+    errors), :meth:`serve` runs until the lameduck ends and returns the exit status (:meth:`run`:
+    an :class:`Ending`, which may ask for the exec of an in-place upgrade).
 
     *clock* gives the time for deadlines, back-off and expiry (tests move it instead of sleeping).
-    With an *upgrader*, SIGUSR2 upgrades the daemon in place (without, it kills it, as in s6).
+    With *on_upgrade*, SIGUSR2 upgrades the daemon in place (without, it kills it, as in s6).
     """
 
     def __init__(self, config: DaemonConfig, log: Log, listen_fd: int = 0, *,
-                 clock: Clock = SYSTEM_CLOCK, upgrader: Optional[Upgrader] = None) -> None:
+                 clock: Clock = SYSTEM_CLOCK, on_upgrade: Optional[UpgradeHook] = None) -> None:
         config.normalise()
         self.config = config
         self.log = log
@@ -179,7 +176,9 @@ class FdHolderDaemon:
         self._listener: Optional[socket.socket] = None
         self._listening = False
         self._backoff = AcceptBackoff()
-        self.upgrader = upgrader
+        self.on_upgrade = on_upgrade
+        self._upgrade_argv: Optional[List[str]] = None
+        self._ending = Ending()
         self._watched: Dict[int, Callable[[int], None]] = {}
         #: Set while an upgrade drains the clients: when it gives up waiting for them (monotonic).
         self.upgrade_deadline: Optional[float] = None
@@ -199,8 +198,7 @@ class FdHolderDaemon:
         if state is None:
             claim_notification_fd(self.config.notify)
         try:
-            signals = (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGUSR2,) if self.upgrader else ())
-            self._selfpipe = SelfPipe(signals)
+            self._selfpipe = SelfPipe(self.signals)
         except OSError as e:
             raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
         self._poller.register(self._selfpipe.fileno(), select.POLLIN)
@@ -218,17 +216,46 @@ class FdHolderDaemon:
         if state is None and self.config.notify:
             write_newline(1)
 
+    @property
+    def signals(self) -> Tuple[int, ...]:
+        """The signals the loop handles (and an in-place upgrade holds across the exec)."""
+        return (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGUSR2,) if self.on_upgrade else ())
+
     # -- the loop -------------------------------------------------------------------------------
     def serve(self) -> int:
         """Run until the lameduck ends; return s6's exit status bit mask."""
+        return self.run().code
+
+    def run(self) -> Ending:
+        """Run until the lameduck ends (``Ending(code)``: s6's exit status bit mask) or an upgrade
+        has drained (``Ending(0, exec_argv)``: everything is kept for the exec, or for
+        :meth:`serve_on` if it fails)."""
         try:
             while self.step():
                 pass
-        finally:
-            listener, self._listener = self._listener, None
-            if listener is not None:
-                listener.detach()
-        return (1 if len(self.store) else 0) | (2 if self.clients else 0)
+        except BaseException:
+            self._detach_listener()
+            raise
+        if self._ending.exec_argv is not None:
+            return self._ending
+        self._detach_listener()
+        return Ending((1 if len(self.store) else 0) | (2 if self.clients else 0))
+
+    @property
+    def ending(self) -> Ending:
+        """Why the loop ended once :meth:`step` returned False for an upgrade (``exec_argv`` set)."""
+        return self._ending
+
+    def serve_on(self) -> None:
+        """After :meth:`run` returned for an exec that failed: take connections and requests again."""
+        self._ending = Ending()
+        self.upgrade_deadline = None
+        self._upgrade_argv = None
+
+    def _detach_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.detach()
 
     def step(self, wait: bool = True) -> bool:
         """One turn of the loop: expire, drop late clients, poll (without waiting unless *wait*),
@@ -236,8 +263,8 @@ class FdHolderDaemon:
         now = self.clock.monotonic()
         self.store.expire(tai.from_unix_ns(self.clock.wall_ns()))
         self._drop_late_clients(now)
-        if self.upgrade_deadline is not None:
-            self._upgrade_when_drained(now)
+        if self.upgrade_deadline is not None and self._upgrade_when_drained(now):
+            return False
         if not self.running:
             if self._lameduck_deadline is not None and now >= self._lameduck_deadline:
                 return False
@@ -364,12 +391,11 @@ class FdHolderDaemon:
                     self.rules.reload()
                 except SystemFailure:
                     pass
-            elif signo == signal.SIGUSR2 and self.upgrader and self.upgrade_deadline is None:
-                problem = self.upgrader.preflight(self)
-                if problem is None:
+            elif signo == signal.SIGUSR2 and self.on_upgrade and self.upgrade_deadline is None:
+                argv = self.on_upgrade()
+                if argv is not None:
+                    self._upgrade_argv = argv
                     self.upgrade_deadline = self.clock.monotonic() + UPGRADE_DRAIN
-                else:
-                    self.log.warn(f"unable to upgrade in place: {problem}")
 
     # -- in-place upgrade -------------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -383,9 +409,13 @@ class FdHolderDaemon:
         return {"store": self.store.to_state(), "clients": clients,
                 "lameduck": {"running": self.running, "deadline": self._lameduck_deadline}}
 
-    def descriptors(self) -> List[int]:
-        """Every descriptor the state refers to: the listening socket, the held ones, the clients'."""
-        return [self.listen_fd, *(e.held.fd for e in self.store.entries()), *self.clients]
+    def descriptors(self) -> Dict[str, int]:
+        """Every descriptor the state refers to, by name: the listening socket, the held ones (by
+        slot), the clients'."""
+        named = {"listen": self.listen_fd}
+        named.update((f"held {e.slot}", e.held.fd) for e in self.store.entries())
+        named.update((f"client {fd}", fd) for fd in self.clients)
+        return named
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over what :meth:`to_state` described, after :meth:`start` (rules read, fd 0
@@ -415,18 +445,17 @@ class FdHolderDaemon:
         self.running = parsed.running
         self._lameduck_deadline = parsed.lameduck_deadline
 
-    def _upgrade_when_drained(self, now: float) -> None:
+    def _upgrade_when_drained(self, now: float) -> bool:
         """Once no client is in the middle of a request (or the drain deadline passed: those still
-        busy are dropped), let the upgrader exec; if it returns, keep serving."""
-        assert self.upgrader is not None and self.upgrade_deadline is not None
+        busy are dropped), end the loop for the exec: True."""
+        assert self._upgrade_argv is not None and self.upgrade_deadline is not None
         busy = [c for c in self.clients.values() if self._busy(c)]
         if busy and now < self.upgrade_deadline:
-            return
+            return False
         for c in busy:
             self._drop(c)
-        problem = self.upgrader.replace(self)
-        self.upgrade_deadline = None
-        self.log.warn(f"unable to upgrade in place: {problem}")
+        self._ending = Ending(0, self._upgrade_argv)
+        return True
 
     # -- connections ------------------------------------------------------------------------------
     def _accept(self) -> None:

@@ -1,18 +1,19 @@
 """fdholderd: hold descriptors for clients of the listening socket on fd 0 (s6-fdholderd).
 
-With ``$NOTIFY_SOCKET`` it also says ``READY=1``; SIGUSR2 upgrades it in place (fdholder/inplace.py).
+With ``$NOTIFY_SOCKET`` it also says ``READY=1``; SIGUSR2 upgrades it in place (daemon/lifecycle.py,
+fdholder/life.py).
 """
 
 from __future__ import annotations
 
-import os
-from typing import List, NoReturn
+from typing import Any, Dict, List, NoReturn, Optional
 
-from ..base.messages import Reporter, flush_stdio
+from ..base.messages import Reporter
 from ..base.options import getopt, parse_uint
-from ..daemon.readiness import Notifier
-from ..daemon.upgrade import preflight_state, take_state
-from ..fdholder.life import InPlace, open_live_view, read_state, resume
+from ..chain.daemon import serve_on, system
+from ..daemon.lifecycle import Lifecycle, State
+from ..daemon.readiness import Notifier, Readiness
+from ..fdholder.life import KIND, HolderLife
 from ..fdholder.server import DaemonConfig, FdHolderDaemon
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
@@ -47,22 +48,33 @@ def parse(args: List[str]) -> DaemonConfig:
 def preflight(args: List[str]) -> None:
     """What ``s6ipc preflight fdholderd ARGS`` checks before an in-place upgrade: the options,
     and that this code can take over the state of the running holder (given on stdin)."""
+    from ..daemon.lifecycle import preflight_check
+    from ..fdholder import server
+
     parse(args).normalise()
-    state = preflight_state()
-    if state is not None:
-        read_state(state)
+    preflight_check((KIND,), lambda state: server.parse_state(state.daemon))
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    state = take_state()
-    upgrader = InPlace(reporter.name, args, reporter, Notifier.from_environment(unset=False))
-    daemon = FdHolderDaemon(config, reporter, upgrader=upgrader)
+    os_ = system()
+    state: Optional[State] = Lifecycle.take(os_, KIND)
+    # set below: SIGUSR2 is only read from the loop, once the lifecycle exists
+    hook: List[Lifecycle] = []
+    daemon = FdHolderDaemon(config, reporter, on_upgrade=lambda: hook[0].requested())
+    readiness = Readiness(Notifier.from_environment(unset=False))
+    life = Lifecycle(KIND, reporter.name, args, HolderLife(daemon), reporter, readiness,
+                     held_signals=lambda: daemon.signals, system=os_, clock=daemon.clock,
+                     verbosity=config.verbosity)
+    hook.append(life)
+
+    def start(taken: Optional[Dict[str, Any]]) -> None:
+        daemon.start(taken, before_ready=lambda: life.open_live_view(daemon.watch, state))
+
     if state is None:
-        daemon.start(before_ready=lambda: open_live_view(daemon, upgrader, None))
-        upgrader.tell(upgrader.notifier.ready)
+        start(None)
     else:
-        resume(daemon, upgrader, state)
-    code = daemon.serve()
-    flush_stdio()
-    os._exit(code)
+        life.adopt(state, start)
+        life.resumed(state)
+    life.tell(readiness.notifier.ready)
+    serve_on(life, daemon.run, daemon.serve_on)

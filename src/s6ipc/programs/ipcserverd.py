@@ -4,7 +4,7 @@ Beyond s6 (see docs/ipcserverd.md): the listening socket may also come from syst
 reaches systemd too. Sources, in this order: (1) fd 0 when it is a socket — s6's convention, checked
 exactly as s6 does; (2) a socket systemd passed to this process (``LISTEN_FDS``/``LISTEN_PID``: the
 one listening Unix stream socket among them), moved to fd 0. ``LISTEN_*`` leave the environment
-either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`.serving`.
+either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`s6ipc.chain.daemon`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import List, NoReturn, Optional
 from ..base.execution import Spawner
 from ..base.messages import Reporter
 from ..base.options import UsageError
-from ..chain.daemon import parse, run_daemon, take_previous_state
+from ..chain.daemon import parse, run_daemon
 from ..chain.run import own_program_call
 from ..serve.intake import take_daemon_socket
 from ..serve.loop import ConnectionPolicy, ServerConfig
@@ -24,8 +24,15 @@ USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] 
 
 def preflight(args: List[str]) -> None:
     """What ``s6ipc preflight ipcserverd ARGS…`` checks before an in-place upgrade: the options
-    parse, and the access fast path they imply can be built. Raises :class:`UsageError`."""
-    access_fast_path(parse(args))
+    parse, the access fast path they imply can be built, and this code reads the running daemon's
+    state (given on stdin). Raises :class:`UsageError`, ValueError, KeyError, TypeError."""
+    from ..daemon.lifecycle import preflight_check
+    from ..serve.life import parse_state
+    from ..serve.peers import UnixPeers
+
+    config = parse(args)
+    access_fast_path(config)
+    preflight_check(("ipcserverd",), lambda state: parse_state(state.daemon, UnixPeers(config.lookup)))
 
 
 def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
@@ -50,8 +57,7 @@ def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
-    state = take_previous_state(config)
     take_daemon_socket(reporter.warn)  # fd 0 checked here, once: run_daemon starts with checked=True
     child_name = reporter.name[:-1] if reporter.name.endswith("d") else reporter.name
     run_daemon(reporter, config, child_name + " (child)", None, access_fast_path(config),
-               program="ipcserverd", args=args, state=state)
+               program="ipcserverd", args=args)

@@ -17,11 +17,14 @@ from typing import List, NoReturn, Optional
 from ..base.messages import Reporter
 from ..chain.daemon import parse, run_daemon
 from ..chain.run import tcp_access_fast_path
+from ..daemon.lifecycle import State
 from ..serve.intake import take_daemon_socket
 from ..serve.tcppeer import TcpPeers
 from ..sockets.unix import IP_FAMILIES
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
+#: What the state and the live view of each name are called.
+KINDS = ("tcpserver4d", "tcpserver6d", "tcpserverd")
 
 
 def family_of_name(name: str) -> Optional[int]:
@@ -33,6 +36,25 @@ def family_of_name(name: str) -> Optional[int]:
     return None
 
 
+def preflight(args: List[str]) -> None:
+    """What ``s6ipc preflight tcpserver4d ARGS…`` checks before an in-place upgrade: the options
+    parse, and this code reads the running daemon's state (given on stdin) with TCP peers."""
+    from ..daemon.lifecycle import preflight_check
+    from ..serve.life import parse_state
+
+    parse(args, credentials=False)
+    preflight_check(KINDS, lambda state: parse_state(state.daemon, TcpPeers(_family_of_state(state))))
+
+
+def _family_of_state(state: State) -> int:
+    """The family of a tcpserverd state's peers: its program's, or (the unified name) its addresses'."""
+    family = family_of_name(state.kind)
+    if family is not None:
+        return family
+    peers = dict(state.daemon["children"]).values()
+    return socket.AF_INET6 if any(":" in str(list(peer)[0]) for peer in peers) else socket.AF_INET
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args, credentials=False)
     wanted = family_of_name(reporter.name)
@@ -40,4 +62,4 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     family = take_daemon_socket(reporter.warn, IP_FAMILIES if wanted is None else (wanted,))
     policy = tcp_access_fast_path(config.argv, config.verbosity)
     run_daemon(reporter, config, reporter.name + " (child)", TcpPeers(family), policy,
-               program=reporter.name.removeprefix("s6-"))
+               program=reporter.name.removeprefix("s6-"), args=args)

@@ -1,135 +1,116 @@
-"""The life of a :class:`s6ipc.server.Server` across in-place upgrades, and what it shows of itself.
-
-:class:`ServerLife` is what outlives one image of ``ipcserverd``: its generation (how many in-place
-upgrades since it started), when it started, its counters and its children. It turns them into
-the state handed to the next image (:meth:`ServerLife.handoff`, read back by
-:meth:`ServerLife.adopt`), into the live view's document (:meth:`ServerLife.describe`) and into
-systemd's ``STATUS=`` line (:meth:`ServerLife.status_text`). The mechanics of the exec (memfd,
-preflight, descriptors, signal mask) are :mod:`s6ipc.upgrade`'s; the live view's socket is
-:mod:`s6ipc.liveview`'s.
+"""The spawning servers' part of their life (ipcserverd, tcpserver4d/6d/tcpserverd): what a
+:class:`~s6ipc.serve.loop.Server` hands its next image, shows in its live view and says in
+``STATUS=``. The life itself — lineage, SIGUSR2, the exec, the common fields of the live view — is
+:mod:`s6ipc.daemon.lifecycle`'s; this is the one place where the servers' document and ``STATUS=``
+line are built (a new metric is one edit, in :meth:`ServerLife.describe`).
 
 Some facts about the processes involved that this module relies on:
 
 * **The children stay ours across the exec**: same parent pid, so ``waitpid`` in the new image
   reaps them and their SIGCHLD (blocked across the exec, hence pending) reaches the new image's
   self-pipe. What the new image must be told is only what the old one knew about them: the peer
-  (uid, gid) each serves, which the per-uid counts (``-C``, ``IPCCONNNUM``) and the ``end pid …
-  uid N`` lines come from.
-* **A child's start time is the kernel's** (``/proc/PID/stat`` field 22, clock ticks since boot):
-  it survives any number of upgrades and costs nothing per connection; the live view reads it when
-  asked. CLOCK_MONOTONIC is system-wide, so the daemon's own start (a monotonic reading) is
-  handed over as a number and stays comparable in the new image.
+  each serves (its identity: uid and gid for IPC, address and port for TCP), which the per-peer
+  counts (``-C``, ``IPCCONNNUM``/``TCPCONNNUM``) and the ``end pid …`` lines come from.
+* **A child's start time is the kernel's** (:func:`s6ipc.daemon.lifecycle.process_ages`): read
+  when the live view is asked for, nothing is kept per connection.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .. import __version__
+from ..daemon.lifecycle import process_ages
 from .loop import Server
-from .peers import UnixPeer
+from .peers import Peer, PeerIdentity
 
-__all__ = ["FORMAT", "child_age", "ServerLife"]
+__all__ = ["ServerLife", "ServerState", "parse_state", "Ages"]
 
-#: The layout of the handoff state; a new image refuses a state of another format.
-FORMAT = 1
-_TICKS = os.sysconf("SC_CLK_TCK")
+Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
 
 
-def _boot_seconds() -> float:
-    """Seconds since boot, as /proc/PID/stat's start times count them."""
-    with open("/proc/uptime", "rb") as f:
-        return float(f.read().split()[0])
+class ServerState(NamedTuple):
+    """A server's part of the state, read back (no descriptor touched)."""
+
+    accepted: int
+    refused: int
+    children: List[Tuple[int, Peer]]
 
 
-def child_age(pid: int, now: float) -> Optional[float]:
-    """Seconds since process *pid* started (*now*: :func:`_boot_seconds`), None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return max(0.0, now - int(fields[19]) / _TICKS)
+def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
+    """Read what :meth:`ServerLife.to_state` wrote, with the peers of *identity*: what
+    :meth:`ServerLife.restore` does first and what the preflight runs in the new code.
+    Raises ValueError, KeyError or TypeError when this code cannot read it."""
+    children = [(int(pid), identity.peer_from_state(peer)) for pid, peer in dict(state["children"]).items()]
+    return ServerState(int(state["accepted"]), int(state["refused"]), children)
 
 
 class ServerLife:
-    """A :class:`Server`'s generation, start, counters and children, across its images.
+    """A :class:`Server`'s part of its life: counters and children, whatever its peer identity.
 
-    *program* is the name the live view is found by (``ipcserverd``).
+    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default).
     """
 
-    def __init__(self, server: Server, program: str) -> None:
+    def __init__(self, server: Server, ages: Ages = process_ages) -> None:
         self.server = server
-        self.program = program
-        self.generation = 0
-        self.started = time.monotonic()
-        self.started_wall = time.time()
+        self.ages = ages
 
     # -- across the exec ------------------------------------------------------------------
-    def handoff(self, extra: Dict[str, Any]) -> Dict[str, Any]:
-        """The state for the next image: ours (generation + 1) plus *extra* (the program's)."""
+    def to_state(self) -> Dict[str, Any]:
         server = self.server
-        children = {}
-        for pid, peer in server.children.peers.items():
-            if isinstance(peer, UnixPeer):
-                children[str(pid)] = [peer.uid, peer.gid]
-        state = {"format": FORMAT, "program": self.program, "generation": self.generation + 1,
-                 "started": self.started, "started_wall": self.started_wall,
-                 "accepted": server.accepted, "refused": server.refused, "children": children}
-        state.update(extra)
-        return state
+        children = {str(pid): peer.to_state() for pid, peer in server.children.peers.items()}
+        return {"accepted": server.accepted, "refused": server.refused, "children": children}
 
-    def adopt(self, state: Dict[str, Any]) -> None:
-        """Take over what the previous image handed over: its generation, start, counters, and its
-        children into the server's child table. Raises ValueError for a state of another
-        format or program, KeyError/TypeError for a malformed one."""
-        if state.get("format") != FORMAT or state.get("program") != self.program:
-            raise ValueError(f"handoff state of format {state.get('format')!r} for "
-                             f"{state.get('program')!r}: this is {self.program} format {FORMAT}")
+    def restore(self, state: Dict[str, Any]) -> None:
+        """Take over the counters and the children (into the server's child table), before
+        :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
         server = self.server
-        self.generation = int(state["generation"])
-        self.started = float(state["started"])
-        self.started_wall = float(state["started_wall"])
-        server.accepted = int(state["accepted"])
-        server.refused = int(state["refused"])
-        lookup = server.config.lookup
-        for pid, (uid, gid) in state["children"].items():
-            server.children.add(int(pid), UnixPeer(int(uid), int(gid), lookup))
+        parsed = parse_state(state, server.identity)
+        server.accepted, server.refused = parsed.accepted, parsed.refused
+        for pid, peer in parsed.children:
+            server.children.add(pid, peer)
+
+    def descriptors(self) -> Dict[str, int]:
+        return {"listen": self.server.listen_fd}
 
     # -- what it shows --------------------------------------------------------------------
+    def _counted(self) -> bool:
+        """Whether peers are told apart (not with ``-P``: every IPC peer is the same unknown)."""
+        return self.server.identity.unit != "uid" or self.server.config.lookup
+
     def describe(self) -> Dict[str, Any]:
-        """The live view's document (docs/status.md)."""
+        """The server's fields of the live view's document (docs/status.md): limits, connections
+        (total, and per peer: ``unit`` ``uid`` or ``ip``; IPC keeps its ``uids``/``per_uid``),
+        accepted, refused, and each child's pid, peer and age."""
         server = self.server
         config = server.config
-        lookup = config.lookup
-        now = _boot_seconds()
+        counted = self._counted()
+        peers = sorted(server.children.peers.items())
+        ages = self.ages([pid for pid, _ in peers])
         children: List[Dict[str, Any]] = []
-        for pid, peer in sorted(server.children.peers.items()):
-            uid = getattr(peer, "uid", None) if lookup else None
-            gid = getattr(peer, "gid", None) if lookup else None
-            age = child_age(pid, now)
-            children.append({"pid": pid, "uid": uid, "gid": gid,
-                             "age": None if age is None else round(age, 2)})
-        per_uid = {str(k): n for k, n in sorted(server.children.per_key.items(), key=lambda kn: str(kn[0]))}
+        for pid, peer in peers:
+            age = ages.get(pid)
+            children.append({"pid": pid, **peer.describe(), "age": None if age is None else round(age, 2)})
+        per_peer = {str(k): n for k, n in sorted(server.children.per_key.items(), key=lambda kn: str(kn[0]))}
+        unit = server.identity.unit
+        connections: Dict[str, Any] = {"total": len(server.children)}
+        if unit == "uid":
+            connections.update(uids=len(per_peer) if counted else None, per_uid=per_peer if counted else {})
+        connections.update(unit=unit, peers=len(per_peer) if counted else None,
+                           per_peer=per_peer if counted else {})
         return {
-            "program": self.program, "pid": os.getpid(), "version": __version__,
-            "generation": self.generation, "uptime": round(time.monotonic() - self.started, 3),
-            "started": round(self.started_wall, 3),
             "limits": {"maxconn": config.maxconn, "localmaxconn": config.localmaxconn},
-            "connections": {"total": len(server.children), "uids": len(per_uid) if lookup else None,
-                            "per_uid": per_uid if lookup else {}},
+            "connections": connections,
             "accepted": server.accepted, "refused": server.refused, "children": children,
         }
 
     def status_text(self) -> str:
-        """systemd's ``STATUS=``: ``12 connections from 3 uids, 4017 accepted, 2 refused``."""
+        """systemd's ``STATUS=``: ``12 connections from 3 uids, 4017 accepted, 2 refused``
+        (``from 3 addresses`` for TCP)."""
         server = self.server
         n = len(server.children)
         text = f"{n} connection{'' if n == 1 else 's'}"
-        if server.config.lookup and n:
-            uids = len(server.children.per_key)
-            text += f" from {uids} uid{'' if uids == 1 else 's'}"
+        if self._counted() and n:
+            peers = len(server.children.per_key)
+            word = "uid" if server.identity.unit == "uid" else "address"
+            text += f" from {peers} {word}{'' if peers == 1 else ('es' if word == 'address' else 's')}"
         return f"{text}, {server.accepted} accepted, {server.refused} refused"

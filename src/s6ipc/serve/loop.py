@@ -45,7 +45,7 @@ import os
 import select
 import signal
 import socket
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -54,6 +54,7 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
+from ..daemon.lifecycle import Ending
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
@@ -80,15 +81,6 @@ ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket], Optional[Tup
 #: ``(interval, function)``: called from the loop at least every *interval* seconds while it runs —
 #: the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
 Heartbeat = Tuple[float, Callable[[], None]]
-
-
-class Ending(NamedTuple):
-    """Why :meth:`Server.serve` returned: exit with *code*, or — *exec_argv* set — exec that
-    command line in the same PID, with the listening socket still open on its fd (in-place
-    upgrades: the program layer does the exec, never the library)."""
-
-    code: int = 0
-    exec_argv: Optional[List[str]] = None
 
 
 class ServerConfig:
@@ -182,6 +174,7 @@ class Server:
         self.clock = clock
         self.base_env = child_environment(dict(os.environ), self.identity)
         self._selfpipe: Optional[SelfPipe] = None
+        self._listener: Optional[socket.socket] = None
         self._accept: Callable[[], Tuple[int, object]] = _not_started
         self._burst = 1
         self._poller = select.poll()
@@ -215,10 +208,37 @@ class Server:
         if self._selfpipe is not None:
             self._selfpipe.add(sig)
 
+    @property
+    def signals(self) -> Tuple[int, ...]:
+        """Every signal the loop catches: its own and those of :meth:`on_signal`."""
+        return HANDLED_SIGNALS + tuple(self._signal_hooks)
+
     def stop_for_exec(self, argv: List[str]) -> None:
         """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
         self._ending = Ending(0, list(argv))
         self._running = False
+
+    def serve_on(self) -> None:
+        """After :meth:`stop_for_exec` and an exec that failed: the next :meth:`serve` goes on
+        with everything as it was (children, counters, the listening socket)."""
+        self._ending = Ending()
+        self._running = True
+
+    def close(self) -> None:
+        """Give back what :meth:`start` took, for a program that goes on without the loop: the
+        self-pipe (the previous signal handlers and wakeup fd come back) and the polled
+        descriptors. The listening socket and the children stay the caller's."""
+        for fd in list(self._watched):
+            self.unwatch(fd)
+        self._set_listening(False)
+        if self._selfpipe is not None:
+            self._poller.unregister(self._selfpipe.fileno())
+            self._selfpipe.close()
+            self._selfpipe = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.detach()
+        self._accept = _not_started
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self, *, checked: bool = False) -> None:

@@ -20,7 +20,7 @@ Some facts about SO_PEERCRED (Linux) that :class:`UnixPeers` relies on:
 from __future__ import annotations
 
 import _socket
-from typing import Dict, Hashable, Protocol, Tuple
+from typing import Any, Dict, Hashable, Protocol, Tuple
 
 from ..sockets.unix import address_text, peer_credentials
 
@@ -50,6 +50,15 @@ class Peer(Protocol):
 
     def end_name(self) -> str:
         """How the ``end pid P …`` line names the peer (``uid 0``, ``ip 127.0.0.1``)."""
+        ...
+
+    def to_state(self) -> Any:
+        """The peer as JSON data, for the next image of an in-place upgrade
+        (:meth:`PeerIdentity.peer_from_state` reads it back)."""
+        ...
+
+    def describe(self) -> Dict[str, Any]:
+        """The peer's fields in the live view's child entry (``uid``/``gid``, ``ip``/``port``)."""
         ...
 
 
@@ -82,6 +91,15 @@ class PeerIdentity(Protocol):
 
     def ready_line(self, fd: int) -> bytes:
         """What ``-1`` writes on fd 1 about listener *fd*: a newline (IPC), the port and a newline (TCP)."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """What a peer is counted as in the live view and ``STATUS=``: ``uid`` or ``ip``."""
+        ...
+
+    def peer_from_state(self, obj: Any) -> Peer:
+        """A peer from what its :meth:`Peer.to_state` wrote. Raises ValueError/TypeError/KeyError."""
         ...
 
 
@@ -120,6 +138,14 @@ class UnixPeer:
     def end_name(self) -> str:
         return f"uid {self.uid}" if self._lookup else "uid ?"
 
+    def to_state(self) -> Any:
+        return [self.uid, self.gid]
+
+    def describe(self) -> Dict[str, Any]:
+        if self._lookup:
+            return {"uid": self.uid, "gid": self.gid}
+        return {"uid": None, "gid": None}
+
 
 class UnixPeers:
     """s6-ipcserverd's identity: SO_PEERCRED, ``IPC*`` variables; *lookup* False is ``-P``."""
@@ -146,3 +172,20 @@ class UnixPeers:
         except OSError as e:
             raise PeerUnknown(f"unable to getpeereid: {e.strerror or 'Input/output error'}") from None
         return UnixPeer(uid, gid, True)
+
+    unit = "uid"
+
+    def peer_from_state(self, obj: Any) -> UnixPeer:
+        uid, gid = obj
+        if not self.lookup:
+            return self._anonymous
+        return UnixPeer(_id(uid), _id(gid), True)
+
+
+def _id(value: Any) -> int:
+    """A uid or gid read back from a state: an integer 0..2**32-1 (ValueError, TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not a uid or gid")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{value!r} is not a uid or gid")
+    return int(value)

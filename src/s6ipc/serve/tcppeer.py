@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import _socket
 import socket
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 from ..sockets.inet import ip6_fmt
 
@@ -62,6 +62,12 @@ class TcpPeer:
     def end_name(self) -> str:
         return f"ip {self.key}"
 
+    def to_state(self) -> Any:
+        return [self.key, self.port]
+
+    def describe(self) -> Dict[str, Any]:
+        return {"ip": self.key, "port": self.port}
+
 
 class TcpPeers:
     """The identity of s6-tcpserver4d (*family* ``AF_INET``) or s6-tcpserver6d (``AF_INET6``)."""
@@ -96,3 +102,18 @@ class TcpPeers:
         except OSError:
             return b"\n"
         return b"%d\n" % port
+
+    unit = "ip"
+
+    def peer_from_state(self, obj: Any) -> TcpPeer:
+        ip, port = obj
+        if not isinstance(ip, str) or isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"{obj!r} is not a TCP peer")
+        family = socket.AF_INET6 if self.v6 else socket.AF_INET
+        try:
+            socket.inet_pton(family, ip)
+        except OSError:
+            raise ValueError(f"{ip!r} is not an address of this server's family") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{port!r} is not a port")
+        return TcpPeer(ip, port, self.v6)

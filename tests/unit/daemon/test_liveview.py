@@ -14,6 +14,7 @@ import pytest
 
 from s6ipc.base.errors import Refused
 from s6ipc.daemon import liveview
+from tests.support.clock import FakeClock
 from tests.support.processes import nobody_ids
 
 
@@ -123,24 +124,24 @@ def test_duration(seconds: float, text: str) -> None:
 
 
 def test_status_line_is_rate_limited_and_sent_on_change() -> None:
-    now = [100.0]
+    clock = FakeClock()
     sent: List[str] = []
     text = ["a"]
-    line = liveview.StatusLine(sent.append, lambda: text[0], 1.0, lambda: now[0])
+    line = liveview.StatusLine(sent.append, lambda: text[0], 1.0, clock.monotonic)
     line.tick()
     line.tick()
     assert sent == ["a"]
     text[0] = "b"
-    now[0] += 0.5
+    clock.advance(0.5)
     line.tick()
     assert sent == ["a"], "at most once a second"
-    now[0] += 0.5
+    clock.advance(0.5)
     line.tick()
     assert sent == ["a", "b"]
-    now[0] += 5
+    clock.advance(5)
     line.tick()
     assert sent == ["a", "b"], "nothing when nothing changed"
-    quiet = liveview.StatusLine(sent.append, lambda: text[0], 1.0, lambda: now[0], quiet_first=True)
+    quiet = liveview.StatusLine(sent.append, lambda: text[0], 1.0, clock.monotonic, quiet_first=True)
     quiet.tick()
     assert sent == ["a", "b"], "quiet_first: the text at start counts as sent"
     text[0] = "c"
@@ -148,14 +149,13 @@ def test_status_line_is_rate_limited_and_sent_on_change() -> None:
     assert sent == ["a", "b", "c"]
 
 
-def test_every_runs_each_beat_on_its_own_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [0.0]
-    monkeypatch.setattr(liveview.time, "monotonic", lambda: now[0])
+def test_every_runs_each_beat_on_its_own_interval() -> None:
+    clock = FakeClock()
     calls: List[str] = []
     interval, beat = liveview.every([(1.0, lambda: calls.append("status")),
-                                     (5.0, lambda: calls.append("dog"))])
+                                     (5.0, lambda: calls.append("dog"))], clock.monotonic)
     assert interval == 1.0
     for _ in range(11):
         beat()
-        now[0] += 1.0
+        clock.advance(1.0)
     assert calls.count("status") == 11 and calls.count("dog") == 3

@@ -1,7 +1,8 @@
 """fdholderd's in-place upgrade, in-process: the drain, the state handed over and its restoration.
 
-The daemon runs in this process, one :meth:`FdHolderDaemon.step` at a time, with a fake clock and a
-fake upgrader whose ``replace`` raises :class:`Exec` with the state instead of calling ``execve``.
+The daemon runs in this process, one :meth:`FdHolderDaemon.step` at a time, with a fake clock and its
+real lifecycle over a fake system (tests/support/lifecycle.py) whose exec raises :class:`Exec` with
+the state instead of calling ``execve``.
 What an exec does to the old image is :func:`abandon`: the descriptors named by the state stay
 open at their numbers, every object of the old image is forgotten. A second daemon then starts from
 the state on the same listening socket, as the new image does. The real exec, under load and under
@@ -16,48 +17,30 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from s6ipc import __version__
 from s6ipc.base import unixmessage
+from s6ipc.base.errors import ExecFailure
+from s6ipc.daemon.lifecycle import Lifecycle
+from s6ipc.daemon.readiness import Readiness
 from s6ipc.fdholder import protocol, tai
+from s6ipc.fdholder.life import KIND, HolderLife
 from s6ipc.fdholder.server import UPGRADE_DRAIN, DaemonConfig, FdHolderDaemon
 from s6ipc.fdholder.store import FdStore
 from tests.support.clock import FakeClock
 from tests.support.fdholder import ALL_RIGHTS, Quiet, Raw, inode, listening, make_rules
+from tests.support.lifecycle import Exec, FakeSystem
 
 T = tai.Tain(0x4000000000000000 + 2_000_000_000, 0)
 LIST_FRAME = unixmessage.frame(protocol.LIST_REQUEST)
 
 
-class Exec(Exception):
-    """What the fake upgrader raises instead of re-executing: the state it would hand over."""
-
-    def __init__(self, state: Dict[str, Any]) -> None:
-        super().__init__("exec")
-        self.state = state
-
-
-class FakeUpgrader:
-    def __init__(self, problem: Optional[str] = None, exec_error: Optional[str] = None) -> None:
-        self.problem = problem
-        self.exec_error = exec_error
-        self.preflights = 0
-
-    def preflight(self, daemon: FdHolderDaemon) -> Optional[str]:
-        self.preflights += 1
-        return self.problem
-
-    def replace(self, daemon: FdHolderDaemon) -> str:
-        if self.exec_error is not None:
-            return self.exec_error
-        raise Exec(daemon.to_state())
-
-
 class Setup:
-    def __init__(self, sockdir: str, upgrader: FakeUpgrader, **options: Any) -> None:
+    def __init__(self, sockdir: str, system: FakeSystem, **options: Any) -> None:
         self.path = os.path.join(sockdir, "holder")
         self.listen_fd = listening(self.path)
         self.rules = make_rules(sockdir, {f"uid/{os.geteuid()}": ALL_RIGHTS})
         self.clock = FakeClock()
-        self.upgrader = upgrader
+        self.system = system
         self.options = options
         self.log = Quiet()
         self.daemon = self.new_daemon()
@@ -71,19 +54,31 @@ class Setup:
 
     def new_daemon(self) -> FdHolderDaemon:
         config = DaemonConfig(rules_dir=self.rules, notify=True, **self.options)
-        return FdHolderDaemon(config, self.log, self.listen_fd, clock=self.clock, upgrader=self.upgrader)
+        daemon = FdHolderDaemon(config, self.log, self.listen_fd, clock=self.clock,
+                                on_upgrade=lambda: self.life.requested())
+        self.life = Lifecycle(KIND, "fdholderd", ["-i", "rules"], HolderLife(daemon), self.log, Readiness(),
+                              held_signals=lambda: daemon.signals, system=self.system, clock=self.clock)
+        return daemon
 
     def turns(self, n: int = 3) -> bool:
+        """*n* turns of the loop, as chain/daemon.serve_on runs it: a drained upgrade execs (the fake
+        exec raises :class:`Exec`, or fails and the loop goes on)."""
         alive = True
         for _ in range(n):
             alive = self.daemon.step(wait=False)
+            argv = self.daemon.ending.exec_argv
+            if not alive and argv is not None:
+                self.life.replace(argv)
+                self.daemon.serve_on()
+                alive = True
         return alive
 
     def upgrade(self, turns: int = 5) -> Dict[str, Any]:
-        """Turn the loop until the fake exec; then become the new image: its state."""
+        """Turn the loop until the fake exec; then become the new image: the daemon's part of the state."""
         with pytest.raises(Exec) as info:
             self.turns(turns)
-        state = info.value.state
+        state: Dict[str, Any] = info.value.state["daemon"]
+        assert set(info.value.state["descriptors"].values()) == info.value.kept
         abandon(self.daemon)
         self.daemon = self.new_daemon()
         self.daemon.start(state)
@@ -120,7 +115,8 @@ def abandon(daemon: FdHolderDaemon) -> None:
 @pytest.fixture
 def setup(sockdir: str, request: pytest.FixtureRequest) -> Iterator[Setup]:
     params = dict(getattr(request, "param", {}))
-    s = Setup(sockdir, FakeUpgrader(params.pop("problem", None), params.pop("exec_error", None)), **params)
+    system = FakeSystem(problem=params.pop("problem", None), exec_error=params.pop("exec_error", None))
+    s = Setup(sockdir, system, **params)
     yield s
     s.daemon.close()
     os.close(s.listen_fd)
@@ -183,7 +179,7 @@ def test_upgrade_hands_over_descriptors_and_clients(setup: Setup) -> None:
     assert len(s.daemon.clients) == 2
     os.kill(os.getpid(), signal.SIGUSR2)
     assert s.turns()  # preflight passed; the half-sent request holds the exec back
-    assert s.upgrader.preflights == 1 and s.daemon.upgrade_deadline is not None
+    assert len(s.system.preflights) == 1 and s.daemon.upgrade_deadline is not None
     late = Raw(s.path)  # waits in the backlog: nobody accepts during the drain
     s.turns()
     assert len(s.daemon.clients) == 2
@@ -238,15 +234,13 @@ def test_a_failed_preflight_logs_one_line_and_changes_nothing(setup: Setup) -> N
     s.store(b"x", 100_000)
     os.kill(os.getpid(), signal.SIGUSR2)
     s.turns()
-    assert s.log.lines == ["warning: unable to upgrade in place: the new version does not start: SyntaxError"]
+    assert s.log.lines == ["warning: unable to upgrade in place: the new version does not start: "
+                           f"SyntaxError; still serving with s6ipc {__version__}"]
     assert s.daemon.upgrade_deadline is None
     assert _listed(s) == (protocol.encode_list_reply([b"x"]), [])
 
 
-EXEC_ERROR = "unable to exec /x: No such file or directory"
-
-
-@pytest.mark.parametrize("setup", [{"exec_error": EXEC_ERROR}], indirect=True)
+@pytest.mark.parametrize("setup", [{"exec_error": ExecFailure("/x", 2)}], indirect=True)
 def test_a_failed_exec_logs_one_line_and_serves_on(setup: Setup) -> None:
     s = setup
     s.store(b"x", 100_000)
@@ -254,7 +248,9 @@ def test_a_failed_exec_logs_one_line_and_serves_on(setup: Setup) -> None:
     s.turns()
     os.kill(os.getpid(), signal.SIGUSR2)
     s.turns()
-    assert s.log.lines == [f"warning: unable to upgrade in place: {EXEC_ERROR}"]
+    assert s.log.lines == ["warning: unable to upgrade in place: unable to exec /x: No such file or "
+                           f"directory; still serving with s6ipc {__version__}"]
+    assert s.system.discarded and not s.system.memfds and s.daemon.upgrade_deadline is None
     assert _listed(s) == (protocol.encode_list_reply([b"x"]), [])  # accepting again
     assert _listed(s, idle) == (protocol.encode_list_reply([b"x"]), [])
     idle.close()
@@ -295,7 +291,7 @@ def test_carried_clients_are_checked_against_the_rules_again(setup: Setup) -> No
     os.unlink(os.path.join(rule, "allow"))
     open(os.path.join(rule, "deny"), "w").close()
     s.daemon = s.new_daemon()
-    s.daemon.start(info.value.state)
+    s.daemon.start(info.value.state["daemon"])
     assert not s.daemon.clients
     assert idle.closed(timeout=1)
     idle.close()

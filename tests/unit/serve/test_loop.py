@@ -87,3 +87,68 @@ def test_watch_on_signal_stop_for_exec_spawner_and_identity(sockdir: str) -> Non
     assert (code, argv, spawned) == (0, ["next", "image"], 1)
     assert events[0] == "SIGTERM is the loop's own" and events[1] == "ready" and events[-1] == "exit"
     assert "watched" in events and "identified" in events
+
+
+SERVE_ON_SCRIPT = r"""
+import json, os, signal, sys
+sys.path.insert(0, os.getcwd())
+from s6ipc.base.messages import Reporter
+from s6ipc.serve.loop import Server, ServerConfig
+from tests.support.clock import FakeClock
+
+def mine(signo, frame):
+    pass
+
+signal.signal(signal.SIGTERM, mine)
+r, w = os.pipe2(os.O_NONBLOCK)
+signal.set_wakeup_fd(w)
+clock = FakeClock()
+beats = []
+config = ServerConfig(["sh", "-c", 'echo "$PROTO"'], notify=True)
+srv = Server(config, Reporter("t"), Reporter("t (child)"), clock=clock,
+             heartbeat=(5.0, lambda: beats.append(clock.monotonic())))
+srv.on_signal(signal.SIGUSR1, lambda: srv.stop_for_exec(["next", "image"]))
+srv.start()
+first = srv.serve()
+srv.serve_on()  # the exec failed: everything goes on as it was
+second = srv.serve()
+srv.close()
+report = {"endings": [first.exec_argv, second.exec_argv], "accepted": srv.accepted, "beats": beats,
+          "handler": signal.getsignal(signal.SIGTERM) is mine,
+          "usr1": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
+          "wakeup": signal.set_wakeup_fd(-1) == w}
+os.write(2, (json.dumps(report) + "\n").encode())
+"""
+
+
+def test_serve_on_after_a_failed_exec_then_close_gives_everything_back(sockdir: str) -> None:
+    """``serve_on()`` after ``stop_for_exec``: the next ``serve()`` accepts again with the counters
+    as they were; ``close()`` gives back the previous handlers and wakeup fd (house-review §9). The
+    heartbeat reads the server's clock (a FakeClock here: 1000.0)."""
+    path = os.path.join(sockdir, "s")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)
+    r, w = os.pipe()
+    proc = subprocess.Popen([VENV_PYTHON, "-c", textwrap.dedent(SERVE_ON_SCRIPT)], stdin=listener.fileno(),
+                            stdout=w, stderr=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(
+                                os.path.dirname(os.path.abspath(__file__)))))
+    listener.close()
+    os.close(w)
+    try:
+        wait_for_ready(r)
+        assert request(path) == b"IPC\n"
+        proc.send_signal(__import__("signal").SIGUSR1)
+        assert request(path) == b"IPC\n"  # waits in the backlog until the loop serves on
+        proc.send_signal(__import__("signal").SIGUSR1)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        os.close(r)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    report = json.loads(err.decode().splitlines()[-1])
+    assert report["endings"] == [["next", "image"], ["next", "image"]] and report["accepted"] == 2
+    assert report["beats"] == [1000.0, 1000.0]
+    assert report["handler"] and report["usr1"] and report["wakeup"], report

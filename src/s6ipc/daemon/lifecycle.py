@@ -1,0 +1,431 @@
+"""One life for every daemon: start fresh or take over, the live view, and SIGUSR2's in-place upgrade.
+
+Some facts about ``execve`` (Linux) that the life of a daemon across images relies on:
+
+* **What survives**: the PID (the supervisor's view: s6-supervise's pid, systemd's ``MainPID``),
+  the parent, the **children** (still ours to ``waitpid``), every descriptor *without*
+  close-on-exec at the same number, the **signal mask** and the **pending signals** (a signal
+  blocked across the exec waits for the new image's handlers), signals set to SIG_IGN, uids, gids,
+  rlimits, the current directory. CLOCK_MONOTONIC is system-wide: a reading taken by the old
+  image means the same in the new one, so uptime is counted on it.
+* **What does not**: caught signals go back to SIG_DFL (a SIGTERM between the exec and the new
+  image's handlers would kill it: the daemon's own signals are *blocked* across the exec, from
+  its own table, and the new image lets them in once its handlers are in place), the memory
+  (every Python object, every imported module), threads, close-on-exec descriptors (Python opens
+  its own close-on-exec: those the state names are cleared of it just before the exec), and a
+  memfd made with MFD_CLOEXEC (the state's memfd is made without: :mod:`s6ipc.daemon.upgrade`).
+
+What that means for us — one path for ipcserverd, tcpserverd (4d/6d/unified) and fdholderd:
+
+1. SIGUSR2 → :meth:`Lifecycle.requested`: ``RELOADING=1``, then the **preflight** of the code
+   installed now, given the state it would take over (the child parses it: a new version that
+   cannot read the running one's state is refused before anything happens); refused → one
+   warning, ``READY=1``, serving goes on.
+2. The daemon drains (fdholderd finishes the requests in progress; the spawning servers have
+   nothing to drain: their connections belong to the children), then its loop returns
+   ``Ending(exec_argv=…)``. The library never execs.
+3. The program layer calls :meth:`Lifecycle.replace`, which blocks the held signals, writes the
+   :class:`State` (a memfd), keeps the named descriptors and execs through the :class:`System`
+   seam (the program gives it :func:`s6ipc.base.execution.exec_argv`).
+4. **One failure policy.** If the exec fails (the interpreter was removed, ENOMEM…), everything
+   is undone — the signal mask restored, close-on-exec set back on what was kept (fd 0, the
+   listening socket inherited from the supervisor, stays as it was), the memfd discarded,
+   ``READY=1`` after the ``RELOADING=1`` — one line ``NAME: warning: unable to upgrade in place:
+   …`` is logged, and the daemon **serves on** with the same state. Dying 111 instead would lose
+   more than it saves: a supervisor restart loses every descriptor fdholderd holds, and makes
+   ipcserverd refuse clients while it restarts; the old image is still whole, so it goes on.
+5. The new image: :meth:`Lifecycle.take` reads the state (``S6IPC_HANDOFF``), the readiness
+   variables go back into the environment, :meth:`Lifecycle.adopt` gives the daemon its part.
+   Once the exec has happened there is no old image left: a state this code cannot take over is
+   one line ``unable to take over from the previous image: …`` and exit 111
+   (:class:`~s6ipc.base.errors.Unusable`), so that the supervisor restarts the service.
+
+The daemon's part (:class:`DaemonPart`) is its own: what it hands over, what its live view
+shows, its ``STATUS=`` line, its descriptors. The common fields of the live view (program, pid,
+version, generation, uptime, started) and the lineage are this module's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optional, Protocol, Sequence
+
+from .. import __version__
+from ..base.clock import SYSTEM_CLOCK, Clock
+from ..base.errors import S6ipcError, Unusable
+from ..base.log import Log
+from . import upgrade
+from .liveview import StatusSocket
+from .readiness import NOTIFY_VARIABLES, Readiness
+
+__all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "System", "Lifecycle", "process_ages",
+           "take_over_text", "preflight_check"]
+
+#: The layout of the state; a new image refuses a state of another format or another daemon's.
+FORMAT = 2
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Ending(NamedTuple):
+    """Why a daemon's loop returned: exit with *code*, or — *exec_argv* set — exec that command
+    line in the same PID (an in-place upgrade: the program layer does it, never the library)."""
+
+    code: int = 0
+    exec_argv: Optional[List[str]] = None
+
+
+class Lineage(NamedTuple):
+    """What a daemon is across its images: the generation (in-place upgrades since it started),
+    when it started (wall clock, for people; CLOCK_MONOTONIC, for the uptime), the signal mask to
+    restore, its status socket, and the readiness variables (``NOTIFY_SOCKET``, ``WATCHDOG_*``,
+    taken out of the environment by the first image)."""
+
+    generation: int
+    started_wall: float
+    started_monotonic: float
+    sigmask: List[int]
+    status_fd: Optional[int]
+    readiness: Dict[str, str]
+
+
+class State(NamedTuple):
+    """What one image hands the next: *kind* (the program: ``ipcserverd``, ``tcpserver4d``,
+    ``fdholderd``), the *version* that wrote it, the lineage, named descriptors {name: fd} and
+    the daemon's own part (its :meth:`DaemonPart.to_state`)."""
+
+    kind: str
+    version: str
+    lineage: Lineage
+    descriptors: Dict[str, int]
+    daemon: Dict[str, Any]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"format": FORMAT, "kind": self.kind, "version": self.version,
+                "lineage": dict(self.lineage._asdict()), "descriptors": dict(self.descriptors),
+                "daemon": self.daemon}
+
+    @classmethod
+    def from_json(cls, obj: Dict[str, Any], kind: str) -> State:
+        """Read a state for daemon *kind*. Raises ValueError (of another format or daemon),
+        KeyError or TypeError (malformed)."""
+        if obj.get("format") != FORMAT:
+            legacy = _from_release_0_1(obj, kind)
+            if legacy is not None:
+                return legacy
+        if obj.get("format") != FORMAT or obj.get("kind") != kind:
+            written_by = obj.get("kind", obj.get("program"))  # format 1 said "program"
+            raise ValueError(f"a state of format {obj.get('format')!r} for {written_by!r}: "
+                             f"this is {kind} format {FORMAT}")
+        raw = obj["lineage"]
+        fd = raw["status_fd"]
+        lineage = Lineage(int(raw["generation"]), float(raw["started_wall"]), float(raw["started_monotonic"]),
+                          [int(s) for s in raw["sigmask"]], None if fd is None else int(fd),
+                          {str(k): str(v) for k, v in dict(raw["readiness"]).items()
+                           if k in NOTIFY_VARIABLES})
+        descriptors = {str(k): int(v) for k, v in dict(obj["descriptors"]).items()}
+        daemon = obj["daemon"]
+        if not isinstance(daemon, dict):
+            raise TypeError("the daemon's part of the state is not an object")
+        return cls(kind, str(obj["version"]), lineage, descriptors, daemon)
+
+
+def _from_release_0_1(obj: Dict[str, Any], kind: str) -> Optional[State]:
+    """A state written by s6ipc 0.1 (before this module), so that a daemon of that release can be
+    upgraded in place to this one: ipcserverd's format 1, fdholderd's unnumbered layout. None for
+    anything else. Raises KeyError, TypeError, ValueError when it is malformed."""
+    if obj.get("format") == 1 and obj.get("program") == kind:  # ipcserverd
+        status_fd = obj["status_fd"]
+        readiness = {str(k): str(v) for k, v in dict(obj["environment"]).items() if k in NOTIFY_VARIABLES}
+        lineage = Lineage(int(obj["generation"]), float(obj["started_wall"]), float(obj["started"]),
+                          [int(s) for s in obj["sigmask"]], None if status_fd is None else int(status_fd),
+                          readiness)
+        daemon = {"accepted": obj["accepted"], "refused": obj["refused"], "children": obj["children"]}
+        return State(kind, "0.1", lineage, {"listen": 0}, daemon)
+    if "format" not in obj and obj.get("kind") == kind and "started_ns" in obj:  # fdholderd
+        import time
+
+        started_wall = int(obj["started_ns"]) / 1e9  # it counted uptime on the wall clock
+        status_fd = obj["status_fd"]
+        started_monotonic = time.monotonic() - (time.time() - started_wall)
+        lineage = Lineage(int(obj["generation"]), started_wall, started_monotonic,
+                          [int(s) for s in obj["mask"]], None if status_fd is None else int(status_fd), {})
+        daemon = obj["daemon"]
+        if not isinstance(daemon, dict):
+            raise TypeError("the daemon's part of the state is not an object")
+        return State(kind, str(obj["version"]), lineage, {}, daemon)
+    return None
+
+
+class DaemonPart(Protocol):
+    """What a daemon gives its life: its state, its live view, its ``STATUS=``, its descriptors."""
+
+    def to_state(self) -> Dict[str, Any]:
+        """The daemon's part of the state (JSON data)."""
+        ...
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        """Take over *state* (what :meth:`to_state` wrote in the previous image). Raises
+        ValueError, KeyError or TypeError when this code cannot."""
+        ...
+
+    def describe(self) -> Dict[str, Any]:
+        """The daemon's fields of the live view's document."""
+        ...
+
+    def status_text(self) -> str:
+        """systemd's ``STATUS=`` line."""
+        ...
+
+    def descriptors(self) -> Dict[str, int]:
+        """The descriptors the state names, by name: kept open across the exec."""
+        ...
+
+
+def process_ages(pids: Iterable[int]) -> Dict[int, Optional[float]]:
+    """Seconds since each process of *pids* started (None: gone), from the kernel's start times
+    (``/proc/PID/stat`` field 22, ticks since boot): they survive any number of upgrades and cost
+    nothing per connection."""
+    with open("/proc/uptime", "rb") as f:
+        now = float(f.read().split()[0])
+    ages: Dict[int, Optional[float]] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            ages[pid] = None
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        ages[pid] = max(0.0, now - int(fields[19]) / _TICKS)
+    return ages
+
+
+class System:
+    """The operating system as the lifecycle uses it (tests/support/lifecycle.py fakes it).
+
+    *exec* replaces the process image (:func:`s6ipc.base.execution.exec_argv`, given by the program
+    layer); it returns only by raising."""
+
+    def __init__(self, exec: Callable[[List[str]], NoReturn]) -> None:
+        self._exec = exec
+
+    def exec(self, argv: List[str]) -> NoReturn:
+        from ..base.messages import flush_stdio
+
+        flush_stdio()
+        self._exec(argv)
+
+    def preflight(self, program: str, args: Sequence[str], state: Dict[str, Any]) -> Optional[str]:
+        return upgrade.preflight(program, args, state=state)
+
+    def reexec_argv(self, program: str, args: Sequence[str]) -> List[str]:
+        return upgrade.reexec_argv(program, args)
+
+    def write_state(self, state: Dict[str, Any]) -> int:
+        return upgrade.write_state(state)
+
+    def take_state(self) -> Optional[Dict[str, Any]]:
+        return upgrade.take_state()
+
+    def discard_state(self, fd: int) -> None:
+        upgrade.discard_state(fd)
+
+    def keep_across_exec(self, fds: Iterable[int]) -> None:
+        upgrade.keep_across_exec(fds)
+
+    def close_on_exec(self, fds: Iterable[int]) -> None:
+        for fd in fds:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+    def block_signals(self, signals: Iterable[int]) -> List[int]:
+        return upgrade.block_signals(signals)
+
+    def restore_mask(self, mask: Iterable[int]) -> None:
+        upgrade.restore_mask(mask)
+
+    def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
+        return process_ages(pids)
+
+
+def take_over_text(e: BaseException) -> str:
+    """The one line of a state this code cannot take over."""
+    text = f"no {e} in the handoff state" if isinstance(e, KeyError) else " ".join(str(e).split())
+    return f"unable to take over from the previous image: {text or type(e).__name__}"
+
+
+def preflight_check(kinds: Sequence[str], parse: Callable[[State], object]) -> None:
+    """In the preflight child (a program's ``preflight`` hook): read the state the running daemon
+    gave on stdin, if any, as the new image would — the lineage here (a state of one of *kinds*),
+    the daemon's part with *parse*, which must touch no descriptor. Raises what the reading raises."""
+    obj = upgrade.preflight_state()
+    if obj is None:
+        return
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"a state for {kind!r}: this is {' or '.join(kinds)}")
+    parse(State.from_json(obj, kind))
+
+
+class Lifecycle:
+    """The life of one daemon across its images.
+
+    *kind* names the daemon (its state and its live view: ``ipcserverd``); *program* and *args*
+    are the command line the next image runs (``s6-ipcserverd -1 …``: :func:`upgrade.reexec_argv`).
+    *part* is the daemon's own part, *log* where the warnings go, *readiness* where ``RELOADING=1``
+    / ``READY=1`` go, *held_signals* tells the daemon's own signals (its table, read at the exec:
+    they are blocked across it).
+    """
+
+    def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
+                 readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
+                 clock: Clock = SYSTEM_CLOCK, verbosity: int = 1) -> None:
+        self.kind, self.program, self.args = kind, program, list(args)
+        self.part, self.log, self.readiness = part, log, readiness
+        self.held_signals = held_signals
+        self.system, self.clock, self.verbosity = system, clock, verbosity
+        self.generation = 0
+        self.started_wall = clock.wall_ns() / 1e9
+        self.started_monotonic = clock.monotonic()
+        #: The live view's socket, kept across the exec (its abstract name holds the PID).
+        self.status: Optional[StatusSocket] = None
+        #: True from a preflight that passed until the exec (or its failure).
+        self.upgrading = False
+
+    # -- the new image --------------------------------------------------------------------------
+    @staticmethod
+    def take(system: System, kind: str) -> Optional[State]:
+        """The state the previous image handed over (None: a fresh start); its readiness variables
+        go back into the environment. Raises :class:`Unusable` (one line, exit 111)."""
+        obj = system.take_state()
+        if obj is None:
+            return None
+        try:
+            state = State.from_json(obj, kind)
+        except (KeyError, TypeError, ValueError) as e:
+            raise Unusable(take_over_text(e)) from None
+        os.environ.update(state.lineage.readiness)
+        return state
+
+    def adopt(self, state: State, restore: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+        """Take *state* over: the lineage, and the daemon's part (through *restore*, by default
+        the part's :meth:`~DaemonPart.restore`). Raises :class:`Unusable` (one line, exit 111) for
+        whatever the daemon's part raises but its own :class:`S6ipcError` (which it raises as is)."""
+        self.generation = state.lineage.generation
+        self.started_wall = state.lineage.started_wall
+        self.started_monotonic = state.lineage.started_monotonic
+        try:
+            (restore or self.part.restore)(state.daemon)
+        except S6ipcError:
+            raise  # the daemon's own start-up errors (fd 0…), with their own lines and codes
+        except Exception as e:  # ValueError…, or the new version's own bug: the supervisor must see it
+            raise Unusable(take_over_text(e)) from None
+
+    def open_live_view(self, watch: Callable[[int, Callable[[int], None]], None],
+                       state: Optional[State] = None) -> None:
+        """Serve the live view from the daemon's loop (*watch* polls a descriptor): on the status
+        socket the previous image handed over, else a new one. One that cannot be made is a warning."""
+        fd = state.lineage.status_fd if state is not None else None
+        try:
+            self.status = StatusSocket(self.kind, self.document, fd)
+        except S6ipcError as e:
+            self.log.warn(f"{e}: no live view")
+            return
+        watch(self.status.fileno(), self.status.on_event)
+
+    def resumed(self, state: State) -> None:
+        """The new image's handlers are in place: let the signals held across the exec in."""
+        self.system.restore_mask(state.lineage.sigmask)
+
+    # -- what it shows --------------------------------------------------------------------------
+    def uptime(self) -> float:
+        return self.clock.monotonic() - self.started_monotonic
+
+    def document(self) -> Dict[str, Any]:
+        """The live view's document: the common fields, then the daemon's (docs/status.md)."""
+        document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(), "version": __version__,
+                                    "generation": self.generation, "uptime": round(self.uptime(), 3),
+                                    "started": round(self.started_wall, 3)}
+        document.update(self.part.describe())
+        return document
+
+    def status_text(self) -> str:
+        return self.part.status_text()
+
+    # -- SIGUSR2 --------------------------------------------------------------------------------
+    def tell(self, send: Callable[[], object]) -> None:
+        """Send one readiness message; a failure is a warning, never the end of the daemon."""
+        try:
+            send()
+        except S6ipcError as e:
+            self.log.warn(str(e))
+
+    def state(self, mask: Sequence[int] = ()) -> State:
+        """What the next image would get now (the signal mask *mask* to restore)."""
+        named = dict(self.part.descriptors())
+        if self.status is not None:
+            named["status"] = self.status.fileno()
+        lineage = Lineage(self.generation + 1, self.started_wall, self.started_monotonic, list(mask),
+                          None if self.status is None else self.status.fileno(), self._readiness())
+        return State(self.kind, __version__, lineage, named, self.part.to_state())
+
+    def _readiness(self) -> Dict[str, str]:
+        kept = {}
+        if self.readiness.notifier.address is not None:
+            kept["NOTIFY_SOCKET"] = self.readiness.notifier.address
+        if self.readiness.watchdog_interval is not None:
+            kept["WATCHDOG_USEC"] = str(round(self.readiness.watchdog_interval * 1e6))
+            kept["WATCHDOG_PID"] = str(os.getpid())
+        return kept
+
+    def requested(self) -> Optional[List[str]]:
+        """SIGUSR2, from the loop: the command line of the next image if the installed code passed
+        its preflight (then drain, end the loop and :meth:`replace`), else None (said, and served on)."""
+        if self.upgrading:
+            return None
+        if self.verbosity >= 2:
+            self.log.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
+        self.tell(self.readiness.watchdog)  # the loop waits for the preflight: no starving watchdog
+        self.tell(self.readiness.reloading)
+        problem = self.system.preflight(self.program, self.args, self.state().to_json())
+        self.tell(self.readiness.watchdog)
+        if problem is not None:
+            if self.verbosity >= 1:
+                self.log.warn(f"unable to upgrade in place: {problem}; "
+                              f"still serving with s6ipc {__version__}")
+            self.tell(self.readiness.notifier.ready)
+            return None
+        self.upgrading = True
+        return self.system.reexec_argv(self.program, self.args)
+
+    def replace(self, argv: List[str]) -> None:
+        """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
+        is undone, one warning said, and the daemon serves on (the module docstring says why)."""
+        system = self.system
+        mask = system.block_signals(self.held_signals())
+        state = self.state(mask)
+        kept = list(state.descriptors.values())
+        memfd = -1
+        try:
+            system.keep_across_exec(kept)
+            memfd = system.write_state(state.to_json())
+            if self.verbosity >= 2:
+                self.log.info(f"upgrading in place: exec {' '.join(argv[:2])}")
+            system.exec(argv)
+        except S6ipcError as e:
+            why = str(e)
+        except (TypeError, ValueError) as e:  # a daemon's part that is not JSON: its bug, not fatal
+            why = f"unable to write the state: {e}"
+        except OSError as e:
+            why = f"unable to exec {argv[0]}: {os.strerror(e.errno or errno.EIO)}"
+        system.restore_mask(mask)
+        system.close_on_exec(fd for fd in kept if fd != 0)
+        if memfd >= 0:
+            system.discard_state(memfd)
+        self.upgrading = False
+        self.tell(self.readiness.notifier.ready)
+        if self.verbosity >= 1:
+            self.log.warn(f"unable to upgrade in place: {why}; still serving with s6ipc {__version__}")

@@ -1,0 +1,255 @@
+"""The life of a daemon across images (daemon/lifecycle.py), with the fake OS seam and a fake clock:
+the state record, SIGUSR2's preflight, the exec and its one failure policy, the take-over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from s6ipc import __version__
+from s6ipc.base.errors import ExecFailure, Unusable
+from s6ipc.daemon.lifecycle import FORMAT, Lifecycle, Lineage, State
+from s6ipc.daemon.readiness import Readiness
+from tests.support.clock import FakeClock
+from tests.support.fdholder import Quiet
+from tests.support.lifecycle import Exec, FakeSystem, RecordingNotifier
+
+HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+STILL = f"; still serving with s6ipc {__version__}"
+
+
+class FakeDaemon:
+    """A daemon's part: a counter, two descriptors."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.restored: List[Dict[str, Any]] = []
+
+    def to_state(self) -> Dict[str, Any]:
+        return {"count": self.count}
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.restored.append(state)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"count": self.count}
+
+    def status_text(self) -> str:
+        return f"{self.count} things"
+
+    def descriptors(self) -> Dict[str, int]:
+        return {"listen": 0, "thing": 7}
+
+
+class Setup:
+    def __init__(self, system: FakeSystem) -> None:
+        self.system = system
+        self.clock = FakeClock()
+        self.log = Quiet()
+        self.notifier = RecordingNotifier()
+        self.daemon = FakeDaemon()
+        readiness = Readiness(self.notifier)
+        self.life = Lifecycle("thingd", "s6-thingd", ["-v", "x"], self.daemon, self.log, readiness,
+                              held_signals=lambda: HELD, system=system, clock=self.clock)
+
+
+def test_state_round_trip() -> None:
+    lineage = Lineage(3, 1.5e9, 1234.5, [10, 15], 5, {"NOTIFY_SOCKET": "/run/n"})
+    state = State("thingd", "1.0", lineage, {"listen": 0, "held 1": 9}, {"count": 2})
+    assert State.from_json(state.to_json(), "thingd") == state
+    assert state.to_json()["format"] == FORMAT
+    with pytest.raises(ValueError, match="this is otherd format"):
+        State.from_json(state.to_json(), "otherd")
+    broken = state.to_json()
+    del broken["lineage"]["started_monotonic"]
+    with pytest.raises(KeyError):
+        State.from_json(broken, "thingd")
+
+
+def test_a_refused_preflight_is_one_warning_and_serving_goes_on() -> None:
+    s = Setup(FakeSystem(problem="s6ipc preflight: fatal: unable to start thingd: SyntaxError"))
+    s.daemon.count = 4
+    assert s.life.requested() is None
+    (program, args, state), = s.system.preflights
+    assert (program, args) == ("s6-thingd", ["-v", "x"])
+    assert state["daemon"] == {"count": 4} and state["lineage"]["generation"] == 1  # the new code reads it
+    assert s.log.lines == ["warning: unable to upgrade in place: s6ipc preflight: fatal: unable to start "
+                           "thingd: SyntaxError" + STILL]
+    assert s.notifier.sent == ["RELOADING=1", "READY=1"]
+    assert not s.system.execs and not s.life.upgrading and not s.system.blocked
+
+
+def test_a_passed_preflight_execs_with_the_state_descriptors_kept_and_signals_held() -> None:
+    s = Setup(FakeSystem())
+    s.system.blocked = {signal.SIGPIPE}
+    s.daemon.count = 2
+    argv = s.life.requested()
+    assert argv == ["/venv/bin/s6ipc", "s6-thingd", "-v", "x"] and s.life.upgrading
+    assert s.notifier.sent == ["RELOADING=1"]
+    with pytest.raises(Exec) as info:
+        s.life.replace(argv)
+    assert info.value.argv == argv
+    assert info.value.kept == {0, 7}
+    assert s.system.blocked == {signal.SIGPIPE, *HELD}
+    state = State.from_json(info.value.state, "thingd")
+    assert state.daemon == {"count": 2} and state.descriptors == {"listen": 0, "thing": 7}
+    assert state.lineage.generation == 1 and state.lineage.sigmask == [signal.SIGPIPE]
+    assert state.lineage.started_monotonic == s.clock.monotonic()
+    assert state.lineage.readiness == {"NOTIFY_SOCKET": "@fake-notify"}
+
+
+def test_an_exec_failure_is_undone_and_serving_goes_on() -> None:
+    s = Setup(FakeSystem(exec_error=ExecFailure("/venv/bin/s6ipc", 2)))
+    s.system.blocked = {signal.SIGPIPE}
+    argv = s.life.requested()
+    assert argv is not None
+    s.life.replace(argv)  # returns: the exec failed
+    assert s.system.execs == [argv]
+    assert s.system.blocked == {signal.SIGPIPE} and s.system.restored == [[signal.SIGPIPE]]
+    assert s.system.closed_on_exec == [7] and s.system.kept == {0}  # fd 0 stays as it was
+    assert not s.system.memfds and len(s.system.discarded) == 1
+    assert s.notifier.sent == ["RELOADING=1", "READY=1"]
+    assert s.log.lines == [f"warning: unable to upgrade in place: unable to exec /venv/bin/s6ipc: "
+                           f"No such file or directory{STILL}"]
+    assert not s.life.upgrading
+    # nothing was lost: the next SIGUSR2 tries again, with the same generation
+    assert s.life.requested() == argv
+    assert s.system.preflights[-1][2]["lineage"]["generation"] == 1
+
+
+def test_an_os_error_of_the_exec_is_undone_too() -> None:
+    s = Setup(FakeSystem(exec_error=None))
+
+    def fail(argv: List[str]) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    s.system.exec = fail  # type: ignore[method-assign]
+    s.life.replace(["/x"])
+    assert s.log.lines == [f"warning: unable to upgrade in place: unable to exec /x: "
+                           f"Permission denied{STILL}"]
+
+
+def _taken(**changes: Any) -> Dict[str, Any]:
+    lineage = Lineage(2, 1.6e9, 500.0, [int(signal.SIGPIPE)], None, {"NOTIFY_SOCKET": "/run/n"})
+    obj = State("thingd", "0.9", lineage, {"listen": 0}, {"count": 9}).to_json()
+    obj.update(changes)
+    return obj
+
+
+def test_take_over_restores_lineage_readiness_and_the_daemons_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    system = FakeSystem(taken=_taken())
+    state = Lifecycle.take(system, "thingd")
+    assert state is not None and os.environ["NOTIFY_SOCKET"] == "/run/n"
+    s = Setup(system)
+    s.life.adopt(state)
+    assert s.daemon.restored == [{"count": 9}] and s.life.generation == 2
+    s.life.resumed(state)
+    assert s.system.blocked == {signal.SIGPIPE}
+    assert Lifecycle.take(system, "thingd") is None  # a fresh start
+
+
+@pytest.mark.parametrize("obj,line", [
+    (_taken(kind="otherd"), "a state of format 2 for 'otherd': this is thingd format 2"),
+    (_taken(format=1), "a state of format 1 for 'thingd': this is thingd format 2"),
+    ({"format": FORMAT, "kind": "thingd"}, "no 'lineage' in the handoff state"),
+])
+def test_a_state_that_cannot_be_read_is_one_line_and_111(obj: Dict[str, Any], line: str) -> None:
+    with pytest.raises(Unusable) as info:
+        Lifecycle.take(FakeSystem(taken=obj), "thingd")
+    assert str(info.value) == f"unable to take over from the previous image: {line}"
+    assert info.value.exit_code == 111
+
+
+def test_a_daemon_part_that_cannot_be_restored_is_one_line_and_111() -> None:
+    system = FakeSystem(taken=_taken(daemon={"count": "many"}))
+    state = Lifecycle.take(system, "thingd")
+    assert state is not None
+    with pytest.raises(Unusable) as info:
+        Setup(system).life.adopt(state)
+    assert str(info.value) == ("unable to take over from the previous image: "
+                               "invalid literal for int() with base 10: 'many'")
+
+
+def test_uptime_and_the_common_fields_come_from_the_lifecycle_and_its_clock() -> None:
+    s = Setup(FakeSystem())
+    s.clock.advance(90.5)
+    document = s.life.document()
+    assert document == {"program": "thingd", "pid": os.getpid(), "version": __version__, "generation": 0,
+                        "uptime": 90.5, "started": round(s.life.started_wall, 3), "count": 0}
+    assert s.life.status_text() == "0 things"
+    # after a take-over, the uptime goes on from the first image's start (CLOCK_MONOTONIC)
+    system = FakeSystem(taken=_taken())
+    state = Lifecycle.take(system, "thingd")
+    assert state is not None
+    t = Setup(system)
+    t.life.adopt(state)
+    assert t.life.uptime() == pytest.approx(t.clock.monotonic() - 500.0)
+    assert t.life.document()["started"] == 1.6e9
+
+
+def test_the_live_view_serves_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s6ipc.daemon.liveview import query
+
+    s = Setup(FakeSystem())
+    watched: Dict[int, Any] = {}
+    s.life.open_live_view(lambda fd, on_event: watched.update({fd: on_event}))
+    assert s.life.status is not None and list(watched) == [s.life.status.fileno()]
+    import threading
+
+    result: Dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(query(os.getpid(), "thingd")))
+    t.start()
+    import select
+
+    poller = select.poll()
+    poller.register(s.life.status.fileno(), select.POLLIN)
+    while t.is_alive():
+        for fd, mask in poller.poll(100):
+            watched[fd](mask)
+    assert result["count"] == 0 and result["program"] == "thingd"
+    s.life.status.close()
+
+
+def test_the_state_names_the_status_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Setup(FakeSystem())
+    s.life.open_live_view(lambda fd, on_event: None)
+    assert s.life.status is not None
+    state: Optional[State] = s.life.state()
+    assert state is not None
+    assert state.descriptors["status"] == state.lineage.status_fd == s.life.status.fileno()
+    s.life.status.close()
+
+
+def test_a_daemon_part_that_is_not_json_is_undone_like_a_failed_exec() -> None:
+    s = Setup(FakeSystem())
+    s.daemon.count = {1, 2}  # type: ignore[assignment]
+    s.life.replace(["/x"])
+    assert not s.system.execs and not s.system.memfds and s.system.closed_on_exec == [7]
+    assert s.log.lines[0].startswith("warning: unable to upgrade in place: unable to write the state: ")
+
+
+def test_a_state_of_release_0_1_is_taken_over() -> None:
+    """A daemon of the release before the lifecycle can be upgraded in place to this one."""
+    ipcserverd = {"format": 1, "program": "ipcserverd", "generation": 3, "started": 50.0,
+                  "started_wall": 1.7e9, "accepted": 9, "refused": 1, "children": {"12": [0, 0]},
+                  "sigmask": [], "environment": {"NOTIFY_SOCKET": "/run/n", "PATH": "/bin"}, "status_fd": 4}
+    state = State.from_json(ipcserverd, "ipcserverd")
+    assert state.lineage == Lineage(3, 1.7e9, 50.0, [], 4, {"NOTIFY_SOCKET": "/run/n"})
+    assert state.daemon == {"accepted": 9, "refused": 1, "children": {"12": [0, 0]}}
+    with pytest.raises(ValueError):
+        State.from_json(ipcserverd, "tcpserver4d")
+    fdholderd = {"kind": "fdholderd", "version": "0.1.0", "generation": 1,
+                 "started_ns": 1_700_000_000_000_000_000, "mask": [1], "status_fd": None,
+                 "daemon": {"store": {}}}
+    state = State.from_json(fdholderd, "fdholderd")
+    assert (state.lineage.generation, state.lineage.started_wall, state.lineage.sigmask) == (1, 1.7e9, [1])
+    assert state.daemon == {"store": {}} and state.version == "0.1.0"
+    # its uptime was on the wall clock: the same age, now counted on CLOCK_MONOTONIC
+    uptime = time.monotonic() - state.lineage.started_monotonic
+    assert uptime == pytest.approx(time.time() - 1.7e9, abs=5)
