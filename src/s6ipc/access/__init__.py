@@ -8,7 +8,10 @@ Until 0.2, ``s6ipc.access.NAME`` still answers the names of :mod:`s6ipc.access.i
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def __getattr__(name: str) -> Any:

@@ -33,10 +33,13 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..base.errors import SystemFailure
 from ..sockets.inet import IP4_LEN, ip46_scan, scan_list
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Optional, Sequence, Tuple
 
 T_A = 1
 T_PTR = 12

@@ -35,7 +35,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Protocol
 
 from ..base.envdir import merge_env
 from ..base.errors import BadInput, ExecFailure, S6ipcError, SystemFailure
@@ -44,6 +44,10 @@ from ..base.log import Log
 from ..base.options import UsageError, env_uint, getopt, parse_uint
 from ..sockets.unix import address_text
 from .rules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
 

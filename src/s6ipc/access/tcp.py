@@ -51,7 +51,7 @@ import os
 import select
 import socket
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Protocol
 
 from ..base.durations import poll_ms
 from ..base.envdir import merge_env
@@ -63,6 +63,10 @@ from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
 from .ipc import FastPath, LogLine, Outcome, RulesSource
 from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 USAGE = ("[ -v verbosity ] [ -W | -w ] [ -D | -d ] [ -H | -h ] [ -R | -r ] [ -P | -p ] [ -l localname ] "
          "[ -B banner ] [ -t timeout ] [ -i rulesdir | -x rulesfile ] prog...")

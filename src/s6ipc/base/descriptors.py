@@ -11,7 +11,10 @@ Some facts about descriptor inheritance (Linux) this module relies on:
 from __future__ import annotations
 
 import os
-from typing import List, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Sequence
 
 
 def open_fds() -> List[int]:

@@ -27,9 +27,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 from .errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Sequence
 
 #: skalibs reads at most this many bytes of each envdir file.
 MAX_VALUE_SIZE = 4095

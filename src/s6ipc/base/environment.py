@@ -28,7 +28,10 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 _PLACEHOLDER = "\0"
 #: placeholder key -> the raw entry it stands for

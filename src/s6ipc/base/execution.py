@@ -23,13 +23,16 @@ import os
 import signal
 import sys
 import sysconfig
-from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 from .environment import entries as environment_entries
 from .environment import execve as exact_execve
 from .environment import posix_spawn as exact_posix_spawn
 from .errors import ExecFailure
 from .signal_state import ignored_for_children, inherited_ignored
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 DEFAULT_PATH = "/usr/bin:/bin"
 _REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})

@@ -19,9 +19,13 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import BadInput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping
 
 UINT32_MAX = 0xFFFFFFFF
 INT_MAX = 0x7FFFFFFF

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Sequence
 
 
 def normalise_groups(gids: Sequence[int], primary: int) -> List[int]:

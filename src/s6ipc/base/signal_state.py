@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import FrozenSet, Iterable, Iterator, List, Set
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import FrozenSet, Iterable, Iterator, List, Set
 
 #: Signals a daemon of ours catches that were SIG_IGN when it took control of them.
 _inherited_ignored: Set[int] = set()

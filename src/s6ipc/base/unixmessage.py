@@ -46,7 +46,11 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Deque, List, NamedTuple, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Sequence
 
 HEADER = struct.Struct(">IH")
 HEADER_SIZE = HEADER.size

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable, Dict, List, NamedTuple, NoReturn, Optional
+from typing import NamedTuple
 
 from .. import __version__
 from ..base.errors import S6ipcError
@@ -39,6 +39,10 @@ from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, S
 from ..serve.peers import PeerIdentity
 from ..sockets.listenfds import socket_address
 from ..sockets.unix import local_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:

@@ -26,10 +26,13 @@ this very interpreter — is recognised by :func:`own_program`.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
 
 from ..base.execution import DEFAULT_PATH, entry_script, installed_prefix
 from .registry import program_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
 
 
 def _resolve(word: str) -> Optional[str]:

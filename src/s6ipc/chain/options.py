@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 from ..base.options import UsageError, getopt, parse_uint
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:

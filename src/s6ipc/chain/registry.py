@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Optional, cast
+from typing import cast
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["PROGRAMS", "program_name", "program_module", "program_usage"]
 

@@ -34,10 +34,14 @@ import errno
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict
 
 from ..base.errors import Refused, SystemFailure
 from ..sockets.unix import peer_credentials
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 #: The abstract name's prefix (``@`` stands for the leading NUL).
 NAME_PREFIX = "s6ipc/status/"

@@ -41,11 +41,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..base.errors import SystemFailure, Unusable
 from ..base.execution import installed_prefix
 from ..base.options import INT_MAX, scan_magnitude
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 #: The variable that carries the memfd's number into the new image.
 HANDOFF_VARIABLE = "S6IPC_HANDOFF"

@@ -35,7 +35,7 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Union
 
 from ..base import unixmessage
 from ..base.durations import poll_ms
@@ -45,6 +45,10 @@ from ..base.unixmessage import Message, ProtocolError
 from ..sockets.unix import _sockaddr
 from . import protocol, tai
 from .protocol import DumpEntry
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence
 
 Ident = Union[str, bytes]
 _CONNECT_RETRY = 0.005

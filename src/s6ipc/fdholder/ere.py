@@ -46,7 +46,11 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
+from typing import Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 #: glibc's regerror() texts.
 REG_BADPAT = "Invalid regular expression"

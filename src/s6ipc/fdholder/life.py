@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from .. import __version__
 from ..base.errors import S6ipcError, Unusable
@@ -48,6 +48,10 @@ from ..daemon.liveview import StatusSocket
 from ..daemon.readiness import Notifier
 from . import tai
 from .server import FdHolderDaemon, ParsedState, parse_state
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: What the handed-over JSON says it is (another daemon's state is refused).
 KIND = "fdholderd"

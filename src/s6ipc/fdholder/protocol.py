@@ -17,10 +17,14 @@ import errno
 import os
 import struct
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Union
 
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Sequence, Tuple
 
 _U32 = struct.Struct(">I")
 ID_SIZE = 255

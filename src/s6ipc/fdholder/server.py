@@ -43,7 +43,7 @@ import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
+from typing import Callable, NamedTuple, Protocol
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -57,6 +57,10 @@ from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_socket, peer_credentials
 from . import protocol, tai
 from .ere import Ere, EreError, compile_ere
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256

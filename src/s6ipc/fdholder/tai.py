@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 TAI_UNIX_OFFSET = 37
 LABEL_BASE = 1 << 62

@@ -29,7 +29,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from typing import Any, Awaitable, Callable, Collection, Union
+from typing import Awaitable, Callable, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Collection
 
 ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
 

@@ -32,9 +32,12 @@ import asyncio
 import importlib
 import logging
 import socket
-from typing import Any, List, Optional
 
 import uvicorn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
 
 GRACE = 0.1
 """Seconds a connection accepted before the stop has to deliver its request (uvicorn's own pause)."""

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, NoReturn
 
 from ..base.errors import SystemFailure
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..fdholder.client import FdHolderClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -D ] [ -t timeout ] socket id prog..."
 

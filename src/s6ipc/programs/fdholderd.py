@@ -6,7 +6,6 @@ With ``$NOTIFY_SOCKET`` it also says ``READY=1``; SIGUSR2 upgrades it in place (
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import getopt, parse_uint
@@ -14,6 +13,10 @@ from ..daemon.readiness import Notifier
 from ..daemon.upgrade import preflight_state, take_state
 from ..fdholder.life import InPlace, open_live_view, read_state, resume
 from ..fdholder.server import DaemonConfig, FdHolderDaemon
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
          "[ -i rulesdir | -x rulesfile ]")

@@ -14,11 +14,13 @@ usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.sock
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
-
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
 from ..chain.run import PrivilegeOptions, exec_into, stage
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = (
     "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "

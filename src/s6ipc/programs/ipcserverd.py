@@ -9,8 +9,6 @@ either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`.serv
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
-
 from ..base.execution import Spawner
 from ..base.messages import Reporter
 from ..base.options import UsageError
@@ -18,6 +16,10 @@ from ..chain.daemon import parse, run_daemon, take_previous_state
 from ..chain.run import own_program_call
 from ..serve.intake import take_daemon_socket
 from ..serve.loop import ConnectionPolicy, ServerConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 

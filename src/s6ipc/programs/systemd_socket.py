@@ -17,7 +17,6 @@ by a detached helper, and ``NOTIFY_SOCKET`` is removed from the environment pass
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
 
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_octal, parse_uint
@@ -26,6 +25,10 @@ from ..daemon.readiness import Notifier, spawn_detached
 from ..serve.intake import systemd_socket_or_bind
 from ..sockets.listenfds import adopt_systemd_socket, move_fd
 from ..sockets.unix import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = (
     "[ -n fdname ] [ -l path ] [ -f ] [ -s ] [ -d | -D ] [ -b backlog ] [ -a perms ] [ -B ] [ -N ] prog..."

@@ -9,7 +9,6 @@ family only. Otherwise the three are one program, told apart by the name it runs
 from __future__ import annotations
 
 import socket
-from typing import List, NoReturn, Optional
 
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
@@ -17,6 +16,10 @@ from ..chain.run import exec_into
 from ..sockets.inet import parse_ip, parse_port
 from ..sockets.listenfds import move_fd
 from ..sockets.tcp import bind_tcp_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 _OPTIONS = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ]"
 USAGES = {

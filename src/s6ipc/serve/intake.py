@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Dict, List, Optional, Tuple
 
 from ..base.errors import BadInput
 from ..sockets.listenfds import (
@@ -39,6 +38,10 @@ from ..sockets.listenfds import (
     why_no_systemd_socket,
 )
 from ..sockets.unix import UNIX_FAMILIES, is_socket, listener_problem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 #: The order :func:`take_listener` tries its sources in, for ``ipcserverd`` and the Python API alike.
 SOURCE_ORDER = ("fd0", "systemd", "fdholder")

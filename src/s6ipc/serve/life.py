@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional
 
 from .. import __version__
 from .loop import Server
 from .peers import UnixPeer
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 #: The layout of the handoff state; a new image refuses a state of another format.
 FORMAT = 1

@@ -45,7 +45,7 @@ import os
 import select
 import signal
 import socket
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -58,6 +58,10 @@ from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_listening_stream
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Sequence
 
 ABSOLUTE_MAXCONN = 1000
 _BURST = 64

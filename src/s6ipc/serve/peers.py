@@ -20,9 +20,13 @@ Some facts about SO_PEERCRED (Linux) that :class:`UnixPeers` relies on:
 from __future__ import annotations
 
 import _socket
-from typing import Dict, Hashable, Protocol, Tuple
+from typing import Protocol
 
 from ..sockets.unix import address_text, peer_credentials
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Hashable, Tuple
 
 
 class PeerUnknown(Exception):

@@ -26,11 +26,14 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Dict, List, Optional, Tuple
 
 from ..base.errors import BadInput, SystemFailure
 from ..sockets.listenfds import take_systemd_fds
 from .peers import PeerUnknown, UnixPeers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 #: Variables of a connection program's environment set here (others are left alone).
 IPC_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCREMOTEPATH", "IPCCONNNUM")

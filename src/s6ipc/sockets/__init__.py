@@ -11,7 +11,10 @@ Until 0.2, ``s6ipc.sockets.NAME`` still answers the names of :mod:`s6ipc.sockets
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def __getattr__(name: str) -> Any:

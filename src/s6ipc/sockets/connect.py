@@ -23,11 +23,14 @@ import os
 import select
 import socket
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..base.durations import poll_ms
 from ..base.errors import SystemFailure
 from .inet import family_of, ip_fmt, scan_list, to_sockaddr
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 MAX_ADDRESSES = 16
 LOCAL_ADDRESSES = (b"\0" * 15 + b"\1", b"\x7f\0\0\1")

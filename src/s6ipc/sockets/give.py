@@ -39,13 +39,17 @@ import resource
 import shutil
 import socket
 import stat
-from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
+from typing import Union
 
 from ..base.descriptors import open_fds
 from ..base.errors import BadInput, ExecFailure, SystemFailure
 from ..base.execution import DEFAULT_PATH, PYTHON_IGNORED_SIGNALS
 from ..base.options import INT_MAX
 from .listenfds import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_count, parse_pid, pidfd_inode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
 FDNAME_MAX = 255
 UNNAMED = "unknown"

@@ -26,9 +26,12 @@ reproduces (checked against libskarnet itself by the tests):
 from __future__ import annotations
 
 import socket
-from typing import Callable, List, Optional, Tuple
 
 from ..base.options import scan_magnitude
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
 
 IP4_LEN = 4
 IP6_LEN = 16

@@ -38,13 +38,17 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple
 
 from ..base import systemd_backend
 from ..base.errors import BadInput, S6ipcError, SystemFailure
 from ..base.options import scan_magnitude
 from . import inet
 from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.

@@ -24,10 +24,14 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Dict, Optional, Tuple, Union
+from typing import Union
 
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
