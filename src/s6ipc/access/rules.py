@@ -52,7 +52,7 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..base.envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
+from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..sockets.inet import ip_fmt, network
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
@@ -60,6 +60,8 @@ from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+    from ..base.envdir import Modifs
 
 #: Where s6 (Debian's execline 2.9) finds the interpreter of ``exec`` rules.
 EXECLINEB = "/usr/lib/execline/bin/execlineb"

@@ -27,19 +27,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Optional, Tuple
 
 from .errors import SystemFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Sequence
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 #: skalibs reads at most this many bytes of each envdir file.
 MAX_VALUE_SIZE = 4095
 
 #: A sequence of modifications in order: ``(NAME, value)`` sets, ``(NAME, None)`` unsets.
-Modifs = Tuple[Tuple[str, Optional[str]], ...]
+if TYPE_CHECKING:
+    Modifs = Tuple[Tuple[str, Optional[str]], ...]
 
 
 def value_of(content: bytes) -> Optional[bytes]:

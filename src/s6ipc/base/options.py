@@ -19,13 +19,11 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 from .errors import BadInput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Mapping
+    from typing import List, Mapping, Optional, Tuple
 
 UINT32_MAX = 0xFFFFFFFF
 INT_MAX = 0x7FFFFFFF
@@ -36,7 +34,8 @@ class UsageError(Exception):
     """The command line does not parse: the program prints its usage line and exits 100."""
 
 
-Parsed = Tuple[List[Tuple[str, Optional[str]]], List[str]]
+if TYPE_CHECKING:
+    Parsed = Tuple[List[Tuple[str, Optional[str]]], List[str]]
 
 
 def getopt(args: List[str], optstring: str) -> Parsed:

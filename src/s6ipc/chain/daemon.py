@@ -35,7 +35,7 @@ from ..daemon.upgrade import (
 )
 from ..daemon.upgrade import preflight as check_installed
 from ..serve.life import ServerLife
-from ..serve.loop import HANDLED_SIGNALS, ConnectionPolicy, Heartbeat, Server, ServerConfig
+from ..serve.loop import HANDLED_SIGNALS, Server, ServerConfig
 from ..serve.peers import PeerIdentity
 from ..sockets.listenfds import socket_address
 from ..sockets.unix import local_path
@@ -43,6 +43,8 @@ from ..sockets.unix import local_path
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, NoReturn, Optional
+
+    from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:

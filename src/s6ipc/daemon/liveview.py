@@ -34,21 +34,21 @@ import errno
 import os
 import socket
 import time
-from typing import Any, Dict
 
 from ..base.errors import Refused, SystemFailure
 from ..sockets.unix import peer_credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 #: The abstract name's prefix (``@`` stands for the leading NUL).
 NAME_PREFIX = "s6ipc/status/"
 _BURST = 16
 _PROC_NET_UNIX = "/proc/net/unix"
 
-Document = Dict[str, Any]
+if TYPE_CHECKING:
+    Document = Dict[str, Any]
 
 
 def status_name(program: str, pid: int) -> str:

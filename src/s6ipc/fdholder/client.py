@@ -35,7 +35,6 @@ import select
 import socket
 import time
 from dataclasses import dataclass
-from typing import Union
 
 from ..base import unixmessage
 from ..base.durations import poll_ms
@@ -48,9 +47,10 @@ from .protocol import DumpEntry
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence
+    from typing import List, Optional, Sequence, Union
 
-Ident = Union[str, bytes]
+if TYPE_CHECKING:
+    Ident = Union[str, bytes]
 _CONNECT_RETRY = 0.005
 
 

@@ -46,11 +46,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Union
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+    from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 #: glibc's regerror() texts.
 REG_BADPAT = "Invalid regular expression"
@@ -194,7 +193,8 @@ class BackRef:
     index: int
 
 
-Node = Union[Chars, Anchor, Concat, Alt, Repeat, Group, BackRef]
+if TYPE_CHECKING:
+    Node = Union[Chars, Anchor, Concat, Alt, Repeat, Group, BackRef]
 EMPTY = Concat(())
 
 

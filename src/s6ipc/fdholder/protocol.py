@@ -17,14 +17,13 @@ import errno
 import os
 import struct
 from dataclasses import dataclass
-from typing import Union
 
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Sequence, Tuple
+    from typing import Optional, Sequence, Tuple, Union
 
 _U32 = struct.Struct(">I")
 ID_SIZE = 255
@@ -88,7 +87,8 @@ class SetDumpData:
     entries: Optional[Tuple[DumpEntry, ...]]
 
 
-Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
+if TYPE_CHECKING:
+    Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
 
 
 def c_string(raw: bytes) -> bytes:

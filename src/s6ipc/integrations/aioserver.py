@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from typing import Awaitable, Callable, Union
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Collection
+    from typing import Any, Awaitable, Callable, Collection, Union
 
-ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
+if TYPE_CHECKING:
+    ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
 
 
 async def start_unix_server(client_connected_cb: ClientConnected, sock: socket.socket,

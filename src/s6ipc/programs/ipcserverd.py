@@ -15,11 +15,12 @@ from ..base.options import UsageError
 from ..chain.daemon import parse, run_daemon, take_previous_state
 from ..chain.run import own_program_call
 from ..serve.intake import take_daemon_socket
-from ..serve.loop import ConnectionPolicy, ServerConfig
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, NoReturn, Optional
+
+    from ..serve.loop import ConnectionPolicy, ServerConfig
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 

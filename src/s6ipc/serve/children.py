@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable
 
 from ..base.errors import SystemFailure
 from .peers import Peer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Hashable, Iterable
+    from typing import Callable, Dict, Hashable, Iterable
 
 #: Called for each child reaped: (pid, the peer it served, its wait status).
-EndHook = Callable[[int, Peer, int], None]
+if TYPE_CHECKING:
+    EndHook = Callable[[int, Peer, int], None]
 
 
 class ChildTable:

@@ -39,7 +39,6 @@ import resource
 import shutil
 import socket
 import stat
-from typing import Union
 
 from ..base.descriptors import open_fds
 from ..base.errors import BadInput, ExecFailure, SystemFailure
@@ -49,7 +48,7 @@ from .listenfds import LISTEN_FDS_START, LISTEN_VARIABLES, PassedFd, parse_count
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence
+    from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
 
 FDNAME_MAX = 255
 UNNAMED = "unknown"
@@ -250,7 +249,8 @@ def daemon_variables(scheme: str, fds: Sequence[int]) -> Dict[str, str]:
 
 
 # -- the Python API: start a child with sockets -----------------------------------------------------
-SocketLike = Union[int, socket.socket]
+if TYPE_CHECKING:
+    SocketLike = Union[int, socket.socket]
 #: The exec'd shim that sets LISTEN_PID to its own PID, then execs the daemon in the same PID.
 _SHIM = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 

@@ -24,20 +24,20 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Union
 
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional, Tuple
+    from typing import Dict, Optional, Tuple, Union
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
 SOMAXCONN = socket.SOMAXCONN
 
-PathLike = Union[str, bytes]
+if TYPE_CHECKING:
+    PathLike = Union[str, bytes]
 
 
 def _sockaddr(path: PathLike) -> bytes:
