@@ -43,7 +43,7 @@ import select
 import signal
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -60,7 +60,7 @@ from .ere import Ere, EreError, compile_ere
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
@@ -303,7 +303,8 @@ class DaemonConfig:
 
 
 #: One request handler: (daemon, client, parsed request, its message) → None.
-Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
+if TYPE_CHECKING:
+    Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
 
 
 class Upgrader(Protocol):
