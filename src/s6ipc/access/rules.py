@@ -50,10 +50,10 @@ import os
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from ..base.errors import BadInput, SystemFailure, Unusable
+from ..base.typeshim import Protocol
 from ..sockets.inet import ip_fmt, network
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import NamedTuple
 
 from .. import __version__
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
+from ..base.typeshim import NamedTuple
 from ..daemon.liveview import StatusLine, StatusSocket, every
 from ..daemon.readiness import Notifier, Readiness
 from ..daemon.upgrade import (

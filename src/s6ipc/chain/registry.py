@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import cast
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,4 +75,5 @@ def program_usage(name: str, module: Optional[ModuleType] = None) -> str:
     """The usage line of program *name* after its name (from *module*, imported when not given)."""
     module = module or program_module(name)
     usages = getattr(module, "USAGES", None)
-    return cast(str, usages[name] if usages is not None else module.USAGE)
+    usage: str = usages[name] if usages is not None else module.USAGE
+    return usage

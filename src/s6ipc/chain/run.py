@@ -26,7 +26,6 @@ import errno
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 
 from ..base import environment
 from ..base.envdir import merge_env
@@ -34,13 +33,17 @@ from ..base.errors import BadInput, ExecFailure, S6ipcError
 from ..base.execution import Spawner, exec_argv, installed_prefix, restore_default_signals
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, parse_gidlist, parse_uint
+from ..base.typeshim import NamedTuple
+from .entry import own_program
 from .registry import PROGRAMS, program_module, program_name, program_usage
 
-if TYPE_CHECKING:  # the access modules are imported only by the programs that use them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, Sequence
+
+    # the access modules are imported only by the programs that use them
     from ..access.ipc import Outcome
     from ..access.tcp import FastTcpAccess
-
-from .entry import own_program
 
 
 def stage(name: str, style: str) -> List[str]:

@@ -37,12 +37,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import NamedTuple
 
 from .. import __version__
 from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.messages import flush_stdio
+from ..base.typeshim import NamedTuple
 from ..daemon import upgrade
 from ..daemon.liveview import StatusSocket
 from ..daemon.readiness import Notifier

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import NamedTuple
+
+from ..base.typeshim import NamedTuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -45,7 +45,6 @@ import os
 import select
 import signal
 import socket
-from typing import NamedTuple
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -54,6 +53,7 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
+from ..base.typeshim import NamedTuple
 from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_listening_stream
 from .children import ChildTable

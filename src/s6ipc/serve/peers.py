@@ -20,8 +20,8 @@ Some facts about SO_PEERCRED (Linux) that :class:`UnixPeers` relies on:
 from __future__ import annotations
 
 import _socket
-from typing import Protocol
 
+from ..base.typeshim import Protocol
 from ..sockets.unix import address_text, peer_credentials
 
 TYPE_CHECKING = False

@@ -38,11 +38,11 @@ import errno
 import fcntl
 import os
 import socket
-from typing import NamedTuple
 
 from ..base import systemd_backend
 from ..base.errors import BadInput, S6ipcError, SystemFailure
 from ..base.options import scan_magnitude
+from ..base.typeshim import NamedTuple
 from . import inet
 from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem
 
