@@ -32,9 +32,9 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
 
 from ..base.errors import SystemFailure
+from ..base.typeshim import dataclass, field
 from ..sockets.inet import IP4_LEN, ip46_scan, scan_list
 
 TYPE_CHECKING = False

@@ -49,11 +49,10 @@ import functools
 import os
 import shutil
 import struct
-from dataclasses import dataclass
 
 from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from ..base.errors import BadInput, SystemFailure, Unusable
-from ..base.typeshim import Protocol
+from ..base.typeshim import Protocol, dataclass
 from ..sockets.inet import ip_fmt, network
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
 

@@ -50,7 +50,6 @@ import functools
 import os
 import select
 import socket
-from dataclasses import dataclass
 
 from ..base.durations import poll_ms
 from ..base.envdir import merge_env
@@ -58,7 +57,7 @@ from ..base.errors import BadInput, SystemFailure
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.options import UsageError, getopt, parse_uint
-from ..base.typeshim import Protocol
+from ..base.typeshim import Protocol, dataclass
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
 from .ipc import FastPath, LogLine, Outcome, RulesSource

@@ -34,12 +34,12 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass
 
 from ..base import unixmessage
 from ..base.durations import poll_ms
 from ..base.errors import Refused, SystemFailure
 from ..base.options import INT_MAX
+from ..base.typeshim import dataclass
 from ..base.unixmessage import Message, ProtocolError
 from ..sockets.unix import _sockaddr
 from . import protocol, tai

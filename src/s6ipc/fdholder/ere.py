@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+
+from ..base.typeshim import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

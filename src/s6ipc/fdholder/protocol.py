@@ -16,8 +16,8 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
 
+from ..base.typeshim import dataclass
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
 

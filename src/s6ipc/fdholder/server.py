@@ -42,7 +42,6 @@ import resource
 import select
 import signal
 import socket
-from dataclasses import dataclass, field
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -51,7 +50,7 @@ from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
-from ..base.typeshim import NamedTuple, Protocol
+from ..base.typeshim import NamedTuple, Protocol, dataclass, field
 from ..base.unixmessage import HeldFd, Message, Outbox, ProtocolError
 from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_socket, peer_credentials
