@@ -47,7 +47,6 @@ import enum
 import errno
 import functools
 import os
-import shutil
 import struct
 
 from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
@@ -554,5 +553,7 @@ def expand_rules(reader: CdbReader, directory: str, source_name: str) -> None:
         except CdbFormatError:
             raise InvalidRules("unable to cdb_traverse_next: invalid cdb") from None
     except BaseException:
+        import shutil  # only here: it imports fnmatch, hence re, which the start path avoids
+
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -44,7 +44,6 @@ s6-fdholderd binary) that this relies on:
 from __future__ import annotations
 
 import functools
-import re
 
 from ..base.typeshim import dataclass
 
@@ -759,7 +758,12 @@ class Ere:
         self.python_pattern = python_pattern(tree)
         self._dfa: Optional[_Dfa] = None
         if has_backref:
-            self._search = re.compile(self.python_pattern.encode("latin-1")).search
+            import re  # only for back-references: not on the daemon's start path
+
+            try:
+                self._search = re.compile(self.python_pattern.encode("latin-1")).search
+            except re.error:
+                raise EreError(REG_ESPACE) from None
         else:
             try:
                 self._dfa = _Dfa(_Nfa(tree))
@@ -796,7 +800,7 @@ def compile_ere(pattern: bytes) -> Ere:
     tree, has_backref = parse(pattern)
     try:
         return Ere(pattern, tree, has_backref)
-    except (re.error, RecursionError, OverflowError):
+    except (RecursionError, OverflowError):
         raise EreError(REG_ESPACE) from None
 
 

@@ -36,7 +36,6 @@ import errno
 import fcntl
 import os
 import resource
-import shutil
 import socket
 import stat
 
@@ -298,6 +297,8 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     source = dict(os.environ if env is None else env)
     program = argv[0]
     if "/" not in program:
+        import shutil  # only here: it imports fnmatch, hence re, which the start path avoids
+
         found = shutil.which(program, path=source.get("PATH", DEFAULT_PATH))
         if found is None:
             raise ExecFailure(program, errno.ENOENT)
