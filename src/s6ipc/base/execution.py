@@ -22,7 +22,6 @@ import functools
 import os
 import signal
 import sys
-import sysconfig
 
 from .environment import entries as environment_entries
 from .environment import execve as exact_execve
@@ -97,6 +96,8 @@ def entry_script() -> Optional[str]:
     beside = os.path.join(os.path.dirname(sys.executable), SCRIPT_NAME)
     if os.access(beside, os.X_OK):
         return beside
+    import sysconfig  # only without a venv: not on a venv's start path
+
     for directory in (sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")):
         script = os.path.join(directory, SCRIPT_NAME)
         if os.access(script, os.X_OK) and _runs_this_interpreter(script):

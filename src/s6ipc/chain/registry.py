@@ -10,7 +10,7 @@ importing the program layer.
 
 from __future__ import annotations
 
-import importlib
+import sys
 from types import ModuleType
 
 TYPE_CHECKING = False
@@ -67,8 +67,13 @@ def program_name(word: str) -> Optional[str]:
 
 
 def program_module(name: str) -> ModuleType:
-    """Import and return the module of program *name* (a key of :data:`PROGRAMS`)."""
-    return importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}")
+    """Import and return the module of program *name* (a key of :data:`PROGRAMS`).
+
+    ``__import__`` + ``sys.modules`` is :func:`importlib.import_module` for an absolute name,
+    without importing :mod:`importlib` (and :mod:`warnings`) at every start."""
+    module_name = f"s6ipc.programs.{PROGRAMS[name]}"
+    __import__(module_name)
+    return sys.modules[module_name]
 
 
 def program_usage(name: str, module: Optional[ModuleType] = None) -> str:

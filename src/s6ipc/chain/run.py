@@ -23,7 +23,6 @@ SIGXFSZ are put back to SIG_DFL (CPython ignores them).
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import sys
 
@@ -92,7 +91,7 @@ def run_program(word: str, args: Sequence[str]) -> NoReturn:
     reporter = Reporter(word)
     module_name = f"s6ipc.programs.{PROGRAMS[name]}"
     try:
-        module = importlib.import_module(module_name)
+        module = program_module(name)
     except (ImportError, OSError) as e:  # an installation the current ids cannot read (module docstring)
         reporter.fatal(f"unable to import {module_name}: {e}", 111)
     try:

@@ -10,8 +10,6 @@ Until 0.2, ``s6ipc.sockets.NAME`` still answers the names of :mod:`s6ipc.sockets
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -21,4 +19,6 @@ def __getattr__(name: str) -> Any:
     if name.startswith("__"):
         raise AttributeError(name)
     # importlib, not ``from . import``: that asks this very function for the submodule first
+    import importlib  # only when a lazy name is asked for: not on the start path
+
     return getattr(importlib.import_module(f"{__name__}.unix"), name)
