@@ -356,11 +356,13 @@ def old_tree(rev: str) -> Optional[str]:
 def startup(workdir: str, repeats: int, old_src: Optional[str]) -> Dict[str, Dict[str, float]]:
     """Median exec → exit of a bare interpreter, and exec → ``-1`` newline plus idle RSS (kB, after
     0.2 s) of the in-process chain ``s6ipc ipcserver -1 S handler`` for this tree ("new") and
-    *old_src* ("old"), measured in alternating rounds."""
-    trees = {"new": NEW_SRC}
+    *old_src* ("old"), measured in alternating rounds. "new -m" is this tree started as
+    ``python -m s6ipc``: without the console script pip writes, whose template imports ``re``
+    before our code runs (pip's choice, not the package's: pypa/distlib#239)."""
+    trees = {"new": NEW_SRC, "new -m": NEW_SRC}
     if old_src is not None:
         trees["old"] = old_src
-    for src in trees.values():  # as pip does at install (PYTHONDONTWRITEBYTECODE would leave none)
+    for src in set(trees.values()):  # as pip does at install (PYTHONDONTWRITEBYTECODE would leave none)
         subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=True)
     bare: List[float] = []
     bare_cpu: List[float] = []
@@ -376,9 +378,10 @@ def startup(workdir: str, repeats: int, old_src: Optional[str]) -> Dict[str, Dic
             raise SystemExit(f"bench: fatal: {sys.executable} -I -c pass failed")
         bare_cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
         for name in trees if i % 2 == 0 else list(trees)[::-1]:
-            sock = os.path.join(workdir, f"startup-{name}-{i}")
+            sock = os.path.join(workdir, f"startup-{name.replace(' ', '')}-{i}")
             env = dict(os.environ, PYTHONPATH=trees[name])
-            d = Daemon([S6IPC, "ipcserver", "-1", "-c", "1000", sock, HANDLER], sock, env=env)
+            entry = [sys.executable, "-m", "s6ipc"] if name.endswith("-m") else [S6IPC]
+            d = Daemon([*entry, "ipcserver", "-1", "-c", "1000", sock, HANDLER], sock, env=env)
             try:
                 ready[name].append(d.ready_after * 1000)
                 with open(f"/proc/{d.proc.pid}/schedstat") as f:
@@ -401,7 +404,8 @@ def print_startup(result: Dict[str, Dict[str, float]], repeats: int, old_rev: st
     print(f"\n## start-up: median of {repeats} alternating rounds; load average now {os.getloadavg()[0]:.2f}")
     print(f"bare {sys.executable} -I -c pass: {bare['ready_ms']:.1f} ms exec to exit, "
           f"{bare['cpu_ms']:.1f} ms CPU")
-    for name, label in (("new", "this tree"), ("old", f"revision {old_rev}")):
+    for name, label in (("new", "this tree"), ("new -m", "this tree, python -m s6ipc"),
+                        ("old", f"revision {old_rev}")):
         if name in result:
             r = result[name]
             print(f"s6ipc ipcserver -1 chain, {label}: exec -> -1 newline {r['ready_ms']:.1f} ms = "
