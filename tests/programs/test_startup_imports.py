@@ -90,7 +90,8 @@ def interpreter_start() -> Set[str]:
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
                          text=True, check=True)
     modules = set(_modules(out.stderr.splitlines()))
-    assert not modules & FORBIDDEN, f"the interpreter itself imports {modules & FORBIDDEN}: cannot judge"
+    if modules & FORBIDDEN:  # a sitecustomize, a .pth file: nothing of ours could be judged
+        pytest.skip(f"this interpreter imports {sorted(modules & FORBIDDEN)} at every start")
     return modules
 
 
