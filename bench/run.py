@@ -12,8 +12,21 @@ The TCP cases (loopback, 127.0.0.1) put our tcpserver chain against djb's C ``tc
 ``tcp-access`` both check a rules CDB (ours: ``tcpserver-access -H -R -x`` in-process; djb:
 ``tcpserver -x`` from tcprules), with the same allow rule for 127.0.0.1 setting one variable.
 
+The start-up case (``--case startup``, part of ``all``) times, in alternating rounds,
+a bare ``python3 -I -c pass`` of the venv's interpreter (exec to exit), our in-process chain
+``s6ipc ipcserver -1 S handler`` (exec to the ``-1`` newline) and its idle RSS, and the same chain
+on an older revision of the code (``--old-rev``, 476f459 by default: the tree the start-up
+regression of issue 17 was measured on), run by the same console script with ``PYTHONPATH``
+pointing at ``git archive REV src`` unpacked under bench/build/ — so before and after are
+measured in the same run, under the same load. Each chain runs with ``PYTHONPATH`` set, to a
+``src`` directory, so both pay the same path search. Beside the wall-clock times it reports the
+CPU time each start used (the bare interpreter's from ``wait4``, the daemon's from
+``/proc/PID/schedstat`` at its readiness line: both the kernel's ``sum_exec_runtime``), which
+other work on the machine disturbs much less than the wall clock.
+
 Usage: bench/run.py [--rounds N] [--seconds S] [--concurrency C]
-                    [--case plain|access|tcp|tcp-access|ipc|all] [--markdown FILE]
+                    [--case plain|access|tcp|tcp-access|ipc|startup|all] [--old-rev REV]
+                    [--startup-repeats N]
 """
 
 from __future__ import annotations
@@ -319,6 +332,87 @@ def ready_times(workdir: str, repeats: int = 10) -> Dict[str, float]:
     return result
 
 
+REPO = os.path.dirname(HERE)
+NEW_SRC = os.path.join(REPO, "src")
+
+
+def old_tree(rev: str) -> Optional[str]:
+    """``src`` of *rev* (``git archive`` of this checkout, unpacked once under bench/build/), or None
+    with a warning when git cannot give it."""
+    target = os.path.join(BUILD, f"old-{rev}")
+    src = os.path.join(target, "src")
+    if os.path.isdir(os.path.join(src, "s6ipc")):
+        return src
+    os.makedirs(target, exist_ok=True)
+    archive = subprocess.run(["git", "-C", REPO, "archive", rev, "src"], capture_output=True)
+    if archive.returncode != 0:
+        print(f"bench: warning: cannot get revision {rev} from git: {archive.stderr.decode().strip()}",
+              file=sys.stderr)
+        return None
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+    return src
+
+
+def startup(workdir: str, repeats: int, old_src: Optional[str]) -> Dict[str, Dict[str, float]]:
+    """Median exec → exit of a bare interpreter, and exec → ``-1`` newline plus idle RSS (kB, after
+    0.2 s) of the in-process chain ``s6ipc ipcserver -1 S handler`` for this tree ("new") and
+    *old_src* ("old"), measured in alternating rounds. "new -m" is this tree started as
+    ``python -m s6ipc``: without the console script pip writes, whose template imports ``re``
+    before our code runs (pip's choice, not the package's: pypa/distlib#239)."""
+    trees = {"new": NEW_SRC, "new -m": NEW_SRC}
+    if old_src is not None:
+        trees["old"] = old_src
+    for src in set(trees.values()):  # as pip does at install (PYTHONDONTWRITEBYTECODE would leave none)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", src], check=True)
+    bare: List[float] = []
+    bare_cpu: List[float] = []
+    ready: Dict[str, List[float]] = {name: [] for name in trees}
+    cpu: Dict[str, List[float]] = {name: [] for name in trees}
+    rss: Dict[str, List[float]] = {name: [] for name in trees}
+    for i in range(repeats):
+        started = time.perf_counter()
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-c", "pass"], os.environ)
+        _, status, usage = os.wait4(pid, 0)
+        bare.append((time.perf_counter() - started) * 1000)
+        if status != 0:
+            raise SystemExit(f"bench: fatal: {sys.executable} -I -c pass failed")
+        bare_cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
+        for name in trees if i % 2 == 0 else list(trees)[::-1]:
+            sock = os.path.join(workdir, f"startup-{name.replace(' ', '')}-{i}")
+            env = dict(os.environ, PYTHONPATH=trees[name])
+            entry = [sys.executable, "-m", "s6ipc"] if name.endswith("-m") else [S6IPC]
+            d = Daemon([*entry, "ipcserver", "-1", "-c", "1000", sock, HANDLER], sock, env=env)
+            try:
+                ready[name].append(d.ready_after * 1000)
+                with open(f"/proc/{d.proc.pid}/schedstat") as f:
+                    cpu[name].append(int(f.read().split()[0]) / 1e6)
+                time.sleep(0.2)
+                rss[name].append(d.rss_kb())
+            finally:
+                d.stop()
+    result = {"bare python": {"ready_ms": statistics.median(bare), "cpu_ms": statistics.median(bare_cpu)}}
+    for name in trees:
+        result[name] = {"ready_ms": statistics.median(ready[name]), "rss_kb": statistics.median(rss[name]),
+                        "cpu_ms": statistics.median(cpu[name])}
+        result[name]["ratio"] = result[name]["ready_ms"] / result["bare python"]["ready_ms"]
+        result[name]["cpu_ratio"] = result[name]["cpu_ms"] / result["bare python"]["cpu_ms"]
+    return result
+
+
+def print_startup(result: Dict[str, Dict[str, float]], repeats: int, old_rev: str) -> None:
+    bare = result["bare python"]
+    print(f"\n## start-up: median of {repeats} alternating rounds; load average now {os.getloadavg()[0]:.2f}")
+    print(f"bare {sys.executable} -I -c pass: {bare['ready_ms']:.1f} ms exec to exit, "
+          f"{bare['cpu_ms']:.1f} ms CPU")
+    for name, label in (("new", "this tree"), ("new -m", "this tree, python -m s6ipc"),
+                        ("old", f"revision {old_rev}")):
+        if name in result:
+            r = result[name]
+            print(f"s6ipc ipcserver -1 chain, {label}: exec -> -1 newline {r['ready_ms']:.1f} ms = "
+                  f"{r['ratio']:.2f} x bare python (target <= 1.5); {r['cpu_ms']:.1f} ms CPU = "
+                  f"{r['cpu_ratio']:.2f} x; idle RSS {r['rss_kb']:.0f} kB (target <= 12288)")
+
+
 def rss_growth(workdir: str, total: int, concurrency: int) -> Dict[str, Tuple[int, int, int]]:
     """(idle RSS kB at start, after `total` connections, connections made) for each daemon."""
     result = {}
@@ -343,8 +437,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "all"],
+    parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "startup", "all"],
                         default="all")
+    parser.add_argument("--old-rev", default="476f459", help="the revision start-up is compared with")
+    parser.add_argument("--startup-repeats", type=int, default=20)
     parser.add_argument("--rss-connections", type=int, default=100_000)
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
     args = parser.parse_args()
@@ -353,7 +449,7 @@ def main() -> int:
         return 111
     build()
     subprocess.run([S6IPC, "links", LINKS], check=True)
-    groups = {"all": ["plain", "access", "tcp", "tcp-access"], "ipc": ["plain", "access"]}
+    groups = {"all": ["plain", "access", "tcp", "tcp-access", "startup"], "ipc": ["plain", "access"]}
     cases = groups.get(args.case, [args.case])
     if not os.access(UCSPI_TCPSERVER, os.X_OK) and {"tcp", "tcp-access"} & set(cases):
         print("bench: warning: ucspi-tcp is not installed (apt-get install ucspi-tcp): "
@@ -375,6 +471,13 @@ def main() -> int:
     print(f"machine: {report['machine']}")
     workdir = tempfile.mkdtemp(prefix="s6bench", dir="/tmp")
     try:
+        if "startup" in cases:
+            cases.remove("startup")
+            old_src = old_tree(args.old_rev) if args.old_rev else None
+            report["startup"] = startup(workdir, args.startup_repeats, old_src)
+            print_startup(report["startup"], args.startup_repeats, args.old_rev)
+            if not cases:
+                args.rss_connections = 0
         for case in cases:
             summary = run_case(case, args.rounds, args.seconds, args.concurrency, workdir)
             report[case] = summary
@@ -401,12 +504,13 @@ def main() -> int:
                     for n in others
                 )
                 print(f"{label:22}{ours[key]:12.1f}{cells}")
-        ready = ready_times(workdir)
-        report["ready_ms"] = ready
-        print(
-            f"\nexec -> ready (-1 newline), median of 10: "
-            f"s6ipc {ready['s6ipc']:.1f} ms, links {ready['links']:.1f} ms, s6 {ready['s6']:.1f} ms"
-        )
+        if cases:
+            ready = ready_times(workdir)
+            report["ready_ms"] = ready
+            print(
+                f"\nexec -> ready (-1 newline), median of 10: "
+                f"s6ipc {ready['s6ipc']:.1f} ms, links {ready['links']:.1f} ms, s6 {ready['s6']:.1f} ms"
+            )
         if args.rss_connections:
             rss = rss_growth(workdir, args.rss_connections, args.concurrency)
             report["rss_kb"] = rss

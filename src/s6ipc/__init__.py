@@ -6,8 +6,9 @@ start fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -73,4 +74,6 @@ def __getattr__(name: str) -> Any:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 's6ipc' has no attribute {name!r}")
+    import importlib  # only when a lazy name is asked for: not on the start path
+
     return getattr(importlib.import_module(f"s6ipc.{module}"), name)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, NoReturn, Optional
 
 from .base import environment
 from .base.errors import S6ipcError
 from .base.execution import entry_script, undo_locale_coercion
 from .chain.registry import PROGRAMS, program_module, program_name
 from .chain.run import run_program
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = ("s6ipc: usage: s6ipc NAME args... | s6ipc links DIR | s6ipc list | s6ipc --version"
          " | s6ipc preflight NAME args...")

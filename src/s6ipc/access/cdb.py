@@ -26,9 +26,12 @@ import errno
 import os
 import stat
 import struct
-from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ..base.errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable, Iterator, List, Optional, Tuple
 
 __all__ = [
     "HEADER_SIZE", "CdbFormatError", "cdb_hash", "load_cdb_bytes", "CdbReader", "CdbWriter", "cdb_bytes",

@@ -32,11 +32,14 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..base.errors import SystemFailure
+from ..base.typeshim import dataclass, field
 from ..sockets.inet import IP4_LEN, ip46_scan, scan_list
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "T_A", "T_PTR", "T_AAAA", "C_IN", "PORT", "MAX_SERVERS", "error_text", "Config", "load_config",

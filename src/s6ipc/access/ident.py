@@ -22,10 +22,13 @@ import os
 import select
 import socket
 import time
-from typing import Optional
 
 from ..base.durations import poll_ms
 from ..sockets.inet import family_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["PORT", "REPLY_SIZE", "ID_SIZE", "IdentRefused", "parse_reply", "query"]
 

@@ -34,16 +34,19 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from ..base.envdir import merge_env
 from ..base.errors import BadInput, ExecFailure, S6ipcError, SystemFailure
 from ..base.execution import DEFAULT_PATH, Spawner
 from ..base.log import Log
 from ..base.options import UsageError, env_uint, getopt, parse_uint
+from ..base.typeshim import Protocol, dataclass, field
 from ..sockets.unix import address_text
 from .rules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "USAGE", "EXECLINE_MISSING", "AccessOptions", "parse_options", "LogLine", "Outcome", "RulesChoice",

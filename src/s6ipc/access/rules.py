@@ -47,15 +47,19 @@ import enum
 import errno
 import functools
 import os
-import shutil
 import struct
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from ..base.envdir import Modifs, decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
+from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from ..base.errors import BadInput, SystemFailure, Unusable
+from ..base.typeshim import Protocol, dataclass
 from ..sockets.inet import ip_fmt, network
 from .cdb import CdbFormatError, CdbReader, load_cdb_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+    from ..base.envdir import Modifs
 
 __all__ = [
     "EXECLINEB", "MAX_EXEC", "MAX_ENV", "MAX_VALUE", "MAX_ENV_COMPILED", "MAX_VALUE_EXPANDED", "Verdict",
@@ -556,5 +560,7 @@ def expand_rules(reader: CdbReader, directory: str, source_name: str) -> None:
         except CdbFormatError:
             raise InvalidRules("unable to cdb_traverse_next: invalid cdb") from None
     except BaseException:
+        import shutil  # only here: it imports fnmatch, hence re, which the start path avoids
+
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -50,8 +50,6 @@ import functools
 import os
 import select
 import socket
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from ..base.durations import poll_ms
 from ..base.envdir import merge_env
@@ -59,10 +57,15 @@ from ..base.errors import BadInput, SystemFailure
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.options import UsageError, getopt, parse_uint
+from ..base.typeshim import Protocol, dataclass
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
 from .ipc import FastPath, LogLine, Outcome, RulesSource
 from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "USAGE", "MAX_BANNER", "TcpAccessOptions", "parse_options", "Connection", "SocketConnection",

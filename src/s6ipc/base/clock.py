@@ -7,7 +7,8 @@ tests can drive deadlines, expiry and back-off by moving time instead of sleepin
 from __future__ import annotations
 
 import time
-from typing import Protocol
+
+from .typeshim import Protocol
 
 __all__ = ["Clock", "SystemClock", "SYSTEM_CLOCK"]
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Sequence
 
 from .errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Sequence
 
 __all__ = ["fd_word", "move_fd", "open_fds", "close_on_exec_above", "close_above"]
 

@@ -16,9 +16,12 @@ Some facts this module relies on (skalibs 2.13, Linux, CPython), checked:
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 from .options import INT_MAX
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["POLL_MAX_MS", "poll_ms"]
 

@@ -27,12 +27,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import SystemFailure
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
 __all__ = [
-    "MAX_VALUE_SIZE", "Modifs", "value_of", "read_file_head", "read_envdir", "encode_modifs", "split_modifs",
+    "MAX_VALUE_SIZE", "value_of", "read_file_head", "read_envdir", "encode_modifs", "split_modifs",
     "decode_modifs", "merge_env",
 ]
 
@@ -40,7 +43,8 @@ __all__ = [
 MAX_VALUE_SIZE = 4095
 
 #: A sequence of modifications in order: ``(NAME, value)`` sets, ``(NAME, None)`` unsets.
-Modifs = Tuple[Tuple[str, Optional[str]], ...]
+if TYPE_CHECKING:
+    Modifs = Tuple[Tuple[str, Optional[str]], ...]
 
 
 def value_of(content: bytes) -> Optional[bytes]:

@@ -20,15 +20,19 @@ from ``os.environ`` exactly as the entries move through skalibs' ``env_merge`` (
 can name them: env_merge only matches ``NAME=`` entries, and only the first of a name), and
 :func:`entries` turns them back into the raw entries for an exec: the array a C chain would
 pass, in its order. :func:`execve` and :func:`posix_spawn` use libc through ctypes for such an
-array only; the usual case stays on ``os.execve``/``os.posix_spawn``.
+array only; the usual case stays on ``os.execve``/``os.posix_spawn``, so :mod:`ctypes` (a few
+milliseconds to import) is imported only when such an array is executed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 __all__ = ["is_placeholder", "adopt", "replace", "entries", "execve", "posix_spawn"]
 
@@ -124,12 +128,16 @@ _libc: Optional[ctypes.CDLL] = None
 
 def _c() -> ctypes.CDLL:
     global _libc
+    import ctypes
+
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
 def _strings(items: Iterable[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+    import ctypes
+
     values: List[Optional[bytes]] = [*items, None]
     return (ctypes.c_char_p * len(values))(*values)
 
@@ -140,12 +148,16 @@ def _argv(argv: Sequence[str]) -> ctypes.Array[ctypes.c_char_p]:
 
 def execve(path: str, argv: Sequence[str], env: List[bytes]) -> None:
     """``execve`` with the exact array *env*; returns only by raising OSError."""
+    import ctypes
+
     _c().execve(os.fsencode(path), _argv(argv), _strings(env))
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e))
 
 
 def _sigset(signals: Iterable[int]) -> ctypes.Array[ctypes.c_char]:
+    import ctypes
+
     libc = _c()
     sigset = ctypes.create_string_buffer(128)  # sigset_t: 1024 bits
     libc.sigemptyset(sigset)
@@ -159,6 +171,8 @@ def posix_spawn(path: str, argv: Sequence[str], env: List[bytes], dup2: Sequence
     """``posix_spawn`` with the exact array *env*, the ``dup2`` file actions *dup2*, an empty
     signal mask and SIG_DFL for *sigdef* (what :class:`~s6ipc.execution.Spawner` asks of
     ``os.posix_spawn``). Returns the pid; raises OSError with the error of the spawn or exec."""
+    import ctypes
+
     libc = _c()
     actions = ctypes.create_string_buffer(256)  # posix_spawn_file_actions_t: 80 bytes in glibc
     attr = ctypes.create_string_buffer(1024)  # posix_spawnattr_t: 336 bytes in glibc

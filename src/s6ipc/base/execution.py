@@ -23,14 +23,16 @@ import os
 import signal
 import stat
 import sys
-import sysconfig
-from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 from .environment import entries as environment_entries
 from .environment import execve as exact_execve
 from .environment import posix_spawn as exact_posix_spawn
 from .errors import ExecFailure
 from .signal_state import ignored_for_children, inherited_ignored
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 __all__ = [
     "DEFAULT_PATH", "PYTHON_IGNORED_SIGNALS", "SCRIPT_NAME", "entry_script", "installed_prefix",
@@ -129,6 +131,8 @@ def entry_script() -> Optional[str]:
     beside = os.path.join(os.path.dirname(sys.executable), SCRIPT_NAME)
     if os.access(beside, os.X_OK):
         return beside
+    import sysconfig  # only without a venv: not on a venv's start path
+
     for directory in (sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")):
         script = os.path.join(directory, SCRIPT_NAME)
         if os.access(script, os.X_OK) and _runs_this_interpreter(script):

@@ -6,8 +6,9 @@ How a package keeps the names of a module it replaced (``s6ipc.sockets.NAME`` is
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __all__ = ["forward_to"]
 
@@ -18,7 +19,10 @@ def forward_to(module: str) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):  # dunders: the import system asks, and must hear "no"
             raise AttributeError(name)
-        # importlib, not ``from . import``: that would ask this very function for the submodule
+        # importlib, not ``from . import``: that would ask this very function for the submodule;
+        # imported only when a lazy name is asked for, not on the start path
+        import importlib
+
         return getattr(importlib.import_module(module), name)
 
     return __getattr__

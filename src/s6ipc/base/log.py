@@ -7,7 +7,7 @@ the program layer passes an s6-style reporter (:class:`s6ipc.messages.Reporter`)
 
 from __future__ import annotations
 
-from typing import Protocol
+from .typeshim import Protocol
 
 __all__ = ["Log"]
 

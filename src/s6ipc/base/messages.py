@@ -10,9 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import NoReturn
 
 from .errors import S6ipcError, SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["Reporter", "write_stdout", "flush_stdio"]
 

@@ -19,12 +19,14 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple
-
 from .errors import BadInput
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Optional, Tuple
+
 __all__ = [
-    "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "Parsed", "getopt", "scan_magnitude", "parse_uint",
+    "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "getopt", "scan_magnitude", "parse_uint",
     "parse_octal", "parse_gidlist", "env_uint",
 ]
 
@@ -37,7 +39,8 @@ class UsageError(Exception):
     """The command line does not parse: the program prints its usage line and exits 100."""
 
 
-Parsed = Tuple[List[Tuple[str, Optional[str]]], List[str]]
+if TYPE_CHECKING:
+    Parsed = Tuple[List[Tuple[str, Optional[str]]], List[str]]
 
 
 def getopt(args: List[str], optstring: str) -> Parsed:

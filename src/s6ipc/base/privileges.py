@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, List, Optional, Sequence
 
 from .errors import SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Sequence
 
 __all__ = ["normalise_groups", "dumpable_as_after_exec", "apply_uidgid"]
 
@@ -44,6 +47,8 @@ def dumpable_as_after_exec() -> None:
 
     Best effort (a ``prctl`` through ctypes; nothing happens where it is unavailable — an
     interpreter built without libffi has no ``ctypes`` module at all, pyenv's 3.13.0 here).
+    :func:`apply_uidgid` imports ctypes before it changes ids, while the interpreter's files are
+    surely readable; nothing else on a program's start path needs it.
     """
     if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
         return
@@ -55,11 +60,20 @@ def dumpable_as_after_exec() -> None:
         pass
 
 
+def _import_ctypes() -> None:
+    try:
+        import ctypes  # noqa: F401  (only loaded here, for dumpable_as_after_exec)
+    except ImportError:
+        pass
+
+
 def apply_uidgid(uid: int = 0, gid: int = 0, groups: Optional[Sequence[int]] = None) -> None:
     """Change ids in s6's order; 0 means unchanged, None means "no group list was given".
 
     Raises :class:`SystemFailure` ("set supplementary group list", "setgid", "setuid").
     """
+    if uid or gid:
+        _import_ctypes()  # for dumpable_as_after_exec, before the ids change
     if groups is not None:
         primary = gid if gid else os.getegid()
         _change("set supplementary group list", os.setgroups, normalise_groups(groups, primary))

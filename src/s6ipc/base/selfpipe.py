@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Dict, Iterable
 
 from .signal_state import take_control
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable
+
+if TYPE_CHECKING:
+    _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
+
 __all__ = ["SelfPipe"]
 
-_Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
 
 
 def _ignore_handler(signo: int, frame: object) -> None:

@@ -26,9 +26,11 @@ while they stay blocked in the daemon, then re-raising whatever arrived meanwhil
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from typing import FrozenSet, Iterable, Iterator, List, Set
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import FrozenSet, Iterable, List, Set
 
 __all__ = ["take_control", "inherited_ignored", "ignored_for_children"]
 
@@ -56,32 +58,43 @@ def inherited_ignored() -> bool:
     return bool(_inherited_ignored)
 
 
-@contextlib.contextmanager
-def ignored_for_children() -> Iterator[None]:
+class ignored_for_children:  # lower case: used as a function, ``with ignored_for_children():``
     """Within the block, the inherited-ignored signals are blocked and SIG_IGN, so that a child
     spawned there inherits them ignored, as s6's children do. Instances that arrive meanwhile are
     collected and raised again once the handlers are back, so the daemon loses none of them —
     except one arriving in the few instructions between the collection and the SIG_IGN, which
     the kernel discards. Costs nothing when no handled signal was inherited ignored.
+
+    (A class rather than a ``contextlib.contextmanager``: contextlib is not on the start path.)
     """
-    sigs = frozenset(_inherited_ignored)
-    if not sigs:
-        yield
-        return
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    arrived: List[int] = _collect(sigs)
-    handlers = {sig: signal.getsignal(sig) for sig in sigs}
-    try:
-        for sig in sigs:
-            signal.signal(sig, signal.SIG_IGN)
-        yield
-    finally:
-        arrived += _collect(sigs)
-        for sig, handler in handlers.items():
+
+    __slots__ = ("_sigs", "_previous_mask", "_arrived", "_handlers")
+
+    def __enter__(self) -> None:
+        self._sigs = sigs = frozenset(_inherited_ignored)
+        if not sigs:
+            return
+        self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        self._arrived: List[int] = _collect(sigs)
+        self._handlers = {sig: signal.getsignal(sig) for sig in sigs}
+        try:
+            for sig in sigs:
+                signal.signal(sig, signal.SIG_IGN)
+        except BaseException:
+            self._restore()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._sigs:
+            self._restore()
+
+    def _restore(self) -> None:
+        arrived = self._arrived + _collect(self._sigs)
+        for sig, handler in self._handlers.items():
             signal.signal(sig, handler)
         for sig in arrived:
             signal.raise_signal(sig)  # pending until the mask comes back
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
 
 
 def _collect(sigs: FrozenSet[int]) -> List[int]:

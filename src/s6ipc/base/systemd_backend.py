@@ -25,9 +25,12 @@ Some facts about python-systemd 235 that this module works around:
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
 
 from .errors import BadInput
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Sequence, Tuple
 
 __all__ = [
     "available", "STDLIB", "LIBSYSTEMD", "BACKEND_VARIABLE", "choose", "listen_fds_with_names", "notify",

@@ -41,16 +41,21 @@ This module makes no system call except in :func:`recv_into`, :func:`send_messag
 from __future__ import annotations
 
 import array
+import collections
 import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
-from typing import Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
+
+from .typeshim import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Deque, List, Optional, Sequence, Tuple
 
 __all__ = [
     "HEADER", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_FDS", "KERNEL_MAX_FDS", "ATOMIC_MESSAGE_SIZE",
-    "CMSG_SPACE_MAX", "ProtocolError", "Message", "frame", "close_fds", "Decoder", "recv_into", "SendMsg",
+    "CMSG_SPACE_MAX", "ProtocolError", "Message", "frame", "close_fds", "Decoder", "recv_into",
     "send_message", "HeldFd", "Outbox", "UCRED", "DATAGRAM_ANCILLARY", "Datagram", "recv_datagram",
 ]
 
@@ -74,17 +79,34 @@ class ProtocolError(Exception):
     errno = errno.EPROTO
 
 
-@dataclass
 class Message:
     """One framed message: payload bytes and the descriptors that came with it (owned by the
-    receiver: close them when done)."""
+    receiver: close them when done). Compared by value, like the dataclass it was."""
 
-    payload: bytes
-    fds: List[int] = field(default_factory=list)
-    #: True when the kernel dropped descriptors of this message (the receiver's table was full).
-    fds_lost: bool = False
-    #: How many descriptors the header announced (``len(fds)`` unless some were lost).
-    nfds: int = 0
+    __slots__ = ("payload", "fds", "fds_lost", "nfds")
+
+    def __init__(self, payload: bytes, fds: Optional[List[int]] = None, fds_lost: bool = False,
+                 nfds: int = 0) -> None:
+        self.payload = payload
+        self.fds: List[int] = [] if fds is None else fds
+        #: True when the kernel dropped descriptors of this message (the receiver's table was full).
+        self.fds_lost = fds_lost
+        #: How many descriptors the header announced (``len(fds)`` unless some were lost).
+        self.nfds = nfds
+
+    def _fields(self) -> Tuple[bytes, List[int], bool, int]:
+        return (self.payload, self.fds, self.fds_lost, self.nfds)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message) and other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
+
+    def __repr__(self) -> str:
+        return (f"Message(payload={self.payload!r}, fds={self.fds!r}, fds_lost={self.fds_lost!r}, "
+                f"nfds={self.nfds!r})")
 
 
 def frame(payload: bytes, nfds: int = 0) -> bytes:
@@ -209,7 +231,8 @@ def _rights(fds: Sequence[int]) -> List[Tuple[int, int, bytes]]:
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
 
 
-SendMsg = Callable[[List[memoryview], List[Tuple[int, int, bytes]], int], int]
+if TYPE_CHECKING:
+    SendMsg = Callable[[List[memoryview], List[Tuple[int, int, bytes]], int], int]
 
 
 def _send_step(send: SendMsg, data: memoryview, fds: Sequence[int], fds_sent: int, flags: int) -> int:
@@ -256,11 +279,13 @@ class HeldFd:
             self.fd = -1
 
 
-@dataclass
 class _Pending:
-    data: memoryview
-    fds: List[HeldFd]
-    fds_sent: int = 0
+    __slots__ = ("data", "fds", "fds_sent")
+
+    def __init__(self, data: memoryview, fds: List[HeldFd], fds_sent: int = 0) -> None:
+        self.data = data
+        self.fds = fds
+        self.fds_sent = fds_sent
 
 
 class Outbox:
@@ -273,7 +298,7 @@ class Outbox:
     """
 
     def __init__(self) -> None:
-        self._queue: Deque[_Pending] = Deque()
+        self._queue: Deque[_Pending] = collections.deque()
         self.size = 0
 
     def __bool__(self) -> bool:

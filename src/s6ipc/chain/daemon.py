@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, List, NamedTuple, NoReturn, Optional
 
 from .. import __version__
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
+from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
 from ..daemon.readiness import Notifier, Readiness
 from ..serve.life import ServerLife
-from ..serve.loop import ConnectionPolicy, Heartbeat, Server, ServerConfig
+from ..serve.loop import Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
 from ..sockets.unix import local_path, socket_address
 
 __all__ = ["parse", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, NoReturn, Optional
+
+    from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:

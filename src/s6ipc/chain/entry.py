@@ -26,11 +26,14 @@ this very interpreter — is recognised by :func:`own_program`.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple
 
 from ..base.errors import ExecFailure
 from ..base.execution import entry_script, find_program, installed_prefix
 from .registry import program_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
 
 __all__ = ["own_program"]
 

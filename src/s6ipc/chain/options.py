@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from .run import PrivilegeOptions
@@ -67,6 +65,10 @@ def take_common(o: ServerOptions, letter: str, v: str) -> bool:
     return True
 
 __all__ = ["parse_timeout"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
 
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:

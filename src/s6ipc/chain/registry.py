@@ -10,9 +10,12 @@ importing the program layer.
 
 from __future__ import annotations
 
-import importlib
+import sys
 from types import ModuleType
-from typing import Optional, cast
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = ["PROGRAMS", "program_name", "program_module", "program_usage"]
 
@@ -64,12 +67,18 @@ def program_name(word: str) -> Optional[str]:
 
 
 def program_module(name: str) -> ModuleType:
-    """Import and return the module of program *name* (a key of :data:`PROGRAMS`)."""
-    return importlib.import_module(f"s6ipc.programs.{PROGRAMS[name]}")
+    """Import and return the module of program *name* (a key of :data:`PROGRAMS`).
+
+    ``__import__`` + ``sys.modules`` is :func:`importlib.import_module` for an absolute name,
+    without importing :mod:`importlib` (and :mod:`warnings`) at every start."""
+    module_name = f"s6ipc.programs.{PROGRAMS[name]}"
+    __import__(module_name)
+    return sys.modules[module_name]
 
 
 def program_usage(name: str, module: Optional[ModuleType] = None) -> str:
     """The usage line of program *name* after its name (from *module*, imported when not given)."""
     module = module or program_module(name)
     usages = getattr(module, "USAGES", None)
-    return cast(str, usages[name] if usages is not None else module.USAGE)
+    usage: str = usages[name] if usages is not None else module.USAGE
+    return usage

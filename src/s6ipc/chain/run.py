@@ -23,10 +23,8 @@ SIGXFSZ are put back to SIG_DFL (CPython ignores them).
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, List, NamedTuple, NoReturn, Optional, Sequence
 
 from ..base import environment
 from ..base.envdir import merge_env
@@ -34,13 +32,18 @@ from ..base.errors import BadInput, ExecFailure, S6ipcError
 from ..base.execution import Spawner, exec_argv, installed_prefix, restore_default_signals
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, parse_gidlist, parse_uint
+from ..base.typeshim import NamedTuple
+from .entry import own_program
 from .registry import PROGRAMS, program_module, program_name, program_usage
 
-if TYPE_CHECKING:  # the access modules are imported only by the programs that use them
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, Sequence
+
+    # the access modules are imported only by the programs that use them
     from ..access.ipc import Outcome
     from ..access.tcp import FastTcpAccess
 
-from .entry import own_program
 
 __all__ = [
     "stage", "ProgramCall", "own_program_call", "import_stage", "run_program", "modify_environ", "exec_into",
@@ -94,7 +97,7 @@ def run_program(word: str, args: Sequence[str]) -> NoReturn:
     reporter = Reporter(word)
     module_name = f"s6ipc.programs.{PROGRAMS[name]}"
     try:
-        module = importlib.import_module(module_name)
+        module = program_module(name)
     except (ImportError, OSError) as e:  # an installation the current ids cannot read (module docstring)
         reporter.fatal(f"unable to import {module_name}: {e}", 111)
     try:

@@ -49,15 +49,19 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, NoReturn, Optional, Protocol, Sequence
 
 from .. import __version__
 from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
+from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
 from .liveview import StatusSocket
 from .readiness import NOTIFY_VARIABLES, Readiness
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence
 
 __all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "System", "Lifecycle", "process_ages",
            "take_over_text", "preflight_check"]

@@ -35,13 +35,16 @@ import errno
 import os
 import socket
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..base.errors import Refused, SystemFailure
 from ..sockets.unix import peer_credentials
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
 __all__ = [
-    "NAME_PREFIX", "Document", "status_name", "may_read", "StatusSocket", "find_daemons", "query", "duration",
+    "NAME_PREFIX", "status_name", "may_read", "StatusSocket", "find_daemons", "query", "duration",
     "render", "StatusLine", "every",
 ]
 
@@ -50,7 +53,8 @@ NAME_PREFIX = "s6ipc/status/"
 _BURST = 16
 _PROC_NET_UNIX = "/proc/net/unix"
 
-Document = Dict[str, Any]
+if TYPE_CHECKING:
+    Document = Dict[str, Any]
 
 
 def status_name(program: str, pid: int) -> str:

@@ -42,7 +42,6 @@ import os
 import select
 import socket
 import time
-from typing import Callable, Dict, Optional, Sequence, Set
 
 from ..base import systemd_backend
 from ..base.descriptors import close_above
@@ -51,6 +50,11 @@ from ..base.errors import BadInput, SystemFailure
 from ..base.log import Log
 from ..base.options import UINT64_MAX, UsageError, parse_uint
 from ..base.unixmessage import UCRED, close_fds, recv_datagram
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Optional, Sequence, Set
+
 
 __all__ = [
     "WATCHDOG_VARIABLES", "NOTIFY_VARIABLES", "monotonic_usec", "Notifier", "WATCHDOG_MAX_USEC",

@@ -43,11 +43,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..base.errors import SystemFailure, Unusable
 from ..base.execution import installed_prefix
 from ..base.options import INT_MAX, scan_magnitude
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     "HANDOFF_VARIABLE", "PREFLIGHT_TIMEOUT", "reexec_argv", "preflight", "preflight_state",

@@ -34,21 +34,26 @@ import os
 import select
 import socket
 import time
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
 
 from ..base import unixmessage
 from ..base.durations import poll_ms
 from ..base.errors import Refused, SystemFailure
 from ..base.options import INT_MAX
+from ..base.typeshim import dataclass
 from ..base.unixmessage import Message, ProtocolError
 from ..sockets.unix import unix_address
 from . import protocol, tai
 from .protocol import DumpEntry
 
-__all__ = ["Ident", "OperationFailed", "HeldDescriptor", "connect", "setdump_chunks", "FdHolderClient"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Union
 
-Ident = Union[str, bytes]
+if TYPE_CHECKING:
+    Ident = Union[str, bytes]
+
+__all__ = ["OperationFailed", "HeldDescriptor", "connect", "setdump_chunks", "FdHolderClient"]
+
 _CONNECT_RETRY = 0.005
 
 

@@ -16,12 +16,15 @@ Some facts about s6's dump variables (2.11.3.2) that this module reproduces:
 from __future__ import annotations
 
 import os
-from typing import List, Mapping, Sequence
 
 from ..base.errors import BadInput
 from ..base.options import UsageError, parse_uint
 from . import protocol, tai
 from .client import HeldDescriptor
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Mapping, Sequence
 
 __all__ = ["dump_count", "descriptors_from_env", "dump_modifs"]
 

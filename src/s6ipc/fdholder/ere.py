@@ -44,14 +44,17 @@ s6-fdholderd binary) that this relies on:
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
+
+from ..base.typeshim import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 __all__ = [
     "REG_BADPAT", "REG_ECOLLATE", "REG_ECTYPE", "REG_EESCAPE", "REG_ESUBREG", "REG_EBRACK", "REG_EPAREN",
     "REG_EBRACE", "REG_BADBR", "REG_ERANGE", "REG_ESPACE", "REG_BADRPT", "REG_ESIZE", "RE_DUP_MAX",
-    "EreError", "Chars", "Anchor", "Concat", "Alt", "Repeat", "Group", "BackRef", "Node", "EMPTY",
+    "EreError", "Chars", "Anchor", "Concat", "Alt", "Repeat", "Group", "BackRef", "EMPTY",
     "python_pattern", "Ere", "parse", "compile_ere", "search",
 ]
 
@@ -197,7 +200,8 @@ class BackRef:
     index: int
 
 
-Node = Union[Chars, Anchor, Concat, Alt, Repeat, Group, BackRef]
+if TYPE_CHECKING:
+    Node = Union[Chars, Anchor, Concat, Alt, Repeat, Group, BackRef]
 EMPTY = Concat(())
 
 
@@ -761,7 +765,12 @@ class Ere:
         self.python_pattern = python_pattern(tree)
         self._dfa: Optional[_Dfa] = None
         if has_backref:
-            self._search = re.compile(self.python_pattern.encode("latin-1")).search
+            import re  # only for back-references: not on the daemon's start path
+
+            try:
+                self._search = re.compile(self.python_pattern.encode("latin-1")).search
+            except re.error:
+                raise EreError(REG_ESPACE) from None
         else:
             try:
                 self._dfa = _Dfa(_Nfa(tree))
@@ -798,7 +807,7 @@ def compile_ere(pattern: bytes) -> Ere:
     tree, has_backref = parse(pattern)
     try:
         return Ere(pattern, tree, has_backref)
-    except (re.error, RecursionError, OverflowError):
+    except (RecursionError, OverflowError):
         raise EreError(REG_ESPACE) from None
 
 

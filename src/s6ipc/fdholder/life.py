@@ -23,10 +23,15 @@ Some facts about the upgrade of a descriptor holder that this relies on:
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
 
 from . import tai
 from .server import FdHolderDaemon
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
+#: What the handed-over JSON says it is (another daemon's state is refused).
 
 __all__ = ["KIND", "HolderLife"]
 

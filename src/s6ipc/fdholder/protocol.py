@@ -16,15 +16,18 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
 
+from ..base.typeshim import dataclass
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Sequence, Tuple, Union
+
 __all__ = [
     "ID_SIZE", "ENTRY_MIN", "entry_size", "MAX_REQUEST", "Store", "Delete", "Retrieve", "List_", "GetDump",
-    "SetDump", "DumpEntry", "SetDumpData", "Request", "c_string", "parse_entries", "parse_request",
+    "SetDump", "DumpEntry", "SetDumpData", "c_string", "parse_entries", "parse_request",
     "encode_store", "encode_delete", "encode_retrieve", "LIST_REQUEST", "GETDUMP_REQUEST", "encode_setdump",
     "encode_entries", "encode_list_reply", "encode_getdump_header", "encode_setdump_reply", "decode_u32",
 ]
@@ -91,7 +94,8 @@ class SetDumpData:
     entries: Optional[Tuple[DumpEntry, ...]]
 
 
-Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
+if TYPE_CHECKING:
+    Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
 
 
 def c_string(raw: bytes) -> bytes:

@@ -43,8 +43,6 @@ import resource
 import select
 import signal
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from ..access.rules import CdbRules, FsRules, check, rules_from_cdb, rules_from_dir
 from ..base import unixmessage
@@ -53,6 +51,7 @@ from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
+from ..base.typeshim import NamedTuple, dataclass, field
 from ..base.unixmessage import Message, Outbox, ProtocolError
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import claim_notification_fd, write_newline
@@ -63,9 +62,12 @@ from .store import FdStore
 
 __all__ = [
     "MAXCONN_DEFAULT", "MAXCONN_MAX", "MAXFDS_DEFAULT", "OUTBOX_HIGH", "PARTIAL_GRACE", "UPGRADE_DRAIN",
-    "Client", "DaemonConfig", "Handler", "FdHolderDaemon", "CarriedClient", "ParsedState", "parse_state",
-    "UpgradeHook",
+    "Client", "DaemonConfig", "FdHolderDaemon", "CarriedClient", "ParsedState", "parse_state",
 ]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 MAXCONN_DEFAULT = 16
 MAXCONN_MAX = 256
@@ -141,12 +143,14 @@ class DaemonConfig:
 
 
 #: One request handler: (daemon, client, parsed request, its message) → None.
-Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
+if TYPE_CHECKING:
+    Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
 
 
 #: SIGUSR2's hook: the command line of the next image once the new code passed its preflight, or
 #: None (the hook said why; serving goes on).
-UpgradeHook = Callable[[], Optional[List[str]]]
+if TYPE_CHECKING:
+    UpgradeHook = Callable[[], Optional[List[str]]]
 
 
 class FdHolderDaemon:

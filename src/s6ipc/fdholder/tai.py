@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import NamedTuple, Optional
+
+from ..base.typeshim import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = [
     "TAI_UNIX_OFFSET", "LABEL_BASE", "NANO", "PACKED_SIZE", "INFINITE_RELATIVE_SECONDS",

@@ -29,11 +29,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from typing import Any, Awaitable, Callable, Collection, Union
 
-__all__ = ["ClientConnected", "start_unix_server", "close_unix_server"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Awaitable, Callable, Collection, Union
 
-ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
+if TYPE_CHECKING:
+    ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Union[Awaitable[None], None]]
+
+__all__ = ["start_unix_server", "close_unix_server"]
+
 
 
 async def start_unix_server(client_connected_cb: ClientConnected, sock: socket.socket,

@@ -32,9 +32,12 @@ import asyncio
 import importlib
 import logging
 import socket
-from typing import Any, List, Optional
 
 import uvicorn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional
 
 __all__ = ["GRACE", "POLL", "DrainingServer", "main"]
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..access.cdb import write_cdb
 from ..access.rules import compile_rules
 from ..base.messages import Reporter
 from ..base.options import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "cdbfile dir"
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..access.cdb import CdbReader
 from ..access.rules import expand_rules
 from ..base.errors import SystemFailure
 from ..base.messages import Reporter
 from ..base.options import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "dir cdbfile"
 

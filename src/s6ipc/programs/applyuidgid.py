@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
 
 from ..base.errors import BadInput
 from ..base.messages import Reporter
 from ..base.options import UsageError, env_uint, getopt, parse_gidlist, parse_uint
 from ..base.privileges import apply_uidgid, dumpable_as_after_exec
 from ..chain.run import exec_into, import_stage, modify_environ
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -z ] [ -u uid ] [ -g gid ] [ -G gidlist ] [ -U ] prog..."
 

@@ -8,13 +8,15 @@ applyuidgid stage (shared with ipcserver), and ``-i``/``-x`` (last one wins) are
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
-
 from ..base.errors import BadInput
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.options import naming_style
 from ..chain.run import PrivilegeOptions, exec_into, stage
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = (
     "[ -v verbosity ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -b backlog ] "

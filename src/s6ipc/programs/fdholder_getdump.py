@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, NoReturn
 
 from ..base import environment
 from ..base.envdir import merge_env
@@ -16,6 +15,10 @@ from ..chain.run import exec_into
 from ..fdholder import tai
 from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import dump_modifs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -t timeout ] socket prog..."
 

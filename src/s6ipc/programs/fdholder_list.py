@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.messages import Reporter, flush_stdio, write_stdout
 from ..chain.options import parse_timeout
 from ..fdholder.client import FdHolderClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -t timeout ] socket"
 

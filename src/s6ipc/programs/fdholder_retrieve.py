@@ -6,13 +6,15 @@ socket that outlives it (see docs/zero-downtime-restarts.md).
 
 from __future__ import annotations
 
-from typing import List, NoReturn
-
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..fdholder.client import FdHolderClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -D ] [ -t timeout ] socket id prog..."
 

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.messages import Reporter, flush_stdio
 from ..chain.options import parse_timeout
 from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import descriptors_from_env, dump_count
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -t timeout ] socket"
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
 from ..fdholder import tai
 from ..fdholder.client import FdHolderClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -d fd ] [ -t timeout ] [ -T fdtimeout ] socket id"
 

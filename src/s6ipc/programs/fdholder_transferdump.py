@@ -4,11 +4,14 @@ another — s6's or ours, in any combination."""
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional, Tuple
 
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, getopt, parse_uint
 from ..fdholder.client import FdHolderClient
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, Tuple
 
 USAGE = "[ -t timeoutfrom:timeoutto ] socketfrom socketto"
 

@@ -6,8 +6,6 @@ fdholder/life.py).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NoReturn, Optional
-
 from ..base.messages import Reporter
 from ..base.options import getopt, parse_uint
 from ..chain.daemon import serve_on, system
@@ -15,6 +13,10 @@ from ..daemon.lifecycle import Lifecycle, State
 from ..daemon.readiness import Notifier, Readiness
 from ..fdholder.life import KIND, HolderLife
 from ..fdholder.server import DaemonConfig, FdHolderDaemon
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, NoReturn, Optional
 
 USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ -T lameducktimeout ] "
          "[ -i rulesdir | -x rulesfile ]")

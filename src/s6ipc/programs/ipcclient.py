@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
 
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt
 from ..chain.run import exec_into, modify_environ
 from ..sockets.unix import IPCPATH_MAX, address_text, connect_unix, move_to_client_fds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
 

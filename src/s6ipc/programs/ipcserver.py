@@ -14,12 +14,14 @@ usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.sock
 
 from __future__ import annotations
 
-from typing import List, NoReturn
-
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
 from ..chain.options import ServerOptions, naming_style, take_common
 from ..chain.run import exec_into, stage
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = (
     "[ -q | -Q | -v ] [ -d | -D ] [ -P | -p ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "

@@ -7,12 +7,15 @@ logs its lines with our own pid, then exits 1 (refused) or execs the final comma
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..access.ipc import USAGE, RulesSource, evaluate, parse_options
 from ..base.messages import Reporter
 from ..chain.run import conclude
 from ..sockets.unix import local_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 __all__ = ["USAGE", "main"]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List, NoReturn
-
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_octal, parse_uint
 from ..chain.run import exec_into
 from ..sockets.unix import SOMAXCONN, bind_unix_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -a perms ] [ -B ] path prog..."
 

@@ -9,15 +9,18 @@ either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`s6ipc
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
-
 from ..base.execution import Spawner
 from ..base.messages import Reporter
 from ..base.options import UsageError
 from ..chain.daemon import parse, run_daemon
 from ..chain.run import own_program_call
 from ..serve.intake import take_daemon_socket
-from ..serve.loop import ConnectionPolicy, ServerConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
+
+    from ..serve.loop import ConnectionPolicy, ServerConfig
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 

@@ -11,12 +11,15 @@ several sockets. ``-x scheme`` adds a daemon's own variables for the whole list 
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..sockets.give import append_sockets, daemon_variables
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "[ -n name ] [ -f fd ] [ -x scheme ] prog..."
 

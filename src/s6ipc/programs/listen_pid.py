@@ -8,7 +8,6 @@ Placed last, right before the daemon, after wrappers that fork (a shell script, 
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..base.errors import BadInput
 from ..base.messages import Reporter
@@ -16,6 +15,10 @@ from ..base.options import UsageError, getopt
 from ..chain.run import exec_into
 from ..sockets.give import describe, pending_list
 from ..sockets.listenfds import PassedFd
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE = "prog..."
 

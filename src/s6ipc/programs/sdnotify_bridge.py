@@ -13,13 +13,16 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import List, NoReturn, Optional
 
 from ..base.errors import BadInput, SystemFailure
 from ..base.messages import Reporter
 from ..base.options import INT_MAX, UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..daemon.readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -d notif ] [ -t timeout ] [ -a ] [ -v ] prog..."
 

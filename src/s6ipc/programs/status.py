@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, NoReturn
 
 from ..base.errors import Refused
 from ..base.messages import Reporter, flush_stdio, write_stdout
 from ..base.options import UsageError, getopt, scan_magnitude
-from ..daemon.liveview import Document, find_daemons, query, render
+from ..daemon.liveview import find_daemons, query, render
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
+
+    from ..daemon.liveview import Document
 
 #: The largest pid Linux hands out (``/proc/sys/kernel/pid_max`` is at most 2**22).
 PID_MAX = 2**22

@@ -11,13 +11,16 @@ files in *dir*), removes ``LISTEN_*`` and execs the rest of the command line: an
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt
 from ..chain.run import exec_into
 from ..serve.ucspi import IPC_VARIABLES, connection_variables, take_connection
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -c countdir ] prog..."
 

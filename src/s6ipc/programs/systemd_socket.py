@@ -17,7 +17,6 @@ by a detached helper, and ``NOTIFY_SOCKET`` is removed from the environment pass
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn, Optional
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
@@ -26,6 +25,10 @@ from ..chain.run import exec_into
 from ..daemon.readiness import Notifier, spawn_detached
 from ..serve.intake import systemd_socket_or_bind, take_systemd_socket
 from ..sockets.unix import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = (
     "[ -n fdname ] [ -l path ] [ -f ] [ -s ] [ -d | -D ] [ -b backlog ] [ -a perms ] [ -B ] [ -N ] prog..."

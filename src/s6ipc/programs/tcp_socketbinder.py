@@ -9,7 +9,6 @@ family only. Otherwise the three are one program, told apart by the name it runs
 from __future__ import annotations
 
 import socket
-from typing import List, NoReturn, Optional
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
@@ -17,6 +16,10 @@ from ..base.options import UsageError, getopt, parse_uint
 from ..chain.run import exec_into
 from ..sockets.inet import parse_ip, parse_port
 from ..sockets.tcp import bind_tcp_socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 _OPTIONS = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ]"
 USAGES = {

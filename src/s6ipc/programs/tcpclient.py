@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import List, NoReturn, Optional, Tuple
 
 from ..access import dns, ident
 from ..base.errors import BadInput, SystemFailure
@@ -20,6 +19,10 @@ from ..chain.run import exec_into, modify_environ
 from ..sockets.connect import LOCAL_ADDRESSES, MAX_ADDRESSES, connect, literal_addresses
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from ..sockets.unix import move_to_client_fds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, Tuple
 
 USAGE = ("[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -r | -R ] [ -h | -H ] [ -n | -N ] [ -t timeoutinfo ] "
          "[ -l localname ] [ -T timeoutconn ] [ -i localip ] [ -p localport ] host port prog...")

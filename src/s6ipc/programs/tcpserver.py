@@ -18,13 +18,15 @@ capping at 1000 is the daemon's job.
 
 from __future__ import annotations
 
-from typing import List, NoReturn
-
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, UsageError, getopt, parse_uint
 from ..chain.options import ServerOptions, naming_style, take_common
 from ..chain.run import exec_into, stage
 from ..sockets.inet import ip46_scan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 USAGE_TCPSERVER = (
     "[ -q | -Q | -v ] [ -4 | -6 ] [ -d | -D ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] "

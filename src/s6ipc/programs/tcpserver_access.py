@@ -8,12 +8,15 @@ rejections) or execs the final command.
 from __future__ import annotations
 
 import os
-from typing import List, NoReturn
 
 from ..access.ipc import RulesSource
 from ..access.tcp import USAGE, FdConnection, evaluate, parse_options
 from ..base.messages import Reporter
 from ..chain.run import conclude
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn
 
 __all__ = ["USAGE", "main"]
 

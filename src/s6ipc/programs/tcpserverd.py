@@ -12,7 +12,6 @@ our own ``tcpserver-access`` as prog is done in-process (:func:`.chain.tcp_acces
 from __future__ import annotations
 
 import socket
-from typing import List, NoReturn, Optional
 
 from ..base.messages import Reporter
 from ..chain.daemon import parse, run_daemon
@@ -21,6 +20,10 @@ from ..daemon.lifecycle import State
 from ..serve.intake import take_daemon_socket
 from ..serve.tcppeer import TcpPeers
 from ..sockets.unix import IP_FAMILIES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 #: What the state and the live view of each name are called.

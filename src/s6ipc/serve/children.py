@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Dict, Hashable, Iterable
 
 from ..base.errors import SystemFailure
 from .peers import Peer
 
-__all__ = ["EndHook", "ChildTable"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Hashable, Iterable
+
+__all__ = ["ChildTable"]
 
 #: Called for each child reaped: (pid, the peer it served, its wait status).
-EndHook = Callable[[int, Peer, int], None]
+if TYPE_CHECKING:
+    EndHook = Callable[[int, Peer, int], None]
 
 
 class ChildTable:

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..base.descriptors import move_fd
 from ..base.errors import BadInput
+from ..base.typeshim import NamedTuple
 from ..sockets.listenfds import (
     close_fds,
     forget_systemd_sockets,
@@ -57,10 +57,14 @@ from ..sockets.unix import (
     socket_kind,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Sequence, Tuple, Union
+
 __all__ = [
     "Want", "Miss", "STALE", "UNMATCHED", "Source", "SOURCES", "SOURCE_ORDER", "NoSocket", "take_socket",
     "take_listener", "listening_socket", "retrieve_from_fdholder", "take_daemon_socket",
-    "take_systemd_socket", "systemd_socket_or_bind", "FdZero", "Systemd", "FdHolder", "Bound", "Taken",
+    "take_systemd_socket", "systemd_socket_or_bind", "FdZero", "Systemd", "FdHolder", "Bound",
 ]
 
 
@@ -101,7 +105,8 @@ class Miss(NamedTuple):
     offer: str = ""
 
 
-Taken = Union[int, Miss]
+if TYPE_CHECKING:
+    Taken = Union[int, Miss]
 
 
 class Source:

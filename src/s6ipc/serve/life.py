@@ -17,15 +17,18 @@ Some facts about the processes involved that this module relies on:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
-
+from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import process_ages
 from .loop import Server
 from .peers import Peer, PeerIdentity
 
-__all__ = ["ServerLife", "ServerState", "parse_state", "Ages"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
+    Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
+
+__all__ = ["ServerLife", "ServerState", "parse_state"]
 
 
 class ServerState(NamedTuple):

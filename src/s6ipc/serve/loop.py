@@ -45,7 +45,6 @@ import os
 import select
 import signal
 import socket
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -61,8 +60,12 @@ from ..sockets.unix import check_listening_stream
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "ConnectionPolicy", "Heartbeat", "Ending",
+    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending",
     "ServerConfig", "child_environment", "Server",
 ]
 
@@ -77,10 +80,14 @@ HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT
 #: A per-connection policy: given (the peer, env prepared for the child, connection socket), return
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
 #: The access-control fast path plugs in here (:class:`s6ipc.access.FastAccess`).
-ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]]
+if TYPE_CHECKING:
+    ConnectionPolicy = Callable[
+        [Peer, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
+    ]
 #: ``(interval, function)``: called from the loop at least every *interval* seconds while it runs —
 #: the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
-Heartbeat = Tuple[float, Callable[[], None]]
+if TYPE_CHECKING:
+    Heartbeat = Tuple[float, Callable[[], None]]
 
 
 class ServerConfig:

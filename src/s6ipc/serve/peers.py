@@ -20,9 +20,13 @@ Some facts about SO_PEERCRED (Linux) that :class:`UnixPeers` relies on:
 from __future__ import annotations
 
 import _socket
-from typing import Any, Dict, Hashable, Protocol, Tuple
 
+from ..base.typeshim import Protocol
 from ..sockets.unix import address_text, peer_credentials
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Hashable, Tuple
 
 __all__ = ["PeerUnknown", "Peer", "PeerIdentity", "UnixPeer", "UnixPeers"]
 

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import _socket
 import socket
-from typing import Any, Dict, Tuple
 
 from ..sockets.inet import ip6_fmt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Tuple
 
 __all__ = ["TcpPeer", "TcpPeers"]
 

@@ -26,11 +26,14 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Dict, List, Optional, Tuple
 
 from ..base.errors import BadInput, SystemFailure
 from ..sockets.listenfds import take_systemd_fds
 from .peers import PeerUnknown, UnixPeers
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
 
 __all__ = ["IPC_VARIABLES", "take_connection", "connection_variables", "count_connection"]
 

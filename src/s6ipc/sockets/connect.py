@@ -23,11 +23,14 @@ import os
 import select
 import socket
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
 
 from ..base.durations import poll_ms
 from ..base.errors import SystemFailure
 from .inet import family_of, ip_fmt, scan_list, to_sockaddr
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["MAX_ADDRESSES", "LOCAL_ADDRESSES", "literal_addresses", "connect"]
 

@@ -38,7 +38,6 @@ import os
 import resource
 import socket
 import stat
-from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
 
 from ..base.descriptors import open_fds
 from ..base.errors import BadInput, ExecFailure, SystemFailure
@@ -55,9 +54,13 @@ from .listenfds import (
     read_listen_variables,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, Union
+
 __all__ = [
     "set_listen_pid", "pending_list", "append_sockets", "describe", "SCHEMES", "daemon_variables",
-    "SocketLike", "spawn_with_sockets",
+    "spawn_with_sockets",
     "check_fdname",  # the receiving side's rule (listenfds), which names given here must pass too
 ]
 
@@ -235,7 +238,8 @@ def daemon_variables(scheme: str, fds: Sequence[int]) -> Dict[str, str]:
 
 
 # -- the Python API: start a child with sockets -----------------------------------------------------
-SocketLike = Union[int, socket.socket]
+if TYPE_CHECKING:
+    SocketLike = Union[int, socket.socket]
 #: The exec'd shim that sets LISTEN_PID to its own PID, then execs the daemon in the same PID.
 _SHIM = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 

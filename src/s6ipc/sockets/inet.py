@@ -26,9 +26,12 @@ reproduces (checked against libskarnet itself by the tests):
 from __future__ import annotations
 
 import socket
-from typing import Callable, List, Optional, Tuple
 
 from ..base.options import scan_magnitude
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional, Tuple
 
 __all__ = [
     "IP4_LEN", "IP6_LEN", "V4MAPPED_PREFIX", "PORT_MAX", "ip4_scan", "ip6_scan", "ip46_scan", "scan_list",

@@ -38,12 +38,12 @@ import errno
 import fcntl
 import os
 import socket
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..base import systemd_backend
 from ..base.descriptors import move_fd
 from ..base.errors import BadInput, S6ipcError, SystemFailure
 from ..base.options import scan_magnitude
+from ..base.typeshim import NamedTuple
 from .unix import IP_FAMILIES, UNIX_FAMILIES, listener_problem, socket_address
 
 __all__ = [
@@ -52,6 +52,10 @@ __all__ = [
     "adopt_systemd_socket", "forget_systemd_sockets", "FDNAME_MAX", "UNNAMED", "read_listen_variables",
     "pidfd_id", "fdname_problem", "check_fdname", "explain",
 ]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 LISTEN_FDS_START = 3
 #: The variables of the protocol, removed from ``os.environ`` once read.

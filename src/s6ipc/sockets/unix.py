@@ -24,24 +24,28 @@ import fcntl
 import os
 import socket
 import stat
-from typing import Dict, Optional, Tuple, Union
 
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
 from .inet import from_sockaddr, ip_fmt
 
 __all__ = [
-    "IPCPATH_MAX", "SOMAXCONN", "PathLike", "bind_unix_socket", "socket_kind", "is_socket", "check_socket",
+    "IPCPATH_MAX", "SOMAXCONN", "bind_unix_socket", "socket_kind", "is_socket", "check_socket",
     "UNIX_FAMILIES", "IP_FAMILIES", "ANY_FAMILIES", "listener_problem", "check_listening_stream",
     "peer_credentials", "address_text", "local_path", "connect_unix", "move_to_client_fds", "unix_address",
     "socket_address",
 ]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple, Union
+
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
 SOMAXCONN = socket.SOMAXCONN
 
-PathLike = Union[str, bytes]
+if TYPE_CHECKING:
+    PathLike = Union[str, bytes]
 
 
 def unix_address(path: PathLike) -> bytes:

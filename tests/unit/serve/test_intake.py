@@ -12,13 +12,16 @@ import os
 import socket
 import subprocess
 import textwrap
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
 from s6ipc.base.errors import BadInput
 from s6ipc.serve import intake
-from s6ipc.serve.intake import Miss, NoSocket, Source, Taken, Want
+from s6ipc.serve.intake import Miss, NoSocket, Source, Want
+
+if TYPE_CHECKING:
+    from s6ipc.serve.intake import Taken
 from tests.support.processes import SUPPORT, VENV_PYTHON
 
 PASSFDS = os.path.join(SUPPORT, "passfds.py")

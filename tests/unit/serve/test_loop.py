@@ -15,6 +15,9 @@ import textwrap
 from s6ipc.serve import loop as server
 from tests.support.processes import VENV_PYTHON, request, wait_for_ready
 
+#: The checkout (tests/unit/serve/ is three levels below it): the child imports tests.support from there.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 
 def test_the_private_socket_api_of_the_hot_path_exists() -> None:
     """If a CPython release drops ``socket._accept`` or ``_socket.socket``, this says so first."""
@@ -131,8 +134,7 @@ def test_serve_on_after_a_failed_exec_then_close_gives_everything_back(sockdir: 
     listener.listen(8)
     r, w = os.pipe()
     proc = subprocess.Popen([VENV_PYTHON, "-c", textwrap.dedent(SERVE_ON_SCRIPT)], stdin=listener.fileno(),
-                            stdout=w, stderr=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(
-                                os.path.dirname(os.path.abspath(__file__)))))
+                            stdout=w, stderr=subprocess.PIPE, cwd=REPO)
     listener.close()
     os.close(w)
     try:
