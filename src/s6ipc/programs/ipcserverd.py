@@ -9,15 +9,12 @@ either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`.serv
 
 from __future__ import annotations
 
-from typing import List, NoReturn, Optional
+from typing import List, NoReturn
 
-from ..base.execution import Spawner
 from ..base.messages import Reporter
-from ..base.options import UsageError
 from ..chain.daemon import parse, run_daemon, take_previous_state
-from ..chain.run import own_program_call
+from ..chain.fastpath import ipc_access_fast_path as access_fast_path
 from ..serve.intake import take_daemon_socket
-from ..serve.loop import ConnectionPolicy, ServerConfig
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -26,26 +23,6 @@ def preflight(args: List[str]) -> None:
     """What ``s6ipc preflight ipcserverd ARGS…`` checks before an in-place upgrade: the options
     parse, and the access fast path they imply can be built. Raises :class:`UsageError`."""
     access_fast_path(parse(args))
-
-
-def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
-    """The in-process policy replacing our own ipcserver-access as prog, or None.
-
-    Applies when prog runs our ipcserver-access in any spelling (``s6ipc ipcserver-access``, an
-    ``s6-ipcserver-access`` link, a path to either: :func:`.chain.own_program_call`) with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
-    """
-    call = own_program_call(config.argv)
-    if not config.lookup or call is None or call.name != "ipcserver-access":
-        return None
-    from ..access.ipc import FastAccess, parse_options, refusal_standin
-
-    try:
-        options = parse_options(call.args)
-    except UsageError:
-        return None
-    return FastAccess(options, Reporter(call.word), Spawner(config.argv), refusal_standin(config.verbosity))
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

@@ -45,7 +45,7 @@ import os
 import select
 import signal
 import socket
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -68,10 +68,21 @@ PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAME
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
+
+class ChildSpawner(Protocol):
+    """What the loop asks of what a policy returns: a :class:`Spawner`, or one wrapping it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def spawn(self, fd: int, env: Dict[str, str]) -> int: ...
+
+
 #: A per-connection policy: given (the peer, env prepared for the child, connection socket), return
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
-#: The access-control fast path plugs in here (:class:`s6ipc.access.FastAccess`).
-ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]]
+#: The access-control fast paths plug in here (:mod:`s6ipc.access.fastpath`; they read the peer).
+ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket],
+                            Optional[Tuple[ChildSpawner, Dict[str, str]]]]
 #: ``(interval, function)``: called from the loop at least every *interval* seconds while it runs —
 #: the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
 Heartbeat = Tuple[float, Callable[[], None]]
@@ -385,7 +396,7 @@ class Server:
             return False
         env = self.base_env.copy()
         peer.fill(env, num + 1, address)
-        spawner = self.spawner
+        spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
             if decision is None:
