@@ -109,8 +109,8 @@ def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, O
         filled: Dict[str, str] = {}
         peer.fill(filled, count, address)
         env: Dict[str, Optional[str]] = {name: filled.get(name) for name in identity.variables}
-        if countdir is None:
-            env["IPCCONNNUM" if identity.family == socket.AF_UNIX else "TCPCONNNUM"] = None
+        if countdir is None:  # no count: the identity's count variable (IPCCONNNUM, TCPCONNNUM) goes
+            env.update((name, None) for name in identity.variables if name.endswith("CONNNUM"))
         if isinstance(identity, TcpPeers):
             try:
                 ip, port = from_sockaddr(sock.getsockname(), sock.family)
