@@ -1,7 +1,8 @@
 """ipcserver-access as a library: from rules, environment and connection to a final command or a refusal.
 
-Both the ``ipcserver-access`` program and ipcserverd's in-process fast path (:class:`FastAccess`)
-run :func:`evaluate`, so they cannot diverge. Some facts about s6-ipcserver-access 2.11 it follows:
+Both the ``ipcserver-access`` program (:func:`evaluate`: the client scanned out of the environment)
+and ipcserverd's in-process fast path (:class:`FastAccess`: the client is the daemon's peer) run
+:func:`decide`, so they cannot diverge. Some facts about s6-ipcserver-access 2.11 it follows:
 
 * ``PROTO`` must be set (any value); ``${PROTO}REMOTEEUID`` and ``${PROTO}REMOTEEGID`` must be set
   and be whole unsigned 32-bit decimals; else exit 100 (``PROTO not set``, ``invalid $…``). The

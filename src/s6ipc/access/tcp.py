@@ -1,7 +1,8 @@
 """tcpserver-access as a library: from rules, environment and connection to a final command or a refusal.
 
-The ``tcpserver-access`` program and the in-process fast path of a TCP daemon
-(:class:`FastTcpAccess`) both run :func:`evaluate`. Some facts about s6-tcpserver-access 2.5.1.3
+The ``tcpserver-access`` program (:func:`evaluate`, which scans the client out of the environment)
+and the in-process fast path of a TCP daemon (:class:`FastTcpAccess`, whose client is the daemon's
+peer) both run :func:`decide`. Some facts about s6-tcpserver-access 2.5.1.3
 it follows, in the program's order:
 
 1. ``PROTO`` must be set (any value, P); ``${P}REMOTEIP`` must scan as an address (prefix parse,
