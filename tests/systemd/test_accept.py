@@ -24,8 +24,10 @@ import pytest
 
 from tests.support import systemd_manager as sdmanager
 from tests.support.http import http_get, ok
+from tests.support.netpeers import environ_lines, serve_one
 from tests.support.peers import Load
 from tests.support.processes import S6IPC, env_of, nobody_ids, requires_root, wait_listening, wait_until
+from tests.support.tcp import TcpServer, env_items, tcp_request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -182,6 +184,43 @@ def test_not_a_connection_is_one_line(sockdir: str) -> None:
     out = subprocess.run([S6IPC, "systemd-accept", "true"], stdin=subprocess.DEVNULL, capture_output=True,
                          timeout=20)
     assert out.returncode == 100 and b"is not a socket" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_v4_mapped_client_is_spelled_as_tcpserver6d_spells_it() -> None:
+    """An IPv4 client of a dual-stack IPv6 socket (systemd's ``ListenStream=PORT``): systemd-accept gives
+    the program the address tcpserver6d gives it (skalibs' ``::ffff:7f00:1``, never CPython's
+    ``::ffff:127.0.0.1``), and with tcpserver-access after it the same variables as tcpserverd's chain."""
+    import socket
+
+    clean = {"PATH": "/usr/bin:/bin"}
+    access = [S6IPC, "tcpserver-access", "-H", "-R", "/usr/bin/env"]
+    listener = socket.socket(socket.AF_INET6)
+    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    listener.bind(("::", 0))
+    listener.listen(8)
+    servers = [TcpServer([S6IPC, name, "-1", *access], stdin=listener.fileno(), env=clean)
+               for name in ("tcpserver6d", "tcpserverd")]
+    listener.close()
+    try:
+        daemons = [dict(env_items(tcp_request(srv.port, host="127.0.0.1"))) for srv in servers]
+    finally:
+        for srv in servers:
+            srv.stop()
+
+    def accept(prog: List[str]) -> Dict[str, str]:  # the connection on fds 0 and 1 (StandardInput=socket)
+        served = serve_one([S6IPC, "systemd-accept", *prog], clean, family=socket.AF_INET6, listen_ip="::",
+                           tcp_env=False, dual_stack_client=True)
+        assert served.returncode == 0, served.stderr
+        return dict(line.split("=", 1) for line in environ_lines(served.received))
+
+    alone = accept(["/usr/bin/env"])
+    chained = accept(access)
+    for daemon in daemons:
+        assert daemon["TCPREMOTEIP"] == daemon["TCPLOCALIP"] == "::ffff:7f00:1"
+        assert alone["TCPREMOTEIP"] == alone["TCPLOCALIP"] == "::ffff:7f00:1"
+        ports = ("TCPREMOTEPORT", "TCPLOCALPORT", "TCPCONNNUM")
+        assert {k: v for k, v in chained.items() if k not in ports} == {
+            k: v for k, v in daemon.items() if k not in ports}  # each listener has its own port
 
 
 # -- a real systemd manager --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """ipcserver-access as a library: from rules, environment and connection to a final command or a refusal.
 
-Both the ``ipcserver-access`` program and ipcserverd's in-process fast path (:class:`FastAccess`)
-run :func:`evaluate`, so they cannot diverge. Some facts about s6-ipcserver-access 2.11 it follows:
+Both the ``ipcserver-access`` program (:func:`evaluate`: the client scanned out of the environment)
+and ipcserverd's in-process fast path (:class:`FastAccess`: the client is the daemon's peer) run
+:func:`decide`, so they cannot diverge. Some facts about s6-ipcserver-access 2.11 it follows:
 
 * ``PROTO`` must be set (any value); ``${PROTO}REMOTEEUID`` and ``${PROTO}REMOTEEGID`` must be set
   and be whole unsigned 32-bit decimals; else exit 100 (``PROTO not set``, ``invalid $…``). The
@@ -18,16 +19,9 @@ run :func:`evaluate`, so they cannot diverge. Some facts about s6-ipcserver-acce
   (STRING cut at its first NUL, as a C string). The program is searched in the PATH the process
   had *before* the rule's modifications.
 
-The fast path (what "pid" means in its log lines): a connection that is accepted spawns only the
-final program; the ``allow`` line names that program's pid — the pid ipcserver-access would have
-had, since it becomes the program by ``execve``. A refused connection spawns nothing when
-ipcserverd logs at verbosity below 2 and its ``deny`` line names ipcserverd's own pid (the process
-that decided); at ipcserverd verbosity 2 a stand-in (``false``, exit 1) is spawned so that
-ipcserverd's own allow/end lines are the same as with the program, and the ``deny`` line names the
-stand-in's pid. Anything out of the ordinary — an environment or rules error, a program that
-cannot be executed, an ``env``/``exec`` entry that is not a regular file (reading a FIFO could block
-the whole daemon, where s6 only blocks one connection) — is handed to the real ipcserver-access
-program for that connection, which then does and reports exactly what it always does.
+The fast path (:class:`FastAccess`, ipcserverd doing this work in-process) takes the client's ids
+from the peer ipcserverd identified (:class:`IpcClient`) instead of scanning them back out of the
+environment; what it guarantees: :mod:`s6ipc.access.fastpath`.
 """
 
 from __future__ import annotations
@@ -36,13 +30,29 @@ import errno
 import os
 
 from ..base.envdir import merge_env
-from ..base.errors import BadInput, ExecFailure, S6ipcError, SystemFailure
-from ..base.execution import DEFAULT_PATH, Spawner
+from ..base.errors import BadInput, SystemFailure
+from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.options import UsageError, env_uint, getopt, parse_uint
-from ..base.typeshim import Protocol, dataclass, field
+from ..base.typeshim import Protocol, dataclass
 from ..sockets.unix import address_text
-from .rules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, Verdict, check, rules_from_cdb
+from .fastpath import (
+    EXECLINE_MISSING,
+    FastPath,
+    LogLine,
+    Outcome,
+    RulesChoice,
+    RulesSource,
+    emit,
+    refusal_standin,
+)
+from .rules import EXECLINEB, Decision, Verdict, check
+
+__all__ = ["USAGE", "AccessOptions", "FastAccess", "IpcClient", "client_from_env", "connection_local_path",
+           "decide", "evaluate", "parse_options",
+           # the shared part, still answered here (and as s6ipc.access.NAME) for the callers of 0.1
+           "EXECLINE_MISSING", "FastPath", "LogLine", "Outcome", "RulesChoice", "RulesSource", "emit",
+           "refusal_standin"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,12 +65,7 @@ __all__ = [
 
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
 
-#: The extra warning (beyond s6) printed when an exec rule cannot run because execline is missing.
-EXECLINE_MISSING = (f"execline is not installed ({EXECLINEB} not found): "
-                    "exec rules cannot run, the connection is refused")
-
 _UNSET_WITHOUT_ENV = ("REMOTEEUID", "REMOTEEGID", "REMOTEPATH", "LOCALPATH", "CONNNUM")
-_MAX_EXEC_SPAWNERS = 64
 
 
 @dataclass(frozen=True)
@@ -97,93 +102,38 @@ def parse_options(args: Sequence[str]) -> AccessOptions:
     return AccessOptions(tuple(rest), verbosity, doenv, localname, kind, path)
 
 
-@dataclass(frozen=True)
-class LogLine:
-    """One line ipcserver-access logs: *kind* is ``info`` or ``warning``; ``{pid}`` in *text*
-    stands for the pid s6 prints there (see :meth:`render`)."""
-
-    kind: str
-    text: str
-
-    def render(self, pid: int) -> str:
-        return self.text.replace("{pid}", str(pid))
-
-
-@dataclass
-class Outcome:
-    """What ipcserver-access does for one connection, once the environment checks passed.
-
-    *lines* are logged first, in order. Then: *error* set — fail with it (exit 111); *allowed*
-    false — exit *exit_code* (1: refused by the rules); else exec *argv* with *env*, searching
-    *search_path_env*'s PATH. tcpserver-access (:mod:`s6ipc.tcpaccess`) fills the same record.
-    """
-
-    lines: List[LogLine]
-    allowed: bool
-    argv: List[str] = field(default_factory=list)
-    env: Dict[str, str] = field(default_factory=dict)
-    search_path_env: Mapping[str, str] = field(default_factory=dict)
-    error: Optional[S6ipcError] = None
-    decision: Optional[Decision] = None
-    exit_code: int = 1
-
-
-class RulesChoice(Protocol):
-    """What :class:`RulesSource` reads from a program's options: ``-i`` (``fs``) or ``-x`` (``cdb``)."""
+class IpcClient(Protocol):
+    """What ipcserver-access's decision needs of a client: its ids (``SO_PEERCRED`` at connect time).
+    ipcserverd's peers (:class:`s6ipc.serve.peers.UnixPeer`) are such clients."""
 
     @property
-    def rules_kind(self) -> Optional[str]: ...
+    def uid(self) -> int: ...
 
     @property
-    def rules_path(self) -> str: ...
+    def gid(self) -> int: ...
 
 
-class RulesSource:
-    """The ruleset an :class:`AccessOptions` names, opened when first needed.
-
-    A directory is read at every lookup anyway; a cdb is read once and then re-read whenever
-    ``stat`` shows it changed (:meth:`CdbRules.refresh`), so a long-lived user (the fast path)
-    sees a replaced file at its next connection, as a new ipcserver-access process would.
-    With *never_block*, an ``env`` or ``exec`` entry that is not a regular file (a FIFO would
-    block on read, as it does in s6) is an error (EAGAIN) instead of being read.
-    """
-
-    def __init__(self, options: RulesChoice, never_block: bool = False) -> None:
-        self.kind = options.rules_kind
-        self.path = options.rules_path
-        self._fs = FsRules(self.path, never_block) if self.kind == "fs" else None
-        self._cdb: Optional[CdbRules] = None
-
-    def get(self) -> Optional[RuleSet]:
-        """The ruleset (None: none was given). Raises :class:`SystemFailure` ``cdb_init FILE``."""
-        if self._fs is not None:
-            return self._fs
-        if self.kind != "cdb":
-            return None
-        if self._cdb is None:
-            self._cdb = rules_from_cdb(self.path)
-        else:
-            self._cdb.refresh()
-        return self._cdb
-
-
-def _client_id(env: Mapping[str, str], name: str) -> int:
-    return env_uint(env, name)
-
-
-def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callable[[], str],
-             source: RulesSource, euid: Optional[int] = None, egid: Optional[int] = None) -> Outcome:
-    """Decide for one connection whose ipcserver-access environment is *env*.
-
-    *local_path* returns ``getsockname`` of the connection (raising :class:`SystemFailure`
-    ``ipc_local``); it is called only when the environment needs it. Raises :class:`BadInput`
-    (exit 100) for the environment checks and :class:`SystemFailure` (exit 111) for the rules.
-    """
+def client_from_env(env: Mapping[str, str]) -> Tuple[str, int, int]:
+    """``PROTO``, ``${PROTO}REMOTEEUID`` and ``${PROTO}REMOTEEGID`` of *env*, scanned as s6 does.
+    Raises :class:`BadInput` (exit 100): ``PROTO not set``, ``invalid $…`` (or ``… not set``)."""
     proto = env.get("PROTO")
     if proto is None:
         raise BadInput("PROTO not set")
-    uid = _client_id(env, proto + "REMOTEEUID")
-    gid = _client_id(env, proto + "REMOTEEGID")
+    return proto, env_uint(env, proto + "REMOTEEUID"), env_uint(env, proto + "REMOTEEGID")
+
+
+def decide(options: AccessOptions, proto: str, uid: int, gid: int, env: Mapping[str, str],
+           local_path: Callable[[], str], source: RulesSource, euid: Optional[int] = None,
+           egid: Optional[int] = None) -> Outcome:
+    """Decide for client *uid*:*gid* of a connection whose environment is *env* (``PROTO`` *proto*).
+
+    The one decision of ipcserver-access, whether the client comes from the environment
+    (:func:`evaluate`, the program) or from the daemon's peer (:class:`FastAccess`).
+    *local_path* returns ``getsockname`` of the connection (raising :class:`SystemFailure`
+    ``ipc_local``); it is called only when the environment needs it. *euid*/*egid* (default: ours)
+    are what the rules' ``self`` keys stand for. Raises :class:`SystemFailure` (exit 111) for the
+    rules.
+    """
     lines: List[LogLine] = []
     rules = source.get()
     if rules is None:
@@ -217,8 +167,17 @@ def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callabl
     return Outcome(lines, True, argv, merge_env(env, modifs), env, decision=decision)
 
 
+def evaluate(options: AccessOptions, env: Mapping[str, str], local_path: Callable[[], str],
+             source: RulesSource, euid: Optional[int] = None, egid: Optional[int] = None) -> Outcome:
+    """Decide for one connection whose ipcserver-access environment is *env*: the client is
+    scanned out of it (:func:`client_from_env`), then :func:`decide`. Raises :class:`BadInput`
+    (exit 100) for the environment checks and :class:`SystemFailure` (exit 111) for the rules."""
+    proto, uid, gid = client_from_env(env)
+    return decide(options, proto, uid, gid, env, local_path, source, euid, egid)
+
+
 def connection_local_path(conn: object) -> Callable[[], str]:
-    """A *local_path* callable for :func:`evaluate` over a connected socket object."""
+    """A *local_path* callable for :func:`decide` over a connected socket object."""
 
     def local() -> str:
         try:
@@ -229,113 +188,14 @@ def connection_local_path(conn: object) -> Callable[[], str]:
     return local
 
 
-def refusal_standin(daemon_verbosity: int) -> Optional[Spawner]:
-    """The stand-in a fast path spawns for a refused connection (``false``, exit 1) when the daemon
-    logs at verbosity 2 or more, so that its allow/end lines are those of a real child; else None."""
-    return Spawner(["false"], path_env={"PATH": DEFAULT_PATH}) if daemon_verbosity >= 2 else None
-
-
-def emit(log: Log, lines: Sequence[LogLine], pid: int) -> None:
-    """Write *lines* to *log*, with *pid* where s6 prints its pid."""
-    for line in lines:
-        if line.kind == "warning":
-            log.warn(line.render(pid))
-        elif line.kind == "fatal":
-            log.error(line.render(pid))
-        else:
-            log.info(line.render(pid))
-
-
-class _Launch(Spawner):
-    """One accepted connection: spawn the final program, then log the ``allow`` line with its pid.
-
-    If the program cannot be executed, the real ipcserver-access program is spawned instead (with
-    the environment it would have had), and reports the failure itself.
-    """
-
-    def __init__(self, owner: FastPath, target: Spawner, lines: List[LogLine],
-                 original_env: Dict[str, str]) -> None:
-        super().__init__(target.argv)
-        self.owner = owner
-        self.target = target
-        self.lines = lines
-        self.original_env = original_env
-
-    def spawn(self, fd: int, env: Dict[str, str]) -> int:
-        try:
-            pid = self.target.spawn(fd, env)
-        except (ExecFailure, ValueError):
-            return self.owner.fallback.spawn(fd, self.original_env)
-        emit(self.owner.log, self.lines, pid)
-        return pid
-
-
-class _Program(RulesChoice, Protocol):
-    @property
-    def prog(self) -> Tuple[str, ...]: ...
-
-
-class FastPath:
-    """A daemon's per-connection policy doing an access program's work in-process.
-
-    Subclasses say how to decide (:meth:`decide`, the program's own ``evaluate``) and how the
-    daemon calls them. *fallback* spawns the whole access command (the real program, used for
-    the unusual cases, see the module docstring); *log* is a reporter named as the program word
-    was (``s6-ipcserver-access``, ``tcpserver-access``…); *standin* — a spawner of a program
-    exiting 1, or None — is used for refusals when the daemon logs at verbosity 2.
-    """
-
-    def __init__(self, options: _Program, log: Log, fallback: Spawner,
-                 standin: Optional[Spawner] = None, path_env: Optional[Mapping[str, str]] = None) -> None:
-        self.options = options
-        self.log = log
-        self.fallback = fallback
-        self.standin = standin
-        self.source = RulesSource(options, never_block=True)
-        search = dict(os.environ if path_env is None else path_env)
-        self._search = {"PATH": search["PATH"]} if "PATH" in search else {}
-        self._prog = Spawner(options.prog, path_env=self._search)
-        self._execs: Dict[str, Spawner] = {}
-
-    def _target(self, outcome: Outcome) -> Spawner:
-        """The prog spawner, or one for the rule's exec string (kept for the next connections)."""
-        if outcome.decision is None or outcome.decision.exec_string() is None:
-            return self._prog
-        script = outcome.argv[2]
-        spawner = self._execs.get(script)
-        if spawner is None:
-            if len(self._execs) >= _MAX_EXEC_SPAWNERS:
-                self._execs.clear()
-            spawner = self._execs[script] = Spawner(outcome.argv, path_env=self._search)
-        return spawner
-
-    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
-        """The program's decision for this connection, or None to hand it to the program."""
-        raise NotImplementedError
-
-    def __call__(self, peer: object, env: Dict[str, str], conn: object
-                 ) -> Optional[Tuple[Spawner, Dict[str, str]]]:
-        """The spawner and environment for this connection (a :data:`s6ipc.server.ConnectionPolicy`),
-        or None to refuse it (the daemon closes it)."""
-        try:
-            outcome = self.decide(env, conn)
-        except Exception:  # S6ipcError as expected, or anything else: the program will do the work
-            return self.fallback, env
-        if outcome is None or outcome.error is not None:
-            return self.fallback, env
-        if not outcome.allowed:
-            if self.standin is not None:
-                return _Launch(self, self.standin, outcome.lines, env), env
-            emit(self.log, outcome.lines, os.getpid())
-            return None
-        return _Launch(self, self._target(outcome), outcome.lines, env), outcome.env
-
-
-class FastAccess(FastPath):
+class FastAccess(FastPath[IpcClient]):
     """ipcserverd's per-connection policy doing ipcserver-access's work in-process.
 
-    Plug an instance into :attr:`s6ipc.server.Server.policy` when the server's program is
-    ``<our prefix> ipcserver-access OPTIONS… prog…`` (arguments: see :class:`FastPath`).
+    Plug an instance into :attr:`s6ipc.serve.loop.Server.policy` when the server's program is
+    ``<our prefix> ipcserver-access OPTIONS… prog…`` and its identity is
+    :class:`s6ipc.serve.peers.UnixPeers` with credential lookup (``-p``): the client's ids are the
+    peer's, and ``PROTO`` is ``IPC``, what that identity puts in the environment. Arguments: see
+    :class:`s6ipc.access.fastpath.FastPath`.
     """
 
     def __init__(self, options: AccessOptions, log: Log, fallback: Spawner,
@@ -345,6 +205,6 @@ class FastAccess(FastPath):
         self._euid = os.geteuid()
         self._egid = os.getegid()
 
-    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
-        return evaluate(self.ipc_options, env, connection_local_path(conn), self.source,
-                        self._euid, self._egid)
+    def outcome(self, peer: IpcClient, env: Dict[str, str], conn: object) -> Optional[Outcome]:
+        return decide(self.ipc_options, "IPC", peer.uid, peer.gid, env, connection_local_path(conn),
+                      self.source, self._euid, self._egid)

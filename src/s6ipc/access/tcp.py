@@ -1,7 +1,8 @@
 """tcpserver-access as a library: from rules, environment and connection to a final command or a refusal.
 
-The ``tcpserver-access`` program and the in-process fast path of a TCP daemon
-(:class:`FastTcpAccess`) both run :func:`evaluate`. Some facts about s6-tcpserver-access 2.5.1.3
+The ``tcpserver-access`` program (:func:`evaluate`, which scans the client out of the environment)
+and the in-process fast path of a TCP daemon (:class:`FastTcpAccess`, whose client is the daemon's
+peer) both run :func:`decide`. Some facts about s6-tcpserver-access 2.5.1.3
 it follows, in the program's order:
 
 1. ``PROTO`` must be set (any value, P); ``${P}REMOTEIP`` must scan as an address (prefix parse,
@@ -39,14 +40,15 @@ The fast path (:class:`FastTcpAccess`) decides in the daemon only what needs no 
 and writes nothing to the client: options with ``-H``, ``-R`` and no ``-B``. Everything else —
 DNS, ident, banners (a fallback after a banner would send it twice), odd environments, rules errors,
 programs that cannot be executed — is handed to the real program for that connection, which does
-and reports exactly what it always does. Log lines and pids follow :mod:`s6ipc.access`.
+and reports exactly what it always does. It takes the client's address and port from the peer
+the daemon identified (:class:`TcpClient`: the bytes it printed as ``TCPREMOTEIP``), never scanning
+them back out of the environment. Log lines and pids: :mod:`s6ipc.access.fastpath`.
 """
 
 from __future__ import annotations
 
 import _socket
 import errno
-import functools
 import os
 import select
 import socket
@@ -60,17 +62,16 @@ from ..base.options import UsageError, getopt, parse_uint
 from ..base.typeshim import Protocol, dataclass
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
-from .ipc import FastPath, LogLine, Outcome, RulesSource
+from .fastpath import FastPath, LogLine, Outcome, RulesSource
 from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = [
-    "USAGE", "MAX_BANNER", "TcpAccessOptions", "parse_options", "Connection", "SocketConnection",
-    "FdConnection", "Network", "evaluate", "FastTcpAccess",
-]
+__all__ = ["MAX_BANNER", "USAGE", "Connection", "FastTcpAccess", "FdConnection", "Network",
+           "SocketConnection", "TcpAccessOptions", "TcpClient", "client_from_env", "decide", "evaluate",
+           "parse_options"]
 
 USAGE = ("[ -v verbosity ] [ -W | -w ] [ -D | -d ] [ -H | -h ] [ -R | -r ] [ -P | -p ] [ -l localname ] "
          "[ -B banner ] [ -t timeout ] [ -i rulesdir | -x rulesfile ] prog...")
@@ -208,18 +209,35 @@ class _Reject(Exception):
         self.code = code
 
 
-@functools.lru_cache(maxsize=4096)
-def _scan_ip(text: str) -> Optional[Tuple[bytes, int]]:
-    # a daemon's repeat clients: the prefix scan is a few dozen µs of Python per connection
-    return ip46_scan(text)
+class TcpClient(Protocol):
+    """What tcpserver-access's decision needs of a client: its address and port. A TCP daemon's
+    peers (:class:`s6ipc.serve.tcppeer.TcpPeer`) are such clients."""
+
+    @property
+    def ip(self) -> bytes:
+        """The address: 4 bytes, or 16 (an IPv4-mapped client of a v6 socket stays 16 bytes)."""
+        ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def key(self) -> str:
+        """The address as skalibs prints it (``ip_fmt(ip)``: the ``TCPREMOTEIP`` the daemon set)."""
+        ...
 
 
-def _remote(env: Mapping[str, str], proto: str) -> Tuple[bytes, int]:
+def client_from_env(env: Mapping[str, str]) -> Tuple[str, bytes, int]:
+    """``PROTO``, ``${PROTO}REMOTEIP`` (scanned) and ``${PROTO}REMOTEPORT`` of *env*, as
+    s6-tcpserver-access reads them. Raises :class:`BadInput` (exit 100)."""
+    proto = env.get("PROTO")
+    if proto is None:
+        raise BadInput("PROTO not set")
     name = proto + "REMOTEIP"
     value = env.get(name)
     if value is None:
         raise BadInput(f"{name} not set")
-    got = _scan_ip(value)
+    got = ip46_scan(value)
     if got is None:
         raise BadInput(f"invalid ${name}")
     name = proto + "REMOTEPORT"
@@ -227,7 +245,7 @@ def _remote(env: Mapping[str, str], proto: str) -> Tuple[bytes, int]:
     if value is None:
         raise BadInput(f"{name} not set")
     try:
-        return got[0], parse_port(value)
+        return proto, got[0], parse_port(value)
     except ValueError:
         raise BadInput(f"invalid ${name}") from None
 
@@ -235,18 +253,19 @@ def _remote(env: Mapping[str, str], proto: str) -> Tuple[bytes, int]:
 class _Check:
     """One connection's evaluation: the state the steps share."""
 
-    def __init__(self, options: TcpAccessOptions, env: Mapping[str, str], conn: Connection,
-                 source: RulesSource, network: Network) -> None:
+    def __init__(self, options: TcpAccessOptions, proto: str, ip: bytes, port: int, ip_text: str,
+                 env: Mapping[str, str], conn: Connection, source: RulesSource, network: Network) -> None:
         self.o = options
+        self.proto = proto
+        self.ip = ip
+        self.port = port
+        self.ip_text = ip_text
         self.env = env
         self.conn = conn
         self.source = source
         self.net = network
         self.lines: List[LogLine] = []
         self.modifs: List[str] = []
-        self.proto = ""
-        self.ip = b""
-        self.port = 0
         self.deadline: Optional[float] = None
 
     def line(self, level: int, kind: str, text: str) -> None:
@@ -254,7 +273,7 @@ class _Check:
             self.lines.append(LogLine(kind, text))
 
     def deny(self, decision: Decision) -> Outcome:
-        self.line(2, "info", f"deny pid {{pid}} ip {ip_fmt(self.ip)}: {os.strerror(decision.errno)}")
+        self.line(2, "info", f"deny pid {{pid}} ip {self.ip_text}: {os.strerror(decision.errno)}")
         return Outcome(self.lines, False, decision=decision)
 
     def rules_error(self, what: str, e: SystemFailure) -> Outcome:
@@ -262,15 +281,11 @@ class _Check:
         return Outcome(self.lines, False, error=error)
 
     def reject(self, code: int) -> Outcome:
-        self.line(2, "fatal", f"reject pid {{pid}} ip {ip_fmt(self.ip)}")
+        self.line(2, "fatal", f"reject pid {{pid}} ip {self.ip_text}")
         return Outcome(self.lines, False, exit_code=code)
 
     def run(self) -> Outcome:
-        proto = self.env.get("PROTO")
-        if proto is None:
-            raise BadInput("PROTO not set")
-        self.proto = proto
-        self.ip, self.port = _remote(self.env, proto)
+        proto = self.proto
         if self.o.nodelay:
             try:
                 self.conn.set_nodelay()
@@ -324,7 +339,7 @@ class _Check:
         except _Reject as r:
             return self.reject(r.code)
         if self.o.verbosity >= 1:
-            self.line(1, "info", f"allow pid {{pid}} ip {ip_fmt(self.ip)}")
+            self.line(1, "info", f"allow pid {{pid}} ip {self.ip_text}")
         exec_string = decision.exec_string()
         argv = list(self.o.prog) if exec_string is None else [EXECLINEB, "-c", os.fsdecode(exec_string)]
         modifs = decision.modif_strings() + self.modifs
@@ -390,27 +405,43 @@ class _Check:
         return name or None
 
 
+def decide(options: TcpAccessOptions, proto: str, ip: bytes, port: int, env: Mapping[str, str],
+           conn: Connection, source: RulesSource, network: Optional[Network] = None,
+           ip_text: Optional[str] = None) -> Outcome:
+    """Decide for the client at *ip*, *port* of a connection whose environment is *env* (``PROTO``
+    *proto*), from step 2 of the module docstring on.
+
+    The one decision of tcpserver-access, whether the client comes from the environment
+    (:func:`evaluate`, the program) or from the daemon's peer (:class:`FastTcpAccess`). *ip_text*
+    is *ip* as skalibs prints it (computed when not given). Writes the banner and sets TCP_NODELAY
+    through *conn*. Any failure is in the returned :attr:`Outcome.error` (111), and a refusal's
+    exit code in :attr:`Outcome.exit_code`.
+    """
+    text = ip_fmt(ip) if ip_text is None else ip_text
+    return _Check(options, proto, ip, port, text, env, conn, source, network or Network()).run()
+
+
 def evaluate(options: TcpAccessOptions, env: Mapping[str, str], conn: Connection, source: RulesSource,
              network: Optional[Network] = None) -> Outcome:
-    """Decide for one connection whose tcpserver-access environment is *env* (module docstring).
+    """Decide for one connection whose tcpserver-access environment is *env* (module docstring):
+    the client is scanned out of it (:func:`client_from_env`), then :func:`decide`.
 
-    Writes the banner and sets TCP_NODELAY through *conn*. Raises :class:`BadInput` (exit 100) for
-    the environment checks; any later failure is in the returned :attr:`Outcome.error` (111),
-    and a refusal's exit code in :attr:`Outcome.exit_code`.
+    Raises :class:`BadInput` (exit 100) for the environment checks; see :func:`decide` for the rest.
     """
-    return _Check(options, env, conn, source, network or Network()).run()
+    proto, ip, port = client_from_env(env)
+    return decide(options, proto, ip, port, env, conn, source, network)
 
 
-class FastTcpAccess(FastPath):
+class FastTcpAccess(FastPath[TcpClient]):
     """A TCP daemon's per-connection policy doing tcpserver-access's work in-process.
 
-    A :data:`s6ipc.server.ConnectionPolicy`: call it with the peer, the environment prepared for
-    the child (``PROTO``, ``TCPREMOTEIP``, ``TCPREMOTEPORT``, ``TCPCONNNUM``…) and the accepted
-    socket; it returns the spawner and the environment to spawn, or None when the connection is
-    refused (then close it). Options that
-    need the network (``-h``, ``-r``) or write to the client (``-B``) make every connection go to
-    *fallback*, the real program.
-    Other arguments: see :class:`s6ipc.access.FastPath`.
+    A policy for :class:`s6ipc.serve.loop.Server` whose identity is
+    :class:`s6ipc.serve.tcppeer.TcpPeers`: call it with the peer (a :class:`TcpClient`), the
+    environment prepared for the child (``PROTO=TCP``, ``TCPREMOTEIP``, ``TCPREMOTEPORT``,
+    ``TCPCONNNUM``…) and the accepted socket; it returns the spawner and the environment to spawn,
+    or None when the connection is refused (then close it). Options that need the network (``-h``,
+    ``-r``) or write to the client (``-B``) make every connection go to *fallback*, the real
+    program. Other arguments: see :class:`s6ipc.access.fastpath.FastPath`.
     """
 
     def __init__(self, options: TcpAccessOptions, log: Log, fallback: Spawner,
@@ -420,10 +451,11 @@ class FastTcpAccess(FastPath):
         #: True when connections are decided here; False: they all go to the program.
         self.in_process = not options.dns and not options.ident and not options.banner
 
-    def decide(self, env: Dict[str, str], conn: object) -> Optional[Outcome]:
+    def outcome(self, peer: TcpClient, env: Dict[str, str], conn: object) -> Optional[Outcome]:
         if not self.in_process or not isinstance(conn, _socket.socket):
             return None
-        outcome = evaluate(self.tcp_options, env, SocketConnection(conn), self.source)
+        outcome = decide(self.tcp_options, "TCP", peer.ip, peer.port, env, SocketConnection(conn),
+                         self.source, ip_text=peer.key)
         if not outcome.allowed and outcome.error is None and outcome.exit_code != 1:
             return None
         return outcome

@@ -31,17 +31,36 @@ field (:class:`FrozenInstanceError`, an AttributeError as in :mod:`dataclasses`)
 
 from __future__ import annotations
 
-__all__ = ["NamedTuple", "Protocol", "dataclass", "field", "FrozenInstanceError"]
+__all__ = [
+    "NamedTuple", "Protocol", "Generic", "TypeVar", "dataclass", "field", "FrozenInstanceError", "cast",
+]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import FrozenInstanceError as FrozenInstanceError
     from dataclasses import dataclass as dataclass
     from dataclasses import field as field
+    from typing import Generic as Generic
     from typing import NamedTuple as NamedTuple
     from typing import Protocol as Protocol
+    from typing import TypeVar as TypeVar
+    from typing import cast as cast
 else:
     import collections
+
+    class Generic:
+        """Base of a generic class: ``Generic[T]`` and ``C[X]`` are the class itself at run time."""
+
+        def __class_getitem__(cls, params: object) -> type:
+            return cls
+
+    def TypeVar(name: str, *constraints: object, **options: object) -> str:  # noqa: N802
+        """A type variable at run time: its name (only ``Generic[…]`` and mypy look at it)."""
+        return name
+
+    def cast(typ: object, value: object) -> object:
+        """:func:`typing.cast` at run time: *value*, unchanged (the type is for mypy)."""
+        return value
 
     # What typing.NamedTuple refuses to set on the class, and what it takes from the class body.
     _PROHIBITED = frozenset({"__new__", "__init__", "__slots__", "__getnewargs__", "_fields",

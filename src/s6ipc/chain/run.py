@@ -28,8 +28,8 @@ import sys
 
 from ..base import environment
 from ..base.envdir import merge_env
-from ..base.errors import BadInput, ExecFailure, S6ipcError
-from ..base.execution import Spawner, exec_argv, installed_prefix, restore_default_signals
+from ..base.errors import ExecFailure, S6ipcError
+from ..base.execution import exec_argv, installed_prefix, restore_default_signals
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import UsageError, parse_gidlist, parse_uint
 from ..base.typeshim import NamedTuple
@@ -41,13 +41,12 @@ if TYPE_CHECKING:
     from typing import List, NoReturn, Optional, Sequence
 
     # the access modules are imported only by the programs that use them
-    from ..access.ipc import Outcome
-    from ..access.tcp import FastTcpAccess
+    from ..access.fastpath import Outcome
 
 
 __all__ = [
     "stage", "ProgramCall", "own_program_call", "import_stage", "run_program", "modify_environ", "exec_into",
-    "PrivilegeOptions", "conclude", "tcp_access_fast_path",
+    "PrivilegeOptions", "conclude",
 ]
 
 
@@ -188,7 +187,7 @@ def conclude(reporter: Reporter, outcome: Outcome) -> NoReturn:
     """End an access program (ipcserver-access, tcpserver-access) as its *outcome* says: log its
     lines with our pid, then die of its error, exit with its refusal code, or exec its command
     (an exec rule runs through execline)."""
-    from ..access.ipc import EXECLINE_MISSING, emit
+    from ..access.fastpath import EXECLINE_MISSING, emit
     from ..access.rules import EXECLINEB
 
     emit(reporter, outcome.lines, os.getpid())
@@ -204,23 +203,3 @@ def conclude(reporter: Reporter, outcome: Outcome) -> NoReturn:
         if outcome.argv[0] == EXECLINEB and e.errno == errno.ENOENT:
             reporter.warn(EXECLINE_MISSING)
         reporter.die(e)
-
-
-def tcp_access_fast_path(argv: Sequence[str], verbosity: int) -> Optional[FastTcpAccess]:
-    """The in-process policy for a TCP daemon whose prog *argv* is our own tcpserver-access
-    (``S6IPC [s6-]tcpserver-access OPTIONS… prog…``, see :func:`own_program_call`), or None.
-
-    *verbosity* is the daemon's: at 2 and more a refusal spawns a stand-in (``false``) so that the
-    daemon's own allow/end lines stay those of a real child. See :mod:`s6ipc.tcpaccess`.
-    """
-    call = own_program_call(argv)
-    if call is None or call.name != "tcpserver-access":
-        return None
-    from ..access.ipc import refusal_standin
-    from ..access.tcp import FastTcpAccess, parse_options
-
-    try:
-        options = parse_options(call.args)
-    except (UsageError, BadInput):
-        return None
-    return FastTcpAccess(options, Reporter(call.word), Spawner(argv), refusal_standin(verbosity))

@@ -9,18 +9,14 @@ either way. Readiness, SIGUSR2's in-place upgrade and the live view: :mod:`s6ipc
 
 from __future__ import annotations
 
-from ..base.execution import Spawner
 from ..base.messages import Reporter
-from ..base.options import UsageError
 from ..chain.daemon import parse, run_daemon
-from ..chain.run import own_program_call
+from ..chain.fastpath import ipc_access_fast_path as access_fast_path
 from ..serve.intake import take_daemon_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional
-
-    from ..serve.loop import ConnectionPolicy, ServerConfig
+    from typing import List, NoReturn
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -P | -p ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 
@@ -36,26 +32,6 @@ def preflight(args: List[str]) -> None:
     config = parse(args)
     access_fast_path(config)
     preflight_check(("ipcserverd",), lambda state: parse_state(state.daemon, UnixPeers(config.lookup)))
-
-
-def access_fast_path(config: ServerConfig) -> Optional[ConnectionPolicy]:
-    """The in-process policy replacing our own ipcserver-access as prog, or None.
-
-    Applies when prog runs our ipcserver-access in any spelling (``s6ipc ipcserver-access``, an
-    ``s6-ipcserver-access`` link, a path to either: :func:`.chain.own_program_call`) with valid
-    options and ``-p`` (with ``-P`` the program would only fail, which it then does itself). See
-    :mod:`s6ipc.access` for what the fast path guarantees.
-    """
-    call = own_program_call(config.argv)
-    if not config.lookup or call is None or call.name != "ipcserver-access":
-        return None
-    from ..access.ipc import FastAccess, parse_options, refusal_standin
-
-    try:
-        options = parse_options(call.args)
-    except UsageError:
-        return None
-    return FastAccess(options, Reporter(call.word), Spawner(config.argv), refusal_standin(config.verbosity))
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

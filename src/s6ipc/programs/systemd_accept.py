@@ -3,8 +3,9 @@
 Takes the connection systemd passed (fd 3 with ``LISTEN_FDS=1``, or fd 0 with
 ``StandardInput=socket``), puts it on fds 0 and 1, sets ``PROTO=IPC`` and ``IPCREMOTEEUID``,
 ``IPCREMOTEEGID``, ``IPCREMOTEPATH`` from the socket (``PROTO=TCP`` and ``TCPREMOTE*``/``TCPLOCAL*``
-for IP), with ``-c dir`` also ``IPCCONNNUM`` (live connections from that uid, counted with lock
-files in *dir*), removes ``LISTEN_*`` and execs the rest of the command line: an
+for IP), as ipcserverd and tcpserverd set them (:func:`s6ipc.serve.ucspi.connection_variables`),
+with ``-c dir`` also ``IPCCONNNUM``/``TCPCONNNUM`` (live connections from that uid or address,
+counted with lock files in *dir*), removes ``LISTEN_*`` and execs the rest of the command line: an
 ``ipcserver-access`` rules check, ``s6-connlimit``, the program.
 """
 
@@ -16,7 +17,7 @@ from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import UsageError, getopt
 from ..chain.run import exec_into
-from ..serve.ucspi import IPC_VARIABLES, connection_variables, take_connection
+from ..serve.ucspi import connection_variables, take_connection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     variables = connection_variables(fd, countdir)
     os.dup2(fd, 1, inheritable=True)
     move_fd(fd, 0)
-    for name in IPC_VARIABLES:
+    for name in variables:
         os.environ.pop(name, None)
-    os.environ.update(variables)
+    os.environ.update((name, value) for name, value in variables.items() if value is not None)
     exec_into(reporter, rest)

@@ -6,7 +6,7 @@ The loop is ipcserverd's (:class:`s6ipc.server.Server`) with a TCP peer identity
 unified name of s6-networking 2.6+) serves either family, with 4d's formats on an IPv4 socket and
 6d's on an IPv6 one — the 2.5.1.3 formats, not 2.6's (docs/tcpserverd.md). As with ipcserverd,
 the socket may also come from systemd (``LISTEN_FDS``), readiness reaches ``$NOTIFY_SOCKET``, and
-our own ``tcpserver-access`` as prog is done in-process (:func:`.chain.tcp_access_fast_path`).
+our own ``tcpserver-access`` as prog is done in-process (:func:`.chain.fastpath.tcp_access_fast_path`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import socket
 
 from ..base.messages import Reporter
 from ..chain.daemon import parse, run_daemon
-from ..chain.run import tcp_access_fast_path
-from ..daemon.lifecycle import State
+from ..chain.fastpath import tcp_access_fast_path
 from ..serve.intake import take_daemon_socket
 from ..serve.tcppeer import TcpPeers
 from ..sockets.unix import IP_FAMILIES
@@ -24,6 +23,8 @@ from ..sockets.unix import IP_FAMILIES
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, NoReturn, Optional
+
+    from ..daemon.lifecycle import State
 
 USAGE = "[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -C localmaxconn ] prog..."
 #: What the state and the live view of each name are called.

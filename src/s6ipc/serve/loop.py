@@ -53,6 +53,7 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe
+from ..base.typeshim import Protocol
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
@@ -65,8 +66,8 @@ if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending",
-    "ServerConfig", "child_environment", "Server",
+    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
+    "Server", "ChildSpawner",
 ]
 
 ABSOLUTE_MAXCONN = 1000
@@ -77,13 +78,22 @@ PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
 
+
+class ChildSpawner(Protocol):
+    """What the loop asks of what a policy returns: a :class:`Spawner`, or one wrapping it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def spawn(self, fd: int, env: Dict[str, str]) -> int: ...
+
+
 #: A per-connection policy: given (the peer, env prepared for the child, connection socket), return
 #: the spawner and environment to use, or None to refuse the connection (it is then closed).
-#: The access-control fast path plugs in here (:class:`s6ipc.access.FastAccess`).
+#: The access-control fast paths plug in here (:mod:`s6ipc.access.fastpath`; they read the peer).
 if TYPE_CHECKING:
-    ConnectionPolicy = Callable[
-        [Peer, Dict[str, str], _socket.socket], Optional[Tuple[Spawner, Dict[str, str]]]
-    ]
+    ConnectionPolicy = Callable[[Peer, Dict[str, str], _socket.socket],
+                                Optional[Tuple[ChildSpawner, Dict[str, str]]]]
 #: ``(interval, function)``: called from the loop at least every *interval* seconds while it runs —
 #: the systemd watchdog ping, tied to the loop's liveness rather than to a timer thread.
 if TYPE_CHECKING:
@@ -423,7 +433,7 @@ class Server:
             return False
         env = self.base_env.copy()
         peer.fill(env, num + 1, address)
-        spawner = self.spawner
+        spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
             if decision is None:

@@ -11,7 +11,9 @@ Some facts about TCP listeners and s6-networking 2.5.1.3 this module relies on (
 * Addresses print as skalibs does: dotted decimal, and RFC 5952 IPv6 **without** a dotted quad
   (``::ffff:7f00:1``; CPython's ``accept`` gives ``::ffff:127.0.0.1``: converted here, once per
   address). CPython's IPv4 text is already skalibs' (``inet_ntop``), so it is used as is, and
-  the text of an address is its key (one text per address in both families).
+  the text of an address is its key (one text per address in both families). The address bytes
+  stay on the peer (:attr:`TcpPeer.ip`): the access fast path decides on them, and nothing parses
+  the text back.
 * Log lines: 4d names a peer ``IP:PORT``, 6d ``IP port PORT``; both end lines say ``ip IP``.
   The ``-1`` line is the local port and a newline (``getsockname``; a bare newline if that
   fails), written after the ``starting`` lines by 4d and before them by 6d.
@@ -30,20 +32,26 @@ from ..sockets.inet import ip6_fmt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Tuple
+    from typing import Any, Dict, Optional, Tuple
 
 __all__ = ["TcpPeer", "TcpPeers"]
 
 _CACHE_MAX = 4096
+_inet_aton = _socket.inet_aton  # CPython's IPv4 text is always dotted quad: inet_aton reads it exactly
+_inet_pton = _socket.inet_pton
 
 
 class TcpPeer:
-    """One TCP client: its address (the key) and port, named the 4d or the 6d way."""
+    """One TCP client: its address as text (the key) and as bytes (:attr:`ip`, what the access fast
+    path decides on), and its port, named the 4d or the 6d way."""
 
-    __slots__ = ("key", "port", "v6")
+    __slots__ = ("key", "ip", "port", "v6")
 
-    def __init__(self, ip: str, port: int, v6: bool) -> None:
+    def __init__(self, ip: str, port: int, v6: bool, packed: Optional[bytes] = None) -> None:
         self.key = ip
+        #: The address in network order: 4 bytes (4d), 16 (6d; a v4-mapped client stays 16 bytes).
+        self.ip = packed if packed is not None else socket.inet_pton(
+            socket.AF_INET6 if v6 else socket.AF_INET, ip)
         self.port = port
         self.v6 = v6
 
@@ -82,18 +90,19 @@ class TcpPeers:
         self.family = family
         self.v6 = family == socket.AF_INET6
         self.ready_first = self.v6
-        self._v6_names: Dict[str, str] = {}
+        self._v6_names: Dict[str, Tuple[str, bytes]] = {}
 
     def identify(self, conn: _socket.socket, address: object) -> TcpPeer:
         host, port = address[0], address[1]  # type: ignore[index]
         if not self.v6:
-            return TcpPeer(host, port, False)
-        name = self._v6_names.get(host)
-        if name is None:
+            return TcpPeer(host, port, False, _inet_aton(host))
+        known = self._v6_names.get(host)
+        if known is None:
             if len(self._v6_names) >= _CACHE_MAX:
                 self._v6_names.clear()
-            name = self._v6_names[host] = ip6_fmt(socket.inet_pton(socket.AF_INET6, host.split("%")[0]))
-        return TcpPeer(name, port, True)
+            packed = _inet_pton(_socket.AF_INET6, host.split("%")[0])
+            known = self._v6_names[host] = (ip6_fmt(packed), packed)
+        return TcpPeer(known[0], port, True, known[1])
 
     def ready_line(self, fd: int) -> bytes:
         try:

@@ -10,14 +10,23 @@ Some facts this module relies on (systemd 252, Linux):
   socket itself, never from those variables.
 * **UCSPI.** A connection program reads from fd 0 and writes to fd 1, both the socket (what
   s6-ipcserverd gives its children). s6-ipcserverd sets ``PROTO=IPC``, ``IPCREMOTEEUID`` /
-  ``IPCREMOTEEGID`` (``SO_PEERCRED``: the peer's ids at connect time), ``IPCREMOTEPATH`` (the
-  peer's bound path, empty when unbound) and ``IPCCONNNUM`` (connections from that uid, this one
-  included). s6-tcpserver's equivalents are ``PROTO=TCP``, ``TCPREMOTEIP``/``TCPREMOTEPORT`` and
-  ``TCPLOCALIP``/``TCPLOCALPORT``.
+  ``IPCREMOTEEGID`` (``SO_PEERCRED``: the peer's ids at connect time), ``IPCCONNNUM`` (connections
+  from that uid, this one included) and ``IPCREMOTEPATH`` (the peer's bound path, empty when
+  unbound); s6-tcpserverd sets ``PROTO=TCP``, ``TCPREMOTEIP``, ``TCPREMOTEPORT`` and ``TCPCONNNUM``
+  (per address), and tcpserver-access adds ``TCPLOCALIP``/``TCPLOCALPORT``.
+* **Addresses** print as skalibs prints them: an IPv4 client of a dual-stack IPv6 socket (systemd's
+  ``ListenStream=PORT``) is ``::ffff:7f00:1``, never CPython's ``::ffff:127.0.0.1``.
+
+What this means for us: the peer is identified and its variables are written by the very identities
+the daemons use (:class:`s6ipc.serve.peers.UnixPeers`, :class:`s6ipc.serve.tcppeer.TcpPeers`), so a
+program sees under ``Accept=yes`` what it sees under s6ipc's ipcserverd or tcpserver6d, spelling and
+order included; only the count is ours (below), and the TCP local address is added as tcpserver-access
+writes it.
 * **Counting connections.** Under Accept=yes every connection is its own service instance: no
   process sees them all. A directory of lock files (``UID.PID``, locked with ``flock`` by a
   descriptor the connection program inherits, so the lock lives exactly as long as it) lets each
-  instance count the live ones from its uid: a file whose lock can be taken is stale and removed.
+  instance count the live ones from its peer (its uid, or its address: what the daemons count by):
+  a file whose lock can be taken is stale and removed.
 """
 
 from __future__ import annotations
@@ -28,17 +37,19 @@ import os
 import socket
 
 from ..base.errors import BadInput, SystemFailure
+from ..sockets.inet import from_sockaddr, ip_fmt
 from ..sockets.listenfds import take_systemd_fds
 from .peers import PeerUnknown, UnixPeers
+from .tcppeer import TcpPeers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Tuple
+    from typing import Dict, List, Optional, Tuple, Union
 
-__all__ = ["IPC_VARIABLES", "take_connection", "connection_variables", "count_connection"]
+__all__ = ["connection_variables", "count_connection", "take_connection", "TCP_LOCAL_VARIABLES"]
 
-#: Variables of a connection program's environment set here (others are left alone).
-IPC_VARIABLES = ("PROTO", "IPCREMOTEEUID", "IPCREMOTEEGID", "IPCREMOTEPATH", "IPCCONNNUM")
+#: The variables tcpserver-access adds after the server's (set here too for a TCP connection).
+TCP_LOCAL_VARIABLES = ("TCPLOCALIP", "TCPLOCALPORT")
 
 
 def take_connection() -> int:
@@ -71,37 +82,55 @@ def take_connection() -> int:
     return fd
 
 
-def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, str]:
-    """``PROTO`` and the peer variables of connection *fd*, as s6-ipcserverd / s6-tcpserver set them;
-    ``IPCCONNNUM`` only with *countdir* (see :func:`count_connection`, whose lock fd is left open for
-    the connection program to inherit). Raises :class:`SystemFailure`, :class:`BadInput`."""
+def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, Optional[str]]:
+    """The UCSPI variables of connection *fd*, in the order to set them: a value, or None for a
+    variable to remove from the environment.
+
+    ``PROTO`` and the peer's variables are those of the daemon's identity for the socket's family
+    (s6-ipcserverd's, s6-tcpserver6d's or 4d's), in its order; the connection count
+    (``IPCCONNNUM``/``TCPCONNNUM``) only with *countdir* (see :func:`count_connection`, whose lock
+    fd is left open for the connection program to inherit), else None. A TCP connection also gets
+    ``TCPLOCALIP``/``TCPLOCALPORT``. Raises :class:`SystemFailure`, :class:`BadInput`.
+    """
     sock = socket.socket(fileno=os.dup(fd))
     try:
+        identity: Union[UnixPeers, TcpPeers]
         if sock.family == socket.AF_UNIX:
+            identity = UnixPeers()
+        elif sock.family in (socket.AF_INET, socket.AF_INET6):
+            identity = TcpPeers(sock.family)
+        else:
+            raise BadInput(f"fd {fd} is neither a Unix nor an IP socket (family {sock.family})")
+        try:
+            address = sock.getpeername()
+            peer = identity.identify(sock, address)
+        except PeerUnknown as e:
+            raise SystemFailure("getpeereid", errno.EIO) from e
+        except OSError as e:
+            raise SystemFailure("getpeername", e.errno or errno.EIO) from None
+        count = count_connection(countdir, str(peer.key))[1] if countdir is not None else 0
+        filled: Dict[str, str] = {}
+        peer.fill(filled, count, address)
+        env: Dict[str, Optional[str]] = {name: filled.get(name) for name in identity.variables}
+        if countdir is None:  # no count: the identity's count variable (IPCCONNNUM, TCPCONNNUM) goes
+            env.update((name, None) for name in identity.variables if name.endswith("CONNNUM"))
+        if isinstance(identity, TcpPeers):
             try:
-                peer = UnixPeers().identify(sock, None)
-            except PeerUnknown as e:
-                raise SystemFailure("getpeereid", errno.EIO) from e
-            count = count_connection(countdir, str(peer.uid))[1] if countdir is not None else 0
-            env: Dict[str, str] = {}
-            peer.fill(env, count, sock.getpeername())
-            if countdir is None:
-                del env["IPCCONNNUM"]
-            return env
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            remote, local = sock.getpeername(), sock.getsockname()
-            return {"PROTO": "TCP", "TCPREMOTEIP": remote[0], "TCPREMOTEPORT": str(remote[1]),
-                    "TCPLOCALIP": local[0], "TCPLOCALPORT": str(local[1])}
-        raise BadInput(f"fd {fd} is neither a Unix nor an IP socket (family {sock.family})")
+                ip, port = from_sockaddr(sock.getsockname(), sock.family)
+            except (OSError, ValueError) as e:
+                raise SystemFailure("socket_local", getattr(e, "errno", None) or errno.EAFNOSUPPORT) from None
+            env.update(zip(TCP_LOCAL_VARIABLES, (ip_fmt(ip), str(port))))
+        return env
     finally:
         sock.close()
 
 
-def count_connection(directory: str, uid: str) -> Tuple[int, int]:
-    """Register this connection in lock *directory* (created 0700 if missing); return (inheritable
-    lock fd, IPCCONNNUM). Raises :class:`SystemFailure`.
+def count_connection(directory: str, key: str) -> Tuple[int, int]:
+    """Register this connection from peer *key* (a uid, an address) in lock *directory* (created
+    0700 if missing); return (inheritable lock fd, the connection count: this one and the live ones
+    from *key*). Raises :class:`SystemFailure`.
     """
-    mine = os.path.join(directory, f"{uid}.{os.getpid()}")
+    mine = os.path.join(directory, f"{key}.{os.getpid()}")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         lock = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -111,7 +140,7 @@ def count_connection(directory: str, uid: str) -> Tuple[int, int]:
         raise SystemFailure(f"count connections in {directory}", e.errno or errno.EIO) from None
     live: List[str] = []
     for entry in entries:
-        if not entry.startswith(uid + ".") or os.path.join(directory, entry) == mine:
+        if entry.rpartition(".")[0] != key or os.path.join(directory, entry) == mine:
             continue
         path = os.path.join(directory, entry)
         try:

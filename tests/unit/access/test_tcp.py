@@ -15,6 +15,7 @@ import pytest
 
 from s6ipc.access.tcp import FastTcpAccess, parse_options
 from s6ipc.base.execution import Spawner
+from s6ipc.serve.tcppeer import TcpPeer, TcpPeers
 from tests.support.access import make_rules
 from tests.support.fdholder import Quiet
 from tests.support.netpeers import read_to_eof
@@ -22,10 +23,10 @@ from tests.support.processes import S6IPC
 
 
 @pytest.fixture
-def connection() -> Iterator[Callable[..., Tuple[socket.socket, socket.socket, dict]]]:  # type: ignore[type-arg]
+def connection() -> Iterator[Callable[..., Tuple[socket.socket, socket.socket, dict, TcpPeer]]]:  # type: ignore[type-arg]
     made: List[socket.socket] = []
 
-    def make(client_ip: str = "127.0.0.1") -> Tuple[socket.socket, socket.socket, dict]:  # type: ignore[type-arg]
+    def make(client_ip: str = "127.0.0.1") -> Tuple[socket.socket, socket.socket, dict, TcpPeer]:  # type: ignore[type-arg]
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -35,9 +36,10 @@ def connection() -> Iterator[Callable[..., Tuple[socket.socket, socket.socket, d
         conn, peer = listener.accept()
         listener.close()
         made.extend([client, conn])
-        env = {"PATH": "/usr/bin:/bin", "PROTO": "TCP", "TCPREMOTEIP": peer[0],
-               "TCPREMOTEPORT": str(peer[1]), "TCPCONNNUM": "1"}
-        return client, conn, env
+        env = {"PATH": "/usr/bin:/bin"}
+        identified = TcpPeers(socket.AF_INET).identify(conn, peer)
+        identified.fill(env, 1, peer)
+        return client, conn, env, identified
 
     yield make
     for s in made:
@@ -55,8 +57,8 @@ def test_allowed_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
     rules = make_rules(str(tmp_path / "r"), {"ip4/127.0.0.0_8": {"allow": True, "env": {"R": b"1\n"}}})
     policy, log, fallback = fast(["-H", "-l", "here", "-i", rules, "/usr/bin/env"])
     assert policy.in_process
-    client, conn, env = connection()
-    got = policy(None, env, conn)
+    client, conn, env, peer = connection()
+    got = policy(peer, env, conn)
     assert got is not None
     spawner, final = got
     assert spawner is not fallback
@@ -73,8 +75,8 @@ def test_allowed_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
 def test_refused_in_process(tmp_path, connection) -> None:  # type: ignore[no-untyped-def]
     rules = make_rules(str(tmp_path / "r"), {"ip4/127.0.0.2_32": {"deny": True}})
     policy, log, _ = fast(["-v2", "-H", "-i", rules, "/usr/bin/env"])
-    client, conn, env = connection("127.0.0.2")
-    assert policy(None, env, conn) is None
+    client, conn, env, peer = connection("127.0.0.2")
+    assert policy(peer, env, conn) is None
     assert log.lines == [f"info: deny pid {os.getpid()} ip 127.0.0.2: Permission denied"]
 
 
@@ -82,8 +84,8 @@ def test_refused_in_process(tmp_path, connection) -> None:  # type: ignore[no-un
 def test_network_or_banner_goes_to_the_program(args: List[str], connection) -> None:  # type: ignore[no-untyped-def]
     policy, log, fallback = fast([*args, "/usr/bin/env"])
     assert not policy.in_process
-    client, conn, env = connection()
-    assert policy(None, env, conn) == (fallback, env)
+    client, conn, env, peer = connection()
+    assert policy(peer, env, conn) == (fallback, env)
     assert log.lines == []
 
 
@@ -92,25 +94,31 @@ def test_odd_cases_go_to_the_program(tmp_path, connection) -> None:  # type: ign
     os.makedirs(root)
     open(os.path.join(root, "ip4"), "w").close()  # damaged rules: the program reports them
     policy, log, fallback = fast(["-H", "-i", root, "/usr/bin/env"])
-    client, conn, env = connection()
-    assert policy(None, env, conn) == (fallback, env)
-    bad = dict(env, TCPREMOTEIP="nonsense")
-    assert policy(None, bad, conn) == (fallback, bad)
+    client, conn, env, peer = connection()
+    assert policy(peer, env, conn) == (fallback, env)
+    assert log.lines == []
+
+
+def test_a_peer_without_an_address_goes_to_the_program(tmp_path, connection) -> None:  # type: ignore[no-untyped-def]
+    rules = make_rules(str(tmp_path / "r"), {"ip4/0.0.0.0_0": {"allow": True}})
+    policy, log, fallback = fast(["-H", "-i", rules, "/usr/bin/env"])
+    client, conn, env, _ = connection()
+    assert policy(object(), env, conn) == (fallback, env)  # type: ignore[arg-type]
     assert log.lines == []
 
 
 def test_exec_rule_spawner(tmp_path, connection) -> None:  # type: ignore[no-untyped-def]
     rules = make_rules(str(tmp_path / "r"), {"ip4/0.0.0.0_0": {"allow": True, "exec": b"echo hi"}})
     policy, _, _ = fast(["-H", "-i", rules, "/usr/bin/env"])
-    client, conn, env = connection()
-    got = policy(None, env, conn)
-    assert got is not None and got[0].argv == ["/usr/lib/execline/bin/execlineb", "-c", "echo hi"]
+    client, conn, env, peer = connection()
+    got = policy(peer, env, conn)
+    assert got is not None and got[0].target.argv == ["/usr/lib/execline/bin/execlineb", "-c", "echo hi"]
 
 
 
 
 def test_recognised_only_through_our_entry_point() -> None:
-    from s6ipc.chain.run import tcp_access_fast_path as fast_path
+    from s6ipc.chain.fastpath import tcp_access_fast_path as fast_path
 
     policy = fast_path([S6IPC, "s6-tcpserver-access", "-H", "-R", "/usr/bin/env"], 2)
     assert isinstance(policy, FastTcpAccess) and policy.in_process and policy.standin is not None
