@@ -249,8 +249,10 @@ def servers(case: str, workdir: str, old: Optional[Tuple[str, str]] = None) -> D
         return started
     if case == "tcp":
         for name, env in zip(names, ours):
-            started[name] = Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER], env=env)
-        started["ucspi-tcp"] = Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "127.0.0.1", "0", HANDLER])
+            started[name] = Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER],
+                                   env=env)
+        started["ucspi-tcp"] = Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "127.0.0.1", "0",
+                                       HANDLER])
         if os.access(SOCKET_ACTIVATE, os.X_OK):
             port = free_port()
             started["systemd-accept"] = Daemon([SOCKET_ACTIVATE, "--accept", "--inetd", f"-l127.0.0.1:{port}",
