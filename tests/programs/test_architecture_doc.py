@@ -222,3 +222,21 @@ def test_every_code_name_in_architecture_md_is_defined() -> None:
     words = set(re.findall(r"`([^`\s]+(?:\([^`]*\))?)`", ARCHITECTURE.read_text()))
     stale = sorted(w for w in words if _code_word(w) and not _known(_code_word(w), defined, stems))
     assert stale == [], f"docs/architecture.md names code that does not exist: {stale}"
+
+
+def test_the_layer_drawing_is_the_order_the_layering_test_enforces() -> None:
+    """The drawing of "The folders are the layers", top to bottom, against
+    tests/unit/test_layering.py's LAYERS (bottom to top; folders on one floor share a line)."""
+    from tests.unit.test_layering import LAYERS
+
+    text = ARCHITECTURE.read_text()
+    start = text.index("## The folders are the layers")
+    block = text[text.index("```", start) + 3:]
+    block = block[:block.index("```")]
+    floors: List[Tuple[str, ...]] = []
+    for line in block.splitlines():
+        folders = tuple(sorted(re.findall(r"(?:^|\s)([a-z]+)/(?=\s|$)", line)))
+        if folders:
+            floors.append(folders)
+    enforced = [tuple(sorted(floor)) for floor in LAYERS if floor != ("top",)]
+    assert floors[::-1] == enforced
