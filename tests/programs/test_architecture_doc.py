@@ -13,7 +13,8 @@ imported, as a user would):
   in that folder;
 - every code name architecture.md puts in backticks — a class (``FdStore``), a function
   (``exec_into``), a method (``Lifecycle.replace``) — is defined in src/s6ipc (or, for the tests'
-  helpers it names, in tests/).
+  helpers it names, in tests/);
+- its drawing of the layers is the order tests/unit/test_layering.py enforces.
 """
 
 from __future__ import annotations
