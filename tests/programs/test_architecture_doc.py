@@ -81,8 +81,14 @@ _MODULE_FILES = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py")]
 _TEST_FILES = [p.relative_to(ROOT / "tests").as_posix() for p in (ROOT / "tests").rglob("*.py")]
 
 
+#: What a run makes (bench/run.py's unpacked trees; ignored by git): named by the docs, never in a clone.
+GENERATED = ("bench/build/",)
+
+
 def _path_exists(word: str) -> bool:
     word = word.rstrip(".,:;")
+    if word.startswith(GENERATED):
+        return True
     if word.startswith(("src/", "tests/", "bench/", "docs/", "scripts/")):
         return (ROOT / word).exists()
     if word.startswith("s6ipc/"):
@@ -241,3 +247,27 @@ def test_the_layer_drawing_is_the_order_the_layering_test_enforces() -> None:
             floors.append(folders)
     enforced = [tuple(sorted(floor)) for floor in LAYERS if floor != ("top",)]
     assert floors[::-1] == enforced
+
+
+#: The one-line re-exports kept for a release (docs/architecture.md): the library's own text names
+#: the new paths, never these.
+COMPAT_SHIMS = {"intake", "readiness", "activation", "inet", "errors", "tcpaccess", "handoff",
+                "uvicorn_drain"}
+
+
+def source_dotted_names() -> Iterator[Tuple[str, str]]:
+    """Every ``s6ipc.X.Y`` the library's docstrings and comments name (not the shims themselves)."""
+    for path in sorted(SRC.rglob("*.py")):
+        if path.parent == SRC and path.stem in COMPAT_SHIMS:
+            continue
+        text = path.read_text()
+        for name in sorted(set(re.findall(r"s6ipc(?:\.[A-Za-z_][A-Za-z0-9_]*)+", text))):
+            if not _placeholder(name) and "__main__" not in name:
+                yield path.relative_to(SRC).as_posix(), name
+
+
+@pytest.mark.parametrize("module,name", list(source_dotted_names()))
+def test_every_dotted_s6ipc_name_in_the_sources_resolves_to_its_new_home(module: str, name: str) -> None:
+    parts = name.split(".")
+    assert len(parts) < 2 or parts[1] not in COMPAT_SHIMS, f"{module} names {name}: a compatibility path"
+    assert _resolve(name), f"{module} names {name}, which does not exist"

@@ -2,7 +2,7 @@
 
 Some facts this module relies on:
 
-* The ``s6ipc`` console script that pip writes (:func:`s6ipc.execution.entry_script` finds it)
+* The ``s6ipc`` console script that pip writes (:func:`s6ipc.base.execution.entry_script` finds it)
   is a small Python file whose first line is
   ``#!INTERPRETER``; running it runs ``s6ipc.cli:main`` under that interpreter. In a venv (pipx
   included) it sits next to the venv's interpreter; a system-wide install (``pip install
