@@ -59,7 +59,8 @@ def test_die_writes_one_fatal_line_and_exits_with_the_kinds_code(error: str, lin
 
 
 def test_fatal_exits_with_the_code_given() -> None:
-    assert _child("Reporter('p').fatal('unable to do it: Success', 42)") == (42, "", "p: fatal: unable to do it: Success\n")
+    got = _child("Reporter('p').fatal('unable to do it: Success', 42)")
+    assert got == (42, "", "p: fatal: unable to do it: Success\n")
 
 
 def test_usage_is_one_line_and_exit_100() -> None:
@@ -98,5 +99,5 @@ def test_flush_stdio_keeps_buffered_output_from_os_exit() -> None:
 def test_flush_stdio_with_stdout_closed_at_start() -> None:
     # ``prog >&-``: Python starts with sys.stdout None
     rc, out, err = _child("print(sys.stdout is None, file=sys.stderr)\nflush_stdio()\nos._exit(5)",
-                          stdout=None, pass_fds=(), close_fds=True, preexec_fn=lambda: __import__('os').close(1))
+                          stdout=None, preexec_fn=lambda: os.close(1))
     assert (rc, err) == (5, "True\n")
