@@ -183,3 +183,12 @@ def test_a_missing_cdb_is_a_system_failure_after_the_checks() -> None:
     with pytest.raises(SystemFailure) as e:
         _evaluate(["-x", "/nonexistent/rules.cdb", "prog"])
     assert e.value.exit_code == 111 and "/nonexistent/rules.cdb" in str(e.value)
+
+
+def test_the_module_exports_the_decision_and_the_client_scan() -> None:
+    """``__all__`` at run time names the module's own API (a second assignment further down would
+    replace the one after the imports)."""
+    from s6ipc.access import ipc
+
+    assert {"AccessOptions", "parse_options", "IpcClient", "client_from_env", "decide", "evaluate",
+            "connection_local_path", "FastAccess"} <= set(ipc.__all__)

@@ -83,3 +83,11 @@ def test_parse_timeout() -> None:
         parse_timeout(["sock"], 2)
     with pytest.raises(UsageError):
         parse_timeout(["-t", "soon", "sock"], 1)
+
+
+def test_the_module_exports_its_four_names() -> None:
+    """``__all__`` at run time is what the module declares after its imports (a second assignment
+    further down would replace it: ``from s6ipc.chain.options import *`` would then miss names)."""
+    from s6ipc.chain import options
+
+    assert sorted(options.__all__) == ["ServerOptions", "naming_style", "parse_timeout", "take_common"]
