@@ -58,11 +58,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = [
-    "USAGE", "EXECLINE_MISSING", "AccessOptions", "parse_options", "LogLine", "Outcome", "RulesChoice",
-    "RulesSource", "evaluate", "connection_local_path", "refusal_standin", "emit", "FastPath", "FastAccess",
-]
-
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
 
 _UNSET_WITHOUT_ENV = ("REMOTEEUID", "REMOTEEGID", "REMOTEPATH", "LOCALPATH", "CONNNUM")

@@ -12,6 +12,10 @@ from ..base.messages import Reporter
 from ..base.options import UsageError, getopt, parse_uint
 from .run import PrivilegeOptions
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
+
 __all__ = ["ServerOptions", "take_common", "parse_timeout", "naming_style"]
 
 
@@ -63,12 +67,6 @@ def take_common(o: ServerOptions, letter: str, v: str) -> bool:
     else:
         return False
     return True
-
-__all__ = ["parse_timeout"]
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
 
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:
