@@ -17,10 +17,10 @@ Some facts this module relies on:
 
 from __future__ import annotations
 
+import _signal
 import errno
 import functools
 import os
-import signal
 import stat
 import sys
 
@@ -44,7 +44,7 @@ _REMEMBERED = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}
 
 #: Signals CPython sets to SIG_IGN at start-up; programs we start must get them at SIG_DFL.
 PYTHON_IGNORED_SIGNALS = tuple(
-    s for s in (getattr(signal, "SIGPIPE", None), getattr(signal, "SIGXFSZ", None)) if s is not None
+    s for s in (getattr(_signal, "SIGPIPE", None), getattr(_signal, "SIGXFSZ", None)) if s is not None
 )
 
 
@@ -185,7 +185,7 @@ def _search_step(code: int, remembered: int) -> Tuple[bool, int]:
 def restore_default_signals() -> None:
     """Put back SIG_DFL for the signals CPython ignores, before an exec into a foreign program."""
     for sig in PYTHON_IGNORED_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
 
 
 def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,

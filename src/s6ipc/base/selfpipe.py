@@ -20,8 +20,8 @@ Some facts about signals in CPython that every long-lived daemon of s6ipc stands
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 
 from .signal_state import take_control
 
@@ -49,10 +49,10 @@ class SelfPipe:
 
     def __init__(self, signals: Iterable[int]) -> None:
         self._read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._previous_wakeup = _signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         self._previous: Dict[int, _Handler] = {}
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+            self._previous[_signal.SIGINT] = _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
         for sig in signals:
             self.add(sig)
 
@@ -63,7 +63,7 @@ class SelfPipe:
     def add(self, sig: int) -> None:
         """Catch *sig* too (the signal table is open to any daemon that needs another signal)."""
         take_control((sig,))  # unblocked, and remembered if it was ignored (for the children)
-        previous = signal.signal(sig, _ignore_handler)
+        previous = _signal.signal(sig, _ignore_handler)
         self._previous.setdefault(sig, previous)
 
     def read(self) -> bytes:
@@ -75,9 +75,9 @@ class SelfPipe:
 
     def close(self) -> None:
         """Give back the previous wakeup fd and handlers, then close the pipe."""
-        signal.set_wakeup_fd(self._previous_wakeup)
+        _signal.set_wakeup_fd(self._previous_wakeup)
         for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            _signal.signal(sig, _signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
         for fd in (self._read_fd, self._write_fd):
             try:

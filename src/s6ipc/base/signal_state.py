@@ -26,7 +26,7 @@ while they stay blocked in the daemon, then re-raising whatever arrived meanwhil
 
 from __future__ import annotations
 
-import signal
+import _signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,9 +47,9 @@ def take_control(handled: Iterable[int]) -> None:
     """
     sigs = tuple(handled)
     for sig in sigs:
-        if signal.getsignal(sig) == signal.SIG_IGN:
+        if _signal.getsignal(sig) == _signal.SIG_IGN:
             _inherited_ignored.add(sig)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, sigs)
 
 
 def inherited_ignored() -> bool:
@@ -74,12 +74,12 @@ class ignored_for_children:  # lower case: used as a function, ``with ignored_fo
         self._sigs = sigs = frozenset(_inherited_ignored)
         if not sigs:
             return
-        self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        self._previous_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, sigs)
         self._arrived: List[int] = _collect(sigs)
-        self._handlers = {sig: signal.getsignal(sig) for sig in sigs}
+        self._handlers = {sig: _signal.getsignal(sig) for sig in sigs}
         try:
             for sig in sigs:
-                signal.signal(sig, signal.SIG_IGN)
+                _signal.signal(sig, _signal.SIG_IGN)
         except BaseException:
             self._restore()
             raise
@@ -91,17 +91,17 @@ class ignored_for_children:  # lower case: used as a function, ``with ignored_fo
     def _restore(self) -> None:
         arrived = self._arrived + _collect(self._sigs)
         for sig, handler in self._handlers.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         for sig in arrived:
-            signal.raise_signal(sig)  # pending until the mask comes back
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+            _signal.raise_signal(sig)  # pending until the mask comes back
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._previous_mask)
 
 
 def _collect(sigs: FrozenSet[int]) -> List[int]:
     """Take the pending instances of *sigs* (blocked) off the queue."""
     found: List[int] = []
     while True:
-        info = signal.sigtimedwait(sigs, 0)
+        info = _signal.sigtimedwait(sigs, 0)
         if info is None:
             return found
         found.append(info.si_signo)

@@ -40,11 +40,11 @@ This module makes no system call except in :func:`recv_into`, :func:`send_messag
 
 from __future__ import annotations
 
+import _socket
 import array
 import collections
 import errno
 import os
-import socket
 import struct
 
 from .typeshim import NamedTuple
@@ -70,7 +70,7 @@ KERNEL_MAX_FDS = 253
 ATOMIC_MESSAGE_SIZE = 32 * 1024
 
 _FD_SIZE = array.array("i").itemsize
-CMSG_SPACE_MAX = socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
+CMSG_SPACE_MAX = _socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
 
 
 class ProtocolError(Exception):
@@ -202,18 +202,18 @@ class Decoder:
         self._need = None
 
 
-def recv_into(sock: socket.socket, decoder: Decoder, bufsize: int = 65536) -> int:
+def recv_into(sock: _socket.socket, decoder: Decoder, bufsize: int = 65536) -> int:
     """One non-blocking ``recvmsg`` into *decoder*; returns the byte count (0 at EOF).
 
     Raises BlockingIOError when nothing is available, OSError on socket errors, and
     :class:`ProtocolError` for a control message that is not SCM_RIGHTS.
     """
-    flags = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+    flags = _socket.MSG_DONTWAIT | _socket.MSG_CMSG_CLOEXEC
     data, ancdata, msg_flags, _ = sock.recvmsg(bufsize, CMSG_SPACE_MAX, flags)
     fds: List[int] = []
     bad = False
     for level, kind, cdata in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(cdata) - len(cdata) % _FD_SIZE
             fds.extend(array.array("i", cdata[:usable]))
         else:
@@ -221,14 +221,14 @@ def recv_into(sock: socket.socket, decoder: Decoder, bufsize: int = 65536) -> in
     if bad:
         close_fds(fds)
         raise ProtocolError("unexpected control message")
-    decoder.feed(data, fds, bool(msg_flags & socket.MSG_CTRUNC))
+    decoder.feed(data, fds, bool(msg_flags & _socket.MSG_CTRUNC))
     return len(data)
 
 
 def _rights(fds: Sequence[int]) -> List[Tuple[int, int, bytes]]:
     if not fds:
         return []
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    return [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
 
 
 if TYPE_CHECKING:
@@ -245,12 +245,12 @@ def _send_step(send: SendMsg, data: memoryview, fds: Sequence[int], fds_sent: in
     return send([data if last else data[:1]], _rights(chunk), flags)
 
 
-def send_message(sock: socket.socket, payload: bytes, fds: Sequence[int] = ()) -> None:
+def send_message(sock: _socket.socket, payload: bytes, fds: Sequence[int] = ()) -> None:
     """Send one message on a blocking (or timeout) socket, descriptors with its first bytes."""
     data = memoryview(frame(payload, len(fds)))
     fds_sent = 0
     while data:
-        n = _send_step(sock.sendmsg, data, fds, fds_sent, socket.MSG_NOSIGNAL)
+        n = _send_step(sock.sendmsg, data, fds, fds_sent, _socket.MSG_NOSIGNAL)
         fds_sent = min(len(fds), fds_sent + KERNEL_MAX_FDS)
         data = data[n:]
 
@@ -315,7 +315,7 @@ class Outbox:
             item = self._queue[0]
             try:
                 n = _send_step(send, item.data, [h.fd for h in item.fds], item.fds_sent,
-                               socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                               _socket.MSG_DONTWAIT | _socket.MSG_NOSIGNAL)
             except BlockingIOError:
                 return False
             if item.fds_sent < len(item.fds):
@@ -342,7 +342,7 @@ class Outbox:
 #: ``struct ucred`` (pid, uid, gid), as SCM_CREDENTIALS and SO_PEERCRED give it.
 UCRED = struct.Struct("3i")
 #: Room for the credentials and a full SCM_RIGHTS message.
-DATAGRAM_ANCILLARY = socket.CMSG_SPACE(UCRED.size) + socket.CMSG_SPACE(KERNEL_MAX_FDS * _FD_SIZE)
+DATAGRAM_ANCILLARY = _socket.CMSG_SPACE(UCRED.size) + _socket.CMSG_SPACE(KERNEL_MAX_FDS * _FD_SIZE)
 
 
 class Datagram(NamedTuple):
@@ -354,16 +354,16 @@ class Datagram(NamedTuple):
     fds: List[int]
 
 
-def recv_datagram(sock: socket.socket, bufsize: int = 4096) -> Datagram:
+def recv_datagram(sock: _socket.socket, bufsize: int = 4096) -> Datagram:
     """One ``recvmsg`` on a datagram socket (SO_PASSCRED set for the pid). Raises OSError
     (BlockingIOError on a non-blocking socket with nothing queued)."""
-    data, ancillary, _, _ = sock.recvmsg(bufsize, DATAGRAM_ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, _, _ = sock.recvmsg(bufsize, DATAGRAM_ANCILLARY, _socket.MSG_CMSG_CLOEXEC)
     pid = -1
     fds: List[int] = []
     for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_CREDENTIALS:
             pid = UCRED.unpack(payload[: UCRED.size])[0]
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        elif level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % _FD_SIZE
             fds.extend(array.array("i", payload[:usable]))
     return Datagram(data, pid, fds)

@@ -13,8 +13,8 @@ Not a program: the program modules import it (as they import :mod:`.run`), never
 
 from __future__ import annotations
 
+import _signal
 import os
-import signal
 
 from .. import __version__
 from ..base.errors import S6ipcError
@@ -177,7 +177,7 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
         if argv is not None:
             server.stop_for_exec(argv)
 
-    server.on_signal(signal.SIGUSR2, upgrade)
+    server.on_signal(_signal.SIGUSR2, upgrade)
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     life.open_live_view(server.watch, state)
     if state is not None:

@@ -31,9 +31,9 @@ Some facts about the kernel that the live view relies on:
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
 import time
 
 from ..base.errors import Refused, SystemFailure
@@ -81,13 +81,14 @@ class StatusSocket:
         self.name = status_name(program, os.getpid())
         if fd is not None:
             try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fd)
-                self.sock.set_inheritable(False)
+                self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+                os.set_inheritable(fd, False)
                 self.sock.setblocking(False)
             except OSError as e:
                 raise SystemFailure(f"adopt the status socket on fd {fd}", e.errno or errno.EBADF) from None
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        kind = _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
+        sock = _socket.socket(_socket.AF_UNIX, kind)
         try:
             sock.bind("\0" + self.name)
             sock.listen(16)
@@ -103,9 +104,12 @@ class StatusSocket:
         """Answer the clients waiting (for :meth:`s6ipc.serve.loop.Server.watch`); never raises OSError."""
         for _ in range(_BURST):
             try:
-                conn, _ = self.sock.accept()
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
             except OSError:  # EAGAIN: nobody left; EMFILE…: they wait, the daemon goes on
                 return
+            # what socket.accept does (accept4 with SOCK_CLOEXEC) without socket.py, whose import
+            # builds enums: this module is on the daemons' start path (tests/programs/test_startup_imports.py)
+            conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
             try:
                 self._answer(conn)
             except OSError:
@@ -113,7 +117,7 @@ class StatusSocket:
             finally:
                 conn.close()
 
-    def _answer(self, conn: socket.socket) -> None:
+    def _answer(self, conn: _socket.socket) -> None:
         conn.setblocking(False)
         _, uid, _ = peer_credentials(conn)
         if may_read(uid):
@@ -125,7 +129,7 @@ class StatusSocket:
 
         data = (json.dumps(document, separators=(",", ":")) + "\n").encode()
         if len(data) > 65536:
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * len(data))
+            conn.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 2 * len(data))
         conn.send(data)  # whole, or cut short (see the module docstring): never waited for
 
     def close(self) -> None:
@@ -188,7 +192,9 @@ def query(pid: int, program: Optional[str] = None, *, timeout: float = 5.0) -> D
 
 
 def _exchange(name: str, timeout: float) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+    import socket  # the client's (s6ipc status), not the daemon's start path
+
+    with socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect("\0" + name)

@@ -36,11 +36,11 @@ Some facts about the two readiness protocols that this module relies on:
 
 from __future__ import annotations
 
+import _socket
 import array
 import errno
 import os
 import select
-import socket
 import time
 
 from ..base import systemd_backend
@@ -86,19 +86,21 @@ def _stdlib_notify(address: str, message: str, fds: Sequence[int] = (), pid: Opt
     data = message.encode("utf-8", "surrogateescape")
     ancillary = []
     if fds:
-        ancillary.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
+        ancillary.append((_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes()))
     claim = pid is not None and pid != 0 and pid != os.getpid()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    import socket  # only with NOTIFY_SOCKET and no libsystemd: off the start path otherwise
+
+    with socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC) as sock:
         if claim:
             assert pid is not None
             creds = UCRED.pack(pid, os.getuid(), os.getgid())
             try:
-                sock.sendmsg([data], ancillary + [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)],
-                               socket.MSG_NOSIGNAL, target)
+                sock.sendmsg([data], ancillary + [(_socket.SOL_SOCKET, _socket.SCM_CREDENTIALS, creds)],
+                               _socket.MSG_NOSIGNAL, target)
                 return True
             except OSError:
                 pass  # not allowed to claim that pid: send as ourselves, as libsystemd does
-        sock.sendmsg([data], ancillary, socket.MSG_NOSIGNAL, target)
+        sock.sendmsg([data], ancillary, _socket.MSG_NOSIGNAL, target)
     return True
 
 
@@ -361,7 +363,7 @@ class NotifyRelay:
     *log*, when given, gets one line per message and the give-up warning.
     """
 
-    def __init__(self, sock: socket.socket, notif: int, pidfd: int, daemon: int, allow_all: bool,
+    def __init__(self, sock: _socket.socket, notif: int, pidfd: int, daemon: int, allow_all: bool,
                  timeout: float, log: Optional[Log]) -> None:
         self.sock, self.notif, self.pidfd = sock, notif, pidfd
         self.allowed: Set[int] = {daemon}

@@ -40,9 +40,9 @@ Some facts about ``execve`` (Linux) that an in-place upgrade relies on:
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
-import signal
 
 from ..base.errors import SystemFailure, Unusable
 from ..base.execution import installed_prefix
@@ -138,13 +138,13 @@ def keep_across_exec(fds: Iterable[int]) -> None:
 def block_signals(signals: Iterable[int]) -> List[int]:
     """Block *signals* (they stay pending across the exec, for the new image's handlers); returns
     the mask before, as signal numbers, to hand over and give back with :func:`restore_mask`."""
-    return sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, list(signals)))
+    return sorted(int(s) for s in _signal.pthread_sigmask(_signal.SIG_BLOCK, list(signals)))
 
 
 def restore_mask(mask: Iterable[int]) -> None:
     """Put the signal mask back to *mask* (what :func:`block_signals` returned in the old image):
     pending signals are delivered now, to the handlers in place."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, [signal.Signals(s) for s in mask])
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, list(mask))
 
 
 def write_state(state: Dict[str, Any]) -> int:

@@ -8,7 +8,7 @@ family only. Otherwise the three are one program, told apart by the name it runs
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
@@ -32,7 +32,7 @@ USAGES = {
 def run(reporter: Reporter, args: List[str], family: Optional[int]) -> NoReturn:
     """The binder for *family* (``socket.AF_INET``, ``AF_INET6``, None: from the address)."""
     opts, rest = getopt(args, "dDb:mMB")
-    reuse, backlog, datagram, blocking = True, socket.SOMAXCONN, False, False
+    reuse, backlog, datagram, blocking = True, _socket.SOMAXCONN, False, False
     for letter, value in opts:
         if letter in "dD":
             reuse = letter == "d"
@@ -57,7 +57,7 @@ def run(reporter: Reporter, args: List[str], family: Optional[int]) -> NoReturn:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     if reporter.name.endswith("tcpserver4-socketbinder"):
-        run(reporter, args, socket.AF_INET)
+        run(reporter, args, _socket.AF_INET)
     if reporter.name.endswith("tcpserver6-socketbinder"):
-        run(reporter, args, socket.AF_INET6)
+        run(reporter, args, _socket.AF_INET6)
     run(reporter, args, None)

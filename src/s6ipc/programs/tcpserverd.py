@@ -11,7 +11,7 @@ our own ``tcpserver-access`` as prog is done in-process (:func:`.chain.fastpath.
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 from ..base.messages import Reporter
 from ..chain.daemon import parse, run_daemon
@@ -34,9 +34,9 @@ KINDS = ("tcpserver4d", "tcpserver6d", "tcpserverd")
 def family_of_name(name: str) -> Optional[int]:
     """``AF_INET`` for ``[s6-]tcpserver4d``, ``AF_INET6`` for ``…6d``, None for ``tcpserverd``."""
     if name.endswith("4d"):
-        return socket.AF_INET
+        return _socket.AF_INET
     if name.endswith("6d"):
-        return socket.AF_INET6
+        return _socket.AF_INET6
     return None
 
 
@@ -56,7 +56,7 @@ def _family_of_state(state: State) -> int:
     if family is not None:
         return family
     peers = dict(state.daemon["children"]).values()
-    return socket.AF_INET6 if any(":" in str(list(peer)[0]) for peer in peers) else socket.AF_INET
+    return _socket.AF_INET6 if any(":" in str(list(peer)[0]) for peer in peers) else _socket.AF_INET
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

@@ -36,7 +36,6 @@ What that means for the two kinds of caller (one parameter of the walk, :attr:`W
 from __future__ import annotations
 
 import os
-import socket
 
 from ..base.descriptors import move_fd
 from ..base.errors import BadInput
@@ -59,6 +58,7 @@ from ..sockets.unix import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
@@ -298,6 +298,8 @@ def listening_socket(*, name: Optional[str] = None, path: Optional[str] = None,
         if null != 0:
             os.dup2(null, 0, inheritable=True)
             os.close(null)
+    import socket  # a Python daemon's API: the programs' start path has only _socket (socket imports enum)
+
     return socket.socket(fileno=target)
 
 

@@ -38,13 +38,12 @@ Some facts about the kernel and CPython that this loop relies on:
 
 from __future__ import annotations
 
+import _signal
 import _socket
 import errno
 import fcntl
 import os
 import select
-import signal
-import socket
 
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
@@ -76,7 +75,7 @@ _BURST = 64
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
 PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
-HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT)
+HANDLED_SIGNALS = (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGABRT)
 
 
 class ChildSpawner(Protocol):
@@ -153,7 +152,7 @@ def child_environment(environ: Dict[str, str], identity: PeerIdentity) -> Dict[s
     return dict(items)
 
 
-def _accept_method(listener: socket.socket) -> Callable[[], Tuple[int, object]]:
+def _accept_method(listener: _socket.socket) -> Callable[[], Tuple[int, object]]:
     """The C accept of *listener* (see "CPython's private socket API" in the module docstring)."""
     return listener._accept  # type: ignore[attr-defined,no-any-return]
 
@@ -191,7 +190,7 @@ class Server:
         self.clock = clock
         self.base_env = child_environment(dict(os.environ), self.identity)
         self._selfpipe: Optional[SelfPipe] = None
-        self._listener: Optional[socket.socket] = None
+        self._listener: Optional[_socket.socket] = None
         self._accept: Callable[[], Tuple[int, object]] = _not_started
         self._burst = 1
         self._poller = select.poll()
@@ -273,7 +272,7 @@ class Server:
             _reserve_fd1()
         close_on_exec_above(2)
         self._install_signals()
-        listener = socket.socket(self.identity.family, socket.SOCK_STREAM, 0, self.listen_fd)
+        listener = _socket.socket(self.identity.family, _socket.SOCK_STREAM, 0, self.listen_fd)
         self._listener = listener
         self._accept = _accept_method(listener)
         nonblocking = fcntl.fcntl(self.listen_fd, fcntl.F_GETFL) & os.O_NONBLOCK
@@ -399,7 +398,7 @@ class Server:
                 return
             self._backoff.succeeded()
             self.accepted += 1
-            conn = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            conn = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
             try:
                 if not self._serve_connection(conn, address):
                     self.refused += 1
@@ -463,25 +462,25 @@ class Server:
     def _handle_signals(self) -> None:
         assert self._selfpipe is not None
         for signo in self._selfpipe.read():
-            if signo == signal.SIGCHLD:
+            if signo == _signal.SIGCHLD:
                 self._reap()
-            elif signo == signal.SIGTERM:
+            elif signo == _signal.SIGTERM:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGTERM, quitting")
                 self._running = False
-            elif signo == signal.SIGHUP:
+            elif signo == _signal.SIGHUP:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
-                self.children.kill_all((signal.SIGTERM, signal.SIGCONT))
-            elif signo == signal.SIGQUIT:
+                self.children.kill_all((_signal.SIGTERM, _signal.SIGCONT))
+            elif signo == _signal.SIGQUIT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
-                self._final_signals = (signal.SIGTERM, signal.SIGCONT)
+                self._final_signals = (_signal.SIGTERM, _signal.SIGCONT)
                 self._running = False
-            elif signo == signal.SIGABRT:
+            elif signo == _signal.SIGABRT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
-                self._final_signals = (signal.SIGKILL,)
+                self._final_signals = (_signal.SIGKILL,)
                 self._running = False
             else:
                 hook = self._signal_hooks.get(signo)

@@ -26,7 +26,6 @@ Some facts about TCP listeners and s6-networking 2.5.1.3 this module relies on (
 from __future__ import annotations
 
 import _socket
-import socket
 
 from ..sockets.inet import ip6_fmt
 
@@ -50,8 +49,8 @@ class TcpPeer:
     def __init__(self, ip: str, port: int, v6: bool, packed: Optional[bytes] = None) -> None:
         self.key = ip
         #: The address in network order: 4 bytes (4d), 16 (6d; a v4-mapped client stays 16 bytes).
-        self.ip = packed if packed is not None else socket.inet_pton(
-            socket.AF_INET6 if v6 else socket.AF_INET, ip)
+        self.ip = packed if packed is not None else _socket.inet_pton(
+            _socket.AF_INET6 if v6 else _socket.AF_INET, ip)
         self.port = port
         self.v6 = v6
 
@@ -88,7 +87,7 @@ class TcpPeers:
 
     def __init__(self, family: int) -> None:
         self.family = family
-        self.v6 = family == socket.AF_INET6
+        self.v6 = family == _socket.AF_INET6
         self.ready_first = self.v6
         self._v6_names: Dict[str, Tuple[str, bytes]] = {}
 
@@ -106,11 +105,11 @@ class TcpPeers:
 
     def ready_line(self, fd: int) -> bytes:
         try:
-            with socket.socket(self.family, socket.SOCK_STREAM, 0, fd) as sock:
-                try:
-                    port = sock.getsockname()[1]
-                finally:
-                    sock.detach()
+            sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
+            try:
+                port = sock.getsockname()[1]
+            finally:
+                sock.detach()
         except OSError:
             return b"\n"
         return b"%d\n" % port
@@ -121,9 +120,9 @@ class TcpPeers:
         ip, port = obj
         if not isinstance(ip, str) or isinstance(port, bool) or not isinstance(port, int):
             raise TypeError(f"{obj!r} is not a TCP peer")
-        family = socket.AF_INET6 if self.v6 else socket.AF_INET
+        family = _socket.AF_INET6 if self.v6 else _socket.AF_INET
         try:
-            socket.inet_pton(family, ip)
+            _socket.inet_pton(family, ip)
         except OSError:
             raise ValueError(f"{ip!r} is not an address of this server's family") from None
         if not 0 <= port <= 65535:

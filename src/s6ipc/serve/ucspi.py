@@ -31,10 +31,10 @@ writes it.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import os
-import socket
 
 from ..base.errors import BadInput, SystemFailure
 from ..sockets.inet import from_sockaddr, ip_fmt
@@ -66,15 +66,15 @@ def take_connection() -> int:
     fd = passed[0].fd if passed else 0
     where = f"fd {fd}" + (" (LISTEN_FDS)" if passed else f" (stdin; {reason})")
     try:
-        sock = socket.socket(fileno=os.dup(fd))
+        sock = _socket.socket(fileno=os.dup(fd))
     except OSError as e:
         if e.errno == errno.EBADF:
             raise SystemFailure(f"use {where}", errno.EBADF) from None
         raise BadInput(f"{where} is not a socket") from None
     try:
-        if sock.type != socket.SOCK_STREAM:
+        if sock.type != _socket.SOCK_STREAM:
             raise BadInput(f"{where} is not a stream socket")
-        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        if sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN):
             raise BadInput(f"{where} is a listening socket, not a connection: the unit needs Accept=yes "
                            "(for Accept=no use systemd-socket or listen-fds)")
     finally:
@@ -92,12 +92,12 @@ def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, O
     fd is left open for the connection program to inherit), else None. A TCP connection also gets
     ``TCPLOCALIP``/``TCPLOCALPORT``. Raises :class:`SystemFailure`, :class:`BadInput`.
     """
-    sock = socket.socket(fileno=os.dup(fd))
+    sock = _socket.socket(fileno=os.dup(fd))
     try:
         identity: Union[UnixPeers, TcpPeers]
-        if sock.family == socket.AF_UNIX:
+        if sock.family == _socket.AF_UNIX:
             identity = UnixPeers()
-        elif sock.family in (socket.AF_INET, socket.AF_INET6):
+        elif sock.family in (_socket.AF_INET, _socket.AF_INET6):
             identity = TcpPeers(sock.family)
         else:
             raise BadInput(f"fd {fd} is neither a Unix nor an IP socket (family {sock.family})")

@@ -32,11 +32,11 @@ Some facts about the protocol, seen from the side that passes the fds (systemd 2
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import os
 import resource
-import socket
 import stat
 
 from ..base.descriptors import open_fds
@@ -239,7 +239,7 @@ def daemon_variables(scheme: str, fds: Sequence[int]) -> Dict[str, str]:
 
 # -- the Python API: start a child with sockets -----------------------------------------------------
 if TYPE_CHECKING:
-    SocketLike = Union[int, socket.socket]
+    SocketLike = Union[int, _socket.socket]
 #: The exec'd shim that sets LISTEN_PID to its own PID, then execs the daemon in the same PID.
 _SHIM = 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
 
@@ -273,7 +273,7 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
     """
     if not argv:
         raise ExecFailure("", errno.ENOENT)
-    fds = [s.fileno() if isinstance(s, socket.socket) else s for s in sockets]
+    fds = [s.fileno() if isinstance(s, _socket.socket) else s for s in sockets]
     if len(names) > len(fds):
         raise BadInput(f"{len(names)} names for {len(fds)} fds")
     for name in names:

@@ -25,7 +25,7 @@ reproduces (checked against libskarnet itself by the tests):
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 from ..base.options import scan_magnitude
 
@@ -151,9 +151,9 @@ def _scan_list(text: str, scan: Callable[[str], Optional[Tuple[bytes, int]]], se
 def scan_list(text: str, family: Optional[int] = None, limit: int = 16) -> List[bytes]:
     """The addresses at the start of *text* (skalibs ``ip4_scanlist``, ``ip6_scanlist`` or
     ``ip46full_scanlist`` for *family* ``socket.AF_INET``, ``AF_INET6`` or None), at most *limit*."""
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         return _scan_list(text, ip4_scan, _IP4_LIST_SEPARATORS, limit)
-    if family == socket.AF_INET6:
+    if family == _socket.AF_INET6:
         return _scan_list(text, ip6_scan, _LIST_SEPARATORS, limit)
     return _scan_list(text, ip46_scan, _LIST_SEPARATORS, limit)
 
@@ -163,9 +163,9 @@ def parse_ip(text: str, family: Optional[int] = None) -> bytes:
 
     Raises ValueError when no address of that family starts *text*.
     """
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         got = ip4_scan(text)
-    elif family == socket.AF_INET6:
+    elif family == _socket.AF_INET6:
         got = ip6_scan(text)
     else:
         got = ip46_scan(text)
@@ -188,9 +188,9 @@ def parse_port(text: str) -> int:
 def family_of(ip: bytes) -> int:
     """``socket.AF_INET`` for 4 bytes, ``socket.AF_INET6`` for 16. Raises ValueError."""
     if len(ip) == IP4_LEN:
-        return socket.AF_INET
+        return _socket.AF_INET
     if len(ip) == IP6_LEN:
-        return socket.AF_INET6
+        return _socket.AF_INET6
     raise ValueError(f"an IP address has 4 or 16 bytes, not {len(ip)}")
 
 
@@ -223,7 +223,7 @@ def ip6_fmt(ip: bytes) -> str:
 
 def ip_fmt(ip: bytes) -> str:
     """:func:`ip4_fmt` or :func:`ip6_fmt`, by the length of *ip*. Raises ValueError."""
-    return ip4_fmt(ip) if family_of(ip) == socket.AF_INET else ip6_fmt(ip)
+    return ip4_fmt(ip) if family_of(ip) == _socket.AF_INET else ip6_fmt(ip)
 
 
 def is_v4mapped(ip: bytes) -> bool:
@@ -250,13 +250,13 @@ def from_sockaddr(address: Tuple[object, ...], family: int) -> Tuple[bytes, int]
     A scope suffix (``fe80::1%lo``) is dropped, as skalibs' 16-byte addresses have none.
     Raises ValueError for anything that is not an AF_INET / AF_INET6 address.
     """
-    if family not in (socket.AF_INET, socket.AF_INET6) or len(address) < 2:
+    if family not in (_socket.AF_INET, _socket.AF_INET6) or len(address) < 2:
         raise ValueError(f"not an IP socket address: {address!r}")
     host, port = address[0], address[1]
     if not isinstance(host, str) or not isinstance(port, int):
         raise ValueError(f"not an IP socket address: {address!r}")
     try:
-        return socket.inet_pton(family, host.split("%", 1)[0]), port
+        return _socket.inet_pton(family, host.split("%", 1)[0]), port
     except OSError:
         raise ValueError(f"not an IP socket address: {address!r}") from None
 
@@ -264,7 +264,7 @@ def from_sockaddr(address: Tuple[object, ...], family: int) -> Tuple[bytes, int]
 def to_sockaddr(ip: bytes, port: int) -> Tuple[int, Tuple[object, ...]]:
     """(family, Python socket address) for *ip* and *port*; scope id and flow info are 0."""
     family = family_of(ip)
-    host = socket.inet_ntop(family, ip)
-    if family == socket.AF_INET:
+    host = _socket.inet_ntop(family, ip)
+    if family == _socket.AF_INET:
         return family, (host, port)
     return family, (host, port, 0, 0)

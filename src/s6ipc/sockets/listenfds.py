@@ -34,10 +34,10 @@ Some facts about socket activation that this module relies on (systemd 252, Linu
 
 from __future__ import annotations
 
+import _socket
 import errno
 import fcntl
 import os
-import socket
 
 from ..base import systemd_backend
 from ..base.descriptors import move_fd
@@ -375,7 +375,7 @@ def _describe(p: PassedFd) -> str:
 
 #: What a listener of these families is called in messages.
 _KINDS: Dict[Tuple[int, ...], str] = {UNIX_FAMILIES: "Unix stream", IP_FAMILIES: "TCP",
-                                      (socket.AF_INET,): "IPv4 TCP", (socket.AF_INET6,): "IPv6 TCP"}
+                                      (_socket.AF_INET,): "IPv4 TCP", (_socket.AF_INET6,): "IPv6 TCP"}
 
 
 def select_listener(passed: Sequence[PassedFd], *, name: Optional[str] = None,

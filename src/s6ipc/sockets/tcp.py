@@ -18,8 +18,8 @@ Some facts about IP sockets on Linux this module relies on:
 
 from __future__ import annotations
 
+import _socket
 import errno
-import socket
 
 from ..base.errors import SystemFailure
 from .inet import to_sockaddr
@@ -30,7 +30,7 @@ _INT_MAX = 0x7FFFFFFF
 
 
 def bind_tcp_socket(ip: bytes, port: int, display: str, *, reuse: bool = True,
-                    backlog: int = socket.SOMAXCONN, datagram: bool = False,
+                    backlog: int = _socket.SOMAXCONN, datagram: bool = False,
                     blocking: bool = False) -> int:
     """Create, bind and (if *backlog* is not 0) listen on an IP socket; return its fd.
 
@@ -44,18 +44,18 @@ def bind_tcp_socket(ip: bytes, port: int, display: str, *, reuse: bool = True,
     s6's messages have a space before the colon).
     """
     family, address = to_sockaddr(ip, port)
-    kind = int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)
+    kind = int(_socket.SOCK_DGRAM if datagram else _socket.SOCK_STREAM)
     if not blocking:
-        kind |= socket.SOCK_NONBLOCK
+        kind |= _socket.SOCK_NONBLOCK
     try:
-        sock = socket.socket(family, kind | socket.SOCK_CLOEXEC)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock = _socket.socket(family, kind | _socket.SOCK_CLOEXEC)
+        if family == _socket.AF_INET6:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
     except OSError as e:
         raise SystemFailure("create socket", e.errno or errno.EINVAL) from None
     if reuse:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         except OSError:
             pass
     try:

@@ -22,7 +22,6 @@ import _socket
 import errno
 import fcntl
 import os
-import socket
 import stat
 
 from ..base.errors import BadInput, SystemFailure, Unusable
@@ -38,11 +37,12 @@ __all__ = [
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Dict, Optional, Tuple, Union
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
-SOMAXCONN = socket.SOMAXCONN
+SOMAXCONN = _socket.SOMAXCONN
 
 if TYPE_CHECKING:
     PathLike = Union[str, bytes]
@@ -95,11 +95,11 @@ def bind_unix_socket(
 
     Raises :class:`SystemFailure` ("create socket", "bind to PATH", "listen to PATH").
     """
-    kind = int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)
+    kind = int(_socket.SOCK_DGRAM if datagram else _socket.SOCK_STREAM)
     if not blocking:
-        kind |= socket.SOCK_NONBLOCK
+        kind |= _socket.SOCK_NONBLOCK
     try:
-        sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+        sock = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC)
     except OSError as e:
         raise SystemFailure("create socket", e.errno or errno.EINVAL) from None
     name = _display(path)
@@ -110,7 +110,7 @@ def bind_unix_socket(
         if reuse:
             lock_fd = _lock(raw + b".lock")
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             except OSError:
                 pass
             if raw:
@@ -144,11 +144,11 @@ def socket_kind(fd: int) -> Tuple[int, int, bool]:
 
     Raises OSError when *fd* is not an open socket.
     """
-    sock = socket.socket(fileno=os.dup(fd))
+    sock = _socket.socket(fileno=os.dup(fd))
     try:
-        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE),
-                bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)))
+        return (sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_DOMAIN),
+                sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_TYPE),
+                bool(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN)))
     finally:
         sock.close()
 
@@ -174,15 +174,15 @@ def check_socket(fd: int) -> None:
 
 #: How a listener of the wrong family is described, by the families that were wanted.
 _FAMILY_PHRASES: Dict[Tuple[int, ...], str] = {
-    (socket.AF_UNIX,): "is not a Unix domain socket",
-    (socket.AF_INET, socket.AF_INET6): "is not an Internet domain socket",
-    (socket.AF_INET,): "is not an IPv4 socket",
-    (socket.AF_INET6,): "is not an IPv6 socket",
-    (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6): "is not a Unix or Internet domain socket",
+    (_socket.AF_UNIX,): "is not a Unix domain socket",
+    (_socket.AF_INET, _socket.AF_INET6): "is not an Internet domain socket",
+    (_socket.AF_INET,): "is not an IPv4 socket",
+    (_socket.AF_INET6,): "is not an IPv6 socket",
+    (_socket.AF_UNIX, _socket.AF_INET, _socket.AF_INET6): "is not a Unix or Internet domain socket",
 }
-UNIX_FAMILIES: Tuple[int, ...] = (socket.AF_UNIX,)
+UNIX_FAMILIES: Tuple[int, ...] = (_socket.AF_UNIX,)
 #: The listeners a TCP daemon takes, and those ``systemd-socket`` takes.
-IP_FAMILIES: Tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+IP_FAMILIES: Tuple[int, ...] = (_socket.AF_INET, _socket.AF_INET6)
 ANY_FAMILIES: Tuple[int, ...] = UNIX_FAMILIES + IP_FAMILIES
 
 
@@ -203,7 +203,7 @@ def listener_problem(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -> Opti
     family, kind, listening = socket_kind(fd)
     if family not in families:
         return _FAMILY_PHRASES.get(families, "is not of the expected socket family")
-    if kind != socket.SOCK_STREAM:
+    if kind != _socket.SOCK_STREAM:
         return "is not a stream socket"
     if not listening:
         return "is not listening"
@@ -227,7 +227,7 @@ def check_listening_stream(fd: int, families: Tuple[int, ...] = UNIX_FAMILIES) -
 
 def peer_credentials(sock: _socket.socket) -> Tuple[int, int, int]:
     """Return ``(pid, euid, egid)`` of the peer of a connected Unix socket (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, UCRED.size)
     pid, uid, gid = UCRED.unpack(raw)
     return pid, uid & 0xFFFFFFFF, gid & 0xFFFFFFFF
 
@@ -249,7 +249,7 @@ def address_text(address: object) -> str:
 def local_path(fd: int) -> str:
     """``getsockname`` of *fd* as s6's ``ipc_local``. Raises :class:`SystemFailure`."""
     try:
-        sock = socket.socket(fileno=os.dup(fd))
+        sock = _socket.socket(fileno=os.dup(fd))
     except OSError as e:
         raise SystemFailure("ipc_local", e.errno or errno.ENOTSOCK) from None
     try:
@@ -264,7 +264,7 @@ def socket_address(fd: int) -> Optional[str]:
     """The local address of socket *fd*: a Unix socket's path (``@name`` when abstract), an IP
     socket's ``IP:PORT`` or ``[IP6]:PORT`` (systemd's ``ListenStream=`` spelling), None otherwise."""
     try:
-        sock = socket.socket(fileno=os.dup(fd))
+        sock = _socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
     try:
@@ -276,8 +276,8 @@ def socket_address(fd: int) -> Optional[str]:
         sock.close()
     if family in IP_FAMILIES:
         host = ip_fmt(from_sockaddr(address, family)[0])
-        return f"[{host}]:{address[1]}" if family == socket.AF_INET6 else f"{host}:{address[1]}"
-    if family != socket.AF_UNIX:
+        return f"[{host}]:{address[1]}" if family == _socket.AF_INET6 else f"{host}:{address[1]}"
+    if family != _socket.AF_UNIX:
         return None
     if isinstance(address, bytes):
         return "@" + os.fsdecode(address[1:]) if address[:1] == b"\0" else os.fsdecode(address)
@@ -289,8 +289,10 @@ def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket
 
     Raises :class:`SystemFailure` ("create socket", "bind socket to P", "connect to P").
     """
+    import socket  # a client's: the daemons' start path has only _socket (socket imports enum)
+
     try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     except OSError as e:
         raise SystemFailure("create socket", e.errno or errno.EINVAL) from None
     if bind_path is not None:
@@ -307,7 +309,7 @@ def connect_unix(path: PathLike, bind_path: Optional[PathLike] = None) -> socket
     return sock
 
 
-def move_to_client_fds(sock: socket.socket) -> None:
+def move_to_client_fds(sock: _socket.socket) -> None:
     """Put a connected socket on fds 6 (read) and 7 (write), inheritable, as UCSPI clients do
     (s6-ipcclient, s6-tcpclient); the socket object is detached and its own fd closed.
 
