@@ -52,7 +52,7 @@ from ..base.descriptors import close_on_exec_above
 from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
-from ..base.selfpipe import SelfPipe
+from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import Protocol
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
@@ -248,13 +248,8 @@ class Server:
         for fd in list(self._watched):
             self.unwatch(fd)
         self._set_listening(False)
-        if self._selfpipe is not None:
-            self._poller.unregister(self._selfpipe.fileno())
-            self._selfpipe.close()
-            self._selfpipe = None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.detach()
+        give_back(self._poller, self._selfpipe, self._listener)
+        self._selfpipe = self._listener = None
         self._accept = _not_started
 
     # -- start-up ---------------------------------------------------------------------------
@@ -295,11 +290,7 @@ class Server:
             _reserve_fd1()
 
     def _install_signals(self) -> None:
-        try:
-            self._selfpipe = SelfPipe(HANDLED_SIGNALS + tuple(self._signal_hooks))
-        except OSError as e:
-            raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
-        self._poller.register(self._selfpipe.fileno(), select.POLLIN)
+        self._selfpipe = polled_selfpipe(self._poller, HANDLED_SIGNALS + tuple(self._signal_hooks))
 
     def _set_listening(self, on: bool) -> None:
         if on and not self._polling_listener:
