@@ -59,7 +59,7 @@ from ..base.errors import BadInput, SystemFailure
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.options import Command, Option, flag, parse_uint, setting
-from ..base.typeshim import Protocol, dataclass
+from ..base.typeshim import Protocol, dataclass, field
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
 from .fastpath import RULES_OPTIONS, FastPath, LogLine, Outcome, RulesSource
@@ -239,23 +239,22 @@ def client_from_env(env: Mapping[str, str]) -> Tuple[str, bytes, int]:
         raise BadInput(f"invalid ${name}") from None
 
 
+@dataclass(eq=False)
 class _Check:
     """One connection's evaluation: the state the steps share."""
 
-    def __init__(self, options: TcpAccessOptions, proto: str, ip: bytes, port: int, ip_text: str,
-                 env: Mapping[str, str], conn: Connection, source: RulesSource, network: Network) -> None:
-        self.o = options
-        self.proto = proto
-        self.ip = ip
-        self.port = port
-        self.ip_text = ip_text
-        self.env = env
-        self.conn = conn
-        self.source = source
-        self.net = network
-        self.lines: List[LogLine] = []
-        self.modifs: List[str] = []
-        self.deadline: Optional[float] = None
+    o: TcpAccessOptions
+    proto: str
+    ip: bytes
+    port: int
+    ip_text: str
+    env: Mapping[str, str]
+    conn: Connection
+    source: RulesSource
+    net: Network
+    lines: List[LogLine] = field(default_factory=list)
+    modifs: List[str] = field(default_factory=list)
+    deadline: Optional[float] = None
 
     def line(self, level: int, kind: str, text: str) -> None:
         if self.o.verbosity >= level:

@@ -53,7 +53,7 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
-from ..base.typeshim import Protocol
+from ..base.typeshim import Protocol, dataclass
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
@@ -100,17 +100,16 @@ if TYPE_CHECKING:
     Heartbeat = Tuple[float, Callable[[], None]]
 
 
+@dataclass(eq=False)
 class ServerConfig:
     """What s6-ipcserverd's options say, after s6's normalisation (see :meth:`normalised`)."""
 
-    def __init__(self, argv: List[str], *, verbosity: int = 1, lookup: bool = True, maxconn: int = 40,
-                 localmaxconn: int = 40, notify: bool = False) -> None:
-        self.argv = argv
-        self.verbosity = verbosity
-        self.lookup = lookup
-        self.maxconn = maxconn
-        self.localmaxconn = localmaxconn
-        self.notify = notify
+    argv: List[str]
+    verbosity: int = 1
+    lookup: bool = True
+    maxconn: int = 40
+    localmaxconn: int = 40
+    notify: bool = False
 
     def normalised(self) -> ServerConfig:
         """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
