@@ -11,12 +11,13 @@ Each family is a table of :class:`~s6ipc.base.options.Option` letters that a pro
   systemd-socket's fallback), named as the keyword arguments of the bind calls;
 * :data:`CLIENT_VERBOSITY`: the clients' ``-q -Q -v`` (one less, back to 1, one more);
 * :func:`parse_timeout`, :func:`holder_client`: the ``[ -t timeout ] socket…`` of the simple
-  fd-holder clients (:func:`timeout_seconds`: their ``-t``);
+  fd-holder clients (their ``-t`` is :func:`s6ipc.base.durations.scan_timeout`);
 * :func:`naming_style`: ``s6-`` when a wrapper runs under an s6 name, so its stages do too.
 """
 
 from __future__ import annotations
 
+from ..base.durations import scan_timeout
 from ..base.messages import Reporter
 from ..base.options import UINT32_MAX, Command, Option, flag, parse_octal, parse_uint, setting
 from .run import PrivilegeOptions
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ServerOptions", "take_common", "parse_timeout", "naming_style", "one_or_more", "wrapper_backlog",
     "backlog_at_least_one", "SERVER_OPTIONS",
-    "PRIVILEGE_OPTIONS", "BINDER_OPTIONS", "DATAGRAM_OPTIONS", "PERMS_OPTIONS", "CLIENT_VERBOSITY", "seconds",
-    "timeout_seconds", "holder_client",
+    "PRIVILEGE_OPTIONS", "BINDER_OPTIONS", "DATAGRAM_OPTIONS", "PERMS_OPTIONS", "CLIENT_VERBOSITY",
+    "holder_client",
 ]
 
 
@@ -137,18 +138,7 @@ def take_common(o: ServerOptions, letter: str, v: str) -> bool:
     return True
 
 
-def seconds(ms: int) -> Optional[float]:
-    """An fd-holder client's timeout in milliseconds as :class:`FdHolderClient` takes it: seconds,
-    None for 0 (no timeout)."""
-    return ms / 1000 if ms else None
-
-
-def timeout_seconds(text: str) -> Optional[float]:
-    """``-t timeout`` of the fd-holder clients (milliseconds, 0: none), in seconds or None."""
-    return seconds(parse_uint(text))
-
-
-_TIMEOUT = {"t": setting("timeout", timeout_seconds)}
+_TIMEOUT = {"t": setting("timeout", scan_timeout)}
 
 
 def parse_timeout(args: List[str], operands: int) -> Tuple[Optional[float], List[str]]:

@@ -7,9 +7,9 @@ socket that outlives it (see docs/zero-downtime-restarts.md).
 from __future__ import annotations
 
 from ..base.descriptors import move_fd
+from ..base.durations import scan_timeout
 from ..base.messages import Reporter
 from ..base.options import Command, flag, setting
-from ..chain.options import timeout_seconds
 from ..chain.run import exec_into
 from ..fdholder.client import FdHolderClient
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, NoReturn
 
 USAGE = "[ -D ] [ -t timeout ] socket id prog..."
-COMMAND = Command({"D": flag("delete"), "t": setting("timeout", timeout_seconds)}, 3)
+COMMAND = Command({"D": flag("delete"), "t": setting("timeout", scan_timeout)}, 3)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

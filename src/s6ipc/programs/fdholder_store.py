@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
+from ..base.durations import scan_timeout
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import Command, parse_uint, setting
-from ..chain.options import timeout_seconds
 from ..fdholder import tai
 from ..fdholder.client import FdHolderClient
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 USAGE = "[ -d fd ] [ -t timeout ] [ -T fdtimeout ] socket id"
 COMMAND = Command({
-    "d": setting("fd", parse_uint), "t": setting("timeout", timeout_seconds),
+    "d": setting("fd", parse_uint), "t": setting("timeout", scan_timeout),
     "T": setting("fd_timeout", parse_uint),
 }, 2)
 

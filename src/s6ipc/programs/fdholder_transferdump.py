@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
+from ..base.durations import timeout_seconds
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import Command, UsageError, parse_uint, setting
-from ..chain.options import seconds
 from ..fdholder.client import FdHolderClient
 
 TYPE_CHECKING = False
@@ -34,9 +34,9 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o: Dict[str, Tuple[int, int]] = {}
     rest = COMMAND.parse(args, o)
     timeouts = o.get("timeouts", (0, 0))
-    source = FdHolderClient(rest[0], seconds(timeouts[0]),
+    source = FdHolderClient(rest[0], timeout_seconds(timeouts[0]),
                             connect_operation=f"connect to a source fd-holder daemon at {rest[0]}")
-    dest = FdHolderClient(rest[1], seconds(timeouts[1]),
+    dest = FdHolderClient(rest[1], timeout_seconds(timeouts[1]),
                           connect_operation=f"connect to a destination fd-holder daemon at {rest[1]}")
     dump = source.getdump()
     dest.setdump(dump)

@@ -13,6 +13,7 @@ import pytest
 
 from s6ipc.access import ipc as access_ipc
 from s6ipc.access import tcp as access_tcp
+from s6ipc.base.durations import scan_timeout
 from s6ipc.base.options import Command, UsageError
 from s6ipc.chain import daemon
 from s6ipc.chain.options import (
@@ -21,7 +22,6 @@ from s6ipc.chain.options import (
     backlog_at_least_one,
     parse_timeout,
     take_common,
-    timeout_seconds,
     wrapper_backlog,
 )
 from s6ipc.programs import (
@@ -112,7 +112,7 @@ def test_the_wrappers_backlogs(text: str, verbatim: object, at_least_one: object
 
 
 def test_the_fdholder_clients_timeout() -> None:
-    assert (timeout_seconds("0"), timeout_seconds("1500")) == (None, 1.5)
+    assert (scan_timeout("0"), scan_timeout("1500")) == (None, 1.5)
     assert parse_timeout(["-t", "250", "s", "id"], 2) == (0.25, ["s", "id"])
     assert parse_timeout(["s"], 1) == (None, ["s"])
     with pytest.raises(UsageError):
