@@ -15,6 +15,13 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
   4300 digits with ValueError — a 5000-digit UID or LISTEN_PID must be "invalid", not a crash).
 * Group lists are numbers separated by runs of ``,:;`` space, tab, CR, LF; scanning stops at the
   first token that is not a number; only an entirely unparseable non-empty string is an error.
+
+A program declares its command line once, as a :class:`Command`: a table of option letters, each
+an :class:`Option` saying whether it takes a value and what it records (:func:`flag`,
+:func:`setting`, :func:`collect`, or a function of its own), and how many operands must follow.
+The option string :func:`getopt` takes is read off the table, so the letters a program accepts and
+what they do cannot drift apart; families of letters several programs share are tables too
+(:mod:`s6ipc.chain.options`).
 """
 
 from __future__ import annotations

@@ -29,10 +29,9 @@ if TYPE_CHECKING:
     from ..fdholder.client import FdHolderClient
 
 __all__ = [
-    "ServerOptions", "take_common", "parse_timeout", "naming_style", "one_or_more", "wrapper_backlog",
-    "backlog_at_least_one", "SERVER_OPTIONS",
-    "PRIVILEGE_OPTIONS", "BINDER_OPTIONS", "DATAGRAM_OPTIONS", "PERMS_OPTIONS", "CLIENT_VERBOSITY",
-    "holder_client",
+    "ServerOptions", "take_common", "parse_timeout", "holder_client", "naming_style", "one_or_more",
+    "wrapper_backlog", "backlog_at_least_one", "SERVER_OPTIONS", "PRIVILEGE_OPTIONS", "BINDER_OPTIONS",
+    "DATAGRAM_OPTIONS", "PERMS_OPTIONS", "CLIENT_VERBOSITY",
 ]
 
 
