@@ -12,6 +12,11 @@ The TCP cases (loopback, 127.0.0.1) put our tcpserver chain against djb's C ``tc
 ``tcp-access`` both check a rules CDB (ours: ``tcpserver-access -H -R -x`` in-process; djb:
 ``tcpserver -x`` from tcprules), with the same allow rule for 127.0.0.1 setting one variable.
 
+With ``--old-rev REV`` (476f459 by default: main before issue 17's restructuring; ``''`` for none)
+the load cases also run our chain from that revision's code, beside this tree's and the C server, in
+the same alternating rounds (column ``s6ipc@REV``): the tables give now / C, old / C and now / old,
+and the conn/s ratios round by round, whose spread is the run's noise.
+
 The start-up case (``--case startup``, part of ``all``) times, in alternating rounds,
 a bare ``python3 -I -c pass`` of the venv's interpreter (exec to exit), our in-process chain
 ``s6ipc ipcserver -1 S handler`` (exec to the ``-1`` newline) and its idle RSS, and the same chain
@@ -207,36 +212,59 @@ LINKS = os.path.join(BUILD, "links")
 LINKS_ENV = {"PATH": f"{LINKS}:/usr/bin:/bin"}
 
 
-def servers(case: str, workdir: str) -> Dict[str, Daemon]:
+#: The C server each case is measured against (the "C" of the ratios).
+REFERENCE = {"plain": "s6", "access": "s6", "tcp": "ucspi-tcp", "tcp-access": "ucspi-tcp"}
+
+
+def old_name(rev: str) -> str:
+    """The column of our chain run from revision *rev*'s code."""
+    return f"s6ipc@{rev}"
+
+
+def servers(case: str, workdir: str, old: Optional[Tuple[str, str]] = None) -> Dict[str, Daemon]:
     """The servers of *case*, started; the first one is ours. The access case also runs s6's
-    unchanged command line (``s6-ipcserver … s6-ipcserver-access …``) on ``s6ipc links``."""
+    unchanged command line (``s6-ipcserver … s6-ipcserver-access …``) on ``s6ipc links``.
+
+    With *old* = (revision, its ``src``), our chain also runs a second time, with the same command
+    line and console script but ``PYTHONPATH`` at that revision's code (column ``s6ipc@REV``); ours
+    then runs with ``PYTHONPATH`` at this tree's ``src``, so both pay the same path search."""
+    ours = [dict(os.environ, PYTHONPATH=NEW_SRC)] if old else [None]
+    names = ["s6ipc"]
+    if old:
+        ours.append(dict(os.environ, PYTHONPATH=old[1]))
+        names.append(old_name(old[0]))
+    started: Dict[str, Daemon] = {}
     if case in ("plain", "access"):
-        socks = {name: os.path.join(workdir, f"{case}-{name}") for name in ("s6ipc", "links", "s6")}
         rules = make_rules(os.path.join(workdir, case, "rules")) if case == "access" else None
-        started = {name: Daemon(argv, socks[name]) for name, argv in chains(case, socks["s6ipc"], socks["s6"],
-                                                                             rules).items()}
+        for i, (name, env) in enumerate(zip(names, ours)):
+            sock = os.path.join(workdir, f"{case}-ours{i}")
+            started[name] = Daemon(chains(case, sock, sock, rules)["s6ipc"], sock, env=env)
+        sock = os.path.join(workdir, f"{case}-s6")
+        started["s6"] = Daemon(chains(case, sock, sock, rules)["s6"], sock)
         if rules is not None:
-            unchanged = ["s6-ipcserver", "-1", "-c", "1000", socks["links"], "s6-ipcserver-access", "-v0",
+            sock = os.path.join(workdir, f"{case}-links")
+            unchanged = ["s6-ipcserver", "-1", "-c", "1000", sock, "s6-ipcserver-access", "-v0",
                          "-i", rules, HANDLER]
-            started["links"] = Daemon(unchanged, socks["links"], env=LINKS_ENV)
+            started["links"] = Daemon(unchanged, sock, env=LINKS_ENV)
         return started
     if case == "tcp":
-        started = {
-            "s6ipc": Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER]),
-            "ucspi-tcp": Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "127.0.0.1", "0", HANDLER]),
-        }
+        for name, env in zip(names, ours):
+            started[name] = Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", HANDLER],
+                                   env=env)
+        started["ucspi-tcp"] = Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "127.0.0.1", "0",
+                                       HANDLER])
         if os.access(SOCKET_ACTIVATE, os.X_OK):
             port = free_port()
             started["systemd-accept"] = Daemon([SOCKET_ACTIVATE, "--accept", "--inetd", f"-l127.0.0.1:{port}",
                                                 HANDLER], port=port)
         return started
-    ours, djb = tcp_rules(os.path.join(workdir, case))
-    return {
-        "s6ipc": Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", S6IPC, "tcpserver-access",
-                         "-v0", "-H", "-R", "-x", ours, HANDLER]),
-        "ucspi-tcp": Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "-x", djb, "127.0.0.1", "0",
-                             HANDLER]),
-    }
+    cdb, djb = tcp_rules(os.path.join(workdir, case))
+    for name, env in zip(names, ours):
+        started[name] = Daemon([S6IPC, "tcpserver", "-1", "-c", "1000", "127.0.0.1", "0", S6IPC,
+                                "tcpserver-access", "-v0", "-H", "-R", "-x", cdb, HANDLER], env=env)
+    started["ucspi-tcp"] = Daemon([UCSPI_TCPSERVER, "-1", "-c", "1000", "-HRl0", "-x", djb, "127.0.0.1", "0",
+                                   HANDLER])
+    return started
 
 
 def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dict[str, List[str]]:
@@ -277,9 +305,11 @@ def chains(case: str, sock_ours: str, sock_s6: str, rules: Optional[str]) -> Dic
 
 
 def run_case(
-    case: str, rounds: int, seconds: float, concurrency: int, workdir: str
-) -> Dict[str, Dict[str, float]]:
-    daemons = servers(case, workdir)
+    case: str, rounds: int, seconds: float, concurrency: int, workdir: str,
+    old: Optional[Tuple[str, str]] = None,
+) -> Tuple[Dict[str, Dict[str, float]], Dict[str, List[Dict[str, float]]]]:
+    """(medians per server, every round's sample per server) of *case*; see servers() for *old*."""
+    daemons = servers(case, workdir, old)
     try:
         for d in daemons.values():
             load(d.address, concurrency, 0.5)
@@ -309,7 +339,7 @@ def run_case(
                 "children_us": statistics.median(x["children_us"] for x in runs),
                 "client_us": statistics.median(x["client_us"] for x in runs),
             }
-        return summary
+        return summary, samples
     finally:
         for d in daemons.values():
             d.stop()
@@ -413,6 +443,52 @@ def print_startup(result: Dict[str, Dict[str, float]], repeats: int, old_rev: st
                   f"{r['cpu_ratio']:.2f} x; idle RSS {r['rss_kb']:.0f} kB (target <= 12288)")
 
 
+ROWS = (
+    ("conn_s", "conn/s"),
+    ("p50_us", "p50 latency us"),
+    ("p99_us", "p99 latency us"),
+    ("idle_p50_us", "idle 1-conn p50 us"),
+    ("daemon_us", "daemon CPU us/conn"),
+    ("children_us", "children CPU us/conn"),
+    ("client_us", "client CPU us/conn"),
+    ("failures", "failed connections"),
+)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def print_case(summary: Dict[str, Dict[str, float]], samples: Dict[str, List[Dict[str, float]]],
+               reference: str, old: Optional[str]) -> Dict[str, List[float]]:
+    """The table of one case: every server's medians, then the ratios now/C (C: *reference*), and
+    with *old* (the column of the older revision) old/C and now/old, then now/X for any other server.
+    Below it, the conn/s ratios round by round (each round runs every server once, the order
+    alternating): their spread is the noise of this run. Returns those per-round ratios."""
+    names = list(summary)
+    others = [n for n in names if n not in ("s6ipc", reference, old)]
+    pairs = [("now/C", "s6ipc", reference)]
+    if old:
+        pairs += [("old/C", old, reference), ("now/old", "s6ipc", old)]
+    pairs += [(f"now/{n}", "s6ipc", n) for n in others]
+    width = max(16, *(len(n) + 2 for n in names))
+    print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names) + "".join(f"{p[0]:>{max(9, len(p[0]) + 2)}}"
+                                                                       for p in pairs))
+    for key, label in ROWS:
+        cells = "".join(f"{summary[n][key]:{width}.1f}" for n in names)
+        ratios = "".join(f"{'':{max(9, len(p) + 2)}}" if key == "failures" else
+                         f"{_ratio(summary[a][key], summary[b][key]):{max(9, len(p) + 2)}.2f}"
+                         for p, a, b in pairs)
+        print(f"{label:22}{cells}{ratios}")
+    per_round: Dict[str, List[float]] = {}
+    for p, a, b in pairs:
+        per_round[p] = [_ratio(x["conn_s"], y["conn_s"]) for x, y in zip(samples[a], samples[b])]
+        spread = per_round[p]
+        print(f"conn/s {p} round by round: " + " ".join(f"{r:.2f}" for r in spread)
+              + f"  (median {statistics.median(spread):.2f}, range {min(spread):.2f}-{max(spread):.2f})")
+    return per_round
+
+
 def rss_growth(workdir: str, total: int, concurrency: int) -> Dict[str, Tuple[int, int, int]]:
     """(idle RSS kB at start, after `total` connections, connections made) for each daemon."""
     result = {}
@@ -439,7 +515,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "startup", "all"],
                         default="all")
-    parser.add_argument("--old-rev", default="476f459", help="the revision start-up is compared with")
+    parser.add_argument("--old-rev", default="476f459",
+                        help="the revision our chain is also run from, in the same rounds ('' for none)")
     parser.add_argument("--startup-repeats", type=int, default=20)
     parser.add_argument("--rss-connections", type=int, default=100_000)
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
@@ -478,32 +555,19 @@ def main() -> int:
             print_startup(report["startup"], args.startup_repeats, args.old_rev)
             if not cases:
                 args.rss_connections = 0
+        old = None
+        if args.old_rev and cases:
+            old_src = old_tree(args.old_rev)
+            old = (args.old_rev, old_src) if old_src is not None else None
         for case in cases:
-            summary = run_case(case, args.rounds, args.seconds, args.concurrency, workdir)
+            summary, samples = run_case(case, args.rounds, args.seconds, args.concurrency, workdir, old)
             report[case] = summary
-            ours = summary["s6ipc"]
-            others = [name for name in summary if name != "s6ipc"]
             print(
                 f"\n## {case}: {args.rounds} alternating rounds of {args.seconds}s, "
-                f"{args.concurrency} closed-loop clients"
+                f"{args.concurrency} closed-loop clients; load average now {os.getloadavg()[0]:.2f}"
             )
-            print(f"{'':22}{'s6ipc':>12}" + "".join(f"{n:>16}{'ratio':>8}" for n in others))
-            for key, label in (
-                ("conn_s", "conn/s"),
-                ("p50_us", "p50 latency us"),
-                ("p99_us", "p99 latency us"),
-                ("idle_p50_us", "idle 1-conn p50 us"),
-                ("daemon_us", "daemon CPU us/conn"),
-                ("children_us", "children CPU us/conn"),
-                ("client_us", "client CPU us/conn"),
-                ("failures", "failed connections"),
-            ):
-                cells = "".join(
-                    f"{summary[n][key]:16.1f}"
-                    f"{ours[key] / summary[n][key] if summary[n][key] else float('nan'):8.2f}"
-                    for n in others
-                )
-                print(f"{label:22}{ours[key]:12.1f}{cells}")
+            report[f"{case} per round"] = print_case(summary, samples, REFERENCE[case],
+                                                     old_name(old[0]) if old else None)
         if cases:
             ready = ready_times(workdir)
             report["ready_ms"] = ready

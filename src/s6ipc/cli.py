@@ -4,7 +4,7 @@
 link whose name is ``s6-NAME`` (or ``NAME``), the entry point acts as that program, so unchanged
 s6 run scripts work with the link directory first in ``PATH``. ``s6ipc links DIR`` creates
 those links. ``s6ipc preflight NAME args…`` is what a running daemon asks of the code installed
-on disk before an in-place upgrade (:func:`s6ipc.upgrade.preflight`): import every module, let
+on disk before an in-place upgrade (:func:`s6ipc.daemon.upgrade.preflight`): import every module, let
 NAME validate *args*, exit 0 silently — or one line and 111 (100 for bad options).
 """
 
@@ -145,8 +145,9 @@ def main(argv: Optional[List[str]] = None) -> NoReturn:
 
 
 def uvicorn_main() -> None:
-    """The console script ``s6ipc-uvicorn`` (:func:`s6ipc.uvicorn_drain.main`): one line, exit 111,
-    when uvicorn cannot be imported (the script is installed with s6ipc, uvicorn with its extra)."""
+    """The console script ``s6ipc-uvicorn`` (:func:`s6ipc.integrations.uvicorn_drain.main`): one
+    line, exit 111, when uvicorn cannot be imported (the script is installed with s6ipc, uvicorn
+    with its extra)."""
     try:
         from .integrations.uvicorn_drain import main as drained_uvicorn
     except ImportError as e:

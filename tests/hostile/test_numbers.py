@@ -61,7 +61,8 @@ VETTED = {
 }
 #: What an in-place upgrade reads back: the JSON state the previous image wrote (a memfd it handed
 #: over; its numbers are JSON numbers already, int() only pins their type).
-VETTED_STATE_READERS = {"daemon/lifecycle.py", "serve/life.py", "serve/peers.py", "fdholder/server.py"}
+VETTED_STATE_READERS = {"daemon/lifecycle.py", "serve/life.py", "serve/peers.py", "fdholder/server.py",
+                        "fdholder/store.py"}
 STATE_FIELDS = ("state[", "raw[", "obj[", "int(status_fd)", "c[", "item[", "int(s)", "int(x)", "int(v)",
                 "int(pid)", "int(uid)", "int(gid)", "int(fd)", "int(value)", "float(deadline)")
 

@@ -259,9 +259,12 @@ def test_new_image_failing_after_exec_exits_111(sockdir: str, handler: str, pack
     (b'{"format": 2, "kind": "fdholderd"}',
      "unable to take over from the previous image: a state of format 2 for 'fdholderd': "
      "this is ipcserverd format 2"),
-    (b'{"format": 1, "program": "ipcserverd", "generation": 1}',
-     "unable to take over from the previous image: a state of format 1 for 'ipcserverd': "
+    (b'{"format": 3, "kind": "ipcserverd", "generation": 1}',
+     "unable to take over from the previous image: a state of format 3 for 'ipcserverd': "
      "this is ipcserverd format 2"),
+    # format 1 (s6ipc 0.1's) is read, so that 0.1 upgrades in place to this: a truncated one is refused
+    (b'{"format": 1, "program": "ipcserverd", "generation": 1}',
+     "unable to take over from the previous image: no 'status_fd' in the handoff state"),
     (b'{"format": 2, "kind": "ipcserverd", "version": "1", "lineage": {"generation": 1}}',
      "unable to take over from the previous image: no 'status_fd' in the handoff state"),
 ])

@@ -56,14 +56,17 @@ def library_files() -> List[Tuple[str, Path]]:
 
 
 def declared_all(path: Path) -> Tuple[List[str], ast.Module]:
+    """The module's one ``__all__`` (a second assignment would silently replace the first: refused)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
-                                                for t in node.targets):
-            value = ast.literal_eval(node.value)
-            assert isinstance(value, list), f"{path}: __all__ is a list"
-            return value, tree
-    return [], tree
+    found = [node for node in tree.body if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+             and any(isinstance(t, ast.Name) and t.id == "__all__"
+                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
+    assert len(found) <= 1, f"{path}: __all__ assigned {len(found)} times (lines {[n.lineno for n in found]})"
+    if not found:
+        return [], tree
+    value = ast.literal_eval(found[0].value) if found[0].value is not None else None
+    assert isinstance(value, list), f"{path}: __all__ is a list"
+    return value, tree
 
 
 def public_definitions(tree: ast.Module) -> Set[str]:

@@ -14,7 +14,7 @@ and ipcserverd's in-process fast path (:class:`FastAccess`: the client is the da
   ``getsockname`` of fd 0, which fails with ``unable to ipc_local`` *after* the allow line). With
   ``-E``, the rule's modifications then the removal of ``PROTO`` and ``${PROTO}`` REMOTEEUID,
   REMOTEEGID, REMOTEPATH, LOCALPATH and CONNNUM; fd 0 is not looked at and ``-l`` is ignored.
-  Modifications are applied as skalibs' ``env_merge`` does (see :mod:`s6ipc.envdir`).
+  Modifications are applied as skalibs' ``env_merge`` does (see :mod:`s6ipc.base.envdir`).
 * A rule with an exec string runs ``/usr/lib/execline/bin/execlineb -Pc STRING`` instead of prog
   (STRING cut at its first NUL, as a C string). The program is searched in the PATH the process
   had *before* the rule's modifications.
@@ -178,7 +178,7 @@ def connection_local_path(conn: object) -> Callable[[], str]:
 class FastAccess(FastPath[IpcClient]):
     """ipcserverd's per-connection policy doing ipcserver-access's work in-process.
 
-    Plug an instance into :attr:`s6ipc.serve.loop.Server.policy` when the server's program is
+    Plug an instance into a :class:`s6ipc.serve.loop.Server` as its ``policy`` when the server's program is
     ``<our prefix> ipcserver-access OPTIONS… prog…`` and its identity is
     :class:`s6ipc.serve.peers.UnixPeers` with credential lookup (``-p``): the client's ids are the
     peer's, and ``PROTO`` is ``IPC``, what that identity puts in the environment. Arguments: see

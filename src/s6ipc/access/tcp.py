@@ -11,17 +11,17 @@ it follows, in the program's order:
 2. ``-D``: TCP_NODELAY on fd 1 (a failure is a warning at verbosity >= 1).
 3. The banner (``-B``, concatenated, 511 bytes at most) is written to fd 1 **before** any check,
    within the deadline (``-t`` ms, one deadline for banner, ident and DNS); failure: 111.
-4. IP rules (``ip4/``/``ip6/`` keys, see :mod:`s6ipc.accessrules`). No ruleset: allowed (warning at
+4. IP rules (``ip4/``/``ip6/`` keys, see :mod:`s6ipc.access.rules`). No ruleset: allowed (warning at
    verbosity 2). DENY: exit 1; NOTFOUND: exit 1 with ``-H``, else the reversedns rules decide
    later. Refusals log ``deny pid P ip IP: REASON`` at verbosity 2. A rules error: 111
    ``unable to check fs ruleset for IP in DIR`` (``cdb``).
 5. ``getsockname`` of fd 0 gives ``${P}LOCALIP`` and ``${P}LOCALPORT`` (111 ``socket_local``).
-6. ``-r``: ident (:mod:`s6ipc.ident`): ``${P}REMOTEINFO=id``, or unset. A failure is fatal with
+6. ``-r``: ident (:mod:`s6ipc.access.ident`): ``${P}REMOTEINFO=id``, or unset. A failure is fatal with
    ``-w`` (the default): exit 2 (the server refused or closed), 99 (timeout), 111 (other), with
    ``fatal: reject pid P ip IP`` at verbosity 2 and warnings at verbosity 3; with ``-W`` it only
    unsets. Without ``-r``, ``${P}REMOTEINFO`` is unset.
 7. ``-H``: ``${P}LOCALHOST`` = the ``-l`` name or unset, ``${P}REMOTEHOST`` unset. ``-h`` (the
-   default): one round of PTR queries (:mod:`s6ipc.dns`; the local one only without ``-l``);
+   default): one round of PTR queries (:mod:`s6ipc.access.dns`; the local one only without ``-l``);
    a name keeps its final dot; a failed query leaves the variable unset (an empty answer sets
    ``${P}LOCALHOST`` empty); ``-p`` then asks A/AAAA for the remote name and unsets it unless
    the client's address is among the answers (a failed query is fatal with ``-w``: 99 on timeout,

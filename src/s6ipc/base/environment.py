@@ -169,7 +169,7 @@ def _sigset(signals: Iterable[int]) -> ctypes.Array[ctypes.c_char]:
 def posix_spawn(path: str, argv: Sequence[str], env: List[bytes], dup2: Sequence[Tuple[int, int]],
                 sigdef: Sequence[signal.Signals]) -> int:
     """``posix_spawn`` with the exact array *env*, the ``dup2`` file actions *dup2*, an empty
-    signal mask and SIG_DFL for *sigdef* (what :class:`~s6ipc.execution.Spawner` asks of
+    signal mask and SIG_DFL for *sigdef* (what :class:`~s6ipc.base.execution.Spawner` asks of
     ``os.posix_spawn``). Returns the pid; raises OSError with the error of the spawn or exec."""
     import ctypes
 

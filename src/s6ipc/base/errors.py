@@ -3,7 +3,7 @@
 The library never prints and never exits: it raises one of these, and the program layer
 (`s6ipc.programs.*`) turns it into an s6-style message and exit code. Each error carries the exit
 code s6 uses for its kind (:attr:`S6ipcError.exit_code`), so a program decides it in one place
-(:meth:`s6ipc.messages.Reporter.die`), never at its catch sites:
+(:meth:`s6ipc.base.messages.Reporter.die`), never at its catch sites:
 
 =====================  ====  ============================================================
 error                  exit  what it is

@@ -1,7 +1,7 @@
 """Where a library object's log lines go.
 
 The library never prints: a daemon, the access fast path or a holder is given a :class:`Log`, and
-the program layer passes an s6-style reporter (:class:`s6ipc.messages.Reporter`), which writes
+the program layer passes an s6-style reporter (:class:`s6ipc.base.messages.Reporter`), which writes
 ``NAME: info: …`` / ``NAME: warning: …`` / ``NAME: fatal: …`` lines on fd 2, one ``write`` each.
 """
 

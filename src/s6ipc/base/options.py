@@ -171,7 +171,7 @@ def parse_gidlist(text: str) -> Optional[List[int]]:
 
 def env_uint(env: Mapping[str, str], name: str) -> int:
     """``$NAME`` of *env* as skalibs' ``uint0_scan`` reads it, with s6's messages: raises
-    :class:`~s6ipc.errors.BadInput` ``NAME not set`` or ``invalid $NAME`` (exit 100)."""
+    :class:`~s6ipc.base.errors.BadInput` ``NAME not set`` or ``invalid $NAME`` (exit 100)."""
     value = env.get(name)
     if value is None:
         raise BadInput(f"{name} not set")

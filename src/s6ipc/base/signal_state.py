@@ -18,7 +18,7 @@ binaries, that this module relies on:
 * Setting SIG_IGN discards an instance of that signal already pending (POSIX; Linux's
   ``do_sigaction``) but not one that arrives later while the signal is blocked.
 
-So :func:`take_control` (called by :class:`~s6ipc.selfpipe.SelfPipe` for every signal it
+So :func:`take_control` (called by :class:`~s6ipc.base.selfpipe.SelfPipe` for every signal it
 catches) records which handled signals were inherited ignored and unblocks them;
 :func:`ignored_for_children` wraps a spawn, giving those signals back to the child as SIG_IGN
 while they stay blocked in the daemon, then re-raising whatever arrived meanwhile.
@@ -43,7 +43,7 @@ def take_control(handled: Iterable[int]) -> None:
     signal would never reach its handler), and those that were ignored are remembered so that
     the children can still inherit them ignored (see :func:`ignored_for_children`). Other
     blocked signals stay blocked in the daemon (it does not rely on them); children start with
-    an empty mask whatever the daemon's (:class:`~s6ipc.execution.Spawner`).
+    an empty mask whatever the daemon's (:class:`~s6ipc.base.execution.Spawner`).
     """
     sigs = tuple(handled)
     for sig in sigs:

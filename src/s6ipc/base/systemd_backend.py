@@ -1,7 +1,7 @@
 """The optional python-systemd (libsystemd) path behind s6ipc's own activation/readiness interface.
 
 ``pip install s6ipc[systemd]`` installs python-systemd (PyPI ``systemd-python``); when it imports,
-:mod:`s6ipc.activation` and :mod:`s6ipc.readiness` call libsystemd through this module, so their
+:mod:`s6ipc.sockets.listenfds` and :mod:`s6ipc.daemon.readiness` call libsystemd through this module, so their
 behaviour tracks the host's libsystemd. The standard-library path in those modules is always
 present, and the tests run both on the same cases and assert that they agree.
 
@@ -72,7 +72,7 @@ BACKEND_VARIABLE = "S6IPC_SYSTEMD_BACKEND"
 def choose(backend: Optional[str] = None) -> str:
     """The path to use: *backend* if given, else ``$S6IPC_SYSTEMD_BACKEND``, else ``auto``.
 
-    Raises :class:`~s6ipc.errors.BadInput` for an unknown name, or for ``python-systemd`` when it
+    Raises :class:`~s6ipc.base.errors.BadInput` for an unknown name, or for ``python-systemd`` when it
     is not installed.
     """
     choice = backend or os.environ.get(BACKEND_VARIABLE) or "auto"

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from typing import cast as cast
 else:
     import collections
+    import sys
+
+    #: dataclasses gives ``__match_args__`` from Python 3.10 on (where ``match`` exists).
+    _MATCH_ARGS = sys.version_info >= (3, 10)
 
     class Generic:
         """Base of a generic class: ``Generic[T]`` and ``C[X]`` are the class itself at run time."""
@@ -189,6 +193,6 @@ else:
 
             _set_new(cls, "__setattr__", __setattr__)
             _set_new(cls, "__delattr__", __delattr__)
-        if "__match_args__" not in cls.__dict__:
+        if _MATCH_ARGS and "__match_args__" not in cls.__dict__:
             cls.__match_args__ = fields
         return cls

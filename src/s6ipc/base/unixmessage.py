@@ -2,7 +2,7 @@
 
 Used by the fd holder (its wire protocol is this framing, s6ipc.fdholder.protocol), and the
 home of the SCM_RIGHTS / SCM_CREDENTIALS ancillary-data handling every receiver here shares (the
-sd_notify receiver in s6ipc.readiness too).
+sd_notify receiver in s6ipc.daemon.readiness too).
 
 Some facts about the framing and about AF_UNIX sockets that this module relies on (skalibs 2.13,
 Linux):

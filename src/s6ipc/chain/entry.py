@@ -2,7 +2,7 @@
 
 Some facts this module relies on:
 
-* The ``s6ipc`` console script that pip writes (:func:`s6ipc.execution.entry_script` finds it)
+* The ``s6ipc`` console script that pip writes (:func:`s6ipc.base.execution.entry_script` finds it)
   is a small Python file whose first line is
   ``#!INTERPRETER``; running it runs ``s6ipc.cli:main`` under that interpreter. In a venv (pipx
   included) it sits next to the venv's interpreter; a system-wide install (``pip install
@@ -19,8 +19,11 @@ Some facts this module relies on:
   compares files (``realpath``), never names.
 
 Every spelling that names our program — ``SCRIPT NAME``, ``SCRIPT s6-NAME``, a link named
-``s6-NAME`` or ``NAME`` to SCRIPT, a path to any of these, ``INTERPRETER -m s6ipc NAME`` with
-this very interpreter — is recognised by :func:`own_program`.
+``s6-NAME`` or ``NAME`` to SCRIPT, a path to any of these; and where there is no console script
+(s6ipc runs as ``INTERPRETER -m s6ipc``: :func:`s6ipc.base.execution.installed_prefix`), ``INTERPRETER
+-m s6ipc NAME`` with this very interpreter — is recognised by :func:`own_program`. With a console
+script, ``python -m s6ipc NAME`` is not "us" (another entry than the script's): the way to force
+the real program.
 """
 
 from __future__ import annotations

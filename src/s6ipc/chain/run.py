@@ -1,7 +1,7 @@
 """Chain loading: how one stage hands the process to the rest of its command line.
 
 s6 stages ``execve`` into the next one. When the next stage is one of ours, in any spelling (``s6ipc NAME``,
-an ``s6-NAME`` link found through PATH, a path to either: see :mod:`s6ipc.programs.entry`), we run
+an ``s6-NAME`` link found through PATH, a path to either: see :mod:`s6ipc.chain.entry`), we run
 it *in this process* instead: same PID, same descriptors, same
 environment (``os.environ`` is what an exec would pass), same ids — the observable result of an
 exec — but without paying for a new Python interpreter at every link (about 20 ms each). What a
@@ -115,7 +115,7 @@ def run_program(word: str, args: Sequence[str]) -> NoReturn:
 def modify_environ(modifs: Sequence[str]) -> None:
     """Apply s6 environment modifications (``NAME=value`` sets, ``NAME`` unsets) to ``os.environ``.
 
-    The order the next program sees is skalibs' ``env_merge`` order (see :func:`s6ipc.envdir.merge_env`):
+    The order the next program sees is skalibs' ``env_merge`` order (see :func:`s6ipc.base.envdir.merge_env`):
     a removed variable's place is taken by the last one, a set variable goes to the end.
     """
     environment.replace(os.environ, merge_env(os.environ, modifs))

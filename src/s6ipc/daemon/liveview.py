@@ -100,7 +100,7 @@ class StatusSocket:
         return self.sock.fileno()
 
     def on_event(self, mask: int) -> None:
-        """Answer the clients waiting (for :meth:`s6ipc.server.Server.watch`); never raises OSError."""
+        """Answer the clients waiting (for :meth:`s6ipc.serve.loop.Server.watch`); never raises OSError."""
         for _ in range(_BURST):
             try:
                 conn, _ = self.sock.accept()
@@ -276,8 +276,8 @@ class StatusLine:
 
 def every(beats: Sequence[Tuple[float, Callable[[], None]]],
           monotonic: Callable[[], float] = time.monotonic) -> Tuple[float, Callable[[], None]]:
-    """One loop timer (a :data:`s6ipc.server.Heartbeat`) calling each ``(interval, function)`` at
-    least every interval: the shortest interval, each function run when its own is due (read on
+    """One loop timer (the loop's ``Heartbeat``) calling each ``(interval, function)`` at least
+    every interval: the shortest interval, each function run when its own is due (read on
     *monotonic*: the daemon's clock)."""
     interval = min(i for i, _ in beats)
     due = [0.0] * len(beats)

@@ -13,7 +13,7 @@ Some facts this client relies on (s6 2.11.3.2's libs6 client, skalibs 2.13):
 * Descriptors received are close-on-exec; the caller owns them.
 * Linux carries at most 253 descriptors per ``sendmsg`` (skalibs 2.13 announces chunks of 255),
   and s6-fdholderd drops a client whose message arrives in two pieces, which a message longer
-  than one kernel buffer may do (:data:`s6ipc.unixmessage.ATOMIC_MESSAGE_SIZE`). So a setdump
+  than one kernel buffer may do (:data:`s6ipc.base.unixmessage.ATOMIC_MESSAGE_SIZE`). So a setdump
   goes out in chunks of at most 253 descriptors and 32 KiB (121 entries with 255-byte ids), which
   daemons accept (they count descriptors, not messages), and a getdump chunk of 255 is
   reassembled from the two writes it takes.
@@ -61,7 +61,7 @@ class OperationFailed(Refused):
     """The daemon refused or could not do an operation, or the conversation broke.
 
     ``str()`` is s6's message tail (``unable to store fd: Device or resource busy``); exit 1 (a
-    connection failure is a plain :class:`~s6ipc.errors.SystemFailure`, exit 111).
+    connection failure is a plain :class:`~s6ipc.base.errors.SystemFailure`, exit 111).
     """
 
 
@@ -112,8 +112,8 @@ def connect(path: Union[str, bytes], deadline: Optional[float] = None,
 
 def setdump_chunks(entries: Sequence[HeldDescriptor]) -> List[Sequence[HeldDescriptor]]:
     """*entries* cut into the setdump messages a client sends: each at most
-    :data:`~s6ipc.unixmessage.KERNEL_MAX_FDS` descriptors and, framed, at most
-    :data:`~s6ipc.unixmessage.ATOMIC_MESSAGE_SIZE` bytes (never empty: one entry always fits)."""
+    :data:`~s6ipc.base.unixmessage.KERNEL_MAX_FDS` descriptors and, framed, at most
+    :data:`~s6ipc.base.unixmessage.ATOMIC_MESSAGE_SIZE` bytes (never empty: one entry always fits)."""
     chunks: List[Sequence[HeldDescriptor]] = []
     start, size = 0, unixmessage.HEADER_SIZE + 1
     for i, e in enumerate(entries):

@@ -1,6 +1,6 @@
 """The fd-holder wire protocol: s6-fdholder requests and replies over skalibs' ``unixmessage``.
 
-The framing (header, descriptors, reassembly, outboxes) is :mod:`s6ipc.unixmessage`; this module
+The framing (header, descriptors, reassembly, outboxes) is :mod:`s6ipc.base.unixmessage`; this module
 is what s6-fdholderd and its clients say in it (s6 2.11.3.2):
 
 * Identifiers are C strings: 1..255 bytes on the wire (the length byte excludes the trailing

@@ -3,7 +3,7 @@
 It does no work itself: it validates and normalises the options exactly as s6-ipcserver does
 (``-b/-c/-C 0`` become 1, ``-a`` becomes ``0NNN``, ``-q/-v`` become ``-v0/-v2``, ``-U`` becomes
 ``-Uz`` and resets earlier ``-u/-g/-G``, a uid or gid of 0 means no change) and execs the chain.
-The stages are named with :func:`s6ipc.programs.chain.stage`, so the chain runs from a venv
+The stages are named with :func:`s6ipc.chain.run.stage`, so the chain runs from a venv
 without activating it — and, being ours, runs in this same process (see ``chain``).
 
 Extension (not in s6-ipcserver, absent from its usage line; docs/ipcserver.md): ``-S`` builds the

@@ -5,7 +5,7 @@ each ``-f fd`` in order; it moves to the next free place at fds 3, 4, …, named
 same rank. ``LISTEN_FDS``, ``LISTEN_FDNAMES``, ``LISTEN_PID`` (this PID: the chain execs) and
 ``LISTEN_PIDFDID`` then describe the whole list, so that several invocations in one chain collect
 several sockets. ``-x scheme`` adds a daemon's own variables for the whole list (``nginx``:
-``NGINX=3;4;``). All the work is :func:`s6ipc.handoff.append_sockets`.
+``NGINX=3;4;``). All the work is :func:`s6ipc.sockets.give.append_sockets`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``s6ipc status PID`` asks the daemon running as PID; ``s6ipc status NAME`` asks every daemon of
 that program (``ipcserverd``, ``fdholderd``) in this network namespace. Without ``-j`` each
 answer is rendered as text; with ``-j`` each is printed as one JSON document on one line
-(docs/status.md). See :mod:`s6ipc.liveview` for the protocol and who may read it.
+(docs/status.md). See :mod:`s6ipc.daemon.liveview` for the protocol and who may read it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ COMMAND = Command({"j": flag("json")})
 
 def documents(target: str) -> List[Document]:
     """The live views *target* (a pid or a program name) names. Raises :class:`Refused` (ESRCH)
-    when there is none, and what :func:`s6ipc.liveview.query` raises."""
+    when there is none, and what :func:`s6ipc.daemon.liveview.query` raises."""
     if target.isascii() and target.isdigit():
         pid = scan_magnitude(target, 10, PID_MAX)
         if pid is None:  # no process can have it

@@ -1,7 +1,7 @@
 """tcpclient: connect to a TCP server, put the connection on fds 6 and 7, set the TCP variables, exec prog.
 
-s6-tcpclient 2.5.1.3's steps (the address rounds are :mod:`s6ipc.tcpconnect`, names
-:mod:`s6ipc.dns`, ident :mod:`s6ipc.ident`). Its messages without an errno keep skalibs 2.13's
+s6-tcpclient 2.5.1.3's steps (the address rounds are :mod:`s6ipc.sockets.connect`, names
+:mod:`s6ipc.access.dns`, ident :mod:`s6ipc.access.ident`). Its messages without an errno keep skalibs 2.13's
 doubled colon (``fatal: : unable to connect to a suitable IP address``).
 """
 

@@ -2,7 +2,7 @@
 binder → [applyuidgid] → daemon, and exec it.
 
 Like ``ipcserver`` they do no work: they normalise the options exactly as s6-networking 2.5.1.3
-does and exec the chain, whose stages (ours, named with :func:`s6ipc.programs.chain.stage`) then
+does and exec the chain, whose stages (ours, named with :func:`s6ipc.chain.run.stage`) then
 run in this same process. One module runs the three names; the differences between them, all s6's:
 
 * ``tcpserver`` takes ``-q/-Q/-v`` (passed on as ``-v0``/``-v2``), ``-4/-6`` (default: the

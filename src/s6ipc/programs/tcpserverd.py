@@ -1,7 +1,7 @@
 """tcpserver4d, tcpserver6d, tcpserverd: accept TCP connections on fd 0, spawn prog per connection.
 
-The loop is ipcserverd's (:class:`s6ipc.server.Server`) with a TCP peer identity
-(:class:`s6ipc.tcppeer.TcpPeers`): per-IP ``-C``, ``TCPREMOTEIP``/``TCPREMOTEPORT``/
+The loop is ipcserverd's (:class:`s6ipc.serve.loop.Server`) with a TCP peer identity
+(:class:`s6ipc.serve.tcppeer.TcpPeers`): per-IP ``-C``, ``TCPREMOTEIP``/``TCPREMOTEPORT``/
 ``TCPCONNNUM``, s6-tcpserver4d's or 6d's log lines and ``-1`` port line. ``tcpserverd`` (the
 unified name of s6-networking 2.6+) serves either family, with 4d's formats on an IPv4 socket and
 6d's on an IPv6 one — the 2.5.1.3 formats, not 2.6's (docs/tcpserverd.md). As with ipcserverd,

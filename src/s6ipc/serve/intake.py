@@ -16,7 +16,7 @@ Some facts about the sources that this module relies on:
   ``systemd-socket``) has already decided, and stale ``LISTEN_*`` variables must not override it.
 * **systemd** passes sockets only to the process named by ``LISTEN_PID``; whatever source wins,
   ``LISTEN_*`` leave ``os.environ`` so that a program exec'd later in the same PID does not
-  believe it got fds that close-on-exec has closed (:func:`s6ipc.activation.forget_systemd_sockets`).
+  believe it got fds that close-on-exec has closed (:func:`s6ipc.sockets.listenfds.forget_systemd_sockets`).
 * **An fd holder** returns a duplicate of the descriptor it keeps: closing ours never closes the
   socket, which is what lets a server restart without refusing a client.
 * **The previous image of the same daemon** (an in-place upgrade: same PID, ``execve``) is not a
@@ -172,7 +172,7 @@ def retrieve_from_fdholder(holder: str, identifier: str, timeout: Optional[float
     """Retrieve *identifier* from the s6 fd holder listening at *holder*; return a new fd.
 
     Uses :class:`s6ipc.fdholder.client.FdHolderClient` (wire-compatible with s6-fdholderd): the
-    fd is close-on-exec. Raises :class:`~s6ipc.errors.SystemFailure` as that client does.
+    fd is close-on-exec. Raises :class:`~s6ipc.base.errors.SystemFailure` as that client does.
     """
     from ..fdholder.client import FdHolderClient  # only when an fd holder is asked for: no daemon needs it
 
@@ -269,7 +269,7 @@ def take_listener(*, name: Optional[str] = None, path: Optional[str] = None, tar
 
     ``LISTEN_*`` always leave ``os.environ``. Raises :class:`BadInput` when no source has a
     socket (naming what was tried) or when the chosen source is unusable, and
-    :class:`~s6ipc.errors.SystemFailure` from the fd holder's client.
+    :class:`~s6ipc.base.errors.SystemFailure` from the fd holder's client.
     """
     want = Want(name=name, path=path, backend=backend, fdholder=fdholder, fdholder_id=fdholder_id)
     return take_socket(want, target, inheritable=True)
@@ -308,7 +308,7 @@ def take_daemon_socket(warn: Callable[[str], None], families: Tuple[int, ...] = 
     messages), else the listening socket systemd passed, moved to fd 0 (checked as it was
     chosen). When neither applies, stale ``LISTEN_FDS`` is reported through *warn* and fd 0 is
     checked as it is, so the start-up error is s6's. ``LISTEN_*`` leave ``os.environ`` in every
-    case. Raises :class:`BadInput`/:class:`~s6ipc.errors.Unusable`/SystemFailure with s6's exit
+    case. Raises :class:`BadInput`/:class:`~s6ipc.base.errors.Unusable`/SystemFailure with s6's exit
     codes. The loop is then started with ``Server.start(checked=True)``.
     """
     want = Want(families=families, daemon=True)

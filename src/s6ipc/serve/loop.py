@@ -2,10 +2,10 @@
 
 Some facts about the kernel and CPython that this loop relies on:
 
-* **Signals** arrive through the self-pipe (:mod:`s6ipc.selfpipe`): SIGCHLD, SIGTERM, SIGHUP,
+* **Signals** arrive through the self-pipe (:mod:`s6ipc.base.selfpipe`): SIGCHLD, SIGTERM, SIGHUP,
   SIGQUIT and SIGABRT are handled in the loop, in arrival order, never in the middle of a spawn;
   every other signal keeps its default action, as in s6. A daemon built on the loop may catch
-  more (:meth:`Server.on_signal`). Reaping is :class:`s6ipc.children.ChildTable`'s.
+  more (:meth:`Server.on_signal`). Reaping is :class:`s6ipc.serve.children.ChildTable`'s.
 * **Descriptors.** Children receive the connection on fds 0 and 1 (``dup2`` clears close-on-exec
   on the copies) and the inherited fd 2. Everything else the daemon holds is made close-on-exec
   at start-up — the listening socket above all, and also whatever the daemon's own parent leaked
@@ -22,7 +22,7 @@ Some facts about the kernel and CPython that this loop relies on:
   overlap saved on two cores (docs/benchmarks.md).
 * **Running out of descriptors** (EMFILE, ENFILE) makes ``accept`` fail while the socket stays
   readable: s6 spins on it at 100 % CPU, logging a warning per try. We log once per episode and
-  stop polling the socket for a back-off delay (:mod:`s6ipc.backoff`; cut short by a child's
+  stop polling the socket for a back-off delay (:mod:`s6ipc.base.backoff`; cut short by a child's
   exit), then retry; queued clients wait in the backlog meanwhile.
 * **CPython's private socket API on the hot path.** Accepting goes through ``socket._accept``
   (the C method behind ``socket.accept``: ``(fd, address)``, no ``socket.socket`` object built)
@@ -32,7 +32,7 @@ Some facts about the kernel and CPython that this loop relies on:
   (AttributeError, a test in tests/unit) — the fallback is ``sock.accept()`` and
   ``socket.socket(fileno=…)``, correct and a few µs slower.
 * **The peer** (who connected, what is counted per peer for ``-C``, the per-connection variables)
-  is a :class:`s6ipc.peers.PeerIdentity`: s6-ipcserverd's SO_PEERCRED/``IPC*`` by default.
+  is a :class:`s6ipc.serve.peers.PeerIdentity`: s6-ipcserverd's SO_PEERCRED/``IPC*`` by default.
 """
 
 
@@ -136,7 +136,7 @@ def child_environment(environ: Dict[str, str], identity: PeerIdentity) -> Dict[s
     moves the *last* entry into its slot, setting one removes it that way and appends it. Placing
     the keys here, once, lets each connection fill in the values (a dict keeps a key's position on
     assignment), so children see s6's exact order at no per-connection cost. The identity's
-    :attr:`~s6ipc.peers.PeerIdentity.unset` variables (``-P``: IPCREMOTEEUID, IPCREMOTEEGID) are
+    :attr:`~s6ipc.serve.peers.PeerIdentity.unset` variables (``-P``: IPCREMOTEEUID, IPCREMOTEEGID) are
     removed, not set.
     """
     items = [(k, v) for k, v in environ.items() if k not in PRIVATE_VARIABLES]
@@ -161,11 +161,11 @@ class Server:
     """s6-ipcserverd's loop over the listening socket on fd 0.
 
     :meth:`start` checks fd 0 and prepares (raising :class:`SystemFailure` or
-    :class:`~s6ipc.errors.BadInput` with s6's exit codes); :meth:`serve` runs until SIGTERM, SIGQUIT
+    :class:`~s6ipc.base.errors.BadInput` with s6's exit codes); :meth:`serve` runs until SIGTERM, SIGQUIT
     or SIGABRT (or :meth:`stop_for_exec`) and returns an :class:`Ending`. *log* receives the
     daemon's lines, *child_log* the lines s6 prints from a child that could not exec
     (``s6-ipcserver (child): fatal: …``). *identity* says who a peer is (default: SO_PEERCRED and
-    ``IPC*`` variables, :class:`~s6ipc.peers.UnixPeers`); *spawner* starts a child per connection
+    ``IPC*`` variables, :class:`~s6ipc.serve.peers.UnixPeers`); *spawner* starts a child per connection
     (default: ``config.argv`` by posix_spawn); *policy* may replace or refuse the spawn per
     connection; *on_ready* hooks run once after the ``-1`` newline (readiness sinks), *on_exit*
     hooks once when the loop ends; *heartbeat* is called from the loop at least every interval.
@@ -255,7 +255,7 @@ class Server:
     def start(self, *, checked: bool = False) -> None:
         """Check fd 0, set up fds and signals, log ``starting``, write the ``-1`` newline.
 
-        *checked*: the daemon's intake (:func:`s6ipc.intake.take_daemon_socket`) has already
+        *checked*: the daemon's intake (:func:`s6ipc.serve.intake.take_daemon_socket`) has already
         checked :attr:`listen_fd` (a listening stream socket of the identity's family) and made it
         close-on-exec, so neither is done again.
         """
@@ -303,7 +303,7 @@ class Server:
         """Run the loop; returns after SIGTERM, SIGQUIT, SIGABRT or :meth:`stop_for_exec`.
 
         Raises :class:`SystemFailure` (``trouble with selfpipe``, ``wait_nohang``) and
-        :class:`~s6ipc.errors.BadInput` (``trouble with socket``, exit 111).
+        :class:`~s6ipc.base.errors.BadInput` (``trouble with socket``, exit 111).
         """
         assert self._selfpipe is not None, "serve() before start()"
         listen_fd, wakeup = self.listen_fd, self._selfpipe.fileno()

@@ -1,6 +1,6 @@
 """Who is at the other end of an accepted connection, as a super-server counts, logs and tells it.
 
-The accept loop (:class:`s6ipc.server.Server`) is the same for every kind of socket; what differs is
+The accept loop (:class:`s6ipc.serve.loop.Server`) is the same for every kind of socket; what differs is
 the *peer identity*: what ``-C`` counts connections per (a uid for UCSPI-IPC, an address for TCP),
 how the ``allow``/``deny``/``end`` log lines name the peer, and which per-connection variables a
 child gets, in which order. :class:`UnixPeers` is s6-ipcserverd's identity; a TCP server is the

@@ -1,7 +1,7 @@
 """The systemd socket-activation protocol: ``LISTEN_*`` parsed, checked, selected, consumed.
 
 Choosing *where* a listening socket comes from (fd 0, systemd, an fd holder) is
-:mod:`s6ipc.intake`, which stands on this module.
+:mod:`s6ipc.serve.intake`, which stands on this module.
 
 Some facts about socket activation that this module relies on (systemd 252, Linux):
 
@@ -228,7 +228,7 @@ def fdname_problem(name: str) -> Optional[str]:
     systemd's ``fdname_is_valid`` allows ASCII without control characters and without ``:``, at
     most 255 characters, and the empty name. We are stricter in two ways, decided here once for
     ``listen-fds -n``, :func:`s6ipc.sockets.give.spawn_with_sockets` and the fd store
-    (:meth:`s6ipc.readiness.Notifier.store_fds`): no space (a name is one word in our messages and
+    (:meth:`s6ipc.daemon.readiness.Notifier.store_fds`): no space (a name is one word in our messages and
     in unit files), and not empty — ``FileDescriptorName=`` cannot set one (empty there means "the
     unit's name"), ``FDNAME=`` with an empty value is how a client forgets to name, and an empty
     field in ``LISTEN_FDNAMES`` cannot be chosen by name by any of our stages.

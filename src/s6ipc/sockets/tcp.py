@@ -7,7 +7,7 @@ Some facts about IP sockets on Linux this module relies on:
   it never lets two live listeners share a port (EADDRINUSE either way).
 * An AF_INET6 socket takes IPv4 clients as ``::ffff:a.b.c.d`` unless ``IPV6_V6ONLY`` is set;
   skalibs sets it on every IPv6 socket it creates, so s6's binders never make dual-stack sockets
-  (systemd's ``ListenStream=PORT`` does: see :mod:`s6ipc.tcppeer`).
+  (systemd's ``ListenStream=PORT`` does: see :mod:`s6ipc.serve.tcppeer`).
 * ``listen(fd, n)``: the kernel caps *n* at ``net.core.somaxconn``. Without ``listen`` a TCP
   socket is bound but refuses connections; ``poll`` reports POLLHUP on it.
 * Binding a port below ``net.ipv4.ip_unprivileged_port_start`` (1024) needs CAP_NET_BIND_SERVICE:

@@ -157,7 +157,7 @@ def test_dataclass_instances_match(name: str, args: Tuple[Any, ...], kwargs: Dic
     assert (type(a).__hash__ is None) == (type(b).__hash__ is None)
     if type(b).__hash__ is not None and name != "Identity" and name != "Frozen":
         assert hash(a) == hash(ours(*args, **kwargs))
-    assert type(a).__match_args__ == type(b).__match_args__
+    assert getattr(type(a), "__match_args__", None) == getattr(type(b), "__match_args__", None)  # 3.10+
 
 
 def test_dataclass_default_factory_is_called_per_instance() -> None:
@@ -211,3 +211,23 @@ def test_dataclass_signature_errors_match() -> None:
             b: int
     with pytest.raises(ValueError):
         typeshim.field(default=1, default_factory=list)
+
+
+def test_generic_typevar_and_cast_at_run_time() -> None:
+    """The run-time stand-ins: a generic class and its parametrised subclasses are plain classes,
+    ``cast`` returns its value; none of it imports typing (the module does not, at run time)."""
+    T = typeshim.TypeVar("T", contravariant=True)
+
+    class Box(typeshim.Generic[T]):
+        def __init__(self, item: object) -> None:
+            self.item = item
+
+    class IntBox(Box[int]):
+        pass
+
+    assert isinstance(IntBox(3), Box) and IntBox(3).item == 3
+    assert IntBox.__mro__[1] is Box
+    value = object()
+    assert typeshim.cast(int, value) is value
+    if typeshim.TYPE_CHECKING is False:  # what the programs run
+        assert Box[int] is Box and T == "T"
