@@ -31,6 +31,7 @@ import os
 from ..base.errors import ExecFailure, S6ipcError
 from ..base.execution import DEFAULT_PATH, Spawner
 from ..base.log import Log
+from ..base.options import Option
 from ..base.typeshim import Generic, Protocol, TypeVar, dataclass, field
 from .rules import EXECLINEB, CdbRules, Decision, FsRules, RuleSet, rules_from_cdb
 
@@ -38,8 +39,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["EXECLINE_MISSING", "FastPath", "LogLine", "Outcome", "RulesChoice", "RulesSource", "emit",
-           "refusal_standin"]
+__all__ = ["EXECLINE_MISSING", "RULES_OPTIONS", "FastPath", "LogLine", "Outcome", "RulesChoice",
+           "RulesSource", "emit", "refusal_standin"]
 
 #: The extra warning (beyond s6) printed when an exec rule cannot run because execline is missing.
 EXECLINE_MISSING = (f"execline is not installed ({EXECLINEB} not found): "
@@ -88,6 +89,18 @@ class RulesChoice(Protocol):
 
     @property
     def rules_path(self) -> str: ...
+
+
+def _rules(kind: str) -> Option:
+    def choose(fields: Dict[str, Any], path: str) -> None:
+        fields["rules_kind"], fields["rules_path"] = kind, path
+
+    return Option(True, choose)
+
+
+#: ``[ -i rulesdir | -x rulesfile ]`` of both access programs (the last one given wins), into the
+#: keyword arguments of their options record: ``rules_kind`` (``fs``, ``cdb``) and ``rules_path``.
+RULES_OPTIONS = {"i": _rules("fs"), "x": _rules("cdb")}
 
 
 class RulesSource:

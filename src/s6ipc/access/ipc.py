@@ -33,11 +33,12 @@ from ..base.envdir import merge_env
 from ..base.errors import BadInput, SystemFailure
 from ..base.execution import Spawner
 from ..base.log import Log
-from ..base.options import UsageError, env_uint, getopt, parse_uint
+from ..base.options import Command, env_uint, flag, parse_uint, setting
 from ..base.typeshim import Protocol, dataclass
 from ..sockets.unix import address_text
 from .fastpath import (
     EXECLINE_MISSING,
+    RULES_OPTIONS,
     FastPath,
     LogLine,
     Outcome,
@@ -56,7 +57,7 @@ __all__ = ["USAGE", "AccessOptions", "FastAccess", "IpcClient", "client_from_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 USAGE = "[ -v verbosity ] [ -e | -E ] [ -l localname ] [ -i rulesdir | -x rulesfile ] prog..."
 
@@ -75,26 +76,17 @@ class AccessOptions:
     rules_path: str = ""
 
 
+_COMMAND = Command({
+    "v": setting("verbosity", parse_uint), "E": flag("doenv", False), "e": flag("doenv", True),
+    "l": setting("localname"), **RULES_OPTIONS,
+}, program=True)
+
+
 def parse_options(args: Sequence[str]) -> AccessOptions:
     """Parse the arguments after the program name. Raises :class:`UsageError`."""
-    opts, rest = getopt(list(args), "v:Eel:i:x:")
-    verbosity, doenv = 1, True
-    localname: Optional[str] = None
-    kind: Optional[str] = None
-    path = ""
-    for letter, value in opts:
-        v = value or ""
-        if letter == "v":
-            verbosity = parse_uint(v)
-        elif letter in "Ee":
-            doenv = letter == "e"
-        elif letter == "l":
-            localname = v
-        elif letter in "ix":
-            kind, path = ("fs" if letter == "i" else "cdb"), v
-    if not rest or not rest[0]:
-        raise UsageError("no program")
-    return AccessOptions(tuple(rest), verbosity, doenv, localname, kind, path)
+    fields: Dict[str, Any] = {}
+    rest = _COMMAND.parse(list(args), fields)
+    return AccessOptions(tuple(rest), **fields)
 
 
 class IpcClient(Protocol):

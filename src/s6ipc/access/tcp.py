@@ -58,16 +58,16 @@ from ..base.envdir import merge_env
 from ..base.errors import BadInput, SystemFailure
 from ..base.execution import Spawner
 from ..base.log import Log
-from ..base.options import UsageError, getopt, parse_uint
-from ..base.typeshim import Protocol, dataclass
+from ..base.options import Command, Option, flag, parse_uint, setting
+from ..base.typeshim import Protocol, dataclass, field
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
 from . import dns, ident
-from .fastpath import FastPath, LogLine, Outcome, RulesSource
+from .fastpath import RULES_OPTIONS, FastPath, LogLine, Outcome, RulesSource
 from .rules import EXECLINEB, NOT_FOUND, Decision, Verdict, check_ip, check_reversedns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["MAX_BANNER", "USAGE", "Connection", "FastTcpAccess", "FdConnection", "Network",
            "SocketConnection", "TcpAccessOptions", "TcpClient", "client_from_env", "decide", "evaluate",
@@ -97,41 +97,30 @@ class TcpAccessOptions:
     rules_path: str = ""
 
 
+def _banner(fields: Dict[str, Any], text: str) -> None:
+    """``-B banner``: each one is added to the banner, which may not grow past :data:`MAX_BANNER`."""
+    banner = fields.get("banner", b"") + os.fsencode(text)
+    if len(banner) > MAX_BANNER:
+        raise BadInput("banner too long")
+    fields["banner"] = banner
+
+
+_COMMAND = Command({
+    "W": flag("fatal", False), "w": flag("fatal", True), "D": flag("nodelay", True),
+    "d": flag("nodelay", False), "H": flag("dns", False), "h": flag("dns", True), "R": flag("ident", False),
+    "r": flag("ident", True), "P": flag("paranoid", False), "p": flag("paranoid", True),
+    "v": setting("verbosity", parse_uint),
+    "l": setting("localname"), "B": Option(True, _banner), "t": setting("timeout_ms", parse_uint),
+    **RULES_OPTIONS,
+}, program=True)
+
+
 def parse_options(args: Sequence[str]) -> TcpAccessOptions:
     """Parse the arguments after the program name. Raises :class:`UsageError`, or
     :class:`BadInput` (exit 100) ``banner too long``."""
-    opts, rest = getopt(list(args), "WwDdHhRrPpv:l:B:t:i:x:")
-    flags = {"fatal": True, "nodelay": False, "dns": True, "ident": False, "paranoid": False}
-    switches = {"W": ("fatal", False), "w": ("fatal", True), "D": ("nodelay", True),
-                "d": ("nodelay", False), "H": ("dns", False), "h": ("dns", True),
-                "R": ("ident", False), "r": ("ident", True), "P": ("paranoid", False),
-                "p": ("paranoid", True)}
-    verbosity, timeout = 1, 0
-    localname: Optional[str] = None
-    banner = b""
-    kind: Optional[str] = None
-    path = ""
-    for letter, value in opts:
-        v = value or ""
-        if letter in switches:
-            name, on = switches[letter]
-            flags[name] = on
-        elif letter == "v":
-            verbosity = parse_uint(v)
-        elif letter == "l":
-            localname = v
-        elif letter == "B":
-            banner += os.fsencode(v)
-            if len(banner) > MAX_BANNER:
-                raise BadInput("banner too long")
-        elif letter == "t":
-            timeout = parse_uint(v)
-        else:
-            kind, path = ("fs" if letter == "i" else "cdb"), v
-    if not rest or not rest[0]:
-        raise UsageError("no program")
-    return TcpAccessOptions(tuple(rest), verbosity, flags["fatal"], flags["nodelay"], flags["dns"],
-                            flags["ident"], flags["paranoid"], localname, banner, timeout, kind, path)
+    fields: Dict[str, Any] = {}
+    rest = _COMMAND.parse(list(args), fields)
+    return TcpAccessOptions(tuple(rest), **fields)
 
 
 class Connection(Protocol):
@@ -250,23 +239,22 @@ def client_from_env(env: Mapping[str, str]) -> Tuple[str, bytes, int]:
         raise BadInput(f"invalid ${name}") from None
 
 
+@dataclass(eq=False)
 class _Check:
     """One connection's evaluation: the state the steps share."""
 
-    def __init__(self, options: TcpAccessOptions, proto: str, ip: bytes, port: int, ip_text: str,
-                 env: Mapping[str, str], conn: Connection, source: RulesSource, network: Network) -> None:
-        self.o = options
-        self.proto = proto
-        self.ip = ip
-        self.port = port
-        self.ip_text = ip_text
-        self.env = env
-        self.conn = conn
-        self.source = source
-        self.net = network
-        self.lines: List[LogLine] = []
-        self.modifs: List[str] = []
-        self.deadline: Optional[float] = None
+    o: TcpAccessOptions
+    proto: str
+    ip: bytes
+    port: int
+    ip_text: str
+    env: Mapping[str, str]
+    conn: Connection
+    source: RulesSource
+    net: Network
+    lines: List[LogLine] = field(default_factory=list)
+    modifs: List[str] = field(default_factory=list)
+    deadline: Optional[float] = None
 
     def line(self, level: int, kind: str, text: str) -> None:
         if self.o.verbosity >= level:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 
-from .options import INT_MAX
+from .options import INT_MAX, parse_uint
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
-__all__ = ["POLL_MAX_MS", "poll_ms"]
+__all__ = ["POLL_MAX_MS", "poll_ms", "timeout_seconds", "scan_timeout"]
 
 #: The longest single ``poll``; a longer wait polls again.
 POLL_MAX_MS = INT_MAX
@@ -35,3 +35,14 @@ def poll_ms(seconds: Optional[float]) -> Optional[int]:
     if seconds is None:
         return None
     return max(0, min(POLL_MAX_MS, math.ceil(seconds * 1000)))
+
+
+def timeout_seconds(ms: int) -> Optional[float]:
+    """A timeout of *ms* milliseconds from argv as a wait in seconds: 0 is s6's "no timeout", None."""
+    return ms / 1000 if ms else None
+
+
+def scan_timeout(text: str) -> Optional[float]:
+    """``-t timeout`` (milliseconds, a 32-bit number; 0: none) as :func:`timeout_seconds` gives it.
+    Raises :class:`~s6ipc.base.options.UsageError`."""
+    return timeout_seconds(parse_uint(text))

@@ -15,6 +15,13 @@ Facts this module reproduces (s6 2.11 / skalibs 2.13):
   4300 digits with ValueError — a 5000-digit UID or LISTEN_PID must be "invalid", not a crash).
 * Group lists are numbers separated by runs of ``,:;`` space, tab, CR, LF; scanning stops at the
   first token that is not a number; only an entirely unparseable non-empty string is an error.
+
+A program declares its command line once, as a :class:`Command`: a table of option letters, each
+an :class:`Option` saying whether it takes a value and what it records (:func:`flag`,
+:func:`setting`, :func:`collect`, or a function of its own), and how many operands must follow.
+The option string :func:`getopt` takes is read off the table, so the letters a program accepts and
+what they do cannot drift apart; families of letters several programs share are tables too
+(:mod:`s6ipc.chain.options`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "getopt", "scan_magnitude", "parse_uint",
-    "parse_octal", "parse_gidlist", "env_uint",
+    "parse_octal", "parse_gidlist", "env_uint", "Option", "flag", "setting", "collect", "parse_gids",
+    "Command",
 ]
 
 UINT32_MAX = 0xFFFFFFFF
@@ -171,3 +179,92 @@ def env_uint(env: Mapping[str, str], name: str) -> int:
         return parse_uint(value)
     except UsageError:
         raise BadInput(f"invalid ${name}") from None
+
+
+# -- a program's command line, declared ------------------------------------------------------------
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Union
+
+    #: Where a program's options land: the keyword arguments of the call it makes (a dict) or an
+    #: object whose attributes they set.
+    Target = Union[Dict[str, Any], object]
+    Apply = Callable[[Any, str], None]
+
+
+def _put(into: Target, name: str, value: object) -> None:
+    if isinstance(into, dict):
+        into[name] = value
+    else:
+        setattr(into, name, value)
+
+
+def _get(into: Target, name: str) -> Any:
+    return into.setdefault(name, []) if isinstance(into, dict) else getattr(into, name)
+
+
+class Option:
+    """What one option letter does: whether it takes a value, and *apply(into, value)*, which
+    records it (``""`` as the value of a letter that takes none). Made by :func:`flag`,
+    :func:`setting`, :func:`collect`, or directly for anything else (``-U`` reading the
+    environment, ``-i``/``-x`` setting two things)."""
+
+    __slots__ = ("takes_value", "apply")
+
+    def __init__(self, takes_value: bool, apply: Apply) -> None:
+        self.takes_value = takes_value
+        self.apply = apply
+
+
+def flag(name: str, value: object = True) -> Option:
+    """A letter without a value that sets *name* to *value* (``-d``: reuse True, ``-D``: False)."""
+    return Option(False, lambda into, _: _put(into, name, value))
+
+
+def setting(name: str, convert: Callable[[str], object] = str) -> Option:
+    """A letter with a value that sets *name* to ``convert(value)``; the last one given wins.
+    *convert* raises :class:`UsageError` for a value s6 rejects (``parse_uint``, ``parse_octal``…)."""
+    return Option(True, lambda into, value: _put(into, name, convert(value)))
+
+
+def collect(name: str, convert: Callable[[str], object] = str) -> Option:
+    """A letter with a value that may be given again: ``convert(value)`` is appended to the list
+    *name* (``-n name``, ``-f fd`` of listen-fds), in command-line order."""
+    return Option(True, lambda into, value: _get(into, name).append(convert(value)))
+
+
+def parse_gids(text: str) -> List[int]:
+    """``-G gidlist`` as s6 reads it (:func:`parse_gidlist`); an unusable list is a usage error."""
+    groups = parse_gidlist(text)
+    if groups is None:
+        raise UsageError(text)
+    return groups
+
+
+class Command:
+    """A program's command line as s6 declares it: the option letters (each an :class:`Option`),
+    then the operands, of which at least *operands* must follow.
+
+    With *program*, the operands are a command line to run: its first word must be there and not
+    be empty (``no program``). *missing* is the :class:`UsageError`'s text when operands are short
+    (``s6ipc preflight`` prints it; a program prints only its usage line).
+    """
+
+    __slots__ = ("options", "optstring", "operands", "missing", "program")
+
+    def __init__(self, options: Mapping[str, Option], operands: int = 0, *,
+                 missing: str = "too few arguments", program: bool = False) -> None:
+        self.options = dict(options)
+        self.optstring = "".join(letter + ":" * option.takes_value for letter, option in options.items())
+        self.operands = max(operands, 1) if program else operands
+        self.missing = "no program" if program else missing
+        self.program = program
+
+    def parse(self, args: List[str], into: Target) -> List[str]:
+        """Record the options of *args* (argv without argv[0]) in *into*, in command-line order,
+        and return the operands. Raises :class:`UsageError`."""
+        opts, rest = getopt(args, self.optstring)
+        for letter, value in opts:
+            self.options[letter].apply(into, value or "")
+        if len(rest) < self.operands or (self.program and not rest[0]):
+            raise UsageError(self.missing)
+        return rest

@@ -16,23 +16,31 @@ Some facts about signals in CPython that every long-lived daemon of s6ipc stands
 * Both ends are non-blocking and close-on-exec: a child never inherits them, and a burst of
   signals that fills the pipe loses bytes, never blocks the C handler (``warn_on_full_buffer``
   is off: a full pipe already means "signals are pending").
+
+Both daemons' loops (ipcserverd's and tcpserverd's ``Server``, ``FdHolderDaemon``) poll the pipe
+beside a listening socket object they wrap around a descriptor they do not own:
+:func:`polled_selfpipe` is how they start hearing signals, :func:`give_back` what their ``close()``
+returns of it.
 """
 
 from __future__ import annotations
 
 import _signal
+import errno
 import os
+import select
 
+from .errors import SystemFailure
 from .signal_state import take_control
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterable
+    import _socket
+    from typing import Any, Dict, Iterable, Optional
 
-if TYPE_CHECKING:
     _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
 
-__all__ = ["SelfPipe"]
+__all__ = ["SelfPipe", "polled_selfpipe", "give_back"]
 
 
 
@@ -84,3 +92,26 @@ class SelfPipe:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def polled_selfpipe(poller: select.poll, signals: Iterable[int]) -> SelfPipe:
+    """A :class:`SelfPipe` for *signals*, its read end registered in *poller* for POLLIN. Raises
+    :class:`SystemFailure` ``selfpipe_init`` (exit 111, s6's words) when it cannot be made."""
+    try:
+        pipe = SelfPipe(signals)
+    except OSError as e:
+        raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
+    poller.register(pipe.fileno(), select.POLLIN)
+    return pipe
+
+
+def give_back(poller: select.poll, pipe: Optional[SelfPipe], listener: Optional[_socket.socket]) -> None:
+    """What a daemon's ``close()`` gives back for a program that goes on without the loop: *pipe*
+    (from :func:`polled_selfpipe`) unregistered from *poller* and closed, so the previous signal
+    handlers and wakeup fd come back, and *listener* detached: the socket object goes, the
+    listening descriptor stays open, the caller's. Either may be None (not started, given back)."""
+    if pipe is not None:
+        poller.unregister(pipe.fileno())
+        pipe.close()
+    if listener is not None:
+        listener.detach()

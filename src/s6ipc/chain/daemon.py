@@ -20,7 +20,7 @@ from .. import __version__
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
-from ..base.options import UsageError, getopt, parse_uint
+from ..base.options import Command, flag, parse_uint, setting
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
@@ -39,24 +39,20 @@ if TYPE_CHECKING:
     from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
+__TCP_COMMAND = {
+    "v": setting("verbosity", parse_uint), "1": flag("notify"), "c": setting("maxconn", parse_uint),
+    "C": setting("localmaxconn", parse_uint),
+}
+#: s6-tcpserverd's command line, into a :class:`ServerConfig`; s6-ipcserverd's adds ``-P/-p``.
+_TCP_COMMAND = Command(__TCP_COMMAND, program=True)
+_IPC_COMMAND = Command({**__TCP_COMMAND, "P": flag("lookup", False), "p": flag("lookup", True)}, program=True)
+
+
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
     Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "v:1Ppc:C:" if credentials else "v:1c:C:")
-    config = ServerConfig(rest)
-    for letter, value in opts:
-        if letter == "v":
-            config.verbosity = parse_uint(value or "")
-        elif letter == "1":
-            config.notify = True
-        elif letter in "Pp":
-            config.lookup = letter == "p"
-        elif letter == "c":
-            config.maxconn = parse_uint(value or "")
-        elif letter == "C":
-            config.localmaxconn = parse_uint(value or "")
-    if not rest or not rest[0]:
-        raise UsageError("no program")
+    config = ServerConfig([])
+    config.argv = (_IPC_COMMAND if credentials else _TCP_COMMAND).parse(args, config)
     return config
 
 

@@ -49,38 +49,50 @@ MAX_REQUEST = 1 + MAX_FDS * entry_size(ID_SIZE)
 # -- requests ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Store:
+    """``S`` limit (TAIN) idlen id NUL, with one descriptor: hold it under *id* until *limit*."""
+
     limit: tai.Tain
     id: bytes
 
 
 @dataclass(frozen=True)
 class Delete:
+    """``D`` idlen id NUL: close the descriptor held under *id* and forget it."""
+
     id: bytes
 
 
 @dataclass(frozen=True)
 class Retrieve:
+    """``R`` delete-byte idlen id NUL: send the descriptor held under *id*; forget it too when the
+    byte is not 0."""
+
     id: bytes
     delete: bool
 
 
 @dataclass(frozen=True)
 class List_:
-    pass
+    """``L``: the ids held."""
 
 
 @dataclass(frozen=True)
 class GetDump:
-    pass
+    """``?``: every descriptor held, with its id and limit (in chunks of at most 255)."""
 
 
 @dataclass(frozen=True)
 class SetDump:
+    """``!`` count (32 bits, big-endian): *count* descriptors follow, in ``.`` chunks."""
+
     count: int
 
 
 @dataclass(frozen=True)
 class DumpEntry:
+    """One descriptor of a dump, as a ``.`` chunk or a getdump reply describes it: limit (TAIN),
+    idlen, id, NUL."""
+
     limit: tai.Tain
     id: bytes
 

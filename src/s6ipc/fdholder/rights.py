@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+from ..base.typeshim import dataclass
 from .ere import Ere, EreError, compile_ere
 
 TYPE_CHECKING = False
@@ -39,23 +40,16 @@ class RightsError(Exception):
         self.message = message
 
 
+@dataclass(eq=False)
 class Rights:
     """What one client may do: ids it may retrieve, ids it may store (and delete), and the three
     operations granted by presence. Made once per client, never changed."""
 
-    __slots__ = ("retrieve", "store", "list", "getdump", "setdump")
-
-    def __init__(self, retrieve: Ere, store: Ere, list: bool = False, getdump: bool = False,
-                 setdump: bool = False) -> None:
-        self.retrieve = retrieve
-        self.store = store
-        self.list = list
-        self.getdump = getdump
-        self.setdump = setdump
-
-    def __repr__(self) -> str:
-        return (f"Rights(retrieve={self.retrieve!r}, store={self.store!r}, list={self.list}, "
-                f"getdump={self.getdump}, setdump={self.setdump})")
+    retrieve: Ere
+    store: Ere
+    list: bool = False
+    getdump: bool = False
+    setdump: bool = False
 
 
 def rights_from_modifs(modifs: Sequence[str]) -> Rights:

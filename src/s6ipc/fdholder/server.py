@@ -50,7 +50,7 @@ from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
-from ..base.selfpipe import SelfPipe
+from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import NamedTuple, dataclass, field
 from ..base.unixmessage import Message, Outbox, ProtocolError
 from ..daemon.lifecycle import Ending
@@ -201,11 +201,7 @@ class FdHolderDaemon:
         check_socket(self.listen_fd)
         if state is None:
             claim_notification_fd(self.config.notify)
-        try:
-            self._selfpipe = SelfPipe(self.signals)
-        except OSError as e:
-            raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
-        self._poller.register(self._selfpipe.fileno(), select.POLLIN)
+        self._selfpipe = polled_selfpipe(self._poller, self.signals)
         if self.config.rules_cdb is not None:
             self.rules = rules_from_cdb(self.config.rules_cdb)
         else:
@@ -289,13 +285,8 @@ class FdHolderDaemon:
         for c in list(self.clients.values()):
             self._drop(c)
         self.store.close_all()
-        if self._selfpipe is not None:
-            self._poller.unregister(self._selfpipe.fileno())
-            self._selfpipe.close()
-            self._selfpipe = None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.detach()
+        give_back(self._poller, self._selfpipe, self._listener)
+        self._selfpipe = self._listener = None
 
     def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
         """Poll *fd* too (a status socket…); *on_event(mask)* is called from the loop when it is

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 
+from ..base.typeshim import dataclass
 from ..base.unixmessage import HeldFd
 from . import tai
 
@@ -30,18 +31,16 @@ if TYPE_CHECKING:  # typing and dataclasses stay off fdholderd's start path (nam
 __all__ = ["Entry", "FdStore"]
 
 
+@dataclass(eq=False)
 class Entry:
     """One held descriptor: its slot, id and limit; *alive* until the store forgets it (compared
     by identity: the heap of limits may still hold an entry that was removed)."""
 
-    __slots__ = ("slot", "id", "limit", "held", "alive")
-
-    def __init__(self, slot: int, id: bytes, limit: tai.Tain, held: HeldFd, alive: bool = True) -> None:
-        self.slot = slot
-        self.id = id
-        self.limit = limit
-        self.held = held
-        self.alive = alive
+    slot: int
+    id: bytes
+    limit: tai.Tain
+    held: HeldFd
+    alive: bool = True
 
     def __repr__(self) -> str:
         return (f"Entry(slot={self.slot}, id={self.id!r}, limit={self.limit!r}, fd={self.held.fd}, "

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..base.errors import BadInput
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_uint
-from ..chain.options import naming_style
+from ..base.options import Command, flag, parse_uint, setting
+from ..chain.options import PRIVILEGE_OPTIONS, naming_style, one_or_more
 from ..chain.run import PrivilegeOptions, exec_into, stage
 
 TYPE_CHECKING = False
@@ -25,59 +25,51 @@ USAGE = (
 )
 
 
+class _Options:
+    """s6-fdholder-daemon's options (None: not given, left to the stage that takes it)."""
+
+    def __init__(self) -> None:
+        self.verbosity, self.notify, self.reuse = 1, False, True
+        self.maxconn: Optional[int] = None
+        self.maxfds: Optional[int] = None
+        self.backlog: Optional[int] = None
+        self.timeout = self.lameduck = 0
+        self.rules: Optional[List[str]] = None  # ["-i", dir] or ["-x", file]: the last one given
+        self.privileges = PrivilegeOptions()
+
+
+COMMAND = Command({
+    "v": setting("verbosity", parse_uint), "d": flag("reuse", True), "D": flag("reuse", False),
+    "1": flag("notify"), "c": setting("maxconn", one_or_more), "n": setting("maxfds", one_or_more),
+    "b": setting("backlog", parse_uint), **PRIVILEGE_OPTIONS, "t": setting("timeout", parse_uint),
+    "T": setting("lameduck", parse_uint), "i": setting("rules", lambda v: ["-i", v]),
+    "x": setting("rules", lambda v: ["-x", v]),
+}, 1, missing="no path")
+
+
 def build_chain(args: List[str], style: str = "") -> List[str]:
     """The argv s6-fdholder-daemon would exec, with our stages. Raises UsageError/BadInput."""
-    opts, rest = getopt(args, "v:dD1c:n:b:G:g:u:Ut:T:i:x:")
-    privileges = PrivilegeOptions()
-    verbosity, notify, reuse = 1, False, True
-    maxconn: Optional[int] = None
-    maxfds: Optional[int] = None
-    backlog: Optional[int] = None
-    timeout = lameduck = 0
-    rules: Optional[List[str]] = None
-    for letter, value in opts:
-        v = value or ""
-        if letter == "v":
-            verbosity = parse_uint(v)
-        elif letter in "dD":
-            reuse = letter == "d"
-        elif letter == "1":
-            notify = True
-        elif letter == "c":
-            maxconn = parse_uint(v) or 1
-        elif letter == "n":
-            maxfds = parse_uint(v) or 1
-        elif letter == "b":
-            backlog = parse_uint(v)
-        elif letter in PrivilegeOptions.LETTERS:
-            privileges.take(letter, v)
-        elif letter == "t":
-            timeout = parse_uint(v)
-        elif letter == "T":
-            lameduck = parse_uint(v)
-        elif letter in "ix":
-            rules = [f"-{letter}", v]
-    if not rest:
-        raise UsageError("no path")
-    if rules is None:
+    o = _Options()
+    rest = COMMAND.parse(args, o)
+    if o.rules is None:
         raise BadInput("no access rights specified!")
     argv = stage("ipcserver-socketbinder", style)
-    if not reuse:
+    if not o.reuse:
         argv.append("-D")
-    if backlog is not None:
-        argv += ["-b", str(backlog)]
+    if o.backlog is not None:
+        argv += ["-b", str(o.backlog)]
     argv += ["--", rest[0]]
-    argv += privileges.stage(style)
+    argv += o.privileges.stage(style)
     argv += stage("fdholderd", style)
-    if verbosity != 1:
-        argv += ["-v", str(verbosity)]
-    if notify:
+    if o.verbosity != 1:
+        argv += ["-v", str(o.verbosity)]
+    if o.notify:
         argv.append("-1")
-    numbers = (("-c", maxconn), ("-n", maxfds), ("-t", timeout or None), ("-T", lameduck or None))
+    numbers = (("-c", o.maxconn), ("-n", o.maxfds), ("-t", o.timeout or None), ("-T", o.lameduck or None))
     for option, number in numbers:
         if number is not None:
             argv += [option, str(number)]
-    return argv + rules
+    return argv + o.rules
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from ..base.messages import Reporter, flush_stdio
-from ..chain.options import parse_timeout
-from ..fdholder.client import FdHolderClient, OperationFailed
+from ..chain.options import holder_client
+from ..fdholder.client import OperationFailed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,8 +16,7 @@ USAGE = "[ -t timeout ] socket id"
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    timeout, rest = parse_timeout(args, 2)
-    holder = FdHolderClient(rest[0], timeout)
+    holder, rest = holder_client(args, 2)
     try:
         holder.delete(rest[1])
     except OperationFailed as e:

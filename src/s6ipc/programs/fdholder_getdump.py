@@ -10,10 +10,9 @@ from ..base import environment
 from ..base.envdir import merge_env
 from ..base.errors import SystemFailure
 from ..base.messages import Reporter
-from ..chain.options import parse_timeout
+from ..chain.options import holder_client
 from ..chain.run import exec_into
 from ..fdholder import tai
-from ..fdholder.client import FdHolderClient
 from ..fdholder.dump import dump_modifs
 
 TYPE_CHECKING = False
@@ -24,8 +23,7 @@ USAGE = "[ -t timeout ] socket prog..."
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    timeout, rest = parse_timeout(args, 2)
-    holder = FdHolderClient(rest[0], timeout)
+    holder, rest = holder_client(args, 2)
     dump = holder.getdump()
     holder.close()
     for held in dump:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from ..base.messages import Reporter, flush_stdio, write_stdout
-from ..chain.options import parse_timeout
-from ..fdholder.client import FdHolderClient
+from ..chain.options import holder_client
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,8 +30,7 @@ def quote(ident: bytes) -> bytes:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    timeout, rest = parse_timeout(args, 1)
-    holder = FdHolderClient(rest[0], timeout)
+    holder, rest = holder_client(args, 1)
     ids = holder.list()
     write_stdout(b"".join(quote(i) + b"\n" for i in ids))
     flush_stdio()

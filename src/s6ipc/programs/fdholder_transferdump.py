@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 
+from ..base.durations import timeout_seconds
 from ..base.messages import Reporter, flush_stdio
-from ..base.options import UsageError, getopt, parse_uint
+from ..base.options import Command, UsageError, parse_uint, setting
 from ..fdholder.client import FdHolderClient
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional, Tuple
+    from typing import Dict, List, NoReturn, Tuple
 
 USAGE = "[ -t timeoutfrom:timeoutto ] socketfrom socketto"
 
@@ -26,20 +27,16 @@ def parse_timeouts(text: str) -> Tuple[int, int]:
     return source, dest
 
 
-def _seconds(ms: int) -> Optional[float]:
-    return ms / 1000 if ms else None
+COMMAND = Command({"t": setting("timeouts", parse_timeouts)}, 2)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "t:")
-    timeouts = (0, 0)
-    for _, value in opts:
-        timeouts = parse_timeouts(value or "")
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    source = FdHolderClient(rest[0], _seconds(timeouts[0]),
+    o: Dict[str, Tuple[int, int]] = {}
+    rest = COMMAND.parse(args, o)
+    timeouts = o.get("timeouts", (0, 0))
+    source = FdHolderClient(rest[0], timeout_seconds(timeouts[0]),
                             connect_operation=f"connect to a source fd-holder daemon at {rest[0]}")
-    dest = FdHolderClient(rest[1], _seconds(timeouts[1]),
+    dest = FdHolderClient(rest[1], timeout_seconds(timeouts[1]),
                           connect_operation=f"connect to a destination fd-holder daemon at {rest[1]}")
     dump = source.getdump()
     dest.setdump(dump)

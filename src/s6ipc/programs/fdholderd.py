@@ -7,7 +7,7 @@ fdholder/life.py).
 from __future__ import annotations
 
 from ..base.messages import Reporter
-from ..base.options import getopt, parse_uint
+from ..base.options import Command, Option, flag, parse_uint, setting
 from ..chain.daemon import serve_on, system
 from ..daemon.lifecycle import Lifecycle, State
 from ..daemon.readiness import Notifier, Readiness
@@ -22,28 +22,26 @@ USAGE = ("[ -v verbosity ] [ -1 ] [ -c maxconn ] [ -n maxfds ] [ -t timeout ] [ 
          "[ -i rulesdir | -x rulesfile ]")
 
 
+def _rules_dir(config: DaemonConfig, path: str) -> None:
+    config.rules_dir, config.rules_cdb = path, None
+
+
+def _rules_cdb(config: DaemonConfig, path: str) -> None:
+    config.rules_cdb, config.rules_dir = path, None
+
+
+#: Extra arguments are ignored, as s6 does.
+COMMAND = Command({
+    "v": setting("verbosity", parse_uint), "1": flag("notify"), "c": setting("maxconn", parse_uint),
+    "n": setting("maxfds", parse_uint), "i": Option(True, _rules_dir), "x": Option(True, _rules_cdb),
+    "t": setting("timeout_ms", parse_uint), "T": setting("lameduck_ms", parse_uint),
+})
+
+
 def parse(args: List[str]) -> DaemonConfig:
     """Parse s6-fdholderd's command line (extra arguments are ignored, as s6 does)."""
-    opts, _ = getopt(args, "v:1c:n:i:x:t:T:")
     config = DaemonConfig()
-    for letter, value in opts:
-        v = value or ""
-        if letter == "v":
-            config.verbosity = parse_uint(v)
-        elif letter == "1":
-            config.notify = True
-        elif letter == "i":
-            config.rules_dir, config.rules_cdb = v, None
-        elif letter == "x":
-            config.rules_cdb, config.rules_dir = v, None
-        elif letter == "t":
-            config.timeout_ms = parse_uint(v)
-        elif letter == "T":
-            config.lameduck_ms = parse_uint(v)
-        elif letter == "c":
-            config.maxconn = parse_uint(v)
-        elif letter == "n":
-            config.maxfds = parse_uint(v)
+    COMMAND.parse(args, config)
     return config
 
 

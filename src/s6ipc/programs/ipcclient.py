@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt
+from ..base.options import Command, setting
+from ..chain.options import CLIENT_VERBOSITY
 from ..chain.run import exec_into, modify_environ
 from ..sockets.unix import IPCPATH_MAX, address_text, connect_unix, move_to_client_fds
 
@@ -16,29 +17,24 @@ if TYPE_CHECKING:
 USAGE = "[ -q | -Q | -v ] [ -p bindpath ] [ -l localname ] path prog..."
 
 
+class _Options:
+    def __init__(self) -> None:
+        self.verbosity = 1
+        self.bind_path: Optional[str] = None
+        self.local_name: Optional[str] = None
+
+
+COMMAND = Command({**CLIENT_VERBOSITY, "p": setting("bind_path"), "l": setting("local_name")}, 2)
+
+
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "qQvp:l:")
-    verbosity = 1
-    bind_path: Optional[str] = None
-    local_name: Optional[str] = None
-    for letter, value in opts:
-        if letter == "q":
-            verbosity = max(verbosity - 1, 0)
-        elif letter == "Q":
-            verbosity = 1
-        elif letter == "v":
-            verbosity += 1
-        elif letter == "p":
-            bind_path = value
-        elif letter == "l":
-            local_name = value
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    sock = connect_unix(rest[0], bind_path)
-    if verbosity >= 2:
+    o = _Options()
+    rest = COMMAND.parse(args, o)
+    sock = connect_unix(rest[0], o.bind_path)
+    if o.verbosity >= 2:
         reporter.info(f"{reporter.name}: connected to {rest[0]}")
-    if local_name is not None:
-        local: Optional[str] = os.fsdecode(os.fsencode(local_name)[:IPCPATH_MAX])
+    if o.local_name is not None:
+        local: Optional[str] = os.fsdecode(os.fsencode(o.local_name)[:IPCPATH_MAX])
     else:
         try:
             local = address_text(sock.getsockname())

@@ -15,8 +15,8 @@ usual only when systemd passed none. So one ``ExecStart=`` line serves a ``.sock
 from __future__ import annotations
 
 from ..base.messages import Reporter
-from ..base.options import UINT32_MAX, UsageError, getopt, parse_octal, parse_uint
-from ..chain.options import ServerOptions, naming_style, take_common
+from ..base.options import Command, flag, parse_octal, setting
+from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style
 from ..chain.run import exec_into, stage
 
 TYPE_CHECKING = False
@@ -29,27 +29,16 @@ USAGE = (
 )
 
 
+COMMAND = Command({
+    **SERVER_OPTIONS, "P": flag("lookup", False), "p": flag("lookup", True), "S": flag("systemd"),
+    "b": setting("backlog", backlog_at_least_one), "a": setting("perms", parse_octal),
+}, 2)
+
+
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
     """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
-    opts, rest = getopt(args, "qQvdDPp1c:C:b:a:G:g:u:US")
     o = ServerOptions()
-    for letter, value in opts:
-        v = value or ""
-        if take_common(o, letter, v):
-            continue
-        if letter in "Pp":
-            o.lookup = letter == "p"
-        elif letter == "S":
-            o.systemd = True
-        elif letter == "b":
-            # s6-ipcserver keeps "not given" as (unsigned int)-1: -b 4294967295 means the default
-            backlog = parse_uint(v)
-            o.backlog = None if backlog == UINT32_MAX else backlog or 1
-        elif letter == "a":
-            o.perms = parse_octal(v)
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    return o, rest
+    return o, COMMAND.parse(args, o)
 
 
 def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:

@@ -4,39 +4,23 @@ from __future__ import annotations
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_octal, parse_uint
+from ..base.options import Command
+from ..chain.options import BINDER_OPTIONS, DATAGRAM_OPTIONS, PERMS_OPTIONS
 from ..chain.run import exec_into
-from ..sockets.unix import SOMAXCONN, bind_unix_socket
+from ..sockets.unix import bind_unix_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn
+    from typing import Any, Dict, List, NoReturn
 
 USAGE = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -a perms ] [ -B ] path prog..."
+#: The options are bind_unix_socket's keyword arguments (its defaults are s6's).
+COMMAND = Command({**BINDER_OPTIONS, **DATAGRAM_OPTIONS, **PERMS_OPTIONS}, 2)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "dDb:mMa:B")
-    reuse, backlog, datagram, perms, blocking = True, SOMAXCONN, False, 0o777, False
-    for letter, value in opts:
-        if letter == "d":
-            reuse = True
-        elif letter == "D":
-            reuse = False
-        elif letter == "b":
-            backlog = parse_uint(value or "")
-        elif letter == "m":
-            datagram = True
-        elif letter == "M":
-            datagram = False
-        elif letter == "a":
-            perms = parse_octal(value or "")
-        elif letter == "B":
-            blocking = True
-    if len(rest) < 2:
-        raise UsageError("too few arguments")
-    fd = bind_unix_socket(
-        rest[0], perms=perms, reuse=reuse, backlog=backlog, datagram=datagram, blocking=blocking
-    )
+    bind: Dict[str, Any] = {}
+    rest = COMMAND.parse(args, bind)
+    fd = bind_unix_socket(rest[0], **bind)
     move_fd(fd, 0)
     exec_into(reporter, rest[1:])

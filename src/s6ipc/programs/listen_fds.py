@@ -13,34 +13,26 @@ from __future__ import annotations
 import os
 
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_uint
+from ..base.options import Command, UsageError, collect, parse_uint
 from ..chain.run import exec_into
 from ..sockets.give import append_sockets, daemon_variables
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn
+    from typing import Any, Dict, List, NoReturn
 
 USAGE = "[ -n name ] [ -f fd ] [ -x scheme ] prog..."
 
+COMMAND = Command({"n": collect("names"), "f": collect("fds", parse_uint), "x": collect("schemes")},
+                  program=True)
+
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "n:f:x:")
-    names: List[str] = []
-    fds: List[int] = []
-    schemes: List[str] = []
-    for letter, value in opts:
-        v = value or ""
-        if letter == "n":
-            names.append(v)
-        elif letter == "f":
-            fds.append(parse_uint(v))
-        elif letter == "x":
-            schemes.append(v)
-    if not rest or not rest[0]:
-        raise UsageError("no program")
-    if not fds:
-        fds = [0]
+    lists: Dict[str, List[Any]] = {}
+    rest = COMMAND.parse(args, lists)
+    names: List[str] = lists.get("names", [])
+    fds: List[int] = lists.get("fds", [0])
+    schemes: List[str] = lists.get("schemes", [])
     if len(names) > len(fds):
         raise UsageError("more -n than sockets")
     for scheme in schemes:

@@ -11,7 +11,7 @@ import os
 
 from ..base.errors import BadInput
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt
+from ..base.options import Command
 from ..chain.run import exec_into
 from ..sockets.give import describe, pending_list
 from ..sockets.listenfds import PassedFd
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 
 USAGE = "prog..."
 
+COMMAND = Command({}, program=True)
+
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    _, rest = getopt(args, "")
-    if not rest or not rest[0]:
-        raise UsageError("no program")
+    rest = COMMAND.parse(args, {})
     if os.environ.get("LISTEN_FDS") is None:
         raise BadInput("LISTEN_FDS is not set: no socket to hand over")
     os.environ["LISTEN_PID"] = str(os.getpid())  # the rule itself: whatever PID the list was made for

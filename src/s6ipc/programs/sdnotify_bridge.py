@@ -16,15 +16,20 @@ import socket
 
 from ..base.errors import BadInput, SystemFailure
 from ..base.messages import Reporter
-from ..base.options import INT_MAX, UsageError, getopt, parse_uint
+from ..base.options import INT_MAX, Command, UsageError, flag, parse_uint, setting
 from ..chain.run import exec_into
 from ..daemon.readiness import NOTIFY_VARIABLES, NotifyRelay, spawn_detached
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional
+    from typing import Any, Dict, List, NoReturn, Optional
 
 USAGE = "[ -d notif ] [ -t timeout ] [ -a ] [ -v ] prog..."
+
+COMMAND = Command({
+    "d": setting("notif"), "t": setting("timeout", parse_uint), "a": flag("allow_all"), "v": flag("verbose"),
+}, program=True)
+
 
 def _notification_fd(given: Optional[str]) -> int:
     """``-d notif``, else the number in ``./notification-fd`` (run scripts start in the service dir)."""
@@ -50,21 +55,9 @@ def _notification_fd(given: Optional[str]) -> int:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "d:t:av")
-    notif_arg: Optional[str] = None
-    timeout, allow_all, verbose = 0, False, False
-    for letter, value in opts:
-        if letter == "d":
-            notif_arg = value
-        elif letter == "t":
-            timeout = parse_uint(value or "")
-        elif letter == "a":
-            allow_all = True
-        elif letter == "v":
-            verbose = True
-    if not rest or not rest[0]:
-        raise UsageError("no program")
-    notif = _notification_fd(notif_arg)
+    o: Dict[str, Any] = {}
+    rest = COMMAND.parse(args, o)
+    notif = _notification_fd(o.get("notif"))
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -77,8 +70,8 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         pidfd = os.pidfd_open(os.getpid())
     except OSError as e:
         raise SystemFailure("pidfd_open", e.errno or errno.ENOSYS) from None
-    helper = NotifyRelay(sock, notif, pidfd, os.getpid(), allow_all, timeout / 1000,
-                         Reporter(reporter.name) if verbose else None)
+    helper = NotifyRelay(sock, notif, pidfd, os.getpid(), o.get("allow_all", False),
+                         o.get("timeout", 0) / 1000, Reporter(reporter.name) if o.get("verbose") else None)
     spawn_detached(helper.run, keep=(sock.fileno(), notif, pidfd))
     sock.close()
     os.close(pidfd)

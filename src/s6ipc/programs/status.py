@@ -13,12 +13,12 @@ import os
 
 from ..base.errors import Refused
 from ..base.messages import Reporter, flush_stdio, write_stdout
-from ..base.options import UsageError, getopt, scan_magnitude
+from ..base.options import Command, UsageError, flag, scan_magnitude
 from ..daemon.liveview import find_daemons, query, render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn
+    from typing import Dict, List, NoReturn
 
     from ..daemon.liveview import Document
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 PID_MAX = 2**22
 
 USAGE = "[ -j ] pid|name"
+COMMAND = Command({"j": flag("json")})
 
 
 def documents(target: str) -> List[Document]:
@@ -43,10 +44,11 @@ def documents(target: str) -> List[Document]:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "j")
+    o: Dict[str, bool] = {}
+    rest = COMMAND.parse(args, o)
     if len(rest) != 1 or not rest[0]:
         raise UsageError("one pid or name")
-    as_json = bool(opts)
+    as_json = o.get("json", False)
     import json
 
     found = documents(rest[0])

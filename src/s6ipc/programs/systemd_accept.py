@@ -15,26 +15,23 @@ import os
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt
+from ..base.options import Command, setting
 from ..chain.run import exec_into
 from ..serve.ucspi import connection_variables, take_connection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional
+    from typing import Dict, List, NoReturn
 
 USAGE = "[ -c countdir ] prog..."
+COMMAND = Command({"c": setting("countdir")}, program=True)
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "c:")
-    countdir: Optional[str] = None
-    for _, value in opts:
-        countdir = value or ""
-    if not rest or not rest[0]:
-        raise UsageError("no program")
+    o: Dict[str, str] = {}
+    rest = COMMAND.parse(args, o)
     fd = take_connection()
-    variables = connection_variables(fd, countdir)
+    variables = connection_variables(fd, o.get("countdir"))
     os.dup2(fd, 1, inheritable=True)
     move_fd(fd, 0)
     for name in variables:

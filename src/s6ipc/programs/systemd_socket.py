@@ -20,19 +20,27 @@ import os
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_octal, parse_uint
+from ..base.options import Command, UsageError, flag, setting
+from ..chain.options import BINDER_OPTIONS, PERMS_OPTIONS
 from ..chain.run import exec_into
 from ..daemon.readiness import Notifier, spawn_detached
 from ..serve.intake import systemd_socket_or_bind, take_systemd_socket
-from ..sockets.unix import ANY_FAMILIES, SOMAXCONN, bind_unix_socket
+from ..sockets.unix import ANY_FAMILIES, bind_unix_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional
+    from typing import Any, Dict, List, NoReturn, Optional
 
 USAGE = (
     "[ -n fdname ] [ -l path ] [ -f ] [ -s ] [ -d | -D ] [ -b backlog ] [ -a perms ] [ -B ] [ -N ] prog..."
 )
+
+#: What is left of the options once ``-n -l -f -s -N`` are taken out are bind_unix_socket's keyword
+#: arguments, for the fallback.
+COMMAND = Command({
+    "n": setting("name"), "l": setting("path"), "f": flag("fallback"), "s": flag("store"),
+    "N": flag("forward"), **BINDER_OPTIONS, **PERMS_OPTIONS,
+}, program=True)
 
 
 def _forward_newline(notifier: Notifier, read_fd: int, mainpid: int) -> int:
@@ -62,33 +70,11 @@ def _start_forwarder(reporter: Reporter) -> None:
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
-    opts, rest = getopt(args, "n:l:fsdDb:a:BN")
-    name: Optional[str] = None
-    path: Optional[str] = None
-    fallback = store = forward = blocking = False
-    reuse, backlog, perms = True, SOMAXCONN, 0o777
-    for letter, value in opts:
-        v = value or ""
-        if letter == "n":
-            name = v
-        elif letter == "l":
-            path = v
-        elif letter == "f":
-            fallback = True
-        elif letter == "s":
-            store = True
-        elif letter in "dD":
-            reuse = letter == "d"
-        elif letter == "b":
-            backlog = parse_uint(v)
-        elif letter == "a":
-            perms = parse_octal(v)
-        elif letter == "B":
-            blocking = True
-        elif letter == "N":
-            forward = True
-    if not rest or not rest[0]:
-        raise UsageError("no program")
+    given: Dict[str, Any] = {}
+    rest = COMMAND.parse(args, given)
+    name: Optional[str] = given.pop("name", None)
+    path: Optional[str] = given.pop("path", None)
+    fallback, store, forward = (given.pop(key, False) for key in ("fallback", "store", "forward"))
     if (fallback and path is None) or (store and (not fallback or not name)):
         raise UsageError("-f needs -l path; -s needs -f and -n fdname")
     if not fallback:
@@ -97,7 +83,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         assert path is not None
 
         def bind() -> int:
-            return bind_unix_socket(path, perms=perms, reuse=reuse, backlog=backlog, blocking=blocking)
+            return bind_unix_socket(path, **given)
 
         bound = systemd_socket_or_bind(bind, name=name, path=path, warn=reporter.warn, families=ANY_FAMILIES)
         if bound and store:

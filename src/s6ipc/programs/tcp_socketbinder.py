@@ -12,14 +12,15 @@ import _socket
 
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_uint
+from ..base.options import Command, UsageError
+from ..chain.options import BINDER_OPTIONS, DATAGRAM_OPTIONS
 from ..chain.run import exec_into
 from ..sockets.inet import parse_ip, parse_port
 from ..sockets.tcp import bind_tcp_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, NoReturn, Optional
+    from typing import Any, Dict, List, NoReturn, Optional
 
 _OPTIONS = "[ -d | -D ] [ -b backlog ] [ -M | -m ] [ -B ]"
 USAGES = {
@@ -27,30 +28,20 @@ USAGES = {
     "tcpserver4-socketbinder": f"{_OPTIONS} ip4 port prog...",
     "tcpserver6-socketbinder": f"{_OPTIONS} ip6 port prog...",
 }
+#: The options are bind_tcp_socket's keyword arguments (its defaults are s6's).
+COMMAND = Command({**BINDER_OPTIONS, **DATAGRAM_OPTIONS}, 3)
 
 
 def run(reporter: Reporter, args: List[str], family: Optional[int]) -> NoReturn:
     """The binder for *family* (``socket.AF_INET``, ``AF_INET6``, None: from the address)."""
-    opts, rest = getopt(args, "dDb:mMB")
-    reuse, backlog, datagram, blocking = True, _socket.SOMAXCONN, False, False
-    for letter, value in opts:
-        if letter in "dD":
-            reuse = letter == "d"
-        elif letter == "b":
-            backlog = parse_uint(value or "")
-        elif letter in "mM":
-            datagram = letter == "m"
-        elif letter == "B":
-            blocking = True
-    if len(rest) < 3:
-        raise UsageError("too few arguments")
+    bind: Dict[str, Any] = {}
+    rest = COMMAND.parse(args, bind)
     try:  # both parsed before anything is created, as s6 does
         ip = parse_ip(rest[0], family)
         port = parse_port(rest[1])
     except ValueError:
         raise UsageError("bad address") from None
-    fd = bind_tcp_socket(ip, port, f"{rest[0]}:{rest[1]}", reuse=reuse, backlog=backlog,
-                         datagram=datagram, blocking=blocking)
+    fd = bind_tcp_socket(ip, port, f"{rest[0]}:{rest[1]}", **bind)
     move_fd(fd, 0)
     exec_into(reporter, rest[2:])
 

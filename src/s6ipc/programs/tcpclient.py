@@ -14,7 +14,8 @@ import socket
 from ..access import dns, ident
 from ..base.errors import BadInput, SystemFailure
 from ..base.messages import Reporter
-from ..base.options import UsageError, getopt, parse_uint
+from ..base.options import Command, UsageError, flag, parse_uint, setting
+from ..chain.options import CLIENT_VERBOSITY
 from ..chain.run import exec_into, modify_environ
 from ..sockets.connect import LOCAL_ADDRESSES, MAX_ADDRESSES, connect, literal_addresses
 from ..sockets.inet import from_sockaddr, ip46_scan, ip_fmt, parse_port
@@ -45,9 +46,31 @@ def _conn_timeouts(text: str) -> Tuple[int, int]:
     return first, parse_uint(text[digits + 1 :])
 
 
+def _local_ip(text: str) -> bytes:
+    got = ip46_scan(text)
+    if got is None:
+        raise UsageError("i")
+    return got[0]
+
+
+def _local_port(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError:
+        raise UsageError("p") from None
+
+
+COMMAND = Command({
+    **CLIENT_VERBOSITY, "4": flag("ip4"), "6": flag("ip6"), "d": flag("nodelay", False), "D": flag("nodelay"),
+    "r": flag("ident"), "R": flag("ident", False), "h": flag("remotehost"), "H": flag("remotehost", False),
+    "n": flag("qualify"), "N": flag("qualify", False), "t": setting("timeout", parse_uint),
+    "l": setting("localname"), "T": setting("rounds", _conn_timeouts), "i": setting("local_ip", _local_ip),
+    "p": setting("local_port", _local_port),
+}, 3)
+
+
 class _Options:
     def __init__(self, args: List[str]) -> None:
-        opts, rest = getopt(args, "qQv46dDrRhHnNt:l:T:i:p:")
         self.verbosity = 1
         self.ip4 = self.ip6 = False
         self.nodelay = False
@@ -59,42 +82,7 @@ class _Options:
         self.rounds = (2, 58)
         self.local_ip: Optional[bytes] = None
         self.local_port = 0
-        for letter, value in opts:
-            v = value or ""
-            if letter == "q":
-                self.verbosity = max(self.verbosity - 1, 0)
-            elif letter == "Q":
-                self.verbosity = 1
-            elif letter == "v":
-                self.verbosity += 1
-            elif letter in "46":
-                setattr(self, "ip" + letter, True)
-            elif letter in "dD":
-                self.nodelay = letter == "D"
-            elif letter in "rR":
-                self.ident = letter == "r"
-            elif letter in "hH":
-                self.remotehost = letter == "h"
-            elif letter in "nN":
-                self.qualify = letter == "n"
-            elif letter == "t":
-                self.timeout = parse_uint(v)
-            elif letter == "l":
-                self.localname = v
-            elif letter == "T":
-                self.rounds = _conn_timeouts(v)
-            elif letter == "i":
-                got = ip46_scan(v)
-                if got is None:
-                    raise UsageError("i")
-                self.local_ip = got[0]
-            elif letter == "p":
-                try:
-                    self.local_port = parse_port(v)
-                except ValueError:
-                    raise UsageError("p") from None
-        if len(rest) < 3:
-            raise UsageError("too few arguments")
+        rest = COMMAND.parse(args, self)
         if not self.ip6:
             self.ip4 = True
         self.host, self.port_text, self.prog = rest[0], rest[1], rest[2:]

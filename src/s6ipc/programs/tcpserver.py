@@ -19,8 +19,8 @@ capping at 1000 is the daemon's job.
 from __future__ import annotations
 
 from ..base.messages import Reporter
-from ..base.options import UINT32_MAX, UsageError, getopt, parse_uint
-from ..chain.options import ServerOptions, naming_style, take_common
+from ..base.options import Command, UsageError, flag, parse_uint, setting
+from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style, wrapper_backlog
 from ..chain.run import exec_into, stage
 from ..sockets.inet import ip46_scan
 
@@ -48,30 +48,27 @@ class TcpServerOptions(ServerOptions):
         self.family = 0  # 4, 6, or 0: from the address
 
 
+#: ``s6-tcpserver``: ``-q -Q -v`` and ``-4 -6``, the backlog verbatim.
+COMMAND = Command({
+    **SERVER_OPTIONS, "4": flag("family", 4), "6": flag("family", 6),
+    "b": setting("backlog", wrapper_backlog),
+}, 3)
+#: ``s6-tcpserver4``/``6``: ``-v verbosity``, no ``-q -Q -4 -6``.
+FAMILY_COMMAND = Command({
+    **{letter: option for letter, option in SERVER_OPTIONS.items() if letter not in "qQv"},
+    "v": setting("verbosity", parse_uint), "b": setting("backlog", backlog_at_least_one),
+}, 3)
+
+
 def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]]:
     """Parse the command line of ``s6-tcpserver`` (*family* 0) or ``s6-tcpserver4``/``6`` (4, 6).
 
     Returns the options and ``[ip, port, prog...]`` with ``family`` decided (4 or 6). Raises
     :class:`UsageError`, also for an *ip* that does not parse when the family comes from it.
     """
-    optstring = "qQv46dD1c:C:b:G:g:u:U" if not family else "v:dD1c:C:b:G:g:u:U"
-    opts, rest = getopt(args, optstring)
     o = TcpServerOptions()
     o.family = family
-    for letter, value in opts:
-        v = value or ""
-        if letter == "v" and family:
-            o.verbosity = parse_uint(v)
-        elif letter in "46":
-            o.family = int(letter)
-        elif letter == "b":
-            # "not given" is (unsigned int)-1, as in s6-ipcserver; 0 passes verbatim in s6-tcpserver
-            backlog = parse_uint(v)
-            o.backlog = None if backlog == UINT32_MAX else backlog if not family else backlog or 1
-        else:
-            take_common(o, letter, v)
-    if len(rest) < 3:
-        raise UsageError("too few arguments")
+    rest = (FAMILY_COMMAND if family else COMMAND).parse(args, o)
     if not o.family:
         scanned = ip46_scan(rest[0])
         if scanned is None:

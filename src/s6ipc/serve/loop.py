@@ -51,8 +51,8 @@ from ..base.descriptors import close_on_exec_above
 from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
-from ..base.selfpipe import SelfPipe
-from ..base.typeshim import Protocol
+from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
+from ..base.typeshim import Protocol, dataclass
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
@@ -99,17 +99,16 @@ if TYPE_CHECKING:
     Heartbeat = Tuple[float, Callable[[], None]]
 
 
+@dataclass(eq=False)
 class ServerConfig:
     """What s6-ipcserverd's options say, after s6's normalisation (see :meth:`normalised`)."""
 
-    def __init__(self, argv: List[str], *, verbosity: int = 1, lookup: bool = True, maxconn: int = 40,
-                 localmaxconn: int = 40, notify: bool = False) -> None:
-        self.argv = argv
-        self.verbosity = verbosity
-        self.lookup = lookup
-        self.maxconn = maxconn
-        self.localmaxconn = localmaxconn
-        self.notify = notify
+    argv: List[str]
+    verbosity: int = 1
+    lookup: bool = True
+    maxconn: int = 40
+    localmaxconn: int = 40
+    notify: bool = False
 
     def normalised(self) -> ServerConfig:
         """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
@@ -247,13 +246,8 @@ class Server:
         for fd in list(self._watched):
             self.unwatch(fd)
         self._set_listening(False)
-        if self._selfpipe is not None:
-            self._poller.unregister(self._selfpipe.fileno())
-            self._selfpipe.close()
-            self._selfpipe = None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.detach()
+        give_back(self._poller, self._selfpipe, self._listener)
+        self._selfpipe = self._listener = None
         self._accept = _not_started
 
     # -- start-up ---------------------------------------------------------------------------
@@ -294,11 +288,7 @@ class Server:
             _reserve_fd1()
 
     def _install_signals(self) -> None:
-        try:
-            self._selfpipe = SelfPipe(HANDLED_SIGNALS + tuple(self._signal_hooks))
-        except OSError as e:
-            raise SystemFailure("selfpipe_init", e.errno or errno.EMFILE) from None
-        self._poller.register(self._selfpipe.fileno(), select.POLLIN)
+        self._selfpipe = polled_selfpipe(self._poller, HANDLED_SIGNALS + tuple(self._signal_hooks))
 
     def _set_listening(self, on: bool) -> None:
         if on and not self._polling_listener:

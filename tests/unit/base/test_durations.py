@@ -7,7 +7,8 @@ import select
 
 import pytest
 
-from s6ipc.base.durations import POLL_MAX_MS, poll_ms
+from s6ipc.base.durations import POLL_MAX_MS, poll_ms, scan_timeout, timeout_seconds
+from s6ipc.base.options import UINT32_MAX, UsageError
 
 
 def test_no_deadline_is_a_poll_without_timeout() -> None:
@@ -47,3 +48,11 @@ def test_the_largest_poll_is_one_cpython_accepts() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_timeout_from_argv_in_seconds_zero_is_none() -> None:
+    assert (timeout_seconds(0), timeout_seconds(1), timeout_seconds(1500)) == (None, 0.001, 1.5)
+    assert scan_timeout(str(UINT32_MAX)) == UINT32_MAX / 1000  # about 49.7 days, as skalibs takes it
+    for text in ("", "-1", "1.5", str(UINT32_MAX + 1)):
+        with pytest.raises(UsageError):
+            scan_timeout(text)

@@ -8,13 +8,26 @@ flags, valued options and a gid list, and which shows the rest of its command li
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s6ipc.base.options import UINT32_MAX, UsageError, getopt, parse_gidlist, parse_octal, parse_uint
+from s6ipc.base.options import (
+    UINT32_MAX,
+    Command,
+    Option,
+    UsageError,
+    collect,
+    flag,
+    getopt,
+    parse_gidlist,
+    parse_gids,
+    parse_octal,
+    parse_uint,
+    setting,
+)
 from tests.support.processes import ours, run, theirs, traced_execs
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -149,6 +162,77 @@ GID_TEXT = st.lists(
 @given(GID_TEXT)
 def test_parse_gidlist_property(text: str) -> None:
     assert parse_gidlist(text) == s6_gidlist(text)
+
+
+# --- Command: a program's option table ---------------------------------------------------------------
+
+class _Target:
+    def __init__(self) -> None:
+        self.reuse = True
+        self.backlog = 0
+        self.names: List[str] = []
+        self.seen: List[str] = []
+
+
+def _table() -> Dict[str, Option]:
+    def note(into: _Target, value: str) -> None:
+        into.seen.append(value)
+
+    return {"d": flag("reuse", True), "D": flag("reuse", False), "b": setting("backlog", parse_uint),
+            "n": collect("names"), "x": Option(False, note)}
+
+
+def test_the_optstring_comes_from_the_table() -> None:
+    assert Command(_table()).optstring == "dDb:n:x"
+
+
+@pytest.mark.parametrize("args, reuse, backlog, names, rest", [
+    (["-Db5", "-d", "-n", "a", "-nb", "p"], True, 5, ["a", "b"], ["p"]),
+    (["-b", "7", "-b8", "-D", "--", "-d"], False, 8, [], ["-d"]),  # the last value wins; -- ends
+    (["-", "-D"], True, 0, [], ["-", "-D"]),                      # a lone - is an operand
+])
+def test_options_land_on_an_object_in_command_line_order(args: List[str], reuse: bool, backlog: int,
+                                                         names: List[str], rest: List[str]) -> None:
+    target = _Target()
+    assert Command(_table()).parse(args, target) == rest
+    assert (target.reuse, target.backlog, target.names) == (reuse, backlog, names)
+
+
+def test_options_land_in_a_dict_as_keyword_arguments() -> None:
+    got: Dict[str, object] = {}
+    assert Command(_table(), 1).parse(["-D", "-n", "a", "-n", "b", "p", "q"], got) == ["p", "q"]
+    assert got == {"reuse": False, "names": ["a", "b"]}  # what is not given stays the callee's default
+
+
+def test_an_option_of_its_own_gets_the_value_or_nothing() -> None:
+    target = _Target()
+    Command(_table()).parse(["-x", "-x", "p"], target)
+    assert target.seen == ["", ""]
+
+
+@pytest.mark.parametrize("args", [["-z", "p"], ["--reuse", "p"], ["-b"], ["-b", "x", "p"], ["-b", "-1", "p"]])
+def test_what_s6_rejects_is_a_usage_error(args: List[str]) -> None:
+    with pytest.raises(UsageError):
+        Command(_table()).parse(args, _Target())
+
+
+def test_operands_and_the_program() -> None:
+    with pytest.raises(UsageError, match="too few arguments"):
+        Command(_table(), 2).parse(["-d", "p"], {})
+    with pytest.raises(UsageError, match="no path"):
+        Command(_table(), 1, missing="no path").parse([], {})
+    assert Command(_table(), 2).parse(["", "q"], {}) == ["", "q"]  # an operand may be empty...
+    for args in ([], ["-d"], ["", "q"]):
+        with pytest.raises(UsageError, match="no program"):  # ...but not the program to run
+            Command(_table(), program=True).parse(args, {})
+    assert Command({}, program=True).parse(["prog", ""], {}) == ["prog", ""]
+
+
+def test_parse_gids_is_parse_gidlist_with_a_usage_error() -> None:
+    assert parse_gids("5,6") == [5, 6]
+    assert parse_gids("") == []
+    with pytest.raises(UsageError):
+        parse_gids(",5")
 
 
 # --- whole command lines, on s6-applyuidgid ---------------------------------------------------------

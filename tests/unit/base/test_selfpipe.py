@@ -11,11 +11,13 @@ import fcntl
 import os
 import select
 import signal
+import socket
 from typing import Iterator
 
 import pytest
 
-from s6ipc.base.selfpipe import SelfPipe
+from s6ipc.base.errors import SystemFailure
+from s6ipc.base.selfpipe import SelfPipe, give_back, polled_selfpipe
 
 
 def _mine(signo: int, frame: object) -> None:
@@ -119,3 +121,40 @@ def test_close_gives_back_the_previous_wakeup_fd_and_closes_the_pipe() -> None:
         signal.set_wakeup_fd(previous)
         os.close(r)
         os.close(w)
+
+
+def test_polled_selfpipe_is_polled_and_give_back_undoes_it_leaving_the_listener_open() -> None:
+    """What both daemons' start() and close() do: the pipe in the poller, then out of it and
+    closed (the handler before comes back), the socket object detached but its descriptor open."""
+    before = signal.getsignal(signal.SIGUSR2)
+    poller = select.poll()
+    pipe = polled_selfpipe(poller, [signal.SIGUSR2])
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, listening.fileno())
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert poller.poll(5000) == [(pipe.fileno(), select.POLLIN)]
+        assert pipe.read() == bytes([signal.SIGUSR2])
+        read_fd = pipe.fileno()
+        give_back(poller, pipe, listener)
+        assert signal.getsignal(signal.SIGUSR2) == before
+        with pytest.raises(OSError):
+            os.fstat(read_fd)
+        assert listener.fileno() == -1  # the object lets go of the descriptor...
+        os.fstat(listening.fileno())  # ...which stays open
+        with pytest.raises(KeyError):
+            poller.unregister(read_fd)  # no longer registered
+        give_back(poller, None, None)  # not started, or already given back: nothing to do
+    finally:
+        listening.close()
+
+
+def test_polled_selfpipe_failure_is_s6s_selfpipe_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pipe(flags: int) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_pipe)
+    with pytest.raises(SystemFailure) as failure:
+        polled_selfpipe(select.poll(), [signal.SIGUSR2])
+    assert str(failure.value) == "unable to selfpipe_init: Too many open files"
+    assert failure.value.exit_code == 111
