@@ -47,9 +47,9 @@ VETTED = {
     ("base/options.py", "int(significant or '0', base)"),            # THE scanner
     ("base/options.py", "int(text[pos])"),                           # one ASCII digit checked
     ("base/descriptors.py", "int(name)"),                            # /proc/self/fd names
-    ("sockets/unix.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
+    ("sockets/unix.py", "int(_socket.SOCK_DGRAM if datagram else _socket.SOCK_STREAM)"),
     ("base/systemd_backend.py", "int(fd)"),                          # libsystemd's ints
-    ("sockets/tcp.py", "int(socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM)"),
+    ("sockets/tcp.py", "int(_socket.SOCK_DGRAM if datagram else _socket.SOCK_STREAM)"),
     ("access/ident.py", "int(s[n])"),                                # one ASCII digit checked
     ("sockets/inet.py", "int(text[pos], 16)"),                       # one hex digit checked
     ("programs/tcpserver.py", "int(letter)"),                        # getopt's "4" or "6"
