@@ -75,9 +75,22 @@ def _write(text: str) -> int:
     return 0
 
 
+#: The modules that stand on an optional extra (``pip install s6ipc[uvicorn]``): a plain install
+#: has them without their dependency, and no daemon imports them.
+_EXTRA_MODULES = ("s6ipc.integrations.", "s6ipc.uvicorn_drain")
+
+
+def _needs_an_extra(module: str, error: ModuleNotFoundError) -> bool:
+    """Whether *error* (importing *module*) is an extra's dependency missing from a plain install —
+    not a broken install: a module of the integrations lacking a package outside s6ipc."""
+    missing = (error.name or "").split(".")[0]
+    return module.startswith(_EXTRA_MODULES) and missing not in ("", "s6ipc")
+
+
 def _check_program(program: str, args: List[str]) -> None:
-    """The preflight itself, in the child: import every module of the package, then let *program*
-    validate *args* (its module's ``preflight(args)``, when it has one).
+    """The preflight itself, in the child: import every module of the package (those of an extra
+    only where the extra is installed), then let *program* validate *args* (its module's
+    ``preflight(args)``, when it has one).
 
     Raises whatever the import or the validation raises: :func:`_preflight` turns it into one line.
     """
@@ -87,8 +100,13 @@ def _check_program(program: str, args: List[str]) -> None:
     from . import __path__ as package_path
 
     for info in pkgutil.walk_packages(package_path, "s6ipc."):
-        if info.name != "s6ipc.__main__":  # importing it would run the entry point
+        if info.name == "s6ipc.__main__":  # importing it would run the entry point
+            continue
+        try:
             importlib.import_module(info.name)
+        except ModuleNotFoundError as e:
+            if not _needs_an_extra(info.name, e):
+                raise
     name = program_name(program)
     if name is None:
         raise LookupError(f"no program {program} in the installed s6ipc")

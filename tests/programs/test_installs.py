@@ -8,7 +8,10 @@ system-wide install does in ``/usr/local``, without touching the machine. From t
   interpreter, where a venv keeps it) and the links serve, in one process;
 * ``--version`` names that script;
 * the man pages generated from docs/ at build time are installed under ``share/man``, found by
-  ``man`` through PATH, and render with ``man -l``.
+  ``man`` through PATH, and render with ``man -l``;
+* without any extra (Debian's python3 has no uvicorn), the daemons' preflight passes and an
+  ipcserverd started from the install upgrades in place on SIGUSR2 (the preflight imports every
+  module: the uvicorn integration made every upgrade of a plain install fail).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from typing import Dict, Iterator, Tuple
@@ -23,7 +27,7 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 from s6ipc.chain.registry import PROGRAMS
-from tests.support.processes import S6IPC, RunningServer, request, run
+from tests.support.processes import S6IPC, RunningServer, request, run, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -112,3 +116,24 @@ def test_systemd_extra_check_names_what_is_missing() -> None:
     assert bare.stderr == (b"make: warning: the systemd extra (python-systemd) needs libsystemd-dev "
                            b"pkg-config gcc python3-dev; missing: " + missing + b": not installed, s6ipc "
                            b"uses its standard-library backend (apt-get install " + missing + b")\n")
+
+
+def test_a_plain_install_passes_the_preflight_and_upgrades_in_place(installed: Tuple[str, Dict[str, str]],
+                                                                    sockdir: str) -> None:
+    base, env = installed
+    script = os.path.join(base, "bin", "s6ipc")
+    assert run([SYSTEM_PYTHON, "-c", "import uvicorn"], env=env).returncode != 0, "this test needs no uvicorn"
+    for program, args in (("ipcserverd", ["cat"]), ("tcpserver4d", ["cat"]),
+                          ("fdholderd", ["-i", os.path.join(sockdir, "rules")])):
+        checked = run([script, "preflight", program, *args], env=env, stdin=subprocess.DEVNULL)
+        assert (checked.returncode, checked.stderr) == (0, b""), (program, checked.stderr)
+    path = os.path.join(sockdir, "s")
+    srv = RunningServer([script, "ipcserver", "-v", "-1", path, "echo", "hi"], env=env)
+    try:
+        assert request(path) == b"hi\n"
+        srv.signal(signal.SIGUSR2)
+        wait_until(lambda: "upgraded in place" in srv.log(), 20)
+        assert "unable to upgrade" not in srv.log(), srv.log()
+        assert srv.proc.poll() is None and request(path) == b"hi\n"
+    finally:
+        srv.stop()
