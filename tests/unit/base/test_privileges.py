@@ -15,6 +15,7 @@ import pytest
 
 from s6ipc.base.errors import SystemFailure
 from s6ipc.base.privileges import apply_uidgid, dumpable_as_after_exec, normalise_groups
+from tests.support.forked import in_child
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing ids needs root")
 
@@ -34,23 +35,7 @@ def test_the_primary_group_comes_first(gids: list, primary: int, expected: list)
 
 def _in_child(work: Callable[[], Any]) -> Any:
     """Run *work* in a forked child; its JSON result, or ``["raised", str, exit_code]``."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(r)
-        try:
-            try:
-                result = work()
-            except SystemFailure as e:
-                result = ["raised", str(e), e.exit_code]
-            os.write(w, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    return in_child(work, (SystemFailure,))
 
 
 def _ids() -> Any:

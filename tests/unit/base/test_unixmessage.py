@@ -6,20 +6,12 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
 from s6ipc.base import unixmessage as um
 from s6ipc.base.unixmessage import Decoder, HeldFd, Message, Outbox, ProtocolError
-
-
-@pytest.fixture
-def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def _pipe_with(data: bytes) -> Tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -14,14 +14,6 @@ from s6ipc.base.unixmessage import Decoder, ProtocolError, frame
 from s6ipc.fdholder import protocol, tai
 
 LIMIT = tai.Tain(0x4000000000000000 + 1_000_000_000, 7)
-
-
-@pytest.fixture
-def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def fds_open() -> int:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import _socket
 import json
 import os
+import signal
 import socket
 import subprocess
 import textwrap
+from typing import Any, Callable
 
 from s6ipc.serve import loop as server
 from tests.support.processes import VENV_PYTHON, request, wait_for_ready
@@ -65,20 +67,22 @@ os.write(2, (json.dumps([ending.code, ending.exec_argv, Counting.spawned, events
 """
 
 
-def test_watch_on_signal_stop_for_exec_spawner_and_identity(sockdir: str) -> None:
+def _serve_script(script: str, sockdir: str, exchange: Callable[[subprocess.Popen], None]) -> Any:  # type: ignore[type-arg]
+    """Run *script* (a Python program serving fd 0 and ending on SIGUSR1s) on a listening socket
+    ``sockdir/s``, once its ``-1`` newline came let *exchange(proc)* talk to it, and return the JSON
+    report its last stderr line holds (it must exit 0)."""
     path = os.path.join(sockdir, "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(8)
     r, w = os.pipe()
-    proc = subprocess.Popen([VENV_PYTHON, "-c", textwrap.dedent(SCRIPT)], stdin=listener.fileno(),
-                            stdout=w, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([VENV_PYTHON, "-c", textwrap.dedent(script)], stdin=listener.fileno(),
+                            stdout=w, stderr=subprocess.PIPE, cwd=REPO)
     listener.close()
     os.close(w)
     try:
         wait_for_ready(r)
-        assert request(path) == b"IPC 1\n"
-        proc.send_signal(__import__("signal").SIGUSR1)
+        exchange(proc)
         _, err = proc.communicate(timeout=10)
     finally:
         os.close(r)
@@ -86,7 +90,17 @@ def test_watch_on_signal_stop_for_exec_spawner_and_identity(sockdir: str) -> Non
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    code, argv, spawned, events = json.loads(err.decode().splitlines()[-1])
+    return json.loads(err.decode().splitlines()[-1])
+
+
+def test_watch_on_signal_stop_for_exec_spawner_and_identity(sockdir: str) -> None:
+    path = os.path.join(sockdir, "s")
+
+    def exchange(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+        assert request(path) == b"IPC 1\n"
+        proc.send_signal(signal.SIGUSR1)
+
+    code, argv, spawned, events = _serve_script(SCRIPT, sockdir, exchange)
     assert (code, argv, spawned) == (0, ["next", "image"], 1)
     assert events[0] == "SIGTERM is the loop's own" and events[1] == "ready" and events[-1] == "exit"
     assert "watched" in events and "identified" in events
@@ -129,28 +143,14 @@ def test_serve_on_after_a_failed_exec_then_close_gives_everything_back(sockdir: 
     as they were; ``close()`` gives back the previous handlers and wakeup fd (house-review §9). The
     heartbeat reads the server's clock (a FakeClock here: 1000.0)."""
     path = os.path.join(sockdir, "s")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(8)
-    r, w = os.pipe()
-    proc = subprocess.Popen([VENV_PYTHON, "-c", textwrap.dedent(SERVE_ON_SCRIPT)], stdin=listener.fileno(),
-                            stdout=w, stderr=subprocess.PIPE, cwd=REPO)
-    listener.close()
-    os.close(w)
-    try:
-        wait_for_ready(r)
+
+    def exchange(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
         assert request(path) == b"IPC\n"
-        proc.send_signal(__import__("signal").SIGUSR1)
+        proc.send_signal(signal.SIGUSR1)
         assert request(path) == b"IPC\n"  # waits in the backlog until the loop serves on
-        proc.send_signal(__import__("signal").SIGUSR1)
-        _, err = proc.communicate(timeout=10)
-    finally:
-        os.close(r)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    report = json.loads(err.decode().splitlines()[-1])
+        proc.send_signal(signal.SIGUSR1)
+
+    report = _serve_script(SERVE_ON_SCRIPT, sockdir, exchange)
     assert report["endings"] == [["next", "image"], ["next", "image"]] and report["accepted"] == 2
     assert report["beats"] == [1000.0, 1000.0]
     assert report["handler"] and report["usr1"] and report["wakeup"], report

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import stat
-from typing import Any, Callable, Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 
@@ -27,6 +26,7 @@ from s6ipc.sockets.unix import (
     socket_address,
     unix_address,
 )
+from tests.support.forked import in_child
 
 
 @pytest.fixture
@@ -44,19 +44,6 @@ def _sock(fd: int) -> socket.socket:
     return socket.socket(fileno=os.dup(fd))
 
 
-def _in_child(work: Callable[[], Any]) -> Any:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.write(w, json.dumps(work()).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
 
 
 # -- unix_address / address_text --------------------------------------------------------------------
@@ -268,7 +255,7 @@ def test_the_unsigned_ids_stay_positive() -> None:
         c, d = socket.socketpair()
         return [list(peer_credentials(b))[1:], list(peer_credentials(d))[1:]]
 
-    first, second = _in_child(work)
+    first, second = in_child(work)
     if os.geteuid() == 0:
         assert second == [0xFFFFFFFE, 0xFFFFFFFE]
     assert first == [os.geteuid(), os.getegid()]
@@ -329,4 +316,4 @@ def test_a_connected_socket_moves_to_fds_6_and_7(sockdir: str) -> None:
         return [os.fstat(6).st_ino == ino, os.fstat(7).st_ino == ino, os.get_inheritable(6),
                 os.get_inheritable(7), a.fileno()]
 
-    assert _in_child(work) == [True, True, True, True, -1]
+    assert in_child(work) == [True, True, True, True, -1]
