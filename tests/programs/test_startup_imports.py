@@ -96,18 +96,24 @@ def imports_before_output(argv: Sequence[str], env: Optional[Dict[str, str]] = N
 
 
 @pytest.fixture(scope="module")
-def interpreter_start() -> Set[str]:
-    """What the interpreter imports at any start (no program), and what ``-m`` itself imports (runpy
-    and its own imports: on Python 3.9 these include typing and re, through importlib.util, so
-    there only the console script's start could show ours; the rest is judged all the same)."""
+def bare_start() -> Set[str]:
+    """What the interpreter imports at any start (``-c pass``)."""
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
                          text=True, check=True)
     modules = set(_modules(out.stderr.splitlines()))
     if modules & FORBIDDEN:  # a sitecustomize, a .pth file: nothing of ours could be judged
         pytest.skip(f"this interpreter imports {sorted(modules & FORBIDDEN)} at every start")
+    return modules
+
+
+@pytest.fixture(scope="module")
+def interpreter_start(bare_start: Set[str]) -> Set[str]:
+    """:func:`bare_start` and what ``-m`` itself imports (runpy and its own imports: on Python 3.9
+    these include typing, re and enum, through importlib.util, so there only the console script's
+    start could show ours; the rest is judged all the same)."""
     run_m = subprocess.run([sys.executable, "-X", "importtime", "-m", "__hello__"], capture_output=True,
                            text=True, check=True)  # a frozen module of every CPython: runpy's cost alone
-    return modules | set(_modules(run_m.stderr.splitlines()))
+    return bare_start | set(_modules(run_m.stderr.splitlines()))
 
 
 @pytest.fixture
@@ -212,20 +218,20 @@ def test_listen_fds(interpreter_start: Set[str], workdir: str) -> None:
     check(added)
 
 
-def test_the_check_sees_a_forbidden_import(interpreter_start: Set[str]) -> None:
+def test_the_check_sees_a_forbidden_import(bare_start: Set[str]) -> None:
     """The parse is not blind: a run that does import dataclasses is caught."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import dataclasses; print('ready')"],
                           capture_output=True, text=True, check=True)
-    added = [m for m in _modules(proc.stderr.splitlines()) if m not in interpreter_start]
+    added = [m for m in _modules(proc.stderr.splitlines()) if m not in bare_start]
     with pytest.raises(AssertionError, match="dataclasses"):
         check(added)
 
 
-def test_the_check_sees_enum(interpreter_start: Set[str]) -> None:
+def test_the_check_sees_enum(bare_start: Set[str]) -> None:
     """``import socket`` brings enum (and is itself refused for the chains), which the check sees."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import socket; print('ready')"],
                           capture_output=True, text=True, check=True)
-    added = [m for m in _modules(proc.stderr.splitlines()) if m not in interpreter_start]
+    added = [m for m in _modules(proc.stderr.splitlines()) if m not in bare_start]
     assert "enum" in added
     with pytest.raises(AssertionError, match="enum"):
         check(added)

@@ -65,7 +65,8 @@ MAY_END = LAYER_OF["chain"]
 # Python 3.9 has no sys.stdlib_module_names: the standard modules base/ may import there (base/
 # needs few; a module missing here fails the test on 3.9 only, with its name)
 _STDLIB_39 = frozenset([
-    "__future__", "abc", "argparse", "array", "ast", "base64", "binascii", "bisect", "builtins",
+    "__future__", "_signal", "_socket", "abc", "argparse", "array", "ast", "base64", "binascii", "bisect",
+    "builtins",
     "calendar", "codecs", "collections", "contextlib", "copy", "ctypes", "dataclasses", "datetime",
     "enum", "errno", "fcntl", "functools", "gc", "getpass", "grp", "hashlib", "heapq", "importlib",
     "inspect", "io", "ipaddress", "itertools", "json", "locale", "logging", "math", "mmap", "operator",
