@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -15,3 +15,12 @@ def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture
+def opened() -> Iterator[List[socket.socket]]:
+    """The sockets a test makes (it appends them), closed after it."""
+    made: List[socket.socket] = []
+    yield made
+    for s in made:
+        s.close()

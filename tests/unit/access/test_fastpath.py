@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -40,8 +40,8 @@ def rules_of(kind: str, root: str, spec: Dict[str, Dict[str, object]]) -> List[s
 
 
 @pytest.fixture
-def unix_connection(tmp_path) -> Iterator[Callable[[], Tuple[socket.socket, str]]]:  # type: ignore[no-untyped-def]
-    made: List[socket.socket] = []
+def unix_connection(tmp_path, opened) -> Callable[[], Tuple[socket.socket, str]]:  # type: ignore[no-untyped-def]
+    made = opened
     path = str(tmp_path / "s")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
@@ -55,15 +55,20 @@ def unix_connection(tmp_path) -> Iterator[Callable[[], Tuple[socket.socket, str]
         made.extend([client, conn])
         return conn, path
 
-    yield connect
-    for s in made:
-        s.close()
+    return connect
+
+
+def _fast(policy: Any, parse: Callable[[List[str]], Any], program: str, args: List[str]
+          ) -> Tuple[Any, Quiet, Spawner]:
+    """*policy* (a fast path class) over *args* (parsed by *parse*), logging quietly, with the real
+    *program* ``args…`` (a path that does not exist) as the spawner it falls back to."""
+    log = Quiet()
+    fallback = Spawner([f"/nonexistent/{program}", *args])
+    return policy(parse(args), log, fallback), log, fallback
 
 
 def fast_ipc(args: List[str]) -> Tuple[ipc.FastAccess, Quiet, Spawner]:
-    log = Quiet()
-    fallback = Spawner(["/nonexistent/ipcserver-access", *args])
-    return ipc.FastAccess(ipc.parse_options(args), log, fallback), log, fallback
+    return _fast(ipc.FastAccess, ipc.parse_options, "ipcserver-access", args)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("kind", ["-i", "-x"])
@@ -131,8 +136,8 @@ def test_ipc_program_and_fast_path_reach_the_same_outcome(tmp_path, unix_connect
 
 
 @pytest.fixture
-def tcp_connection() -> Iterator[Callable[..., Tuple[socket.socket, TcpPeer, Dict[str, str]]]]:
-    made: List[socket.socket] = []
+def tcp_connection(opened) -> Callable[..., Tuple[socket.socket, TcpPeer, Dict[str, str]]]:  # type: ignore[no-untyped-def]
+    made = opened
 
     def make(family: int = socket.AF_INET, client_ip: str = "127.0.0.1"
              ) -> Tuple[socket.socket, TcpPeer, Dict[str, str]]:
@@ -152,15 +157,11 @@ def tcp_connection() -> Iterator[Callable[..., Tuple[socket.socket, TcpPeer, Dic
         peer.fill(env, 1, address)
         return conn, peer, env
 
-    yield make
-    for s in made:
-        s.close()
+    return make
 
 
 def fast_tcp(args: List[str]) -> Tuple[tcp.FastTcpAccess, Quiet, Spawner]:
-    log = Quiet()
-    fallback = Spawner(["/nonexistent/tcpserver-access", *args])
-    return tcp.FastTcpAccess(tcp.parse_options(args), log, fallback), log, fallback
+    return _fast(tcp.FastTcpAccess, tcp.parse_options, "tcpserver-access", args)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("kind", ["-i", "-x"])

@@ -4,20 +4,12 @@ the access fast path decides on), for s6-tcpserver4d's and 6d's sockets, from re
 from __future__ import annotations
 
 import socket
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
 from s6ipc.serve.tcppeer import TcpPeer, TcpPeers
 from s6ipc.sockets.inet import ip_fmt
-
-
-@pytest.fixture
-def accepted() -> Iterator[List[socket.socket]]:
-    made: List[socket.socket] = []
-    yield made
-    for s in made:
-        s.close()
 
 
 def accept(made: List[socket.socket], family: int, listen_ip: str, client_ip: str
@@ -38,9 +30,9 @@ def accept(made: List[socket.socket], family: int, listen_ip: str, client_ip: st
     (socket.AF_INET6, "::", "::1", "::1", b"\0" * 15 + b"\x01"),
     (socket.AF_INET6, "::", "127.0.0.1", "::ffff:7f00:1", b"\0" * 10 + b"\xff\xff\x7f\0\0\x01"),
 ])
-def test_identify_keeps_text_and_bytes(accepted, family: int, listen_ip: str, client_ip: str, text: str,  # type: ignore[no-untyped-def]
+def test_identify_keeps_text_and_bytes(opened, family: int, listen_ip: str, client_ip: str, text: str,  # type: ignore[no-untyped-def]
                                        packed: bytes) -> None:
-    conn, address = accept(accepted, family, listen_ip, client_ip)
+    conn, address = accept(opened, family, listen_ip, client_ip)
     identity = TcpPeers(family)
     peer = identity.identify(conn, address)
     assert (peer.key, peer.ip, peer.port, peer.v6) == (text, packed, address[1], family == socket.AF_INET6)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from typing import Iterator, List, Tuple
+from typing import List, Set, Tuple
 
 import pytest
 
@@ -21,14 +21,6 @@ from s6ipc.serve.tcppeer import TcpPeers
 from s6ipc.serve.ucspi import connection_variables
 
 MAPPED_LOOPBACK = "::ffff:7f00:1"
-
-
-@pytest.fixture
-def sockets() -> Iterator[List[socket.socket]]:
-    made: List[socket.socket] = []
-    yield made
-    for s in made:
-        s.close()
 
 
 def unix_pair(made: List[socket.socket], where: str, bind: bool) -> Tuple[socket.socket, str]:
@@ -60,24 +52,24 @@ def tcp_pair(made: List[socket.socket], family: int) -> Tuple[socket.socket, soc
 
 
 @pytest.mark.parametrize("bind", [False, True])
-def test_unix_peer_variables_are_ipcserverd_s(tmp_path, sockets, bind: bool) -> None:  # type: ignore[no-untyped-def]
-    conn, client_path = unix_pair(sockets, str(tmp_path), bind)
+def test_unix_peer_variables_are_ipcserverd_s(tmp_path, opened, bind: bool) -> None:  # type: ignore[no-untyped-def]
+    conn, client_path = unix_pair(opened, str(tmp_path), bind)
     env = connection_variables(conn.fileno())
     assert list(env) == list(UnixPeers.variables)
     assert env == {"PROTO": "IPC", "IPCREMOTEEUID": str(os.geteuid()), "IPCREMOTEEGID": str(os.getegid()),
                    "IPCCONNNUM": None, "IPCREMOTEPATH": client_path}
 
 
-def test_tcp_peer_variables_are_tcpserver4d_s_plus_the_local_address(sockets) -> None:  # type: ignore[no-untyped-def]
-    conn, client, port = tcp_pair(sockets, socket.AF_INET)
+def test_tcp_peer_variables_are_tcpserver4d_s_plus_the_local_address(opened) -> None:  # type: ignore[no-untyped-def]
+    conn, client, port = tcp_pair(opened, socket.AF_INET)
     env = connection_variables(conn.fileno())
     assert list(env) == [*TcpPeers.variables, "TCPLOCALIP", "TCPLOCALPORT"]
     assert env == {"PROTO": "TCP", "TCPREMOTEIP": "127.0.0.1", "TCPREMOTEPORT": str(client.getsockname()[1]),
                    "TCPCONNNUM": None, "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": str(port)}
 
 
-def test_v4_mapped_peer_is_spelled_as_tcpserver6d_spells_it(sockets) -> None:  # type: ignore[no-untyped-def]
-    conn, client, port = tcp_pair(sockets, socket.AF_INET6)
+def test_v4_mapped_peer_is_spelled_as_tcpserver6d_spells_it(opened) -> None:  # type: ignore[no-untyped-def]
+    conn, client, port = tcp_pair(opened, socket.AF_INET6)
     assert conn.getpeername()[0] == "::ffff:127.0.0.1"  # CPython's text, which is not skalibs'
     env = connection_variables(conn.fileno())
     assert env["TCPREMOTEIP"] == env["TCPLOCALIP"] == MAPPED_LOOPBACK
@@ -87,7 +79,17 @@ def test_v4_mapped_peer_is_spelled_as_tcpserver6d_spells_it(sockets) -> None:  #
         k: daemon[k] for k in ("PROTO", "TCPREMOTEIP", "TCPREMOTEPORT")}
 
 
-def test_count_per_address_and_only_live_ones(tmp_path, sockets) -> None:  # type: ignore[no-untyped-def]
+def _close_new_fds(before: Set[str]) -> None:
+    """Close what this process opened since *before* (``/proc/self/fd`` names): the count lock
+    ``connection_variables`` keeps for the program it would exec."""
+    for fd in set(os.listdir("/proc/self/fd")) - before:
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
+
+
+def test_count_per_address_and_only_live_ones(tmp_path, opened) -> None:  # type: ignore[no-untyped-def]
     countdir = str(tmp_path / "count")
     os.makedirs(countdir)
     held = os.open(os.path.join(countdir, "127.0.0.1.1"), os.O_WRONLY | os.O_CREAT, 0o600)  # a live one
@@ -96,40 +98,32 @@ def test_count_per_address_and_only_live_ones(tmp_path, sockets) -> None:  # typ
     other = os.open(os.path.join(countdir, "127.0.0.10.3"), os.O_WRONLY | os.O_CREAT, 0o600)
     fcntl.flock(other, fcntl.LOCK_EX)  # live, but another address (a prefix of it is ours)
     try:
-        conn, _, _ = tcp_pair(sockets, socket.AF_INET)
+        conn, _, _ = tcp_pair(opened, socket.AF_INET)
         before = set(os.listdir("/proc/self/fd"))  # then the lock the program would inherit
         env = connection_variables(conn.fileno(), countdir)
         assert env["TCPCONNNUM"] == "2"
         assert sorted(os.listdir(countdir)) == ["127.0.0.1.1", f"127.0.0.1.{os.getpid()}", "127.0.0.10.3"]
     finally:
-        for fd in set(os.listdir("/proc/self/fd")) - before:
-            try:
-                os.close(int(fd))
-            except OSError:
-                pass
+        _close_new_fds(before)
         os.close(held)
         os.close(other)
 
 
-def test_unix_count_is_per_uid(tmp_path, sockets) -> None:  # type: ignore[no-untyped-def]
+def test_unix_count_is_per_uid(tmp_path, opened) -> None:  # type: ignore[no-untyped-def]
     countdir = str(tmp_path / "count")
     os.makedirs(countdir)
-    conn, _ = unix_pair(sockets, str(tmp_path), False)
+    conn, _ = unix_pair(opened, str(tmp_path), False)
     before = set(os.listdir("/proc/self/fd"))
     try:
         env = connection_variables(conn.fileno(), countdir)
         assert env["IPCCONNNUM"] == "1"
         assert os.listdir(countdir) == [f"{os.geteuid()}.{os.getpid()}"]
     finally:
-        for fd in set(os.listdir("/proc/self/fd")) - before:
-            try:
-                os.close(int(fd))
-            except OSError:
-                pass
+        _close_new_fds(before)
 
 
-def test_neither_unix_nor_ip(sockets) -> None:  # type: ignore[no-untyped-def]
+def test_neither_unix_nor_ip(opened) -> None:  # type: ignore[no-untyped-def]
     odd = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-    sockets.append(odd)
+    opened.append(odd)
     with pytest.raises(BadInput, match="neither a Unix nor an IP socket"):
         connection_variables(odd.fileno())
