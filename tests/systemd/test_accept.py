@@ -234,7 +234,7 @@ def render(text: str, m: sdmanager.UserManager) -> str:
     return (text.replace("/usr/local/bin/s6ipc", S6IPC)
             .replace("/run/s6ipc-demo", os.path.join(m.base, "run"))
             .replace("/etc/s6ipc/accept-rules", os.path.join(m.base, "rules"))
-            .replace("/usr/local/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
+            .replace("/usr/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
             .replace("/srv/s6ipc-app", os.path.join(m.base, "app")))
 
 
