@@ -162,7 +162,7 @@ def read_header(read: Read, v1: bool = True, v2: bool = True, warn: Optional[War
 def _v1(first: bytes, read: Read) -> List[str]:
     line = first
     end = line.find(b"\n")
-    if 0 <= end:
+    if end >= 0:
         if line == b"PROXY UNKNOWN\r\n":
             return []
         raise BadHeader("invalid PROXY line")

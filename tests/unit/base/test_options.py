@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from s6ipc.base.errors import BadInput
 from s6ipc.base.options import (
     UINT32_MAX,
     Command,
@@ -29,7 +30,6 @@ from s6ipc.base.options import (
     parse_uint,
     setting,
 )
-from s6ipc.base.errors import BadInput
 from tests.support.processes import ours, run, theirs, traced_execs
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -265,8 +265,10 @@ GOL_LONG = {"only-v1": "1", "only-v2": "2", "timeout": "t", "verbosity": "v"}
 
 
 @pytest.mark.parametrize("args,parsed", [
-    (["-12", "-t5", "-v", "3", "prog", "-t"], ([("1", None), ("2", None), ("t", "5"), ("v", "3")], ["prog", "-t"])),
-    (["--only-v2", "--timeout=", "--verbosity=0", "--", "-1"], ([("2", None), ("t", ""), ("v", "0")], ["-1"])),
+    (["-12", "-t5", "-v", "3", "prog", "-t"],
+     ([("1", None), ("2", None), ("t", "5"), ("v", "3")], ["prog", "-t"])),
+    (["--only-v2", "--timeout=", "--verbosity=0", "--", "-1"],
+     ([("2", None), ("t", ""), ("v", "0")], ["-1"])),
     (["-t", "--", "prog"], ([], ["prog"])),  # no value before "--": the option is not set
     (["-t"], ([], [])),
     (["-", "x"], ([], ["-", "x"])),

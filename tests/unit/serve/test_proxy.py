@@ -43,7 +43,8 @@ def header(data: bytes, v1: bool = True, v2: bool = True, warnings: Optional[Lis
 
 
 def v2(command: int, family: int, transport: int, body: bytes, version: int = 2) -> bytes:
-    return V2_SIGNATURE + bytes([version << 4 | command, family << 4 | transport]) + struct.pack(">H", len(body)) + body
+    start = bytes([version << 4 | command, family << 4 | transport])
+    return V2_SIGNATURE + start + struct.pack(">H", len(body)) + body
 
 
 def tlv(kind: int, value: bytes) -> bytes:
@@ -58,7 +59,8 @@ TCP4 = ["PROTO=TCP", "TCPREMOTEIP=192.0.2.1", "TCPLOCALIP=198.51.100.2", "TCPREM
 def test_v1() -> None:
     assert header(b"PROXY TCP4 192.0.2.1 198.51.100.2 5555 443\r\n") == TCP4
     assert header(b"PROXY TCP6 2001:db8::1 ::ffff:7f00:1 1 65535\r\n") == [
-        "PROTO=TCP", "TCPREMOTEIP=2001:db8::1", "TCPLOCALIP=::ffff:7f00:1", "TCPREMOTEPORT=1", "TCPLOCALPORT=65535"]
+        "PROTO=TCP", "TCPREMOTEIP=2001:db8::1", "TCPLOCALIP=::ffff:7f00:1", "TCPREMOTEPORT=1",
+        "TCPLOCALPORT=65535"]
     assert header(b"PROXY TCP4 127.0.0.257 10.0.0.1 00080 0\r\n")[1:4] == [  # skalibs' scanners
         "TCPREMOTEIP=127.0.0.1", "TCPLOCALIP=10.0.0.1", "TCPREMOTEPORT=80"]
     assert header(b"PROXY UNKNOWN\r\n") == []
@@ -110,12 +112,14 @@ def test_only_v1_refuses_v2_and_only_v2_refuses_v1() -> None:
 
 def test_v2_families() -> None:
     assert header(v2(1, 1, 1, INET)) == TCP4
-    six = socket.inet_pton(socket.AF_INET6, "2001:db8::1") + socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1")
+    six = b"".join(socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "::ffff:127.0.0.1"))
     assert header(v2(1, 2, 1, six + struct.pack(">HH", 1, 2))) == [
-        "PROTO=TCP", "TCPREMOTEIP=2001:db8::1", "TCPLOCALIP=::ffff:7f00:1", "TCPREMOTEPORT=1", "TCPLOCALPORT=2"]
+        "PROTO=TCP", "TCPREMOTEIP=2001:db8::1", "TCPLOCALIP=::ffff:7f00:1", "TCPREMOTEPORT=1",
+        "TCPLOCALPORT=2"]
     remote = b"/run/client.sock".ljust(108, b"\0")
     local = b"\0abstract-name".ljust(108, b"\0")
-    assert header(v2(1, 3, 1, remote + local)) == ["PROTO=IPC", "IPCREMOTEPATH=/run/client.sock", "IPCLOCALPATH="]
+    assert header(v2(1, 3, 1, remote + local)) == ["PROTO=IPC", "IPCREMOTEPATH=/run/client.sock",
+                                                   "IPCLOCALPATH="]
     full = b"/" + b"\xff" * 107
     assert header(v2(1, 3, 1, full + full)) == ["PROTO=IPC", "IPCREMOTEPATH=" + os.fsdecode(full),
                                                 "IPCLOCALPATH=" + os.fsdecode(full)]
@@ -142,7 +146,8 @@ def test_v2_local_unspec_and_skips() -> None:
     (v2(1, 1, 1, INET + tlv(0x02, b"x")[:-1] + b""), BadHeader, "invalid TLV encoding in extension"),
     (v2(1, 1, 1, INET + tlv(0x20, b"\x01\0\0\0")), BadHeader, "invalid sub-TLV encoding in SSL extension"),
     (v2(1, 1, 1, INET + tlv(0x21, b"TLSv1.3")), BadHeader, "invalid main extension type"),
-    (v2(1, 1, 1, INET + tlv(0x20, b"\x01\0\0\0\0" + tlv(0x02, b"x"))), BadHeader, "invalid sub-extension type"),
+    (v2(1, 1, 1, INET + tlv(0x20, b"\x01\0\0\0\0" + tlv(0x02, b"x"))), BadHeader,
+     "invalid sub-extension type"),
     (v2(1, 1, 1, INET + tlv(0x20, b"\x01\0\0\0\0" + tlv(0x20, b"\x01\0\0\0\0"))), BadHeader,
      "invalid sub-extension type"),
     (v2(1, 1, 1, INET + tlv(0x20, b"\x01\0\0\0\0" + b"\x21\x00\x09ab")), BadHeader,
@@ -157,8 +162,8 @@ def test_v2_refusals(data: bytes, error: type, message: str) -> None:
 
 
 def test_v2_extensions() -> None:
-    ssl = tlv(0x20, b"\x01" + b"\0\0\0\0" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client\0cn") + tlv(0x23, b"\xffAES")
-              + tlv(0x99, b"ignored"))
+    subs = tlv(0x21, b"TLSv1.3") + tlv(0x22, b"client\0cn") + tlv(0x23, b"\xffAES") + tlv(0x99, b"ignored")
+    ssl = tlv(0x20, b"\x01" + b"\0\0\0\0" + subs)
     assert header(v2(1, 1, 1, INET + tlv(0x04, b"crc!") + tlv(0x02, b"example.org") + ssl))[5:] == [
         "SSL_TLS_SNI_SERVERNAME=example.org", "SSL_PROTOCOL=TLSv1.3", "SSL_PEER_CERT_CN=client",
         "SSL_CIPHER=\udcffAES"]
