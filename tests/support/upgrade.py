@@ -134,12 +134,13 @@ class Load:
             t.join(30)
 
 
-def view(pid: int) -> Dict[str, Any]:
-    return liveview.query(pid, "ipcserverd", timeout=20)
+def view(pid: int, program: str = "ipcserverd") -> Dict[str, Any]:
+    return liveview.query(pid, program, timeout=20)
 
 
-def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None) -> Dict[str, Any]:
-    """SIGUSR2 to *pid* (or ``send()``), then wait until its live view shows *generation*."""
+def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None,
+            program: str = "ipcserverd") -> Dict[str, Any]:
+    """SIGUSR2 to *pid* (or ``send()``), then wait until the live view of its *program* shows *generation*."""
     if send is None:
         os.kill(pid, signal.SIGUSR2)
     else:
@@ -147,7 +148,7 @@ def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any
 
     def reached() -> Optional[Dict[str, Any]]:
         try:
-            document = view(pid)
+            document = view(pid, program)
         except s6ipc.S6ipcError:
             return None
         return document if document["generation"] == generation else None

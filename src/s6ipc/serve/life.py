@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import process_ages
-from .loop import Server
+from .admission import Admission
+from .loop import REFUSALS, Server
 from .peers import Peer, PeerIdentity
 
 TYPE_CHECKING = False
@@ -37,14 +38,35 @@ class ServerState(NamedTuple):
     accepted: int
     refused: int
     children: List[Tuple[int, Peer]]
+    #: Refusals by reason (:data:`s6ipc.serve.loop.REFUSALS`; an older image's state has none).
+    refused_by: Dict[str, int]
+    #: What the previous image's :class:`~s6ipc.serve.admission.Admission` handed over (or None).
+    admission: Optional[Dict[str, Any]]
 
 
-def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return int(value)
+
+
+def parse_state(state: Dict[str, Any], identity: PeerIdentity,
+                admission: Optional[Admission] = None) -> ServerState:
     """Read what :meth:`ServerLife.to_state` wrote, with the peers of *identity*: what
-    :meth:`ServerLife.restore` does first and what the preflight runs in the new code.
-    Raises ValueError, KeyError or TypeError when this code cannot read it."""
+    :meth:`ServerLife.restore` does first and what the preflight runs in the new code (with the
+    new command line's *admission*, which reads the buckets). Raises ValueError, KeyError or
+    TypeError when this code cannot read it."""
     children = [(int(pid), identity.peer_from_state(peer)) for pid, peer in dict(state["children"]).items()]
-    return ServerState(int(state["accepted"]), int(state["refused"]), children)
+    refused_by = dict.fromkeys(REFUSALS, 0)
+    for reason, n in dict(state.get("refused_by", {})).items():
+        if reason in refused_by:
+            refused_by[reason] = _count(n)
+    handed = state.get("admission")
+    if handed is not None:
+        handed = dict(handed)
+        if admission is not None:
+            admission.restore(handed)
+    return ServerState(int(state["accepted"]), int(state["refused"]), children, refused_by, handed)
 
 
 class ServerLife:
@@ -61,16 +83,23 @@ class ServerLife:
     def to_state(self) -> Dict[str, Any]:
         server = self.server
         children = {str(pid): peer.to_state() for pid, peer in server.children.peers.items()}
-        return {"accepted": server.accepted, "refused": server.refused, "children": children}
+        state = {"accepted": server.accepted, "refused": server.refused, "children": children,
+                 "refused_by": dict(server.refused_by)}
+        if server.admission is not None:
+            state["admission"] = server.admission.to_state()
+        return state
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
         :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
         server = self.server
-        parsed = parse_state(state, server.identity)
+        parsed = parse_state(state, server.identity, server.admission)
         server.accepted, server.refused = parsed.accepted, parsed.refused
+        server.refused_by = parsed.refused_by
         for pid, peer in parsed.children:
             server.children.add(pid, peer)
+            if server.admission is not None:
+                server.admission.spawned(peer)
 
     def descriptors(self) -> Dict[str, int]:
         return {"listen": self.server.listen_fd}
@@ -100,11 +129,15 @@ class ServerLife:
             connections.update(uids=len(per_peer) if counted else None, per_uid=per_peer if counted else {})
         connections.update(unit=unit, peers=len(per_peer) if counted else None,
                            per_peer=per_peer if counted else {})
-        return {
+        shown = {
             "limits": {"maxconn": config.maxconn, "localmaxconn": config.localmaxconn},
             "connections": connections,
             "accepted": server.accepted, "refused": server.refused, "children": children,
+            "counters": {"accepted": server.accepted, "refused": dict(server.refused_by)},
         }
+        if server.admission is not None:
+            shown["admission"] = server.admission.describe()
+        return shown
 
     def status_text(self) -> str:
         """systemd's ``STATUS=``: ``12 connections from 3 uids, 4017 accepted, 2 refused``

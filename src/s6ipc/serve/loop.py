@@ -52,11 +52,13 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
-from ..base.typeshim import Protocol, dataclass
+from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
+from ..daemon.liveview import every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
+from .admission import TICK, Admission
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
@@ -65,8 +67,8 @@ if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
-    "Server", "ChildSpawner",
+    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "REFUSALS", "Ending", "ServerConfig",
+    "child_environment", "Server", "ChildSpawner",
 ]
 
 ABSOLUTE_MAXCONN = 1000
@@ -76,6 +78,11 @@ _BURST = 64
 PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
 HANDLED_SIGNALS = (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGABRT)
+#: Why a connection was closed without a child (the live view's ``counters.refused``): ``maxconn``
+#: (never, the loop stops accepting instead), ``localmaxconn`` (``-C``), ``access`` (the policy
+#: refused, or the peer could not be identified), ``spawn`` (the child could not be started),
+#: ``rate`` and ``prefix`` (``-A``: :mod:`s6ipc.serve.admission`).
+REFUSALS = ("maxconn", "localmaxconn", "access", "spawn", "rate", "prefix")
 
 
 class ChildSpawner(Protocol):
@@ -109,6 +116,8 @@ class ServerConfig:
     maxconn: int = 40
     localmaxconn: int = 40
     notify: bool = False
+    #: ``-A`` values, in order (parsed by :func:`s6ipc.serve.admission.parse_limits`).
+    admission: List[str] = field(default_factory=list)
 
     def normalised(self) -> ServerConfig:
         """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
@@ -117,7 +126,7 @@ class ServerConfig:
         if not self.lookup or local > maxconn:
             local = maxconn
         return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
-                            localmaxconn=local, notify=self.notify)
+                            localmaxconn=local, notify=self.notify, admission=list(self.admission))
 
 
 def _reserve_fd1() -> None:
@@ -168,13 +177,14 @@ class Server:
     (default: ``config.argv`` by posix_spawn); *policy* may replace or refuse the spawn per
     connection; *on_ready* hooks run once after the ``-1`` newline (readiness sinks), *on_exit*
     hooks once when the loop ends; *heartbeat* is called from the loop at least every interval.
+    *admission* (``-A``) may close a connection before anything else is done with it.
     """
 
     def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0, *,
                  identity: Optional[PeerIdentity] = None, spawner: Optional[Spawner] = None,
                  policy: Optional[ConnectionPolicy] = None, on_ready: Sequence[Callable[[], None]] = (),
                  on_exit: Sequence[Callable[[], None]] = (), heartbeat: Optional[Heartbeat] = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, admission: Optional[Admission] = None) -> None:
         self.config = config.normalised()
         self.log = log
         self.child_log = child_log
@@ -187,6 +197,10 @@ class Server:
         self.on_exit = list(on_exit)
         self.heartbeat = heartbeat
         self.clock = clock
+        self.admission = admission
+        if admission is not None:  # its lines and expiries
+            beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
+            self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
         self._selfpipe: Optional[SelfPipe] = None
         self._listener: Optional[_socket.socket] = None
@@ -201,9 +215,11 @@ class Server:
         self._watched: Dict[int, Callable[[int], None]] = {}
         self._signal_hooks: Dict[int, Callable[[], None]] = {}
         #: Connections accepted since start, and those of them closed without a child (-C limit,
-        #: access refused, peer unknown, spawn failed): counted, nothing more, on the hot path.
+        #: access refused, peer unknown, spawn failed, -A): counted, nothing more, on the hot path;
+        #: the refused ones also by reason (:data:`REFUSALS`).
         self.accepted = 0
         self.refused = 0
+        self.refused_by: Dict[str, int] = dict.fromkeys(REFUSALS, 0)
 
     # -- what a daemon built on the loop may add ----------------------------------------------
     def watch(self, fd: int, on_event: Callable[[int], None], events: int = select.POLLIN) -> None:
@@ -411,7 +427,14 @@ class Server:
         except PeerUnknown as e:
             if config.verbosity >= 1:
                 self.log.warn(str(e))
+            self.refused_by["access"] += 1
             return False
+        admission = self.admission
+        if admission is not None:
+            reason = admission.admit(peer)
+            if reason is not None:
+                self.refused_by[reason] += 1
+                return False
         num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
@@ -419,6 +442,7 @@ class Server:
             num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             self.log.info(peer.deny_line(num, config.localmaxconn))
+            self.refused_by["localmaxconn"] += 1
             return False
         env = self.base_env.copy()
         peer.fill(env, num + 1, address)
@@ -426,18 +450,23 @@ class Server:
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
             if decision is None:
+                self.refused_by["access"] += 1
                 return False
             spawner, env = decision
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
             self.child_log.error(str(e))
+            self.refused_by["spawn"] += 1
             return False
         except OSError as e:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
+            self.refused_by["spawn"] += 1
             return False
         count = self.children.add(pid, peer)
+        if admission is not None:
+            admission.spawned(peer)
         if config.verbosity >= 2:
             self.log.info(peer.allow_line(pid, count, config.localmaxconn))
             self._status()
@@ -490,6 +519,8 @@ class Server:
 
     def _finish(self, pid: int, peer: Peer, status: int) -> None:
         """Log an exited child's end line at -v2."""
+        if self.admission is not None:
+            self.admission.ended(peer)
         if self.config.verbosity >= 2:
             if os.WIFSIGNALED(status):
                 self.log.info(f"end pid {pid} {peer.end_name()} signal {os.WTERMSIG(status)}")

@@ -9,6 +9,7 @@ from typing import Any, Dict
 
 import pytest
 
+from s6ipc.serve.admission import Admission, UidSources, parse_limits
 from s6ipc.serve.life import ServerLife, parse_state
 from s6ipc.serve.loop import Server, ServerConfig
 from s6ipc.serve.peers import PeerIdentity, UnixPeer, UnixPeers
@@ -39,8 +40,11 @@ def test_ipc_state_describe_and_status() -> None:
     server.children.add(103, UnixPeer(1000, 100, True))
     server.accepted, server.refused = 5, 2
     life = _life(server)
+    server.refused_by["localmaxconn"] = 2
     assert life.to_state() == {"accepted": 5, "refused": 2,
-                               "children": {"101": [0, 0], "102": [1000, 100], "103": [1000, 100]}}
+                               "children": {"101": [0, 0], "102": [1000, 100], "103": [1000, 100]},
+                               "refused_by": {"maxconn": 0, "localmaxconn": 2, "access": 0, "spawn": 0,
+                                              "rate": 0, "prefix": 0}}
     assert life.descriptors() == {"listen": 0}
     document = life.describe()
     assert document["connections"] == {"total": 3, "uids": 2, "per_uid": {"0": 1, "1000": 2},
@@ -49,9 +53,36 @@ def test_ipc_state_describe_and_status() -> None:
     assert document["children"][1] == {"pid": 102, "uid": 1000, "gid": 100, "age": 1.23}
     assert (document["accepted"], document["refused"]) == (5, 2)
     assert life.status_text() == "3 connections from 2 uids, 5 accepted, 2 refused"
+    assert document["counters"] == {"accepted": 5, "refused": server.refused_by}
     other = _round_trip(life, UnixPeers(True))
     assert other.children.count(1000) == 2 and (other.accepted, other.refused) == (5, 2)
     assert other.children.peers[102].end_name() == "uid 1000"
+    assert other.refused_by["localmaxconn"] == 2
+
+
+def test_admission_state_counters_and_per_gid_counts_cross_the_exec() -> None:
+    """The buckets and counters are carried; the per-gid live counts are rebuilt from the children
+    (so a gidconn= that the new image adds counts the connections from before)."""
+    server = _server(UnixPeers(True))
+    server.admission = Admission(parse_limits(["rate=1/m,burst=1"], False), UidSources(),  # type: ignore[arg-type]
+                                 Quiet(), lambda: 50.0)
+    server.children.add(101, UnixPeer(1000, 100, True))
+    assert server.admission.admit(UnixPeer(1000, 100, True)) is None
+    server.refused_by["rate"] = 3
+    state = json.loads(json.dumps(_life(server).to_state()))
+    assert state["admission"]["sources"] == {"1000": 1.0}
+    other = _server(UnixPeers(True))
+    other.admission = Admission(parse_limits(["rate=1/m,burst=1,gidconn=1"], False),  # type: ignore[arg-type]
+                                UidSources(), Quiet(), lambda: 50.0)
+    ServerLife(other).restore(state)
+    assert other.refused_by["rate"] == 3 and other.admission.live == {100: 1}
+    assert other.admission.admit(UnixPeer(1000, 100, True)) == "rate", "the bucket came along"
+    assert other.admission.admit(UnixPeer(1001, 100, True)) == "prefix"
+    assert _life(other).describe()["admission"]["limits"]["gidconn"] == 1
+    older = {k: v for k, v in state.items() if k not in ("refused_by", "admission")}
+    assert parse_state(older, UnixPeers(True)).refused_by["rate"] == 0, "an older image's state reads"
+    with pytest.raises(ValueError):
+        parse_state({**state, "refused_by": {"rate": -1}}, UnixPeers(True))
 
 
 def test_ipc_without_credentials() -> None:
