@@ -48,12 +48,12 @@ def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
     children = [(int(pid), identity.peer_from_state(peer)) for pid, peer in dict(state["children"]).items()]
     raw = state.get("counters")
     if raw is None:
-        accepted, refused = int(state["accepted"]), int(state["refused"])
-        raw = {"accepted": accepted, "refused": {"access": refused}, "spawned": max(0, accepted - refused),
+        total, refused = int(state["accepted"]), int(state["refused"])
+        raw = {"accepted": total, "refused": {"access": refused}, "spawned": max(0, total - refused),
                "exits": {}}
-    accepted = read_counts({"accepted": raw["accepted"], "spawned": raw["spawned"]}, ())
-    counters = {"accepted": accepted["accepted"], "refused": read_counts(raw["refused"], REFUSAL_REASONS),
-                "spawned": accepted["spawned"], "exits": read_counts(raw["exits"], EXIT_OUTCOMES)}
+    top = read_counts({"accepted": raw["accepted"], "spawned": raw["spawned"]}, ())
+    counters = {"accepted": top["accepted"], "refused": read_counts(raw["refused"], REFUSAL_REASONS),
+                "spawned": top["spawned"], "exits": read_counts(raw["exits"], EXIT_OUTCOMES)}
     return ServerState(counters, children)
 
 
