@@ -10,7 +10,7 @@ import os
 import re
 import socket
 import time
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -29,14 +29,6 @@ from tests.support.upgrade import upgrade, view
 CLEAN_ENV = {"PATH": "/usr/bin:/bin"}
 #: A handler that leaves a mark (one line in a file per child spawned) and answers.
 MARK = 'echo "$TCPREMOTEIP" >> "$0"; echo ok'
-
-
-@pytest.fixture
-def servers() -> Iterator[List[TcpServer]]:
-    started: List[TcpServer] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def tcpserver(servers: List[TcpServer], args: List[str], marks: str, host: str = "127.0.0.1") -> TcpServer:
