@@ -43,7 +43,7 @@ def edit(path: str, old: str, new: str) -> None:
 
 #: Where a bug of the new image's take-over is put (what the preflight cannot see: the state reads,
 #: and taking it over fails): ServerLife.restore in the copy's serve/life.py.
-TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity)\n")
+TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity, server.admission)\n")
 
 
 def break_take_over(package: str) -> Callable[[], None]:
