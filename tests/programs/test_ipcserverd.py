@@ -516,6 +516,7 @@ def test_env_client_path_of_any_bytes_equals_s6(start: Start, sockdir: str, suff
                 data += chunk
         if not bind.startswith(b"\0"):
             os.unlink(bind)
-        got[who] = dict(entry.split(b"=", 1) for entry in data.split(b"\0") if b"=" in entry)[b"IPCREMOTEPATH"]
+        env = dict(entry.split(b"=", 1) for entry in data.split(b"\0") if b"=" in entry)
+        got[who] = env[b"IPCREMOTEPATH"]
     assert got["ours"] == got["s6"]
     assert got["ours"] == (b"" if bind.startswith(b"\0") else bind)
