@@ -152,14 +152,14 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     """Serve the socket on fd 0 with the loop, over the daemon's life: *program* names its state
     and live view, *args* are its own arguments (SIGUSR2 re-runs them from the installed code)."""
     os_ = system()
-    state: Optional[State] = Lifecycle.take(os_, program)
+    state: Optional[State] = Lifecycle.take(os_, program, reporter)
     if state is not None:
         config.notify = False  # the -1 newline was written by the first image
     sinks = readiness_sinks(config, reporter)
     identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
-    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
+    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages, os_.our_children), reporter,
                      sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
                      verbosity=config.verbosity)
     server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1

@@ -18,7 +18,7 @@ Some facts about the processes involved that this module relies on:
 from __future__ import annotations
 
 from ..base.typeshim import NamedTuple
-from ..daemon.lifecycle import process_ages
+from ..daemon.lifecycle import our_children, process_ages
 from .loop import Server
 from .peers import Peer, PeerIdentity
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
     Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
+    Children = Callable[[Iterable[int]], List[int]]
 
 __all__ = ["ServerLife", "ServerState", "parse_state"]
 
@@ -50,12 +51,14 @@ def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
 class ServerLife:
     """A :class:`Server`'s part of its life: counters and children, whatever its peer identity.
 
-    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default).
+    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default);
+    *ours* which processes are this one's children (:func:`our_children`).
     """
 
-    def __init__(self, server: Server, ages: Ages = process_ages) -> None:
+    def __init__(self, server: Server, ages: Ages = process_ages, ours: Children = our_children) -> None:
         self.server = server
         self.ages = ages
+        self.ours = ours
 
     # -- across the exec ------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -65,12 +68,20 @@ class ServerLife:
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
-        :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
+        :meth:`Server.start`: only the processes that are this one's children — a pid the state
+        names that is not (one warning) is never adopted, so never signalled. Raises ValueError,
+        KeyError or TypeError for a malformed state."""
         server = self.server
         parsed = parse_state(state, server.identity)
         server.accepted, server.refused = parsed.accepted, parsed.refused
+        mine = set(self.ours(pid for pid, _ in parsed.children))
+        strangers = sorted(pid for pid, _ in parsed.children if pid not in mine)
+        if strangers:
+            server.log.warn(f"not adopting pid {', '.join(map(str, strangers))} from the handoff state: "
+                            "not a child of this process")
         for pid, peer in parsed.children:
-            server.children.add(pid, peer)
+            if pid in mine:
+                server.children.add(pid, peer)
 
     def descriptors(self) -> Dict[str, int]:
         return {"listen": self.server.listen_fd}
