@@ -56,7 +56,7 @@ from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
-from .liveview import StatusSocket
+from .liveview import StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
 
 TYPE_CHECKING = False
@@ -379,6 +379,9 @@ class Lifecycle:
         except S6ipcError as e:
             self.log.warn(f"{e}: no live view")
             return
+        if self.status.squatted:
+            self.log.warn(f"another process holds @{status_name(self.kind, os.getpid())}: "
+                          f"live view at @{self.status.name}")
         watch(self.status.fileno(), self.status.on_event)
 
     def resumed(self, state: State) -> None:
