@@ -27,11 +27,11 @@ from tests.support.fdholder import make_rules
 from tests.support.processes import S6IPC, VENV_PYTHON, RunningServer, request, wait_until
 from tests.support.s6 import Scan, write_service
 from tests.support.tcp import tcp_request
+from tests.support.upgrade import FORGE
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
 
-FORGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support", "forge_handoff.py")
 KINDS = ["file", "pipe", "unsealed", "otherpid"]
 
 
@@ -56,10 +56,10 @@ def test_a_forged_handoff_is_ignored_and_the_daemon_is_ready(scan: Scan, sockdir
     links = os.path.join(sockdir, "links")
     subprocess.run([S6IPC, "links", links], check=True, timeout=20)
     log, path, port = os.path.join(sockdir, "d.log"), os.path.join(sockdir, "d.sock"), _free_port()
+    rules = make_rules(sockdir, {"uid/0": {"S6_FDHOLDER_LIST": ""}})
     command = {"ipcserverd": f"s6-ipcserver -1 {path} echo hi",
                "tcpserverd": f"s6-tcpserver -1 127.0.0.1 {port} echo hi",
-               "fdholderd": f"s6-fdholder-daemon -1 -i {make_rules(sockdir, {'uid/0': {'S6_FDHOLDER_LIST': ''}})} "
-                            f"{path}"}[daemon]
+               "fdholderd": f"s6-fdholder-daemon -1 -i {rules} {path}"}[daemon]
     write_service(os.path.join(sockdir, "source"),
                   f"PATH={links}:/usr/bin:/bin\nexec 2>>{log}\nexec {VENV_PYTHON} {FORGE} {kind} {command}\n",
                   notification_fd=1)
@@ -93,13 +93,14 @@ def test_a_signed_state_never_makes_a_stranger_a_child(sockdir: str, sig: int) -
     state_path = os.path.join(sockdir, "state.json")
     with open(state_path, "w") as f:
         json.dump(state, f)
-    srv = RunningServer([sys.executable, FORGE, f"signed:{state_path}", S6IPC, "ipcserver", path, "echo", "hi"],
-                        ready=False)  # a state taken over: the first image wrote the -1 newline
+    srv = RunningServer([sys.executable, FORGE, f"signed:{state_path}", S6IPC, "ipcserver", path, "echo",
+                         "hi"], ready=False)  # a state taken over: the first image wrote the -1 newline
     try:
         wait_until(lambda: os.path.exists(path), 10)
         assert request(path) == b"hi\n"
         wait_until(lambda: "not adopting" in srv.log(), 10)
-        assert f"not adopting pid {stranger.pid} from the handoff state: not a child of this process" in srv.log()
+        said = f"not adopting pid {stranger.pid} from the handoff state: not a child of this process"
+        assert said in srv.log()
         srv.signal(sig)
         if sig == signal.SIGABRT:
             wait_until(lambda: srv.proc.poll() is not None, 10)

@@ -4,7 +4,8 @@ make for it: ``python forge_handoff.py KIND COMMAND…`` (tests of the hand-over
 KIND: ``file`` (a regular file), ``pipe``, ``unsealed`` (a memfd of the right name, not sealed),
 ``otherpid`` (a sealed memfd named for pid 1), ``signed:PATH`` (a sealed memfd of the right name
 signed by this process — what an image of it would make — holding the JSON in PATH, whose
-``"author"`` is filled in: the state lists what the test wants, e.g. pids that are not children).
+``"author"`` is filled in: the state lists what the test wants, e.g. pids that are not children),
+``raw:PATH`` (the same memfd holding PATH's bytes as they are: what a broken image would write).
 The descriptor goes on fd 7.
 """
 
@@ -45,6 +46,9 @@ def forged(kind: str) -> int:
         return memfd(own, json.dumps(signed).encode(), seal=False)
     if kind == "otherpid":
         return memfd("s6ipc-handoff:1", json.dumps(signed).encode(), seal=True)
+    if kind.startswith("raw:"):
+        with open(kind[len("raw:"):], "rb") as f:
+            return memfd(own, f.read(), seal=True)
     if kind.startswith("signed:"):
         with open(kind[len("signed:"):]) as f:
             state = json.load(f)

@@ -159,8 +159,9 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
-    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages, os_.our_children), reporter,
-                     sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
+    part = ServerLife(server, os_.process_ages, os_.our_children)
+    life = Lifecycle(program, reporter.name, args, part, reporter, sinks.readiness,
+                     held_signals=lambda: server.signals, system=os_, clock=server.clock,
                      verbosity=config.verbosity)
     server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:

@@ -389,9 +389,10 @@ class Lifecycle:
         from just before the exec to now, on CLOCK_MONOTONIC), the signals held across the exec
         are let in."""
         self.upgrades += 1
-        pause = None if self._exec_monotonic is None else (self.clock.monotonic() - self._exec_monotonic) * 1e3
+        since = self._exec_monotonic
         self._exec_monotonic = None
-        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": None if pause is None else round(pause, 3),
+        pause = None if since is None else round((self.clock.monotonic() - since) * 1e3, 3)
+        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": pause,
                              "at": round(self.clock.wall_ns() / 1e9, 3)}
         self.system.restore_mask(state.lineage.sigmask)
 

@@ -262,13 +262,14 @@ def test_the_upgrade_facts_travel_in_the_lineage_and_show_in_the_live_view() -> 
     s = Setup(FakeSystem(problem="no thingd here"))
     assert s.life.requested() is None
     last = s.life.document()["last_upgrade"]
-    assert (s.life.upgrade_failures, last["result"], last["reason"], last["pause_ms"]) == (1, "refused",
-                                                                                           "no thingd here", None)
+    seen = (s.life.upgrade_failures, last["result"], last["reason"], last["pause_ms"])
+    assert seen == (1, "refused", "no thingd here", None)
     s.system.problem, s.system.exec_error = None, ExecFailure("/venv/bin/s6ipc", 2)
     s.life.replace(s.life.requested() or [])
     document = s.life.document()
     assert (document["upgrades"], document["upgrade_failures"]) == (0, 2)
-    assert document["last_upgrade"]["result"] == "failed" and "unable to exec" in document["last_upgrade"]["reason"]
+    last = document["last_upgrade"]
+    assert last["result"] == "failed" and "unable to exec" in last["reason"]
     s.system.exec_error = None
     s.clock.advance(5)
     with pytest.raises(Exec) as info:

@@ -131,7 +131,8 @@ def test_a_number_that_is_no_descriptor_is_ignored(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("content,why", [(b"not json", "not JSON"), (b"[1, 2]", "not a JSON object"),
                                          (b"\xff\xfe", "not JSON")])
-def test_our_memfd_with_garbage_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, content: bytes, why: str) -> None:
+def test_our_memfd_with_garbage_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, content: bytes,
+                                                 why: str) -> None:
     fd = _sealed_memfd(upgrade.memfd_name(os.getpid()), content)
     monkeypatch.setenv(upgrade.HANDOFF_VARIABLE, str(fd))
     with pytest.raises(Unusable, match=why) as caught:
