@@ -52,6 +52,7 @@ import os
 
 from .. import __version__
 from ..base.clock import SYSTEM_CLOCK, Clock
+from ..base.cstrings import assign
 from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.typeshim import NamedTuple, Protocol
@@ -350,7 +351,7 @@ class Lifecycle:
             state = State.from_json(obj, kind)
         except (KeyError, TypeError, ValueError) as e:
             raise Unusable(take_over_text(e)) from None
-        os.environ.update(state.lineage.readiness)
+        assign(os.environ, state.lineage.readiness.items())
         return state
 
     def adopt(self, state: State, restore: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
