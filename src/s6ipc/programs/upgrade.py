@@ -64,12 +64,9 @@ def _json(document: Dict[str, Any]) -> str:
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o: Dict[str, Any] = {}
-    rest = COMMAND.parse(args, o)
-    if len(rest) != 1 or not rest[0]:
-        raise UsageError("one pid or name")
+    pid = target_pid(COMMAND.parse_one(args, o))
     as_json = o.get("json", False)
     milliseconds = o.get("timeout", 0)
-    pid = target_pid(rest[0])
     try:
         document = upgrade_daemon(pid, timeout=milliseconds / 1000 if milliseconds else None)
     except Verdict as e:

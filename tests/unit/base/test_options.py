@@ -255,3 +255,12 @@ def test_command_lines_parse_as_s6s(args: List[str]) -> None:
         assert mine.stderr.startswith(b"s6-applyuidgid: fatal: unable to exec : ")
         return
     assert (mine.returncode, mine.stdout, mine.stderr) == (s6.returncode, s6.stdout, s6.stderr)
+
+
+def test_parse_one_takes_exactly_one_non_empty_operand() -> None:
+    command = Command({"j": flag("json")})
+    into: Dict[str, object] = {}
+    assert command.parse_one(["-j", "4242"], into) == "4242" and into == {"json": True}
+    for args in ([], ["-j"], ["1", "2"], [""]):
+        with pytest.raises(UsageError):
+            command.parse_one(args, {})
