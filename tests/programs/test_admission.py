@@ -6,15 +6,19 @@ Each test is short (a few seconds): the figures under a real flood are bench/flo
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import socket
 import time
 from typing import List
 
 import pytest
 
+from tests.programs.test_doc_examples import sh_blocks
 from tests.support.processes import (
+    S6IPC,
     RunningServer,
     nobody_ids,
     ours,
@@ -247,3 +251,36 @@ def _two_uids(path: str, uid: int, gid: int) -> None:
         assert f"uid {uid}" not in server.log()
     finally:
         server.stop()
+
+
+def test_the_guide_floods_and_rate_limits(servers: List[TcpServer], tmp_path: str) -> None:
+    """docs/access-control.md, "Floods and rate limits", as written (port 8080 → a free one, the
+    limits file → a temporary one): the flood prints the burst and a few hellos, the log has the
+    lines shown, the status line shows the count, the file's limits start a server."""
+    server_line, flood, status_line, ipc_line, limits_block = sh_blocks("access-control.md",
+                                                                        "Floods and rate limits")
+    argv = shlex.split(server_line, comments=True)
+    assert argv[:2] == ["s6ipc", "tcpserver"] and "8080" in argv
+    srv = TcpServer(ours("tcpserver") + [a if a != "8080" else "0" for a in argv[2:]], env=CLEAN_ENV)
+    servers.append(srv)
+    script = flood.replace("s6ipc", S6IPC).replace("8080", str(srv.port))
+    out = run(["sh", "-c", script], env=CLEAN_ENV, timeout=60)
+    hellos = out.stdout.decode().split()
+    assert out.returncode == 0 and set(hellos) == {"hello"} and 10 <= len(hellos) < 30, out
+    log = srv.log()
+    assert "tcpserver4d: info: deny ip 127.0.0.1 over rate 5/s burst 10: 1 refused\n" in log
+    status = run([S6IPC, *shlex.split(status_line, comments=True)[1:]])  # every tcpserver4d: find ours
+    documents = [json.loads(line) for line in status.stdout.decode().splitlines()]
+    ours_now = [d for d in documents if d["pid"] == srv.proc.pid]
+    assert ours_now and ours_now[0]["counters"]["refused"]["rate"] == 30 - len(hellos), status
+    assert '"refused":{' in status_line.replace(" ", "") and '"rate":' in status_line
+    assert shlex.split(ipc_line, comments=True)[:3] == ["s6ipc", "ipcserver", "-A"]
+    path = os.path.join(str(tmp_path), "limits")
+    write, start = limits_block.replace("/etc/app/limits", path).strip().splitlines()
+    assert run(["sh", "-c", write]).returncode == 0
+    words = shlex.split(start)
+    local = {"0.0.0.0": "127.0.0.1", "8080": "0"}
+    argv = ours("tcpserver") + ["-1", *[local.get(w, w) for w in words[2:-1]], "true"]
+    second = TcpServer(argv, env=CLEAN_ENV)
+    servers.append(second)
+    assert view(second.proc.pid, "tcpserver4d")["admission"]["limits"]["prefixconn"] == 50

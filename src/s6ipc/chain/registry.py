@@ -55,6 +55,7 @@ PROGRAMS = {
     "tcpserver6d": "tcpserverd",
     "status": "status",
     "upgrade": "upgrade",
+    "proxy-server": "proxy_server",
 }
 
 
