@@ -46,14 +46,6 @@ def listener(family: int = socket.AF_INET, host: str = "127.0.0.1", v6only: bool
     return s
 
 
-@pytest.fixture
-def servers() -> Iterator[List[TcpServer]]:
-    started: List[TcpServer] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def daemon(servers: List[TcpServer], name: str, args: List[str], sock: socket.socket,
            env: Optional[Dict[str, str]] = None, **kw: object) -> TcpServer:
     srv = TcpServer(ours(name) + args, stdin=sock.fileno(), env=CLEAN_ENV if env is None else env,
