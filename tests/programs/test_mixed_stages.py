@@ -76,7 +76,8 @@ def test_client_and_server_combinations(client: str, server: str, sockdir: str, 
     server on the installed s6's line, S6IPC_S6)."""
     path = os.path.join(sockdir, "s")
     bound = os.path.join(sockdir, "c")
-    server_factory([*IMPLEMENTATIONS[server]("ipcserver"), "-1", path, handler, "env"], env=as_installed_s6(ENV))
+    server_factory([*IMPLEMENTATIONS[server]("ipcserver"), "-1", path, handler, "env"],
+                   env=as_installed_s6(ENV))
     script = 'cat <&6; echo "client PROTO=$PROTO IPCLOCALPATH=$IPCLOCALPATH"'
     out = client_output([*IMPLEMENTATIONS[client]("ipcclient"), "-p", bound, path, "sh", "-c", script])
     served = env_of(out)

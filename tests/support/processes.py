@@ -55,7 +55,7 @@ def theirs(name: str) -> List[str]:
 IMPLEMENTATIONS = {"ours": ours, "s6": theirs}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def s6_release_of(bindir: str = "/usr/bin") -> S6Release:
     """The s6 line of the ``s6-ipcserverd`` in *bindir*, from what the binary does: its ``-c``
     ceiling is 1000 up to 2.11 and 16384 from 2.12 on (:mod:`s6ipc.base.s6release`), which its

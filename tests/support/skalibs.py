@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Tuple
 import pytest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def installed_soname(stem: str) -> Optional[str]:
     """The newest ``STEM.so.X.Y`` the dynamic linker's cache lists for this machine, or None."""
     try:

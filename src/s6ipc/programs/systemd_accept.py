@@ -5,7 +5,8 @@ Takes the connection systemd passed (fd 3 with ``LISTEN_FDS=1``, or fd 0 with
 ``IPCREMOTEEGID``, ``IPCREMOTEPATH`` from the socket (``PROTO=TCP`` and ``TCPREMOTE*``/``TCPLOCAL*``
 for IP), as ipcserverd and tcpserverd set them (:func:`s6ipc.serve.ucspi.connection_variables`),
 with ``-c dir`` also ``IPCCONNNUM``/``TCPCONNNUM`` (live connections from that uid or address,
-counted with lock files in *dir*, numbered as the s6 line ``S6IPC_S6`` chooses), removes ``LISTEN_*`` and execs the rest of the command line: an
+counted with lock files in *dir*, numbered as the s6 line ``S6IPC_S6`` chooses), removes
+``LISTEN_*`` and execs the rest of the command line: an
 ``ipcserver-access`` rules check, ``s6-connlimit``, the program.
 """
 
