@@ -10,7 +10,7 @@ over) or, with *exec_error*, the error a failed exec raises.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Set, Tuple
 
 from s6ipc.base.errors import S6ipcError
 from s6ipc.daemon.lifecycle import System
@@ -50,6 +50,8 @@ class FakeSystem(System):
         self.discarded: List[int] = []
         self.restored: List[List[int]] = []
         self.ages: Dict[int, float] = {}
+        #: pids that are not this process's children (every other one is)
+        self.strangers: Set[int] = set()
         self._next_fd = 900
 
     def exec(self, argv: List[str]) -> NoReturn:
@@ -71,7 +73,7 @@ class FakeSystem(System):
         self.memfds[fd] = json.loads(json.dumps(state))  # what crosses the exec is JSON
         return fd
 
-    def take_state(self) -> Optional[Dict[str, Any]]:
+    def take_state(self, warn: Callable[[str], object]) -> Optional[Dict[str, Any]]:
         taken, self.taken = self.taken, None
         return taken
 
@@ -98,6 +100,9 @@ class FakeSystem(System):
 
     def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
         return {pid: self.ages.get(pid) for pid in pids}
+
+    def our_children(self, pids: Iterable[int]) -> List[int]:
+        return [pid for pid in pids if pid not in self.strangers]
 
 
 class RecordingNotifier(Notifier):
