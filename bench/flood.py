@@ -29,16 +29,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run import BUILD, CLK_TCK, HANDLER, REPLY_BYTES, S6IPC, build, machine_line  # noqa: E402
+from run import BUILD, HANDLER, REPLY_BYTES, S6IPC, Daemon, build, machine_line  # noqa: E402
 
 FLOOD = os.path.join(BUILD, "flood")
 LIMIT = "rate=50/s,burst=50"
@@ -53,41 +52,9 @@ def build_flood() -> None:
         subprocess.run(["gcc", "-O2", "-pthread", "-o", FLOOD, src], check=True)
 
 
-class Server:
-    """A chain started with ``-1`` (its pid is the accept daemon's, through the chain), its stderr
-    in a file."""
-
-    def __init__(self, argv: Sequence[str], log: str, tcp: bool) -> None:
-        self.log_path = log
-        r, w = os.pipe()
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=f)
-        os.close(w)
-        data = b""
-        while b"\n" not in data:
-            chunk = os.read(r, 16)
-            if not chunk:
-                raise SystemExit(f"flood: fatal: {argv[0]} exited before readiness")
-            data += chunk
-        os.close(r)
-        self.port = int(data) if tcp else 0
-
-    def cpu(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def log(self) -> str:
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def log_text(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
 
 
 def client(argv: List[str], as_nobody: bool) -> subprocess.Popen[bytes]:
@@ -129,25 +96,27 @@ def run_case(case: Case, workdir: str, flood_bin: str, seconds: float, flood_rat
     sock = os.path.join(workdir, "s")
     if os.path.exists(sock):
         os.unlink(sock)
-    server = Server(case.argv, os.path.join(workdir, f"{case.name}.log"), case.tcp)
+    log = os.path.join(workdir, f"{case.name}.log")
+    server = Daemon(case.argv, None if case.tcp else sock, log=log)
     try:
         if case.tcp:
-            polite = [flood_bin, "tcp", str(server.port), "127.0.0.1"]
-            flooder = [flood_bin, "tcp", str(server.port), "127.0.0.2"]
+            port = server.address.rsplit(":", 1)[1]
+            polite = [flood_bin, "tcp", port, "127.0.0.1"]
+            flooder = [flood_bin, "tcp", port, "127.0.0.2"]
         else:
             polite = flooder = [flood_bin, "unix", sock, "-"]
         tail = [str(seconds), "2", str(REPLY_BYTES)]
         outcome(client(polite + [str(polite_rate), "1", "1", str(REPLY_BYTES)], False))  # warm-up
         baseline = outcome(client(polite + [str(polite_rate)] + tail, False))
         time.sleep(1.5)  # the baseline's handlers gone, the warm-up's lines out
-        cpu0, lines0, t0 = server.cpu(), server.log().count("\n"), time.monotonic()
+        cpu0, lines0, t0 = server.cpu()[0], log_text(log).count("\n"), time.monotonic()
         flood = client(flooder + [str(flood_rate), str(seconds), "8", str(REPLY_BYTES)], not case.tcp)
         during = outcome(client(polite + [str(polite_rate)] + tail, False))
         flooded = outcome(flood)
         elapsed = time.monotonic() - t0
-        cpu = (server.cpu() - cpu0) / elapsed
+        cpu = (server.cpu()[0] - cpu0) / elapsed
         time.sleep(1.5)  # the last aggregated line
-        new_lines = server.log().splitlines()[lines0:]
+        new_lines = log_text(log).splitlines()[lines0:]
         flooder_lines = sum(1 for line in new_lines if case.flooder_line and case.flooder_line in line)
         return {
             "baseline": baseline, "during": during, "flood": flooded, "elapsed": elapsed, "cpu": cpu,
