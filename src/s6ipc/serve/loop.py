@@ -58,13 +58,14 @@ from ..daemon.liveview import every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
-from .admission import TICK, Admission
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+    from .admission import Admission
 
 __all__ = [
     "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
@@ -202,6 +203,8 @@ class Server:
         self.clock = clock
         self.admission = admission
         if admission is not None:  # its lines and expiries
+            from .admission import TICK  # imported with the Admission: only the servers with -A pay for it
+
             beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
             self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
