@@ -119,6 +119,7 @@ def serve_on(life: Lifecycle, serve: Callable[[], Ending], resume: Callable[[], 
         ending = serve()
         flush_stdio()
         if ending.exec_argv is None:
+            life.ending()
             os._exit(ending.code)
         life.replace(ending.exec_argv)
         resume()
@@ -138,9 +139,9 @@ def _keep_status(reporter: Reporter, server: Server, life: Lifecycle, readiness:
     server.heartbeat = every(beats, server.clock.monotonic)
 
 
-def _unless_upgrading(life: Lifecycle, hook: Callable[[], None]) -> Callable[[], None]:
+def _unless_exec(server: Server, hook: Callable[[], None]) -> Callable[[], None]:
     def maybe() -> None:
-        if not life.upgrading:
+        if not server.exec_pending:
             hook()
 
     return maybe
@@ -160,20 +161,15 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
     life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
-                     sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
-                     verbosity=config.verbosity)
-    server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
+                     sinks.readiness, held_signals=lambda: server.signals, system=os_, loop=server,
+                     clock=server.clock, verbosity=config.verbosity)
+    server.on_exit = [_unless_exec(server, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)
     if sinks.readiness.notifier.enabled:
         _keep_status(reporter, server, life, sinks.readiness, fresh=state is None)
 
-    def upgrade() -> None:
-        argv = life.requested()
-        if argv is not None:
-            server.stop_for_exec(argv)
-
-    server.on_signal(_signal.SIGUSR2, upgrade)
+    server.on_signal(_signal.SIGUSR2, life.requested)
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     life.open_live_view(server.watch, state)
     if state is not None:
