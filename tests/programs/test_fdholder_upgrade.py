@@ -42,6 +42,7 @@ from tests.support.fdholder import Raw
 from tests.support.processes import S6IPC, needs_reachable_interpreter, nobody_ids, requires_root, theirs
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
 from tests.support.s6 import Scan, write_service
+from tests.support.upgrade import Monotonic
 
 UPGRADES = 20
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
@@ -127,6 +128,7 @@ def upgrade_under_load(rundir: str, env: Dict[str, str], log: str, holder_pid: C
     load = Load(os.path.join(rundir, "app.sock"), PAYLOAD)
     idle = Raw(os.path.join(rundir, "holder.sock"), timeout=30)
     proof = Proof(pid, held(pid), proc_before=proc_inodes(pid))
+    requests = Monotonic()
     try:
         load.start()
         for generation in range(1, upgrades + 1):
@@ -145,10 +147,12 @@ def upgrade_under_load(rundir: str, env: Dict[str, str], log: str, holder_pid: C
                 proof.server_starts_during += 1
             proof.generations.append(int(doc["generation"]))  # type: ignore[call-overload]
             assert doc["pid"] == pid and holder_pid() == pid
+            requests.check(doc["counters"]["requests"])  # type: ignore[index]
             idle.send(protocol.LIST_REQUEST)
             reply = idle.reply()
             assert reply is not None and reply[0][:1] == b"\0", reply
             proof.lists += 1
+        assert requests.last["list"] >= proof.lists - 1 and requests.last["retrieve"] >= upgrades
         time.sleep(0.2)
         proof.counts = load.stop()
         proof.after = held(pid)

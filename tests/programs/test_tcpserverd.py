@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
@@ -43,14 +43,6 @@ def listener(family: int = socket.AF_INET, host: str = "127.0.0.1", v6only: bool
     if listen:
         s.listen(64)
     return s
-
-
-@pytest.fixture
-def servers() -> Iterator[List[TcpServer]]:
-    started: List[TcpServer] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def daemon(servers: List[TcpServer], name: str, args: List[str], sock: socket.socket,

@@ -7,13 +7,14 @@ programs under test get ``DNSCACHEIP`` pointing at them.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import struct
 import subprocess
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 T_A, T_PTR, T_AAAA = 1, 12, 28
 
@@ -23,11 +24,13 @@ def loopback_address(first: int = 53) -> str:
     return f"127.{first}.{random.randrange(1, 255)}.{random.randrange(2, 255)}"
 
 
-def _wire(name: str) -> bytes:
+def _wire(name: Union[str, bytes]) -> bytes:
+    """*name* in wire form; a bytes name may hold any byte (NUL, invalid UTF-8) but ``.``."""
+    raw = name if isinstance(name, bytes) else name.encode()
     out = b""
-    for label in name.rstrip(".").split("."):
+    for label in raw.rstrip(b".").split(b"."):
         if label:
-            out += bytes([len(label)]) + label.encode()
+            out += bytes([len(label)]) + label
     return out + b"\0"
 
 
@@ -35,7 +38,7 @@ def _read_question(packet: bytes) -> Tuple[str, int, int]:
     pos, labels = 12, []
     while packet[pos]:
         n = packet[pos]
-        labels.append(packet[pos + 1 : pos + 1 + n].decode())
+        labels.append(packet[pos + 1 : pos + 1 + n].decode("utf-8", "surrogateescape"))
         pos += 1 + n
     qtype, _ = struct.unpack_from(">HH", packet, pos + 1)
     return ".".join(labels).lower() + ".", qtype, pos + 5
@@ -50,7 +53,7 @@ class FakeDns:
     an RCODE for every answer. :attr:`queries` logs (transport, name, qtype)."""
 
     ip: str = field(default_factory=loopback_address)
-    records: Dict[Tuple[str, int], List[str]] = field(default_factory=dict)
+    records: Dict[Tuple[str, int], List[Union[str, bytes]]] = field(default_factory=dict)
     silent: Set[str] = field(default_factory=set)
     truncate: Set[str] = field(default_factory=set)
     rcode: Optional[int] = None
@@ -69,7 +72,7 @@ class FakeDns:
         for t in self._threads:
             t.start()
 
-    def add_ptr(self, ip: str, name: str) -> None:
+    def add_ptr(self, ip: str, name: Union[str, bytes]) -> None:
         packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
         if len(packed) == 4:
             arpa = ".".join(str(b) for b in reversed(packed)) + ".in-addr.arpa."
@@ -94,7 +97,8 @@ class FakeDns:
             if qtype == T_PTR:
                 rdata = _wire(value)
             else:
-                rdata = socket.inet_pton(socket.AF_INET6 if qtype == T_AAAA else socket.AF_INET, value)
+                family = socket.AF_INET6 if qtype == T_AAAA else socket.AF_INET
+                rdata = socket.inet_pton(family, os.fsdecode(value))
             answers += struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(rdata)) + rdata
         count = len(values) if rcode == 0 else 0
         header = struct.pack(">HHHHHH", struct.unpack_from(">H", query)[0], flags, 1, count, 0, 0)

@@ -43,7 +43,7 @@ def edit(path: str, old: str, new: str) -> None:
 
 #: Where a bug of the new image's take-over is put (what the preflight cannot see: the state reads,
 #: and taking it over fails): ServerLife.restore in the copy's serve/life.py.
-TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity)\n")
+TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity, server.admission)\n")
 
 
 def break_take_over(package: str) -> Callable[[], None]:
@@ -134,12 +134,13 @@ class Load:
             t.join(30)
 
 
-def view(pid: int) -> Dict[str, Any]:
-    return liveview.query(pid, "ipcserverd", timeout=20)
+def view(pid: int, program: str = "ipcserverd") -> Dict[str, Any]:
+    return liveview.query(pid, program, timeout=20)
 
 
-def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None) -> Dict[str, Any]:
-    """SIGUSR2 to *pid* (or ``send()``), then wait until its live view shows *generation*."""
+def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None,
+            program: str = "ipcserverd") -> Dict[str, Any]:
+    """SIGUSR2 to *pid* (or ``send()``), then wait until the live view of its *program* shows *generation*."""
     if send is None:
         os.kill(pid, signal.SIGUSR2)
     else:
@@ -147,12 +148,38 @@ def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any
 
     def reached() -> Optional[Dict[str, Any]]:
         try:
-            document = view(pid)
+            document = view(pid, program)
         except s6ipc.S6ipcError:
             return None
         return document if document["generation"] == generation else None
 
     return wait_until(reached, timeout, 0.05)  # type: ignore[no-any-return]
+
+
+def flat(counters: Dict[str, Any], prefix: str = "") -> Dict[str, int]:
+    """{"refused.access": 3, …}: every count of a live view's ``counters``."""
+    found: Dict[str, int] = {}
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            found.update(flat(value, f"{prefix}{key}."))
+        else:
+            found[prefix + key] = value
+    return found
+
+
+class Monotonic:
+    """Successive ``counters`` of one daemon: :meth:`check` fails when any count went down or vanished."""
+
+    def __init__(self) -> None:
+        self.last: Dict[str, int] = {}
+        self.checks = 0
+
+    def check(self, counters: Dict[str, Any]) -> None:
+        now = flat(counters)
+        lower = {k: (v, now.get(k)) for k, v in self.last.items() if now.get(k, -1) < v}
+        assert not lower, f"counters went down across an upgrade: {lower}"
+        self.last = now
+        self.checks += 1
 
 
 class Proof:
@@ -171,11 +198,15 @@ def prove(path: str, pid: int, upgrades: int, send: Optional[Any] = None,
     waits until the daemon has reaped them. The caller checks the log's end lines."""
     long_lived = [Exchange(path) for _ in range(3)]
     load = Load(path, threads=2)
+    counters = Monotonic()
     try:
         for generation in range(1, upgrades + 1):
             if generation % 5 == 1:
                 long_lived.append(Exchange(path))
-            assert upgrade(pid, generation, send=send)["pid"] == pid
+            counters.check(view(pid)["counters"])
+            after = upgrade(pid, generation, send=send)
+            assert after["pid"] == pid
+            counters.check(after["counters"])
             for n, ex in enumerate(long_lived):
                 assert ex.echo(f"g{generation}-{n}".encode()), "a long-lived connection stopped echoing"
             if between is not None:
@@ -193,6 +224,12 @@ def prove(path: str, pid: int, upgrades: int, send: Optional[Any] = None,
     document = wait_until(settled)
     assert document["generation"] == upgrades
     assert document["accepted"] == load.done + len(long_lived) and document["refused"] == 0
+    counters.check(document["counters"])
+    served = document["counters"]
+    clients = load.done + len(long_lived)
+    assert served["accepted"] == served["spawned"] == clients, "accepted = clients served"
+    assert sum(served["refused"].values()) == 0
+    assert served["exits"]["failed"] == served["exits"]["signaled"] == 0
     n = len(long_lived)
     assert document["connections"] == {"total": n, "uids": 1, "per_uid": {"0": n},
                                        "unit": "uid", "peers": 1, "per_peer": {"0": n}}

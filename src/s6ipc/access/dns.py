@@ -19,7 +19,9 @@ Some facts about s6-dns this module reproduces (s6dns_rci_init, s6dns_engine, s6
   makes it try the next server. No server left: ENETUNREACH; the caller's deadline: ETIMEDOUT.
 * **Answers**: RCODE 3 is ENOENT ("no such domain"); otherwise the records of the asked type and
   class IN in the answer section, in order (none is not an error). Names are given back as text
-  with their final dot (``lo.example.``).
+  with their final dot (``lo.example.``), as C strings: a label holding a NUL ends the name
+  there (``ev\0il.example.`` is ``ev``, without a final dot: what s6-tcpserver-access's
+  ``strlen`` sees for the environment and the ``reversedns/`` keys). Any other byte is kept.
 * Error texts are s6-dns's (:func:`error_text`).
 """
 
@@ -33,6 +35,7 @@ import socket
 import struct
 import time
 
+from ..base.cstrings import peer_text
 from ..base.errors import SystemFailure
 from ..base.typeshim import dataclass, field
 from ..sockets.inet import IP4_LEN, ip46_scan, scan_list
@@ -195,7 +198,7 @@ def _read_name(packet: bytes, pos: int) -> Tuple[str, int]:
         if total > 255 or pos + length > len(packet):
             raise ValueError("name too long")
         pos += length
-    text = os.fsdecode(b".".join(labels)) + "."
+    text = peer_text(b".".join(labels) + b".")  # a C string, as s6dns_domain_tostring's reader sees it
     return text, (end if end is not None else pos)
 
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 
+from .cstrings import c_environment
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ctypes
@@ -83,7 +85,9 @@ def adopt(environ: os._Environ[str]) -> None:
 
 def replace(environ: os._Environ[str], env: Mapping[str, str]) -> None:
     """Make *environ* (``os.environ``) hold exactly *env*, in its order, placeholders included
-    (``clear()`` and ``update()`` would hand them to ``unsetenv``/``putenv``, which refuse them)."""
+    (``clear()`` and ``update()`` would hand them to ``unsetenv``/``putenv``, which refuse them).
+    Names and values are cut at their first NUL, as C's ``putenv`` would see them."""
+    env = c_environment(env)
     if list(env.items()) == list(environ.items()):
         return
     for key in list(environ):

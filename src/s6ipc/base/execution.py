@@ -24,6 +24,7 @@ import os
 import stat
 import sys
 
+from .cstrings import c_environment, c_words, cut
 from .environment import entries as environment_entries
 from .environment import execve as exact_execve
 from .environment import posix_spawn as exact_posix_spawn
@@ -87,7 +88,8 @@ def find_program(name: str, path: Optional[str] = None) -> str:
 
 def _path_of(env: Optional[Mapping[str, str]]) -> Optional[str]:
     source = os.environ if env is None else env
-    return source.get("PATH")
+    path = source.get("PATH")
+    return None if path is None else cut(path)
 
 
 #: What CPython's locale coercion (PEP 538) puts in LC_CTYPE when it starts under the C locale.
@@ -197,13 +199,14 @@ def exec_argv(argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
     the caller's PATH, not the modified one), else that of *env*.
     Raises :class:`ExecFailure` naming ``argv[0]`` when every candidate failed.
     """
+    argv = c_words(argv)
     if not argv:
         raise ExecFailure("", errno.ENOENT)
-    environment: Mapping[str, str] = os.environ if env is None else env
+    environment = c_environment(os.environ if env is None else env)
     remembered = 0
     # CPython refuses an empty argv[0]; s6 execs "DIR/" for an empty name, which can only fail
     # (EACCES on a directory), so the stand-in argv[0] never reaches a running program.
-    args = list(argv) if argv[0] else ["-", *argv[1:]]
+    args = argv if argv[0] else ["-", *argv[1:]]
     exact = environment_entries(environment)
     for candidate in _candidates(argv[0], _path_of(env if path_env is None else path_env)):
         try:
@@ -229,10 +232,10 @@ class Spawner:
     """
 
     def __init__(self, argv: Sequence[str], path_env: Optional[Mapping[str, str]] = None) -> None:
-        if not argv or not argv[0]:
-            raise ExecFailure(argv[0] if argv else "", errno.ENOENT)
-        self.argv = list(argv)
-        self.name = argv[0]
+        self.argv = c_words(argv)
+        if not self.argv or not self.argv[0]:
+            raise ExecFailure(self.argv[0] if self.argv else "", errno.ENOENT)
+        self.name = self.argv[0]
         self._path: Optional[str] = None
         self._sigdef = PYTHON_IGNORED_SIGNALS
         #: When set, the PATH searched (else the PATH of the env given to :meth:`spawn`).
@@ -251,6 +254,7 @@ class Spawner:
         path = self._path
         if path is None:
             path = self._path = self._resolve(env)
+        env = c_environment(env)  # type: ignore[assignment]
         exact = environment_entries(env)
         try:
             return self._spawn(path, fd, env, exact)

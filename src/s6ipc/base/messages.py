@@ -27,7 +27,11 @@ class Reporter:
         self.name = name
 
     def _line(self, kind: str, text: str) -> None:
-        data = f"{self.name}: {kind}{text}\n".encode("utf-8", "surrogateescape")
+        line = f"{self.name}: {kind}{text}\n"
+        try:
+            data = line.encode("utf-8", "surrogateescape")  # bytes from outside go out as they came
+        except UnicodeEncodeError:  # a lone surrogate no byte decoded to (from JSON, say)
+            data = line.encode("utf-8", "backslashreplace")
         try:
             os.write(2, data)
         except OSError:

@@ -17,31 +17,34 @@ import _signal
 import os
 
 from .. import __version__
+from ..base.clock import SYSTEM_CLOCK
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
-from ..base.options import Command, flag, parse_uint, setting
+from ..base.options import Command, collect, flag, parse_uint, setting
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
 from ..daemon.readiness import Notifier, Readiness
+from ..serve.admission import AddressSources, Admission, UidSources, parse_limits
 from ..serve.life import ServerLife
 from ..serve.loop import Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
 from ..sockets.unix import local_path, socket_address
 
-__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
+__all__ = ["parse", "admission", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, List, NoReturn, Optional
 
+    from ..base.log import Log
     from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
 __TCP_COMMAND = {
     "v": setting("verbosity", parse_uint), "1": flag("notify"), "c": setting("maxconn", parse_uint),
-    "C": setting("localmaxconn", parse_uint),
+    "C": setting("localmaxconn", parse_uint), "A": collect("admission"),
 }
 #: s6-tcpserverd's command line, into a :class:`ServerConfig`; s6-ipcserverd's adds ``-P/-p``.
 _TCP_COMMAND = Command(__TCP_COMMAND, program=True)
@@ -54,6 +57,17 @@ def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     config = ServerConfig([])
     config.argv = (_IPC_COMMAND if credentials else _TCP_COMMAND).parse(args, config)
     return config
+
+
+def admission(config: ServerConfig, tcp: bool, log: Log,
+              monotonic: Callable[[], float]) -> Optional[Admission]:
+    """The ``-A`` limits of *config* for a TCP server (else an IPC one), None without ``-A``.
+    Raises :class:`BadInput` (a bad item, exit 100) or :class:`SystemFailure` (``@PATH`` unreadable)."""
+    limits = parse_limits(config.admission, tcp)
+    if limits is None:
+        return None
+    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources()
+    return Admission(limits, sources, log, monotonic)
 
 
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
@@ -152,14 +166,16 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
                program: str, args: List[str]) -> NoReturn:
     """Serve the socket on fd 0 with the loop, over the daemon's life: *program* names its state
     and live view, *args* are its own arguments (SIGUSR2 re-runs them from the installed code)."""
+    identity = identity if identity is not None else UnixPeers(config.lookup)
+    clock = SYSTEM_CLOCK
+    limits = admission(config, identity.unit == "ip", reporter, clock.monotonic)  # a bad -A: exit 100 here
     os_ = system()
     state: Optional[State] = Lifecycle.take(os_, program)
     if state is not None:
         config.notify = False  # the -1 newline was written by the first image
     sinks = readiness_sinks(config, reporter)
-    identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
-                    on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
+                    on_ready=sinks.on_ready, heartbeat=sinks.heartbeat, clock=clock, admission=limits)
     life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
                      sinks.readiness, held_signals=lambda: server.signals, system=os_, loop=server,
                      clock=server.clock, verbosity=config.verbosity)

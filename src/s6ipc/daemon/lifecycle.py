@@ -53,11 +53,12 @@ import os
 
 from .. import __version__
 from ..base.clock import SYSTEM_CLOCK, Clock
+from ..base.cstrings import assign
 from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
-from .liveview import StatusSocket
+from .liveview import StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
 from .upgrade import PreflightChild
 
@@ -349,7 +350,7 @@ class Lifecycle:
             state = State.from_json(obj, kind)
         except (KeyError, TypeError, ValueError) as e:
             raise Unusable(take_over_text(e)) from None
-        os.environ.update(state.lineage.readiness)
+        assign(os.environ, state.lineage.readiness.items())
         return state
 
     def adopt(self, state: State, restore: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
@@ -376,6 +377,9 @@ class Lifecycle:
         except S6ipcError as e:
             self.log.warn(f"{e}: no live view")
             return
+        if self.status.squatted:
+            self.log.warn(f"another process holds @{status_name(self.kind, os.getpid())}: "
+                          f"live view at @{self.status.name}")
         watch(self.status.fileno(), self.status.on_event)
 
     def resumed(self, state: State) -> None:

@@ -76,7 +76,8 @@ class HolderLife:
         return {"limits": {"maxconn": config.maxconn, "maxfds": config.maxfds},
                 "rules": config.rules_cdb or config.rules_dir,
                 "lameduck": not daemon.running, "upgrading": daemon.upgrade_deadline is not None,
-                "clients": clients, "held": held}
+                "clients": clients, "held": held,
+                "counters": {"held": len(held), "requests": dict(daemon.requests)}}
 
     def status_text(self) -> str:
         """``STATUS=``: ``3 descriptors held, 2 clients``."""

@@ -53,6 +53,7 @@ from ..base.log import Log
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import NamedTuple, dataclass, field
 from ..base.unixmessage import Message, Outbox, ProtocolError
+from ..daemon.counters import read_counts
 from ..daemon.lifecycle import Ending
 from ..daemon.readiness import claim_notification_fd, write_newline
 from ..sockets.unix import check_socket, peer_credentials
@@ -62,8 +63,11 @@ from .store import FdStore
 
 __all__ = [
     "MAXCONN_DEFAULT", "MAXCONN_MAX", "MAXFDS_DEFAULT", "OUTBOX_HIGH", "PARTIAL_GRACE", "UPGRADE_DRAIN",
-    "Client", "DaemonConfig", "FdHolderDaemon", "CarriedClient", "ParsedState", "parse_state",
+    "Client", "DaemonConfig", "FdHolderDaemon", "CarriedClient", "ParsedState", "parse_state", "OPERATIONS",
 ]
+
+#: The requests counted by operation (a setdump's data messages count with their setdump).
+OPERATIONS = ("store", "retrieve", "delete", "list", "getdump", "setdump")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -187,6 +191,8 @@ class FdHolderDaemon:
         self._expected: Dict[int, Callable[[int], None]] = {}
         #: Set while an upgrade drains the clients: when it gives up waiting for them (monotonic).
         self.upgrade_deadline: Optional[float] = None
+        #: Requests received since the process started, by operation (carried across upgrades).
+        self.requests: Dict[str, int] = dict.fromkeys(OPERATIONS, 0)
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self, state: Optional[Dict[str, Any]] = None, *,
@@ -446,7 +452,8 @@ class FdHolderDaemon:
         clients = [{"fd": c.fd, "deadline": c.deadline, "dumping": c.dumping, "since": c.since}
                    for c in self.clients.values()]
         return {"store": self.store.to_state(), "clients": clients,
-                "lameduck": {"running": self.running, "deadline": self._lameduck_deadline}}
+                "lameduck": {"running": self.running, "deadline": self._lameduck_deadline},
+                "counters": {"requests": dict(self.requests)}}
 
     def descriptors(self) -> Dict[str, int]:
         """Every descriptor the state refers to, by name: the listening socket, the held ones (by
@@ -483,6 +490,7 @@ class FdHolderDaemon:
             self.clients[carried.fd] = client
         self.running = parsed.running
         self._lameduck_deadline = parsed.lameduck_deadline
+        self.requests = parsed.requests
 
     def _upgrade_when_drained(self, now: float) -> bool:
         """Once no client is in the middle of a request (or the drain deadline passed: those still
@@ -611,6 +619,9 @@ class FdHolderDaemon:
                 return
             try:
                 request = protocol.parse_request(message.payload, message.nfds, c.dumping)
+                operation = _OPERATION_OF.get(type(request))
+                if operation is not None:
+                    self.requests[operation] += 1
                 _HANDLERS[type(request)](self, c, request, message)
             except ProtocolError:
                 self._drop(c)
@@ -728,6 +739,7 @@ class ParsedState(NamedTuple):
     clients: List[CarriedClient]
     running: bool
     lameduck_deadline: Optional[float]
+    requests: Dict[str, int]
 
 
 def parse_state(state: Dict[str, Any]) -> ParsedState:
@@ -740,9 +752,14 @@ def parse_state(state: Dict[str, Any]) -> ParsedState:
     lameduck = state["lameduck"]
     deadline = lameduck["deadline"]
     running = bool(lameduck["running"])
-    return ParsedState(store, clients, running, None if deadline is None else float(deadline))
+    requests = read_counts(dict(state.get("counters") or {}).get("requests", {}), OPERATIONS)
+    return ParsedState(store, clients, running, None if deadline is None else float(deadline), requests)
 
 
+_OPERATION_OF: Dict[type, str] = {
+    protocol.Store: "store", protocol.Delete: "delete", protocol.Retrieve: "retrieve", protocol.List_: "list",
+    protocol.GetDump: "getdump", protocol.SetDump: "setdump",
+}
 _HANDLERS: Dict[type, Handler] = {
     protocol.Store: FdHolderDaemon.do_store,  # type: ignore[dict-item]
     protocol.Delete: FdHolderDaemon.do_delete,  # type: ignore[dict-item]

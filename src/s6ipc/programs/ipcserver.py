@@ -18,6 +18,7 @@ from ..base.messages import Reporter
 from ..base.options import Command, flag, parse_octal, setting
 from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style
 from ..chain.run import exec_into, stage
+from ..serve.admission import parse_limits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,9 +37,12 @@ COMMAND = Command({
 
 
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
-    """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
+    """Parse s6-ipcserver's command line. Raises :class:`UsageError`, :class:`BadInput` for ``-A``
+    limits that do not parse."""
     o = ServerOptions()
-    return o, COMMAND.parse(args, o)
+    rest = COMMAND.parse(args, o)
+    parse_limits(o.admission, False)  # checked here, as s6 checks -c (BadInput: exit 100)
+    return o, rest
 
 
 def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:

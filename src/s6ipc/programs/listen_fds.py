@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ..base.cstrings import assign
 from ..base.messages import Reporter
 from ..base.options import Command, UsageError, collect, parse_uint
 from ..chain.run import exec_into
@@ -39,5 +40,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
         daemon_variables(scheme, [])  # an unknown scheme fails before anything is moved
     passed = append_sockets(fds, names)
     for scheme in schemes:
-        os.environ.update(daemon_variables(scheme, [p.fd for p in passed]))
+        assign(os.environ, daemon_variables(scheme, [p.fd for p in passed]).items())
     exec_into(reporter, rest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from ..base.cstrings import assign
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import Command, setting
@@ -36,5 +37,5 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     move_fd(fd, 0)
     for name in variables:
         os.environ.pop(name, None)
-    os.environ.update((name, value) for name, value in variables.items() if value is not None)
+    assign(os.environ, ((name, value) for name, value in variables.items() if value is not None))
     exec_into(reporter, rest)

@@ -22,6 +22,7 @@ from ..base.messages import Reporter
 from ..base.options import Command, UsageError, flag, parse_uint, setting
 from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style, wrapper_backlog
 from ..chain.run import exec_into, stage
+from ..serve.admission import parse_limits
 from ..sockets.inet import ip46_scan
 
 TYPE_CHECKING = False
@@ -64,11 +65,13 @@ def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]
     """Parse the command line of ``s6-tcpserver`` (*family* 0) or ``s6-tcpserver4``/``6`` (4, 6).
 
     Returns the options and ``[ip, port, prog...]`` with ``family`` decided (4 or 6). Raises
-    :class:`UsageError`, also for an *ip* that does not parse when the family comes from it.
+    :class:`UsageError`, also for an *ip* that does not parse when the family comes from it, and
+    :class:`BadInput` for ``-A`` limits that do not parse.
     """
     o = TcpServerOptions()
     o.family = family
     rest = (FAMILY_COMMAND if family else COMMAND).parse(args, o)
+    parse_limits(o.admission, True)  # checked here, as s6 checks -c (BadInput: exit 100)
     if not o.family:
         scanned = ip46_scan(rest[0])
         if scanned is None:

@@ -18,8 +18,10 @@ Some facts about the processes involved that this module relies on:
 from __future__ import annotations
 
 from ..base.typeshim import NamedTuple
+from ..daemon.counters import read_counts
 from ..daemon.lifecycle import process_ages
-from .loop import Server
+from .admission import Admission
+from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
 
 TYPE_CHECKING = False
@@ -32,19 +34,33 @@ __all__ = ["ServerLife", "ServerState", "parse_state"]
 
 
 class ServerState(NamedTuple):
-    """A server's part of the state, read back (no descriptor touched)."""
+    """A server's part of the state, read back (no descriptor touched): the counters (the
+    ``counters`` document of docs/status.md) and the children."""
 
-    accepted: int
-    refused: int
+    counters: Dict[str, Any]
     children: List[Tuple[int, Peer]]
 
 
-def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
+def parse_state(state: Dict[str, Any], identity: PeerIdentity,
+                admission: Optional[Admission] = None) -> ServerState:
     """Read what :meth:`ServerLife.to_state` wrote, with the peers of *identity*: what
     :meth:`ServerLife.restore` does first and what the preflight runs in the new code.
-    Raises ValueError, KeyError or TypeError when this code cannot read it."""
+    Raises ValueError, KeyError or TypeError when this code cannot read it. A state without
+    counters (s6ipc 0.1, 0.2) gives its ``refused`` total under ``access``. *admission* (the new
+    command line's ``-A`` limits) takes over the buckets the state carries, if any."""
+    handed = state.get("admission")
+    if handed is not None and admission is not None:
+        admission.restore(dict(handed))
     children = [(int(pid), identity.peer_from_state(peer)) for pid, peer in dict(state["children"]).items()]
-    return ServerState(int(state["accepted"]), int(state["refused"]), children)
+    raw = state.get("counters")
+    if raw is None:
+        total, refused = int(state["accepted"]), int(state["refused"])
+        raw = {"accepted": total, "refused": {"access": refused}, "spawned": max(0, total - refused),
+               "exits": {}}
+    top = read_counts({"accepted": raw["accepted"], "spawned": raw["spawned"]}, ())
+    counters = {"accepted": top["accepted"], "refused": read_counts(raw["refused"], REFUSAL_REASONS),
+                "spawned": top["spawned"], "exits": read_counts(raw["exits"], EXIT_OUTCOMES)}
+    return ServerState(counters, children)
 
 
 class ServerLife:
@@ -61,16 +77,31 @@ class ServerLife:
     def to_state(self) -> Dict[str, Any]:
         server = self.server
         children = {str(pid): peer.to_state() for pid, peer in server.children.peers.items()}
-        return {"accepted": server.accepted, "refused": server.refused, "children": children}
+        # accepted and refused stay at the top for an older version's preflight (a downgrade)
+        state = {"accepted": server.accepted, "refused": server.refused, "counters": self.counters(),
+                 "children": children}
+        if server.admission is not None:
+            state["admission"] = server.admission.to_state()
+        return state
+
+    def counters(self) -> Dict[str, Any]:
+        """The counters since the process started (docs/status.md), carried across upgrades."""
+        server = self.server
+        return {"accepted": server.accepted, "refused": dict(server.refusals), "spawned": server.spawned,
+                "exits": dict(server.exits)}
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
         :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
         server = self.server
-        parsed = parse_state(state, server.identity)
-        server.accepted, server.refused = parsed.accepted, parsed.refused
+        parsed = parse_state(state, server.identity, server.admission)
+        counters = parsed.counters
+        server.accepted, server.spawned = counters["accepted"], counters["spawned"]
+        server.refusals, server.exits = counters["refused"], counters["exits"]
         for pid, peer in parsed.children:
             server.children.add(pid, peer)
+            if server.admission is not None:
+                server.admission.spawned(peer)  # the per-prefix / per-gid live counts
 
     def descriptors(self) -> Dict[str, int]:
         return {"listen": self.server.listen_fd}
@@ -100,11 +131,15 @@ class ServerLife:
             connections.update(uids=len(per_peer) if counted else None, per_uid=per_peer if counted else {})
         connections.update(unit=unit, peers=len(per_peer) if counted else None,
                            per_peer=per_peer if counted else {})
-        return {
+        shown = {
             "limits": {"maxconn": config.maxconn, "localmaxconn": config.localmaxconn},
             "connections": connections,
-            "accepted": server.accepted, "refused": server.refused, "children": children,
+            "accepted": server.accepted, "refused": server.refused, "counters": self.counters(),
+            "children": children,
         }
+        if server.admission is not None:
+            shown["admission"] = server.admission.describe()
+        return shown
 
     def status_text(self) -> str:
         """systemd's ``STATUS=``: ``12 connections from 3 uids, 4017 accepted, 2 refused``

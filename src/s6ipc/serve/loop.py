@@ -52,11 +52,13 @@ from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
-from ..base.typeshim import Protocol, dataclass
+from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
+from ..daemon.liveview import every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
+from .admission import TICK, Admission
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
@@ -66,11 +68,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
-    "Server", "ChildSpawner",
+    "Server", "ChildSpawner", "REFUSAL_REASONS", "EXIT_OUTCOMES",
 ]
 
 ABSOLUTE_MAXCONN = 1000
 _BURST = 64
+#: Why an accepted connection was closed without a child: ``maxconn`` never happens (at ``-c``
+#: the loop stops accepting and clients wait in the backlog, as s6's), ``localmaxconn`` (``-C``),
+#: ``access`` (the access rules said no, or the peer's identity could not be read), ``spawn``
+#: (fork or exec failed), ``rate`` and ``prefix`` (admission control, when it refuses).
+REFUSAL_REASONS = ("maxconn", "localmaxconn", "access", "spawn", "rate", "prefix")
+#: How a child ended: exit 0, another exit code, killed by a signal.
+EXIT_OUTCOMES = ("ok", "failed", "signaled")
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
 PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
@@ -109,6 +118,8 @@ class ServerConfig:
     maxconn: int = 40
     localmaxconn: int = 40
     notify: bool = False
+    #: ``-A`` values, in order (parsed by :func:`s6ipc.serve.admission.parse_limits`).
+    admission: List[str] = field(default_factory=list)
 
     def normalised(self) -> ServerConfig:
         """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
@@ -117,7 +128,8 @@ class ServerConfig:
         if not self.lookup or local > maxconn:
             local = maxconn
         return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
-                            localmaxconn=local, notify=self.notify)
+                            localmaxconn=local, notify=self.notify,
+                            admission=list(self.admission))
 
 
 def _reserve_fd1() -> None:
@@ -168,13 +180,14 @@ class Server:
     (default: ``config.argv`` by posix_spawn); *policy* may replace or refuse the spawn per
     connection; *on_ready* hooks run once after the ``-1`` newline (readiness sinks), *on_exit*
     hooks once when the loop ends; *heartbeat* is called from the loop at least every interval.
+    *admission* (``-A``) may close a connection before anything else is done with it.
     """
 
     def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0, *,
                  identity: Optional[PeerIdentity] = None, spawner: Optional[Spawner] = None,
                  policy: Optional[ConnectionPolicy] = None, on_ready: Sequence[Callable[[], None]] = (),
                  on_exit: Sequence[Callable[[], None]] = (), heartbeat: Optional[Heartbeat] = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, admission: Optional[Admission] = None) -> None:
         self.config = config.normalised()
         self.log = log
         self.child_log = child_log
@@ -187,6 +200,10 @@ class Server:
         self.on_exit = list(on_exit)
         self.heartbeat = heartbeat
         self.clock = clock
+        self.admission = admission
+        if admission is not None:  # its lines and expiries
+            beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
+            self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
         self._selfpipe: Optional[SelfPipe] = None
         self._listener: Optional[_socket.socket] = None
@@ -200,10 +217,14 @@ class Server:
         self._ending = Ending()
         self._watched: Dict[int, Callable[[int], None]] = {}
         self._signal_hooks: Dict[int, Callable[[], None]] = {}
-        #: Connections accepted since start, and those of them closed without a child (-C limit,
-        #: access refused, peer unknown, spawn failed): counted, nothing more, on the hot path.
+        #: Connections accepted since the process started (carried across in-place upgrades:
+        #: :mod:`s6ipc.serve.life`), those given a child, those closed without one by reason
+        #: (:data:`REFUSAL_REASONS`), and the children's ends by outcome (:data:`EXIT_OUTCOMES`):
+        #: counted, nothing more, on the hot path. accepted = spawned + sum(refusals) + in flight.
         self.accepted = 0
-        self.refused = 0
+        self.spawned = 0
+        self.refusals: Dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.exits: Dict[str, int] = dict.fromkeys(EXIT_OUTCOMES, 0)
 
     # -- what a daemon built on the loop may add ----------------------------------------------
     def watch(self, fd: int, on_event: Callable[[int], None], events: int = select.POLLIN) -> None:
@@ -413,10 +434,18 @@ class Server:
             self.accepted += 1
             conn = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
             try:
-                if not self._serve_connection(conn, address):
-                    self.refused += 1
+                refusal = self._serve_connection(conn, address)
+                if refusal:
+                    self.refusals[refusal] = self.refusals.get(refusal, 0) + 1
+                else:
+                    self.spawned += 1
             finally:
                 conn.close()
+
+    @property
+    def refused(self) -> int:
+        """Connections accepted and closed without a child, whatever the reason."""
+        return sum(self.refusals.values())
 
     def _accept_failed(self, code: int) -> None:
         if code in NO_DESCRIPTORS:
@@ -426,15 +455,21 @@ class Server:
         elif self.config.verbosity >= 1:
             self.log.warn(f"unable to accept: {os.strerror(code)}")
 
-    def _serve_connection(self, conn: _socket.socket, address: object) -> bool:
-        """Spawn the child for one connection; False when it was closed without one."""
+    def _serve_connection(self, conn: _socket.socket, address: object) -> str:
+        """Spawn the child for one connection: "", or why it was closed without one (a key of
+        :data:`REFUSAL_REASONS`; a peer whose identity cannot be read counts as ``access``)."""
         config = self.config
         try:
             peer = self.identity.identify(conn, address)
         except PeerUnknown as e:
             if config.verbosity >= 1:
                 self.log.warn(str(e))
-            return False
+            return "access"
+        admission = self.admission
+        if admission is not None:
+            reason = admission.admit(peer)
+            if reason is not None:
+                return reason
         num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
@@ -442,31 +477,33 @@ class Server:
             num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             self.log.info(peer.deny_line(num, config.localmaxconn))
-            return False
+            return "localmaxconn"
         env = self.base_env.copy()
         peer.fill(env, num + 1, address)
         spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
             if decision is None:
-                return False
+                return "access"
             spawner, env = decision
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
             self.child_log.error(str(e))
-            return False
+            return "spawn"
         except OSError as e:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
-            return False
+            return "spawn"
         count = self.children.add(pid, peer)
+        if admission is not None:
+            admission.spawned(peer)
         if config.verbosity >= 2:
             self.log.info(peer.allow_line(pid, count, config.localmaxconn))
             self._status()
         if len(self.children) >= config.maxconn:
             self._set_listening(False)
-        return True
+        return ""
 
     def _status(self) -> None:
         self.log.info(f"status: {len(self.children)}/{self.config.maxconn}")
@@ -518,7 +555,12 @@ class Server:
             self._set_listening(True)
 
     def _finish(self, pid: int, peer: Peer, status: int) -> None:
-        """Log an exited child's end line at -v2."""
+        """Count an exited child's end (ok: exit 0, failed: another code, signaled); log its end
+        line at -v2."""
+        outcome = "signaled" if os.WIFSIGNALED(status) else "failed" if os.WEXITSTATUS(status) else "ok"
+        self.exits[outcome] += 1
+        if self.admission is not None:
+            self.admission.ended(peer)
         if self.config.verbosity >= 2:
             if os.WIFSIGNALED(status):
                 self.log.info(f"end pid {pid} {peer.end_name()} signal {os.WTERMSIG(status)}")

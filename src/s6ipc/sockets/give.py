@@ -39,6 +39,7 @@ import os
 import resource
 import stat
 
+from ..base.cstrings import assign, c_environment, c_words
 from ..base.descriptors import open_fds
 from ..base.errors import BadInput, ExecFailure, SystemFailure
 from ..base.execution import PYTHON_IGNORED_SIGNALS, find_program
@@ -208,7 +209,7 @@ def _dup_above(fd: int, low: int) -> int:
 def describe(passed: Sequence[PassedFd], environ: MutableMapping[str, str] = os.environ) -> None:
     """Set ``LISTEN_FDS``, ``LISTEN_FDNAMES`` and (for this process) ``LISTEN_PID``/``LISTEN_PIDFDID``."""
     environ["LISTEN_FDS"] = str(len(passed))
-    environ["LISTEN_FDNAMES"] = ":".join(p.name for p in passed)
+    assign(environ, [("LISTEN_FDNAMES", ":".join(p.name for p in passed))])  # names may be fd-holder ids
     set_listen_pid(environ)
 
 
@@ -302,7 +303,8 @@ def spawn_with_sockets(argv: Sequence[str], sockets: Sequence[SocketLike], *,
         kept = set(targets) | set(pass_fds)
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds() if fd > 2 and fd not in kept]
         try:
-            return os.posix_spawn("/bin/sh", ["sh", "-c", _SHIM, "sh", program, *argv[1:]], child_env,
+            return os.posix_spawn("/bin/sh", c_words(["sh", "-c", _SHIM, "sh", program, *argv[1:]]),
+                                  c_environment(child_env),
                                   file_actions=actions, setsigmask=(), setsigdef=PYTHON_IGNORED_SIGNALS)
         except OSError as e:
             raise SystemFailure("spawn /bin/sh", e.errno or errno.EINVAL) from None

@@ -3,16 +3,19 @@ blocking), the client (find by pid or name, query), the rendering, STATUS= rate 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import socket
+import sys
 import threading
-from typing import Any, Dict, List
+import time
+from typing import Any, Callable, Dict, List
 
 import pytest
 
-from s6ipc.base.errors import Refused
+from s6ipc.base.errors import Refused, S6ipcError, SystemFailure
 from s6ipc.daemon import liveview
 from tests.support.clock import FakeClock
 from tests.support.processes import nobody_ids
@@ -159,3 +162,156 @@ def test_every_runs_each_beat_on_its_own_interval() -> None:
         beat()
         clock.advance(1.0)
     assert calls.count("status") == 11 and calls.count("dog") == 3
+
+
+def test_a_document_beyond_any_send_buffer_arrives_whole(status: liveview.StatusSocket) -> None:
+    """Larger than twice this host's net.core.wmem_max (what an AF_UNIX send buffer can grow to):
+    it travels in a sealed memfd, the daemon never waits for the reader."""
+    with open("/proc/sys/net/core/wmem_max") as f:
+        size = 3 * 2 * int(f.read())
+    big = {"program": "testd", "pid": os.getpid(), "blob": "z" * size}
+    status.describe = lambda: big
+    assert liveview.query(os.getpid(), timeout=20)["blob"] == big["blob"]
+
+
+def _peer(name: str, answer: Callable[[socket.socket], None]) -> Callable[[], None]:
+    """A status socket bound by this process (so that it verifies) answering each client with *answer*."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind("\0" + name)
+    sock.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    answer(conn)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join()
+        sock.close()
+
+    return close
+
+
+def _send_fd(conn: socket.socket, line: bytes, fd: int) -> None:
+    conn.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+
+
+@pytest.mark.parametrize("case", ["pipe", "unsealed", "wrong size", "bad line", "inline too large",
+                                  "not an object", "another pid", "error"])
+def test_a_lying_peer_is_one_line(case: str) -> None:
+    """A peer that passes the SO_PEERCRED check and still lies: each lie is one precise failure."""
+    def answer(conn: socket.socket) -> None:
+        if case == "pipe":
+            r, w = os.pipe()
+            os.write(w, b"{}")
+            _send_fd(conn, b"memfd 2\n", r)
+            os.close(r)
+            os.close(w)
+        elif case in ("unsealed", "wrong size", "bad line"):
+            fd = os.memfd_create("x", os.MFD_ALLOW_SEALING)
+            os.write(fd, b"{}")
+            if case != "unsealed":
+                seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+            _send_fd(conn, b"memfd 3\n" if case == "wrong size" else b"memfd 2\n" if case != "bad line"
+                     else b"mem 2\n", fd)
+            os.close(fd)
+        elif case == "inline too large":
+            conn.sendall(b"[" + b" " * (2 * liveview.INLINE_MAX))
+        elif case == "not an object":
+            conn.sendall(b"[1, 2]\n")
+        elif case == "another pid":
+            conn.sendall(json.dumps({"program": "liard", "pid": 1}).encode())
+        else:
+            conn.sendall(b'{"error": "go away"}')
+
+    close = _peer(liveview.status_name("liard", os.getpid()), answer)
+    try:
+        with pytest.raises(S6ipcError) as caught:
+            liveview.query(os.getpid(), "liard", timeout=2)
+    finally:
+        close()
+    text = str(caught.value)
+    expected = {"pipe": "unable to read the document's memfd from @", "unsealed": "memfd",
+                "wrong size": "memfd", "bad line": "memfd",
+                "inline too large": f"unable to read a document of at most {liveview.INLINE_MAX} bytes",
+                "not an object": "unable to read a JSON document",
+                "another pid": "(it says it is 'liard' pid 1)",
+                "error": "unable to read the live view of pid"}[case]
+    assert expected in text and "\n" not in text
+    assert caught.value.exit_code == (1 if case == "error" else 111)
+
+
+def test_a_hung_peer_is_given_up_at_the_timeout() -> None:
+    close = _peer(liveview.status_name("hungd", os.getpid()), lambda conn: time.sleep(1.5))
+    started = time.monotonic()
+    try:
+        timed_out = r"unable to read from @s6ipc/status/hungd/\d+: Connection timed out"
+        with pytest.raises(SystemFailure, match=timed_out):
+            liveview.query(os.getpid(), "hungd", timeout=0.3)
+        assert time.monotonic() - started < 1.2
+    finally:
+        close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing euid to another user needs root")
+def test_a_socket_bound_under_another_uid_is_refused() -> None:
+    """What a reused PID looks like: the listener's credentials (taken at listen) are not the
+    process's euid now. Here a child listens as root, then becomes nobody."""
+    uid, gid = nobody_ids()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind("\0" + liveview.status_name("turnd", os.getpid()))
+        sock.listen(4)
+        os.setgid(gid)
+        os.setuid(uid)
+        os.write(w, b"x")
+        time.sleep(30)
+        os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"x"
+        with pytest.raises(Refused) as caught:
+            liveview.query(pid, "turnd", timeout=2)
+        assert str(caught.value) == (f"unable to verify the live view of pid {pid}: "
+                                     f"@s6ipc/status/turnd/{pid} is held by pid {pid} uid 0, "
+                                     f"not pid {pid} uid {uid}: Operation not permitted")
+        assert caught.value.exit_code == 1
+        assert liveview.documents("turnd") == []
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(r)
+
+
+def test_a_squatted_name_is_replaced_by_a_random_one() -> None:
+    squat = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squat.bind("\0" + liveview.status_name("squatd", os.getpid()))
+    squat.listen(1)
+    sock = liveview.StatusSocket("squatd", lambda: {"program": "squatd", "pid": os.getpid()})
+    try:
+        assert sock.squatted and sock.name.startswith(liveview.status_name("squatd", os.getpid()) + ".")
+        adopted = liveview.StatusSocket("squatd", sock.describe, os.dup(sock.fileno()))
+        assert adopted.name == sock.name and not adopted.squatted, "an upgrade keeps the name it had"
+        adopted.close()
+        names = liveview.candidates("squatd")[("squatd", os.getpid())]
+        assert names == [liveview.status_name("squatd", os.getpid()), sock.name]
+    finally:
+        sock.close()
+        squat.close()

@@ -193,10 +193,13 @@ def test_upgrade_hands_over_descriptors_and_clients(setup: Setup) -> None:
     s.turns()
     assert len(s.daemon.clients) == 2
     half.send_raw(LIST_FRAME[3:])
+    requests_before = dict(s.daemon.requests)
+    assert requests_before["store"] == 3 and requests_before["list"] == 0
     state = s.upgrade()
     assert half.reply() == (protocol.encode_list_reply([b"unix:/a", b"pipe:b"]), [])  # the old image
     assert len(state["clients"]) == 2
     d = s.daemon
+    assert d.requests == dict(requests_before, list=1), "counted in the old image, carried to the new"
     assert [e.id for e in d.store.entries()] == [b"unix:/a", b"pipe:b"]
     assert {e.id: e.limit for e in d.store.entries()} == limits_before
     assert {e.id: e.held.fd for e in d.store.entries()} == fds_before
@@ -208,6 +211,8 @@ def test_upgrade_hands_over_descriptors_and_clients(setup: Setup) -> None:
     got = s.ask(idle, protocol.encode_retrieve(b"unix:/a", False))
     assert got is not None and got[0] == b"\0" and inode(got[1][0]) == inodes[b"unix:/a"]
     os.close(got[1][0])
+    assert (d.requests["list"], d.requests["retrieve"]) == (4, 1)
+    assert HolderLife(d).describe()["counters"] == {"held": 2, "requests": d.requests}
     # expiry goes on from the handed-over limits
     s.clock.advance(5.001)
     s.turns()

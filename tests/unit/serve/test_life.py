@@ -9,6 +9,7 @@ from typing import Any, Dict
 
 import pytest
 
+from s6ipc.serve.admission import Admission, UidSources, parse_limits
 from s6ipc.serve.life import ServerLife, parse_state
 from s6ipc.serve.loop import Server, ServerConfig
 from s6ipc.serve.peers import PeerIdentity, UnixPeer, UnixPeers
@@ -37,9 +38,14 @@ def test_ipc_state_describe_and_status() -> None:
     server.children.add(101, UnixPeer(0, 0, True))
     server.children.add(102, UnixPeer(1000, 100, True))
     server.children.add(103, UnixPeer(1000, 100, True))
-    server.accepted, server.refused = 5, 2
+    server.accepted, server.spawned = 5, 3
+    server.refusals.update(localmaxconn=1, access=1)
+    server.exits.update(ok=4, signaled=1)
     life = _life(server)
-    assert life.to_state() == {"accepted": 5, "refused": 2,
+    counters = {"accepted": 5,
+                "refused": {"maxconn": 0, "localmaxconn": 1, "access": 1, "spawn": 0, "rate": 0, "prefix": 0},
+                "spawned": 3, "exits": {"ok": 4, "failed": 0, "signaled": 1}}
+    assert life.to_state() == {"accepted": 5, "refused": 2, "counters": counters,
                                "children": {"101": [0, 0], "102": [1000, 100], "103": [1000, 100]}}
     assert life.descriptors() == {"listen": 0}
     document = life.describe()
@@ -47,11 +53,33 @@ def test_ipc_state_describe_and_status() -> None:
                                        "unit": "uid", "peers": 2, "per_peer": {"0": 1, "1000": 2}}
     assert document["limits"] == {"maxconn": 7, "localmaxconn": 5}
     assert document["children"][1] == {"pid": 102, "uid": 1000, "gid": 100, "age": 1.23}
-    assert (document["accepted"], document["refused"]) == (5, 2)
+    assert (document["accepted"], document["refused"], document["counters"]) == (5, 2, counters)
     assert life.status_text() == "3 connections from 2 uids, 5 accepted, 2 refused"
     other = _round_trip(life, UnixPeers(True))
     assert other.children.count(1000) == 2 and (other.accepted, other.refused) == (5, 2)
+    assert ServerLife(other).counters() == counters, "every counter carried across the exec"
     assert other.children.peers[102].end_name() == "uid 1000"
+
+
+def test_admission_state_and_per_gid_counts_cross_the_exec() -> None:
+    """The buckets are carried (read with the new image's limits); the per-gid live counts are
+    rebuilt from the children (so a gidconn= that the new image adds counts those from before)."""
+    server = _server(UnixPeers(True))
+    server.admission = Admission(parse_limits(["rate=1/m,burst=1"], False), UidSources(),  # type: ignore[arg-type]
+                                 Quiet(), lambda: 50.0)
+    server.children.add(101, UnixPeer(1000, 100, True))
+    assert server.admission.admit(UnixPeer(1000, 100, True)) is None
+    state = json.loads(json.dumps(_life(server).to_state()))
+    assert state["admission"]["sources"] == {"1000": 1.0}
+    other = _server(UnixPeers(True))
+    other.admission = Admission(parse_limits(["rate=1/m,burst=1,gidconn=1"], False),  # type: ignore[arg-type]
+                                UidSources(), Quiet(), lambda: 50.0)
+    ServerLife(other).restore(state)
+    assert other.admission.live == {100: 1}
+    assert other.admission.admit(UnixPeer(1000, 100, True)) == "rate", "the bucket came along"
+    assert other.admission.admit(UnixPeer(1001, 100, True)) == "prefix"
+    assert _life(other).describe()["admission"]["limits"]["gidconn"] == 1
+    assert parse_state(state, UnixPeers(True)).children, "without -A now, the buckets are dropped"
 
 
 def test_ipc_without_credentials() -> None:
@@ -105,3 +133,19 @@ def test_tcp_counts_per_address_and_keeps_identities_across_the_state(family: in
 def test_a_malformed_state_is_refused(identity: PeerIdentity, state: Dict[str, Any]) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         parse_state(state, identity)
+
+
+def test_counters_from_an_older_state_and_a_newer_one() -> None:
+    """A state without counters (0.1, 0.2) keeps its totals; a newer one's unknown reasons are kept
+    (a downgrade loses no series); a negative or non-integer count is refused."""
+    identity = UnixPeers(True)
+    old = parse_state({"accepted": 9, "refused": 2, "children": {}}, identity).counters
+    assert (old["accepted"], old["spawned"], old["refused"]["access"]) == (9, 7, 2)
+    assert sum(old["refused"].values()) == 2
+    newer = {"accepted": 3, "refused": {"access": 1, "tarpit": 1}, "spawned": 1, "exits": {"ok": 1, "oom": 0}}
+    read = parse_state({"accepted": 3, "refused": 2, "counters": newer, "children": {}}, identity).counters
+    assert read["refused"]["tarpit"] == 1 and read["exits"]["oom"] == 0 and read["refused"]["rate"] == 0
+    for bad in (-1, 1.5, True, "3"):
+        broken = dict(newer, refused={"access": bad})
+        with pytest.raises(ValueError, match="counter 'access'"):
+            parse_state({"accepted": 3, "refused": 2, "counters": broken, "children": {}}, identity)

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import textwrap
+import time
 from typing import Any, Callable
 
 from s6ipc.serve import loop as server
@@ -154,3 +155,75 @@ def test_serve_on_after_a_failed_exec_then_close_gives_everything_back(sockdir: 
     assert report["endings"] == [["next", "image"], ["next", "image"]] and report["accepted"] == 2
     assert report["beats"] == [1000.0, 1000.0]
     assert report["handler"] and report["usr1"] and report["wakeup"], report
+
+
+COUNTERS_SCRIPT = r"""
+import json, os, signal, sys
+from s6ipc.base.execution import Spawner
+from s6ipc.base.messages import Reporter
+from s6ipc.serve.loop import Server, ServerConfig
+
+class Broken(Spawner):
+    def spawn(self, fd, env):
+        raise OSError(11, "Resource temporarily unavailable")
+
+seen = []
+def policy(peer, env, conn):
+    seen.append(1)
+    if len(seen) == 2:
+        return None
+    if len(seen) == 3:
+        return Broken(config.argv), env
+    return spawner, env
+
+ending = 'case $x in ok) exit 0;; fail) exit 3;; *) kill -9 $$;; esac'
+config = ServerConfig(["sh", "-c", 'echo go; read x; ' + ending], localmaxconn=2, notify=True)
+spawner = Spawner(config.argv)
+srv = Server(config, Reporter("t"), Reporter("t (child)"), policy=policy)
+srv.on_signal(signal.SIGUSR1, lambda: srv.stop_for_exec(["next"]))
+srv.start()
+srv.serve()
+report = {"accepted": srv.accepted, "spawned": srv.spawned, "refusals": srv.refusals, "exits": srv.exits,
+          "refused": srv.refused}
+os.write(2, (json.dumps(report) + "\n").encode())
+"""
+
+
+def test_counters_by_refusal_reason_and_exit_outcome(sockdir: str) -> None:
+    """accepted = spawned + refused; each refusal under its reason, each end under its outcome."""
+    path = os.path.join(sockdir, "s")
+
+    def exchange(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+        def client() -> socket.socket:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            return s
+
+        held = [client()]
+        assert held[0].recv(3) == b"go\n"
+        for _ in range(2):  # refused by the policy, then the spawn fails: closed at once
+            with client() as s:
+                assert s.recv(3) == b""
+        held.append(client())
+        assert held[1].recv(3) == b"go\n"
+        with client() as s:  # a third from the same uid: -C 2
+            assert s.recv(3) == b""
+        third = None
+        for s, word in zip(held, (b"ok\n", b"fail\n")):
+            s.sendall(word)
+            assert s.recv(3) == b""
+            s.close()
+        third = client()
+        assert third.recv(3) == b"go\n"
+        third.sendall(b"die\n")
+        assert third.recv(3) == b""
+        third.close()
+        time.sleep(0.3)  # the last SIGCHLD before SIGUSR1
+        proc.send_signal(signal.SIGUSR1)
+
+    report = _serve_script(COUNTERS_SCRIPT, sockdir, exchange)
+    assert report["refusals"] == {"maxconn": 0, "localmaxconn": 1, "access": 1, "spawn": 1, "rate": 0,
+                                  "prefix": 0}
+    assert report["exits"] == {"ok": 1, "failed": 1, "signaled": 1}
+    assert (report["accepted"], report["spawned"], report["refused"]) == (6, 3, 3)
