@@ -484,3 +484,39 @@ def test_sigint_kills_like_s6(start: Start) -> None:
         server, _ = start(who, [], "ok")
         server.signal(signal.SIGINT)
         assert server.wait(10) == -signal.SIGINT
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(b"\0abstract\xff\x01", id="abstract"),
+                                    pytest.param(b"c\xff\x01\x1b[2J\n", id="bytes"),
+                                    pytest.param(b"L", id="longest")])
+def test_env_client_path_of_any_bytes_equals_s6(start: Start, sockdir: str, suffix: bytes) -> None:
+    """IPCREMOTEPATH is a C string of the client's bound address, bytes as they are: an abstract
+    name (leading NUL) gives an empty value, a path of invalid UTF-8 and control characters passes
+    as it is, the longest path (107 bytes) whole — exactly what s6-ipcserverd gives."""
+    if suffix.startswith(b"\0"):
+        bind = suffix
+    elif suffix == b"L":
+        base = os.fsencode(sockdir) + b"/"
+        bind = base + b"L" * (107 - len(base))  # what Python binds: sun_path with its NUL
+    else:
+        bind = os.fsencode(sockdir) + b"/" + suffix
+    got = {}
+    for who in WHO:
+        _, path = start(who, [], prog=["/usr/bin/env", "-0"])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.bind(bind)
+            s.connect(path)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        if not bind.startswith(b"\0"):
+            os.unlink(bind)
+        env = dict(entry.split(b"=", 1) for entry in data.split(b"\0") if b"=" in entry)
+        got[who] = env[b"IPCREMOTEPATH"]
+    assert got["ours"] == got["s6"]
+    assert got["ours"] == (b"" if bind.startswith(b"\0") else bind)

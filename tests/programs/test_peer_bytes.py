@@ -12,8 +12,12 @@ holding newlines and CRs come back exactly).
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
 import threading
+import time
 from typing import Dict, Iterator, Union
 
 import pytest
@@ -222,3 +226,47 @@ def test_listen_fds_names_refuse_what_systemd_refuses() -> None:
     err = p.stderr.decode()
     no_traceback(err)
     assert p.returncode == 100 and len(err.splitlines()) == 1
+
+
+# -- sd_notify texts ---------------------------------------------------------------------------
+
+SENDER = r"""
+import os, socket, sys, time
+address = os.environ["NOTIFY_SOCKET"]
+address = "\0" + address[1:] if address.startswith("@") else address
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for message in (b"READY=1\0junk", b"STATUS=caf\xe9\x01\x1b[2J", b"X=" + b"\xff" * 4000):
+    s.sendto(message, address)
+time.sleep(0.3)
+s.sendto(b"READY=1", address)
+time.sleep(1)
+"""
+
+
+def test_sd_notify_texts_through_sdnotify_bridge() -> None:
+    """A datagram with a NUL is ignored (systemd ignores it too), so its READY=1 does not count;
+    other bytes reach the -v log line as they came (a newline becomes a space); no traceback."""
+    from tests.support.processes import VENV_PYTHON
+
+    r, w = os.pipe()
+    proc = subprocess.Popen([S6IPC, "sdnotify-bridge", "-v", "-a", "-d", str(w), VENV_PYTHON, "-c", SENDER],
+                            pass_fds=[w], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=BASE)
+    os.close(w)
+    try:
+        started = time.monotonic()
+        assert os.read(r, 10) == b"\n"
+        waited = time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait(10)
+        os.close(r)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert waited >= 0.25  # the READY=1 that came with a NUL did not count
+    assert b"Traceback" not in err
+    lines = [re.sub(rb"pid \d+", b"pid P", line) for line in err.splitlines()]
+    assert lines[:4] == [b"sdnotify-bridge: warning: pid P: notification with a NUL byte: ignored",
+                         b"sdnotify-bridge: info: pid P: STATUS=caf\xe9\x01\x1b[2J",
+                         b"sdnotify-bridge: info: pid P: X=" + b"\xff" * 4000,
+                         b"sdnotify-bridge: info: pid P: READY=1"]

@@ -121,6 +121,8 @@ class FakeSystem(System):
         self.discarded: List[int] = []
         self.restored: List[List[int]] = []
         self.ages: Dict[int, float] = {}
+        #: pids that are not this process's children (every other one is)
+        self.strangers: Set[int] = set()
         self._next_fd = 900
 
     def exec(self, argv: List[str]) -> NoReturn:
@@ -150,7 +152,7 @@ class FakeSystem(System):
         self.memfds[fd] = json.loads(json.dumps(state))  # what crosses the exec is JSON
         return fd
 
-    def take_state(self) -> Optional[Dict[str, Any]]:
+    def take_state(self, warn: Callable[[str], object]) -> Optional[Dict[str, Any]]:
         taken, self.taken = self.taken, None
         return taken
 
@@ -177,6 +179,9 @@ class FakeSystem(System):
 
     def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
         return {pid: self.ages.get(pid) for pid in pids}
+
+    def our_children(self, pids: Iterable[int]) -> List[int]:
+        return [pid for pid in pids if pid not in self.strangers]
 
 
 class RecordingNotifier(Notifier):

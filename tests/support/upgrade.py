@@ -22,6 +22,9 @@ from s6ipc.daemon import liveview
 from .processes import Client, wait_until
 
 PACKAGE = os.path.dirname(os.path.abspath(s6ipc.__file__))
+#: ``python FORGE KIND COMMAND…``: COMMAND with a hand-over its previous image did not make
+#: (the script's docstring says which).
+FORGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forge_handoff.py")
 
 
 def copy_package(top: str) -> str:

@@ -313,3 +313,11 @@ class Command:
         if len(rest) < self.operands or (self.program and not rest[0]):
             raise UsageError(self.missing)
         return rest
+
+    def parse_one(self, args: List[str], into: Target) -> str:
+        """:meth:`parse`, for a program that takes exactly one non-empty operand (``pid|name``):
+        returns it. Raises :class:`UsageError`."""
+        rest = self.parse(args, into)
+        if len(rest) != 1 or not rest[0]:
+            raise UsageError("one operand")
+        return rest[0]

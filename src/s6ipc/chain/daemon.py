@@ -170,15 +170,16 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     clock = SYSTEM_CLOCK
     limits = admission(config, identity.unit == "ip", reporter, clock.monotonic)  # a bad -A: exit 100 here
     os_ = system()
-    state: Optional[State] = Lifecycle.take(os_, program)
+    state: Optional[State] = Lifecycle.take(os_, program, reporter)
     if state is not None:
         config.notify = False  # the -1 newline was written by the first image
     sinks = readiness_sinks(config, reporter)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat, clock=clock, admission=limits)
-    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
-                     sinks.readiness, held_signals=lambda: server.signals, system=os_, loop=server,
-                     clock=server.clock, verbosity=config.verbosity)
+    part = ServerLife(server, os_.process_ages, os_.our_children)
+    life = Lifecycle(program, reporter.name, args, part, reporter, sinks.readiness,
+                     held_signals=lambda: server.signals, system=os_, loop=server, clock=server.clock,
+                     verbosity=config.verbosity)
     server.on_exit = [_unless_exec(server, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)

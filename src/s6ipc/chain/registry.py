@@ -54,6 +54,7 @@ PROGRAMS = {
     "tcpserver4d": "tcpserverd",
     "tcpserver6d": "tcpserverd",
     "status": "status",
+    "upgrade": "upgrade",
     "proxy-server": "proxy_server",
 }
 

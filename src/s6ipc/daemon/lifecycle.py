@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence
 
 __all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "UpgradeLoop", "System", "Lifecycle",
-           "process_ages", "take_over_text", "preflight_check"]
+           "process_ages", "our_children", "take_over_text", "preflight_check"]
 
 #: The layout of the state; a new image refuses a state of another format or another daemon's.
 FORMAT = 2
@@ -94,6 +94,13 @@ class Lineage(NamedTuple):
     sigmask: List[int]
     status_fd: Optional[int]
     readiness: Dict[str, str]
+    #: In-place upgrades that happened, and those that did not (preflight refused, exec failed).
+    upgrades: int = 0
+    upgrade_failures: int = 0
+    #: The last attempt: {"result": "ok"|"refused"|"failed", "reason", "pause_ms", "at"} (wall time).
+    last_upgrade: Optional[Dict[str, Any]] = None
+    #: CLOCK_MONOTONIC just before the exec (the old image's): where the pause starts.
+    exec_monotonic: Optional[float] = None
 
 
 class State(NamedTuple):
@@ -126,15 +133,29 @@ class State(NamedTuple):
                              f"this is {kind} format {FORMAT}")
         raw = obj["lineage"]
         fd = raw["status_fd"]
+        last = raw.get("last_upgrade")
+        at = raw.get("exec_monotonic")
         lineage = Lineage(int(raw["generation"]), float(raw["started_wall"]), float(raw["started_monotonic"]),
                           [int(s) for s in raw["sigmask"]], None if fd is None else int(fd),
                           {str(k): str(v) for k, v in dict(raw["readiness"]).items()
-                           if k in NOTIFY_VARIABLES})
+                           if k in NOTIFY_VARIABLES},
+                          int(raw.get("upgrades", 0)), int(raw.get("upgrade_failures", 0)),
+                          None if last is None else _last_upgrade(last), None if at is None else float(at))
         descriptors = {str(k): int(v) for k, v in dict(obj["descriptors"]).items()}
         daemon = obj["daemon"]
         if not isinstance(daemon, dict):
             raise TypeError("the daemon's part of the state is not an object")
         return cls(kind, str(obj["version"]), lineage, descriptors, daemon)
+
+
+def _last_upgrade(raw: object) -> Dict[str, Any]:
+    """The ``last_upgrade`` of a state, checked. Raises TypeError, ValueError."""
+    last = dict(raw)  # type: ignore[call-overload]
+    if last.get("result") not in ("ok", "refused", "failed"):
+        raise ValueError(f"last_upgrade result {last.get('result')!r}")
+    reason, pause = last.get("reason"), last.get("pause_ms")
+    return {"result": last["result"], "reason": None if reason is None else str(reason),
+            "pause_ms": None if pause is None else float(pause), "at": float(last["at"])}
 
 
 def _from_release_0_1(obj: Dict[str, Any], kind: str) -> Optional[State]:
@@ -216,21 +237,31 @@ class UpgradeLoop(Protocol):
 
 def process_ages(pids: Iterable[int]) -> Dict[int, Optional[float]]:
     """Seconds since each process of *pids* started (None: gone), from the kernel's start times
-    (``/proc/PID/stat`` field 22, ticks since boot): they survive any number of upgrades and cost
+    (:func:`s6ipc.daemon.upgrade.start_ticks`): they survive any number of upgrades and cost
     nothing per connection."""
     with open("/proc/uptime", "rb") as f:
         now = float(f.read().split()[0])
     ages: Dict[int, Optional[float]] = {}
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            ages[pid] = None
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        ages[pid] = max(0.0, now - int(fields[19]) / _TICKS)
+        ticks = upgrade.start_ticks(pid)
+        ages[pid] = None if ticks is None else max(0.0, now - ticks / _TICKS)
     return ages
+
+
+def our_children(pids: Iterable[int]) -> List[int]:
+    """Those of *pids* that are this process's children (running, or exited and not yet reaped):
+    ``waitid(P_PID, pid, WEXITED|WNOHANG|WNOWAIT)`` fails with ECHILD for any other process, and
+    reaps nothing. A state may only make a daemon adopt these: it never signals another's process."""
+    mine = []
+    for pid in pids:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            continue
+        except OSError:  # EINTR…: it is not known to be ours
+            continue
+        mine.append(pid)
+    return mine
 
 
 class System:
@@ -257,8 +288,8 @@ class System:
     def write_state(self, state: Dict[str, Any]) -> int:
         return upgrade.write_state(state)
 
-    def take_state(self) -> Optional[Dict[str, Any]]:
-        return upgrade.take_state()
+    def take_state(self, warn: Callable[[str], object]) -> Optional[Dict[str, Any]]:
+        return upgrade.take_state(warn)
 
     def discard_state(self, fd: int) -> None:
         upgrade.discard_state(fd)
@@ -289,6 +320,9 @@ class System:
 
     def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
         return process_ages(pids)
+
+    def our_children(self, pids: Iterable[int]) -> List[int]:
+        return our_children(pids)
 
 
 def take_over_text(e: BaseException) -> str:
@@ -331,6 +365,10 @@ class Lifecycle:
         self.generation = 0
         self.started_wall = clock.wall_ns() / 1e9
         self.started_monotonic = clock.monotonic()
+        #: The upgrade facts of the live view (the lineage's, see :class:`Lineage`).
+        self.upgrades = self.upgrade_failures = 0
+        self.last_upgrade: Optional[Dict[str, Any]] = None
+        self._exec_monotonic: Optional[float] = None
         #: The live view's socket, kept across the exec (its abstract name holds the PID).
         self.status: Optional[StatusSocket] = None
         #: True from a preflight that passed until the exec (or its failure).
@@ -340,10 +378,11 @@ class Lifecycle:
 
     # -- the new image --------------------------------------------------------------------------
     @staticmethod
-    def take(system: System, kind: str) -> Optional[State]:
-        """The state the previous image handed over (None: a fresh start); its readiness variables
-        go back into the environment. Raises :class:`Unusable` (one line, exit 111)."""
-        obj = system.take_state()
+    def take(system: System, kind: str, log: Log) -> Optional[State]:
+        """The state the previous image of this process handed over (None: a fresh start, also
+        when ``$S6IPC_HANDOFF`` names anything else: one warning on *log*); its readiness
+        variables go back into the environment. Raises :class:`Unusable` (one line, exit 111)."""
+        obj = system.take_state(log.warn)
         if obj is None:
             return None
         try:
@@ -357,9 +396,11 @@ class Lifecycle:
         """Take *state* over: the lineage, and the daemon's part (through *restore*, by default
         the part's :meth:`~DaemonPart.restore`). Raises :class:`Unusable` (one line, exit 111) for
         whatever the daemon's part raises but its own :class:`S6ipcError` (which it raises as is)."""
-        self.generation = state.lineage.generation
-        self.started_wall = state.lineage.started_wall
-        self.started_monotonic = state.lineage.started_monotonic
+        lineage = state.lineage
+        self.generation = lineage.generation
+        self.started_wall, self.started_monotonic = lineage.started_wall, lineage.started_monotonic
+        self.upgrades, self.upgrade_failures = lineage.upgrades, lineage.upgrade_failures
+        self.last_upgrade, self._exec_monotonic = lineage.last_upgrade, lineage.exec_monotonic
         try:
             (restore or self.part.restore)(state.daemon)
         except S6ipcError:
@@ -383,8 +424,22 @@ class Lifecycle:
         watch(self.status.fileno(), self.status.on_event)
 
     def resumed(self, state: State) -> None:
-        """The new image's handlers are in place: let the signals held across the exec in."""
+        """The new image serves and its handlers are in place: the upgrade is counted (its pause:
+        from just before the exec to now, on CLOCK_MONOTONIC), the signals held across the exec
+        are let in."""
+        self.upgrades += 1
+        since = self._exec_monotonic
+        self._exec_monotonic = None
+        pause = None if since is None else round((self.clock.monotonic() - since) * 1e3, 3)
+        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": pause,
+                             "at": round(self.clock.wall_ns() / 1e9, 3)}
         self.system.restore_mask(state.lineage.sigmask)
+
+    def _failed(self, result: str, reason: str) -> None:
+        """An upgrade that did not happen (*result* ``refused``: the preflight; ``failed``: the exec)."""
+        self.upgrade_failures += 1
+        self.last_upgrade = {"result": result, "reason": reason, "pause_ms": None,
+                             "at": round(self.clock.wall_ns() / 1e9, 3)}
 
     # -- what it shows --------------------------------------------------------------------------
     def uptime(self) -> float:
@@ -394,7 +449,9 @@ class Lifecycle:
         """The live view's document: the common fields, then the daemon's (docs/status.md)."""
         document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(), "version": __version__,
                                     "generation": self.generation, "uptime": round(self.uptime(), 3),
-                                    "started": round(self.started_wall, 3)}
+                                    "started": round(self.started_wall, 3), "upgrades": self.upgrades,
+                                    "upgrade_failures": self.upgrade_failures,
+                                    "last_upgrade": self.last_upgrade}
         document.update(self.part.describe())
         return document
 
@@ -409,13 +466,14 @@ class Lifecycle:
         except S6ipcError as e:
             self.log.warn(str(e))
 
-    def state(self, mask: Sequence[int] = ()) -> State:
-        """What the next image would get now (the signal mask *mask* to restore)."""
+    def state(self, mask: Sequence[int] = (), exec_monotonic: Optional[float] = None) -> State:
+        """What the next image would get now (the signal mask *mask* to restore, the exec's time)."""
         named = dict(self.part.descriptors())
         if self.status is not None:
             named["status"] = self.status.fileno()
         lineage = Lineage(self.generation + 1, self.started_wall, self.started_monotonic, list(mask),
-                          None if self.status is None else self.status.fileno(), self._readiness())
+                          None if self.status is None else self.status.fileno(), self._readiness(),
+                          self.upgrades, self.upgrade_failures, self.last_upgrade, exec_monotonic)
         return State(self.kind, __version__, lineage, named, self.part.to_state())
 
     def _readiness(self) -> Dict[str, str]:
@@ -471,6 +529,7 @@ class Lifecycle:
         self.loop.stop_for_exec(self.system.reexec_argv(self.program, self.args))
 
     def _refused(self, problem: str) -> None:
+        self._failed("refused", problem)
         if self.verbosity >= 1:
             self.log.warn(f"unable to upgrade in place: {problem}; still serving with s6ipc {__version__}")
         self.tell(self.readiness.notifier.ready)
@@ -499,7 +558,7 @@ class Lifecycle:
         system = self.system
         mask = system.block_signals(self.held_signals())
         self._keep_signals_pending()
-        state = self.state(mask)
+        state = self.state(mask, self.clock.monotonic())
         kept = list(state.descriptors.values())
         memfd = -1
         try:
@@ -519,6 +578,7 @@ class Lifecycle:
         if memfd >= 0:
             system.discard_state(memfd)
         self.upgrading = False
+        self._failed("failed", why)
         self.tell(self.readiness.notifier.ready)
         if self.verbosity >= 1:
             self.log.warn(f"unable to upgrade in place: {why}; still serving with s6ipc {__version__}")

@@ -27,6 +27,24 @@ Some facts about ``execve`` (Linux) that an in-place upgrade relies on:
   the new image finds its number in ``$S6IPC_HANDOFF``, reads the JSON from offset 0 with
   ``pread`` and closes it, which frees it. Nothing touches the file system, so a read-only root, a
   private /tmp or another user's daemon cannot get in the way, and a crash frees the memory.
+* **Seals** (``fcntl(2)``, ``F_ADD_SEALS``, Linux 3.17): a memfd made with ``MFD_ALLOW_SEALING``
+  can be sealed against writing, growing and shrinking, and against further sealing; a seal is
+  never removed, whoever holds a descriptor of it. ``readlink /proc/self/fd/N`` of a memfd reads
+  ``/memfd:NAME (deleted)``. **``/proc/self/stat``'s field 22** (the start time, in clock ticks
+  since boot) is the process's, not the image's: an exec keeps it, and a PID reused by another
+  process has another one.
+
+What that means for the hand-over: **the new image takes state only from what its own previous
+image made for it** — anything else in ``$S6IPC_HANDOFF`` was put there by someone else (a parent
+that leaked the variable, a forged environment, a descriptor inherited from another process). The
+memfd is named ``s6ipc-handoff:PID``, sealed (write, grow, shrink, seal) once written, and its JSON
+names the PID and that process's start time (``"author"``). :func:`take_state` checks all of it: a
+descriptor that is not a memfd of that name (a regular file, a pipe, a socket — fd 0!), a memfd
+that is not sealed (someone else may still write it), or one whose author is another process is
+**ignored** with one warning and the daemon starts fresh — it is not even closed, since it is not
+ours (it may be the listening socket). Only a state that passed those checks but cannot be read
+(not JSON, too large) is an error (:class:`Unusable`): it was ours, and its loss is the
+supervisor's to see.
 * **Which code runs next**: the console script ``s6ipc`` next to the running interpreter (the venv
   the daemon was started from), or ``python -m s6ipc``: a fresh interpreter imports the modules
   from disk, so a ``pip install -U s6ipc`` into that venv is what the new image runs — never the
@@ -46,6 +64,7 @@ from __future__ import annotations
 
 import _signal
 import errno
+import fcntl
 import os
 
 from ..base.errors import SystemFailure, Unusable
@@ -54,12 +73,13 @@ from ..base.options import INT_MAX, scan_magnitude
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterable, List, Optional, Sequence
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
     "HANDOFF_VARIABLE", "PREFLIGHT_TIMEOUT", "reexec_argv", "PreflightChild", "start_preflight", "preflight",
     "preflight_state",
     "keep_across_exec", "block_signals", "restore_mask", "write_state", "discard_state", "take_state",
+    "start_ticks", "memfd_name",
 ]
 
 #: The variable that carries the memfd's number into the new image.
@@ -67,6 +87,24 @@ HANDOFF_VARIABLE = "S6IPC_HANDOFF"
 #: Seconds a preflight may take (importing every module: ~0.2 s on a quiet machine).
 PREFLIGHT_TIMEOUT = 30.0
 _MAX_STATE = 64 * 1024 * 1024
+_MEMFD_PREFIX = "s6ipc-handoff:"
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+
+
+def memfd_name(pid: int) -> str:
+    """The name of the memfd process *pid* hands its next image (``s6ipc-handoff:PID``)."""
+    return f"{_MEMFD_PREFIX}{pid}"
+
+
+def start_ticks(pid: object = "self") -> Optional[int]:
+    """When process *pid* started (``/proc/PID/stat`` field 22, clock ticks since boot: the same
+    across execs, another for a reused PID); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
 
 
 def reexec_argv(program: str, args: Sequence[str]) -> List[str]:
@@ -240,26 +278,32 @@ def restore_mask(mask: Iterable[int]) -> None:
 
 
 def write_state(state: Dict[str, Any]) -> int:
-    """Put *state* (JSON-serialisable) in a memfd the next image inherits; set ``$S6IPC_HANDOFF``.
+    """Put *state* (JSON-serialisable) in a sealed memfd the next image inherits, signed with this
+    process's PID and start time (``"author"``); set ``$S6IPC_HANDOFF``.
 
     Returns the memfd's number (for :func:`discard_state` if the exec does not happen). Raises
-    :class:`SystemFailure` when the memfd cannot be made or written, TypeError/ValueError when
-    *state* is not JSON.
+    :class:`SystemFailure` when the memfd cannot be made, written or sealed, TypeError/ValueError
+    when *state* is not JSON.
     """
     import json
 
-    data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
-    try:
-        fd = os.memfd_create("s6ipc-handoff", 0)  # no MFD_CLOEXEC: the next image inherits it
+    pid = os.getpid()
+    signed = {**state, "author": {"pid": pid, "start": start_ticks()}}
+    data = json.dumps(signed, separators=(",", ":"), sort_keys=True).encode()
+    try:  # no MFD_CLOEXEC: the next image inherits it
+        fd = os.memfd_create(memfd_name(pid), os.MFD_ALLOW_SEALING)
     except OSError as e:
         raise SystemFailure("memfd_create", e.errno or errno.EIO) from None
+    doing = "write the handoff state"
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        doing = "seal the handoff state"
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
     except OSError as e:
         os.close(fd)
-        raise SystemFailure("write the handoff state", e.errno or errno.EIO) from None
+        raise SystemFailure(doing, e.errno or errno.EIO) from None
     os.environ[HANDOFF_VARIABLE] = str(fd)
     return fd
 
@@ -273,12 +317,34 @@ def discard_state(fd: int) -> None:
         pass
 
 
-def take_state() -> Optional[Dict[str, Any]]:
-    """In the new image: the state the previous one wrote, or None when this is a plain start.
+def _not_ours(fd: int) -> Optional[str]:
+    """Why descriptor *fd* is not a handoff memfd this process made (None: it is, as far as the
+    kernel tells: the right name, sealed)."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError as e:
+        return f"fd {fd}: {os.strerror(e.errno or errno.EBADF)}"
+    if target != f"/memfd:{memfd_name(os.getpid())} (deleted)":
+        shown = target if target.startswith(("/memfd:", "pipe:", "socket:", "anon_inode:")) else "a file"
+        return f"fd {fd} is {shown}, not this process's handoff memfd"
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError as e:
+        return f"unable to read the seals of fd {fd}: {os.strerror(e.errno or errno.EIO)}"
+    if seals & _SEALS != _SEALS:
+        return f"fd {fd} is a memfd that is not sealed"
+    return None
 
-    Reads the memfd named by ``$S6IPC_HANDOFF``, closes it and removes the variable (children never
-    see it). Raises :class:`Unusable` (exit 111) for a value that is not a descriptor, a descriptor
-    that cannot be read, or content that is not a JSON object.
+
+def take_state(warn: Callable[[str], object]) -> Optional[Dict[str, Any]]:
+    """In the new image: the state the previous image of this process wrote, or None when this is
+    a plain start.
+
+    Removes ``$S6IPC_HANDOFF`` (children never see it). A value that does not name this process's
+    own sealed memfd, signed with its PID and start time (the module docstring), is not a state:
+    one line goes to *warn* (``ignoring $S6IPC_HANDOFF: …``) and None is returned (start fresh);
+    such a descriptor is left alone. The memfd itself is read and closed. Raises
+    :class:`Unusable` (exit 111) for our memfd whose content is not a JSON object.
     """
     value = os.environ.pop(HANDOFF_VARIABLE, None)
     if value is None:
@@ -287,8 +353,10 @@ def take_state() -> Optional[Dict[str, Any]]:
         fd = scan_magnitude(value, 10, INT_MAX)
     except ValueError:
         fd = None
-    if fd is None:
-        raise Unusable(f"invalid ${HANDOFF_VARIABLE}: {value!r} (a descriptor number)")
+    problem = "not a descriptor number" if fd is None else _not_ours(fd)
+    if fd is None or problem is not None:
+        warn(f"ignoring ${HANDOFF_VARIABLE}={value[:32]!r}: {problem}; starting fresh")
+        return None
     chunks: List[bytes] = []
     offset = 0
     try:
@@ -316,4 +384,10 @@ def take_state() -> Optional[Dict[str, Any]]:
         raise Unusable(f"the handoff state on fd {fd} is not JSON: {e}") from None
     if not isinstance(state, dict):
         raise Unusable(f"the handoff state on fd {fd} is not a JSON object")
+    author = state.pop("author", None)
+    me = {"pid": os.getpid(), "start": start_ticks()}
+    if author != me:
+        warn(f"ignoring ${HANDOFF_VARIABLE}={value[:32]!r}: a state written by {author!r}, this is {me!r}; "
+             "starting fresh")
+        return None
     return state

@@ -58,7 +58,7 @@ def preflight(args: List[str]) -> None:
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
     os_ = system()
-    state: Optional[State] = Lifecycle.take(os_, KIND)
+    state: Optional[State] = Lifecycle.take(os_, KIND, reporter)
     # set below: SIGUSR2 is only read from the loop, once the lifecycle exists
     hook: List[Lifecycle] = []
     daemon = FdHolderDaemon(config, reporter, on_upgrade=lambda: hook[0].requested())

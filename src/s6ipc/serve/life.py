@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..base.typeshim import NamedTuple
 from ..daemon.counters import read_counts
-from ..daemon.lifecycle import process_ages
+from ..daemon.lifecycle import our_children, process_ages
 from .admission import Admission
 from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
     Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
+    Children = Callable[[Iterable[int]], List[int]]
 
 __all__ = ["ServerLife", "ServerState", "parse_state"]
 
@@ -66,12 +67,14 @@ def parse_state(state: Dict[str, Any], identity: PeerIdentity,
 class ServerLife:
     """A :class:`Server`'s part of its life: counters and children, whatever its peer identity.
 
-    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default).
+    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default);
+    *ours* which processes are this one's children (:func:`our_children`).
     """
 
-    def __init__(self, server: Server, ages: Ages = process_ages) -> None:
+    def __init__(self, server: Server, ages: Ages = process_ages, ours: Children = our_children) -> None:
         self.server = server
         self.ages = ages
+        self.ours = ours
 
     # -- across the exec ------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -92,13 +95,22 @@ class ServerLife:
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
-        :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
+        :meth:`Server.start`: only the processes that are this one's children — a pid the state
+        names that is not (one warning) is never adopted, so never signalled. Raises ValueError,
+        KeyError or TypeError for a malformed state."""
         server = self.server
         parsed = parse_state(state, server.identity, server.admission)
         counters = parsed.counters
         server.accepted, server.spawned = counters["accepted"], counters["spawned"]
         server.refusals, server.exits = counters["refused"], counters["exits"]
+        mine = set(self.ours(pid for pid, _ in parsed.children))
+        strangers = sorted(pid for pid, _ in parsed.children if pid not in mine)
+        if strangers:
+            server.log.warn(f"not adopting pid {', '.join(map(str, strangers))} from the handoff state: "
+                            "not a child of this process")
         for pid, peer in parsed.children:
+            if pid not in mine:
+                continue
             server.children.add(pid, peer)
             if server.admission is not None:
                 server.admission.spawned(peer)  # the per-prefix / per-gid live counts

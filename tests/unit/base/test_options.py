@@ -289,3 +289,12 @@ def test_gol_errors(args: List[str], message: str) -> None:
     with pytest.raises(BadInput) as e:
         gol(args, "12", "tv", GOL_LONG)
     assert (str(e.value), e.value.exit_code) == (message, 100)
+
+
+def test_parse_one_takes_exactly_one_non_empty_operand() -> None:
+    command = Command({"j": flag("json")})
+    into: Dict[str, object] = {}
+    assert command.parse_one(["-j", "4242"], into) == "4242" and into == {"json": True}
+    for args in ([], ["-j"], ["1", "2"], [""]):
+        with pytest.raises(UsageError):
+            command.parse_one(args, {})

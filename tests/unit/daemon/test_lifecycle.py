@@ -219,14 +219,14 @@ def _taken(**changes: Any) -> Dict[str, Any]:
 def test_take_over_restores_lineage_readiness_and_the_daemons_part(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     system = FakeSystem(taken=_taken())
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None and os.environ["NOTIFY_SOCKET"] == "/run/n"
     s = Setup(system)
     s.life.adopt(state)
     assert s.daemon.restored == [{"count": 9}] and s.life.generation == 2
     s.life.resumed(state)
     assert s.system.blocked == {signal.SIGPIPE}
-    assert Lifecycle.take(system, "thingd") is None  # a fresh start
+    assert Lifecycle.take(system, "thingd", Quiet()) is None  # a fresh start
 
 
 @pytest.mark.parametrize("obj,line", [
@@ -236,14 +236,14 @@ def test_take_over_restores_lineage_readiness_and_the_daemons_part(monkeypatch: 
 ])
 def test_a_state_that_cannot_be_read_is_one_line_and_111(obj: Dict[str, Any], line: str) -> None:
     with pytest.raises(Unusable) as info:
-        Lifecycle.take(FakeSystem(taken=obj), "thingd")
+        Lifecycle.take(FakeSystem(taken=obj), "thingd", Quiet())
     assert str(info.value) == f"unable to take over from the previous image: {line}"
     assert info.value.exit_code == 111
 
 
 def test_a_daemon_part_that_cannot_be_restored_is_one_line_and_111() -> None:
     system = FakeSystem(taken=_taken(daemon={"count": "many"}))
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None
     with pytest.raises(Unusable) as info:
         Setup(system).life.adopt(state)
@@ -256,11 +256,12 @@ def test_uptime_and_the_common_fields_come_from_the_lifecycle_and_its_clock() ->
     s.clock.advance(90.5)
     document = s.life.document()
     assert document == {"program": "thingd", "pid": os.getpid(), "version": __version__, "generation": 0,
-                        "uptime": 90.5, "started": round(s.life.started_wall, 3), "count": 0}
+                        "uptime": 90.5, "started": round(s.life.started_wall, 3), "upgrades": 0,
+                        "upgrade_failures": 0, "last_upgrade": None, "count": 0}
     assert s.life.status_text() == "0 things"
     # after a take-over, the uptime goes on from the first image's start (CLOCK_MONOTONIC)
     system = FakeSystem(taken=_taken())
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None
     t = Setup(system)
     t.life.adopt(state)
@@ -328,3 +329,51 @@ def test_a_state_of_release_0_1_is_taken_over() -> None:
     # its uptime was on the wall clock: the same age, now counted on CLOCK_MONOTONIC
     uptime = time.monotonic() - state.lineage.started_monotonic
     assert uptime == pytest.approx(time.time() - 1.7e9, abs=5)
+
+
+def test_the_upgrade_facts_travel_in_the_lineage_and_show_in_the_live_view() -> None:
+    """A refusal and a failed exec are counted as failures (with their reason); a successful exec
+    counts one upgrade in the new image, with the pause from just before the exec to ``resumed``."""
+    s = Setup(FakeSystem(problem="no thingd here"))
+    assert s.upgrade(256) is None
+    last = s.life.document()["last_upgrade"]
+    seen = (s.life.upgrade_failures, last["result"], last["reason"], last["pause_ms"])
+    assert seen == (1, "refused", "no thingd here", None)
+    s.system.problem, s.system.exec_error = None, ExecFailure("/venv/bin/s6ipc", 2)
+    s.life.replace(s.upgrade() or [])
+    document = s.life.document()
+    assert (document["upgrades"], document["upgrade_failures"]) == (0, 2)
+    last = document["last_upgrade"]
+    assert last["result"] == "failed" and "unable to exec" in last["reason"]
+    s.system.exec_error = None
+    s.clock.advance(5)
+    with pytest.raises(Exec) as info:
+        s.life.replace(s.upgrade() or [])
+    obj = info.value.state
+    assert obj["lineage"]["exec_monotonic"] == s.clock.monotonic()
+    # the new image, 0.0375 s later
+    new = Setup(FakeSystem(taken=obj))
+    new.clock.now = s.clock.now + 0.0375
+    state = Lifecycle.take(new.system, "thingd", Quiet())
+    assert state is not None
+    new.life.adopt(state)
+    new.life.resumed(state)
+    document = new.life.document()
+    assert (document["generation"], document["upgrades"], document["upgrade_failures"]) == (1, 1, 2)
+    assert document["last_upgrade"] == {"result": "ok", "reason": None, "pause_ms": 37.5,
+                                        "at": round(new.clock.wall_ns() / 1e9, 3)}
+    # and on into the next generation
+    assert new.life.state().lineage.upgrades == 1
+
+
+def test_a_state_without_the_upgrade_facts_is_taken_over() -> None:
+    """A state of this format written before the upgrade facts existed (main before issue 18)."""
+    obj = _taken()
+    for key in ("upgrades", "upgrade_failures", "last_upgrade", "exec_monotonic"):
+        del obj["lineage"][key]
+    state = Lifecycle.take(FakeSystem(taken=obj), "thingd", Quiet())
+    assert state is not None and state.lineage.upgrades == 0 and state.lineage.last_upgrade is None
+    s = Setup(FakeSystem())
+    s.life.adopt(state)
+    s.life.resumed(state)
+    assert s.life.document()["last_upgrade"]["pause_ms"] is None and s.life.upgrades == 1
