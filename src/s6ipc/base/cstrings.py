@@ -40,7 +40,8 @@ sd_notify datagrams          sdnotify-bridge ``-v`` log     a NUL → ignored (a
                                                             (test_peer_bytes)
 rules ``env/`` files         the child's environment        skalibs envdir: first line, NUL → LF
                                                             (test_peer_bytes, test_access_bad_input)
-rules ``exec`` files         ``execlineb -c`` argv word     cut at NUL, 4096 bytes (access.rules)
+rules ``exec`` files         ``execlineb -c`` argv word     cut at NUL, 4096 bytes
+                                                            (test_ipcserver_access, = s6's)
 PROXY header (the proxy)     ``TCP*``/``IPC*``/``SSL_*``    parsed, C strings, ≤ 107 / 16+65535
                                                             bytes (test_proxy_server, serve/test_proxy)
 the environment inherited    passed on                      entries CPython cannot hold kept exactly

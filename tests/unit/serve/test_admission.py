@@ -255,3 +255,16 @@ def test_without_limits_in_a_table_nothing_is_tracked() -> None:
     for peer in peers:
         assert adm.admit(peer) is None
     assert adm.describe()["tracked"] == {"sources": 0, "groups": 0} and adm.live == {}
+
+
+def test_past_the_cap_the_untracked_sources_are_one_and_logged_so() -> None:
+    adm, clock, log = admission("rate=1/m,burst=1,sources=1")
+    assert adm.admit(tcp_peer("10.0.0.1")) is None
+    assert adm.admit(tcp_peer("10.0.0.2")) is None, "the first untracked source takes the shared token"
+    assert adm.admit(tcp_peer("10.0.0.3")) == "rate"
+    assert log.lines == ["info: deny ip (untracked) over rate 1/m burst 1: 1 refused"]
+    assert adm.describe()["tracked"]["sources"] == 2 and adm.to_state()["sources"].keys() == {"10.0.0.1",
+                                                                                             "(untracked)"}
+    clock.now += 61
+    adm.tick()
+    assert adm.admit(tcp_peer("10.0.0.3")) is None and "10.0.0.3" in adm.rates.due  # type: ignore[union-attr]
