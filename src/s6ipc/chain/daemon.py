@@ -66,7 +66,7 @@ def admission(config: ServerConfig, tcp: bool, log: Log,
     limits = parse_limits(config.admission, tcp)
     if limits is None:
         return None
-    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources()
+    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources(config.lookup)
     return Admission(limits, sources, log, monotonic)
 
 
