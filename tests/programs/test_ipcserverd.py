@@ -23,6 +23,7 @@ from tests.support.processes import (
     RunningServer,
     normalise_log,
     proc_children,
+    read_all,
     request,
     run,
     wait_until,
@@ -508,12 +509,7 @@ def test_env_client_path_of_any_bytes_equals_s6(start: Start, sockdir: str, suff
             s.bind(bind)
             s.connect(path)
             s.shutdown(socket.SHUT_WR)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_all(s)
         if not bind.startswith(b"\0"):
             os.unlink(bind)
         env = dict(entry.split(b"=", 1) for entry in data.split(b"\0") if b"=" in entry)

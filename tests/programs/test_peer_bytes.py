@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
-import threading
 import time
 from typing import Dict, Iterator, Union
 
 import pytest
 
 from tests.support.access import make_rules
-from tests.support.netpeers import FakeDns, FakeIdent, loopback_address, serve_one
+from tests.support.netpeers import FakeDns, FakeIdent, Listener, loopback_address, serve_one
 from tests.support.processes import S6IPC, run
 
 BASE = {"PATH": "/usr/bin:/bin"}
@@ -92,30 +90,10 @@ def test_ident_reply_length_bound(length: int, code: int) -> None:
             f"tcpserver-access: fatal: reject pid {got.stderr.split('pid ')[1].split()[0]} ip {ip}"]
 
 
-class _Listener:
-    def __init__(self, ip: str) -> None:
-        self.sock = socket.socket()
-        self.sock.bind((ip, 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.mark.parametrize("sent,expected", VALUES)
 def test_ident_reply_into_tcpclient(sent: bytes, expected: bytes) -> None:
     ip = loopback_address(113)
-    listener = _Listener(ip)
+    listener = Listener(ip)
     identd = _identd(ip, sent)
     try:
         p = run([S6IPC, "tcpclient", "-H", "-l", "x", "-r", ip, str(listener.port), *ENV0],
@@ -167,7 +145,7 @@ def test_ptr_name_into_tcpserver_access(dns: FakeDns, sent: bytes, expected: byt
 @pytest.mark.parametrize("sent,expected", NAMES)
 def test_ptr_name_into_tcpclient(dns: FakeDns, sent: bytes, expected: bytes) -> None:
     client = _ptr(dns, sent)
-    listener = _Listener(client)
+    listener = Listener(client)
     try:
         p = run([S6IPC, "tcpclient", "-i", client, client, str(listener.port), *ENV0],
                 env=dict(BASE, DNSCACHEIP=dns.ip))
