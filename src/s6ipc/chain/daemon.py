@@ -22,6 +22,7 @@ from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import Command, collect, flag, parse_uint, setting
+from ..base.s6release import s6_release
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
@@ -53,8 +54,8 @@ _IPC_COMMAND = Command({**__TCP_COMMAND, "P": flag("lookup", False), "p": flag("
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
-    Raises :class:`UsageError`."""
-    config = ServerConfig([])
+    Raises :class:`UsageError`, or :class:`~s6ipc.base.errors.BadInput` for a bad ``S6IPC_S6``."""
+    config = ServerConfig([], release=s6_release(os.environ))
     config.argv = (_IPC_COMMAND if credentials else _TCP_COMMAND).parse(args, config)
     return config
 

@@ -26,6 +26,11 @@ Some facts about s6-fdholderd (2.11.3.2) and the kernel that this loop reproduce
   :meth:`FdHolderDaemon.run` returns ``Ending(exec_argv=…)``: the program execs, handing over the
   store and the idle clients (fdholder/life.py); the library never does. CPython's C handler writes
   each signal number to the wakeup pipe at once; the loop reads them from there, between requests.
+* **Dumps** go in messages of at most 253 descriptors (s6 2.12 and later: skalibs 2.14's
+  ``UNIXMESSAGE_MAXFDS``), 255 with ``S6IPC_S6=2.11``; the getdump header and the setdump reply
+  announce ``1 + (n-1)/MAXFDS`` messages, which libs6's clients check against their own rule, so
+  one rule cannot serve both lines at 254–255 and 507–510 descriptors (:mod:`s6ipc.base.s6release`).
+  Requests are taken with up to 255 descriptors per message, whichever line sends them.
 * **Exit status** is a bit mask: 1 if descriptors are still held, 2 if clients are still
   connected.
 * **Running out of descriptors**: ``accept`` failing with EMFILE/ENFILE makes s6 die; here the
@@ -50,6 +55,7 @@ from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
+from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import NamedTuple, dataclass, field
 from ..base.unixmessage import Message, Outbox, ProtocolError
@@ -124,6 +130,8 @@ class DaemonConfig:
     maxfds: int = MAXFDS_DEFAULT
     timeout_ms: int = 0
     lameduck_ms: int = 0
+    #: Descriptors per dump message follow this s6 line (``S6IPC_S6``: :mod:`s6ipc.base.s6release`).
+    release: S6Release = DEFAULT
 
     def normalise(self) -> None:
         """Apply s6's caps: maxconn 1..256; maxfds at least 1 and at most RLIMIT_NOFILE - 6.
@@ -692,9 +700,10 @@ class FdHolderDaemon:
             self._answer(c, errno.EPERM)
             return
         entries = list(self.store.entries())
-        c.outbox.put(protocol.encode_getdump_header(len(entries)))
-        for start in range(0, len(entries), unixmessage.MAX_FDS):
-            chunk = entries[start : start + unixmessage.MAX_FDS]
+        per_message = self.config.release.unixmessage_maxfds
+        c.outbox.put(protocol.encode_getdump_header(len(entries), per_message))
+        for start in range(0, len(entries), per_message):
+            chunk = entries[start : start + per_message]
             body = protocol.encode_entries([protocol.DumpEntry(e.limit, e.id) for e in chunk])
             c.outbox.put(body, [e.held for e in chunk])
         self._arm(c)
@@ -706,7 +715,7 @@ class FdHolderDaemon:
             self._answer(c, errno.ENFILE)
         else:
             c.dumping = request.count
-            c.outbox.put(protocol.encode_setdump_reply(request.count))
+            c.outbox.put(protocol.encode_setdump_reply(request.count, self.config.release.unixmessage_maxfds))
 
     def do_setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
         if not c.rights.setdump:

@@ -51,6 +51,7 @@ from ..base.descriptors import close_on_exec_above
 from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
+from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
@@ -67,11 +68,10 @@ if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
+    "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
     "Server", "ChildSpawner", "REFUSAL_REASONS", "EXIT_OUTCOMES",
 ]
 
-ABSOLUTE_MAXCONN = 1000
 _BURST = 64
 #: Why an accepted connection was closed without a child: ``maxconn`` never happens (at ``-c``
 #: the loop stops accepting and clients wait in the backlog, as s6's), ``localmaxconn`` (``-C``),
@@ -118,18 +118,21 @@ class ServerConfig:
     maxconn: int = 40
     localmaxconn: int = 40
     notify: bool = False
+    #: The s6 line followed where releases differ (``S6IPC_S6``: :mod:`s6ipc.base.s6release`).
+    release: S6Release = DEFAULT
     #: ``-A`` values, in order (parsed by :func:`s6ipc.serve.admission.parse_limits`).
     admission: List[str] = field(default_factory=list)
 
     def normalised(self) -> ServerConfig:
-        """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
-        maxconn = min(max(self.maxconn, 1), ABSOLUTE_MAXCONN)
+        """maxconn 0 → 1, capped at the release's ceiling (16384; 1000 for 2.11); localmaxconn =
+        maxconn with -P or when above it."""
+        maxconn = min(max(self.maxconn, 1), self.release.absolute_maxconn)
         local = self.localmaxconn
         if not self.lookup or local > maxconn:
             local = maxconn
         return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
                             localmaxconn=local, notify=self.notify,
-                            admission=list(self.admission))
+                            admission=list(self.admission), release=self.release)
 
 
 def _reserve_fd1() -> None:
@@ -479,7 +482,7 @@ class Server:
             self.log.info(peer.deny_line(num, config.localmaxconn))
             return "localmaxconn"
         env = self.base_env.copy()
-        peer.fill(env, num + 1, address)
+        peer.fill(env, config.release.connnum(num), address)
         spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
@@ -489,7 +492,10 @@ class Server:
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
-            self.child_log.error(str(e))
+            if not config.release.spawn_failure_in_daemon:
+                self.child_log.error(str(e))
+            elif config.verbosity >= 1:
+                self.log.warn(f"unable to spawn {e.name}: {os.strerror(e.errno)}")
             return "spawn"
         except OSError as e:
             if config.verbosity >= 1:
