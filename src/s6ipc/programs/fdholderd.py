@@ -67,7 +67,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     daemon = FdHolderDaemon(config, reporter, on_upgrade=lambda: hook[0].requested())
     readiness = Readiness(Notifier.from_environment(unset=False))
     life = Lifecycle(KIND, reporter.name, args, HolderLife(daemon), reporter, readiness,
-                     held_signals=lambda: daemon.signals, system=os_, clock=daemon.clock,
+                     held_signals=lambda: daemon.signals, system=os_, loop=daemon, clock=daemon.clock,
                      verbosity=config.verbosity)
     hook.append(life)
 

@@ -59,13 +59,14 @@ from ..daemon.liveview import every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
-from .admission import TICK, Admission
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+    from .admission import Admission
 
 __all__ = [
     "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
@@ -205,6 +206,8 @@ class Server:
         self.clock = clock
         self.admission = admission
         if admission is not None:  # its lines and expiries
+            from .admission import TICK  # imported with the Admission: only the servers with -A pay for it
+
             beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
             self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
@@ -239,6 +242,26 @@ class Server:
         if self._watched.pop(fd, None) is not None:
             self._poller.unregister(fd)
 
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """Child *pid* is the daemon's, not a connection's: *on_exit(status)* when it is reaped."""
+        self.children.expect(pid, on_exit)
+
+    def unread_signals(self) -> bytes:
+        """Take the signal numbers the loop has not read yet out of the self-pipe."""
+        if self._selfpipe is None:
+            return b""
+        unread = b""
+        while True:
+            chunk = self._selfpipe.read()
+            if not chunk:
+                return unread
+            unread += chunk
+
+    @property
+    def exec_pending(self) -> bool:
+        """Whether the loop ended (or is ending) for an exec: :meth:`stop_for_exec`, not cancelled."""
+        return self._ending.exec_argv is not None
+
     def on_signal(self, sig: int, hook: Callable[[], None]) -> None:
         """Catch *sig* (one the loop does not handle itself) and call *hook* from the loop."""
         if sig in HANDLED_SIGNALS:
@@ -253,7 +276,10 @@ class Server:
         return HANDLED_SIGNALS + tuple(self._signal_hooks)
 
     def stop_for_exec(self, argv: List[str]) -> None:
-        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running).
+        Nothing once a signal ended the loop for good (SIGTERM read before the preflight's exit)."""
+        if not self._running and not self.exec_pending:
+            return
         self._ending = Ending(0, list(argv))
         self._running = False
 
@@ -493,6 +519,8 @@ class Server:
 
     # -- signals and children ---------------------------------------------------------------
     def _handle_signals(self) -> None:
+        """Act on every signal read, in order: none is left unread behind one that ends the loop.
+        A signal that ends the daemon cancels an exec that was coming (the daemon exits instead)."""
         assert self._selfpipe is not None
         for signo in self._selfpipe.read():
             if signo == _signal.SIGCHLD:
@@ -500,7 +528,7 @@ class Server:
             elif signo == _signal.SIGTERM:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGTERM, quitting")
-                self._running = False
+                self._quit(())
             elif signo == _signal.SIGHUP:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
@@ -508,19 +536,23 @@ class Server:
             elif signo == _signal.SIGQUIT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
-                self._final_signals = (_signal.SIGTERM, _signal.SIGCONT)
-                self._running = False
+                self._quit((_signal.SIGTERM, _signal.SIGCONT))
             elif signo == _signal.SIGABRT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
-                self._final_signals = (_signal.SIGKILL,)
-                self._running = False
-            else:
+                self._quit((_signal.SIGKILL,))
+            elif self._running:  # a daemon's own signal (SIGUSR2) means nothing once the loop ends
                 hook = self._signal_hooks.get(signo)
                 if hook is not None:
                     hook()
-            if not self._running:
-                return
+
+    def _quit(self, final: Tuple[int, ...]) -> None:
+        """End the loop for good (no exec), sending *final* to every child first (SIGQUIT, SIGABRT;
+        a later one's signals win, as if it had come alone)."""
+        if final:
+            self._final_signals = final
+        self._ending = Ending()
+        self._running = False
 
     def _reap(self) -> None:
         """Collect every exited child; resume accepting if a slot freed."""
