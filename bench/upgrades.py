@@ -68,6 +68,10 @@ class Server:
             self.ready_line = ready.readline().strip()
         self.pid, self.kind = self.proc.pid, kind
 
+        #: What each new image reported as its pause (last_upgrade.pause_ms: from just before the
+        #: exec to its handlers in place, on CLOCK_MONOTONIC).
+        self.reported_pauses: List[float] = []
+
     def generation(self) -> int:
         return int(liveview.query(self.pid, self.kind, timeout=30)["generation"])
 
@@ -79,10 +83,14 @@ class Server:
         while True:
             time.sleep(0.01)
             try:
-                if self.generation() > before:
-                    return sent, time.monotonic()
+                document = liveview.query(self.pid, self.kind, timeout=30)
             except Exception:  # the status socket is served again once the new image runs
-                pass
+                continue
+            if int(document["generation"]) > before:
+                pause = (document.get("last_upgrade") or {}).get("pause_ms")
+                if pause is not None:
+                    self.reported_pauses.append(float(pause))
+                return sent, time.monotonic()
             if time.monotonic() - sent > timeout:
                 raise RuntimeError(f"no generation {before + 1} {timeout} s after SIGUSR2: {self.text()}")
 
@@ -246,16 +254,22 @@ def pauses(outcome: Outcome, windows: List[Tuple[float, float]]) -> Dict[str, ob
             outside.append(latency)
     baseline = statistics.median(outside) if outside else 0.0
     worst = sorted(max(lat) - baseline for lat in inside if lat)
-    ms = [round(w * 1000, 2) for w in worst]
-
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))] if ms else 0.0
-
+    ms = [w * 1000 for w in worst]
     return {"baseline_ms": round(baseline * 1000, 3), "upgrades": len(windows), "measured": len(ms),
-            "worst_minus_baseline_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99),
-                                        "max": ms[-1] if ms else 0},
+            "worst_minus_baseline_ms": distribution(ms),
             "connections": len(outcome.done), "refused": outcome.refused, "reset": outcome.reset,
             "truncated": outcome.truncated, "other": outcome.other, "examples": outcome.examples}
+
+
+def distribution(values: List[float]) -> Dict[str, float]:
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))], 2)
+
+    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(ordered[-1], 2)}
 
 
 def _upgrade_under(server: Server, upgrades: int, gap: float, between: Optional[object] = None
@@ -275,7 +289,8 @@ def run_pause(upgrades: int, rate: float, gap: float, backlog: int) -> Dict[str,
     build_handler()
     workdir = tempfile.mkdtemp(prefix="s6up", dir="/tmp")
     path = os.path.join(workdir, "s")
-    server = Server([S6IPC, "ipcserver", "-1", "-b", str(backlog), "-c", "1000", path, HANDLER], "ipcserverd")
+    server = Server([S6IPC, "ipcserver", "-1", "-b", str(backlog), "-c", "1000", "-C", "1000", path, HANDLER],
+                    "ipcserverd")
     probe = OpenLoop(socket.AF_UNIX, path, rate, b"", LINE)
     try:
         probe.start()
@@ -288,7 +303,8 @@ def run_pause(upgrades: int, rate: float, gap: float, backlog: int) -> Dict[str,
         server.stop()
     result = pauses(outcome, windows)
     worst = result["worst_minus_baseline_ms"]["max"] + result["baseline_ms"]  # type: ignore[index]
-    result.update(rate=rate, backlog=backlog, load_average=os.getloadavg()[0],
+    result.update(reported_pause_ms=distribution(server.reported_pauses),
+                  rate=rate, backlog=backlog, load_average=os.getloadavg()[0],
                   no_refusal_rate_per_s=round(backlog / (worst / 1000)) if worst else None,
                   warnings=[ln for ln in log.splitlines() if "warning" in ln or "fatal" in ln][:5])
     return result
@@ -349,7 +365,8 @@ def run_soak(family: str, upgrades: int, rate: float, long_lived: int, gap: floa
     finally:
         server.stop()
     result = pauses(outcome, windows)
-    result.update(family=family, rate=rate, long_lived=long_lived, long_lived_broken=broken,
+    result.update(reported_pause_ms=distribution(server.reported_pauses),
+                  family=family, rate=rate, long_lived=long_lived, long_lived_broken=broken,
                   seconds=round(took, 1), generation=document["generation"],
                   pid_kept=document["pid"] == server.pid,
                   load_average=os.getloadavg()[0],
