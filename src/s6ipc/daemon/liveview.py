@@ -61,11 +61,16 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "NAME_PREFIX", "INLINE_MAX", "DOCUMENT_MAX", "status_name", "may_read", "StatusSocket", "find_daemons",
+    "NAME_PREFIX", "NAME_VARIABLE", "INLINE_MAX", "DOCUMENT_MAX", "status_name", "may_read", "StatusSocket",
+    "find_daemons",
     "candidates", "process_euid", "query", "documents", "lookup", "PID_MAX", "duration", "render",
     "StatusLine", "every",
 ]
 
+#: The variable that names a daemon for its operator (the ``name`` of its live view and its metrics'
+#: ``name`` label); kept in the daemon's environment (so across in-place upgrades), never passed
+#: to the handlers it spawns.
+NAME_VARIABLE = "S6IPC_NAME"
 #: The abstract name's prefix (``@`` stands for the leading NUL).
 NAME_PREFIX = "s6ipc/status/"
 #: The largest document sent in the stream itself; a larger one goes in a memfd.
