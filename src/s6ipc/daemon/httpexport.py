@@ -32,7 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Tuple
 
-__all__ = ["HEAD_MAX", "Request", "BadRequest", "read_head", "parse", "response", "write_all", "answer"]
+__all__ = ["HEAD_MAX", "Request", "BadRequest", "read_head", "parse", "response", "write_all", "answer",
+           "scrape_budget"]
 
 #: The largest request head read (request line and headers).
 HEAD_MAX = 8192
@@ -144,6 +145,19 @@ def write_all(fd: int, data: bytes, deadline: float, monotonic: Callable[[], flo
             continue
         except OSError as e:
             raise Refused("write the answer", e.errno or errno.EIO) from None
+
+
+def scrape_budget(request: Request, limit: float) -> float:
+    """Seconds the scrape may take: *limit*, or less when Prometheus says it gives up sooner
+    (``X-Prometheus-Scrape-Timeout-Seconds``: 80 % of it, so that a hung daemon is left out
+    rather than the whole scrape failing)."""
+    try:
+        theirs = float(request.headers.get("x-prometheus-scrape-timeout-seconds", ""))
+    except ValueError:
+        return limit
+    if not theirs > 0:  # also NaN
+        return limit
+    return max(0.05, min(limit, 0.8 * theirs))
 
 
 def answer(request: Request, metrics: Callable[[bool], bytes]) -> Tuple[int, bytes]:

@@ -24,6 +24,7 @@ upgrade facts (``upgrades``, ``upgrade_failures``, ``last_upgrade``) are exporte
 
 from __future__ import annotations
 
+from ..base.errors import SystemFailure
 from .liveview import documents, lookup
 
 TYPE_CHECKING = False
@@ -208,16 +209,18 @@ def exposition(found: Iterable[Family], openmetrics: bool = True) -> str:
 
 
 def scrape(targets: Sequence[str] = (), *, top: int = TOP_DEFAULT, openmetrics: bool = True,
-           timeout: float = 5.0) -> str:
+           timeout: float = 5.0, failures: Optional[List[SystemFailure]] = None) -> str:
     """The exposition of the daemons *targets* name (pids or program names: each must name one,
     as ``s6ipc status`` says), or of every verified daemon this caller may read when there is
-    none. Raises what :func:`s6ipc.daemon.liveview.lookup` raises for a target."""
+    none; a daemon of a listing whose answer cannot be read is left out and its failure appended
+    to *failures* (one broken daemon does not blank the others). Raises what
+    :func:`s6ipc.daemon.liveview.lookup` raises for a target."""
     if targets:
         found: Dict[int, Dict[str, Any]] = {}
         for target in targets:
-            for document in lookup(target, timeout=timeout):
+            for document in lookup(target, timeout=timeout, failures=failures):
                 found.setdefault(document["pid"], document)
         chosen = [found[pid] for pid in sorted(found)]
     else:
-        chosen = documents(timeout=timeout)
+        chosen = documents(timeout=timeout, failures=failures)
     return exposition(families(chosen, top), openmetrics)

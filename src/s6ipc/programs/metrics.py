@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ..base.errors import SystemFailure
 from ..base.messages import Reporter, flush_stdio, write_stdout
 from ..base.options import Command, flag, parse_uint, setting
 from ..daemon.metrics import TOP_DEFAULT, scrape
@@ -26,8 +27,11 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o: Dict[str, Any] = {}
     targets = COMMAND.parse(args, o)
     timeout = o.get("timeout") or 5000
+    failures: List[SystemFailure] = []
     text = scrape([t for t in targets if t], top=o.get("top", TOP_DEFAULT),
-                  openmetrics=not o.get("prometheus"), timeout=timeout / 1000)
+                  openmetrics=not o.get("prometheus"), timeout=timeout / 1000, failures=failures)
+    for failure in failures:
+        reporter.warn(f"{failure}: left out")
     write_stdout(text.encode("utf-8", "surrogateescape"))
     flush_stdio()
     os._exit(0)

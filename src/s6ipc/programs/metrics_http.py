@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import time
 
-from ..base.errors import S6ipcError
+from ..base.errors import S6ipcError, SystemFailure
 from ..base.messages import Reporter
 from ..base.options import Command, parse_uint, setting
-from ..daemon.httpexport import BadRequest, answer, parse, read_head, response, write_all
+from ..daemon.httpexport import BadRequest, answer, parse, read_head, response, scrape_budget, write_all
 from ..daemon.metrics import TOP_DEFAULT, scrape
 
 TYPE_CHECKING = False
@@ -40,15 +40,20 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
             os._exit(0)
         _say(deadline, response(e.status, f"{e}\n".encode(), plain))
         raise
+    failures: List[SystemFailure] = []
+
     def body(openmetrics: bool) -> bytes:
-        text = scrape(targets, top=top, openmetrics=openmetrics, timeout=scrape_timeout)
+        text = scrape(targets, top=top, openmetrics=openmetrics, timeout=scrape_timeout, failures=failures)
         return text.encode("utf-8", "surrogateescape")
 
+    scrape_timeout = scrape_budget(request, scrape_timeout)
     try:
         _, data = answer(request, body)
     except S6ipcError as e:
         _say(deadline + scrape_timeout, response(503, f"{e}\n".encode(), plain))
         raise
+    for failure in failures:
+        reporter.warn(f"{failure}: left out")
     write_all(1, data, deadline + scrape_timeout)
     os._exit(0)
 
