@@ -109,6 +109,8 @@ install: wheel
 	for page in $(PREFIX)/share/man/man1/s6ipc-*.1 $(PREFIX)/share/man/man7/s6ipc*.7; do \
 	  ln -sf $$page $(MANDIR)/$$(basename $$(dirname $$page))/; done
 	$(BINDIR)/s6ipc --version
+	@echo "man pages: $(MANDIR)/man1/s6ipc-*.1, $(MANDIR)/man7/s6ipc*.7 (man s6ipc-ipcserverd, man 7 s6ipc)"
+	@command -v man >/dev/null || echo "no man command here: apt-get install man-db to read them"
 
 clean:
 	rm -rf $(VENV) $(VENV)-pythons run bench/build build dist

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import socket
+import threading
 import time
 from typing import List
 
@@ -284,3 +285,33 @@ def test_the_guide_floods_and_rate_limits(servers: List[TcpServer], tmp_path: st
     second = TcpServer(argv, env=CLEAN_ENV)
     servers.append(second)
     assert view(second.proc.pid, "tcpserver4d")["admission"]["limits"]["prefixconn"] == 50
+
+
+def test_upgrades_in_the_middle_of_a_flood_lose_no_count(servers: List[TcpServer], tmp_path: str) -> None:
+    """SIGUSR2 twice while one source floods: every connection the flooder saw closed at once is a
+    ``rate`` refusal, every one served a spawn, across both exec's."""
+    marks = os.path.join(str(tmp_path), "marks")
+    srv = tcpserver(servers, ["-A", "rate=20/s,burst=5"], marks)
+    seen: List[bytes] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            seen.append(answer(srv.port, "127.0.0.2"))
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        time.sleep(0.5)
+        upgrade(srv.proc.pid, 1, program="tcpserver4d")
+        time.sleep(0.5)
+        upgrade(srv.proc.pid, 2, program="tcpserver4d")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        flooder.join()
+    counters = wait_until(lambda: (lambda c: c if c["exits"]["ok"] == c["spawned"] else None)(
+        view(srv.proc.pid, "tcpserver4d")["counters"]))
+    assert set(seen) == {b"ok\n", b""}
+    assert counters["refused"]["rate"] == seen.count(b"") and counters["spawned"] == seen.count(b"ok\n")
+    assert counters["accepted"] == len(seen)

@@ -771,3 +771,34 @@ def test_python_recipe_of_the_guide(sockdir: str, holders: Callable[..., Holder]
     assert second.getsockname() == app
     first.close()
     second.close()
+
+
+@pytest.mark.parametrize("daemon", IMPLS)
+@pytest.mark.parametrize("client", IMPLS)
+def test_getdump_ids_of_any_bytes_reach_the_environment_as_s6s(links: str, sockdir: str,
+                                                               holders: Callable[..., Holder], daemon: str,
+                                                               client: str) -> None:
+    """Ids are a client's bytes (any but NUL, at most 255): getdump puts them in S6_FDID_n as they
+    are — invalid UTF-8, control characters, a newline — as s6-fdholder-getdump does. (s6's
+    getdump 2.11.3.2 dies of SIGSEGV on an id of 80 bytes or more — observed: 70 works, 80 does
+    not — so the longest ids are checked on ours only.)"""
+    h = holders(Impls(daemon, links)("fdholder-daemon"), ["-i", all_rules(sockdir)])
+    cl = Impls(client, links)
+    ids = [b"id\xff\x01\x1b[2J\nline", b"L" * 70]
+    for ident in ids:
+        p = run(cl("fdholder-store") + [h.path, os.fsdecode(ident)], stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+
+    def dumped(getdump: List[str]) -> List[bytes]:
+        out = run(getdump + [h.path, "/usr/bin/env", "-0"]).stdout
+        env = dict(entry.split(b"=", 1) for entry in out.split(b"\0") if b"=" in entry)
+        return sorted(env[f"S6_FDID_{i}".encode()] for i in range(int(env[b"S6_FD#"])))
+
+    assert dumped(cl("fdholder-getdump")) == sorted(ids)
+    longest = b"\xfe" * 255
+    stored = run(cl("fdholder-store") + [h.path, os.fsdecode(longest)], stdin=subprocess.DEVNULL)
+    assert stored.returncode == 0
+    assert dumped(Impls("ours", links)("fdholder-getdump")) == sorted([*ids, longest])
+    too_long = run(cl("fdholder-store") + [h.path, "L" * 256], stdin=subprocess.DEVNULL)
+    assert too_long.returncode != 0 and too_long.stderr.count(b"\n") == 1
+    assert b"Traceback" not in too_long.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import subprocess
 import time
@@ -138,6 +139,41 @@ def test_the_handler_never_sees_the_header(haproxy: Dict[str, Tuple[int, TcpServ
     big = os.urandom(200_000)
     got, _ = _talk(haproxy["v2"][0], "127.0.0.1", big)
     assert got.partition(b"\n")[2] == big
+
+
+def test_haproxy_health_checks_keep_the_real_endpoints(tmp_path, rules: str) -> None:  # type: ignore[no-untyped-def]
+    """HAProxy's health checks carry no client: v1 sends ``PROXY UNKNOWN``, v2 a LOCAL command.
+    proxy-server sets nothing for them, so the access check sees the proxy itself (127.0.0.3)."""
+    if not os.access(HAPROXY, os.X_OK):
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    argv = [S6IPC, "tcpserver", "-1", "127.0.0.1", "0", *PROXY, S6IPC, "tcpserver-access", "-v2", "-H",
+            "-i", rules, *HANDLER]
+    chains = {v: TcpServer(argv, env=BASE) for v in ("v1", "v2")}
+    config = ["defaults", "  mode tcp", "  timeout connect 5s", "  timeout client 5s", "  timeout server 5s",
+              "  timeout check 2s", "frontend unused", f"  bind 127.0.0.1:{_free_port()}",
+              "  default_backend c_v1"]
+    for v, option in (("v1", "send-proxy"), ("v2", "send-proxy-v2")):
+        config += [f"backend c_{v}", f"  server s 127.0.0.1:{chains[v].port} {option} check inter 200 "
+                                     f"source {PROXY_SOURCE}"]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("\n".join(config) + "\n")
+    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for chain in chains.values():
+            deadline = time.monotonic() + 15
+            while "ip 127.0.0.3" not in chain.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        logs = {v: chain.log() for v, chain in chains.items()}
+    finally:
+        stop_process(proc)
+        for chain in chains.values():
+            chain.stop()
+    for v, log in logs.items():
+        checks = [line for line in log.splitlines() if "tcpserver-access" in line or "proxy-server" in line]
+        assert checks, (v, log)
+        assert all(re.match(r"tcpserver-access: info: deny pid \d+ ip 127\.0\.0\.3(:|$)", line)
+                   for line in checks), (v, log)
 
 
 # -- hostile headers through the program ---------------------------------------------------------
@@ -273,3 +309,12 @@ def test_fuzz_broken_headers_one_line_documented_code_nothing_passed_on(data: by
         assert done.returncode == 0 and done.stdout.startswith(b"RAN\n")
     else:
         _refused(done)
+
+
+def test_the_pages_example_runs_as_written() -> None:
+    page = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
+                        "proxy-server.md")
+    with open(page) as f:
+        (block,) = re.findall(r"```sh\n(.*?)```", f.read(), re.S)
+    done = run(["sh", "-c", block], env={"PATH": f"{os.path.dirname(S6IPC)}:/usr/bin:/bin"})
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"192.0.2.1\nhello", b"")

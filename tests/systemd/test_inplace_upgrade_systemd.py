@@ -29,7 +29,10 @@ WatchdogSec=10s
 StandardError=append:{log}
 """
 
-ACTIVE = {"ActiveState": ("active", "reloading"), "SubState": ("running", "reload")}
+#: What the manager may show while the upgrade runs: systemd 257 (Debian 13) adds the sub-state
+#: ``reload-notify`` (a reload waiting for the service's READY=1 after RELOADING=1) where 252 shows
+#: ``reload`` throughout: both are the manager's names for the same moment.
+ACTIVE = {"ActiveState": ("active", "reloading"), "SubState": ("running", "reload", "reload-notify")}
 
 
 @pytest.fixture

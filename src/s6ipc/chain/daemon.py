@@ -22,11 +22,11 @@ from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
 from ..base.options import Command, collect, flag, parse_uint, setting
+from ..base.s6release import s6_release
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
 from ..daemon.readiness import Notifier, Readiness
-from ..serve.admission import AddressSources, Admission, UidSources, parse_limits
 from ..serve.life import ServerLife
 from ..serve.loop import Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Callable, List, NoReturn, Optional
 
     from ..base.log import Log
+    from ..serve.admission import Admission
     from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
@@ -53,8 +54,8 @@ _IPC_COMMAND = Command({**__TCP_COMMAND, "P": flag("lookup", False), "p": flag("
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
-    Raises :class:`UsageError`."""
-    config = ServerConfig([])
+    Raises :class:`UsageError`, or :class:`~s6ipc.base.errors.BadInput` for a bad ``S6IPC_S6``."""
+    config = ServerConfig([], release=s6_release(os.environ))
     config.argv = (_IPC_COMMAND if credentials else _TCP_COMMAND).parse(args, config)
     return config
 
@@ -63,10 +64,13 @@ def admission(config: ServerConfig, tcp: bool, log: Log,
               monotonic: Callable[[], float]) -> Optional[Admission]:
     """The ``-A`` limits of *config* for a TCP server (else an IPC one), None without ``-A``.
     Raises :class:`BadInput` (a bad item, exit 100) or :class:`SystemFailure` (``@PATH`` unreadable)."""
-    limits = parse_limits(config.admission, tcp)
-    if limits is None:
+    if not config.admission:
         return None
-    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources()
+    from ..serve.admission import AddressSources, Admission, UidSources, parse_limits  # only with -A
+
+    limits = parse_limits(config.admission, tcp)
+    assert limits is not None
+    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources(config.lookup)
     return Admission(limits, sources, log, monotonic)
 
 
@@ -133,6 +137,7 @@ def serve_on(life: Lifecycle, serve: Callable[[], Ending], resume: Callable[[], 
         ending = serve()
         flush_stdio()
         if ending.exec_argv is None:
+            life.ending()
             os._exit(ending.code)
         life.replace(ending.exec_argv)
         resume()
@@ -152,9 +157,9 @@ def _keep_status(reporter: Reporter, server: Server, life: Lifecycle, readiness:
     server.heartbeat = every(beats, server.clock.monotonic)
 
 
-def _unless_upgrading(life: Lifecycle, hook: Callable[[], None]) -> Callable[[], None]:
+def _unless_exec(server: Server, hook: Callable[[], None]) -> Callable[[], None]:
     def maybe() -> None:
-        if not life.upgrading:
+        if not server.exec_pending:
             hook()
 
     return maybe
@@ -177,20 +182,15 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
                     on_ready=sinks.on_ready, heartbeat=sinks.heartbeat, clock=clock, admission=limits)
     part = ServerLife(server, os_.process_ages, os_.our_children)
     life = Lifecycle(program, reporter.name, args, part, reporter, sinks.readiness,
-                     held_signals=lambda: server.signals, system=os_, clock=server.clock,
+                     held_signals=lambda: server.signals, system=os_, loop=server, clock=server.clock,
                      verbosity=config.verbosity)
-    server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
+    server.on_exit = [_unless_exec(server, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)
     if sinks.readiness.notifier.enabled:
         _keep_status(reporter, server, life, sinks.readiness, fresh=state is None)
 
-    def upgrade() -> None:
-        argv = life.requested()
-        if argv is not None:
-            server.stop_for_exec(argv)
-
-    server.on_signal(_signal.SIGUSR2, upgrade)
+    server.on_signal(_signal.SIGUSR2, life.requested)
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     life.open_live_view(server.watch, state)
     if state is not None:

@@ -47,6 +47,7 @@ version, generation, uptime, started) and the lineage are this module's.
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 
@@ -59,13 +60,14 @@ from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
 from .liveview import StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
+from .upgrade import PreflightChild
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence
 
-__all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "System", "Lifecycle", "process_ages",
-           "our_children", "take_over_text", "preflight_check"]
+__all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "UpgradeLoop", "System", "Lifecycle",
+           "process_ages", "our_children", "take_over_text", "preflight_check"]
 
 #: The layout of the state; a new image refuses a state of another format or another daemon's.
 FORMAT = 2
@@ -208,6 +210,31 @@ class DaemonPart(Protocol):
         ...
 
 
+class UpgradeLoop(Protocol):
+    """What the lifecycle asks of a daemon's loop during an upgrade (ipcserverd's and tcpserverd's
+    :class:`~s6ipc.serve.loop.Server`, :class:`~s6ipc.fdholder.server.FdHolderDaemon`)."""
+
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Poll *fd* too; call *on_event(mask)* from the loop when it is ready."""
+        ...
+
+    def unwatch(self, fd: int) -> None:
+        ...
+
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """When child *pid* is reaped (with the loop's other children, not counted as one of its
+        connections), call *on_exit(wait status)* from the loop."""
+        ...
+
+    def stop_for_exec(self, argv: List[str]) -> None:
+        """End the loop (after the daemon's drain) for the exec of *argv*."""
+        ...
+
+    def unread_signals(self) -> bytes:
+        """The signal numbers in the self-pipe that the loop has not read yet (taken out of it)."""
+        ...
+
+
 def process_ages(pids: Iterable[int]) -> Dict[int, Optional[float]]:
     """Seconds since each process of *pids* started (None: gone), from the kernel's start times
     (:func:`s6ipc.daemon.upgrade.start_ticks`): they survive any number of upgrades and cost
@@ -252,8 +279,8 @@ class System:
         flush_stdio()
         self._exec(argv)
 
-    def preflight(self, program: str, args: Sequence[str], state: Dict[str, Any]) -> Optional[str]:
-        return upgrade.preflight(program, args, state=state)
+    def start_preflight(self, program: str, args: Sequence[str], state: Dict[str, Any]) -> PreflightChild:
+        return upgrade.start_preflight(program, args, state=state)
 
     def reexec_argv(self, program: str, args: Sequence[str]) -> List[str]:
         return upgrade.reexec_argv(program, args)
@@ -282,6 +309,14 @@ class System:
 
     def restore_mask(self, mask: Iterable[int]) -> None:
         upgrade.restore_mask(mask)
+
+    def raise_signal(self, sig: int) -> None:
+        """Send *sig* to this process (blocked: it stays pending across the exec)."""
+        os.kill(os.getpid(), sig)
+
+    def take_pending(self, sig: int) -> None:
+        """Consume *sig* if it is pending (blocked), so that it is never delivered."""
+        _signal.sigtimedwait([sig], 0)
 
     def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
         return process_ages(pids)
@@ -316,12 +351,13 @@ class Lifecycle:
     are the command line the next image runs (``s6-ipcserverd -1 …``: :func:`upgrade.reexec_argv`).
     *part* is the daemon's own part, *log* where the warnings go, *readiness* where ``RELOADING=1``
     / ``READY=1`` go, *held_signals* tells the daemon's own signals (its table, read at the exec:
-    they are blocked across it).
+    they are blocked across it), *loop* is the daemon's loop (:class:`UpgradeLoop`: it watches the
+    preflight and stops for the exec; needed for SIGUSR2).
     """
 
     def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
                  readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
-                 clock: Clock = SYSTEM_CLOCK, verbosity: int = 1,
+                 loop: Optional[UpgradeLoop] = None, clock: Clock = SYSTEM_CLOCK, verbosity: int = 1,
                  guard: Optional[Callable[[], Callable[[], None]]] = None) -> None:
         self.kind, self.program, self.args = kind, program, list(args)
         self.part, self.log, self.readiness = part, log, readiness
@@ -329,7 +365,7 @@ class Lifecycle:
         #: Called just before the exec (before the state is written): sets up what must outlive
         #: a new image that dies (fdholderd's guardian); returns what undoes it if the exec fails.
         self.guard = guard
-        self.system, self.clock, self.verbosity = system, clock, verbosity
+        self.system, self.loop, self.clock, self.verbosity = system, loop, clock, verbosity
         self.generation = 0
         self.started_wall = clock.wall_ns() / 1e9
         self.started_monotonic = clock.monotonic()
@@ -341,6 +377,8 @@ class Lifecycle:
         self.status: Optional[StatusSocket] = None
         #: True from a preflight that passed until the exec (or its failure).
         self.upgrading = False
+        #: The preflight running beside the loop, if any.
+        self.preflight: Optional[PreflightChild] = None
 
     # -- the new image --------------------------------------------------------------------------
     @staticmethod
@@ -451,26 +489,72 @@ class Lifecycle:
             kept["WATCHDOG_PID"] = str(os.getpid())
         return kept
 
-    def requested(self) -> Optional[List[str]]:
-        """SIGUSR2, from the loop: the command line of the next image if the installed code passed
-        its preflight (then drain, end the loop and :meth:`replace`), else None (said, and served on)."""
+    def requested(self) -> None:
+        """SIGUSR2, from the loop: start the preflight of the installed code beside the loop, which
+        goes on serving; its verdict comes back through the loop (:meth:`UpgradeLoop.expect_child`).
+        A SIGUSR2 while a preflight runs or an exec is coming is coalesced with it."""
+        loop = self.loop
+        assert loop is not None, "SIGUSR2 without a loop to watch the preflight"
         if self.upgrading:
-            return None
+            return
+        if self.preflight is not None:
+            if self.preflight.overdue(self.clock.monotonic()):  # not even SIGALRM ended it (stopped)
+                self.preflight.kill()
+            return
         if self.verbosity >= 2:
             self.log.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
-        self.tell(self.readiness.watchdog)  # the loop waits for the preflight: no starving watchdog
         self.tell(self.readiness.reloading)
-        problem = self.system.preflight(self.program, self.args, self.state().to_json())
-        self.tell(self.readiness.watchdog)
+        try:
+            child = self.system.start_preflight(self.program, self.args, self.state().to_json())
+        except S6ipcError as e:
+            self._refused(str(e))
+            return
+        child.started = self.clock.monotonic()
+        self.preflight = child
+
+        def output(mask: int) -> None:
+            if not child.read_output():
+                loop.unwatch(child.stderr_fd)
+
+        loop.watch(child.stderr_fd, output)
+        loop.expect_child(child.pid, self._preflight_ended)
+
+    def _preflight_ended(self, status: int) -> None:
+        child, self.preflight = self.preflight, None
+        if child is None:
+            return
+        assert self.loop is not None
+        self.loop.unwatch(child.stderr_fd)
+        problem = child.verdict(status)
         if problem is not None:
-            self._failed("refused", problem)
-            if self.verbosity >= 1:
-                self.log.warn(f"unable to upgrade in place: {problem}; "
-                              f"still serving with s6ipc {__version__}")
-            self.tell(self.readiness.notifier.ready)
-            return None
+            self._refused(problem)
+            return
         self.upgrading = True
-        return self.system.reexec_argv(self.program, self.args)
+        self.loop.stop_for_exec(self.system.reexec_argv(self.program, self.args))
+
+    def _refused(self, problem: str) -> None:
+        self._failed("refused", problem)
+        if self.verbosity >= 1:
+            self.log.warn(f"unable to upgrade in place: {problem}; still serving with s6ipc {__version__}")
+        self.tell(self.readiness.notifier.ready)
+
+    def ending(self) -> None:
+        """The daemon exits: a preflight still running is killed (its verdict has no one to read it)."""
+        if self.preflight is not None:
+            self.preflight.kill()
+
+    def _keep_signals_pending(self) -> None:
+        """With the held signals blocked: every signal byte the loop has not read yet is raised
+        again (pending across the exec, for the next image's handlers, or for this image's if the
+        exec fails); SIGUSR2 is coalesced with the upgrade under way (a pending one consumed)."""
+        held = set(self.held_signals())
+        usr2 = int(_signal.SIGUSR2)
+        unread = self.loop.unread_signals() if self.loop is not None else b""
+        for sig in dict.fromkeys(unread):
+            if sig != usr2 and sig in held:
+                self.system.raise_signal(sig)
+        if usr2 in held:
+            self.system.take_pending(usr2)
 
     def replace(self, argv: List[str]) -> None:
         """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
@@ -483,6 +567,7 @@ class Lifecycle:
             except OSError as e:  # no guardian: the upgrade goes on, as before there were any
                 self.log.warn(f"unable to fork a guardian: {os.strerror(e.errno or errno.EIO)}")
         mask = system.block_signals(self.held_signals())
+        self._keep_signals_pending()
         state = self.state(mask, self.clock.monotonic())
         kept = list(state.descriptors.values())
         memfd = -1

@@ -53,7 +53,11 @@ supervisor's to see.
   ``s6ipc preflight NAME args…``: it imports every module of the installed package, then asks
   program NAME to validate *args* (its optional ``preflight(args)`` function), and exits 0 silently
   or writes one line and exits non-zero. It is a plain child: its environment is the daemon's
-  (``PYTHONPATH`` included), its stdin /dev/null, no descriptor of the daemon leaks into it.
+  (``PYTHONPATH`` included), its stdin the state as JSON (a memfd), no descriptor of the daemon
+  leaks into it. The daemon never waits for it: its stderr pipe is in the loop's poll set, its
+  exit is reaped with the other children (not counted as a connection), and the kernel kills it
+  at its timeout (an ``alarm`` set before its ``execve``), so the loop goes on accepting, serving
+  and pinging the watchdog whatever the preflight does.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ import fcntl
 import os
 
 from ..base.errors import SystemFailure, Unusable
-from ..base.execution import installed_prefix
+from ..base.execution import installed_prefix, spawn_bounded
 from ..base.options import INT_MAX, scan_magnitude
 
 TYPE_CHECKING = False
@@ -72,7 +76,8 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 __all__ = [
-    "HANDOFF_VARIABLE", "PREFLIGHT_TIMEOUT", "reexec_argv", "preflight", "preflight_state",
+    "HANDOFF_VARIABLE", "PREFLIGHT_TIMEOUT", "reexec_argv", "PreflightChild", "start_preflight", "preflight",
+    "preflight_state",
     "keep_across_exec", "block_signals", "restore_mask", "write_state", "discard_state", "take_state",
     "start_ticks", "memfd_name",
 ]
@@ -108,40 +113,127 @@ def reexec_argv(program: str, args: Sequence[str]) -> List[str]:
     return installed_prefix() + [program] + list(args)
 
 
-def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT,
-              state: Optional[Dict[str, Any]] = None) -> Optional[str]:
-    """Run ``s6ipc preflight PROGRAM ARGS…`` from the installed code; None if the new code can start,
-    else the one-line reason it cannot (the child's last line on stderr, or how it ended).
+class PreflightChild:
+    """``s6ipc preflight PROGRAM ARGS…`` running beside the daemon's loop (:func:`start_preflight`).
+
+    The loop polls :attr:`stderr_fd` (:meth:`read_output` on each event) and, when the child has
+    exited — its pid reaped by the daemon with its other children — asks :meth:`verdict`. The
+    kernel kills the child with SIGALRM at its timeout (:func:`~s6ipc.base.execution.spawn_bounded`);
+    :meth:`overdue` and :meth:`kill` are for a child that even that did not end (stopped).
+    """
+
+    _KEEP = 4096  # the end of its stderr: the last line is the reason
+
+    def __init__(self, pid: int, stderr_fd: int, argv: Sequence[str], timeout: float) -> None:
+        self.pid, self.stderr_fd, self.argv, self.timeout = pid, stderr_fd, list(argv), timeout
+        #: When it started (CLOCK_MONOTONIC, on the caller's clock: the caller sets it).
+        self.started = 0.0
+        self._output = b""
+
+    def read_output(self) -> bool:
+        """Read what the child wrote on its stderr (the end of it is kept); False at EOF."""
+        while True:
+            try:
+                chunk = os.read(self.stderr_fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self._output = (self._output + chunk)[-self._KEEP:]
+
+    def overdue(self, now: float) -> bool:
+        """Whether the child outlived its timeout (*now*: CLOCK_MONOTONIC), by more than a second."""
+        return now > self.started + self.timeout + 1
+
+    def kill(self) -> None:
+        """SIGKILL the child (it is still ours until reaped: the pid is not a stranger's)."""
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except OSError:
+            pass
+
+    def verdict(self, status: int) -> Optional[str]:
+        """Once reaped with wait status *status*: None if the new code can start, else the one-line
+        reason. Reads the rest of the child's stderr and closes it."""
+        self.read_output()
+        try:
+            os.close(self.stderr_fd)
+        except OSError:
+            pass
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return None
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == _signal.SIGALRM:
+            return f"{' '.join(self.argv[:3])} did not finish within {self.timeout:g} s"
+        if os.WIFSIGNALED(status):
+            ending = f"killed by signal {os.WTERMSIG(status)}"
+        else:
+            ending = f"exit code {os.WEXITSTATUS(status)}"
+        lines = [line for line in self._output.decode("utf-8", "replace").splitlines() if line.strip()]
+        return f"{lines[-1].strip()} ({ending})" if lines else ending
+
+
+def start_preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT,
+                    state: Optional[Dict[str, Any]] = None) -> PreflightChild:
+    """Start ``s6ipc preflight PROGRAM ARGS…`` from the installed code, as a child; returns at once.
 
     With *state* (JSON-serialisable: what would be handed over now, descriptor numbers included),
-    the child gets it as JSON on its stdin, so that the program's ``preflight`` can check that the
-    new code reads it (:func:`preflight_state`); without, its stdin is /dev/null.
-
-    Blocks the caller until the child exits (clients meanwhile wait in the listening backlog).
-    Never raises for what the child does; a child that cannot even be started is a reason too.
+    the child reads it as JSON on its stdin (a memfd), so that the program's ``preflight`` can check
+    that the new code reads it (:func:`preflight_state`); without, its stdin is empty. The kernel
+    ends the child after *timeout* seconds (rounded up). Raises :class:`SystemFailure` when the
+    child cannot be started (no memfd, no pipe, no fork).
     """
-    import subprocess  # here, not at import: the daemons' start-up path stays light
+    import json
 
     argv = installed_prefix() + ["preflight", program] + list(args)
-    data = None
-    if state is not None:
-        import json
-
-        data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
+    data = b"" if state is None else json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
     try:
-        done = subprocess.run(argv, input=data, stdin=subprocess.DEVNULL if data is None else None,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout,
-                              close_fds=True, restore_signals=True)
-    except subprocess.TimeoutExpired:
-        return f"{' '.join(argv[:3])} did not finish within {timeout:g} s"
+        stdin = os.memfd_create("s6ipc-preflight", os.MFD_CLOEXEC)
     except OSError as e:
-        return f"unable to spawn {argv[0]}: {os.strerror(e.errno or errno.EIO)}"
-    if done.returncode == 0:
-        return None
-    lines = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    code = done.returncode
-    ending = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-    return f"{lines[-1].strip()} ({ending})" if lines else ending
+        raise SystemFailure("memfd_create", e.errno or errno.EIO) from None
+    read_end = write_end = -1
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(stdin, view):]
+        os.lseek(stdin, 0, os.SEEK_SET)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.set_blocking(write_end, True)
+        pid = spawn_bounded(argv, stdin, write_end, -int(-timeout // 1))
+    except OSError as e:
+        if read_end >= 0:
+            os.close(read_end)
+        raise SystemFailure(f"spawn {argv[0]}", e.errno or errno.EIO) from None
+    finally:
+        os.close(stdin)
+        if write_end >= 0:
+            os.close(write_end)
+    return PreflightChild(pid, read_end, argv, timeout)
+
+
+def preflight(program: str, args: Sequence[str], *, timeout: float = PREFLIGHT_TIMEOUT,
+              state: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """:func:`start_preflight` and wait for its verdict: None if the new code can start, else the
+    one-line reason (a child that cannot even be started is a reason too). Blocks the caller — for
+    a command line; a daemon's loop watches the child instead (:mod:`s6ipc.daemon.lifecycle`)."""
+    import select
+
+    try:
+        child = start_preflight(program, args, timeout=timeout, state=state)
+    except SystemFailure as e:
+        return str(e)
+    poller = select.poll()
+    poller.register(child.stderr_fd, select.POLLIN)
+    while child.read_output():
+        poller.poll()
+    while True:
+        try:
+            _, status = os.waitpid(child.pid, 0)
+            break
+        except InterruptedError:
+            continue
+    return child.verdict(status)
 
 
 def preflight_state() -> Optional[Dict[str, Any]]:

@@ -6,8 +6,11 @@ fdholder/life.py).
 
 from __future__ import annotations
 
+import os
+
 from ..base.messages import Reporter
 from ..base.options import Command, Option, flag, parse_uint, setting
+from ..base.s6release import s6_release
 from ..chain.daemon import serve_on, system
 from ..daemon.lifecycle import Lifecycle, State
 from ..daemon.readiness import Notifier, Readiness
@@ -40,7 +43,7 @@ COMMAND = Command({
 
 def parse(args: List[str]) -> DaemonConfig:
     """Parse s6-fdholderd's command line (extra arguments are ignored, as s6 does)."""
-    config = DaemonConfig()
+    config = DaemonConfig(release=s6_release(os.environ))
     COMMAND.parse(args, config)
     return config
 
@@ -65,7 +68,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     readiness = Readiness(Notifier.from_environment(unset=False))
     holder = HolderLife(daemon, reporter)
     life = Lifecycle(KIND, reporter.name, args, holder, reporter, readiness,
-                     held_signals=lambda: daemon.signals, system=os_, clock=daemon.clock,
+                     held_signals=lambda: daemon.signals, system=os_, loop=daemon, clock=daemon.clock,
                      verbosity=config.verbosity, guard=holder.guard)
     hook.append(life)
 

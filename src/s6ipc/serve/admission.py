@@ -57,6 +57,8 @@ DEFAULT_SOURCES = 10000
 _MAX_SOURCES = 1000000
 #: The key of the bucket shared by the sources a full table does not track.
 UNTRACKED = "(untracked)"
+#: The source and group of every client of an IPC server without credentials (``-P``).
+_UNKNOWN = "?"
 #: Seconds between two refusal lines about the same source.
 _LINE_INTERVAL = 1.0
 #: How often the loop's timer calls :meth:`Admission.tick` (a due line waits at most that long),
@@ -340,15 +342,19 @@ class AddressSources:
 
 
 class UidSources:
-    """IPC: a source is a uid, a group the gid."""
+    """IPC: a source is a uid, a group the gid; without *lookup* (``-P``) every client is the same
+    unknown source, ``uid ?`` in gid ``?``."""
 
     units = ("uid", "gid")
 
+    def __init__(self, lookup: bool = True) -> None:
+        self.lookup = lookup
+
     def source(self, peer: Any) -> Hashable:
-        return peer.uid  # type: ignore[no-any-return]
+        return peer.uid if self.lookup else _UNKNOWN
 
     def group(self, peer: Any) -> Hashable:
-        return peer.gid  # type: ignore[no-any-return]
+        return peer.gid if self.lookup else _UNKNOWN
 
     def source_text(self, key: Hashable) -> str:
         return str(key)
@@ -356,11 +362,11 @@ class UidSources:
     group_text = source_text
 
     def source_key(self, text: str) -> Optional[Hashable]:
-        if text == UNTRACKED:
-            return None
+        if text in (UNTRACKED, _UNKNOWN):
+            return None if self.lookup or text == UNTRACKED else _UNKNOWN
         if not (text.isdigit() and text.isascii()) or int(text) > 0xFFFFFFFF:
             raise ValueError(f"{text!r} is not a uid or gid")
-        return int(text)
+        return int(text) if self.lookup else None
 
     group_key = source_key
 

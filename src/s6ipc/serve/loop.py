@@ -51,6 +51,7 @@ from ..base.descriptors import close_on_exec_above
 from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
+from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
@@ -58,7 +59,6 @@ from ..daemon.liveview import every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
-from .admission import TICK, Admission
 from .children import ChildTable
 from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
@@ -66,12 +66,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+    from .admission import Admission
+
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
+    "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
     "Server", "ChildSpawner", "REFUSAL_REASONS", "EXIT_OUTCOMES",
 ]
 
-ABSOLUTE_MAXCONN = 1000
 _BURST = 64
 #: Why an accepted connection was closed without a child: ``maxconn`` never happens (at ``-c``
 #: the loop stops accepting and clients wait in the backlog, as s6's), ``localmaxconn`` (``-C``),
@@ -118,18 +119,21 @@ class ServerConfig:
     maxconn: int = 40
     localmaxconn: int = 40
     notify: bool = False
+    #: The s6 line followed where releases differ (``S6IPC_S6``: :mod:`s6ipc.base.s6release`).
+    release: S6Release = DEFAULT
     #: ``-A`` values, in order (parsed by :func:`s6ipc.serve.admission.parse_limits`).
     admission: List[str] = field(default_factory=list)
 
     def normalised(self) -> ServerConfig:
-        """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
-        maxconn = min(max(self.maxconn, 1), ABSOLUTE_MAXCONN)
+        """maxconn 0 → 1, capped at the release's ceiling (16384; 1000 for 2.11); localmaxconn =
+        maxconn with -P or when above it."""
+        maxconn = min(max(self.maxconn, 1), self.release.absolute_maxconn)
         local = self.localmaxconn
         if not self.lookup or local > maxconn:
             local = maxconn
         return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
                             localmaxconn=local, notify=self.notify,
-                            admission=list(self.admission))
+                            admission=list(self.admission), release=self.release)
 
 
 def _reserve_fd1() -> None:
@@ -202,6 +206,8 @@ class Server:
         self.clock = clock
         self.admission = admission
         if admission is not None:  # its lines and expiries
+            from .admission import TICK  # imported with the Admission: only the servers with -A pay for it
+
             beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
             self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
@@ -236,6 +242,26 @@ class Server:
         if self._watched.pop(fd, None) is not None:
             self._poller.unregister(fd)
 
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """Child *pid* is the daemon's, not a connection's: *on_exit(status)* when it is reaped."""
+        self.children.expect(pid, on_exit)
+
+    def unread_signals(self) -> bytes:
+        """Take the signal numbers the loop has not read yet out of the self-pipe."""
+        if self._selfpipe is None:
+            return b""
+        unread = b""
+        while True:
+            chunk = self._selfpipe.read()
+            if not chunk:
+                return unread
+            unread += chunk
+
+    @property
+    def exec_pending(self) -> bool:
+        """Whether the loop ended (or is ending) for an exec: :meth:`stop_for_exec`, not cancelled."""
+        return self._ending.exec_argv is not None
+
     def on_signal(self, sig: int, hook: Callable[[], None]) -> None:
         """Catch *sig* (one the loop does not handle itself) and call *hook* from the loop."""
         if sig in HANDLED_SIGNALS:
@@ -250,7 +276,10 @@ class Server:
         return HANDLED_SIGNALS + tuple(self._signal_hooks)
 
     def stop_for_exec(self, argv: List[str]) -> None:
-        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running).
+        Nothing once a signal ended the loop for good (SIGTERM read before the preflight's exit)."""
+        if not self._running and not self.exec_pending:
+            return
         self._ending = Ending(0, list(argv))
         self._running = False
 
@@ -456,7 +485,7 @@ class Server:
             self.log.info(peer.deny_line(num, config.localmaxconn))
             return "localmaxconn"
         env = self.base_env.copy()
-        peer.fill(env, num + 1, address)
+        peer.fill(env, config.release.connnum(num), address)
         spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
@@ -466,7 +495,10 @@ class Server:
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
-            self.child_log.error(str(e))
+            if not config.release.spawn_failure_in_daemon:
+                self.child_log.error(str(e))
+            elif config.verbosity >= 1:
+                self.log.warn(f"unable to spawn {e.name}: {os.strerror(e.errno)}")
             return "spawn"
         except OSError as e:
             if config.verbosity >= 1:
@@ -487,6 +519,8 @@ class Server:
 
     # -- signals and children ---------------------------------------------------------------
     def _handle_signals(self) -> None:
+        """Act on every signal read, in order: none is left unread behind one that ends the loop.
+        A signal that ends the daemon cancels an exec that was coming (the daemon exits instead)."""
         assert self._selfpipe is not None
         for signo in self._selfpipe.read():
             if signo == _signal.SIGCHLD:
@@ -494,7 +528,7 @@ class Server:
             elif signo == _signal.SIGTERM:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGTERM, quitting")
-                self._running = False
+                self._quit(())
             elif signo == _signal.SIGHUP:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
@@ -502,19 +536,23 @@ class Server:
             elif signo == _signal.SIGQUIT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
-                self._final_signals = (_signal.SIGTERM, _signal.SIGCONT)
-                self._running = False
+                self._quit((_signal.SIGTERM, _signal.SIGCONT))
             elif signo == _signal.SIGABRT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
-                self._final_signals = (_signal.SIGKILL,)
-                self._running = False
-            else:
+                self._quit((_signal.SIGKILL,))
+            elif self._running:  # a daemon's own signal (SIGUSR2) means nothing once the loop ends
                 hook = self._signal_hooks.get(signo)
                 if hook is not None:
                     hook()
-            if not self._running:
-                return
+
+    def _quit(self, final: Tuple[int, ...]) -> None:
+        """End the loop for good (no exec), sending *final* to every child first (SIGQUIT, SIGABRT;
+        a later one's signals win, as if it had come alone)."""
+        if final:
+            self._final_signals = final
+        self._ending = Ending()
+        self._running = False
 
     def _reap(self) -> None:
         """Collect every exited child; resume accepting if a slot freed."""

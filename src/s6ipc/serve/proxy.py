@@ -52,7 +52,7 @@ import time
 
 from ..base.cstrings import peer_text
 from ..base.durations import poll_ms
-from ..base.errors import S6ipcError, SystemFailure
+from ..base.errors import BadInput, SystemFailure
 from ..sockets.inet import ip4_fmt, ip4_scan, ip6_fmt, ip6_scan
 
 TYPE_CHECKING = False
@@ -75,17 +75,10 @@ _ADDRESS_SIZE = {1: 12, 2: 36, 3: 216}
 _SSL_VARIABLES = {0x21: "SSL_PROTOCOL", 0x22: "SSL_PEER_CERT_CN", 0x23: "SSL_CIPHER"}
 
 
-class BadHeader(S6ipcError):
-    """The bytes are not a PROXY header proxy-server accepts: exit 1."""
+class BadHeader(BadInput):
+    """The bytes are not a PROXY header proxy-server accepts: exit 1 (``str()`` is the message)."""
 
     exit_code = 1
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class Unsupported(BadHeader):

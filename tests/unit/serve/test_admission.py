@@ -255,3 +255,30 @@ def test_without_limits_in_a_table_nothing_is_tracked() -> None:
     for peer in peers:
         assert adm.admit(peer) is None
     assert adm.describe()["tracked"] == {"sources": 0, "groups": 0} and adm.live == {}
+
+
+def test_past_the_cap_the_untracked_sources_are_one_and_logged_so() -> None:
+    adm, clock, log = admission("rate=1/m,burst=1,sources=1")
+    assert adm.admit(tcp_peer("10.0.0.1")) is None
+    assert adm.admit(tcp_peer("10.0.0.2")) is None, "the first untracked source takes the shared token"
+    assert adm.admit(tcp_peer("10.0.0.3")) == "rate"
+    assert log.lines == ["info: deny ip (untracked) over rate 1/m burst 1: 1 refused"]
+    assert adm.describe()["tracked"]["sources"] == 2 and adm.to_state()["sources"].keys() == {"10.0.0.1",
+                                                                                             "(untracked)"}
+    clock.now += 61
+    adm.tick()
+    assert adm.admit(tcp_peer("10.0.0.3")) is None and "10.0.0.3" in adm.rates.due  # type: ignore[union-attr]
+
+
+def test_without_credentials_every_ipc_client_is_one_unknown_source() -> None:
+    """-P: no uid, no gid — one bucket, named ``uid ?``; the state keeps it only for a -P image."""
+    limits = parse_limits(["rate=1/m,burst=1"], False)
+    assert limits is not None
+    log = Quiet()
+    adm = Admission(limits, UidSources(lookup=False), log, Clock())
+    anonymous = UnixPeer(0, 0, False)
+    assert adm.admit(anonymous) is None and adm.admit(anonymous) == "rate"
+    assert log.lines == ["info: deny uid ? over rate 1/m burst 1: 1 refused"]
+    assert adm.to_state()["sources"] == {"?": 1.0}
+    assert UidSources(lookup=False).source_key("?") == "?" and UidSources().source_key("?") is None
+    assert UidSources(lookup=False).source_key("1000") is None, "a uid's bucket means nothing with -P"
