@@ -57,8 +57,8 @@ class Setup:
         daemon = FdHolderDaemon(config, self.log, self.listen_fd, clock=self.clock,
                                 on_upgrade=lambda: self.life.requested())
         self.life = Lifecycle(KIND, "fdholderd", ["-i", "rules"], HolderLife(daemon, self.log), self.log,
-                              Readiness(), held_signals=lambda: daemon.signals, system=self.system, loop=daemon,
-                              clock=self.clock)
+                              Readiness(), held_signals=lambda: daemon.signals, system=self.system,
+                              loop=daemon, clock=self.clock)
         return daemon
 
     def turns(self, n: int = 3) -> bool:
