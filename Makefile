@@ -17,7 +17,7 @@ PYTHONS ?=
 RUN_PACKAGES := python3 python3-venv
 SYSTEMD_EXTRA_PACKAGES := libsystemd-dev pkg-config gcc libc6-dev python3-dev
 TEST_PACKAGES := $(RUN_PACKAGES) $(SYSTEMD_EXTRA_PACKAGES) make s6 s6-doc execline systemd strace procps \
-	iproute2 pandoc man-db git nginx curl ucspi-tcp runit
+	iproute2 pandoc man-db git nginx curl ucspi-tcp runit haproxy openssl pipx
 
 ifeq ($(INSTALL_MODE),copy)
 # a copy of the package, reinstalled whenever src/ or docs/ change (nobody cannot read the checkout)
@@ -84,13 +84,14 @@ lint: test-venv
 bench: system-packages test-venv
 	$(PY) bench/run.py
 
-# A wheel and an sdist in dist/, man pages included (python -m build; pandoc makes the pages).
+# A wheel and an sdist in DIST (dist/), man pages included (python -m build; pandoc makes the pages).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-WHEEL := dist/s6ipc-$(VERSION)-py3-none-any.whl
+DIST ?= dist
+WHEEL := $(DIST)/s6ipc-$(VERSION)-py3-none-any.whl
 wheel: venv
 	@scripts/ensure-system-packages pandoc
 	umask 022 && $(PY) -m pip install -q build
-	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir dist .
+	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir $(DIST) .
 
 # The system-wide install the unit files expect: a venv in PREFIX from the wheel (with the systemd
 # extra when it can be built), BINDIR/s6ipc (and s6ipc-uvicorn) a link to its script, the man pages
@@ -109,6 +110,8 @@ install: wheel
 	for page in $(PREFIX)/share/man/man1/s6ipc-*.1 $(PREFIX)/share/man/man7/s6ipc*.7; do \
 	  ln -sf $$page $(MANDIR)/$$(basename $$(dirname $$page))/; done
 	$(BINDIR)/s6ipc --version
+	@echo "man pages: $(MANDIR)/man1/s6ipc-*.1, $(MANDIR)/man7/s6ipc*.7 (man s6ipc-ipcserverd, man 7 s6ipc)"
+	@command -v man >/dev/null || echo "no man command here: apt-get install man-db to read them"
 
 clean:
 	rm -rf $(VENV) $(VENV)-pythons run bench/build build dist

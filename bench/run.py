@@ -96,12 +96,12 @@ class Daemon:
     """
 
     def __init__(self, argv: Sequence[str], address: Optional[str] = None, port: int = 0,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, log: Optional[str] = None) -> None:
         r, w = os.pipe()
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.DEVNULL, env=env
-        )
+        with open(log or os.devnull, "wb") as stderr:  # *log*: a file for its stderr
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=w, stderr=stderr,
+                                         env=env)
         os.close(w)
         if port:
             os.close(r)

@@ -13,6 +13,7 @@ from tests.support.processes import C_SOURCES, IMPLEMENTATIONS, Client, RunningS
 from tests.support.restart_load import rundir  # noqa: F401  (the restart harness's run directory)
 from tests.support.s6 import scan  # noqa: F401  (the s6 supervision tree fixture)
 from tests.support.systemd_manager import user_manager  # noqa: F401  (a real systemd manager)
+from tests.support.tcp import TcpServer
 
 
 @pytest.fixture(params=["ours", "s6"])
@@ -20,6 +21,15 @@ def impl(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Parametrise a test over both implementations: ``impl("ipcserver")`` gives the argv prefix."""
     return IMPLEMENTATIONS[request.param]
 
+
+
+@pytest.fixture
+def servers() -> Iterator[List[TcpServer]]:
+    """TCP servers a test starts (appended to the list), stopped at its end."""
+    started: List[TcpServer] = []
+    yield started
+    for s in started:
+        s.stop()
 
 
 @pytest.fixture

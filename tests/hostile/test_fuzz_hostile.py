@@ -9,6 +9,7 @@ Budget: about a minute on the 2-core CI machine (few examples per program, each 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from s6ipc.base import unixmessage
 from s6ipc.fdholder import protocol
-from tests.support import hostile
+from tests.support import hostile, remembered
 from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
 from tests.support.processes import S6IPC, run, stop_process
 
@@ -133,6 +134,12 @@ ONE_SHOT: Dict[str, Builder] = {
     "listen-fds": lambda d, a: [*options(d, "f"), "true"],
     "listen-pid": lambda d, a: ["true"],
     "status": lambda d, a: [*d(st.sampled_from([[], ["-j"]])), d(NUMBER)],
+    "upgrade": lambda d, a: [*d(st.sampled_from([[], ["-j"]])), *options(d, "t"), d(NUMBER)],
+    "metrics": lambda d, a: [*d(st.sampled_from([[], ["-P"]])), *options(d, "n"), "-t", "500", d(NUMBER)],
+    # its request comes on stdin, whatever the state made of it: bounded by -t, whatever it is
+    "metrics-http": lambda d, a: [*options(d, "n"), "-t", "300", "-T", "300", d(NUMBER)],
+    "proxy-server": lambda d, a: [*d(st.sampled_from([[], ["-1"], ["-2"], ["--only-v2"]])), *options(d, "tv"),
+                                  "true"],
     "systemd-accept": lambda d, a: ["true"],
     "tcpclient": lambda d, a: [*options(d, "tTp"), "127.0.0.1", a["closed_port"], "true"],
     "tcpserver-access": lambda d, a: [*options(d, "vt"), "-x", a["cdb"], "true"],
@@ -161,19 +168,31 @@ def check_exit(name: str, code: int, err: bytes, state: Dict[str, object]) -> No
         assert err.strip(), (name, code, "failed without a word")
 
 
+def _one_shot(name: str, args: List[str], state: Dict[str, object]) -> None:
+    argv = [S6IPC, name, *args]
+    try:
+        result = hostile.run(argv, state["entries"], blocked=state["blocked"],  # type: ignore[arg-type]
+                             ignored=state["ignored"], closed=state["closed"], timeout=20)  # type: ignore[arg-type]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{argv[:6]} hung in state {state}")
+    check_exit(name, result.returncode, result.stderr, state)
+
+
 @pytest.mark.parametrize("name", sorted(ONE_SHOT))
 def test_one_shot_programs_in_a_hostile_state(area: Dict[str, str], name: str) -> None:
+    """The examples that failed once (tests/hostile/remembered/one-shot.json) every time, then a
+    few new ones; a new failure is written there (commit it with the fix)."""
+    for example in remembered.examples("one-shot", name):
+        _one_shot(name, remembered.concrete(example["args"], area), example["state"])
+
     @settings(max_examples=5, deadline=None, database=None, phases=NO_SHRINK,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(data=st.data(), state=hostile_state())
     def sweep(data: st.DataObject, state: Dict[str, object]) -> None:
-        argv = [S6IPC, name, *ONE_SHOT[name](data.draw, area)]
-        try:
-            result = hostile.run(argv, state["entries"], blocked=state["blocked"],  # type: ignore[arg-type]
-                                 ignored=state["ignored"], closed=state["closed"], timeout=20)  # type: ignore[arg-type]
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{argv[:6]} hung in state {state}")
-        check_exit(name, result.returncode, result.stderr, state)
+        args = ONE_SHOT[name](data.draw, area)
+        example = {"args": remembered.symbolic(args, area), "state": state}
+        with remembered.on_failure("one-shot", name, example):
+            _one_shot(name, args, state)
 
     sweep()
 
@@ -216,38 +235,81 @@ def listing(s: socket.socket) -> None:
     assert data == expected
 
 
+def _daemon(name: str, options_: List[str], state: Dict[str, object], area: Dict[str, str]) -> bool:
+    """Start daemon *name* with *options_* in *state*; whether it served (then it must stop on TERM)."""
+    path = os.path.join(area["base"], f"d{time.monotonic_ns()}")
+    if name == "ipcserver":
+        argv = [S6IPC, name, *options_, path, "/bin/echo", "hi"]
+        expect = hi
+    else:
+        argv = [S6IPC, name, *options_, "-i", area["rules"], path]
+        expect = listing
+    errlog = os.path.join(area["base"], "err")
+    with open(errlog, "wb") as err:
+        proc = hostile.popen(argv, state["entries"], blocked=state["blocked"],  # type: ignore[arg-type]
+                             ignored=state["ignored"], closed=state["closed"],  # type: ignore[arg-type]
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    served = False
+    try:
+        if serves(path, proc, expect):
+            served = True
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+            assert code in {0, 1, 2, 3}, (argv[:6], code)  # fdholderd: s6's bit mask
+        else:
+            code = proc.wait(10)
+    finally:
+        stop_process(proc)
+    with open(errlog, "rb") as f:
+        check_exit(name, code, f.read(), state)
+    return served
+
+
 @pytest.mark.parametrize("name", DAEMONS)
 def test_daemons_in_a_hostile_state_serve_and_stop_on_term(area: Dict[str, str], name: str) -> None:
+    """As the one-shot sweep: the remembered examples (tests/hostile/remembered/daemons.json)
+    first, then new ones."""
+    for example in remembered.examples("daemons", name):
+        _daemon(name, remembered.concrete(example["options"], area), example["state"], area)
     served = []
 
     @settings(max_examples=6, deadline=None, database=None, phases=NO_SHRINK,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(data=st.data(), state=hostile_state())
     def sweep(data: st.DataObject, state: Dict[str, object]) -> None:
-        path = os.path.join(area["base"], f"d{time.monotonic_ns()}")
-        if name == "ipcserver":
-            argv = [S6IPC, name, *options(data.draw, "cCb"), path, "/bin/echo", "hi"]
-            expect = hi
-        else:
-            argv = [S6IPC, name, *options(data.draw, "cnbtT"), "-i", area["rules"], path]
-            expect = listing
-        errlog = os.path.join(area["base"], "err")
-        with open(errlog, "wb") as err:
-            proc = hostile.popen(argv, state["entries"], blocked=state["blocked"],  # type: ignore[arg-type]
-                                 ignored=state["ignored"], closed=state["closed"],  # type: ignore[arg-type]
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            if serves(path, proc, expect):
+        options_ = options(data.draw, "cCb" if name == "ipcserver" else "cnbtT")
+        with remembered.on_failure("daemons", name, {"options": options_, "state": state}):
+            if _daemon(name, options_, state, area):
                 served.append(state)
-                proc.send_signal(signal.SIGTERM)
-                code = proc.wait(10)
-                assert code in {0, 1, 2, 3}, (argv[:6], code)  # fdholderd: s6's bit mask
-            else:
-                code = proc.wait(10)
-        finally:
-            stop_process(proc)
-        with open(errlog, "rb") as f:
-            check_exit(name, code, f.read(), state)
 
     sweep()
     assert served, "no example got as far as serving: the sweep tested nothing"
+
+
+def test_a_failing_example_is_kept_and_given_back(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What the sweeps rely on: an example that fails is written down once, with the run's
+    scratch values as placeholders, and comes back exactly (bytes, surrogates, signals)."""
+    monkeypatch.setattr(remembered, "DIRECTORY", str(tmp_path))
+    area = {"base": "/tmp/pytest-7/fz0", "closed_port": "41234"}
+    args = ["-t", "\udcff\u0661", "/tmp/pytest-7/fz0/h", "41234", "4123"]
+    state = {"entries": [b"=x", b"V=\xff"], "blocked": [signal.SIGTERM], "ignored": [], "closed": [0]}
+    for _ in range(2):
+        with pytest.raises(AssertionError), \
+                remembered.on_failure("s", "prog", {"args": remembered.symbolic(args, area), "state": state}):
+            raise AssertionError("the example failed")
+    kept = remembered.examples("s", "prog")
+    assert len(kept) == 1
+    assert kept[0]["args"] == ["-t", "\udcff\u0661", "{base}/h", "{closed_port}", "4123"]
+    assert remembered.concrete(kept[0]["args"], {"base": "/tmp/other", "closed_port": "5"}) == [
+        "-t", "\udcff\u0661", "/tmp/other/h", "5", "4123"]
+    assert kept[0]["state"] == state
+    with remembered.on_failure("s", "other", {"args": []}):
+        pass  # success: nothing kept
+    assert remembered.examples("s", "other") == []
+
+
+def test_remembered_examples_name_programs_that_exist() -> None:
+    for sweep, known in (("one-shot", ONE_SHOT), ("daemons", DAEMONS)):
+        path = os.path.join(remembered.DIRECTORY, f"{sweep}.json")
+        with open(path) as f:
+            assert set(json.load(f)) <= set(known), f"{path}: examples of programs the sweep no longer runs"

@@ -36,6 +36,7 @@ from tests.support.access import (
 )
 from tests.support.processes import (
     S6IPC,
+    installed_s6,
     proc_children,
     request,
     run,
@@ -59,7 +60,8 @@ def rules() -> Iterator[str]:
 def test_live_rules_directory(sockdir: str, rules: str, handler: str, server_v: str, access_v: str) -> None:
     """Allow with env, explicit deny, exec rule, nothing found, uid/self: changes seen at once."""
     uid, gid = os.geteuid(), os.getegid()
-    proto = ["PROTO=IPC", f"IPCREMOTEEUID={uid}", f"IPCREMOTEEGID={gid}", "IPCCONNNUM=1"]
+    proto = ["PROTO=IPC", f"IPCREMOTEEUID={uid}", f"IPCREMOTEEGID={gid}",
+             f"IPCCONNNUM={installed_s6().connnum(0)}"]
     steps: List[Step] = [
         (set_rules(rules, {f"uid/{uid}": {"allow": True, "env": {"RULEVAR": b"val  \n"}}}),
          env_lines("PATH=/usr/bin:/bin", "INHERITED=yes", *proto, "IPCREMOTEPATH=", "RULEVAR=val",
@@ -94,7 +96,8 @@ def test_without_env_and_with_localname(sockdir: str, rules: str, handler: str) 
     compare(sockdir, [], ["-E", "-l", "ignored", "-i", rules], [handler, "env"], steps, keep)
     keep = set_rules(rules, {f"uid/{uid}": {"allow": True, "env": {"PROTO": b"x\n"}}})
     out = env_lines("PATH=/usr/bin:/bin", "INHERITED=yes", "IPCREMOTEPATH=", f"IPCREMOTEEUID={uid}",
-                    f"IPCREMOTEEGID={os.getegid()}", "IPCCONNNUM=1", "PROTO=x", "IPCLOCALPATH=")
+                    f"IPCREMOTEEGID={os.getegid()}", f"IPCCONNNUM={installed_s6().connnum(0)}", "PROTO=x",
+                    "IPCLOCALPATH=")
     compare(sockdir, [], ["-l", "", "-i", rules], [handler, "env"], [(keep, out)], keep)
 
 

@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from s6ipc.access.rules import check, rules_from_dir
+from s6ipc.fdholder.rights import rights_from_modifs
 from tests.support.processes import S6IPC
 from tests.support.restart_load import PAYLOAD, UNIT, Load, free_port, start_ready, stop, unit_env
 
@@ -120,3 +122,32 @@ def test_demo_script_runs(rundir: str) -> None:
     assert p.returncode == 0, p.stderr
     lines = p.stdout.decode().splitlines()
     assert lines[0].startswith("holder ") and lines[-1].startswith("restart 2: server ")
+
+
+def _systemd_guide_rules(directory: str) -> str:
+    """The rules docs/systemd.md writes for units/systemd/s6ipc-fdholder.service, written under
+    *directory* by its own commands (``/etc/s6ipc`` replaced)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "systemd.md")) as f:
+        lines = [line for line in f.read().splitlines() if "/etc/s6ipc/fdholder-rules" in line
+                 and not line.startswith(("cp ", "ExecStart"))]
+    assert len(lines) == 3, lines
+    script = "\n".join(lines).replace("/etc/s6ipc", directory)
+    subprocess.run(["sh", "-ec", script], check=True, timeout=10)
+    return os.path.join(directory, "fdholder-rules")
+
+
+@pytest.mark.parametrize("holder", ["units/fdholder-restart", "units/s6/s6ipc-fdholder", "docs/systemd.md"])
+def test_the_shipped_holder_rules_allow_what_the_guides_park(holder: str, tmp_path: object) -> None:
+    """The TCP guide parks ``tcp:127.0.0.1:8080``; the socket-activation guide ``unix:`` paths under
+    /run/s6ipc-demo: each holder the guides point to lets root store and retrieve both."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if holder == "docs/systemd.md":
+        rules = _systemd_guide_rules(str(tmp_path))
+    else:
+        rules = os.path.join(root, holder, "rules")
+    decision = check(rules_from_dir(rules), 0, 0, euid=1, egid=1)
+    rights = rights_from_modifs(decision.modif_strings())
+    for ident in (b"tcp:127.0.0.1:8080", b"unix:/run/s6ipc-demo/gunicorn.sock"):
+        assert rights.store.search(ident) and rights.retrieve.search(ident), (holder, ident)
+    assert rights.list

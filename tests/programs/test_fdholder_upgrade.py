@@ -36,12 +36,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from s6ipc.daemon import liveview
-from s6ipc.fdholder import protocol
+from s6ipc.fdholder import guardian, protocol
 from tests.support import systemd_manager as sdmanager
-from tests.support.fdholder import Raw
+from tests.support.fdholder import Quiet, Raw
 from tests.support.processes import S6IPC, needs_reachable_interpreter, nobody_ids, requires_root, theirs
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
-from tests.support.s6 import Scan, write_service
+from tests.support.s6 import Scan, read_log, write_service
 from tests.support.upgrade import Monotonic
 
 UPGRADES = 20
@@ -375,7 +375,9 @@ def test_a_broken_new_version_is_rejected_and_the_holder_keeps_everything(rundir
 
 
 def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: str) -> None:
-    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store."""
+    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store;
+    and the guardian's line: it holds the parked descriptor for the restarted holder (taken here;
+    the restart itself under s6-supervise: tests/s6/test_fdholder_guardian.py)."""
     env = dict(unit_env(rundir), PYTHONPATH=copy)
     log = os.path.join(rundir, "log")
     holder = start_ready([os.path.join(UNIT, "holder")], env, log)
@@ -388,10 +390,21 @@ def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: 
         assert holder.wait(30) == 111
     finally:
         stop(holder)
+    path = os.path.join(rundir, "holder.sock")
+    name = guardian.guardian_name(path)
+    deadline = time.monotonic() + 10
+    while f"@{name}" not in read_log("/proc/net/unix"):
+        assert time.monotonic() < deadline, "no guardian"
+        time.sleep(0.02)
+    taken = guardian.collect(path, Quiet())
+    assert taken is not None and len(taken) == 1  # the parked socket
+    taken.close_all()
     with open(log) as f:
         lines = f.read().splitlines()
-    assert lines[-1] == ("fdholderd: fatal: unable to take over from the previous image: "
-                         "a bug in the new version"), lines
+    assert lines[-2:] == ["fdholderd: fatal: unable to take over from the previous image: "
+                          "a bug in the new version",
+                          f"fdholderd: warning: the new image died after the exec: holding 1 descriptors "
+                          f"for the restarted fdholderd at @{name}"], lines
     assert not _warnings(log)
 
 
@@ -492,8 +505,9 @@ def test_sd_notify_says_reloading_then_ready_and_never_mainpid(rundir: str, copy
 
 
 def test_s6s_own_clients_are_served_across_an_upgrade(rundir: str) -> None:
-    """s6's C clients (s6-fdholder-list, s6-fdholder-retrieve) started right after SIGUSR2 wait in the
-    backlog through the preflight and the exec, and are answered by the new image."""
+    """s6's C clients (s6-fdholder-list, s6-fdholder-retrieve) started right after SIGUSR2 are
+    answered — by the old image while the preflight runs beside its loop, or by the new one after
+    waiting in the backlog through the exec — and the upgrade happens."""
     c_list, c_retrieve = theirs("fdholder-list"), theirs("fdholder-retrieve")
     env = unit_env(rundir)
     log = os.path.join(rundir, "log")
@@ -509,6 +523,6 @@ def test_s6s_own_clients_are_served_across_an_upgrade(rundir: str) -> None:
         assert listed.communicate(timeout=30)[0].decode().split() == [ident] and listed.returncode == 0
         assert retrieved.communicate(timeout=30)[0].decode().strip() == str(inode)
         assert retrieved.returncode == 0
-        assert view(holder.pid)["generation"] == 1  # they were answered by the new image
+        wait_generation(holder.pid, 1)
     finally:
         stop(holder)

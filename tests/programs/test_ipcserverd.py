@@ -4,6 +4,12 @@ Each differential test starts ``/usr/bin/s6-ipcserver-socketbinder PATH DAEMON â
 our ``s6ipc ipcserverd`` or ``/usr/bin/s6-ipcserverd``, drives it with real clients and compares
 what the clients, the children and the log see. Where we deliberately differ (documented in
 docs/ipcserverd.md) the test asserts both behaviours explicitly.
+
+Where s6 releases differ (``IPCCONNNUM``, the ``-c`` ceiling, a program that cannot be executed:
+:mod:`s6ipc.base.s6release`), both sides run with ``S6IPC_S6`` naming the line of the s6 installed
+(2.11 on Debian 12, 2.12+ on Debian 13: :func:`~tests.support.processes.installed_s6`, from what the
+binary does) and the expected values are that line's; the tests at the end check our default line
+and ``S6IPC_S6=2.11`` whatever s6 is installed.
 """
 
 from __future__ import annotations
@@ -16,19 +22,28 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
+from s6ipc.base.s6release import DEFAULT, S6_2_11, S6Release
 from tests.support.processes import (
     IMPLEMENTATIONS,
     SOCKETBINDER,
     Client,
     RunningServer,
+    as_installed_s6,
+    installed_s6,
     normalise_log,
     proc_children,
+    read_all,
     request,
     run,
     wait_until,
 )
 
 WHO = ["ours", "s6"]
+
+
+def first() -> str:
+    """IPCCONNNUM of a first connection, as the installed s6 gives it (1 for 2.11, 0 for 2.12+)."""
+    return str(installed_s6().connnum(0))
 UID, GID = os.geteuid(), os.getegid()
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -55,7 +70,8 @@ def start(server_factory: Callable[..., RunningServer], sockdir: str, handler: s
         count[0] += 1
         path = os.path.join(sockdir, f"{who}{count[0]}")
         argv = daemon_argv(who, path, ["-1", *opts], prog if prog is not None else [handler, *mode])
-        return server_factory(argv, env=dict(BASE_ENV) if env is None else env, **kw), path
+        env = as_installed_s6(BASE_ENV if env is None else env)
+        return server_factory(argv, env=env, **kw), path
 
     return go
 
@@ -174,7 +190,7 @@ def served_env(start: Start, who: str, opts: Sequence[str], env: Dict[str, str],
     _, path = start(who, opts, "env", env=env)
     out = request(path, bind=bind)
     pairs = [line.split("=", 1) for line in out.decode().splitlines()]
-    return [(k, v) for k, v in pairs if k != "_"]
+    return [(k, v) for k, v in pairs if k not in ("_", "S6IPC_S6")]
 
 
 INHERITED = {"PATH": "/usr/bin:/bin", "FOO": "bar", "IPCLOCALPATH": "inherited", "PROTO": "XYZ",
@@ -188,7 +204,7 @@ def test_env_in_order_equals_s6(start: Start) -> None:
     assert envs["ours"] == envs["s6"]
     assert envs["ours"] == [("PATH", "/usr/bin:/bin"), ("FOO", "bar"), ("IPCLOCALPATH", "inherited"),
                             ("PROTO", "IPC"), ("IPCREMOTEEUID", str(UID)), ("IPCREMOTEEGID", str(GID)),
-                            ("IPCCONNNUM", "1"), ("IPCREMOTEPATH", "")]
+                            ("IPCCONNNUM", first()), ("IPCREMOTEPATH", "")]
 
 
 def test_env_with_inherited_connection_variables_equals_s6(start: Start) -> None:
@@ -197,7 +213,7 @@ def test_env_with_inherited_connection_variables_equals_s6(start: Start) -> None
     envs = {who: served_env(start, who, [], INHERITED) for who in WHO}
     assert envs["ours"] == envs["s6"]
     assert envs["ours"] == [("PATH", "/usr/bin:/bin"), ("FOO", "bar"), ("IPCLOCALPATH", "inherited"),
-                            ("IPCCONNNUM", "1"), ("PROTO", "IPC"), ("IPCREMOTEEUID", str(UID)),
+                            ("IPCCONNNUM", first()), ("PROTO", "IPC"), ("IPCREMOTEEUID", str(UID)),
                             ("IPCREMOTEEGID", str(GID)), ("IPCREMOTEPATH", "")]
 
 
@@ -342,9 +358,11 @@ def test_localmaxconn_accepts_and_closes(who: str, start: Start, clients: Callab
 
 
 @pytest.mark.parametrize("who", WHO)
-def test_maxconn_capped_at_1000(who: str, start: Start) -> None:
-    server, _ = start(who, ["-v2", "-c", "5000"], "ok")
-    assert wait_log(server, 2)[:2] == ["D: info: starting", "D: info: status: 0/1000"]
+def test_maxconn_capped_as_the_installed_s6(who: str, start: Start) -> None:
+    """-c 20000 is clamped to 1000 by s6 2.11, to 16384 by 2.12+."""
+    server, _ = start(who, ["-v2", "-c", "20000"], "ok")
+    ceiling = installed_s6().absolute_maxconn
+    assert wait_log(server, 2)[:2] == ["D: info: starting", f"D: info: status: 0/{ceiling}"]
 
 
 @pytest.mark.parametrize("who", WHO)
@@ -453,18 +471,30 @@ def test_nonexistent_program(who: str, start: Start) -> None:
     server, path = start(who, ["-v2"], prog=["nope"])
     assert request(path) == b""
     assert request(path) == b""
+    lines = _nonexistent_program_log(who, server, installed_s6())
+    assert lines[:2] == ["D: info: starting", "D: info: status: 0/40"]
+    assert server.proc.poll() is None
+
+
+def _nonexistent_program_log(who: str, server: RunningServer, release: S6Release) -> List[str]:
+    """The log after two connections to a daemon whose program is ``nope``, as *release* writes it."""
+    if release.spawn_failure_in_daemon:  # s6 2.12+ (posix_spawn): the daemon's warning, no child
+        warning = "D: warning: unable to spawn nope: No such file or directory"
+        lines = wait_log(server, 4)
+        assert lines == ["D: info: starting", "D: info: status: 0/40", warning, warning]
+        return lines
     fatal = "C: fatal: unable to exec nope: No such file or directory"
     if who == "ours":  # posix_spawn reports the failure in the parent: no child, no allow/end lines
         lines = wait_log(server, 4)
         assert lines == ["D: info: starting", "D: info: status: 0/40", fatal, fatal]
-    else:  # a forked child prints the line and exits 127 (the two connections may overlap)
-        end = f"D: info: end pid P uid {UID} exitcode 127"
-        lines = wait_until(lambda: (lambda x: x if x.count(end) == 2 and x[-1] == "D: info: status: 0/40"
-                                    else None)(log_lines(server)))
-        assert len(lines) == 12 and lines[:2] == ["D: info: starting", "D: info: status: 0/40"]
-        assert lines.count(fatal) == 2
-        assert len([x for x in lines if x.startswith(f"D: info: allow {UID}:{GID} pid P count ")]) == 2
-    assert server.proc.poll() is None
+        return lines
+    # s6 2.11: a forked child prints the line and exits 127 (the two connections may overlap)
+    end = f"D: info: end pid P uid {UID} exitcode 127"
+    lines = wait_until(lambda: (lambda x: x if x.count(end) == 2 and x[-1] == "D: info: status: 0/40"
+                                else None)(log_lines(server)))
+    assert len(lines) == 12 and lines.count(fatal) == 2
+    assert len([x for x in lines if x.startswith(f"D: info: allow {UID}:{GID} pid P count ")]) == 2
+    return lines
 
 
 def test_exec_failure_recovers_when_program_appears(start: Start, sockdir: str, handler: str) -> None:
@@ -474,7 +504,53 @@ def test_exec_failure_recovers_when_program_appears(start: Start, sockdir: str, 
     assert request(path) == b""
     os.symlink(handler, prog)
     assert request(path) == b"ok\n"
-    assert log_lines(server) == [f"C: fatal: unable to exec {prog}: No such file or directory"]
+    if installed_s6().spawn_failure_in_daemon:
+        assert log_lines(server) == [f"D: warning: unable to spawn {prog}: No such file or directory"]
+    else:
+        assert log_lines(server) == [f"C: fatal: unable to exec {prog}: No such file or directory"]
+
+
+# -- the s6 line: our default (s6 2.12+) and S6IPC_S6=2.11, whatever s6 is installed ----------------
+LINES = {"default": (None, DEFAULT), "2.11": ("2.11", S6_2_11), "2.11.3.2": ("2.11.3.2", S6_2_11),
+         "2.13": ("2.13", DEFAULT)}
+
+
+def _line_env(setting: Optional[str]) -> Dict[str, str]:
+    return dict(BASE_ENV) if setting is None else dict(BASE_ENV, S6IPC_S6=setting)
+
+
+@pytest.mark.parametrize("line", list(LINES))
+def test_our_lines_connnum_ceiling_and_spawn_failure(line: str, server_factory: Callable[..., RunningServer],
+                                                     sockdir: str) -> None:
+    """IPCCONNNUM for three connections of one uid, the -c ceiling and the log of a program that
+    cannot be executed, as the chosen line's s6 gives them (s6 2.11.3.2: 1 2 3, 1000, a child's
+    ``unable to exec``; 2.12+: 0 1 2, 16384, the daemon's ``unable to spawn``)."""
+    setting, release = LINES[line]
+    env = _line_env(setting)
+    path = os.path.join(sockdir, "held")
+    hold = ["sh", "-c", 'echo "$IPCCONNNUM"; exec cat']
+    server = server_factory(daemon_argv("ours", path, ["-1", "-v2", "-c", "20000"], hold), env=env)
+    held = [Client(path) for _ in range(3)]
+    try:
+        assert [c.line() for c in held] == [str(release.connnum(n)).encode() for n in range(3)]
+    finally:
+        for c in held:
+            c.close()
+    assert log_lines(server)[:2] == ["D: info: starting", f"D: info: status: 0/{release.absolute_maxconn}"]
+    wait_until(lambda: f"D: info: allow {UID}:{GID} pid P count 3/40" in log_lines(server))
+    path = os.path.join(sockdir, "nope")
+    server = server_factory(daemon_argv("ours", path, ["-1", "-v2"], ["nope"]), env=env)
+    assert request(path) == b"" and request(path) == b""
+    _nonexistent_program_log("ours", server, release)
+
+
+def test_a_bad_s6_line_is_refused(sockdir: str) -> None:
+    """An S6IPC_S6 that names no line: one line, exit 100, before serving."""
+    path = os.path.join(sockdir, "bad")
+    got = run(daemon_argv("ours", path, ["-1"], ["true"]), env=dict(BASE_ENV, S6IPC_S6="2.x"))
+    assert got.returncode == 100
+    assert got.stderr.decode().endswith("ipcserverd: fatal: invalid $S6IPC_S6: 2.x (2.11 for s6 2.11's "
+                                         "behaviour, 2.12 to 2.15 for the newer one)\n")
 
 
 def test_sigint_kills_like_s6(start: Start) -> None:
@@ -484,3 +560,34 @@ def test_sigint_kills_like_s6(start: Start) -> None:
         server, _ = start(who, [], "ok")
         server.signal(signal.SIGINT)
         assert server.wait(10) == -signal.SIGINT
+
+
+@pytest.mark.parametrize("suffix", [pytest.param(b"\0abstract\xff\x01", id="abstract"),
+                                    pytest.param(b"c\xff\x01\x1b[2J\n", id="bytes"),
+                                    pytest.param(b"L", id="longest")])
+def test_env_client_path_of_any_bytes_equals_s6(start: Start, sockdir: str, suffix: bytes) -> None:
+    """IPCREMOTEPATH is a C string of the client's bound address, bytes as they are: an abstract
+    name (leading NUL) gives an empty value, a path of invalid UTF-8 and control characters passes
+    as it is, the longest path (107 bytes) whole â€” exactly what s6-ipcserverd gives."""
+    if suffix.startswith(b"\0"):
+        bind = suffix
+    elif suffix == b"L":
+        base = os.fsencode(sockdir) + b"/"
+        bind = base + b"L" * (107 - len(base))  # what Python binds: sun_path with its NUL
+    else:
+        bind = os.fsencode(sockdir) + b"/" + suffix
+    got = {}
+    for who in WHO:
+        _, path = start(who, [], prog=["/usr/bin/env", "-0"])
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.bind(bind)
+            s.connect(path)
+            s.shutdown(socket.SHUT_WR)
+            data = read_all(s)
+        if not bind.startswith(b"\0"):
+            os.unlink(bind)
+        env = dict(entry.split(b"=", 1) for entry in data.split(b"\0") if b"=" in entry)
+        got[who] = env[b"IPCREMOTEPATH"]
+    assert got["ours"] == got["s6"]
+    assert got["ours"] == (b"" if bind.startswith(b"\0") else bind)

@@ -17,7 +17,9 @@ from tests.support.processes import (
     IMPLEMENTATIONS,
     SOCKETBINDER,
     RunningServer,
+    as_installed_s6,
     env_of,
+    installed_s6,
     ours,
     requires_root,
     run,
@@ -70,16 +72,18 @@ def client_output(argv: List[str]) -> bytes:
 @pytest.mark.parametrize("server", WHO)
 def test_client_and_server_combinations(client: str, server: str, sockdir: str, handler: str,
                                         server_factory: Factory) -> None:
-    """s6-ipcclient and ours against s6-ipcserver and ours: same server-side and client-side env."""
+    """s6-ipcclient and ours against s6-ipcserver and ours: same server-side and client-side env (our
+    server on the installed s6's line, S6IPC_S6)."""
     path = os.path.join(sockdir, "s")
     bound = os.path.join(sockdir, "c")
-    server_factory([*IMPLEMENTATIONS[server]("ipcserver"), "-1", path, handler, "env"], env=ENV)
+    server_factory([*IMPLEMENTATIONS[server]("ipcserver"), "-1", path, handler, "env"],
+                   env=as_installed_s6(ENV))
     script = 'cat <&6; echo "client PROTO=$PROTO IPCLOCALPATH=$IPCLOCALPATH"'
     out = client_output([*IMPLEMENTATIONS[client]("ipcclient"), "-p", bound, path, "sh", "-c", script])
     served = env_of(out)
     assert {k: served[k] for k in CONNECTION_VARIABLES} == {
         "PROTO": "IPC", "IPCREMOTEEUID": str(os.geteuid()), "IPCREMOTEEGID": str(os.getegid()),
-        "IPCCONNNUM": "1", "IPCREMOTEPATH": bound}
+        "IPCCONNNUM": str(installed_s6().connnum(0)), "IPCREMOTEPATH": bound}
     assert served["FOO"] == "bar" and "IPCLOCALPATH" not in served
     assert out.decode().splitlines()[-1] == f"client PROTO=IPC IPCLOCALPATH={bound}"
 

@@ -12,14 +12,16 @@ holding newlines and CRs come back exactly).
 
 from __future__ import annotations
 
-import socket
-import threading
+import os
+import re
+import subprocess
+import time
 from typing import Dict, Iterator, Union
 
 import pytest
 
 from tests.support.access import make_rules
-from tests.support.netpeers import FakeDns, FakeIdent, loopback_address, serve_one
+from tests.support.netpeers import FakeDns, FakeIdent, Listener, loopback_address, serve_one
 from tests.support.processes import S6IPC, run
 
 BASE = {"PATH": "/usr/bin:/bin"}
@@ -88,30 +90,10 @@ def test_ident_reply_length_bound(length: int, code: int) -> None:
             f"tcpserver-access: fatal: reject pid {got.stderr.split('pid ')[1].split()[0]} ip {ip}"]
 
 
-class _Listener:
-    def __init__(self, ip: str) -> None:
-        self.sock = socket.socket()
-        self.sock.bind((ip, 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.mark.parametrize("sent,expected", VALUES)
 def test_ident_reply_into_tcpclient(sent: bytes, expected: bytes) -> None:
     ip = loopback_address(113)
-    listener = _Listener(ip)
+    listener = Listener(ip)
     identd = _identd(ip, sent)
     try:
         p = run([S6IPC, "tcpclient", "-H", "-l", "x", "-r", ip, str(listener.port), *ENV0],
@@ -163,7 +145,7 @@ def test_ptr_name_into_tcpserver_access(dns: FakeDns, sent: bytes, expected: byt
 @pytest.mark.parametrize("sent,expected", NAMES)
 def test_ptr_name_into_tcpclient(dns: FakeDns, sent: bytes, expected: bytes) -> None:
     client = _ptr(dns, sent)
-    listener = _Listener(client)
+    listener = Listener(client)
     try:
         p = run([S6IPC, "tcpclient", "-i", client, client, str(listener.port), *ENV0],
                 env=dict(BASE, DNSCACHEIP=dns.ip))
@@ -222,3 +204,47 @@ def test_listen_fds_names_refuse_what_systemd_refuses() -> None:
     err = p.stderr.decode()
     no_traceback(err)
     assert p.returncode == 100 and len(err.splitlines()) == 1
+
+
+# -- sd_notify texts ---------------------------------------------------------------------------
+
+SENDER = r"""
+import os, socket, sys, time
+address = os.environ["NOTIFY_SOCKET"]
+address = "\0" + address[1:] if address.startswith("@") else address
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for message in (b"READY=1\0junk", b"STATUS=caf\xe9\x01\x1b[2J", b"X=" + b"\xff" * 4000):
+    s.sendto(message, address)
+time.sleep(0.3)
+s.sendto(b"READY=1", address)
+time.sleep(1)
+"""
+
+
+def test_sd_notify_texts_through_sdnotify_bridge() -> None:
+    """A datagram with a NUL is ignored (systemd ignores it too), so its READY=1 does not count;
+    other bytes reach the -v log line as they came (a newline becomes a space); no traceback."""
+    from tests.support.processes import VENV_PYTHON
+
+    r, w = os.pipe()
+    proc = subprocess.Popen([S6IPC, "sdnotify-bridge", "-v", "-a", "-d", str(w), VENV_PYTHON, "-c", SENDER],
+                            pass_fds=[w], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=BASE)
+    os.close(w)
+    try:
+        started = time.monotonic()
+        assert os.read(r, 10) == b"\n"
+        waited = time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait(10)
+        os.close(r)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert waited >= 0.25  # the READY=1 that came with a NUL did not count
+    assert b"Traceback" not in err
+    lines = [re.sub(rb"pid \d+", b"pid P", line) for line in err.splitlines()]
+    assert lines[:4] == [b"sdnotify-bridge: warning: pid P: notification with a NUL byte: ignored",
+                         b"sdnotify-bridge: info: pid P: STATUS=caf\xe9\x01\x1b[2J",
+                         b"sdnotify-bridge: info: pid P: X=" + b"\xff" * 4000,
+                         b"sdnotify-bridge: info: pid P: READY=1"]

@@ -13,13 +13,12 @@ import os
 import re
 import socket
 import subprocess
-import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from tests.support.netpeers import FakeDns, FakeIdent, loopback_address
+from tests.support.netpeers import FakeDns, FakeIdent, Listener, loopback_address
 from tests.support.processes import S6IPC, VENV_PYTHON, run
 
 CLIENT = [S6IPC, "tcpclient"]
@@ -70,32 +69,6 @@ def client(args: List[str], env: Optional[Dict[str, str]] = None, prog: Optional
     out = p.stdout.decode()
     report = json.loads(out) if out.startswith("{") else {"raw": out}
     return p.returncode, report, p.stderr.decode()
-
-
-class Listener:
-    """A Python server on *ip*: each connection gets its peer address written back, then closed."""
-
-    def __init__(self, ip: str, backlog: int = 16, serve: bool = True) -> None:
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((ip, 0))
-        self.sock.listen(backlog)
-        self.port = self.sock.getsockname()[1]
-        if serve:
-            threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(1024)
-                conn.sendall(f"peer {peer[0]} {peer[1]}\n".encode())
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # -- the connection and its variables --------------------------------------------------------

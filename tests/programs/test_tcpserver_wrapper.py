@@ -144,7 +144,7 @@ def test_chain_serves_with_s6s_environment(wrapper: str, host: str) -> None:
         assert names == ["PATH", "AAA", "TCPREMOTEPORT", "TCPLOCALIP", "ZZZ",
                          "PROTO", "TCPREMOTEIP", "TCPCONNNUM"]
         values = dict(items)
-        assert (values["PROTO"], values["TCPREMOTEIP"], values["TCPCONNNUM"]) == ("TCP", host, "1")
+        assert (values["PROTO"], values["TCPREMOTEIP"], values["TCPCONNNUM"]) == ("TCP", host, "0")
         assert values["TCPLOCALIP"] == "kept"
         assert 0 < int(values["TCPREMOTEPORT"]) < 65536
     finally:
@@ -189,7 +189,7 @@ def test_ucspi_tcp_tcpclient_talks_to_our_tcpserver() -> None:
                  'echo hello >&7; cat <&6; echo "client saw $TCPREMOTEPORT"'])
         assert p.returncode == 0, p.stderr
         lines = p.stdout.decode().splitlines()
-        assert lines == ["got hello from 127.0.0.1 #1", f"client saw {srv.port}"]
+        assert lines == ["got hello from 127.0.0.1 #0", f"client saw {srv.port}"]
     finally:
         srv.stop()
 
@@ -206,7 +206,7 @@ def test_make_run_tcp_demo_service() -> None:
     try:
         reply = tcp_request(srv.port).decode()
         assert reply.startswith("hello 127.0.0.1 port ")
-        assert reply.endswith(", you are connection 1 from this address\n")
+        assert reply.endswith(", TCPCONNNUM 0\n")  # no other connection from 127.0.0.1
     finally:
         srv.stop()
 

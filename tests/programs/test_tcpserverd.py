@@ -3,7 +3,8 @@
 Facts tested (observed on the real 2.5.1.3 binaries, written down in docs/tcpserverd.md): the
 ``-1`` line is the port; 4d logs it after ``starting``/``status``, 6d before; peers are named
 ``IP:PORT`` (4d) or ``IP port PORT`` (6d); deny lines at every verbosity, ending ``: Success``;
-``TCPCONNNUM`` counts live connections per client IP; IPv4-mapped clients show in hex.
+``TCPCONNNUM`` counts the other live connections from the client IP (s6-networking 2.6+, our
+default line; 2.5.1.3 counted this one too: ``S6IPC_S6=2.11``); IPv4-mapped clients show in hex.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterator, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -45,17 +46,10 @@ def listener(family: int = socket.AF_INET, host: str = "127.0.0.1", v6only: bool
     return s
 
 
-@pytest.fixture
-def servers() -> Iterator[List[TcpServer]]:
-    started: List[TcpServer] = []
-    yield started
-    for s in started:
-        s.stop()
-
-
 def daemon(servers: List[TcpServer], name: str, args: List[str], sock: socket.socket,
-           **kw: object) -> TcpServer:
-    srv = TcpServer(ours(name) + args, stdin=sock.fileno(), env=CLEAN_ENV, **kw)  # type: ignore[arg-type]
+           env: Optional[Dict[str, str]] = None, **kw: object) -> TcpServer:
+    srv = TcpServer(ours(name) + args, stdin=sock.fileno(), env=CLEAN_ENV if env is None else env,
+                    **kw)  # type: ignore[arg-type]
     servers.append(srv)
     return srv
 
@@ -75,19 +69,19 @@ def test_verbose_log_sequence(servers: List[TcpServer], name: str, host: str) ->
     v6 = ":" in host
     sock = listener(socket.AF_INET6 if v6 else socket.AF_INET, host)
     port = sock.getsockname()[1]
-    srv = daemon(servers, name, ["-v2", "-1", "-c", "5000", "sh", "-c", "exit 3"], sock, merged=True)
-    wait_until(lambda: "status: 0/1000" in srv.log())
+    srv = daemon(servers, name, ["-v2", "-1", "-c", "20000", "sh", "-c", "exit 3"], sock, merged=True)
+    wait_until(lambda: "status: 0/16384" in srv.log())  # -c's ceiling since s6-networking 2.6
     assert tcp_request(port, host=host) == b""
     wait_until(lambda: srv.log().count("status:") == 3)
     srv.proc.send_signal(signal.SIGTERM)
     assert srv.wait() == 0
     peer = f"{host} port N" if v6 else f"{host}:N"
     d = f"{name}: info: "
-    start = [f"{d}starting", f"{d}status: 0/1000"]
+    start = [f"{d}starting", f"{d}status: 0/16384"]
     head = [str(port), *start] if v6 else [*start, str(port)]
     assert normalise(srv.log()) == head + [
-        f"{d}allow {peer} pid P count 1/40", f"{d}status: 1/1000",
-        f"{d}end pid P ip {host} exitcode 3", f"{d}status: 0/1000",
+        f"{d}allow {peer} pid P count 1/40", f"{d}status: 1/16384",
+        f"{d}end pid P ip {host} exitcode 3", f"{d}status: 0/16384",
         f"{d}received SIGTERM, quitting", f"{d}exiting"]
 
 
@@ -96,21 +90,21 @@ def test_connnum_per_ip_and_deny_at_v0(servers: List[TcpServer]) -> None:
     port = sock.getsockname()[1]
     srv = daemon(servers, "tcpserver4d", ["-v0", "-1", "-C", "2", *HOLD], sock)
     a = connect(port)
-    assert a.recv(100) == b"1 127.0.0.1\n"
+    assert a.recv(100) == b"0 127.0.0.1\n"
     b = connect(port)
-    assert b.recv(100) == b"2 127.0.0.1\n"
+    assert b.recv(100) == b"1 127.0.0.1\n"
     c = connect(port, source="127.0.0.2")
-    assert c.recv(100) == b"1 127.0.0.2\n"
+    assert c.recv(100) == b"0 127.0.0.2\n"
     d = connect(port)
     assert read_all(d) == b""  # denied: closed at once, no child
     assert normalise(srv.log()) == ["tcpserver4d: info: deny 127.0.0.1:N count 2/2: Success"]
     for s in (a, b, c, d):
         s.close()
-    # once the children saw EOF and exited, the count per IP starts again from 1 (until then a
+    # once the children saw EOF and exited, the count per IP starts again from 0 (until then a
     # request may still be denied: closed at once, even before our half-close)
     def served_as_first() -> bool:
         try:
-            return tcp_request(port, b"x") == b"1 127.0.0.1\nx"
+            return tcp_request(port, b"x") == b"0 127.0.0.1\nx"
         except OSError:
             return False
     wait_until(served_as_first, timeout=10)
@@ -121,14 +115,14 @@ def test_maxconn_queues_in_the_backlog(servers: List[TcpServer]) -> None:
     port = sock.getsockname()[1]
     daemon(servers, "tcpserver4d", ["-1", "-c", "1", *HOLD], sock)
     a = connect(port)
-    assert a.recv(100) == b"1 127.0.0.1\n"
+    assert a.recv(100) == b"0 127.0.0.1\n"
     b = connect(port)  # connect succeeds (backlog); not served while a lives
     b.settimeout(0.3)
     with pytest.raises(socket.timeout):
         b.recv(100)
     a.close()
     b.settimeout(5)
-    assert b.recv(100) == b"1 127.0.0.1\n"
+    assert b.recv(100) == b"0 127.0.0.1\n"
     b.close()
 
 
@@ -146,25 +140,30 @@ def test_ipv4_mapped_clients_on_a_dual_stack_socket(servers: List[TcpServer], na
     port = sock.getsockname()[1]
     srv = daemon(servers, name, ["-v2", "-1", *HOLD], sock)
     a = connect(port, "127.0.0.1")
-    assert a.recv(100) == b"1 ::ffff:7f00:1\n"
+    assert a.recv(100) == b"0 ::ffff:7f00:1\n"
     b = connect(port, "::1")
-    assert b.recv(100) == b"1 ::1\n"
+    assert b.recv(100) == b"0 ::1\n"
     c = connect(port, "127.0.0.1")
-    assert c.recv(100) == b"2 ::ffff:7f00:1\n"
+    assert c.recv(100) == b"1 ::ffff:7f00:1\n"
     for s in (a, b, c):
         s.close()
     assert f"{name}: info: allow ::ffff:7f00:1 port " in srv.log()
 
 
-def test_child_exec_failure(servers: List[TcpServer]) -> None:
-    """s6's child line, at every verbosity; as with ipcserverd there is no child (posix_spawn
-    fails in the daemon), so no allow/end lines (docs/tcpserverd.md)."""
+@pytest.mark.parametrize(("line", "expected"), [
+    (None, "tcpserver4d: warning: unable to spawn /nonexistent/prog: No such file or directory\n"),
+    ("2.11", "tcpserver4d (child): fatal: unable to exec /nonexistent/prog: No such file or directory\n")])
+def test_child_exec_failure(servers: List[TcpServer], line: Optional[str], expected: str) -> None:
+    """s6-networking 2.6+'s warning of the daemon (at -v1), or with S6IPC_S6=2.11 the child line of
+    2.5 (at every verbosity); either way there is no child (posix_spawn fails in the daemon), so no
+    allow/end lines (docs/tcpserverd.md)."""
     sock = listener()
-    srv = daemon(servers, "tcpserver4d", ["-v0", "-1", "/nonexistent/prog"], sock)
+    env = None if line is None else dict(CLEAN_ENV, S6IPC_S6=line)
+    srv = daemon(servers, "tcpserver4d", ["-v1" if line is None else "-v0", "-1", "/nonexistent/prog"], sock,
+                 env=env)
     assert tcp_request(sock.getsockname()[1]) == b""
     wait_until(lambda: srv.log())
-    assert srv.log() == ("tcpserver4d (child): fatal: unable to exec /nonexistent/prog: "
-                         "No such file or directory\n")
+    assert srv.log() == expected
 
 
 @pytest.mark.parametrize("sig,child_signal,exits", [

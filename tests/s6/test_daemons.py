@@ -49,7 +49,7 @@ def start(scan: Scan, sockdir: str, daemons: Sequence[str], held: bool = True) -
     links = os.path.join(sockdir, "links")
     subprocess.run([S6IPC, "links", links], check=True, timeout=20)
     replace = {"/run/s6ipc-demo": os.path.join(sockdir, "run"), "/usr/local/lib/s6ipc/bin": links}
-    replace.update({f"/usr/local/bin/{d}": os.path.join(BIN, d) for d in daemons})
+    replace["/usr/bin/gunicorn"] = os.path.join(BIN, "gunicorn")  # the venv's, as the tests install it
     replace["/usr/local/bin/s6ipc-uvicorn"] = os.path.join(BIN, "s6ipc-uvicorn")
     scan.add("s6ipc-fdholder", os.path.join(UNITS, "s6ipc-fdholder"), replace)
     for daemon in daemons:

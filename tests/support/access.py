@@ -19,6 +19,7 @@ from tests.support.processes import (
     S6IPC,
     VENV_PYTHON,
     RunningServer,
+    as_installed_s6,
     normalise_log,
     proc_children,
     request,
@@ -126,13 +127,15 @@ def daemon_argv(who: str, path: str, server_opts: Sequence[str], access_opts: Se
 
 def start(who: str, path: str, server_opts: Sequence[str], access_opts: Sequence[str],
           prog: Sequence[str], wrap: Sequence[str] = (), **popen: Any) -> RunningServer:
-    """One server (ready: its -1 newline arrived), with the fixed test environment.
+    """One server (ready: its -1 newline arrived), with the fixed test environment and, first,
+    ``S6IPC_S6`` naming the installed s6's line (so ours and s6's count alike; :func:`drive` leaves
+    the variable out of what the handlers print).
 
     *wrap* is put in front of the command line (``unshare …``); *popen* goes to ``subprocess.Popen``
     (``user=``…).
     """
     argv = [*wrap, *daemon_argv(who, path, server_opts, access_opts, prog)]
-    return RunningServer(argv, env=dict(SERVER_ENV), **popen)
+    return RunningServer(argv, env=as_installed_s6(SERVER_ENV), **popen)
 
 
 def split_log(text: str) -> Dict[str, List[str]]:
@@ -162,7 +165,8 @@ def drive(who: str, sockdir: str, server_opts: Sequence[str], access_opts: Seque
     try:
         for change, _ in steps:
             change()
-            outputs.append(request(path).replace(path.encode(), b"SOCKET"))
+            reply = request(path).replace(path.encode(), b"SOCKET")
+            outputs.append(re.sub(rb"(?m)^S6IPC_S6=[^\n]*\n", b"", reply))
             # the child reaped (and its end line written) before the next connection: counts are fixed
             wait_until(lambda: not proc_children(server.proc.pid))
         assert server.proc.poll() is None, "the daemon died"

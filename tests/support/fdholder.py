@@ -48,8 +48,10 @@ class Holder:
     """An fd-holder daemon started by fdholder-daemon (ours or s6's) with ``-1``, ready on return."""
 
     def __init__(self, daemon: Sequence[str], path: str, options: Sequence[str], *,
-                 stderr_path: Optional[str] = None, preexec: Optional[object] = None) -> None:
-        """*daemon*: the fdholder-daemon argv prefix (``Impls(...)("fdholder-daemon")``)."""
+                 stderr_path: Optional[str] = None, preexec: Optional[object] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        """*daemon*: the fdholder-daemon argv prefix (``Impls(...)("fdholder-daemon")``); *env*: its
+        environment (default: the test's)."""
         self.path = path
         r, w = os.pipe()
         if stderr_path is None:
@@ -58,7 +60,7 @@ class Holder:
         self.stderr_path = stderr_path
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([*daemon, "-1", *options, path],
-                                         stdin=subprocess.DEVNULL, stdout=w, stderr=err,
+                                         stdin=subprocess.DEVNULL, stdout=w, stderr=err, env=env,
                                          preexec_fn=preexec)  # type: ignore[arg-type]
         os.close(w)
         try:

@@ -192,6 +192,35 @@ class FakeIdent:
             c.close()
 
 
+class Listener:
+    """A Python server on *ip*: each connection gets its peer address written back, then closed."""
+
+    def __init__(self, ip: str, backlog: int = 16, serve: bool = True) -> None:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((ip, 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        if serve:
+            threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(1024)
+                    conn.sendall(f"peer {peer[0]} {peer[1]}\n".encode())
+                except OSError:  # the client went away first
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class Served:
     """What one connection through a program under test gave."""

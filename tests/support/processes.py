@@ -8,6 +8,7 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import shutil
@@ -18,9 +19,11 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import pytest
+
+from s6ipc.base.s6release import S6_2_11, S6_2_12, S6Release
 
 #: This directory: scripts the tests execute by path (passfds.py, notify_daemon.py) live here.
 SUPPORT = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +53,46 @@ def theirs(name: str) -> List[str]:
 
 
 IMPLEMENTATIONS = {"ours": ours, "s6": theirs}
+
+
+@functools.cache
+def s6_release_of(bindir: str = "/usr/bin") -> S6Release:
+    """The s6 line of the ``s6-ipcserverd`` in *bindir*, from what the binary does: its ``-c``
+    ceiling is 1000 up to 2.11 and 16384 from 2.12 on (:mod:`s6ipc.base.s6release`), which its
+    ``status: 0/N`` line shows at once. Skips the test when there is no such binary."""
+    path = os.path.join(bindir, "s6-ipcserverd")
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"no s6-ipcserverd in {bindir}: apt-get install s6")
+    a, b = socket.socketpair()
+    try:
+        proc = subprocess.Popen([path, "-v", "2", "-c", "20000", "true"], stdin=a, stderr=subprocess.PIPE)
+    finally:
+        a.close()
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b": info: status: 0/" in line:
+                ceiling = int(line.rsplit(b"/", 1)[1])
+                break
+        else:
+            raise AssertionError(f"{path} -v printed no status line")
+    finally:
+        proc.kill()
+        proc.wait()
+        b.close()
+    return {S6_2_11.absolute_maxconn: S6_2_11, S6_2_12.absolute_maxconn: S6_2_12}[ceiling]
+
+
+def installed_s6() -> S6Release:
+    """The line of the s6 this machine has (Debian 12: 2.11; Debian 13: 2.12 and later)."""
+    return s6_release_of("/usr/bin")
+
+
+def as_installed_s6(env: Dict[str, str]) -> Dict[str, str]:
+    """*env* plus ``S6IPC_S6`` naming the installed s6's line: our programs then behave as the s6
+    they are compared with (the s6 side ignores the variable and passes it on as any other). It
+    comes first, so that it is never the last entry s6's env_merge moves into a hole."""
+    return {"S6IPC_S6": installed_s6().name, **env}
 
 
 def run(argv: Sequence[str], *, timeout: float = 20, **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def,type-arg]
@@ -217,7 +260,7 @@ def unshare_hint(stderr: str) -> str:
     if "cannot change root filesystem propagation" not in stderr:
         return ""
     return (" (/ is not a mount point here, as in a plain chroot: bind-mount the chroot's root onto itself"
-            " first, as scripts/debian12-walkthrough does)")
+            " first, as scripts/debian-walkthrough does)")
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):  # type: ignore[no-untyped-def]

@@ -1,32 +1,48 @@
 """skalibs' and libs6's own address and rule-key functions, called through ctypes.
 
-Debian's s6 package pulls in libskarnet 2.13.1.1 and libs6 2.11.3.2 (the versions s6ipc follows):
-their ``ip4_scan``, ``ip6_scan``, ``ip6_fmt``, ``*_scanlist`` and ``s6_accessrules_keycheck_ip4/6``
-are the real peers of :mod:`s6ipc.inet` and of the ip rule keys in :mod:`s6ipc.accessrules`.
-A test that needs them skips when the libraries are missing, saying so.
+Debian's s6 package pulls in libskarnet and libs6: 2.13.1.1 and 2.11.3.2 on Debian 12
+(``libskarnet.so.2.13``, ``libs6.so.2.11``), 2.14.3.0 and 2.13.1.0 on Debian 13 (``.so.2.14``,
+``.so.2.13``). Their ``ip4_scan``, ``ip6_scan``, ``ip6_fmt``, ``*_scanlist`` and
+``s6_accessrules_keycheck_ip4/6`` (the same interfaces in both) are the real peers of
+:mod:`s6ipc.inet` and of the ip rule keys in :mod:`s6ipc.accessrules`. The libraries are found by
+what the dynamic linker knows (``ldconfig -p``: the newest soname installed), never by a version
+written here. A test that needs them skips when they are missing, saying so.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
+import re
+import subprocess
 from typing import Callable, List, Optional, Tuple
 
 import pytest
 
-_SKARNET = "libskarnet.so.2.13"
-_S6 = "libs6.so.2.11"
 
-
-def _load(name: str) -> ctypes.CDLL:
+@functools.cache
+def installed_soname(stem: str) -> Optional[str]:
+    """The newest ``STEM.so.X.Y`` the dynamic linker's cache lists for this machine, or None."""
     try:
-        return ctypes.CDLL(name)
+        listing = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
     except OSError:
-        pytest.skip(f"{name} is not installed (it comes with Debian's s6: apt-get install s6)")
+        return None
+    found = re.findall(rf"^\s*({re.escape(stem)}\.so\.(\d+)\.(\d+))\s", listing, re.M)
+    if not found:
+        return None
+    return max(found, key=lambda f: (int(f[1]), int(f[2])))[0]
+
+
+def _load(stem: str) -> ctypes.CDLL:
+    name = installed_soname(stem)
+    if name is None:
+        pytest.skip(f"no {stem}.so.* is installed (`ldconfig -p` lists none): it comes with Debian's s6 "
+                    "(apt-get install s6)")
+    return ctypes.CDLL(name)
 
 
 def skarnet() -> ctypes.CDLL:
-    lib = _load(_SKARNET)
+    lib = _load("libskarnet")
     for fn in ("ip4_scan", "ip6_scan"):
         getattr(lib, fn).argtypes = [ctypes.c_char_p, ctypes.c_char_p]
         getattr(lib, fn).restype = ctypes.c_size_t
@@ -84,10 +100,10 @@ _BACKEND = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctyp
 
 
 def s6_keys(family: int, ip: bytes) -> List[str]:
-    """Every key libs6 2.11.3.2's ``s6_accessrules_keycheck_ip4``/``_ip6`` looks up for *ip*, in
+    """Every key libs6's ``s6_accessrules_keycheck_ip4``/``_ip6`` looks up for *ip*, in
     order, when none is found (the backend is a recorder that always answers NOTFOUND)."""
-    lib = _load(_S6)
-    _load(_SKARNET)
+    lib = _load("libs6")
+    _load("libskarnet")
     fn = lib.s6_accessrules_keycheck_ip4 if family == 4 else lib.s6_accessrules_keycheck_ip6
     fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(_Params), _BACKEND]
     fn.restype = ctypes.c_int

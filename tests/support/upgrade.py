@@ -22,6 +22,9 @@ from s6ipc.daemon import liveview
 from .processes import Client, wait_until
 
 PACKAGE = os.path.dirname(os.path.abspath(s6ipc.__file__))
+#: ``python FORGE KIND COMMAND…``: COMMAND with a hand-over its previous image did not make
+#: (the script's docstring says which).
+FORGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forge_handoff.py")
 
 
 def copy_package(top: str) -> str:
@@ -43,7 +46,7 @@ def edit(path: str, old: str, new: str) -> None:
 
 #: Where a bug of the new image's take-over is put (what the preflight cannot see: the state reads,
 #: and taking it over fails): ServerLife.restore in the copy's serve/life.py.
-TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity)\n")
+TAKE_OVER = ("serve/life.py", "        parsed = parse_state(state, server.identity, server.admission)\n")
 
 
 def break_take_over(package: str) -> Callable[[], None]:
@@ -134,12 +137,13 @@ class Load:
             t.join(30)
 
 
-def view(pid: int) -> Dict[str, Any]:
-    return liveview.query(pid, "ipcserverd", timeout=20)
+def view(pid: int, program: str = "ipcserverd") -> Dict[str, Any]:
+    return liveview.query(pid, program, timeout=20)
 
 
-def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None) -> Dict[str, Any]:
-    """SIGUSR2 to *pid* (or ``send()``), then wait until its live view shows *generation*."""
+def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any] = None,
+            program: str = "ipcserverd") -> Dict[str, Any]:
+    """SIGUSR2 to *pid* (or ``send()``), then wait until the live view of its *program* shows *generation*."""
     if send is None:
         os.kill(pid, signal.SIGUSR2)
     else:
@@ -147,7 +151,7 @@ def upgrade(pid: int, generation: int, timeout: float = 30.0, send: Optional[Any
 
     def reached() -> Optional[Dict[str, Any]]:
         try:
-            document = view(pid)
+            document = view(pid, program)
         except s6ipc.S6ipcError:
             return None
         return document if document["generation"] == generation else None

@@ -134,15 +134,21 @@ def test_systemd_socket_activate_accept_matches_ipcserver(sockdir: str, referenc
         proc.wait(10)
 
 
-def test_connnum_counts_live_connections_of_a_uid(sockdir: str) -> None:
-    """``-c dir``: IPCCONNNUM is 1 + the live connections from the same uid (s6-connlimit's input)."""
+@pytest.mark.parametrize(("line", "numbers"), [
+    (None, [b"0\n", b"1\n", b"2\n", b""]), ("2.11", [b"1\n", b"2\n", b"", b""])])
+def test_connnum_counts_live_connections_of_a_uid(sockdir: str, line: Optional[str],
+                                                  numbers: List[bytes]) -> None:
+    """``-c dir``: IPCCONNNUM is the other live connections from the same uid as s6 2.12+ counts
+    them (s6-connlimit's input: with IPCCONNMAX=2 a fourth is refused), or with S6IPC_S6=2.11
+    those and this one (a third is refused), as s6-ipcserverd gives them."""
     if ACTIVATE is None:
         pytest.skip("systemd-socket-activate is not installed (apt-get install systemd)")
     path = os.path.join(sockdir, "c.sock")
     count = os.path.join(sockdir, "count")
     # each connection holds the line open until the client closes: s6-connlimit with IPCCONNMAX=2
-    proc = subprocess.Popen([ACTIVATE, "--accept", "-l", path, "-E", "IPCCONNMAX=2", S6IPC, "systemd-accept",
-                             "-c", count, "/usr/bin/s6-connlimit", "sh", "-c",
+    setting = [] if line is None else ["-E", f"S6IPC_S6={line}"]
+    proc = subprocess.Popen([ACTIVATE, "--accept", "-l", path, "-E", "IPCCONNMAX=2", *setting, S6IPC,
+                             "systemd-accept", "-c", count, "/usr/bin/s6-connlimit", "sh", "-c",
                              'echo "$IPCCONNNUM"; exec cat'],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import socket
@@ -151,13 +157,13 @@ def test_connnum_counts_live_connections_of_a_uid(sockdir: str) -> None:
     try:
         wait_listening(path)
         got: List[Optional[bytes]] = []
-        for _ in range(3):
+        for _ in range(4):
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(10)
             s.connect(path)
             held.append(s)
             got.append(s.recv(100))
-        assert got == [b"1\n", b"2\n", b""]  # the third is refused by s6-connlimit (2 max)
+        assert got == numbers  # refused by s6-connlimit once IPCCONNNUM is above 2
         for s in held:
             s.close()
         held.clear()
@@ -166,7 +172,7 @@ def test_connnum_counts_live_connections_of_a_uid(sockdir: str) -> None:
         s.settimeout(10)
         s.connect(path)
         held.append(s)
-        assert s.recv(100) == b"1\n"
+        assert s.recv(100) == numbers[0]
     finally:
         for s in held:
             s.close()
@@ -228,7 +234,7 @@ def render(text: str, m: sdmanager.UserManager) -> str:
     return (text.replace("/usr/local/bin/s6ipc", S6IPC)
             .replace("/run/s6ipc-demo", os.path.join(m.base, "run"))
             .replace("/etc/s6ipc/accept-rules", os.path.join(m.base, "rules"))
-            .replace("/usr/local/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
+            .replace("/usr/bin/gunicorn", os.path.join(os.path.dirname(sys.executable), "gunicorn"))
             .replace("/srv/s6ipc-app", os.path.join(m.base, "app")))
 
 

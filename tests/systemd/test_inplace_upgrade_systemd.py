@@ -13,9 +13,10 @@ from typing import Iterator, List
 
 import pytest
 
+from s6ipc.daemon import liveview
 from tests.support import systemd_manager as sdmanager
 from tests.support.processes import S6IPC, wait_until, zombie_children
-from tests.support.upgrade import Exchange, Load, break_take_over, copy_package, prove, unended
+from tests.support.upgrade import Exchange, Load, break_take_over, copy_package, edit, prove, unended
 
 UNIT = """[Unit]
 StartLimitIntervalSec=0
@@ -28,7 +29,10 @@ WatchdogSec=10s
 StandardError=append:{log}
 """
 
-ACTIVE = {"ActiveState": ("active", "reloading"), "SubState": ("running", "reload")}
+#: What the manager may show while the upgrade runs: systemd 257 (Debian 13) adds the sub-state
+#: ``reload-notify`` (a reload waiting for the service's READY=1 after RELOADING=1) where 252 shows
+#: ``reload`` throughout: both are the manager's names for the same moment.
+ACTIVE = {"ActiveState": ("active", "reloading"), "SubState": ("running", "reload", "reload-notify")}
 
 
 @pytest.fixture
@@ -156,3 +160,43 @@ def test_failure_after_exec_with_a_socket_unit_refuses_nobody(mgr: sdmanager.Use
         fatal = [ln for ln in f.read().splitlines() if "fatal" in ln]
     assert fatal == ["ipcserverd: fatal: unable to take over from the previous image: boom"]
     assert re.search(r"held\.service: Main process exited, code=exited, status=111", m.log())
+
+
+VERDICT_UNIT = """[Unit]
+StartLimitIntervalSec=0
+[Service]
+Type=notify
+Environment=PYTHONPATH={top}
+ExecStart={s6ipc} ipcserver -c 200 {path} {handler} hold
+ExecReload={s6ipc} upgrade -t 60000 $MAINPID
+KillMode=process
+StandardError=append:{log}
+"""
+
+
+def test_exec_reload_with_a_verdict(mgr: sdmanager.UserManager, handler: str, tmp_path: str) -> None:
+    """``ExecReload=s6ipc upgrade -t 60000 $MAINPID`` (what units/systemd ship): ``systemctl reload``
+    succeeds when the new generation serves, and *fails* when the installed code refuses its
+    preflight — the old generation serving on, same MainPID, the unit active."""
+    m = mgr
+    top = str(tmp_path)
+    os.chmod(top, 0o755)
+    package = copy_package(top)
+    path, log = os.path.join(m.base, "v.sock"), os.path.join(m.base, "v.log")
+    m.write_unit("v.service", VERDICT_UNIT.format(top=top, s6ipc=S6IPC, path=path, handler=handler, log=log))
+    m.systemctl("daemon-reload")
+    m.systemctl("start", "v.service")
+    pid = int(m.prop("v.service", "MainPID"))
+    held = Exchange(path)
+    assert m.systemctl("reload", "v.service", check=False).returncode == 0
+    assert liveview.query(pid, timeout=20)["generation"] == 1
+    edit(os.path.join(package, "programs", "ipcserverd.py"), "from __future__ import annotations\n",
+         "from __future__ import annotations\nraise ImportError('a broken install')\n")
+    refused = m.systemctl("reload", "v.service", check=False)
+    assert refused.returncode != 0, refused
+    assert re.search(r"v\.service: Control process exited, code=exited, status=1", m.log()), m.log()
+    assert (m.state("v.service"), int(m.prop("v.service", "MainPID"))) == ("active/running", pid)
+    view = liveview.query(pid, timeout=20)
+    assert (view["generation"], view["upgrade_failures"], view["last_upgrade"]["result"]) == (1, 1, "refused")
+    assert held.echo(b"served across both") and held.finish()
+    assert Exchange(path).echo(b"the old generation serves on")

@@ -64,7 +64,7 @@ def test_activation_ready_and_restart_under_load(mgr: sdmanager.UserManager, hos
     assert m.state(SOCKET) == "active/listening"
     assert m.state(SERVICE) == "inactive/dead"
     env = env_of(tcp_request(port, host=host))  # starts the service, then is served by it
-    assert (env["PROTO"], env["TCPREMOTEIP"], env["TCPCONNNUM"]) == ("TCP", host, "1"), env
+    assert (env["PROTO"], env["TCPREMOTEIP"], env["TCPCONNNUM"]) == ("TCP", host, "0"), env
     assert not [k for k in env if k.startswith(("LISTEN_", "NOTIFY_"))], env
     assert m.wait_state(SERVICE, "active/running") == "active/running"
     assert m.prop(SERVICE, "StatusText") == f"accepting connections on {listen} (at most 100 at once)"

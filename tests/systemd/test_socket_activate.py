@@ -22,7 +22,15 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import pytest
 
 from tests.support.peers import Manager, ask
-from tests.support.processes import S6IPC, SUPPORT, VENV_PYTHON, env_of, wait_listening, wait_until
+from tests.support.processes import (
+    S6IPC,
+    SUPPORT,
+    VENV_PYTHON,
+    env_of,
+    installed_s6,
+    wait_listening,
+    wait_until,
+)
 
 PASSFDS = os.path.join(SUPPORT, "passfds.py")
 ME = os.getpid()  # in abstract socket names: concurrent test runs must not collide
@@ -101,6 +109,12 @@ def child_env(path: str) -> Dict[str, str]:
     return env_of(ask(path))
 
 
+def installed_s6_line() -> List[str]:
+    """systemd-socket-activate's option giving our daemons the installed s6's line (S6IPC_S6): the
+    tests here compare them with /usr/bin/s6-ipcserverd."""
+    return ["-E", f"S6IPC_S6={installed_s6().name}"]
+
+
 DAEMONS = {
     "stage+ours": lambda: [S6IPC, "systemd-socket", "-n", "ipc", S6IPC, "ipcserverd", "--", "/usr/bin/env"],
     "stage+s6": lambda: [S6IPC, "systemd-socket", "-n", "ipc", C_IPCSERVERD, "--", "/usr/bin/env"],
@@ -112,7 +126,7 @@ def test_first_connection_activates_and_every_daemon_serves_the_same(activate, s
     seen = {}
     for n, (who, argv) in enumerate(DAEMONS.items()):
         path = f"{sockdir}/s{n}"
-        a = activate(["-l", path, "--fdname=ipc", *argv()], [path])
+        a = activate(["-l", path, "--fdname=ipc", *installed_s6_line(), *argv()], [path])
         first = child_env(path)  # queued in the backlog until the daemon runs, then served
         second = child_env(path)
         assert first["PROTO"] == second["PROTO"] == "IPC", (who, first, a.log())
@@ -152,7 +166,7 @@ def test_inetd_mode_is_the_s6_convention(activate, sockdir: str) -> None:  # typ
     replies = {}
     for who, daemon in (("ours", [S6IPC, "ipcserverd"]), ("s6", [C_IPCSERVERD])):
         path = f"{sockdir}/{who}"
-        a = activate(["--inetd", "-l", path, *daemon, "--", "/usr/bin/env"], [path])
+        a = activate(["--inetd", "-l", path, *installed_s6_line(), *daemon, "--", "/usr/bin/env"], [path])
         replies[who] = child_env(path)
         assert a.stop() == 0, a.log()
     assert replies["ours"] == replies["s6"] and replies["ours"]["PROTO"] == "IPC"

@@ -75,7 +75,7 @@ def test_daemon_adopts_listenstream(activate, listen: str, host: str, seen: str,
     port = free_port()
     argv = [S6IPC, *daemon, "-v2", "--", "/usr/bin/env"]
     proc, env = activate([listen.format(port=port)], argv, host, port)
-    assert (env["PROTO"], env["TCPREMOTEIP"], env["TCPCONNNUM"]) == ("TCP", seen, "1"), env
+    assert (env["PROTO"], env["TCPREMOTEIP"], env["TCPCONNNUM"]) == ("TCP", seen, "0"), env
     assert not [k for k in env if k in PRIVATE], env
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)

@@ -49,6 +49,7 @@ import functools
 import os
 import struct
 
+from ..base.cstrings import cut_bytes, peer_text
 from ..base.envdir import decode_modifs, encode_modifs, read_envdir, read_file_head, split_modifs
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.typeshim import Protocol, dataclass
@@ -125,7 +126,7 @@ class Decision:
         """The argument s6 gives to ``execlineb -Pc`` (a C string: cut at the first NUL), or None."""
         if not self.exec:
             return None
-        return self.exec.split(b"\0", 1)[0]
+        return cut_bytes(self.exec)
 
 
 NOT_FOUND = Decision(Verdict.NOTFOUND)
@@ -444,12 +445,8 @@ class InvalidRules(Unusable):
     """The cdb does not hold access rules s6 can expand (exit 111)."""
 
 
-def _cstr(path: bytes) -> bytes:
-    return path.split(b"\0", 1)[0]
-
-
 def _text(path: bytes) -> str:
-    return os.fsdecode(_cstr(path))
+    return peer_text(path)
 
 
 class _Expander:
@@ -464,7 +461,7 @@ class _Expander:
     @staticmethod
     def _mkdir(path: bytes) -> None:
         """mkdir 02755 under umask 0; EEXIST is fine (skalibs ``domkdir``)."""
-        path = _cstr(path)
+        path = cut_bytes(path)
         old = os.umask(0)
         try:
             os.mkdir(path, 0o2755)
@@ -476,7 +473,7 @@ class _Expander:
             os.umask(old)
 
     def _mkdirp(self, path: bytes) -> None:
-        path = _cstr(path)
+        path = cut_bytes(path)
         for i in range(len(self.base) + 1, len(path)):
             if path[i] == ord("/"):
                 self._mkdir(path[:i])
@@ -484,7 +481,7 @@ class _Expander:
 
     @staticmethod
     def _write(path: bytes, content: bytes, operation: str) -> None:
-        path = _cstr(path)
+        path = cut_bytes(path)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         except OSError as e:

@@ -19,6 +19,34 @@ trip to ``execve``), and the exec and spawn boundaries (:mod:`s6ipc.base.executi
 :mod:`s6ipc.base.environment`) cut what still holds a NUL (:func:`c_environment`, :func:`c_words`),
 so that no path can turn a peer's byte into a traceback. ``tests/unit/base/test_cstrings.py``
 finds the places that set an environment or exec without these.
+
+The values from outside, where each goes, and its treatment (the test that runs it through the
+real program, beside s6's where Debian has it):
+
+============================ ============================== ========================================
+value                        reaches                        treatment (test)
+============================ ============================== ========================================
+ident reply (peer's identd)  ``TCPREMOTEINFO``              cut at NUL, ≤ 511 bytes with the CR,
+                                                            bytes kept (test_peer_bytes)
+PTR / A names (peer's zone)  ``TCPREMOTEHOST``,             cut at NUL for env, ``reversedns/`` keys
+                             ``TCPLOCALHOST``, rule keys    and ``-p``; ≤ 255 bytes (test_peer_bytes)
+Unix peer path (abstract)    ``IPCREMOTEPATH``              C string of ``sun_path``: abstract → ""
+                                                            (test_ipcserverd, = s6-ipcserverd)
+fd-holder ids (clients)      ``S6_FDID_n``, list output     C string, ≤ 255, bytes kept
+                                                            (test_fdholder_programs, = s6's getdump)
+``LISTEN_FDNAMES`` names     ``LISTEN_FDNAMES``             systemd's name rule, refused otherwise
+                                                            (test_peer_bytes, test_listen_fds)
+sd_notify datagrams          sdnotify-bridge ``-v`` log     a NUL → ignored (as systemd); bytes kept
+                                                            (test_peer_bytes)
+rules ``env/`` files         the child's environment        skalibs envdir: first line, NUL → LF
+                                                            (test_peer_bytes, test_access_bad_input)
+rules ``exec`` files         ``execlineb -c`` argv word     cut at NUL, 4096 bytes
+                                                            (test_ipcserver_access, = s6's)
+PROXY header (the proxy)     ``TCP*``/``IPC*``/``SSL_*``    parsed, C strings, ≤ 107 / 16+65535
+                                                            bytes (test_proxy_server, serve/test_proxy)
+the environment inherited    passed on                      entries CPython cannot hold kept exactly
+                                                            (base.environment, hostile sweep)
+============================ ============================== ========================================
 """
 
 from __future__ import annotations
@@ -59,7 +87,7 @@ def c_environment(env: Mapping[str, str]) -> Mapping[str, str]:
     """*env* as ``execve`` sees it from C: names and values cut at their first NUL (the
     environment module's placeholders kept). *env* itself when nothing needs cutting (the
     per-connection case)."""
-    if not any("\0" in v for v in env.values()) and not any("\0" in k[1:] for k in env):
+    if "\0" not in "".join(env.values()) and "\0" not in "".join(env):  # one C-level scan each
         return env
     result = {}
     for key, value in env.items():

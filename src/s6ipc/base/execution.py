@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PATH", "PYTHON_IGNORED_SIGNALS", "SCRIPT_NAME", "entry_script", "installed_prefix",
     "undo_locale_coercion", "restore_default_signals", "exec_argv", "Spawner", "find_program",
+    "spawn_bounded",
 ]
 
 DEFAULT_PATH = "/usr/bin:/bin"
@@ -285,3 +286,42 @@ class Spawner:
         return os.posix_spawn(
             path, self.argv, env, file_actions=actions, setsigmask=(), setsigdef=self._sigdef
         )
+
+
+def spawn_bounded(argv: Sequence[str], stdin: int, stderr: int, seconds: int) -> int:
+    """Start *argv* (an absolute path first, no search) as a child that the kernel kills with
+    SIGALRM after *seconds* (``alarm(2)`` set in the child before ``execve``, which keeps it), so
+    that the caller never has to watch a clock for it; returns its pid.
+
+    The child gets *stdin* on fd 0, /dev/null on fd 1, *stderr* on fd 2, no other descriptor of
+    the caller, an empty signal mask, SIG_DFL for the signals CPython ignores, ``os.environ``.
+    A ``fork`` (not ``posix_spawn``: the alarm must be set between the two) of a single-threaded
+    caller. Raises OSError when the fork fails; an exec that fails is the child's exit code 127,
+    after one line on *stderr* (``unable to spawn PATH: reason``).
+    """
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: only system calls until the exec, then _exit whatever happens
+            try:
+                _signal.set_wakeup_fd(-1)  # the caller's self-pipe is not the child's
+                for fd, target in ((stdin, 0), (null, 1), (stderr, 2)):
+                    os.dup2(fd, target)
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) > 2:
+                        try:
+                            os.close(int(name))
+                        except OSError:
+                            pass
+                restore_default_signals()
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+                _signal.alarm(max(1, seconds))
+                try:
+                    os.execve(argv[0], list(argv), os.environ)
+                except OSError as e:
+                    os.write(2, f"unable to spawn {argv[0]}: {os.strerror(e.errno or errno.EIO)}\n".encode())
+            finally:
+                os._exit(127)
+        return pid
+    finally:
+        os.close(null)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from typing import List, Mapping, Optional, Tuple
 
 __all__ = [
-    "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "getopt", "scan_magnitude", "parse_uint",
+    "UINT32_MAX", "INT_MAX", "UINT64_MAX", "UsageError", "getopt", "gol", "scan_magnitude", "parse_uint",
     "parse_octal", "parse_gidlist", "env_uint", "Option", "flag", "setting", "collect", "parse_gids",
     "Command",
 ]
@@ -87,6 +87,51 @@ def getopt(args: List[str], optstring: str) -> Parsed:
             options.append((letter, None))
             j += 1
         i += 1
+    return options, args[i:]
+
+
+def gol(args: List[str], flags: str, valued: str, long_names: Mapping[str, str]) -> Parsed:
+    """Parse *args* as skalibs' ``gol`` (2.14+, the newer programs such as proxy-server) does.
+
+    Facts: short flags in *flags* group (``-12``); a letter of *valued* takes the rest of its word
+    or the next word (unless that is ``--``; with no next word the option is silently not set);
+    ``--NAME`` is a long flag, ``--NAME=VALUE`` a long option with a value (``--NAME VALUE`` is not);
+    *long_names* maps each long name to its letter. ``--`` ends the options (consumed), a word not
+    starting with ``-`` or a lone ``-`` ends them (kept). Errors are not usage lines but one fatal
+    line (exit 100): ``unrecognized short option: x``, ``invalid option: --=x``,
+    ``unrecognized boolean option: --x``, ``unrecognized option with argument: --x=1``.
+    Returns ``(options, rest)`` as :func:`getopt`, options named by their letters.
+    """
+    options: List[Tuple[str, Optional[str]]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            break
+        i += 1
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if eq and not name:
+                raise BadInput(f"invalid option: {arg}")
+            letter = long_names.get(name)
+            if letter is None or letter not in (valued if eq else flags):
+                kind = "option with argument" if eq else "boolean option"
+                raise BadInput(f"unrecognized {kind}: {arg}")
+            options.append((letter, value if eq else None))
+            continue
+        for j, letter in enumerate(arg[1:], 1):
+            if letter in valued:
+                if j + 1 < len(arg):
+                    options.append((letter, arg[j + 1 :]))
+                elif i < len(args) and args[i] != "--":
+                    options.append((letter, args[i]))
+                    i += 1
+                break
+            if letter not in flags:
+                raise BadInput(f"unrecognized short option: {letter}")
+            options.append((letter, None))
     return options, args[i:]
 
 
@@ -268,3 +313,11 @@ class Command:
         if len(rest) < self.operands or (self.program and not rest[0]):
             raise UsageError(self.missing)
         return rest
+
+    def parse_one(self, args: List[str], into: Target) -> str:
+        """:meth:`parse`, for a program that takes exactly one non-empty operand (``pid|name``):
+        returns it. Raises :class:`UsageError`."""
+        rest = self.parse(args, into)
+        if len(rest) != 1 or not rest[0]:
+            raise UsageError("one operand")
+        return rest[0]

@@ -70,9 +70,10 @@ class SelfPipe:
 
     def add(self, sig: int) -> None:
         """Catch *sig* too (the signal table is open to any daemon that needs another signal)."""
-        take_control((sig,))  # unblocked, and remembered if it was ignored (for the children)
-        previous = _signal.signal(sig, _ignore_handler)
-        self._previous.setdefault(sig, previous)
+        def install(sig: int) -> None:
+            self._previous.setdefault(sig, _signal.signal(sig, _ignore_handler))
+
+        take_control((sig,), install)  # remembered if it was ignored, caught, then unblocked
 
     def read(self) -> bytes:
         """The signal numbers that arrived since the last call, in order (empty when none)."""

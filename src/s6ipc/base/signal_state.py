@@ -30,7 +30,7 @@ import _signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import FrozenSet, Iterable, List, Set
+    from typing import Callable, FrozenSet, Iterable, List, Optional, Set
 
 __all__ = ["take_control", "inherited_ignored", "ignored_for_children"]
 
@@ -38,17 +38,21 @@ __all__ = ["take_control", "inherited_ignored", "ignored_for_children"]
 _inherited_ignored: Set[int] = set()
 
 
-def take_control(handled: Iterable[int]) -> None:
-    """Call before installing handlers for *handled*: they are unblocked (an inherited blocked
-    signal would never reach its handler), and those that were ignored are remembered so that
-    the children can still inherit them ignored (see :func:`ignored_for_children`). Other
-    blocked signals stay blocked in the daemon (it does not rely on them); children start with
-    an empty mask whatever the daemon's (:class:`~s6ipc.base.execution.Spawner`).
+def take_control(handled: Iterable[int], install: Optional[Callable[[int], object]] = None) -> None:
+    """Call when installing handlers for *handled*: those that were ignored are remembered so that
+    the children can still inherit them ignored (see :func:`ignored_for_children`), *install(sig)*
+    puts the handler in place, and only then are they unblocked (an inherited blocked signal would
+    otherwise never reach its handler; one pending — held across an in-place upgrade's exec —
+    reaches the handler, never SIG_DFL). Other blocked signals stay blocked in the daemon (it does
+    not rely on them); children start with an empty mask whatever the daemon's
+    (:class:`~s6ipc.base.execution.Spawner`).
     """
     sigs = tuple(handled)
     for sig in sigs:
         if _signal.getsignal(sig) == _signal.SIG_IGN:
             _inherited_ignored.add(sig)
+        if install is not None:
+            install(sig)
     _signal.pthread_sigmask(_signal.SIG_UNBLOCK, sigs)
 
 

@@ -17,10 +17,12 @@ import _signal
 import os
 
 from .. import __version__
+from ..base.clock import SYSTEM_CLOCK
 from ..base.errors import S6ipcError
 from ..base.execution import exec_argv
 from ..base.messages import Reporter, flush_stdio
-from ..base.options import Command, flag, parse_uint, setting
+from ..base.options import Command, collect, flag, parse_uint, setting
+from ..base.s6release import s6_release
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
@@ -30,18 +32,20 @@ from ..serve.loop import Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
 from ..sockets.unix import local_path, socket_address
 
-__all__ = ["parse", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
+__all__ = ["parse", "admission", "ReadinessSinks", "readiness_sinks", "system", "serve_on", "run_daemon"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, List, NoReturn, Optional
 
+    from ..base.log import Log
+    from ..serve.admission import Admission
     from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
 __TCP_COMMAND = {
     "v": setting("verbosity", parse_uint), "1": flag("notify"), "c": setting("maxconn", parse_uint),
-    "C": setting("localmaxconn", parse_uint),
+    "C": setting("localmaxconn", parse_uint), "A": collect("admission"),
 }
 #: s6-tcpserverd's command line, into a :class:`ServerConfig`; s6-ipcserverd's adds ``-P/-p``.
 _TCP_COMMAND = Command(__TCP_COMMAND, program=True)
@@ -50,10 +54,24 @@ _IPC_COMMAND = Command({**__TCP_COMMAND, "P": flag("lookup", False), "p": flag("
 
 def parse(args: List[str], credentials: bool = True) -> ServerConfig:
     """Parse s6-ipcserverd's command line (without *credentials*, s6-tcpserverd's: no ``-P/-p``).
-    Raises :class:`UsageError`."""
-    config = ServerConfig([])
+    Raises :class:`UsageError`, or :class:`~s6ipc.base.errors.BadInput` for a bad ``S6IPC_S6``."""
+    config = ServerConfig([], release=s6_release(os.environ))
     config.argv = (_IPC_COMMAND if credentials else _TCP_COMMAND).parse(args, config)
     return config
+
+
+def admission(config: ServerConfig, tcp: bool, log: Log,
+              monotonic: Callable[[], float]) -> Optional[Admission]:
+    """The ``-A`` limits of *config* for a TCP server (else an IPC one), None without ``-A``.
+    Raises :class:`BadInput` (a bad item, exit 100) or :class:`SystemFailure` (``@PATH`` unreadable)."""
+    if not config.admission:
+        return None
+    from ..serve.admission import AddressSources, Admission, UidSources, parse_limits  # only with -A
+
+    limits = parse_limits(config.admission, tcp)
+    assert limits is not None
+    sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources(config.lookup)
+    return Admission(limits, sources, log, monotonic)
 
 
 def _quietly(reporter: Reporter, send: Callable[[], object]) -> Callable[[], None]:
@@ -119,6 +137,7 @@ def serve_on(life: Lifecycle, serve: Callable[[], Ending], resume: Callable[[], 
         ending = serve()
         flush_stdio()
         if ending.exec_argv is None:
+            life.ending()
             os._exit(ending.code)
         life.replace(ending.exec_argv)
         resume()
@@ -138,9 +157,9 @@ def _keep_status(reporter: Reporter, server: Server, life: Lifecycle, readiness:
     server.heartbeat = every(beats, server.clock.monotonic)
 
 
-def _unless_upgrading(life: Lifecycle, hook: Callable[[], None]) -> Callable[[], None]:
+def _unless_exec(server: Server, hook: Callable[[], None]) -> Callable[[], None]:
     def maybe() -> None:
-        if not life.upgrading:
+        if not server.exec_pending:
             hook()
 
     return maybe
@@ -151,29 +170,27 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
                program: str, args: List[str]) -> NoReturn:
     """Serve the socket on fd 0 with the loop, over the daemon's life: *program* names its state
     and live view, *args* are its own arguments (SIGUSR2 re-runs them from the installed code)."""
+    identity = identity if identity is not None else UnixPeers(config.lookup)
+    clock = SYSTEM_CLOCK
+    limits = admission(config, identity.unit == "ip", reporter, clock.monotonic)  # a bad -A: exit 100 here
     os_ = system()
-    state: Optional[State] = Lifecycle.take(os_, program)
+    state: Optional[State] = Lifecycle.take(os_, program, reporter)
     if state is not None:
         config.notify = False  # the -1 newline was written by the first image
     sinks = readiness_sinks(config, reporter)
-    identity = identity if identity is not None else UnixPeers(config.lookup)
     server = Server(config, reporter, Reporter(child_name), identity=identity, policy=policy,
-                    on_ready=sinks.on_ready, heartbeat=sinks.heartbeat)
-    life = Lifecycle(program, reporter.name, args, ServerLife(server, os_.process_ages), reporter,
-                     sinks.readiness, held_signals=lambda: server.signals, system=os_, clock=server.clock,
+                    on_ready=sinks.on_ready, heartbeat=sinks.heartbeat, clock=clock, admission=limits)
+    part = ServerLife(server, os_.process_ages, os_.our_children)
+    life = Lifecycle(program, reporter.name, args, part, reporter, sinks.readiness,
+                     held_signals=lambda: server.signals, system=os_, loop=server, clock=server.clock,
                      verbosity=config.verbosity)
-    server.on_exit = [_unless_upgrading(life, hook) for hook in sinks.on_exit]  # no STOPPING=1
+    server.on_exit = [_unless_exec(server, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)
     if sinks.readiness.notifier.enabled:
         _keep_status(reporter, server, life, sinks.readiness, fresh=state is None)
 
-    def upgrade() -> None:
-        argv = life.requested()
-        if argv is not None:
-            server.stop_for_exec(argv)
-
-    server.on_signal(_signal.SIGUSR2, upgrade)
+    server.on_signal(_signal.SIGUSR2, life.requested)
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     life.open_live_view(server.watch, state)
     if state is not None:

@@ -4,8 +4,8 @@ Each family is a table of :class:`~s6ipc.base.options.Option` letters that a pro
 :class:`~s6ipc.base.options.Command` takes in (``{**BINDER_OPTIONS, "a": …}``):
 
 * :data:`SERVER_OPTIONS` / :class:`ServerOptions` / :func:`take_common`: what s6-ipcserver and
-  s6-tcpserver share (``-q -Q -v -d -D -1 -c -C`` and :data:`PRIVILEGE_OPTIONS`, the privilege
-  drop ``-u -g -G -U`` that s6-fdholder-daemon shares too);
+  s6-tcpserver share (``-q -Q -v -d -D -1 -c -C``, our ``-A`` passed on to the daemon, and
+  :data:`PRIVILEGE_OPTIONS`, the privilege drop ``-u -g -G -U`` that s6-fdholder-daemon shares too);
 * :data:`BINDER_OPTIONS`, :data:`DATAGRAM_OPTIONS`, :data:`PERMS_OPTIONS`: the socket binders'
   ``-d -D -b -B``, ``-m -M`` and ``-a`` (ipcserver-socketbinder, the tcpserver binders,
   systemd-socket's fallback), named as the keyword arguments of the bind calls;
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..base.durations import scan_timeout
 from ..base.messages import Reporter
-from ..base.options import UINT32_MAX, Command, Option, flag, parse_octal, parse_uint, setting
+from ..base.options import UINT32_MAX, Command, Option, collect, flag, parse_octal, parse_uint, setting
 from .run import PrivilegeOptions
 
 TYPE_CHECKING = False
@@ -73,7 +73,7 @@ SERVER_OPTIONS: Dict[str, Option] = {
     "q": flag("verbosity", 0), "Q": flag("verbosity", 1), "v": flag("verbosity", 2),
     "d": flag("reuse", True), "D": flag("reuse", False), "1": flag("notify"),
     "c": setting("maxconn", one_or_more), "C": setting("localmaxconn", one_or_more),
-    **PRIVILEGE_OPTIONS,
+    "A": collect("admission"), **PRIVILEGE_OPTIONS,
 }
 
 #: The binders' ``[ -d | -D ] [ -b backlog ] [ -B ]``: bind_unix_socket's and bind_tcp_socket's
@@ -116,14 +116,19 @@ class ServerOptions:
         self.perms = 0o777
         self.systemd = False
         self.privileges = PrivilegeOptions()
+        #: ``-A`` values (an extension: admission limits, :mod:`s6ipc.serve.admission`), in order.
+        self.admission: List[str] = []
 
     def limits(self) -> List[str]:
-        """``-c maxconn -C localmaxconn`` for the daemon, those given (the last of its options)."""
+        """``-c maxconn -C localmaxconn`` and each ``-A limits`` for the daemon, those given (the
+        last of its options)."""
         argv: List[str] = []
         if self.maxconn is not None:
             argv += ["-c", str(self.maxconn)]
         if self.localmaxconn is not None:
             argv += ["-C", str(self.localmaxconn)]
+        for spec in self.admission:
+            argv += ["-A", spec]
         return argv
 
 

@@ -56,6 +56,8 @@ PROGRAMS = {
     "status": "status",
     "metrics": "metrics",
     "metrics-http": "metrics_http",
+    "upgrade": "upgrade",
+    "proxy-server": "proxy_server",
 }
 
 

@@ -47,6 +47,7 @@ version, generation, uptime, started) and the lineage are this module's.
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 
@@ -59,13 +60,14 @@ from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
 from .liveview import NAME_VARIABLE, StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
+from .upgrade import PreflightChild
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence
 
-__all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "System", "Lifecycle", "process_ages",
-           "take_over_text", "preflight_check"]
+__all__ = ["FORMAT", "Ending", "Lineage", "State", "DaemonPart", "UpgradeLoop", "System", "Lifecycle",
+           "process_ages", "our_children", "take_over_text", "preflight_check"]
 
 #: The layout of the state; a new image refuses a state of another format or another daemon's.
 FORMAT = 2
@@ -92,6 +94,13 @@ class Lineage(NamedTuple):
     sigmask: List[int]
     status_fd: Optional[int]
     readiness: Dict[str, str]
+    #: In-place upgrades that happened, and those that did not (preflight refused, exec failed).
+    upgrades: int = 0
+    upgrade_failures: int = 0
+    #: The last attempt: {"result": "ok"|"refused"|"failed", "reason", "pause_ms", "at"} (wall time).
+    last_upgrade: Optional[Dict[str, Any]] = None
+    #: CLOCK_MONOTONIC just before the exec (the old image's): where the pause starts.
+    exec_monotonic: Optional[float] = None
 
 
 class State(NamedTuple):
@@ -124,15 +133,29 @@ class State(NamedTuple):
                              f"this is {kind} format {FORMAT}")
         raw = obj["lineage"]
         fd = raw["status_fd"]
+        last = raw.get("last_upgrade")
+        at = raw.get("exec_monotonic")
         lineage = Lineage(int(raw["generation"]), float(raw["started_wall"]), float(raw["started_monotonic"]),
                           [int(s) for s in raw["sigmask"]], None if fd is None else int(fd),
                           {str(k): str(v) for k, v in dict(raw["readiness"]).items()
-                           if k in NOTIFY_VARIABLES})
+                           if k in NOTIFY_VARIABLES},
+                          int(raw.get("upgrades", 0)), int(raw.get("upgrade_failures", 0)),
+                          None if last is None else _last_upgrade(last), None if at is None else float(at))
         descriptors = {str(k): int(v) for k, v in dict(obj["descriptors"]).items()}
         daemon = obj["daemon"]
         if not isinstance(daemon, dict):
             raise TypeError("the daemon's part of the state is not an object")
         return cls(kind, str(obj["version"]), lineage, descriptors, daemon)
+
+
+def _last_upgrade(raw: object) -> Dict[str, Any]:
+    """The ``last_upgrade`` of a state, checked. Raises TypeError, ValueError."""
+    last = dict(raw)  # type: ignore[call-overload]
+    if last.get("result") not in ("ok", "refused", "failed"):
+        raise ValueError(f"last_upgrade result {last.get('result')!r}")
+    reason, pause = last.get("reason"), last.get("pause_ms")
+    return {"result": last["result"], "reason": None if reason is None else str(reason),
+            "pause_ms": None if pause is None else float(pause), "at": float(last["at"])}
 
 
 def _from_release_0_1(obj: Dict[str, Any], kind: str) -> Optional[State]:
@@ -187,23 +210,58 @@ class DaemonPart(Protocol):
         ...
 
 
+class UpgradeLoop(Protocol):
+    """What the lifecycle asks of a daemon's loop during an upgrade (ipcserverd's and tcpserverd's
+    :class:`~s6ipc.serve.loop.Server`, :class:`~s6ipc.fdholder.server.FdHolderDaemon`)."""
+
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Poll *fd* too; call *on_event(mask)* from the loop when it is ready."""
+        ...
+
+    def unwatch(self, fd: int) -> None:
+        ...
+
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """When child *pid* is reaped (with the loop's other children, not counted as one of its
+        connections), call *on_exit(wait status)* from the loop."""
+        ...
+
+    def stop_for_exec(self, argv: List[str]) -> None:
+        """End the loop (after the daemon's drain) for the exec of *argv*."""
+        ...
+
+    def unread_signals(self) -> bytes:
+        """The signal numbers in the self-pipe that the loop has not read yet (taken out of it)."""
+        ...
+
+
 def process_ages(pids: Iterable[int]) -> Dict[int, Optional[float]]:
     """Seconds since each process of *pids* started (None: gone), from the kernel's start times
-    (``/proc/PID/stat`` field 22, ticks since boot): they survive any number of upgrades and cost
+    (:func:`s6ipc.daemon.upgrade.start_ticks`): they survive any number of upgrades and cost
     nothing per connection."""
     with open("/proc/uptime", "rb") as f:
         now = float(f.read().split()[0])
     ages: Dict[int, Optional[float]] = {}
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            ages[pid] = None
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        ages[pid] = max(0.0, now - int(fields[19]) / _TICKS)
+        ticks = upgrade.start_ticks(pid)
+        ages[pid] = None if ticks is None else max(0.0, now - ticks / _TICKS)
     return ages
+
+
+def our_children(pids: Iterable[int]) -> List[int]:
+    """Those of *pids* that are this process's children (running, or exited and not yet reaped):
+    ``waitid(P_PID, pid, WEXITED|WNOHANG|WNOWAIT)`` fails with ECHILD for any other process, and
+    reaps nothing. A state may only make a daemon adopt these: it never signals another's process."""
+    mine = []
+    for pid in pids:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            continue
+        except OSError:  # EINTR…: it is not known to be ours
+            continue
+        mine.append(pid)
+    return mine
 
 
 class System:
@@ -221,8 +279,8 @@ class System:
         flush_stdio()
         self._exec(argv)
 
-    def preflight(self, program: str, args: Sequence[str], state: Dict[str, Any]) -> Optional[str]:
-        return upgrade.preflight(program, args, state=state)
+    def start_preflight(self, program: str, args: Sequence[str], state: Dict[str, Any]) -> PreflightChild:
+        return upgrade.start_preflight(program, args, state=state)
 
     def reexec_argv(self, program: str, args: Sequence[str]) -> List[str]:
         return upgrade.reexec_argv(program, args)
@@ -230,8 +288,8 @@ class System:
     def write_state(self, state: Dict[str, Any]) -> int:
         return upgrade.write_state(state)
 
-    def take_state(self) -> Optional[Dict[str, Any]]:
-        return upgrade.take_state()
+    def take_state(self, warn: Callable[[str], object]) -> Optional[Dict[str, Any]]:
+        return upgrade.take_state(warn)
 
     def discard_state(self, fd: int) -> None:
         upgrade.discard_state(fd)
@@ -252,8 +310,19 @@ class System:
     def restore_mask(self, mask: Iterable[int]) -> None:
         upgrade.restore_mask(mask)
 
+    def raise_signal(self, sig: int) -> None:
+        """Send *sig* to this process (blocked: it stays pending across the exec)."""
+        os.kill(os.getpid(), sig)
+
+    def take_pending(self, sig: int) -> None:
+        """Consume *sig* if it is pending (blocked), so that it is never delivered."""
+        _signal.sigtimedwait([sig], 0)
+
     def process_ages(self, pids: Iterable[int]) -> Dict[int, Optional[float]]:
         return process_ages(pids)
+
+    def our_children(self, pids: Iterable[int]) -> List[int]:
+        return our_children(pids)
 
 
 def take_over_text(e: BaseException) -> str:
@@ -282,30 +351,42 @@ class Lifecycle:
     are the command line the next image runs (``s6-ipcserverd -1 …``: :func:`upgrade.reexec_argv`).
     *part* is the daemon's own part, *log* where the warnings go, *readiness* where ``RELOADING=1``
     / ``READY=1`` go, *held_signals* tells the daemon's own signals (its table, read at the exec:
-    they are blocked across it).
+    they are blocked across it), *loop* is the daemon's loop (:class:`UpgradeLoop`: it watches the
+    preflight and stops for the exec; needed for SIGUSR2).
     """
 
     def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
                  readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
-                 clock: Clock = SYSTEM_CLOCK, verbosity: int = 1) -> None:
+                 loop: Optional[UpgradeLoop] = None, clock: Clock = SYSTEM_CLOCK, verbosity: int = 1,
+                 guard: Optional[Callable[[], Callable[[], None]]] = None) -> None:
         self.kind, self.program, self.args = kind, program, list(args)
         self.part, self.log, self.readiness = part, log, readiness
         self.held_signals = held_signals
-        self.system, self.clock, self.verbosity = system, clock, verbosity
+        #: Called just before the exec (before the state is written): sets up what must outlive
+        #: a new image that dies (fdholderd's guardian); returns what undoes it if the exec fails.
+        self.guard = guard
+        self.system, self.loop, self.clock, self.verbosity = system, loop, clock, verbosity
         self.generation = 0
         self.started_wall = clock.wall_ns() / 1e9
         self.started_monotonic = clock.monotonic()
+        #: The upgrade facts of the live view (the lineage's, see :class:`Lineage`).
+        self.upgrades = self.upgrade_failures = 0
+        self.last_upgrade: Optional[Dict[str, Any]] = None
+        self._exec_monotonic: Optional[float] = None
         #: The live view's socket, kept across the exec (its abstract name holds the PID).
         self.status: Optional[StatusSocket] = None
         #: True from a preflight that passed until the exec (or its failure).
         self.upgrading = False
+        #: The preflight running beside the loop, if any.
+        self.preflight: Optional[PreflightChild] = None
 
     # -- the new image --------------------------------------------------------------------------
     @staticmethod
-    def take(system: System, kind: str) -> Optional[State]:
-        """The state the previous image handed over (None: a fresh start); its readiness variables
-        go back into the environment. Raises :class:`Unusable` (one line, exit 111)."""
-        obj = system.take_state()
+    def take(system: System, kind: str, log: Log) -> Optional[State]:
+        """The state the previous image of this process handed over (None: a fresh start, also
+        when ``$S6IPC_HANDOFF`` names anything else: one warning on *log*); its readiness
+        variables go back into the environment. Raises :class:`Unusable` (one line, exit 111)."""
+        obj = system.take_state(log.warn)
         if obj is None:
             return None
         try:
@@ -319,9 +400,11 @@ class Lifecycle:
         """Take *state* over: the lineage, and the daemon's part (through *restore*, by default
         the part's :meth:`~DaemonPart.restore`). Raises :class:`Unusable` (one line, exit 111) for
         whatever the daemon's part raises but its own :class:`S6ipcError` (which it raises as is)."""
-        self.generation = state.lineage.generation
-        self.started_wall = state.lineage.started_wall
-        self.started_monotonic = state.lineage.started_monotonic
+        lineage = state.lineage
+        self.generation = lineage.generation
+        self.started_wall, self.started_monotonic = lineage.started_wall, lineage.started_monotonic
+        self.upgrades, self.upgrade_failures = lineage.upgrades, lineage.upgrade_failures
+        self.last_upgrade, self._exec_monotonic = lineage.last_upgrade, lineage.exec_monotonic
         try:
             (restore or self.part.restore)(state.daemon)
         except S6ipcError:
@@ -345,8 +428,22 @@ class Lifecycle:
         watch(self.status.fileno(), self.status.on_event)
 
     def resumed(self, state: State) -> None:
-        """The new image's handlers are in place: let the signals held across the exec in."""
+        """The new image serves and its handlers are in place: the upgrade is counted (its pause:
+        from just before the exec to now, on CLOCK_MONOTONIC), the signals held across the exec
+        are let in."""
+        self.upgrades += 1
+        since = self._exec_monotonic
+        self._exec_monotonic = None
+        pause = None if since is None else round((self.clock.monotonic() - since) * 1e3, 3)
+        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": pause,
+                             "at": round(self.clock.wall_ns() / 1e9, 3)}
         self.system.restore_mask(state.lineage.sigmask)
+
+    def _failed(self, result: str, reason: str) -> None:
+        """An upgrade that did not happen (*result* ``refused``: the preflight; ``failed``: the exec)."""
+        self.upgrade_failures += 1
+        self.last_upgrade = {"result": result, "reason": reason, "pause_ms": None,
+                             "at": round(self.clock.wall_ns() / 1e9, 3)}
 
     # -- what it shows --------------------------------------------------------------------------
     def uptime(self) -> float:
@@ -357,7 +454,9 @@ class Lifecycle:
         document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(),
                                     "name": os.environ.get(NAME_VARIABLE, ""), "version": __version__,
                                     "generation": self.generation, "uptime": round(self.uptime(), 3),
-                                    "started": round(self.started_wall, 3)}
+                                    "started": round(self.started_wall, 3), "upgrades": self.upgrades,
+                                    "upgrade_failures": self.upgrade_failures,
+                                    "last_upgrade": self.last_upgrade}
         document.update(self.part.describe())
         return document
 
@@ -372,13 +471,14 @@ class Lifecycle:
         except S6ipcError as e:
             self.log.warn(str(e))
 
-    def state(self, mask: Sequence[int] = ()) -> State:
-        """What the next image would get now (the signal mask *mask* to restore)."""
+    def state(self, mask: Sequence[int] = (), exec_monotonic: Optional[float] = None) -> State:
+        """What the next image would get now (the signal mask *mask* to restore, the exec's time)."""
         named = dict(self.part.descriptors())
         if self.status is not None:
             named["status"] = self.status.fileno()
         lineage = Lineage(self.generation + 1, self.started_wall, self.started_monotonic, list(mask),
-                          None if self.status is None else self.status.fileno(), self._readiness())
+                          None if self.status is None else self.status.fileno(), self._readiness(),
+                          self.upgrades, self.upgrade_failures, self.last_upgrade, exec_monotonic)
         return State(self.kind, __version__, lineage, named, self.part.to_state())
 
     def _readiness(self) -> Dict[str, str]:
@@ -390,32 +490,86 @@ class Lifecycle:
             kept["WATCHDOG_PID"] = str(os.getpid())
         return kept
 
-    def requested(self) -> Optional[List[str]]:
-        """SIGUSR2, from the loop: the command line of the next image if the installed code passed
-        its preflight (then drain, end the loop and :meth:`replace`), else None (said, and served on)."""
+    def requested(self) -> None:
+        """SIGUSR2, from the loop: start the preflight of the installed code beside the loop, which
+        goes on serving; its verdict comes back through the loop (:meth:`UpgradeLoop.expect_child`).
+        A SIGUSR2 while a preflight runs or an exec is coming is coalesced with it."""
+        loop = self.loop
+        assert loop is not None, "SIGUSR2 without a loop to watch the preflight"
         if self.upgrading:
-            return None
+            return
+        if self.preflight is not None:
+            if self.preflight.overdue(self.clock.monotonic()):  # not even SIGALRM ended it (stopped)
+                self.preflight.kill()
+            return
         if self.verbosity >= 2:
             self.log.info("received SIGUSR2, checking the installed s6ipc before upgrading in place")
-        self.tell(self.readiness.watchdog)  # the loop waits for the preflight: no starving watchdog
         self.tell(self.readiness.reloading)
-        problem = self.system.preflight(self.program, self.args, self.state().to_json())
-        self.tell(self.readiness.watchdog)
+        try:
+            child = self.system.start_preflight(self.program, self.args, self.state().to_json())
+        except S6ipcError as e:
+            self._refused(str(e))
+            return
+        child.started = self.clock.monotonic()
+        self.preflight = child
+
+        def output(mask: int) -> None:
+            if not child.read_output():
+                loop.unwatch(child.stderr_fd)
+
+        loop.watch(child.stderr_fd, output)
+        loop.expect_child(child.pid, self._preflight_ended)
+
+    def _preflight_ended(self, status: int) -> None:
+        child, self.preflight = self.preflight, None
+        if child is None:
+            return
+        assert self.loop is not None
+        self.loop.unwatch(child.stderr_fd)
+        problem = child.verdict(status)
         if problem is not None:
-            if self.verbosity >= 1:
-                self.log.warn(f"unable to upgrade in place: {problem}; "
-                              f"still serving with s6ipc {__version__}")
-            self.tell(self.readiness.notifier.ready)
-            return None
+            self._refused(problem)
+            return
         self.upgrading = True
-        return self.system.reexec_argv(self.program, self.args)
+        self.loop.stop_for_exec(self.system.reexec_argv(self.program, self.args))
+
+    def _refused(self, problem: str) -> None:
+        self._failed("refused", problem)
+        if self.verbosity >= 1:
+            self.log.warn(f"unable to upgrade in place: {problem}; still serving with s6ipc {__version__}")
+        self.tell(self.readiness.notifier.ready)
+
+    def ending(self) -> None:
+        """The daemon exits: a preflight still running is killed (its verdict has no one to read it)."""
+        if self.preflight is not None:
+            self.preflight.kill()
+
+    def _keep_signals_pending(self) -> None:
+        """With the held signals blocked: every signal byte the loop has not read yet is raised
+        again (pending across the exec, for the next image's handlers, or for this image's if the
+        exec fails); SIGUSR2 is coalesced with the upgrade under way (a pending one consumed)."""
+        held = set(self.held_signals())
+        usr2 = int(_signal.SIGUSR2)
+        unread = self.loop.unread_signals() if self.loop is not None else b""
+        for sig in dict.fromkeys(unread):
+            if sig != usr2 and sig in held:
+                self.system.raise_signal(sig)
+        if usr2 in held:
+            self.system.take_pending(usr2)
 
     def replace(self, argv: List[str]) -> None:
         """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
         is undone, one warning said, and the daemon serves on (the module docstring says why)."""
         system = self.system
+        undo_guard = None
+        if self.guard is not None:
+            try:
+                undo_guard = self.guard()
+            except OSError as e:  # no guardian: the upgrade goes on, as before there were any
+                self.log.warn(f"unable to fork a guardian: {os.strerror(e.errno or errno.EIO)}")
         mask = system.block_signals(self.held_signals())
-        state = self.state(mask)
+        self._keep_signals_pending()
+        state = self.state(mask, self.clock.monotonic())
         kept = list(state.descriptors.values())
         memfd = -1
         try:
@@ -434,7 +588,10 @@ class Lifecycle:
         system.close_on_exec(fd for fd in kept if fd != 0)
         if memfd >= 0:
             system.discard_state(memfd)
+        if undo_guard is not None:
+            undo_guard()
         self.upgrading = False
+        self._failed("failed", why)
         self.tell(self.readiness.notifier.ready)
         if self.verbosity >= 1:
             self.log.warn(f"unable to upgrade in place: {why}; still serving with s6ipc {__version__}")

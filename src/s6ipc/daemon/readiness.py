@@ -44,6 +44,7 @@ import select
 import time
 
 from ..base import systemd_backend
+from ..base.cstrings import peer_text
 from ..base.descriptors import close_above
 from ..base.durations import POLL_MAX_MS, poll_ms
 from ..base.errors import BadInput, SystemFailure
@@ -403,7 +404,11 @@ class NotifyRelay:
             return
         close_fds(datagram.fds)
         sender = datagram.pid
-        text = datagram.data.decode("utf-8", "replace")
+        if b"\0" in datagram.data:  # systemd ignores such a message too ("embedded NUL bytes")
+            if self.log:
+                self.log.warn(f"pid {sender}: notification with a NUL byte: ignored")
+            return
+        text = peer_text(datagram.data)  # the sender's bytes, in the log line too
         if self.log:
             self.log.info(f"pid {sender}: " + text.replace("\n", " "))
         if not (self.allow_all or sender in self.allowed):

@@ -11,12 +11,15 @@ Some facts this client relies on (s6 2.11.3.2's libs6 client, skalibs 2.13):
 * Every reply is checked as libs6 checks it; anything unexpected is EPROTO ("Protocol error").
   A reply byte other than 0 is the daemon's errno.
 * Descriptors received are close-on-exec; the caller owns them.
-* Linux carries at most 253 descriptors per ``sendmsg`` (skalibs 2.13 announces chunks of 255),
-  and s6-fdholderd drops a client whose message arrives in two pieces, which a message longer
+* Linux carries at most 253 descriptors per ``sendmsg``; skalibs 2.13 (s6 2.11) puts up to 255 in
+  one message, skalibs 2.14 (s6 2.12 and later) 253 and refuses more. A daemon announces how many
+  messages a dump takes by its own rule (``1 + (n-1)/MAXFDS``, :mod:`s6ipc.base.s6release`), so
+  this client accepts the count of either rule and checks the descriptors, not the messages.
+* s6-fdholderd drops a client whose message arrives in two pieces, which a message longer
   than one kernel buffer may do (:data:`s6ipc.base.unixmessage.ATOMIC_MESSAGE_SIZE`). So a setdump
   goes out in chunks of at most 253 descriptors and 32 KiB (121 entries with 255-byte ids), which
-  daemons accept (they count descriptors, not messages), and a getdump chunk of 255 is
-  reassembled from the two writes it takes.
+  daemons of both lines accept (they count descriptors, not messages), and a getdump message of
+  255 from a 2.11 daemon is reassembled from the two writes it takes.
 * Limits are absolute TAI times; "no limit" is *now + 2**61 s* (:func:`s6ipc.fdholder.tai.infinite_from`).
 
 Usage::
@@ -39,6 +42,7 @@ from ..base import unixmessage
 from ..base.durations import poll_ms
 from ..base.errors import Refused, SystemFailure
 from ..base.options import INT_MAX
+from ..base.s6release import S6_2_11, S6_2_12
 from ..base.typeshim import dataclass
 from ..base.unixmessage import Message, ProtocolError
 from ..sockets.unix import unix_address
@@ -47,7 +51,7 @@ from .protocol import DumpEntry
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Union
+    from typing import List, Optional, Sequence, Tuple, Union
 
 if TYPE_CHECKING:
     Ident = Union[str, bytes]
@@ -108,6 +112,11 @@ def connect(path: Union[str, bytes], deadline: Optional[float] = None,
     except OSError as e:
         sock.close()
         raise SystemFailure(what, e.errno or errno.EINVAL) from None
+
+
+def _dump_messages(count: int) -> Tuple[int, ...]:
+    """The message counts a daemon of either s6 line announces for a dump of *count* descriptors."""
+    return tuple(release.dump_messages(count) for release in (S6_2_11, S6_2_12))
 
 
 def setdump_chunks(entries: Sequence[HeldDescriptor]) -> List[Sequence[HeldDescriptor]]:
@@ -287,7 +296,7 @@ class FdHolderClient:
         if not total:
             return result
         try:
-            if nmsg != 1 + (total - 1) // unixmessage.MAX_FDS:
+            if nmsg not in _dump_messages(total):
                 raise OSError(errno.EPROTO, os.strerror(errno.EPROTO))
             for _ in range(nmsg):
                 chunk = self._receive()
@@ -313,7 +322,7 @@ class FdHolderClient:
         if any(not e.id or len(e.id) > protocol.ID_SIZE or b"\0" in e.id for e in entries):
             raise OperationFailed(operation, errno.EINVAL)
         payload = self._answer(operation, self._call(operation, protocol.encode_setdump(total)), 5)
-        if protocol.decode_u32(payload, 1) != 1 + (total - 1) // unixmessage.MAX_FDS:
+        if protocol.decode_u32(payload, 1) not in _dump_messages(total):
             raise OperationFailed(operation, errno.EPROTO)
         chunks = setdump_chunks(entries)
         for i, chunk in enumerate(chunks):

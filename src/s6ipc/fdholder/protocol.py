@@ -17,6 +17,7 @@ import errno
 import os
 import struct
 
+from ..base.cstrings import cut_bytes
 from ..base.typeshim import dataclass
 from ..base.unixmessage import MAX_FDS, ProtocolError
 from . import tai
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ID_SIZE", "ENTRY_MIN", "entry_size", "MAX_REQUEST", "Store", "Delete", "Retrieve", "List_", "GetDump",
-    "SetDump", "DumpEntry", "SetDumpData", "c_string", "parse_entries", "parse_request",
+    "SetDump", "DumpEntry", "SetDumpData", "parse_entries", "parse_request",
     "encode_store", "encode_delete", "encode_retrieve", "LIST_REQUEST", "GETDUMP_REQUEST", "encode_setdump",
     "encode_entries", "encode_list_reply", "encode_getdump_header", "encode_setdump_reply", "decode_u32",
 ]
@@ -110,12 +111,6 @@ if TYPE_CHECKING:
     Request = Union[Store, Delete, Retrieve, List_, GetDump, SetDump, SetDumpData]
 
 
-def c_string(raw: bytes) -> bytes:
-    """What C sees of *raw*: the bytes before the first NUL."""
-    cut = raw.find(b"\0")
-    return raw if cut < 0 else raw[:cut]
-
-
 def _id_at(body: bytes, pos: int) -> Optional[Tuple[bytes, int]]:
     """The id whose length byte is at *pos* and the position after its NUL, if well-formed."""
     if pos >= len(body):
@@ -124,7 +119,7 @@ def _id_at(body: bytes, pos: int) -> Optional[Tuple[bytes, int]]:
     end = pos + 1 + idlen
     if end >= len(body) or body[end] != 0:
         return None
-    return c_string(body[pos + 1 : end]), end + 1
+    return cut_bytes(body[pos + 1 : end]), end + 1
 
 
 def parse_entries(body: bytes, count: int) -> Optional[Tuple[DumpEntry, ...]]:
@@ -162,15 +157,15 @@ def parse_request(payload: bytes, nfds: int, dumping: int) -> Request:
         idlen = body[tai.PACKED_SIZE]
         if idlen + 2 + tai.PACKED_SIZE != n or body[-1] != 0:
             raise ProtocolError("bad store")
-        return Store(tai.unpack(body), c_string(body[tai.PACKED_SIZE + 1 : -1]))
+        return Store(tai.unpack(body), cut_bytes(body[tai.PACKED_SIZE + 1 : -1]))
     if op == 0x44:  # 'D'
         if n < 3 or nfds or body[0] + 2 != n or body[-1] != 0:
             raise ProtocolError("bad delete")
-        return Delete(c_string(body[1:-1]))
+        return Delete(cut_bytes(body[1:-1]))
     if op == 0x52:  # 'R'
         if n < 4 or nfds or body[1] + 3 != n or body[-1] != 0:
             raise ProtocolError("bad retrieve")
-        return Retrieve(c_string(body[2:-1]), body[0] != 0)
+        return Retrieve(cut_bytes(body[2:-1]), body[0] != 0)
     if op == 0x4C:  # 'L'
         if n or nfds:
             raise ProtocolError("bad list")

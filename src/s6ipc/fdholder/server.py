@@ -17,15 +17,20 @@ Some facts about s6-fdholderd (2.11.3.2) and the kernel that this loop reproduce
 * **Replies** go through a per-client outbox; a descriptor in a reply not yet sent stays open
   even if its entry is deleted meanwhile (reference counting), so a reply never carries a
   reused descriptor number.
-* **Signals**: SIGTERM starts the lameduck (no more accepting, exit as soon as no client has
-  pending I/O, or when the ``-T`` deadline passes); SIGHUP re-reads a cdb (keeping the old one
-  if that fails). SIGUSR2 (only with an *on_upgrade* hook; s6 dies on it) upgrades in place: once
-  the new code passed its preflight (the hook: :meth:`s6ipc.daemon.lifecycle.Lifecycle.requested`),
-  the loop drains like a lameduck (no accepting, finish the I/O in progress, at most
-  :data:`UPGRADE_DRAIN`), then :meth:`FdHolderDaemon.run` returns ``Ending(exec_argv=…)``: the
-  program execs, handing over the store and the idle clients (fdholder/life.py); the library
-  never does. CPython's C handler writes each signal number to the wakeup pipe at once; the loop
-  reads them from there, between requests.
+* **Signals**: SIGTERM starts the lameduck (no more accepting, exit as soon as no client has pending
+  I/O, or when the ``-T`` deadline passes); SIGHUP re-reads a cdb (keeping the old one if that
+  fails). SIGUSR2 (only with an *on_upgrade* hook; s6 dies on it) upgrades in place: the hook
+  (:meth:`s6ipc.daemon.lifecycle.Lifecycle.requested`) starts the preflight as a child the loop
+  watches (SIGCHLD is caught for it), never waits for; once it passed, the loop drains like a
+  lameduck (no accepting, finish the I/O in progress, at most :data:`UPGRADE_DRAIN`), then
+  :meth:`FdHolderDaemon.run` returns ``Ending(exec_argv=…)``: the program execs, handing over the
+  store and the idle clients (fdholder/life.py); the library never does. CPython's C handler writes
+  each signal number to the wakeup pipe at once; the loop reads them from there, between requests.
+* **Dumps** go in messages of at most 253 descriptors (s6 2.12 and later: skalibs 2.14's
+  ``UNIXMESSAGE_MAXFDS``), 255 with ``S6IPC_S6=2.11``; the getdump header and the setdump reply
+  announce ``1 + (n-1)/MAXFDS`` messages, which libs6's clients check against their own rule, so
+  one rule cannot serve both lines at 254–255 and 507–510 descriptors (:mod:`s6ipc.base.s6release`).
+  Requests are taken with up to 255 descriptors per message, whichever line sends them.
 * **Exit status** is a bit mask: 1 if descriptors are still held, 2 if clients are still
   connected.
 * **Running out of descriptors**: ``accept`` failing with EMFILE/ENFILE makes s6 die; here the
@@ -50,6 +55,7 @@ from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.log import Log
+from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import NamedTuple, dataclass, field
 from ..base.unixmessage import Message, Outbox, ProtocolError
@@ -124,6 +130,8 @@ class DaemonConfig:
     maxfds: int = MAXFDS_DEFAULT
     timeout_ms: int = 0
     lameduck_ms: int = 0
+    #: Descriptors per dump message follow this s6 line (``S6IPC_S6``: :mod:`s6ipc.base.s6release`).
+    release: S6Release = DEFAULT
 
     def normalise(self) -> None:
         """Apply s6's caps: maxconn 1..256; maxfds at least 1 and at most RLIMIT_NOFILE - 6.
@@ -151,10 +159,10 @@ if TYPE_CHECKING:
     Handler = Callable[["FdHolderDaemon", Client, protocol.Request, Message], None]
 
 
-#: SIGUSR2's hook: the command line of the next image once the new code passed its preflight, or
-#: None (the hook said why; serving goes on).
+#: SIGUSR2's hook (:meth:`s6ipc.daemon.lifecycle.Lifecycle.requested`): it starts the preflight
+#: beside the loop, whose verdict calls :meth:`FdHolderDaemon.stop_for_exec` if the new code passed.
 if TYPE_CHECKING:
-    UpgradeHook = Callable[[], Optional[List[str]]]
+    UpgradeHook = Callable[[], None]
 
 
 class FdHolderDaemon:
@@ -188,6 +196,7 @@ class FdHolderDaemon:
         self._upgrade_argv: Optional[List[str]] = None
         self._ending = Ending()
         self._watched: Dict[int, Callable[[int], None]] = {}
+        self._expected: Dict[int, Callable[[int], None]] = {}
         #: Set while an upgrade drains the clients: when it gives up waiting for them (monotonic).
         self.upgrade_deadline: Optional[float] = None
         #: Requests received since the process started, by operation (carried across upgrades).
@@ -224,8 +233,10 @@ class FdHolderDaemon:
 
     @property
     def signals(self) -> Tuple[int, ...]:
-        """The signals the loop handles (and an in-place upgrade holds across the exec)."""
-        return (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGUSR2,) if self.on_upgrade else ())
+        """The signals the loop handles (and an in-place upgrade holds across the exec). SIGCHLD
+        comes with SIGUSR2: the preflight is a child of the daemon."""
+        upgrades = (signal.SIGUSR2, signal.SIGCHLD) if self.on_upgrade else ()
+        return (signal.SIGTERM, signal.SIGHUP) + upgrades
 
     # -- the loop -------------------------------------------------------------------------------
     def serve(self) -> int:
@@ -299,6 +310,31 @@ class FdHolderDaemon:
         readable. The descriptor stays the caller's."""
         self._watched[fd] = on_event
         self._poller.register(fd, select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        if self._watched.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """*on_exit(status)* from the loop when child *pid* (the preflight) has been reaped."""
+        self._expected[pid] = on_exit
+
+    def unread_signals(self) -> bytes:
+        """Take the signal numbers the loop has not read yet out of the self-pipe."""
+        unread = b""
+        while self._selfpipe is not None:
+            chunk = self._selfpipe.read()
+            if not chunk:
+                break
+            unread += chunk
+        return unread
+
+    def stop_for_exec(self, argv: List[str]) -> None:
+        """The new code passed its preflight: drain like a lameduck (at most :data:`UPGRADE_DRAIN`),
+        then end the loop with ``Ending(0, argv)``. A lameduck under way (SIGTERM) is handed over
+        in the state: the next image goes on with it."""
+        self._upgrade_argv = argv
+        self.upgrade_deadline = self.clock.monotonic() + UPGRADE_DRAIN
 
     def _busy(self, c: Client) -> bool:
         return bool(c.outbox) or c.decoder.partial
@@ -381,6 +417,8 @@ class FdHolderDaemon:
 
     # -- signals ----------------------------------------------------------------------------------
     def _handle_signals(self) -> None:
+        """Act on every signal read, in order. A SIGTERM during an upgrade starts the lameduck,
+        which the state hands over (the next image goes on with it)."""
         assert self._selfpipe is not None
         for signo in self._selfpipe.read():
             if signo == signal.SIGTERM and self.running:
@@ -392,11 +430,25 @@ class FdHolderDaemon:
                     self.rules.reload()
                 except SystemFailure:
                     pass
-            elif signo == signal.SIGUSR2 and self.on_upgrade and self.upgrade_deadline is None:
-                argv = self.on_upgrade()
-                if argv is not None:
-                    self._upgrade_argv = argv
-                    self.upgrade_deadline = self.clock.monotonic() + UPGRADE_DRAIN
+            elif signo == signal.SIGUSR2 and self.on_upgrade:
+                self.on_upgrade()
+            elif signo == signal.SIGCHLD:
+                self._reap()
+
+    def _reap(self) -> None:
+        """Wait for every exited child (the preflight; any other is reaped and ignored)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except OSError as e:
+                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
+            if pid == 0:
+                return
+            on_exit = self._expected.pop(pid, None)
+            if on_exit is not None:
+                on_exit(status)
 
     # -- in-place upgrade -------------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -648,9 +700,10 @@ class FdHolderDaemon:
             self._answer(c, errno.EPERM)
             return
         entries = list(self.store.entries())
-        c.outbox.put(protocol.encode_getdump_header(len(entries)))
-        for start in range(0, len(entries), unixmessage.MAX_FDS):
-            chunk = entries[start : start + unixmessage.MAX_FDS]
+        per_message = self.config.release.unixmessage_maxfds
+        c.outbox.put(protocol.encode_getdump_header(len(entries), per_message))
+        for start in range(0, len(entries), per_message):
+            chunk = entries[start : start + per_message]
             body = protocol.encode_entries([protocol.DumpEntry(e.limit, e.id) for e in chunk])
             c.outbox.put(body, [e.held for e in chunk])
         self._arm(c)
@@ -662,7 +715,7 @@ class FdHolderDaemon:
             self._answer(c, errno.ENFILE)
         else:
             c.dumping = request.count
-            c.outbox.put(protocol.encode_setdump_reply(request.count))
+            c.outbox.put(protocol.encode_setdump_reply(request.count, self.config.release.unixmessage_maxfds))
 
     def do_setdump_data(self, c: Client, request: protocol.SetDumpData, m: Message) -> None:
         if not c.rights.setdump:

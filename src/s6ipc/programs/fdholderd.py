@@ -6,8 +6,11 @@ fdholder/life.py).
 
 from __future__ import annotations
 
+import os
+
 from ..base.messages import Reporter
 from ..base.options import Command, Option, flag, parse_uint, setting
+from ..base.s6release import s6_release
 from ..chain.daemon import serve_on, system
 from ..daemon.lifecycle import Lifecycle, State
 from ..daemon.readiness import Notifier, Readiness
@@ -40,7 +43,7 @@ COMMAND = Command({
 
 def parse(args: List[str]) -> DaemonConfig:
     """Parse s6-fdholderd's command line (extra arguments are ignored, as s6 does)."""
-    config = DaemonConfig()
+    config = DaemonConfig(release=s6_release(os.environ))
     COMMAND.parse(args, config)
     return config
 
@@ -58,23 +61,29 @@ def preflight(args: List[str]) -> None:
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     config = parse(args)
     os_ = system()
-    state: Optional[State] = Lifecycle.take(os_, KIND)
+    state: Optional[State] = Lifecycle.take(os_, KIND, reporter)
     # set below: SIGUSR2 is only read from the loop, once the lifecycle exists
     hook: List[Lifecycle] = []
     daemon = FdHolderDaemon(config, reporter, on_upgrade=lambda: hook[0].requested())
     readiness = Readiness(Notifier.from_environment(unset=False))
-    life = Lifecycle(KIND, reporter.name, args, HolderLife(daemon), reporter, readiness,
-                     held_signals=lambda: daemon.signals, system=os_, clock=daemon.clock,
-                     verbosity=config.verbosity)
+    holder = HolderLife(daemon, reporter)
+    life = Lifecycle(KIND, reporter.name, args, holder, reporter, readiness,
+                     held_signals=lambda: daemon.signals, system=os_, loop=daemon, clock=daemon.clock,
+                     verbosity=config.verbosity, guard=holder.guard)
     hook.append(life)
 
     def start(taken: Optional[Dict[str, Any]]) -> None:
-        daemon.start(taken, before_ready=lambda: life.open_live_view(daemon.watch, state))
+        def before_ready() -> None:
+            if taken is None:
+                holder.collect()  # what the guardian of an image that died after its exec holds
+            life.open_live_view(daemon.watch, state)
+        daemon.start(taken, before_ready=before_ready)
 
     if state is None:
         start(None)
     else:
         life.adopt(state, start)
+        holder.released(state.daemon)
         life.resumed(state)
     life.tell(readiness.notifier.ready)
     serve_on(life, daemon.run, daemon.serve_on)

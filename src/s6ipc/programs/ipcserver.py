@@ -36,9 +36,15 @@ COMMAND = Command({
 
 
 def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
-    """Parse s6-ipcserver's command line. Raises :class:`UsageError`."""
+    """Parse s6-ipcserver's command line. Raises :class:`UsageError`, :class:`BadInput` for ``-A``
+    limits that do not parse."""
     o = ServerOptions()
-    return o, COMMAND.parse(args, o)
+    rest = COMMAND.parse(args, o)
+    if o.admission:  # checked here, as s6 checks -c (BadInput: exit 100)
+        from ..serve.admission import parse_limits
+
+        parse_limits(o.admission, False)
+    return o, rest
 
 
 def build_chain(o: ServerOptions, path: str, prog: List[str], style: str = "") -> List[str]:

@@ -25,13 +25,17 @@ def preflight(args: List[str]) -> None:
     """What ``s6ipc preflight ipcserverd ARGS…`` checks before an in-place upgrade: the options
     parse, the access fast path they imply can be built, and this code reads the running daemon's
     state (given on stdin). Raises :class:`UsageError`, ValueError, KeyError, TypeError."""
+    from ..base.clock import SYSTEM_CLOCK
+    from ..chain.daemon import admission
     from ..daemon.lifecycle import preflight_check
     from ..serve.life import parse_state
     from ..serve.peers import UnixPeers
 
     config = parse(args)
     access_fast_path(config)
-    preflight_check(("ipcserverd",), lambda state: parse_state(state.daemon, UnixPeers(config.lookup)))
+    limits = admission(config, False, Reporter("ipcserverd"), SYSTEM_CLOCK.monotonic)
+    identity = UnixPeers(config.lookup)
+    preflight_check(("ipcserverd",), lambda state: parse_state(state.daemon, identity, limits))
 
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:

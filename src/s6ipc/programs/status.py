@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..base.messages import Reporter, flush_stdio, write_stdout
-from ..base.options import Command, UsageError, flag
+from ..base.options import Command, flag
 from ..daemon.liveview import lookup, render
 
 TYPE_CHECKING = False
@@ -24,13 +24,11 @@ COMMAND = Command({"j": flag("json")})
 
 def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o: Dict[str, bool] = {}
-    rest = COMMAND.parse(args, o)
-    if len(rest) != 1 or not rest[0]:
-        raise UsageError("one pid or name")
+    target = COMMAND.parse_one(args, o)
     as_json = o.get("json", False)
     import json
 
-    found = lookup(rest[0])
+    found = lookup(target)
     texts = [json.dumps(d, separators=(",", ":")) + "\n" if as_json else render(d) for d in found]
     write_stdout(("" if as_json else "\n").join(texts).encode("utf-8", "surrogateescape"))
     flush_stdio()

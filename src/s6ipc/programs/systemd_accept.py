@@ -5,7 +5,8 @@ Takes the connection systemd passed (fd 3 with ``LISTEN_FDS=1``, or fd 0 with
 ``IPCREMOTEEGID``, ``IPCREMOTEPATH`` from the socket (``PROTO=TCP`` and ``TCPREMOTE*``/``TCPLOCAL*``
 for IP), as ipcserverd and tcpserverd set them (:func:`s6ipc.serve.ucspi.connection_variables`),
 with ``-c dir`` also ``IPCCONNNUM``/``TCPCONNNUM`` (live connections from that uid or address,
-counted with lock files in *dir*), removes ``LISTEN_*`` and execs the rest of the command line: an
+counted with lock files in *dir*, numbered as the s6 line ``S6IPC_S6`` chooses), removes
+``LISTEN_*`` and execs the rest of the command line: an
 ``ipcserver-access`` rules check, ``s6-connlimit``, the program.
 """
 
@@ -17,6 +18,7 @@ from ..base.cstrings import assign
 from ..base.descriptors import move_fd
 from ..base.messages import Reporter
 from ..base.options import Command, setting
+from ..base.s6release import s6_release
 from ..chain.run import exec_into
 from ..serve.ucspi import connection_variables, take_connection
 
@@ -32,7 +34,7 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     o: Dict[str, str] = {}
     rest = COMMAND.parse(args, o)
     fd = take_connection()
-    variables = connection_variables(fd, o.get("countdir"))
+    variables = connection_variables(fd, o.get("countdir"), s6_release(os.environ))
     os.dup2(fd, 1, inheritable=True)
     move_fd(fd, 0)
     for name in variables:

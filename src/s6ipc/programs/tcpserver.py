@@ -64,11 +64,16 @@ def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]
     """Parse the command line of ``s6-tcpserver`` (*family* 0) or ``s6-tcpserver4``/``6`` (4, 6).
 
     Returns the options and ``[ip, port, prog...]`` with ``family`` decided (4 or 6). Raises
-    :class:`UsageError`, also for an *ip* that does not parse when the family comes from it.
+    :class:`UsageError`, also for an *ip* that does not parse when the family comes from it, and
+    :class:`BadInput` for ``-A`` limits that do not parse.
     """
     o = TcpServerOptions()
     o.family = family
     rest = (FAMILY_COMMAND if family else COMMAND).parse(args, o)
+    if o.admission:  # checked here, as s6 checks -c (BadInput: exit 100)
+        from ..serve.admission import parse_limits
+
+        parse_limits(o.admission, True)
     if not o.family:
         scanned = ip46_scan(rest[0])
         if scanned is None:

@@ -43,11 +43,14 @@ def family_of_name(name: str) -> Optional[int]:
 def preflight(args: List[str]) -> None:
     """What ``s6ipc preflight tcpserver4d ARGS…`` checks before an in-place upgrade: the options
     parse, and this code reads the running daemon's state (given on stdin) with TCP peers."""
+    from ..base.clock import SYSTEM_CLOCK
+    from ..chain.daemon import admission
     from ..daemon.lifecycle import preflight_check
     from ..serve.life import parse_state
 
-    parse(args, credentials=False)
-    preflight_check(KINDS, lambda state: parse_state(state.daemon, TcpPeers(_family_of_state(state))))
+    config = parse(args, credentials=False)
+    limits = admission(config, True, Reporter("tcpserverd"), SYSTEM_CLOCK.monotonic)
+    preflight_check(KINDS, lambda state: parse_state(state.daemon, TcpPeers(_family_of_state(state)), limits))
 
 
 def _family_of_state(state: State) -> int:

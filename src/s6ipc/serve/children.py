@@ -8,7 +8,8 @@ Some facts about child processes (Linux) this table relies on:
   is never reused by another process before :meth:`reap` has removed it, so ``kill`` on a pid of
   the table never hits a stranger.
 * ``waitpid(-1)`` also collects processes this table does not know (inherited children of an
-  image that exec'd into the server): they are reaped and ignored.
+  image that exec'd into the server): they are reaped and ignored — but for those the daemon
+  said it expects (the preflight of an in-place upgrade), whose wait status goes to their hook.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class ChildTable:
     def __init__(self) -> None:
         self.peers: Dict[int, Peer] = {}
         self.per_key: Dict[Hashable, int] = {}
+        #: Other children of the daemon (a preflight): pid → what to call with its wait status.
+        self.expected: Dict[int, Callable[[int], None]] = {}
 
     def __len__(self) -> int:
         return len(self.peers)
@@ -51,8 +54,13 @@ class ChildTable:
         self.per_key[peer.key] = n
         return n
 
+    def expect(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """Child *pid* is not a connection: when it is reaped, call *on_exit(status)* instead."""
+        self.expected[pid] = on_exit
+
     def reap(self, on_end: EndHook) -> None:
-        """Wait for every exited child, calling *on_end* for those of the table.
+        """Wait for every exited child, calling *on_end* for those of the table (and the hook of
+        an :meth:`expect`-ed one).
 
         Raises :class:`SystemFailure` ``wait_nohang`` for an unexpected waitpid error.
         """
@@ -67,6 +75,9 @@ class ChildTable:
                 return
             peer = self.peers.pop(pid, None)
             if peer is None:
+                on_exit = self.expected.pop(pid, None)
+                if on_exit is not None:
+                    on_exit(status)
                 continue
             left = self.per_key[peer.key] - 1
             if left:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..base.typeshim import NamedTuple
 from ..daemon.counters import read_counts
-from ..daemon.lifecycle import process_ages
+from ..daemon.lifecycle import our_children, process_ages
 from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
 
@@ -27,7 +27,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
+    from .admission import Admission
+
     Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
+    Children = Callable[[Iterable[int]], List[int]]
 
 __all__ = ["ServerLife", "ServerState", "parse_state"]
 
@@ -40,11 +43,16 @@ class ServerState(NamedTuple):
     children: List[Tuple[int, Peer]]
 
 
-def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
+def parse_state(state: Dict[str, Any], identity: PeerIdentity,
+                admission: Optional[Admission] = None) -> ServerState:
     """Read what :meth:`ServerLife.to_state` wrote, with the peers of *identity*: what
     :meth:`ServerLife.restore` does first and what the preflight runs in the new code.
     Raises ValueError, KeyError or TypeError when this code cannot read it. A state without
-    counters (s6ipc 0.1, 0.2) gives its ``refused`` total under ``access``."""
+    counters (s6ipc 0.1, 0.2) gives its ``refused`` total under ``access``. *admission* (the new
+    command line's ``-A`` limits) takes over the buckets the state carries, if any."""
+    handed = state.get("admission")
+    if handed is not None and admission is not None:
+        admission.restore(dict(handed))
     children = [(int(pid), identity.peer_from_state(peer)) for pid, peer in dict(state["children"]).items()]
     raw = state.get("counters")
     if raw is None:
@@ -60,20 +68,25 @@ def parse_state(state: Dict[str, Any], identity: PeerIdentity) -> ServerState:
 class ServerLife:
     """A :class:`Server`'s part of its life: counters and children, whatever its peer identity.
 
-    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default).
+    *ages* tells how old processes are (the kernel's view, :func:`process_ages` by default);
+    *ours* which processes are this one's children (:func:`our_children`).
     """
 
-    def __init__(self, server: Server, ages: Ages = process_ages) -> None:
+    def __init__(self, server: Server, ages: Ages = process_ages, ours: Children = our_children) -> None:
         self.server = server
         self.ages = ages
+        self.ours = ours
 
     # -- across the exec ------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
         server = self.server
         children = {str(pid): peer.to_state() for pid, peer in server.children.peers.items()}
         # accepted and refused stay at the top for an older version's preflight (a downgrade)
-        return {"accepted": server.accepted, "refused": server.refused, "counters": self.counters(),
-                "children": children}
+        state = {"accepted": server.accepted, "refused": server.refused, "counters": self.counters(),
+                 "children": children}
+        if server.admission is not None:
+            state["admission"] = server.admission.to_state()
+        return state
 
     def counters(self) -> Dict[str, Any]:
         """The counters since the process started (docs/status.md), carried across upgrades."""
@@ -83,14 +96,25 @@ class ServerLife:
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
-        :meth:`Server.start`. Raises ValueError, KeyError or TypeError for a malformed state."""
+        :meth:`Server.start`: only the processes that are this one's children — a pid the state
+        names that is not (one warning) is never adopted, so never signalled. Raises ValueError,
+        KeyError or TypeError for a malformed state."""
         server = self.server
-        parsed = parse_state(state, server.identity)
+        parsed = parse_state(state, server.identity, server.admission)
         counters = parsed.counters
         server.accepted, server.spawned = counters["accepted"], counters["spawned"]
         server.refusals, server.exits = counters["refused"], counters["exits"]
+        mine = set(self.ours(pid for pid, _ in parsed.children))
+        strangers = sorted(pid for pid, _ in parsed.children if pid not in mine)
+        if strangers:
+            server.log.warn(f"not adopting pid {', '.join(map(str, strangers))} from the handoff state: "
+                            "not a child of this process")
         for pid, peer in parsed.children:
+            if pid not in mine:
+                continue
             server.children.add(pid, peer)
+            if server.admission is not None:
+                server.admission.spawned(peer)  # the per-prefix / per-gid live counts
 
     def descriptors(self) -> Dict[str, int]:
         return {"listen": self.server.listen_fd}
@@ -120,12 +144,15 @@ class ServerLife:
             connections.update(uids=len(per_peer) if counted else None, per_uid=per_peer if counted else {})
         connections.update(unit=unit, peers=len(per_peer) if counted else None,
                            per_peer=per_peer if counted else {})
-        return {
+        shown = {
             "limits": {"maxconn": config.maxconn, "localmaxconn": config.localmaxconn},
             "connections": connections,
             "accepted": server.accepted, "refused": server.refused, "counters": self.counters(),
             "children": children,
         }
+        if server.admission is not None:
+            shown["admission"] = server.admission.describe()
+        return shown
 
     def status_text(self) -> str:
         """systemd's ``STATUS=``: ``12 connections from 3 uids, 4017 accepted, 2 refused``

@@ -51,10 +51,11 @@ from ..base.descriptors import close_on_exec_above
 from ..base.errors import ExecFailure, SystemFailure, Unusable
 from ..base.execution import Spawner
 from ..base.log import Log
+from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
-from ..base.typeshim import Protocol, dataclass
+from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
-from ..daemon.liveview import NAME_VARIABLE
+from ..daemon.liveview import NAME_VARIABLE, every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
@@ -65,12 +66,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+    from .admission import Admission
+
 __all__ = [
-    "ABSOLUTE_MAXCONN", "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
+    "PRIVATE_VARIABLES", "HANDLED_SIGNALS", "Ending", "ServerConfig", "child_environment",
     "Server", "ChildSpawner", "REFUSAL_REASONS", "EXIT_OUTCOMES",
 ]
 
-ABSOLUTE_MAXCONN = 1000
 _BURST = 64
 #: Why an accepted connection was closed without a child: ``maxconn`` never happens (at ``-c``
 #: the loop stops accepting and clients wait in the backlog, as s6's), ``localmaxconn`` (``-C``),
@@ -117,15 +119,21 @@ class ServerConfig:
     maxconn: int = 40
     localmaxconn: int = 40
     notify: bool = False
+    #: The s6 line followed where releases differ (``S6IPC_S6``: :mod:`s6ipc.base.s6release`).
+    release: S6Release = DEFAULT
+    #: ``-A`` values, in order (parsed by :func:`s6ipc.serve.admission.parse_limits`).
+    admission: List[str] = field(default_factory=list)
 
     def normalised(self) -> ServerConfig:
-        """maxconn 0 → 1, capped at 1000; localmaxconn = maxconn with -P or when above it."""
-        maxconn = min(max(self.maxconn, 1), ABSOLUTE_MAXCONN)
+        """maxconn 0 → 1, capped at the release's ceiling (16384; 1000 for 2.11); localmaxconn =
+        maxconn with -P or when above it."""
+        maxconn = min(max(self.maxconn, 1), self.release.absolute_maxconn)
         local = self.localmaxconn
         if not self.lookup or local > maxconn:
             local = maxconn
         return ServerConfig(self.argv, verbosity=self.verbosity, lookup=self.lookup, maxconn=maxconn,
-                            localmaxconn=local, notify=self.notify)
+                            localmaxconn=local, notify=self.notify,
+                            admission=list(self.admission), release=self.release)
 
 
 def _reserve_fd1() -> None:
@@ -176,13 +184,14 @@ class Server:
     (default: ``config.argv`` by posix_spawn); *policy* may replace or refuse the spawn per
     connection; *on_ready* hooks run once after the ``-1`` newline (readiness sinks), *on_exit*
     hooks once when the loop ends; *heartbeat* is called from the loop at least every interval.
+    *admission* (``-A``) may close a connection before anything else is done with it.
     """
 
     def __init__(self, config: ServerConfig, log: Log, child_log: Log, listen_fd: int = 0, *,
                  identity: Optional[PeerIdentity] = None, spawner: Optional[Spawner] = None,
                  policy: Optional[ConnectionPolicy] = None, on_ready: Sequence[Callable[[], None]] = (),
                  on_exit: Sequence[Callable[[], None]] = (), heartbeat: Optional[Heartbeat] = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, admission: Optional[Admission] = None) -> None:
         self.config = config.normalised()
         self.log = log
         self.child_log = child_log
@@ -195,6 +204,12 @@ class Server:
         self.on_exit = list(on_exit)
         self.heartbeat = heartbeat
         self.clock = clock
+        self.admission = admission
+        if admission is not None:  # its lines and expiries
+            from .admission import TICK  # imported with the Admission: only the servers with -A pay for it
+
+            beats = [(TICK, admission.tick)] + ([heartbeat] if heartbeat is not None else [])
+            self.heartbeat = every(beats, clock.monotonic)
         self.base_env = child_environment(dict(os.environ), self.identity)
         self._selfpipe: Optional[SelfPipe] = None
         self._listener: Optional[_socket.socket] = None
@@ -227,6 +242,26 @@ class Server:
         if self._watched.pop(fd, None) is not None:
             self._poller.unregister(fd)
 
+    def expect_child(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        """Child *pid* is the daemon's, not a connection's: *on_exit(status)* when it is reaped."""
+        self.children.expect(pid, on_exit)
+
+    def unread_signals(self) -> bytes:
+        """Take the signal numbers the loop has not read yet out of the self-pipe."""
+        if self._selfpipe is None:
+            return b""
+        unread = b""
+        while True:
+            chunk = self._selfpipe.read()
+            if not chunk:
+                return unread
+            unread += chunk
+
+    @property
+    def exec_pending(self) -> bool:
+        """Whether the loop ended (or is ending) for an exec: :meth:`stop_for_exec`, not cancelled."""
+        return self._ending.exec_argv is not None
+
     def on_signal(self, sig: int, hook: Callable[[], None]) -> None:
         """Catch *sig* (one the loop does not handle itself) and call *hook* from the loop."""
         if sig in HANDLED_SIGNALS:
@@ -241,7 +276,10 @@ class Server:
         return HANDLED_SIGNALS + tuple(self._signal_hooks)
 
     def stop_for_exec(self, argv: List[str]) -> None:
-        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running)."""
+        """End the loop; :meth:`serve` returns ``Ending(0, argv)`` (children are left running).
+        Nothing once a signal ended the loop for good (SIGTERM read before the preflight's exit)."""
+        if not self._running and not self.exec_pending:
+            return
         self._ending = Ending(0, list(argv))
         self._running = False
 
@@ -433,6 +471,11 @@ class Server:
             if config.verbosity >= 1:
                 self.log.warn(str(e))
             return "access"
+        admission = self.admission
+        if admission is not None:
+            reason = admission.admit(peer)
+            if reason is not None:
+                return reason
         num = self.children.count(peer.key)
         if num >= config.localmaxconn:
             # Children that exited but whose SIGCHLD is still in the wakeup pipe must not count.
@@ -442,7 +485,7 @@ class Server:
             self.log.info(peer.deny_line(num, config.localmaxconn))
             return "localmaxconn"
         env = self.base_env.copy()
-        peer.fill(env, num + 1, address)
+        peer.fill(env, config.release.connnum(num), address)
         spawner: ChildSpawner = self.spawner
         if self.policy is not None:
             decision = self.policy(peer, env, conn)
@@ -452,13 +495,18 @@ class Server:
         try:
             pid = spawner.spawn(conn.fileno(), env)
         except ExecFailure as e:
-            self.child_log.error(str(e))
+            if not config.release.spawn_failure_in_daemon:
+                self.child_log.error(str(e))
+            elif config.verbosity >= 1:
+                self.log.warn(f"unable to spawn {e.name}: {os.strerror(e.errno)}")
             return "spawn"
         except OSError as e:
             if config.verbosity >= 1:
                 self.log.warn(f"unable to spawn {spawner.name}: {os.strerror(e.errno or errno.EIO)}")
             return "spawn"
         count = self.children.add(pid, peer)
+        if admission is not None:
+            admission.spawned(peer)
         if config.verbosity >= 2:
             self.log.info(peer.allow_line(pid, count, config.localmaxconn))
             self._status()
@@ -471,6 +519,8 @@ class Server:
 
     # -- signals and children ---------------------------------------------------------------
     def _handle_signals(self) -> None:
+        """Act on every signal read, in order: none is left unread behind one that ends the loop.
+        A signal that ends the daemon cancels an exec that was coming (the daemon exits instead)."""
         assert self._selfpipe is not None
         for signo in self._selfpipe.read():
             if signo == _signal.SIGCHLD:
@@ -478,7 +528,7 @@ class Server:
             elif signo == _signal.SIGTERM:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGTERM, quitting")
-                self._running = False
+                self._quit(())
             elif signo == _signal.SIGHUP:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGHUP, sending SIGTERM+SIGCONT to all connections")
@@ -486,19 +536,23 @@ class Server:
             elif signo == _signal.SIGQUIT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGQUIT, sending SIGTERM+SIGCONT to all connections and quitting")
-                self._final_signals = (_signal.SIGTERM, _signal.SIGCONT)
-                self._running = False
+                self._quit((_signal.SIGTERM, _signal.SIGCONT))
             elif signo == _signal.SIGABRT:
                 if self.config.verbosity >= 2:
                     self.log.info("received SIGABRT, sending SIGKILL to all connections and quitting")
-                self._final_signals = (_signal.SIGKILL,)
-                self._running = False
-            else:
+                self._quit((_signal.SIGKILL,))
+            elif self._running:  # a daemon's own signal (SIGUSR2) means nothing once the loop ends
                 hook = self._signal_hooks.get(signo)
                 if hook is not None:
                     hook()
-            if not self._running:
-                return
+
+    def _quit(self, final: Tuple[int, ...]) -> None:
+        """End the loop for good (no exec), sending *final* to every child first (SIGQUIT, SIGABRT;
+        a later one's signals win, as if it had come alone)."""
+        if final:
+            self._final_signals = final
+        self._ending = Ending()
+        self._running = False
 
     def _reap(self) -> None:
         """Collect every exited child; resume accepting if a slot freed."""
@@ -514,6 +568,8 @@ class Server:
         line at -v2."""
         outcome = "signaled" if os.WIFSIGNALED(status) else "failed" if os.WEXITSTATUS(status) else "ok"
         self.exits[outcome] += 1
+        if self.admission is not None:
+            self.admission.ended(peer)
         if self.config.verbosity >= 2:
             if os.WIFSIGNALED(status):
                 self.log.info(f"end pid {pid} {peer.end_name()} signal {os.WTERMSIG(status)}")

@@ -37,6 +37,7 @@ import fcntl
 import os
 
 from ..base.errors import BadInput, SystemFailure
+from ..base.s6release import DEFAULT, S6Release
 from ..sockets.inet import from_sockaddr, ip_fmt
 from ..sockets.listenfds import take_systemd_fds
 from .peers import PeerUnknown, UnixPeers
@@ -82,14 +83,16 @@ def take_connection() -> int:
     return fd
 
 
-def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, Optional[str]]:
+def connection_variables(fd: int, countdir: Optional[str] = None,
+                         release: S6Release = DEFAULT) -> Dict[str, Optional[str]]:
     """The UCSPI variables of connection *fd*, in the order to set them: a value, or None for a
     variable to remove from the environment.
 
     ``PROTO`` and the peer's variables are those of the daemon's identity for the socket's family
     (s6-ipcserverd's, s6-tcpserver6d's or 4d's), in its order; the connection count
     (``IPCCONNNUM``/``TCPCONNNUM``) only with *countdir* (see :func:`count_connection`, whose lock
-    fd is left open for the connection program to inherit), else None. A TCP connection also gets
+    fd is left open for the connection program to inherit) and numbered as *release* numbers it
+    (:meth:`~s6ipc.base.s6release.S6Release.connnum`), else None. A TCP connection also gets
     ``TCPLOCALIP``/``TCPLOCALPORT``. Raises :class:`SystemFailure`, :class:`BadInput`.
     """
     sock = _socket.socket(fileno=os.dup(fd))
@@ -108,7 +111,9 @@ def connection_variables(fd: int, countdir: Optional[str] = None) -> Dict[str, O
             raise SystemFailure("getpeereid", errno.EIO) from e
         except OSError as e:
             raise SystemFailure("getpeername", e.errno or errno.EIO) from None
-        count = count_connection(countdir, str(peer.key))[1] if countdir is not None else 0
+        count = 0
+        if countdir is not None:
+            count = release.connnum(count_connection(countdir, str(peer.key))[1] - 1)
         filled: Dict[str, str] = {}
         peer.fill(filled, count, address)
         env: Dict[str, Optional[str]] = {name: filled.get(name) for name in identity.variables}

@@ -24,6 +24,7 @@ import fcntl
 import os
 import stat
 
+from ..base.cstrings import peer_text
 from ..base.errors import BadInput, SystemFailure, Unusable
 from ..base.unixmessage import UCRED
 from .inet import from_sockaddr, ip_fmt
@@ -240,10 +241,7 @@ def address_text(address: object) -> str:
         raw = os.fsencode(address)
     else:
         return ""
-    cut = raw.find(b"\0")
-    if cut >= 0:
-        raw = raw[:cut]
-    return os.fsdecode(raw[:IPCPATH_MAX])
+    return peer_text(raw, IPCPATH_MAX)
 
 
 def local_path(fd: int) -> str:

@@ -86,7 +86,8 @@ REVIEWED = {
     ("base/execution.py", "exec_argv", "os.execve"): "exec_argv applied c_environment and c_words",
     ("base/systemd_backend.py", "notify", "os.putenv"): "our own socket address",
     ("daemon/upgrade.py", "write_state", "environ[]="): "a descriptor number",
-    ("daemon/upgrade.py", "preflight", "subprocess.run"): "our own argv and environment",
+    ("base/execution.py", "spawn_bounded", "os.execve"): "the preflight: our own argv (installed_prefix "
+                                                          "and the daemon's own arguments) and os.environ",
     ("programs/listen_pid.py", "main", "environ[]="): "a pid",
     ("programs/sdnotify_bridge.py", "main", "environ[]="): "an address this program made",
     ("sockets/give.py", "set_listen_pid", "environ[]="): "a pid and a pidfd inode number",

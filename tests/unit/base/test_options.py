@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from s6ipc.base.errors import BadInput
 from s6ipc.base.options import (
     UINT32_MAX,
     Command,
@@ -22,6 +23,7 @@ from s6ipc.base.options import (
     collect,
     flag,
     getopt,
+    gol,
     parse_gidlist,
     parse_gids,
     parse_octal,
@@ -255,3 +257,44 @@ def test_command_lines_parse_as_s6s(args: List[str]) -> None:
         assert mine.stderr.startswith(b"s6-applyuidgid: fatal: unable to exec : ")
         return
     assert (mine.returncode, mine.stdout, mine.stderr) == (s6.returncode, s6.stdout, s6.stderr)
+
+
+# -- gol (skalibs 2.14+: long options) -------------------------------------------------------------
+
+GOL_LONG = {"only-v1": "1", "only-v2": "2", "timeout": "t", "verbosity": "v"}
+
+
+@pytest.mark.parametrize("args,parsed", [
+    (["-12", "-t5", "-v", "3", "prog", "-t"],
+     ([("1", None), ("2", None), ("t", "5"), ("v", "3")], ["prog", "-t"])),
+    (["--only-v2", "--timeout=", "--verbosity=0", "--", "-1"],
+     ([("2", None), ("t", ""), ("v", "0")], ["-1"])),
+    (["-t", "--", "prog"], ([], ["prog"])),  # no value before "--": the option is not set
+    (["-t"], ([], [])),
+    (["-", "x"], ([], ["-", "x"])),
+])
+def test_gol(args: List[str], parsed: object) -> None:
+    assert gol(args, "12", "tv", GOL_LONG) == parsed
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-x"], "unrecognized short option: x"),
+    (["-1x"], "unrecognized short option: x"),
+    (["--=5"], "invalid option: --=5"),
+    (["--nope"], "unrecognized boolean option: --nope"),
+    (["--timeout"], "unrecognized boolean option: --timeout"),
+    (["--only-v1=1"], "unrecognized option with argument: --only-v1=1"),
+])
+def test_gol_errors(args: List[str], message: str) -> None:
+    with pytest.raises(BadInput) as e:
+        gol(args, "12", "tv", GOL_LONG)
+    assert (str(e.value), e.value.exit_code) == (message, 100)
+
+
+def test_parse_one_takes_exactly_one_non_empty_operand() -> None:
+    command = Command({"j": flag("json")})
+    into: Dict[str, object] = {}
+    assert command.parse_one(["-j", "4242"], into) == "4242" and into == {"json": True}
+    for args in ([], ["-j"], ["1", "2"], [""]):
+        with pytest.raises(UsageError):
+            command.parse_one(args, {})

@@ -65,14 +65,14 @@ def test_no_supervisor_no_sinks(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_notify_socket_gives_ready_and_stopping_and_leaves_the_environment(
         supervisor: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    sinks = readiness_sinks(ServerConfig(["p"], maxconn=5000), Reporter("x"))
+    sinks = readiness_sinks(ServerConfig(["p"], maxconn=20000), Reporter("x"))
     assert "NOTIFY_SOCKET" not in os.environ          # no child inherits it
     assert len(sinks.on_ready) == 1 and len(sinks.on_exit) == 1 and sinks.heartbeat is None
     sinks.on_ready[0]()
     ready = supervisor.recv(4096).decode()
-    # the count is s6's normalised one (capped at 1000); fd 0 here is no socket of ours
+    # the count is s6's normalised one (capped at 16384 by s6 2.12+); fd 0 here is no socket of ours
     assert ready.startswith("READY=1\nSTATUS=accepting connections on ")
-    assert ready.endswith(" (at most 1000 at once)")
+    assert ready.endswith(" (at most 16384 at once)")
     sinks.on_exit[0]()
     assert supervisor.recv(4096) == b"STOPPING=1"
 

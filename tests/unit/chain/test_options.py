@@ -148,7 +148,7 @@ def _letters(optstring: str) -> Dict[str, bool]:
     (fdholder_transferdump.COMMAND, "t:"),
     (fdholderd.COMMAND, "v:1c:n:i:x:t:T:"),
     (ipcclient.COMMAND, "qQvp:l:"),
-    (ipcserver.COMMAND, "qQvdDPp1c:C:b:a:G:g:u:US"),
+    (ipcserver.COMMAND, "qQvdDPp1c:C:b:a:G:g:u:USA:"),
     (ipcserver_socketbinder.COMMAND, "dDb:mMa:B"),
     (listen_fds.COMMAND, "n:f:x:"),
     (listen_pid.COMMAND, ""),
@@ -158,15 +158,35 @@ def _letters(optstring: str) -> Dict[str, bool]:
     (systemd_socket.COMMAND, "n:l:fsdDb:a:BN"),
     (tcp_socketbinder.COMMAND, "dDb:mMB"),
     (tcpclient.COMMAND, "qQv46dDrRhHnNt:l:T:i:p:"),
-    (tcpserver.COMMAND, "qQv46dD1c:C:b:G:g:u:U"),
-    (tcpserver.FAMILY_COMMAND, "v:dD1c:C:b:G:g:u:U"),
-    (daemon._IPC_COMMAND, "v:1Ppc:C:"),
-    (daemon._TCP_COMMAND, "v:1c:C:"),
+    (tcpserver.COMMAND, "qQv46dD1c:C:b:G:g:u:UA:"),
+    (tcpserver.FAMILY_COMMAND, "v:dD1c:C:b:G:g:u:UA:"),
+    (daemon._IPC_COMMAND, "v:1Ppc:C:A:"),
+    (daemon._TCP_COMMAND, "v:1c:C:A:"),
     (access_ipc._COMMAND, "v:Eel:i:x:"),
     (access_tcp._COMMAND, "WwDdHhRrPpv:l:B:t:i:x:"),
 ])
 def test_each_program_takes_s6s_letters(command: Command, optstring: str) -> None:
+    """s6's letters, and our extensions: ``-A`` (admission limits) and ipcserver's ``-S``."""
     assert _letters(command.optstring) == _letters(optstring)
+
+
+#: The getopt strings of every program an s6 or s6-networking chain runs, s6 2.11.0.0-2.15.0.0 and
+#: s6-networking 2.5.0.0-2.8.0.1 (read from the sources of each tag), the TLS chain's included.
+S6_CHAIN_OPTSTRINGS = (
+    "zUu:g:G:", "Dd1Uv:c:n:b:u:g:G:t:T:i:x:", "v:Eel:i:x:", "DdMmBb:a:", "qQvDd1UPpc:C:b:a:u:g:G:",
+    "Pp1c:C:v:", "WwDdHhRrPpv:l:B:t:i:x:", "DdMmBb:", "qQvDd1U46c:C:b:u:g:G:", "qQvDd1Uc:C:b:u:g:G:",
+    "Dd1Uv:c:C:b:u:g:G:", "1c:C:v:", "qQv461c:C:b:G:g:u:UWwDdHhRrPpl:eB:t:i:x:SsYyK:Zzk:",
+    "qQv1c:C:b:G:g:u:UWwDdHhRrPpl:B:t:i:x:SsJjYyK:Zzk:", "SsJjyYv:K:Zzk:", "d:SsJjYyv:K:k:",
+    "qQv46DdHhRrnNt:l:T:i:p:SsJjYyK:k:Zz", "SsJjyYv:K:k:Zz6:7:",
+    # the short letters of the programs parsed with skalibs' gol (s6-networking 2.7.2+)
+    "12tv", "dDMmBb", "qQv1LUWwdDHhRrPpsSjJYyzZcCbGgulBtixKk", "sSjJYyzZvKk67",
+    "qQv46dDHhRrNnsSjJYyzZtlTipKk",
+)
+
+
+def test_the_admission_letter_is_no_s6_letter() -> None:
+    """``-A`` is free in every s6 and s6-networking program of the chains."""
+    assert "A" not in "".join(S6_CHAIN_OPTSTRINGS)
 
 
 class _Verbose:

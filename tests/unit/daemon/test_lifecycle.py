@@ -11,12 +11,12 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from s6ipc import __version__
-from s6ipc.base.errors import ExecFailure, Unusable
+from s6ipc.base.errors import ExecFailure, SystemFailure, Unusable
 from s6ipc.daemon.lifecycle import FORMAT, Lifecycle, Lineage, State
 from s6ipc.daemon.readiness import Readiness
 from tests.support.clock import FakeClock
 from tests.support.fdholder import Quiet
-from tests.support.lifecycle import Exec, FakeSystem, RecordingNotifier
+from tests.support.lifecycle import Exec, FakeLoop, FakeSystem, RecordingNotifier
 
 HELD = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 STILL = f"; still serving with s6ipc {__version__}"
@@ -54,8 +54,20 @@ class Setup:
         self.notifier = RecordingNotifier()
         self.daemon = FakeDaemon()
         readiness = Readiness(self.notifier)
+        self.loop = FakeLoop()
         self.life = Lifecycle("thingd", "s6-thingd", ["-v", "x"], self.daemon, self.log, readiness,
-                              held_signals=lambda: HELD, system=system, clock=self.clock)
+                              held_signals=lambda: HELD, system=system, loop=self.loop, clock=self.clock)
+
+    def upgrade(self, status: int = 0) -> Optional[List[str]]:
+        """SIGUSR2 and the preflight's exit: the command line the loop was stopped for, if any."""
+        stopped = len(self.loop.stopped)
+        self.life.requested()
+        child = self.system.children[-1]
+        assert self.life.preflight is child and child.pid in self.loop.expected
+        assert child.stderr_fd in self.loop.watched  # the loop polls its output: it never waits
+        self.loop.child_exited(child.pid, status)
+        assert self.life.preflight is None and child.stderr_fd not in self.loop.watched and child.closed
+        return self.loop.stopped[-1] if len(self.loop.stopped) > stopped else None
 
 
 def test_state_round_trip() -> None:
@@ -74,7 +86,7 @@ def test_state_round_trip() -> None:
 def test_a_refused_preflight_is_one_warning_and_serving_goes_on() -> None:
     s = Setup(FakeSystem(problem="s6ipc preflight: fatal: unable to start thingd: SyntaxError"))
     s.daemon.count = 4
-    assert s.life.requested() is None
+    assert s.upgrade(256) is None
     (program, args, state), = s.system.preflights
     assert (program, args) == ("s6-thingd", ["-v", "x"])
     assert state["daemon"] == {"count": 4} and state["lineage"]["generation"] == 1  # the new code reads it
@@ -88,7 +100,7 @@ def test_a_passed_preflight_execs_with_the_state_descriptors_kept_and_signals_he
     s = Setup(FakeSystem())
     s.system.blocked = {signal.SIGPIPE}
     s.daemon.count = 2
-    argv = s.life.requested()
+    argv = s.upgrade()
     assert argv == ["/venv/bin/s6ipc", "s6-thingd", "-v", "x"] and s.life.upgrading
     assert s.notifier.sent == ["RELOADING=1"]
     with pytest.raises(Exec) as info:
@@ -106,7 +118,7 @@ def test_a_passed_preflight_execs_with_the_state_descriptors_kept_and_signals_he
 def test_an_exec_failure_is_undone_and_serving_goes_on() -> None:
     s = Setup(FakeSystem(exec_error=ExecFailure("/venv/bin/s6ipc", 2)))
     s.system.blocked = {signal.SIGPIPE}
-    argv = s.life.requested()
+    argv = s.upgrade()
     assert argv is not None
     s.life.replace(argv)  # returns: the exec failed
     assert s.system.execs == [argv]
@@ -118,8 +130,71 @@ def test_an_exec_failure_is_undone_and_serving_goes_on() -> None:
                            f"No such file or directory{STILL}"]
     assert not s.life.upgrading
     # nothing was lost: the next SIGUSR2 tries again, with the same generation
-    assert s.life.requested() == argv
+    assert s.upgrade() == argv
     assert s.system.preflights[-1][2]["lineage"]["generation"] == 1
+
+
+def test_sigusr2_while_a_preflight_runs_or_an_exec_comes_is_coalesced() -> None:
+    s = Setup(FakeSystem())
+    s.life.requested()
+    child = s.system.children[0]
+    for _ in range(5):
+        s.life.requested()
+    assert s.system.children == [child] and s.notifier.sent == ["RELOADING=1"] and child.killed == 0
+    s.loop.child_exited(child.pid)
+    assert len(s.loop.stopped) == 1 and s.life.upgrading
+    s.life.requested()
+    assert s.system.children == [child] and len(s.loop.stopped) == 1
+
+
+def test_a_preflight_that_outlived_its_timeout_is_killed_by_the_next_sigusr2() -> None:
+    """The kernel ends it at its timeout (SIGALRM); one that even that did not end (stopped) is
+    killed when a SIGUSR2 finds it overdue, and its exit is the verdict as usual."""
+    s = Setup(FakeSystem(problem="did not finish"))
+    s.life.requested()
+    child = s.system.children[0]
+    s.clock.advance(child.timeout)
+    s.life.requested()
+    assert child.killed == 0
+    s.clock.advance(2)
+    s.life.requested()
+    assert child.killed == 1 and len(s.system.children) == 1
+    s.loop.child_exited(child.pid, 9)
+    assert s.log.lines == [f"warning: unable to upgrade in place: did not finish{STILL}"]
+
+
+def test_a_preflight_that_cannot_start_is_one_warning() -> None:
+    s = Setup(FakeSystem())
+
+    def cannot(program: str, args: Any, state: Any) -> Any:
+        raise SystemFailure("fork", 11)
+
+    s.system.start_preflight = cannot  # type: ignore[method-assign]
+    s.life.requested()
+    assert s.log.lines == [f"warning: unable to upgrade in place: unable to fork: "
+                           f"Resource temporarily unavailable{STILL}"]
+    assert s.notifier.sent == ["RELOADING=1", "READY=1"] and s.life.preflight is None
+
+
+def test_the_signals_unread_at_the_exec_stay_pending_for_the_next_image() -> None:
+    """Every byte of the self-pipe the loop did not read is raised again while the held signals
+    are blocked (pending across the exec); SIGUSR2 is coalesced with the upgrade (consumed)."""
+    s = Setup(FakeSystem())
+    argv = s.upgrade()
+    assert argv is not None
+    s.loop.unread = bytes([signal.SIGHUP, signal.SIGUSR2, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH])
+    with pytest.raises(Exec):
+        s.life.replace(argv)
+    assert s.system.raised == [signal.SIGHUP, signal.SIGTERM]  # SIGWINCH is not the daemon's
+    assert s.system.taken_pending == [signal.SIGUSR2]
+
+
+def test_a_daemon_that_exits_kills_its_running_preflight() -> None:
+    s = Setup(FakeSystem())
+    s.life.ending()
+    s.life.requested()
+    s.life.ending()
+    assert s.system.children[0].killed == 1
 
 
 def test_an_os_error_of_the_exec_is_undone_too() -> None:
@@ -144,14 +219,14 @@ def _taken(**changes: Any) -> Dict[str, Any]:
 def test_take_over_restores_lineage_readiness_and_the_daemons_part(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     system = FakeSystem(taken=_taken())
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None and os.environ["NOTIFY_SOCKET"] == "/run/n"
     s = Setup(system)
     s.life.adopt(state)
     assert s.daemon.restored == [{"count": 9}] and s.life.generation == 2
     s.life.resumed(state)
     assert s.system.blocked == {signal.SIGPIPE}
-    assert Lifecycle.take(system, "thingd") is None  # a fresh start
+    assert Lifecycle.take(system, "thingd", Quiet()) is None  # a fresh start
 
 
 @pytest.mark.parametrize("obj,line", [
@@ -161,14 +236,14 @@ def test_take_over_restores_lineage_readiness_and_the_daemons_part(monkeypatch: 
 ])
 def test_a_state_that_cannot_be_read_is_one_line_and_111(obj: Dict[str, Any], line: str) -> None:
     with pytest.raises(Unusable) as info:
-        Lifecycle.take(FakeSystem(taken=obj), "thingd")
+        Lifecycle.take(FakeSystem(taken=obj), "thingd", Quiet())
     assert str(info.value) == f"unable to take over from the previous image: {line}"
     assert info.value.exit_code == 111
 
 
 def test_a_daemon_part_that_cannot_be_restored_is_one_line_and_111() -> None:
     system = FakeSystem(taken=_taken(daemon={"count": "many"}))
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None
     with pytest.raises(Unusable) as info:
         Setup(system).life.adopt(state)
@@ -181,12 +256,12 @@ def test_uptime_and_the_common_fields_come_from_the_lifecycle_and_its_clock() ->
     s.clock.advance(90.5)
     document = s.life.document()
     assert document == {"program": "thingd", "pid": os.getpid(), "name": "", "version": __version__,
-                        "generation": 0,
-                        "uptime": 90.5, "started": round(s.life.started_wall, 3), "count": 0}
+                        "generation": 0, "uptime": 90.5, "started": round(s.life.started_wall, 3),
+                        "upgrades": 0, "upgrade_failures": 0, "last_upgrade": None, "count": 0}
     assert s.life.status_text() == "0 things"
     # after a take-over, the uptime goes on from the first image's start (CLOCK_MONOTONIC)
     system = FakeSystem(taken=_taken())
-    state = Lifecycle.take(system, "thingd")
+    state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None
     t = Setup(system)
     t.life.adopt(state)
@@ -254,3 +329,51 @@ def test_a_state_of_release_0_1_is_taken_over() -> None:
     # its uptime was on the wall clock: the same age, now counted on CLOCK_MONOTONIC
     uptime = time.monotonic() - state.lineage.started_monotonic
     assert uptime == pytest.approx(time.time() - 1.7e9, abs=5)
+
+
+def test_the_upgrade_facts_travel_in_the_lineage_and_show_in_the_live_view() -> None:
+    """A refusal and a failed exec are counted as failures (with their reason); a successful exec
+    counts one upgrade in the new image, with the pause from just before the exec to ``resumed``."""
+    s = Setup(FakeSystem(problem="no thingd here"))
+    assert s.upgrade(256) is None
+    last = s.life.document()["last_upgrade"]
+    seen = (s.life.upgrade_failures, last["result"], last["reason"], last["pause_ms"])
+    assert seen == (1, "refused", "no thingd here", None)
+    s.system.problem, s.system.exec_error = None, ExecFailure("/venv/bin/s6ipc", 2)
+    s.life.replace(s.upgrade() or [])
+    document = s.life.document()
+    assert (document["upgrades"], document["upgrade_failures"]) == (0, 2)
+    last = document["last_upgrade"]
+    assert last["result"] == "failed" and "unable to exec" in last["reason"]
+    s.system.exec_error = None
+    s.clock.advance(5)
+    with pytest.raises(Exec) as info:
+        s.life.replace(s.upgrade() or [])
+    obj = info.value.state
+    assert obj["lineage"]["exec_monotonic"] == s.clock.monotonic()
+    # the new image, 0.0375 s later
+    new = Setup(FakeSystem(taken=obj))
+    new.clock.now = s.clock.now + 0.0375
+    state = Lifecycle.take(new.system, "thingd", Quiet())
+    assert state is not None
+    new.life.adopt(state)
+    new.life.resumed(state)
+    document = new.life.document()
+    assert (document["generation"], document["upgrades"], document["upgrade_failures"]) == (1, 1, 2)
+    assert document["last_upgrade"] == {"result": "ok", "reason": None, "pause_ms": 37.5,
+                                        "at": round(new.clock.wall_ns() / 1e9, 3)}
+    # and on into the next generation
+    assert new.life.state().lineage.upgrades == 1
+
+
+def test_a_state_without_the_upgrade_facts_is_taken_over() -> None:
+    """A state of this format written before the upgrade facts existed (main before issue 18)."""
+    obj = _taken()
+    for key in ("upgrades", "upgrade_failures", "last_upgrade", "exec_monotonic"):
+        del obj["lineage"][key]
+    state = Lifecycle.take(FakeSystem(taken=obj), "thingd", Quiet())
+    assert state is not None and state.lineage.upgrades == 0 and state.lineage.last_upgrade is None
+    s = Setup(FakeSystem())
+    s.life.adopt(state)
+    s.life.resumed(state)
+    assert s.life.document()["last_upgrade"]["pause_ms"] is None and s.life.upgrades == 1

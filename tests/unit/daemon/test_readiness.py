@@ -8,6 +8,7 @@ python-systemd (libsystemd), which must agree.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import pwd
 import subprocess
@@ -150,9 +151,13 @@ def test_an_unprivileged_claim_falls_back_to_the_own_pid(manager: Manager, backe
 ])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_send_errors_are_the_same_on_both_paths(address: str, code: str, backend: str) -> None:
+    """The same errno whichever backend sends, except where the errno is libsystemd's own: it parses
+    the address itself, and libsystemd 257 (Debian 13) answers EPROTO for a relative name where 252
+    (Debian 12) and the standard-library path answer EINVAL."""
     with pytest.raises(SystemFailure) as info:
         readiness.Notifier(address, backend=backend).ready()
-    assert info.value.errno == getattr(__import__("errno"), code)
+    accepted = {code, "EPROTO"} if backend == "python-systemd" and address == "x" else {code}
+    assert errno.errorcode[info.value.errno] in accepted
     assert str(info.value).startswith(f"unable to notify {address}: ")
 
 

@@ -3,14 +3,17 @@ the preflight of the installed code, the command line of the next image."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 import textwrap
-from typing import Iterator
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -28,16 +31,26 @@ def no_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(upgrade.HANDOFF_VARIABLE, raising=False)
 
 
+def _warned() -> Tuple[List[str], Callable[[str], None]]:
+    lines: List[str] = []
+    return lines, lines.append
+
+
 def test_state_round_trip_in_process(no_handoff: None) -> None:
     fd = upgrade.write_state({"generation": 3, "children": {"12": [1000, 100]}})
     assert os.environ[upgrade.HANDOFF_VARIABLE] == str(fd)
     assert os.get_inheritable(fd), "the memfd must survive execve"
-    assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:s6ipc-handoff")
-    assert upgrade.take_state() == {"generation": 3, "children": {"12": [1000, 100]}}
-    assert upgrade.HANDOFF_VARIABLE not in os.environ
+    assert os.readlink(f"/proc/self/fd/{fd}") == f"/memfd:s6ipc-handoff:{os.getpid()} (deleted)"
+    seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+    assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) == seals
+    with pytest.raises(PermissionError):
+        os.write(fd, b"x")
+    lines, warn = _warned()
+    assert upgrade.take_state(warn) == {"generation": 3, "children": {"12": [1000, 100]}}
+    assert upgrade.HANDOFF_VARIABLE not in os.environ and lines == []
     with pytest.raises(OSError):
         os.fstat(fd)
-    assert upgrade.take_state() is None
+    assert upgrade.take_state(warn) is None
 
 
 def test_state_crosses_a_real_execve(no_handoff: None) -> None:
@@ -48,7 +61,7 @@ def test_state_crosses_a_real_execve(no_handoff: None) -> None:
         if len(sys.argv) == 1:
             upgrade.write_state({"pid": os.getpid(), "big": "x" * 200000})
             os.execv(sys.executable, [sys.executable, __file__, "again"])
-        state = upgrade.take_state()
+        state = upgrade.take_state(sys.exit)
         assert state is not None and state["big"] == "x" * 200000, state
         print(state["pid"], os.getpid(), os.environ.get("S6IPC_HANDOFF"), len(os.listdir("/proc/self/fd")))
     """)
@@ -64,24 +77,67 @@ def test_state_crosses_a_real_execve(no_handoff: None) -> None:
     assert before == after and variable == "None"
 
 
-@pytest.mark.parametrize("value,why", [("abc", "invalid $S6IPC_HANDOFF: 'abc'"), ("-1", "invalid"),
-                                       ("999", "unable to read the handoff state on fd 999: Bad file")])
-def test_garbage_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, value: str, why: str) -> None:
+def _sealed_memfd(name: str, content: bytes, seal: bool = True) -> int:
+    fd = os.memfd_create(name, os.MFD_ALLOW_SEALING)
+    os.write(fd, content)
+    if seal:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def _signed(**author: object) -> bytes:
+    return json.dumps({"generation": 1, "author": {"pid": os.getpid(), "start": upgrade.start_ticks(),
+                                                   **author}}).encode()
+
+
+@pytest.mark.parametrize("make,why", [
+    (lambda: None, "not a descriptor number"),
+    (lambda: os.open("/etc/hostname", os.O_RDONLY), "is a file, not this process's handoff memfd"),
+    (lambda: os.pipe()[0], "is pipe:"),
+    (lambda: socket.socket().detach(), "is socket:"),
+    (lambda: _sealed_memfd(upgrade.memfd_name(os.getpid()), _signed(), seal=False), "not sealed"),
+    (lambda: _sealed_memfd("s6ipc-handoff:1", _signed()), "is /memfd:s6ipc-handoff:1 (deleted), not"),
+    (lambda: _sealed_memfd(upgrade.memfd_name(os.getpid()), _signed(pid=1)), "a state written by"),
+    (lambda: _sealed_memfd(upgrade.memfd_name(os.getpid()), _signed(start=1)), "a state written by"),
+    (lambda: _sealed_memfd(upgrade.memfd_name(os.getpid()), b'{"generation": 1}'), "written by None"),
+])
+def test_what_this_process_did_not_make_is_ignored_with_one_warning(
+        monkeypatch: pytest.MonkeyPatch, make: Callable[[], Optional[int]], why: str) -> None:
+    """A regular file, a pipe, a socket, an unsealed memfd, one named or signed for another process:
+    one warning, a fresh start, and the descriptor is not ours to close (unless it was our memfd)."""
+    fd = make()
+    monkeypatch.setenv(upgrade.HANDOFF_VARIABLE, "x" if fd is None else str(fd))
+    lines, warn = _warned()
+    try:
+        assert upgrade.take_state(warn) is None
+        assert len(lines) == 1 and lines[0].startswith("ignoring $S6IPC_HANDOFF=")
+        assert why in lines[0] and lines[0].endswith("; starting fresh"), lines
+        assert upgrade.HANDOFF_VARIABLE not in os.environ
+    finally:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("value", ["-1", "999"])
+def test_a_number_that_is_no_descriptor_is_ignored(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(upgrade.HANDOFF_VARIABLE, value)
-    with pytest.raises(Unusable, match=why.replace("$", r"\$")) as caught:
-        upgrade.take_state()
-    assert caught.value.exit_code == 111
-    assert upgrade.HANDOFF_VARIABLE not in os.environ
+    lines, warn = _warned()
+    assert upgrade.take_state(warn) is None and len(lines) == 1, lines
 
 
 @pytest.mark.parametrize("content,why", [(b"not json", "not JSON"), (b"[1, 2]", "not a JSON object"),
                                          (b"\xff\xfe", "not JSON")])
-def test_garbage_content_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, content: bytes, why: str) -> None:
-    fd = os.memfd_create("test", 0)
-    os.write(fd, content)
+def test_our_memfd_with_garbage_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, content: bytes,
+                                                 why: str) -> None:
+    fd = _sealed_memfd(upgrade.memfd_name(os.getpid()), content)
     monkeypatch.setenv(upgrade.HANDOFF_VARIABLE, str(fd))
-    with pytest.raises(Unusable, match=why):
-        upgrade.take_state()
+    with pytest.raises(Unusable, match=why) as caught:
+        upgrade.take_state(_warned()[1])
+    assert caught.value.exit_code == 111
     with pytest.raises(OSError):
         os.fstat(fd)
 

@@ -4,11 +4,13 @@ over, its reading back, the live view's fields and STATUS=."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any, Dict
 
 import pytest
 
+from s6ipc.serve.admission import Admission, UidSources, parse_limits
 from s6ipc.serve.life import ServerLife, parse_state
 from s6ipc.serve.loop import Server, ServerConfig
 from s6ipc.serve.peers import PeerIdentity, UnixPeer, UnixPeers
@@ -28,8 +30,27 @@ def _round_trip(life: ServerLife, identity: PeerIdentity, **options: Any) -> Ser
     """The state through JSON into a new server, as the next image gets it."""
     state = json.loads(json.dumps(life.to_state()))
     other = _server(identity, **options)
-    ServerLife(other).restore(state)
+    ServerLife(other, ours=list).restore(state)  # every pid is a child of the new image
     return other
+
+
+def test_only_our_own_children_are_adopted() -> None:
+    """A pid in the state that is not a child of this process (here: this test's parent and pid 1)
+    is dropped with one warning, never put in the child table (so never signalled); a real child is kept."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        server = _server(UnixPeers(True))
+        log = server.log = Quiet()
+        ServerLife(server).restore({"accepted": 3, "refused": 0, "children": {
+            str(child.pid): [0, 0], str(os.getppid()): [0, 0], "1": [0, 0]}})
+        assert list(server.children.peers) == [child.pid]
+        assert log.lines == [f"warning: not adopting pid 1, {os.getppid()} from the handoff state: "
+                             "not a child of this process"]
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_ipc_state_describe_and_status() -> None:
@@ -58,6 +79,27 @@ def test_ipc_state_describe_and_status() -> None:
     assert other.children.count(1000) == 2 and (other.accepted, other.refused) == (5, 2)
     assert ServerLife(other).counters() == counters, "every counter carried across the exec"
     assert other.children.peers[102].end_name() == "uid 1000"
+
+
+def test_admission_state_and_per_gid_counts_cross_the_exec() -> None:
+    """The buckets are carried (read with the new image's limits); the per-gid live counts are
+    rebuilt from the children (so a gidconn= that the new image adds counts those from before)."""
+    server = _server(UnixPeers(True))
+    server.admission = Admission(parse_limits(["rate=1/m,burst=1"], False), UidSources(),  # type: ignore[arg-type]
+                                 Quiet(), lambda: 50.0)
+    server.children.add(101, UnixPeer(1000, 100, True))
+    assert server.admission.admit(UnixPeer(1000, 100, True)) is None
+    state = json.loads(json.dumps(_life(server).to_state()))
+    assert state["admission"]["sources"] == {"1000": 1.0}
+    other = _server(UnixPeers(True))
+    other.admission = Admission(parse_limits(["rate=1/m,burst=1,gidconn=1"], False),  # type: ignore[arg-type]
+                                UidSources(), Quiet(), lambda: 50.0)
+    ServerLife(other, ours=list).restore(state)
+    assert other.admission.live == {100: 1}
+    assert other.admission.admit(UnixPeer(1000, 100, True)) == "rate", "the bucket came along"
+    assert other.admission.admit(UnixPeer(1001, 100, True)) == "prefix"
+    assert _life(other).describe()["admission"]["limits"]["gidconn"] == 1
+    assert parse_state(state, UnixPeers(True)).children, "without -A now, the buckets are dropped"
 
 
 def test_ipc_without_credentials() -> None:

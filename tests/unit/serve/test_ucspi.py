@@ -16,6 +16,7 @@ from typing import List, Set, Tuple
 import pytest
 
 from s6ipc.base.errors import BadInput
+from s6ipc.base.s6release import S6_2_11, S6_2_12
 from s6ipc.serve.peers import UnixPeers
 from s6ipc.serve.tcppeer import TcpPeers
 from s6ipc.serve.ucspi import connection_variables
@@ -101,7 +102,7 @@ def test_count_per_address_and_only_live_ones(tmp_path, opened) -> None:  # type
         conn, _, _ = tcp_pair(opened, socket.AF_INET)
         before = set(os.listdir("/proc/self/fd"))  # then the lock the program would inherit
         env = connection_variables(conn.fileno(), countdir)
-        assert env["TCPCONNNUM"] == "2"
+        assert env["TCPCONNNUM"] == "1"  # s6 2.12+: the live others
         assert sorted(os.listdir(countdir)) == ["127.0.0.1.1", f"127.0.0.1.{os.getpid()}", "127.0.0.10.3"]
     finally:
         _close_new_fds(before)
@@ -109,14 +110,16 @@ def test_count_per_address_and_only_live_ones(tmp_path, opened) -> None:  # type
         os.close(other)
 
 
-def test_unix_count_is_per_uid(tmp_path, opened) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("release", "first"), [(S6_2_12, "0"), (S6_2_11, "1")])
+def test_unix_count_is_per_uid(tmp_path, opened, release, first) -> None:  # type: ignore[no-untyped-def]
+    """The first connection is IPCCONNNUM 0 as s6 2.12+ numbers it, 1 as s6 2.11 did."""
     countdir = str(tmp_path / "count")
     os.makedirs(countdir)
     conn, _ = unix_pair(opened, str(tmp_path), False)
     before = set(os.listdir("/proc/self/fd"))
     try:
-        env = connection_variables(conn.fileno(), countdir)
-        assert env["IPCCONNNUM"] == "1"
+        env = connection_variables(conn.fileno(), countdir, release)
+        assert env["IPCCONNNUM"] == first
         assert os.listdir(countdir) == [f"{os.geteuid()}.{os.getpid()}"]
     finally:
         _close_new_fds(before)
