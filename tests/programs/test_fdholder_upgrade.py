@@ -36,12 +36,12 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from s6ipc.daemon import liveview
-from s6ipc.fdholder import protocol
+from s6ipc.fdholder import guardian, protocol
 from tests.support import systemd_manager as sdmanager
-from tests.support.fdholder import Raw
+from tests.support.fdholder import Quiet, Raw
 from tests.support.processes import S6IPC, needs_reachable_interpreter, nobody_ids, requires_root, theirs
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
-from tests.support.s6 import Scan, write_service
+from tests.support.s6 import Scan, read_log, write_service
 from tests.support.upgrade import Monotonic
 
 UPGRADES = 20
@@ -375,7 +375,9 @@ def test_a_broken_new_version_is_rejected_and_the_holder_keeps_everything(rundir
 
 
 def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: str) -> None:
-    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store."""
+    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store;
+    and the guardian's line: it holds the parked descriptor for the restarted holder (taken here;
+    the restart itself under s6-supervise: tests/s6/test_fdholder_guardian.py)."""
     env = dict(unit_env(rundir), PYTHONPATH=copy)
     log = os.path.join(rundir, "log")
     holder = start_ready([os.path.join(UNIT, "holder")], env, log)
@@ -388,10 +390,21 @@ def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: 
         assert holder.wait(30) == 111
     finally:
         stop(holder)
+    path = os.path.join(rundir, "holder.sock")
+    name = guardian.guardian_name(path)
+    deadline = time.monotonic() + 10
+    while f"@{name}" not in read_log("/proc/net/unix"):
+        assert time.monotonic() < deadline, "no guardian"
+        time.sleep(0.02)
+    taken = guardian.collect(path, Quiet())
+    assert taken is not None and len(taken) == 1  # the parked socket
+    taken.close_all()
     with open(log) as f:
         lines = f.read().splitlines()
-    assert lines[-1] == ("fdholderd: fatal: unable to take over from the previous image: "
-                         "a bug in the new version"), lines
+    assert lines[-2:] == ["fdholderd: fatal: unable to take over from the previous image: "
+                          "a bug in the new version",
+                          f"fdholderd: warning: the new image died after the exec: holding 1 descriptors "
+                          f"for the restarted fdholderd at @{name}"], lines
     assert not _warnings(log)
 
 
