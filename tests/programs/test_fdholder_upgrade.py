@@ -39,7 +39,14 @@ from s6ipc.daemon import liveview
 from s6ipc.fdholder import guardian, protocol
 from tests.support import systemd_manager as sdmanager
 from tests.support.fdholder import Quiet, Raw
-from tests.support.processes import S6IPC, needs_reachable_interpreter, nobody_ids, requires_root, theirs
+from tests.support.processes import (
+    S6IPC,
+    needs_reachable_interpreter,
+    nobody_ids,
+    requires_root,
+    theirs,
+    wait_until,
+)
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
 from tests.support.s6 import Scan, read_log, write_service
 from tests.support.upgrade import Monotonic
@@ -526,3 +533,36 @@ def test_s6s_own_clients_are_served_across_an_upgrade(rundir: str) -> None:
         wait_generation(holder.pid, 1)
     finally:
         stop(holder)
+
+
+def test_the_guardian_under_systemd_with_the_shipped_unit(user_manager: sdmanager.UserManager, rundir: str,
+                                                          copy: str) -> None:
+    """units/systemd/s6ipc-fdholder.service (KillMode=process, Restart=on-failure, ExecReload=s6ipc
+    upgrade) and a new version whose take-over fails: ``systemctl reload`` fails (the verdict), systemd
+    restarts the holder under a new MainPID, and it holds every descriptor again — same ids, limits
+    and inodes — taken from the guardian the old image forked before its exec."""
+    m = user_manager
+    env = unit_env(rundir)
+    log = os.path.join(rundir, "log")
+    m.write_unit("holder.service", holder_unit(rundir))
+    m.write_unit("holder.service.d/test.conf",
+                 f"[Service]\nStandardOutput=append:{log}\nStandardError=append:{log}\n"
+                 f"Environment=PYTHONPATH={copy}\nRestartSec=100ms\n")
+    m.systemctl("start", "holder.service")
+    pid = int(m.prop("holder.service", "MainPID"))
+    store_pipes(env, os.path.join(rundir, "holder.sock"), 3)
+    before = held(pid)
+    assert len(before) == 3
+    _edit(copy, "fdholder/server.py", lambda text: text + (
+        "\n\ndef _restore(self, state):\n    raise ValueError('a bug in the new version')\n\n\n"
+        "FdHolderDaemon.restore = _restore\n"))
+    reload = m.systemctl("reload", "holder.service", check=False)
+    assert reload.returncode != 0, "the reload's verdict: the new image died"
+    assert wait_until(lambda: m.prop("holder.service", "NRestarts") == "1", 30, 0.1)
+    assert m.wait_state("holder.service", "active/running", 30) == "active/running"
+    new = int(m.prop("holder.service", "MainPID"))
+    assert new != pid
+    assert held(new) == before
+    with open(log) as f:
+        text = f.read()
+    assert "took 3 descriptors from the guardian" in text, text

@@ -46,6 +46,17 @@ __all__ = ["KIND", "HolderLife"]
 KIND = "fdholderd"
 
 
+def _is_pipe(fd: int) -> bool:
+    """Whether *fd* is a pipe: the guardian's write end is, a held or listening socket never (a
+    state that names another descriptor must not make the holder write to it and close it)."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 class HolderLife:
     """The :class:`~s6ipc.daemon.lifecycle.DaemonPart` of an :class:`FdHolderDaemon`."""
 
@@ -91,7 +102,7 @@ class HolderLife:
     def released(self, state: Dict[str, Any]) -> None:
         """The new image has taken *state* over: its guardian (if the old image made one) goes."""
         named = state.get("guardian")
-        if isinstance(named, list) and len(named) == 2:
+        if isinstance(named, list) and len(named) == 2 and _is_pipe(int(named[1])):
             guardian.release(int(named[0]), int(named[1]))
 
     def collect(self) -> None:

@@ -339,3 +339,22 @@ def test_a_setdump_in_progress_goes_on_in_the_new_image(setup: Setup) -> None:
     assert dumper.reply() == (b"\0", [])
     assert [(e.id, e.limit) for e in s.daemon.store.entries()] == [(b"one", limit), (b"two", limit)]
     dumper.close()
+
+
+def test_a_state_naming_another_descriptor_as_the_guardian_is_not_acted_on() -> None:
+    """Only a pipe is written to and closed: a state that names a socket (the listening one, a held
+    one) as the guardian's pipe leaves it open."""
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        HolderLife(None, Quiet()).released({"guardian": [1, a.fileno()]})  # type: ignore[arg-type]
+        a.getsockname()  # still open
+        r, w = os.pipe()
+        HolderLife(None, Quiet()).released({"guardian": [os.getpid() + 10**6, w]})  # type: ignore[arg-type]
+        assert os.read(r, 1) == b"k"  # the byte, then the close
+        assert os.read(r, 1) == b""
+        os.close(r)
+    finally:
+        a.close()
+        b.close()
