@@ -58,11 +58,13 @@ def test_over_rate_connections_are_closed_without_a_child_and_refill_serves_agai
         servers: List[TcpServer], tmp_path: str) -> None:
     marks = os.path.join(str(tmp_path), "marks")
     srv = tcpserver(servers, ["-A", "rate=2/s,burst=3"], marks)
+    start = time.monotonic()
     answers = [answer(srv.port, "127.0.0.2") for _ in range(8)]
+    elapsed = time.monotonic() - start
     assert answers[:3] == [b"ok\n"] * 3, "the burst is served"
-    assert b"" in answers[3:], "over the rate: closed at once (EOF, nothing read)"
     served = answers.count(b"ok\n")
-    assert served <= 4, answers  # 3 of the burst, maybe one refilled during the 8 connections
+    assert served <= 3 + int(elapsed * 2) + 1, answers  # the burst, and what refilled meanwhile
+    assert b"" in answers[3:] or elapsed > 2, "over the rate: closed at once (EOF, nothing read)"
     wait_until(lambda: len(spawned(marks)) == served)
     time.sleep(0.3)
     assert spawned(marks) == ["127.0.0.2"] * served, "nothing was spawned for a refused connection"
@@ -267,13 +269,13 @@ def test_the_guide_floods_and_rate_limits(servers: List[TcpServer], tmp_path: st
     script = flood.replace("s6ipc", S6IPC).replace("8080", str(srv.port))
     out = run(["sh", "-c", script], env=CLEAN_ENV, timeout=60)
     hellos = out.stdout.decode().split()
-    assert out.returncode == 0 and set(hellos) == {"hello"} and 10 <= len(hellos) < 30, out
+    assert out.returncode == 0 and set(hellos) == {"hello"} and 5 <= len(hellos) < 20, out
     log = srv.log()
-    assert "tcpserver4d: info: deny ip 127.0.0.1 over rate 5/s burst 10: 1 refused\n" in log
+    assert "tcpserver4d: info: deny ip 127.0.0.1 over rate 1/s burst 5: 1 refused\n" in log
     status = run([S6IPC, *shlex.split(status_line, comments=True)[1:]])  # every tcpserver4d: find ours
     documents = [json.loads(line) for line in status.stdout.decode().splitlines()]
     ours_now = [d for d in documents if d["pid"] == srv.proc.pid]
-    assert ours_now and ours_now[0]["counters"]["refused"]["rate"] == 30 - len(hellos), status
+    assert ours_now and ours_now[0]["counters"]["refused"]["rate"] == 20 - len(hellos), status
     assert '"refused":{' in status_line.replace(" ", "") and '"rate":' in status_line
     assert shlex.split(ipc_line, comments=True)[:3] == ["s6ipc", "ipcserver", "-A"]
     path = os.path.join(str(tmp_path), "limits")

@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -174,6 +175,67 @@ def test_haproxy_health_checks_keep_the_real_endpoints(tmp_path, rules: str) -> 
         assert checks, (v, log)
         assert all(re.match(r"tcpserver-access: info: deny pid \d+ ip 127\.0\.0\.3(:|$)", line)
                    for line in checks), (v, log)
+
+
+def _certificates(d: str) -> None:
+    """A CA, a server certificate (CN app.example) and a client one (CN alice) in *d*."""
+    def openssl(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=d, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "2")
+    for name, cn in (("srv", "app.example"), ("cli", "alice")):
+        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2")
+    with open(os.path.join(d, "server.pem"), "wb") as out:
+        for part in ("srv.crt", "srv.key"):
+            with open(os.path.join(d, part), "rb") as f:
+                out.write(f.read())
+
+
+def test_tls_fields_from_haproxy(tmp_path, rules: str) -> None:  # type: ignore[no-untyped-def]
+    """HAProxy terminating TLS sends v2's SSL extension (version, client certificate CN, cipher)
+    and the authority (SNI): proxy-server sets SSL_PROTOCOL, SSL_PEER_CERT_CN, SSL_CIPHER and
+    SSL_TLS_SNI_SERVERNAME from them; the CRC32C extension HAProxy adds is ignored."""
+    if not os.access(HAPROXY, os.X_OK):
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    d = str(tmp_path)
+    _certificates(d)
+    show = ["sh", "-c",
+            'echo "$TCPREMOTEIP|$SSL_PROTOCOL|$SSL_CIPHER|$SSL_PEER_CERT_CN|$SSL_TLS_SNI_SERVERNAME"']
+    chain = TcpServer([S6IPC, "tcpserver", "-1", "127.0.0.1", "0", *PROXY, "-2", S6IPC, "tcpserver-access",
+                       "-H", "-i", rules, *show], env=BASE)
+    front = _free_port()
+    config = ["defaults", "  mode tcp", "  timeout connect 5s", "  timeout client 10s",
+              "  timeout server 10s", "frontend tls",
+              f"  bind 127.0.0.1:{front} ssl crt {d}/server.pem ca-file {d}/ca.pem verify optional",
+              "  default_backend b_tls", "backend b_tls",
+              f"  server s 127.0.0.1:{chain.port} send-proxy-v2-ssl-cn"
+              f" proxy-v2-options authority,ssl-cipher,crc32c source {PROXY_SOURCE}"]
+    (tmp_path / "haproxy.cfg").write_text("\n".join(config) + "\n")
+    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(tmp_path / "haproxy.cfg")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_port(front, proc)
+        context = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        context.load_cert_chain(f"{d}/cli.crt", f"{d}/cli.key")
+        with connect(front, source="127.0.0.1", timeout=15) as raw, \
+                context.wrap_socket(raw, server_hostname="app.example") as tls:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            version, cipher = tls.version(), tls.cipher()[0]  # type: ignore[index]
+    finally:
+        stop_process(proc)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        chain.stop()
+    assert data.decode() == f"127.0.0.1|{version}|{cipher}|alice|app.example\n"
 
 
 # -- hostile headers through the program ---------------------------------------------------------

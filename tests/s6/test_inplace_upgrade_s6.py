@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+from typing import List
 
 import pytest
 
 from tests.support.processes import S6IPC, wait_until, zombie_children
 from tests.support.s6 import Scan
-from tests.support.upgrade import Exchange, break_take_over, copy_package, prove, unended
+from tests.support.upgrade import Exchange, break_take_over, copy_package, prove, unended, upgrade
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
@@ -20,18 +22,20 @@ pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
 RUN = """#!/bin/sh -e
 PATH={links}:/usr/bin:/bin
 exec 2>>{log}
-exec {env} s6-ipcserver -v -1 -c 200 {path} {handler} hold
+exec {env} s6-ipcserver {options} {path} {handler} {args}
 """
 
 
-def _service(scan: Scan, sockdir: str, handler: str, env: str = "") -> tuple:  # type: ignore[type-arg]
+def _service(scan: Scan, sockdir: str, handler: str, env: str = "", options: str = "-v -1 -c 200",
+             args: str = "hold") -> tuple:  # type: ignore[type-arg]
     links = os.path.join(sockdir, "links")
     subprocess.run([S6IPC, "links", links], check=True, timeout=20)
     source = os.path.join(sockdir, "source")
     os.makedirs(source)
     path, log = os.path.join(sockdir, "up.sock"), os.path.join(sockdir, "up.log")
     with open(os.path.join(source, "run"), "w") as f:
-        f.write(RUN.format(links=links, log=log, path=path, handler=handler, env=f"env {env}" if env else ""))
+        f.write(RUN.format(links=links, log=log, path=path, handler=handler, env=f"env {env}" if env else "",
+                           options=options, args=args))
     os.chmod(os.path.join(source, "run"), 0o755)
     with open(os.path.join(source, "notification-fd"), "w") as f:
         f.write("1\n")
@@ -82,3 +86,30 @@ def test_failure_after_exec_is_a_restart_for_s6_supervise(scan: Scan, sockdir: s
     assert held.echo(b"the connection from before goes on") and held.finish()
     lines = [ln for ln in _log(log).splitlines() if "fatal" in ln]
     assert lines == ["s6-ipcserverd: fatal: unable to take over from the previous image: boom"]
+
+
+def test_limits_edited_then_s6_svc_2_apply_to_the_buckets(scan: Scan, sockdir: str, handler: str) -> None:
+    """docs/access-control.md's "changing limits without a restart" under a real s6-supervise:
+    ``-A @FILE``, edit the file, ``s6-svc -2``: same PID, the new burst applies to the bucket the
+    first image filled (one token used of three: two more connections, then refused)."""
+    limits = os.path.join(sockdir, "limits")
+    with open(limits, "w") as f:
+        f.write("rate=1/m burst=1\n")
+    path, log = _service(scan, sockdir, handler, options=f"-1 -A @{limits}", args="ok")
+    pid = scan.pid("up")
+
+    def answers(n: int) -> List[bytes]:
+        got = []
+        for _ in range(n):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+                got.append(b"".join(iter(lambda: s.recv(64), b"")))
+        return got
+
+    assert answers(2) == [b"ok\n", b""]
+    with open(limits, "w") as f:
+        f.write("rate=1/m burst=3\n")
+    document = upgrade(pid, 1, send=lambda: scan.svc("-2", "up"))
+    assert document["admission"]["limits"]["burst"] == 3 and scan.pid("up") == pid
+    assert answers(3) == [b"ok\n", b"ok\n", b""]
+    wait_until(lambda: _log(log).count("s6-ipcserverd: info: deny uid 0 over rate") == 2)

@@ -27,7 +27,6 @@ from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import Ending, Lifecycle, State, System
 from ..daemon.liveview import StatusLine, every
 from ..daemon.readiness import Notifier, Readiness
-from ..serve.admission import AddressSources, Admission, UidSources, parse_limits
 from ..serve.life import ServerLife
 from ..serve.loop import Server, ServerConfig
 from ..serve.peers import PeerIdentity, UnixPeers
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Callable, List, NoReturn, Optional
 
     from ..base.log import Log
+    from ..serve.admission import Admission
     from ..serve.loop import ConnectionPolicy, Heartbeat
 
 
@@ -64,9 +64,12 @@ def admission(config: ServerConfig, tcp: bool, log: Log,
               monotonic: Callable[[], float]) -> Optional[Admission]:
     """The ``-A`` limits of *config* for a TCP server (else an IPC one), None without ``-A``.
     Raises :class:`BadInput` (a bad item, exit 100) or :class:`SystemFailure` (``@PATH`` unreadable)."""
-    limits = parse_limits(config.admission, tcp)
-    if limits is None:
+    if not config.admission:
         return None
+    from ..serve.admission import AddressSources, Admission, UidSources, parse_limits  # only with -A
+
+    limits = parse_limits(config.admission, tcp)
+    assert limits is not None
     sources = AddressSources(limits.prefix4, limits.prefix6) if tcp else UidSources(config.lookup)
     return Admission(limits, sources, log, monotonic)
 

@@ -18,7 +18,6 @@ from ..base.messages import Reporter
 from ..base.options import Command, flag, parse_octal, setting
 from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style
 from ..chain.run import exec_into, stage
-from ..serve.admission import parse_limits
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,7 +40,10 @@ def parse(args: List[str]) -> tuple[ServerOptions, List[str]]:
     limits that do not parse."""
     o = ServerOptions()
     rest = COMMAND.parse(args, o)
-    parse_limits(o.admission, False)  # checked here, as s6 checks -c (BadInput: exit 100)
+    if o.admission:  # checked here, as s6 checks -c (BadInput: exit 100)
+        from ..serve.admission import parse_limits
+
+        parse_limits(o.admission, False)
     return o, rest
 
 

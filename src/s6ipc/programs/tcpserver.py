@@ -22,7 +22,6 @@ from ..base.messages import Reporter
 from ..base.options import Command, UsageError, flag, parse_uint, setting
 from ..chain.options import SERVER_OPTIONS, ServerOptions, backlog_at_least_one, naming_style, wrapper_backlog
 from ..chain.run import exec_into, stage
-from ..serve.admission import parse_limits
 from ..sockets.inet import ip46_scan
 
 TYPE_CHECKING = False
@@ -71,7 +70,10 @@ def parse(args: List[str], family: int = 0) -> tuple[TcpServerOptions, List[str]
     o = TcpServerOptions()
     o.family = family
     rest = (FAMILY_COMMAND if family else COMMAND).parse(args, o)
-    parse_limits(o.admission, True)  # checked here, as s6 checks -c (BadInput: exit 100)
+    if o.admission:  # checked here, as s6 checks -c (BadInput: exit 100)
+        from ..serve.admission import parse_limits
+
+        parse_limits(o.admission, True)
     if not o.family:
         scanned = ip46_scan(rest[0])
         if scanned is None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 from ..base.typeshim import NamedTuple
 from ..daemon.counters import read_counts
 from ..daemon.lifecycle import our_children, process_ages
-from .admission import Admission
 from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+    from .admission import Admission
 
     Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
     Children = Callable[[Iterable[int]], List[int]]

@@ -9,7 +9,7 @@ import pytest
 
 from s6ipc.access.rules import Verdict, check_ip, check_reversedns, ip_keys, reversedns_keys, rules_from_dir
 from s6ipc.sockets import inet
-from tests.support.skalibs import s6_keys
+from tests.support.skalibs import installed_soname, s6_keys
 
 
 def test_ip4_keys_are_libs6s() -> None:
@@ -26,7 +26,9 @@ def test_ip4_key_examples() -> None:
 
 
 def test_ip6_keys_match_libs6_on_byte_boundaries_and_fix_the_rest() -> None:
-    """s6 2.11.3.2 clears bits LSB-first inside a byte: its keys are right only for /8k."""
+    """s6 2.11.3.2 clears bits LSB-first inside a byte: its keys are right only for /8k. libs6 2.13
+    (Debian 13) names the network at every length, as ours always did: there they are all equal."""
+    fixed = installed_soname("libs6") != "libs6.so.2.11"
     rng = random.Random(6)
     samples = [inet.parse_ip("::1"), inet.parse_ip("2001:db8::3"), inet.parse_ip("::ffff:7f00:1")]
     samples += [rng.randbytes(16) for _ in range(100)]
@@ -34,16 +36,17 @@ def test_ip6_keys_match_libs6_on_byte_boundaries_and_fix_the_rest() -> None:
         ours, theirs = list(ip_keys(ip)), s6_keys(6, ip)
         assert len(ours) == len(theirs) == 129
         for i, (a, b) in enumerate(zip(ours, theirs)):
-            if i % 8 == 0:
+            if i % 8 == 0 or fixed:
                 assert a == b
         for a in ours:  # ours always name the network
             addr, n = a[4:].rsplit("_", 1)
             assert inet.network(inet.parse_ip(addr), int(n)) == inet.parse_ip(addr)
     # the spec's observed cases: 2.11.3.2 looks up ::1_127 and 2001:db8::3_126
     assert ip_keys(inet.parse_ip("::1"))[1] == "ip6/::_127"
-    assert s6_keys(6, inet.parse_ip("::1"))[1] == "ip6/::1_127"
+    assert s6_keys(6, inet.parse_ip("::1"))[1] == ("ip6/::_127" if fixed else "ip6/::1_127")
     assert ip_keys(inet.parse_ip("2001:db8::3"))[2] == "ip6/2001:db8::_126"
-    assert s6_keys(6, inet.parse_ip("2001:db8::3"))[2] == "ip6/2001:db8::3_126"
+    network = "ip6/2001:db8::_126" if fixed else "ip6/2001:db8::3_126"
+    assert s6_keys(6, inet.parse_ip("2001:db8::3"))[2] == network
 
 
 def test_reversedns_keys() -> None:

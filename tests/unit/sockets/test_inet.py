@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from s6ipc.sockets import inet
-from tests.support.skalibs import c_fmt, c_scan, c_scanlist, skarnet
+from tests.support.skalibs import c_fmt, c_scan, c_scanlist, installed_soname, skarnet
 
 EXAMPLES = [
     "127.0.0.1", "127.0.0.1xyz", "127.0.0.1:80", "127.0.0.1 foo", "127.0.0.257", "0127.0.0.1",
@@ -41,11 +41,23 @@ def _random_ip6_text(rng: random.Random) -> str:
     return ":".join(groups)
 
 
+def _same_ip6_scan(lib, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Our ip6_scan is skalibs 2.13's (Debian 12's). skalibs 2.14.0.1 rewrote it (Debian 13 has
+    2.14.3.0): where our scan stops at a ``.`` — an IPv4 tail, which 2.14 reads (``::ffff:1.2.3.4``),
+    or a ``.`` after a complete address, which 2.14 refuses — the two differ, and only there
+    (docs/s6.md). Everywhere else, and with skalibs 2.13 everywhere, they are equal."""
+    ours, theirs = inet.ip6_scan(text), c_scan(lib, "ip6_scan", text.encode())
+    if ours != theirs and installed_soname("libskarnet") != "libskarnet.so.2.13":
+        assert ours is not None and text[ours[1]:ours[1] + 1] == ".", (text, ours, theirs)
+        return
+    assert ours == theirs, text
+
+
 @pytest.mark.parametrize("text", EXAMPLES)
 def test_scanners_match_skalibs_on_examples(lib, text: str) -> None:  # type: ignore[no-untyped-def]
     raw = text.encode()
     assert inet.ip4_scan(text) == c_scan(lib, "ip4_scan", raw)
-    assert inet.ip6_scan(text) == c_scan(lib, "ip6_scan", raw)
+    _same_ip6_scan(lib, text)
 
 
 def test_scanners_match_skalibs_on_random_input(lib) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +66,7 @@ def test_scanners_match_skalibs_on_random_input(lib) -> None:  # type: ignore[no
         text = _random_text(rng) if rng.random() < 0.5 else _random_ip6_text(rng)
         raw = text.encode()
         assert inet.ip4_scan(text) == c_scan(lib, "ip4_scan", raw), text
-        assert inet.ip6_scan(text) == c_scan(lib, "ip6_scan", raw), text
+        _same_ip6_scan(lib, text)
 
 
 def test_formatting_matches_skalibs(lib) -> None:  # type: ignore[no-untyped-def]
