@@ -17,7 +17,7 @@ PYTHONS ?=
 RUN_PACKAGES := python3 python3-venv
 SYSTEMD_EXTRA_PACKAGES := libsystemd-dev pkg-config gcc libc6-dev python3-dev
 TEST_PACKAGES := $(RUN_PACKAGES) $(SYSTEMD_EXTRA_PACKAGES) make s6 s6-doc execline systemd strace procps \
-	iproute2 pandoc man-db git nginx curl ucspi-tcp runit haproxy openssl
+	iproute2 pandoc man-db git nginx curl ucspi-tcp runit haproxy openssl pipx
 
 ifeq ($(INSTALL_MODE),copy)
 # a copy of the package, reinstalled whenever src/ or docs/ change (nobody cannot read the checkout)
@@ -84,13 +84,14 @@ lint: test-venv
 bench: system-packages test-venv
 	$(PY) bench/run.py
 
-# A wheel and an sdist in dist/, man pages included (python -m build; pandoc makes the pages).
+# A wheel and an sdist in DIST (dist/), man pages included (python -m build; pandoc makes the pages).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-WHEEL := dist/s6ipc-$(VERSION)-py3-none-any.whl
+DIST ?= dist
+WHEEL := $(DIST)/s6ipc-$(VERSION)-py3-none-any.whl
 wheel: venv
 	@scripts/ensure-system-packages pandoc
 	umask 022 && $(PY) -m pip install -q build
-	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir dist .
+	umask 022 && S6IPC_REQUIRE_MAN=1 $(PY) -m build --outdir $(DIST) .
 
 # The system-wide install the unit files expect: a venv in PREFIX from the wheel (with the systemd
 # extra when it can be built), BINDIR/s6ipc (and s6ipc-uvicorn) a link to its script, the man pages

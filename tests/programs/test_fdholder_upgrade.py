@@ -36,12 +36,19 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from s6ipc.daemon import liveview
-from s6ipc.fdholder import protocol
+from s6ipc.fdholder import guardian, protocol
 from tests.support import systemd_manager as sdmanager
-from tests.support.fdholder import Raw
-from tests.support.processes import S6IPC, needs_reachable_interpreter, nobody_ids, requires_root, theirs
+from tests.support.fdholder import Quiet, Raw
+from tests.support.processes import (
+    S6IPC,
+    needs_reachable_interpreter,
+    nobody_ids,
+    requires_root,
+    theirs,
+    wait_until,
+)
 from tests.support.restart_load import PAYLOAD, UNIT, Load, start_ready, stop, unit_env
-from tests.support.s6 import Scan, write_service
+from tests.support.s6 import Scan, read_log, write_service
 from tests.support.upgrade import Monotonic
 
 UPGRADES = 20
@@ -375,7 +382,9 @@ def test_a_broken_new_version_is_rejected_and_the_holder_keeps_everything(rundir
 
 
 def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: str) -> None:
-    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store."""
+    """What docs/fdholderd.md promises: one fatal line, exit 111, no silent holder without its store;
+    and the guardian's line: it holds the parked descriptor for the restarted holder (taken here;
+    the restart itself under s6-supervise: tests/s6/test_fdholder_guardian.py)."""
     env = dict(unit_env(rundir), PYTHONPATH=copy)
     log = os.path.join(rundir, "log")
     holder = start_ready([os.path.join(UNIT, "holder")], env, log)
@@ -388,10 +397,21 @@ def test_a_new_version_that_fails_after_the_exec_dies_loudly(rundir: str, copy: 
         assert holder.wait(30) == 111
     finally:
         stop(holder)
+    path = os.path.join(rundir, "holder.sock")
+    name = guardian.guardian_name(path)
+    deadline = time.monotonic() + 10
+    while f"@{name}" not in read_log("/proc/net/unix"):
+        assert time.monotonic() < deadline, "no guardian"
+        time.sleep(0.02)
+    taken = guardian.collect(path, Quiet())
+    assert taken is not None and len(taken) == 1  # the parked socket
+    taken.close_all()
     with open(log) as f:
         lines = f.read().splitlines()
-    assert lines[-1] == ("fdholderd: fatal: unable to take over from the previous image: "
-                         "a bug in the new version"), lines
+    assert lines[-2:] == ["fdholderd: fatal: unable to take over from the previous image: "
+                          "a bug in the new version",
+                          f"fdholderd: warning: the new image died after the exec: holding 1 descriptors "
+                          f"for the restarted fdholderd at @{name}"], lines
     assert not _warnings(log)
 
 
@@ -513,3 +533,36 @@ def test_s6s_own_clients_are_served_across_an_upgrade(rundir: str) -> None:
         wait_generation(holder.pid, 1)
     finally:
         stop(holder)
+
+
+def test_the_guardian_under_systemd_with_the_shipped_unit(user_manager: sdmanager.UserManager, rundir: str,
+                                                          copy: str) -> None:
+    """units/systemd/s6ipc-fdholder.service (KillMode=process, Restart=on-failure, ExecReload=s6ipc
+    upgrade) and a new version whose take-over fails: ``systemctl reload`` fails (the verdict), systemd
+    restarts the holder under a new MainPID, and it holds every descriptor again — same ids, limits
+    and inodes — taken from the guardian the old image forked before its exec."""
+    m = user_manager
+    env = unit_env(rundir)
+    log = os.path.join(rundir, "log")
+    m.write_unit("holder.service", holder_unit(rundir))
+    m.write_unit("holder.service.d/test.conf",
+                 f"[Service]\nStandardOutput=append:{log}\nStandardError=append:{log}\n"
+                 f"Environment=PYTHONPATH={copy}\nRestartSec=100ms\n")
+    m.systemctl("start", "holder.service")
+    pid = int(m.prop("holder.service", "MainPID"))
+    store_pipes(env, os.path.join(rundir, "holder.sock"), 3)
+    before = held(pid)
+    assert len(before) == 3
+    _edit(copy, "fdholder/server.py", lambda text: text + (
+        "\n\ndef _restore(self, state):\n    raise ValueError('a bug in the new version')\n\n\n"
+        "FdHolderDaemon.restore = _restore\n"))
+    reload = m.systemctl("reload", "holder.service", check=False)
+    assert reload.returncode != 0, "the reload's verdict: the new image died"
+    assert wait_until(lambda: m.prop("holder.service", "NRestarts") == "1", 30, 0.1)
+    assert m.wait_state("holder.service", "active/running", 30) == "active/running"
+    new = int(m.prop("holder.service", "MainPID"))
+    assert new != pid
+    assert held(new) == before
+    with open(log) as f:
+        text = f.read()
+    assert "took 3 descriptors from the guardian" in text, text

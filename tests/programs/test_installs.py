@@ -12,21 +12,30 @@ system-wide install does in ``/usr/local``, without touching the machine. From t
 * without any extra (Debian's python3 has no uvicorn), the daemons' preflight passes and an
   ipcserverd started from the install upgrades in place on SIGUSR2 (the preflight imports every
   module: the uvicorn integration made every upgrade of a plain install fail).
+
+And a real upgrade of an install, from this checkout's wheel to the same tree numbered
+``0.1.0.post1`` (both built in a temp dir, never dist/), with ipcserverd, tcpserver4d and fdholderd
+started from the install and ``s6ipc upgrade -j`` giving the verdict (generation 1, the newer
+version): in a venv made by /usr/bin/python3 with no extra (``pip install --upgrade``), and from
+Debian's pipx (``pipx install --force``, which removes the venv and makes it again under the
+running daemons).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-from typing import Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
 
 from s6ipc.chain.registry import PROGRAMS
+from tests.support.fdholder import make_rules
 from tests.support.processes import S6IPC, RunningServer, request, run, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -137,3 +146,116 @@ def test_a_plain_install_passes_the_preflight_and_upgrades_in_place(installed: T
         assert srv.proc.poll() is None and request(path) == b"hi\n"
     finally:
         srv.stop()
+
+
+# -- upgrading a real install in place: 0.1.0 → a newer wheel, the daemons started from the install ----
+
+NEWER = "0.1.0.post1"
+
+
+@pytest.fixture(scope="module")
+def two_wheels() -> Iterator[Tuple[str, str]]:
+    """(this checkout's wheel, the wheel of the same tree numbered NEWER), built in a temp dir
+    (never dist/), without man pages (pandoc's time is not what these tests are about)."""
+    base = tempfile.mkdtemp(prefix="s6whl", dir="/tmp")
+    os.chmod(base, 0o755)
+    try:
+        tree = os.path.join(base, "tree")
+        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "dist", "build", "bench", "tests", "*.egg-info", "__pycache__"))
+        for relative, old in (("pyproject.toml", 'version = "0.1.0"'),
+                              (os.path.join("src", "s6ipc", "__init__.py"), '__version__ = "0.1.0"')):
+            with open(os.path.join(tree, relative)) as f:
+                text = f.read()
+            assert text.count(old) == 1, relative
+            with open(os.path.join(tree, relative), "w") as f:
+                f.write(text.replace(old, old.replace("0.1.0", NEWER)))
+        wheels = []
+        env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no pandoc: setup.py builds without man pages
+        for source, out in ((ROOT, "old"), (tree, "new")):
+            built = run([*PIP, "wheel", "-q", "--no-deps", "-w", os.path.join(base, out), source],
+                        timeout=300, env=env)
+            assert built.returncode == 0, built.stderr.decode(errors="replace")[-2000:]
+            found = glob.glob(os.path.join(base, out, "s6ipc-*.whl"))
+            assert len(found) == 1, found
+            wheels.append(found[0])
+        yield wheels[0], wheels[1]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _daemons(script: str, sockdir: str, env: Dict[str, str]) -> List[Tuple[str, RunningServer]]:
+    """ipcserverd, tcpserver4d and fdholderd started from the install's console script *script*."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rules = make_rules(sockdir, {"uid/0": {}})
+    commands = {"ipcserverd": ["ipcserver", "-1", os.path.join(sockdir, "s"), "echo", "hi"],
+                "tcpserver4d": ["tcpserver4", "-1", "127.0.0.1", str(port), "echo", "hi"],
+                "fdholderd": ["fdholder-daemon", "-1", "-i", rules, os.path.join(sockdir, "h")]}
+    return [(program, RunningServer([script, *args], env=env)) for program, args in commands.items()]
+
+
+def _upgraded_to_the_newer_wheel(script: str, sockdir: str, env: Dict[str, str],
+                                 install_newer: Callable[[], None]) -> None:
+    """Start the three daemons from *script*, install the newer wheel, ``s6ipc upgrade -j`` each:
+    generation 1, the newer version, and the socket still served."""
+    assert run([script, "--version"], env=env).stdout.startswith(b"s6ipc 0.1.0 ")
+    daemons = _daemons(script, sockdir, env)
+    try:
+        install_newer()
+        assert run([script, "--version"], env=env).stdout.startswith(f"s6ipc {NEWER} ".encode())
+        for program, server in daemons:
+            done = run([script, "upgrade", "-j", "-t", "60000", str(server.proc.pid)], env=env)
+            assert done.returncode == 0, (program, done.stderr, server.log())
+            verdict = json.loads(done.stdout)
+            assert (verdict["program"], verdict["generation"], verdict["version"]) == (program, 1, NEWER)
+            assert "warning" not in server.log() and server.proc.poll() is None, server.log()
+        assert request(os.path.join(sockdir, "s")) == b"hi\n"
+    finally:
+        for _, server in daemons:
+            server.stop()
+
+
+def test_a_venv_of_debians_python_without_extras_upgrades_in_place(two_wheels: Tuple[str, str],
+                                                                  sockdir: str, tmp_path: str) -> None:
+    """``python3 -m venv`` from /usr/bin/python3, ``pip install s6ipc`` (no extra, no uvicorn), the
+    daemons started from it; ``pip install -U`` of a newer wheel into the same venv; SIGUSR2."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("Debian's python3 is not installed")
+    old, new = two_wheels
+    venv = os.path.join(str(tmp_path), "venv")
+    assert run([SYSTEM_PYTHON, "-m", "venv", venv], timeout=120).returncode == 0
+    pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    assert run([*pip, old], timeout=300).returncode == 0
+    env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    assert run([os.path.join(venv, "bin", "python"), "-c", "import uvicorn"], env=env).returncode != 0
+
+    def install_newer() -> None:
+        done = run([*pip, "--upgrade", new], timeout=300)
+        assert done.returncode == 0, done.stderr
+
+    _upgraded_to_the_newer_wheel(os.path.join(venv, "bin", "s6ipc"), sockdir, env, install_newer)
+
+
+def test_a_pipx_install_upgrades_in_place(two_wheels: Tuple[str, str], sockdir: str, tmp_path: str) -> None:
+    """``pipx install`` of the wheel (Debian's pipx, its venv from /usr/bin/python3), the daemons
+    started from pipx's ``s6ipc``; ``pipx install --force`` of the newer wheel (pipx removes the venv
+    and makes it again under the running daemons); SIGUSR2."""
+    pipx = shutil.which("pipx")
+    if pipx is None:
+        pytest.skip("pipx is not installed (apt-get install pipx)")
+    old, new = two_wheels
+    home = str(tmp_path)
+    env = {"PATH": f"{home}/bin:/usr/bin:/bin", "HOME": home, "PIPX_HOME": os.path.join(home, "pipx"),
+           "PIPX_BIN_DIR": os.path.join(home, "bin"), "PIP_NO_INDEX": "1"}
+    done = run([pipx, "install", "--python", SYSTEM_PYTHON, old], env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    def install_newer() -> None:
+        again = run([pipx, "install", "--force", "--python", SYSTEM_PYTHON, new], env=env, timeout=300)
+        assert again.returncode == 0, again.stderr
+
+    _upgraded_to_the_newer_wheel(os.path.join(home, "bin", "s6ipc"), sockdir, env, install_newer)

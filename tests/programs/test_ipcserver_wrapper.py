@@ -135,6 +135,8 @@ def test_chain_examples_written_out() -> None:
     assert our_chain(["-u", "0", "-g", "0", "/p", "cat"]) == [*s, "--", "/p", *d, "--", "cat"]
     assert our_chain(["-a", "1777", "-b", "99999", "-c", "5000", "/p", "x"]) == [
         *s, "-b", "99999", "-a", "0777", "--", "/p", *d, "-c", "5000", "--", "x"]
+    assert our_chain(["-A", "rate=5/s", "-c", "9", "-A", "gidconn=2", "/p", "x"]) == [
+        *s, "--", "/p", *d, "-c", "9", "-A", "rate=5/s", "-A", "gidconn=2", "--", "x"], "ours: -A, in order"
     assert s[-1] == "ipcserver-socketbinder" and os.path.isabs(s[0])
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.fdholder import make_rules
 from tests.support.processes import S6IPC, VENV_PYTHON, RunningServer, request, wait_until
-from tests.support.s6 import Scan, write_service
+from tests.support.s6 import Scan, read_log, write_service
 from tests.support.tcp import tcp_request
 from tests.support.upgrade import FORGE
 
@@ -39,14 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -66,7 +58,7 @@ def test_a_forged_handoff_is_ignored_and_the_daemon_is_ready(scan: Scan, sockdir
     scan.add("d", os.path.join(sockdir, "source"), {})
     scan.start()
     scan.wait_supervised("d")
-    assert scan.svwait("-U", "d")[0] == 0, _read(log)  # the -1 newline was written
+    assert scan.svwait("-U", "d")[0] == 0, read_log(log)  # the -1 newline was written
     if daemon == "ipcserverd":
         assert request(path) == b"hi\n"
     elif daemon == "tcpserverd":
@@ -74,7 +66,7 @@ def test_a_forged_handoff_is_ignored_and_the_daemon_is_ready(scan: Scan, sockdir
     else:
         listed = subprocess.run([S6IPC, "fdholder-list", path], capture_output=True, timeout=10)
         assert listed.returncode == 0, listed.stderr
-    lines = _read(log).splitlines()
+    lines = read_log(log).splitlines()
     assert len(lines) == 1, lines
     name = {"tcpserverd": "s6-tcpserver4d"}.get(daemon, f"s6-{daemon}")
     assert lines[0].startswith(f"{name}: warning: ignoring $S6IPC_HANDOFF='7': fd 7 is "), lines

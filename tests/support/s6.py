@@ -36,6 +36,15 @@ def render(source: str, target: str, replace: Dict[str, str]) -> None:
             os.chmod(path, mode)
 
 
+def read_log(path: str) -> str:
+    """The text of a service's log file ("" while it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
 def processes_under(base: str) -> List[int]:
     """PIDs whose cwd or command line mentions *base* (never this process)."""
     found = []

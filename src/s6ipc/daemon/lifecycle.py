@@ -58,7 +58,7 @@ from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
-from .liveview import StatusSocket, status_name
+from .liveview import NAME_VARIABLE, StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
 from .upgrade import PreflightChild
 
@@ -357,10 +357,14 @@ class Lifecycle:
 
     def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
                  readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
-                 loop: Optional[UpgradeLoop] = None, clock: Clock = SYSTEM_CLOCK, verbosity: int = 1) -> None:
+                 loop: Optional[UpgradeLoop] = None, clock: Clock = SYSTEM_CLOCK, verbosity: int = 1,
+                 guard: Optional[Callable[[], Callable[[], None]]] = None) -> None:
         self.kind, self.program, self.args = kind, program, list(args)
         self.part, self.log, self.readiness = part, log, readiness
         self.held_signals = held_signals
+        #: Called just before the exec (before the state is written): sets up what must outlive
+        #: a new image that dies (fdholderd's guardian); returns what undoes it if the exec fails.
+        self.guard = guard
         self.system, self.loop, self.clock, self.verbosity = system, loop, clock, verbosity
         self.generation = 0
         self.started_wall = clock.wall_ns() / 1e9
@@ -447,7 +451,8 @@ class Lifecycle:
 
     def document(self) -> Dict[str, Any]:
         """The live view's document: the common fields, then the daemon's (docs/status.md)."""
-        document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(), "version": __version__,
+        document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(),
+                                    "name": os.environ.get(NAME_VARIABLE, ""), "version": __version__,
                                     "generation": self.generation, "uptime": round(self.uptime(), 3),
                                     "started": round(self.started_wall, 3), "upgrades": self.upgrades,
                                     "upgrade_failures": self.upgrade_failures,
@@ -556,6 +561,12 @@ class Lifecycle:
         """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
         is undone, one warning said, and the daemon serves on (the module docstring says why)."""
         system = self.system
+        undo_guard = None
+        if self.guard is not None:
+            try:
+                undo_guard = self.guard()
+            except OSError as e:  # no guardian: the upgrade goes on, as before there were any
+                self.log.warn(f"unable to fork a guardian: {os.strerror(e.errno or errno.EIO)}")
         mask = system.block_signals(self.held_signals())
         self._keep_signals_pending()
         state = self.state(mask, self.clock.monotonic())
@@ -577,6 +588,8 @@ class Lifecycle:
         system.close_on_exec(fd for fd in kept if fd != 0)
         if memfd >= 0:
             system.discard_state(memfd)
+        if undo_guard is not None:
+            undo_guard()
         self.upgrading = False
         self._failed("failed", why)
         self.tell(self.readiness.notifier.ready)

@@ -15,6 +15,10 @@ Some facts about the upgrade of a descriptor holder that this relies on:
   still in the middle of a message then is dropped (it sees a close and may retry). Every other
   client is idle between two messages: its socket is kept across the exec with its deadline and its
   setdump progress. The new image checks it against the rules again before serving it.
+* **A new image that dies after the exec** (a module that raises at import, a state it cannot
+  take over) would take every held descriptor with it: a guardian forked just before the exec
+  keeps them until the new image has taken over, and hands them to the fdholderd the supervisor
+  restarts if it has not (:mod:`s6ipc.fdholder.guardian`).
 * **Readiness.** The PID never changes, so there is no ``MAINPID=``; the s6 notification fd is
   written once, by the first image: after an upgrade fd 1 may be a held descriptor, so the new
   image never touches it.
@@ -24,12 +28,15 @@ from __future__ import annotations
 
 import os
 
-from . import tai
+from ..base.errors import S6ipcError
+from ..base.log import Log
+from ..sockets.unix import local_path
+from . import guardian, tai
 from .server import FdHolderDaemon
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+    from typing import Any, Callable, Dict, Optional, Tuple
 
 #: What the handed-over JSON says it is (another daemon's state is refused).
 
@@ -39,20 +46,70 @@ __all__ = ["KIND", "HolderLife"]
 KIND = "fdholderd"
 
 
+def _is_pipe(fd: int) -> bool:
+    """Whether *fd* is a pipe: the guardian's write end is, a held or listening socket never (a
+    state that names another descriptor must not make the holder write to it and close it)."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 class HolderLife:
     """The :class:`~s6ipc.daemon.lifecycle.DaemonPart` of an :class:`FdHolderDaemon`."""
 
-    def __init__(self, daemon: FdHolderDaemon) -> None:
+    def __init__(self, daemon: FdHolderDaemon, log: Log) -> None:
         self.daemon = daemon
+        self.log = log
+        #: The guardian of the descriptors across the exec under way: (pid, pipe's write end).
+        self.guardian: Optional[Tuple[int, int]] = None
 
     def to_state(self) -> Dict[str, Any]:
-        return self.daemon.to_state()
+        state = self.daemon.to_state()
+        if self.guardian is not None:
+            state["guardian"] = list(self.guardian)
+        return state
 
     def restore(self, state: Dict[str, Any]) -> None:
         self.daemon.restore(state)
 
     def descriptors(self) -> Dict[str, int]:
-        return self.daemon.descriptors()
+        named = self.daemon.descriptors()
+        if self.guardian is not None:
+            named["guardian"] = self.guardian[1]
+        return named
+
+    def path(self) -> Optional[str]:
+        """The listening socket's path (None: unnamed, or not a Unix socket)."""
+        try:
+            return local_path(self.daemon.listen_fd) or None
+        except S6ipcError:
+            return None
+
+    # -- the guardian (fdholder/guardian.py) ---------------------------------------------
+    def guard(self) -> Callable[[], None]:
+        """Just before the exec: fork the guardian; returns what releases it if the exec fails."""
+        pid, fd = guardian.guard(self.daemon.store, self.path(), self.log)
+        self.guardian = (pid, fd)
+
+        def undo() -> None:
+            self.guardian = None
+            guardian.release(pid, fd)
+        return undo
+
+    def released(self, state: Dict[str, Any]) -> None:
+        """The new image has taken *state* over: its guardian (if the old image made one) goes."""
+        named = state.get("guardian")
+        if isinstance(named, list) and len(named) == 2 and _is_pipe(int(named[1])):
+            guardian.release(int(named[0]), int(named[1]))
+
+    def collect(self) -> None:
+        """A fresh start: take what a guardian holds for this socket (an image died after its exec)."""
+        store = guardian.collect(self.path(), self.log)
+        if store is not None:
+            self.daemon.store = store
 
     def describe(self) -> Dict[str, Any]:
         """The live view (JSON): limits, the clients connected (uid, gid, age), the ids held in slot

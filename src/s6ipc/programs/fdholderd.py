@@ -66,18 +66,24 @@ def main(reporter: Reporter, args: List[str]) -> NoReturn:
     hook: List[Lifecycle] = []
     daemon = FdHolderDaemon(config, reporter, on_upgrade=lambda: hook[0].requested())
     readiness = Readiness(Notifier.from_environment(unset=False))
-    life = Lifecycle(KIND, reporter.name, args, HolderLife(daemon), reporter, readiness,
+    holder = HolderLife(daemon, reporter)
+    life = Lifecycle(KIND, reporter.name, args, holder, reporter, readiness,
                      held_signals=lambda: daemon.signals, system=os_, loop=daemon, clock=daemon.clock,
-                     verbosity=config.verbosity)
+                     verbosity=config.verbosity, guard=holder.guard)
     hook.append(life)
 
     def start(taken: Optional[Dict[str, Any]]) -> None:
-        daemon.start(taken, before_ready=lambda: life.open_live_view(daemon.watch, state))
+        def before_ready() -> None:
+            if taken is None:
+                holder.collect()  # what the guardian of an image that died after its exec holds
+            life.open_live_view(daemon.watch, state)
+        daemon.start(taken, before_ready=before_ready)
 
     if state is None:
         start(None)
     else:
         life.adopt(state, start)
+        holder.released(state.daemon)
         life.resumed(state)
     life.tell(readiness.notifier.ready)
     serve_on(life, daemon.run, daemon.serve_on)

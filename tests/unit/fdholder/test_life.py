@@ -56,9 +56,9 @@ class Setup:
         config = DaemonConfig(rules_dir=self.rules, notify=True, **self.options)
         daemon = FdHolderDaemon(config, self.log, self.listen_fd, clock=self.clock,
                                 on_upgrade=lambda: self.life.requested())
-        self.life = Lifecycle(KIND, "fdholderd", ["-i", "rules"], HolderLife(daemon), self.log, Readiness(),
-                              held_signals=lambda: daemon.signals, system=self.system, loop=daemon,
-                              clock=self.clock)
+        self.life = Lifecycle(KIND, "fdholderd", ["-i", "rules"], HolderLife(daemon, self.log), self.log,
+                              Readiness(), held_signals=lambda: daemon.signals, system=self.system,
+                              loop=daemon, clock=self.clock)
         return daemon
 
     def turns(self, n: int = 3) -> bool:
@@ -212,7 +212,7 @@ def test_upgrade_hands_over_descriptors_and_clients(setup: Setup) -> None:
     assert got is not None and got[0] == b"\0" and inode(got[1][0]) == inodes[b"unix:/a"]
     os.close(got[1][0])
     assert (d.requests["list"], d.requests["retrieve"]) == (4, 1)
-    assert HolderLife(d).describe()["counters"] == {"held": 2, "requests": d.requests}
+    assert HolderLife(d, Quiet()).describe()["counters"] == {"held": 2, "requests": d.requests}
     # expiry goes on from the handed-over limits
     s.clock.advance(5.001)
     s.turns()
@@ -339,3 +339,22 @@ def test_a_setdump_in_progress_goes_on_in_the_new_image(setup: Setup) -> None:
     assert dumper.reply() == (b"\0", [])
     assert [(e.id, e.limit) for e in s.daemon.store.entries()] == [(b"one", limit), (b"two", limit)]
     dumper.close()
+
+
+def test_a_state_naming_another_descriptor_as_the_guardian_is_not_acted_on() -> None:
+    """Only a pipe is written to and closed: a state that names a socket (the listening one, a held
+    one) as the guardian's pipe leaves it open."""
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        HolderLife(None, Quiet()).released({"guardian": [1, a.fileno()]})  # type: ignore[arg-type]
+        a.getsockname()  # still open
+        r, w = os.pipe()
+        HolderLife(None, Quiet()).released({"guardian": [os.getpid() + 10**6, w]})  # type: ignore[arg-type]
+        assert os.read(r, 1) == b"k"  # the byte, then the close
+        assert os.read(r, 1) == b""
+        os.close(r)
+    finally:
+        a.close()
+        b.close()
