@@ -135,6 +135,9 @@ ONE_SHOT: Dict[str, Builder] = {
     "listen-pid": lambda d, a: ["true"],
     "status": lambda d, a: [*d(st.sampled_from([[], ["-j"]])), d(NUMBER)],
     "upgrade": lambda d, a: [*d(st.sampled_from([[], ["-j"]])), *options(d, "t"), d(NUMBER)],
+    "metrics": lambda d, a: [*d(st.sampled_from([[], ["-P"]])), *options(d, "n"), "-t", "500", d(NUMBER)],
+    # its request comes on stdin, whatever the state made of it: bounded by -t, whatever it is
+    "metrics-http": lambda d, a: [*options(d, "n"), "-t", "300", "-T", "300", d(NUMBER)],
     "proxy-server": lambda d, a: [*d(st.sampled_from([[], ["-1"], ["-2"], ["--only-v2"]])), *options(d, "tv"),
                                   "true"],
     "systemd-accept": lambda d, a: ["true"],

@@ -54,6 +54,8 @@ PROGRAMS = {
     "tcpserver4d": "tcpserverd",
     "tcpserver6d": "tcpserverd",
     "status": "status",
+    "metrics": "metrics",
+    "metrics-http": "metrics_http",
     "upgrade": "upgrade",
     "proxy-server": "proxy_server",
 }

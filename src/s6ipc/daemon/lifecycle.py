@@ -58,7 +58,7 @@ from ..base.errors import S6ipcError, Unusable
 from ..base.log import Log
 from ..base.typeshim import NamedTuple, Protocol
 from . import upgrade
-from .liveview import StatusSocket, status_name
+from .liveview import NAME_VARIABLE, StatusSocket, status_name
 from .readiness import NOTIFY_VARIABLES, Readiness
 from .upgrade import PreflightChild
 
@@ -451,7 +451,8 @@ class Lifecycle:
 
     def document(self) -> Dict[str, Any]:
         """The live view's document: the common fields, then the daemon's (docs/status.md)."""
-        document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(), "version": __version__,
+        document: Dict[str, Any] = {"program": self.kind, "pid": os.getpid(),
+                                    "name": os.environ.get(NAME_VARIABLE, ""), "version": __version__,
                                     "generation": self.generation, "uptime": round(self.uptime(), 3),
                                     "started": round(self.started_wall, 3), "upgrades": self.upgrades,
                                     "upgrade_failures": self.upgrade_failures,

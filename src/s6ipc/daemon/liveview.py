@@ -61,11 +61,16 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
-    "NAME_PREFIX", "INLINE_MAX", "DOCUMENT_MAX", "status_name", "may_read", "StatusSocket", "find_daemons",
+    "NAME_PREFIX", "NAME_VARIABLE", "INLINE_MAX", "DOCUMENT_MAX", "status_name", "may_read", "StatusSocket",
+    "find_daemons",
     "candidates", "process_euid", "query", "documents", "lookup", "PID_MAX", "duration", "render",
     "StatusLine", "every",
 ]
 
+#: The variable that names a daemon for its operator (the ``name`` of its live view and its metrics'
+#: ``name`` label); kept in the daemon's environment (so across in-place upgrades), never passed
+#: to the handlers it spawns.
+NAME_VARIABLE = "S6IPC_NAME"
 #: The abstract name's prefix (``@`` stands for the leading NUL).
 NAME_PREFIX = "s6ipc/status/"
 #: The largest document sent in the stream itself; a larger one goes in a memfd.
@@ -75,6 +80,8 @@ DOCUMENT_MAX = 256 << 20
 #: The largest pid Linux hands out (``/proc/sys/kernel/pid_max`` is at most 2**22).
 PID_MAX = 2**22
 _BURST = 16
+#: Daemons a listing asks at the same time.
+_AT_ONCE = 32
 _PROC_NET_UNIX = "/proc/net/unix"
 _MEMFD_LINE = b"memfd "
 _SEALS_NEEDED = 0x0002 | 0x0004 | 0x0008  # F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
@@ -277,29 +284,56 @@ def query(pid: int, program: Optional[str] = None, *, timeout: float = 5.0) -> D
     raise forged
 
 
-def documents(program: Optional[str] = None, *, timeout: float = 5.0) -> List[Document]:
-    """The live view of every verified daemon (of *program*) this caller may read, in pid order:
-    names held by another process, daemons that refuse this caller, and daemons gone meanwhile
-    are left out. Raises what :func:`candidates` raises, and :class:`SystemFailure` for an exchange
-    that fails with a verified daemon."""
+def documents(program: Optional[str] = None, *, timeout: float = 5.0,
+              failures: Optional[List[SystemFailure]] = None) -> List[Document]:
+    """The live view of every verified daemon (of *program*) this caller may read, in pid order,
+    asked all at once (one thread each, at most :data:`_AT_ONCE` at a time), so that one hung
+    daemon costs *timeout*, not one timeout per daemon. Names held by another process, daemons
+    that refuse this caller, and daemons gone meanwhile are left out; so is a verified daemon
+    whose answer cannot be read (its :class:`SystemFailure` is appended to *failures*). Raises
+    what :func:`candidates` raises."""
+    import threading
+
+    wanted = sorted(candidates(program), key=lambda k: (k[1], k[0]))
+    answers: List[Any] = [None] * len(wanted)
+    slots = threading.BoundedSemaphore(_AT_ONCE)
+
+    def ask(n: int, kind: str, pid: int) -> None:
+        with slots:
+            try:
+                answers[n] = query(pid, kind, timeout=timeout)
+            except Refused:
+                pass
+            except SystemFailure as e:
+                answers[n] = e
+
+    threads = [threading.Thread(target=ask, args=(n, kind, pid), daemon=True)
+               for n, (kind, pid) in enumerate(wanted)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     found = []
-    for kind, pid in sorted(candidates(program), key=lambda k: (k[1], k[0])):
-        try:
-            found.append(query(pid, kind, timeout=timeout))
-        except Refused:
-            continue
+    for answer in answers:
+        if isinstance(answer, SystemFailure):
+            if failures is not None:
+                failures.append(answer)
+        elif answer is not None:
+            found.append(answer)
     return found
 
 
-def lookup(target: str, *, timeout: float = 5.0) -> List[Document]:
-    """The live views *target* names: a pid (:func:`query`) or a program (:func:`documents`).
-    Raises :class:`Refused` (ESRCH) when there is none, and what :func:`query` raises for a pid."""
+def lookup(target: str, *, timeout: float = 5.0,
+           failures: Optional[List[SystemFailure]] = None) -> List[Document]:
+    """The live views *target* names: a pid (:func:`query`) or a program (:func:`documents`, whose
+    unreadable daemons go to *failures*). Raises :class:`Refused` (ESRCH) when there is none, and
+    what :func:`query` raises for a pid."""
     if target.isascii() and target.isdigit():
         pid = scan_magnitude(target, 10, PID_MAX)
         if pid is None:  # no process can have it
             raise Refused(f"find a live view of pid {target}", errno.ESRCH)
         return [query(pid, timeout=timeout)]
-    found = documents(target, timeout=timeout)
+    found = documents(target, timeout=timeout, failures=failures)
     if not found:
         raise Refused(f"find a running {target} with a live view", errno.ESRCH)
     return found

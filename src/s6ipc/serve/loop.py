@@ -55,7 +55,7 @@ from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
 from ..base.typeshim import Protocol, dataclass, field
 from ..daemon.lifecycle import Ending
-from ..daemon.liveview import every
+from ..daemon.liveview import NAME_VARIABLE, every
 from ..daemon.readiness import NOTIFY_VARIABLES, claim_notification_fd, write_newline
 from ..sockets.listenfds import LISTEN_VARIABLES
 from ..sockets.unix import check_listening_stream
@@ -83,7 +83,7 @@ REFUSAL_REASONS = ("maxconn", "localmaxconn", "access", "spawn", "rate", "prefix
 EXIT_OUTCOMES = ("ok", "failed", "signaled")
 
 #: Variables a supervisor or activator meant for the daemon only: never passed to children.
-PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES
+PRIVATE_VARIABLES = LISTEN_VARIABLES + NOTIFY_VARIABLES + (NAME_VARIABLE,)
 #: The signals the loop handles itself (a daemon adds others with :meth:`Server.on_signal`).
 HANDLED_SIGNALS = (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGABRT)
 

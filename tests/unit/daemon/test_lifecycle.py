@@ -255,9 +255,9 @@ def test_uptime_and_the_common_fields_come_from_the_lifecycle_and_its_clock() ->
     s = Setup(FakeSystem())
     s.clock.advance(90.5)
     document = s.life.document()
-    assert document == {"program": "thingd", "pid": os.getpid(), "version": __version__, "generation": 0,
-                        "uptime": 90.5, "started": round(s.life.started_wall, 3), "upgrades": 0,
-                        "upgrade_failures": 0, "last_upgrade": None, "count": 0}
+    assert document == {"program": "thingd", "pid": os.getpid(), "name": "", "version": __version__,
+                        "generation": 0, "uptime": 90.5, "started": round(s.life.started_wall, 3),
+                        "upgrades": 0, "upgrade_failures": 0, "last_upgrade": None, "count": 0}
     assert s.life.status_text() == "0 things"
     # after a take-over, the uptime goes on from the first image's start (CLOCK_MONOTONIC)
     system = FakeSystem(taken=_taken())

@@ -315,3 +315,18 @@ def test_a_squatted_name_is_replaced_by_a_random_one() -> None:
     finally:
         sock.close()
         squat.close()
+
+
+def test_a_listing_is_not_held_up_or_blanked_by_a_hung_daemon(status: liveview.StatusSocket) -> None:
+    """Daemons are asked at once: a hung one costs one timeout and is reported, the others answer."""
+    close = _peer(liveview.status_name("hungd", os.getpid()), lambda conn: time.sleep(1.5))
+    started = time.monotonic()
+    failures: List[SystemFailure] = []
+    try:
+        found = liveview.documents(timeout=0.5, failures=failures)
+        assert time.monotonic() - started < 1.2
+    finally:
+        close()
+    assert [d["program"] for d in found if d.get("pid") == os.getpid()] == ["testd"]
+    assert [str(f) for f in failures if f"hungd/{os.getpid()}" in str(f)] == [
+        f"unable to read from @s6ipc/status/hungd/{os.getpid()}: Connection timed out"]
