@@ -29,9 +29,13 @@ CPU time each start used (the bare interpreter's from ``wait4``, the daemon's fr
 ``/proc/PID/schedstat`` at its readiness line: both the kernel's ``sum_exec_runtime``), which
 other work on the machine disturbs much less than the wall clock.
 
+``--case upgrade-pause`` (not part of ``all``: s6 has no in-place upgrade to compare with) probes
+ipcserverd at 1 kHz through ``--upgrades`` in-place upgrades: bench/upgrades.py ``pause``, whose
+docstring says what is measured; bench/upgrades.py ``soak`` is the long run.
+
 Usage: bench/run.py [--rounds N] [--seconds S] [--concurrency C]
-                    [--case plain|access|tcp|tcp-access|ipc|startup|all] [--old-rev REV]
-                    [--startup-repeats N]
+                    [--case plain|access|tcp|tcp-access|ipc|startup|all|upgrade-pause] [--old-rev REV]
+                    [--startup-repeats N] [--upgrades N]
 """
 
 from __future__ import annotations
@@ -513,14 +517,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "startup", "all"],
+    parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "startup", "all",
+                                           "upgrade-pause"],
                         default="all")
     parser.add_argument("--old-rev", default="476f459",
                         help="the revision our chain is also run from, in the same rounds ('' for none)")
     parser.add_argument("--startup-repeats", type=int, default=20)
     parser.add_argument("--rss-connections", type=int, default=100_000)
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
+    parser.add_argument("--upgrades", type=int, default=100, help="upgrade-pause: how many upgrades")
     args = parser.parse_args()
+    if args.case == "upgrade-pause":  # not in "all": ours alone (s6 has no in-place upgrade)
+        import upgrades  # bench/upgrades.py
+
+        print(json.dumps(upgrades.run_pause(args.upgrades, 1000, 0.3, 4096), indent=1))
+        return 0
     if not os.access("/usr/bin/s6-ipcserver", os.X_OK):
         print("bench: fatal: Debian's s6 is not installed (apt-get install s6 execline)", file=sys.stderr)
         return 111

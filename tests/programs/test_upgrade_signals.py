@@ -39,7 +39,9 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
+from s6ipc.base import unixmessage
 from s6ipc.daemon import liveview
+from s6ipc.fdholder import protocol
 from tests.support.fdholder import ALL_RIGHTS, make_rules
 from tests.support.processes import S6IPC, RunningServer, wait_until
 from tests.support.tcp import TcpServer, connect
@@ -309,3 +311,35 @@ def test_a_storm_of_sigusr2_leaves_one_process_serving(sockdir: str, handler: st
     held.close()
     assert "warning" not in server.log() and "fatal" not in server.log()
 
+
+
+@pytest.mark.parametrize("daemon", ["ipcserverd", "fdholderd"])
+def test_the_loop_serves_while_the_preflight_runs(daemon: str, phases: Phases, sockdir: str, handler: str,
+                                                  server_factory: Callable[..., RunningServer]) -> None:
+    """With the preflight held open, new clients are served and the live view answers (the old
+    code waited for the preflight: clients sat in the backlog); released, the upgrade happens."""
+    if daemon == "ipcserverd":
+        path = os.path.join(sockdir, "s")
+        server = server_factory([S6IPC, "ipcserver", "-1", path, handler, "hold"], env=phases.env())
+        pid = server.proc.pid
+    else:
+        holder = Holder(sockdir, phases, server_factory)
+        holder.finish_request()
+        server, pid, path = holder.server, holder.pid, holder.path
+    phases.hold("preflight")
+    os.kill(pid, signal.SIGUSR2)
+    child = phases.reached("preflight")
+    for _ in range(5):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(path)
+        if daemon == "ipcserverd":
+            assert s.recv(100).strip().isdigit()  # a handler was spawned: the loop accepts
+        else:
+            s.sendall(unixmessage.frame(protocol.LIST_REQUEST))
+            assert s.recv(100) != b""  # answered: the loop serves requests
+        s.close()
+    assert _generation(pid, daemon) == 0 and not _exited(child)
+    phases.release("preflight")
+    assert wait_until(lambda: _generation(pid, daemon) == 1, 30)
+    assert "warning" not in server.log() and "fatal" not in server.log()

@@ -304,10 +304,18 @@ def spawn_bounded(argv: Sequence[str], stdin: int, stderr: int, seconds: int) ->
         pid = os.fork()
         if pid == 0:  # the child: only system calls until the exec, then _exit whatever happens
             try:
-                _signal.set_wakeup_fd(-1)  # the caller's self-pipe is not the child's
+                try:
+                    _signal.set_wakeup_fd(-1)  # the caller's self-pipe is not the child's
+                except ValueError:  # not the main thread: it has none
+                    pass
                 for fd, target in ((stdin, 0), (null, 1), (stderr, 2)):
                     os.dup2(fd, target)
-                for name in os.listdir("/proc/self/fd"):
+                try:
+                    names = os.listdir("/proc/self/fd")
+                except OSError:  # no /proc (a chroot)
+                    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                    names = []
+                for name in names:
                     if int(name) > 2:
                         try:
                             os.close(int(name))

@@ -11,13 +11,15 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
-from typing import Iterator
+import time
+from typing import Any, Iterator
 
 import pytest
 
 from s6ipc.base.errors import ExecFailure
-from s6ipc.base.execution import Spawner, find_program
+from s6ipc.base.execution import Spawner, find_program, spawn_bounded
 from s6ipc.chain.entry import _resolve as entry_resolve
 
 APPLYUIDGID = shutil.which("s6-applyuidgid") or "/usr/bin/s6-applyuidgid"
@@ -115,3 +117,36 @@ def test_spawn_with_sockets_does_not_run_a_program_from_the_current_directory(
     pid = spawn_with_sockets(["foo"], [], env={"PATH": f":{tree}/second"})
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_spawn_bounded_is_ended_by_the_kernel_and_leaks_no_descriptor(tmp_path: Any) -> None:
+    """The alarm set before the exec kills a child that does not end by itself; the child sees
+    only its three descriptors (*stdin*, /dev/null, *stderr*), whatever the caller holds open."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    leaked = os.open(os.devnull, os.O_RDONLY)  # inheritable: the child must not see it anyway
+    started = time.monotonic()
+    try:
+        with open(os.devnull, "rb") as stdin:
+            argv = ["/bin/sh", "-c", "ls /proc/self/fd >&2; exec sleep 30"]
+            pid = spawn_bounded(argv, stdin.fileno(), w, 1)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        listed = os.read(r, 4096).split()
+    finally:
+        os.close(r)
+        os.close(leaked)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM
+    assert 0.9 < time.monotonic() - started < 10
+    assert sorted(int(n) for n in listed) == [0, 1, 2, 3]  # 3: the directory ls reads
+
+
+def test_spawn_bounded_says_why_an_exec_failed() -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    with open(os.devnull, "rb") as stdin:
+        pid = spawn_bounded(["/nonexistent/prog"], stdin.fileno(), w, 5)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    line = os.read(r, 4096)
+    os.close(r)
+    assert os.WEXITSTATUS(status) == 127
+    assert line == b"unable to spawn /nonexistent/prog: No such file or directory\n"

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-from typing import Callable, Iterator, List, Optional, Tuple
+import time
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -245,3 +246,16 @@ def test_preflight_of_a_missing_interpreter(monkeypatch: pytest.MonkeyPatch, tmp
     _no_console_script(monkeypatch, tmp_path)
     reason = upgrade.preflight("ipcserverd", ["cat"])
     assert reason is not None and reason.startswith(f"unable to spawn {sys.executable}: No such file")
+
+
+def test_a_preflight_that_hangs_is_given_up_at_its_timeout(tmp_path: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preflight whose start blocks (here a sitecustomize that sleeps, first on PYTHONPATH) is
+    killed by the kernel at its timeout: one reason, no wait beyond it."""
+    with open(os.path.join(str(tmp_path), "sitecustomize.py"), "w") as f:
+        f.write("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    started = time.monotonic()
+    reason = upgrade.preflight("ipcserverd", ["cat"], timeout=1)
+    assert reason is not None and reason.endswith("preflight ipcserverd did not finish within 1 s"), reason
+    assert time.monotonic() - started < 10
