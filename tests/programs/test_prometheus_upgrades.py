@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from tests.support.processes import S6IPC, RunningServer, ours, scratch_dir, wait_until
+from tests.support.processes import S6IPC, RunningServer, ours, wait_until
 from tests.support.restart_load import free_port, stop
 from tests.support.upgrade import prove
 
