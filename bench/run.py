@@ -55,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -526,6 +527,13 @@ def _http_scrape(port: int) -> float:
     return time.perf_counter() - started
 
 
+def _scraper(port: int, stop: threading.Event) -> None:
+    """Scrape the exporter on *port* once a second until *stop*."""
+    while not stop.is_set():
+        _http_scrape(port)
+        stop.wait(1.0)
+
+
 def scrape_cost(workdir: str, rounds: int, seconds: float, concurrency: int, daemons: int = 10,
                 queries: int = 300) -> Dict[str, object]:
     """What a scrape costs: (1) per daemon, in the scraping process (live view read and verified,
@@ -563,22 +571,12 @@ def scrape_cost(workdir: str, rounds: int, seconds: float, concurrency: int, dae
         samples: Dict[str, List[float]] = {"without": [], "1 Hz scraper": []}
         for r in range(rounds):
             for name in (["without", "1 Hz scraper"] if r % 2 == 0 else ["1 Hz scraper", "without"]):
-                stop = [False]
-                scrapes = [0]
-
-                def scraper() -> None:
-                    while not stop[0]:
-                        _http_scrape(exporter_port)
-                        scrapes[0] += 1
-                        time.sleep(1.0)
-
-                import threading
-
-                thread = threading.Thread(target=scraper, daemon=True)
+                stop = threading.Event()
+                thread = threading.Thread(target=_scraper, args=(exporter_port, stop), daemon=True)
                 if name != "without":
                     thread.start()
                 result = load(target.address, concurrency, seconds)
-                stop[0] = True
+                stop.set()
                 if name != "without":
                     thread.join()
                 samples[name].append(result["conns"] / seconds)
