@@ -17,7 +17,7 @@ import pytest
 
 from s6ipc.fdholder.client import FdHolderClient
 from tests.support.fdholder import ALL_RIGHTS, make_rules
-from tests.support.processes import S6IPC, request, scratch_dir
+from tests.support.processes import S6IPC, read_all, request, scratch_dir
 from tests.support.restart_load import free_port, start_ready, stop
 
 PROMTOOL = shutil.which("promtool")
@@ -157,16 +157,8 @@ def _ask(port: int, data: bytes, pause: float = 0.0, shut: bool = True) -> Tuple
             time.sleep(pause)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks), time.monotonic() - started
+        answer = read_all(s)
+    return answer, time.monotonic() - started
 
 
 def _new_lines(log: str, before: int, count: int) -> List[str]:
