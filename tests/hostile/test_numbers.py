@@ -55,7 +55,10 @@ VETTED = {
     ("programs/tcpserver.py", "int(letter)"),                        # getopt's "4" or "6"
     ("daemon/upgrade.py", "int(s)"),                                 # pthread_sigmask's signals
     ("daemon/liveview.py", "int(seconds)"),                          # a float
-    ("daemon/liveview.py", "int(number)"),                           # digits from /proc/net/unix
+    ("daemon/liveview.py", "int(line.split()[2])"),                  # /proc/PID/status (the kernel's)
+    ("daemon/metrics.py", "int(value)"), ("daemon/metrics.py", "float(value)"),  # JSON numbers, typed
+    ("daemon/httpexport.py", "int(left * 1000)"),                    # a float
+    ("daemon/httpexport.py", "float(text)"),                         # ≤ 16 ASCII digits and one dot, checked
     ("daemon/lifecycle.py", "float(f.read().split()[0])"),           # /proc/uptime
     ("daemon/lifecycle.py", "int(fields[19])"),                      # /proc/PID/stat
 }
