@@ -323,7 +323,7 @@ def run_pause(upgrades: int, rate: float, gap: float, backlog: int) -> Dict[str,
     finally:
         server.stop()
     result = pauses(outcome, windows)
-    worst = result["worst_minus_baseline_ms"]["max"] + result["baseline_ms"]  # type: ignore[index]
+    worst = result["worst_minus_baseline_ms"].get("max", 0) + result["baseline_ms"]  # type: ignore[attr-defined]
     result.update(reported_pause_ms=distribution(server.reported_pauses),
                   rate=rate, backlog=backlog, load_average=os.getloadavg()[0],
                   no_refusal_rate_per_s=round(backlog / (worst / 1000)) if worst else None,
