@@ -17,7 +17,7 @@ PYTHONS ?=
 RUN_PACKAGES := python3 python3-venv
 SYSTEMD_EXTRA_PACKAGES := libsystemd-dev pkg-config gcc libc6-dev python3-dev
 TEST_PACKAGES := $(RUN_PACKAGES) $(SYSTEMD_EXTRA_PACKAGES) make s6 s6-doc execline systemd strace procps \
-	iproute2 pandoc man-db git nginx curl ucspi-tcp runit haproxy openssl pipx
+	iproute2 pandoc man-db git nginx curl ucspi-tcp runit haproxy openssl pipx prometheus
 
 ifeq ($(INSTALL_MODE),copy)
 # a copy of the package, reinstalled whenever src/ or docs/ change (nobody cannot read the checkout)

@@ -29,12 +29,16 @@ CPU time each start used (the bare interpreter's from ``wait4``, the daemon's fr
 ``/proc/PID/schedstat`` at its readiness line: both the kernel's ``sum_exec_runtime``), which
 other work on the machine disturbs much less than the wall clock.
 
+``--case scrape`` (not part of ``all``: s6 exports no metrics) measures what ``s6ipc metrics``
+costs: per daemon (client and daemon CPU), one whole HTTP scrape, and conn/s with a 1 Hz scraper
+against without (:func:`scrape_cost`).
+
 ``--case upgrade-pause`` (not part of ``all``: s6 has no in-place upgrade to compare with) probes
 ipcserverd at 1 kHz through ``--upgrades`` in-place upgrades: bench/upgrades.py ``pause``, whose
 docstring says what is measured; bench/upgrades.py ``soak`` is the long run.
 
 Usage: bench/run.py [--rounds N] [--seconds S] [--concurrency C]
-                    [--case plain|access|tcp|tcp-access|ipc|startup|all|upgrade-pause] [--old-rev REV]
+                    [--case plain|access|tcp|tcp-access|ipc|startup|all|upgrade-pause|scrape] [--old-rev REV]
                     [--startup-repeats N] [--upgrades N]
 """
 
@@ -51,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -512,13 +517,94 @@ def rss_growth(workdir: str, total: int, concurrency: int) -> Dict[str, Tuple[in
     return result
 
 
+def _http_scrape(port: int) -> float:
+    """One GET /metrics through the exporter on 127.0.0.1:*port*: seconds to the whole answer."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        while s.recv(65536):
+            pass
+    return time.perf_counter() - started
+
+
+def _scraper(port: int, stop: threading.Event) -> None:
+    """Scrape the exporter on *port* once a second until *stop*."""
+    while not stop.is_set():
+        _http_scrape(port)
+        stop.wait(1.0)
+
+
+def scrape_cost(workdir: str, rounds: int, seconds: float, concurrency: int, daemons: int = 10,
+                queries: int = 300) -> Dict[str, object]:
+    """What a scrape costs: (1) per daemon, in the scraping process (live view read and verified,
+    exposition built: the library under ``s6ipc metrics``) and in the daemon (its CPU per answer,
+    from /proc), with *daemons* ipcservers running; (2) one whole HTTP scrape through ``s6ipc
+    tcpserver … s6ipc metrics-http`` (a process per scrape: its interpreter start is most of it);
+    (3) conn/s of a plain ipcserver under loadgen with a 1 Hz scraper of the exporter and
+    without, in alternating rounds (the ratio per round is the noise)."""
+    sys.path.insert(0, NEW_SRC)
+    from s6ipc.daemon import liveview, metrics
+
+    started = [Daemon([S6IPC, "ipcserver", "-1", os.path.join(workdir, f"scrape{i}"), HANDLER],
+                      os.path.join(workdir, f"scrape{i}")) for i in range(daemons)]
+    exporter_port = free_port()
+    exporter = Daemon([S6IPC, "tcpserver", "-1", "127.0.0.1", str(exporter_port), S6IPC, "metrics-http",
+                       *[str(d.proc.pid) for d in started]])
+    try:
+        for d in started:
+            load(d.address, concurrency, 0.2)
+        one = started[0]
+        per_query = []
+        cpu0 = one.cpu()[0]
+        for _ in range(queries):
+            t0 = time.perf_counter()
+            text = metrics.exposition(metrics.families([liveview.query(one.proc.pid)]))
+            per_query.append(time.perf_counter() - t0)
+        daemon_ms = (one.cpu()[0] - cpu0) / queries * 1000
+        assert "s6ipc_connections_accepted_total" in text
+        t0 = time.perf_counter()
+        for _ in range(20):
+            metrics.scrape([str(d.proc.pid) for d in started])
+        all_ms = (time.perf_counter() - t0) / 20 * 1000
+        http_ms = statistics.median(_http_scrape(exporter_port) for _ in range(20)) * 1000
+        target = started[1]
+        samples: Dict[str, List[float]] = {"without": [], "1 Hz scraper": []}
+        for r in range(rounds):
+            for name in (["without", "1 Hz scraper"] if r % 2 == 0 else ["1 Hz scraper", "without"]):
+                stop = threading.Event()
+                thread = threading.Thread(target=_scraper, args=(exporter_port, stop), daemon=True)
+                if name != "without":
+                    thread.start()
+                result = load(target.address, concurrency, seconds)
+                stop.set()
+                if name != "without":
+                    thread.join()
+                samples[name].append(result["conns"] / seconds)
+        ratios = [w / wo for w, wo in zip(samples["1 Hz scraper"], samples["without"])]
+        return {
+            "per_daemon_client_ms_p50": statistics.median(per_query) * 1000,
+            "per_daemon_client_ms_p99": sorted(per_query)[int(0.99 * len(per_query)) - 1] * 1000,
+            "per_daemon_daemon_cpu_ms": daemon_ms,
+            f"library_scrape_of_{daemons}_daemons_ms": all_ms,
+            f"http_scrape_of_{daemons}_daemons_ms_p50": http_ms,
+            "conn_s_without": statistics.median(samples["without"]),
+            "conn_s_with_1hz_scraper": statistics.median(samples["1 Hz scraper"]),
+            "ratio_per_round": [round(x, 3) for x in ratios],
+            "load_average": os.getloadavg()[0],
+        }
+    finally:
+        exporter.stop()
+        for d in started:
+            d.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--case", choices=["plain", "access", "tcp", "tcp-access", "ipc", "startup", "all",
-                                           "upgrade-pause"],
+                                           "upgrade-pause", "scrape"],
                         default="all")
     parser.add_argument("--old-rev", default="476f459",
                         help="the revision our chain is also run from, in the same rounds ('' for none)")
@@ -531,6 +617,15 @@ def main() -> int:
         import upgrades  # bench/upgrades.py
 
         print(json.dumps(upgrades.run_pause(args.upgrades, 1000, 0.3, 4096), indent=1))
+        return 0
+    if args.case == "scrape":  # not in "all": ours alone (s6 has no metrics to compare with)
+        build()
+        workdir = tempfile.mkdtemp(prefix="s6bench", dir="/tmp")
+        try:
+            print(f"machine: {machine_line()}")
+            print(json.dumps(scrape_cost(workdir, args.rounds, args.seconds, args.concurrency), indent=1))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return 0
     if not os.access("/usr/bin/s6-ipcserver", os.X_OK):
         print("bench: fatal: Debian's s6 is not installed (apt-get install s6 execline)", file=sys.stderr)

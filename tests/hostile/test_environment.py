@@ -12,7 +12,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from tests.support import hostile
-from tests.support.processes import S6IPC, stop_process, theirs, wait_for_ready
+from tests.support.processes import S6IPC, installed_s6, stop_process, theirs, wait_for_ready
 
 BINDER = "/usr/bin/s6-ipcserver-socketbinder"
 ODD = [b"=x", b"NOEQ", b"A=1", b"A=2", b"B=\xff\xfe", b"\xff=1", b"C=a=b", b"==", b"=y=z"]
@@ -29,13 +29,16 @@ IMPLS = {"ours": ours, "s6": lambda name: theirs(name)}
 
 @pytest.fixture
 def serve(sockdir: str) -> Iterator[Callable[..., bytes]]:
-    """Start ``BINDER path <stage argv>`` with the odd environment, connect once, return the output."""
+    """Start ``BINDER path <stage argv>`` with the odd environment, connect once, return the output.
+    Both sides get ``S6IPC_S6`` (first) naming the installed s6's line, so that ours counts
+    IPCCONNNUM as the s6 it is compared with."""
     procs: List[subprocess.Popen[bytes]] = []
 
     def go(name: str, argv: List[str]) -> bytes:
         path = os.path.join(sockdir, name)
         r, w = os.pipe()
-        proc = hostile.popen([BINDER, path, *argv], ENTRIES, stdout=w, stdin=subprocess.DEVNULL,
+        line = b"S6IPC_S6=" + installed_s6().name.encode()
+        proc = hostile.popen([BINDER, path, *argv], [line, *ENTRIES], stdout=w, stdin=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         procs.append(proc)
         os.close(w)

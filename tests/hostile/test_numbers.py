@@ -55,9 +55,19 @@ VETTED = {
     ("programs/tcpserver.py", "int(letter)"),                        # getopt's "4" or "6"
     ("daemon/upgrade.py", "int(s)"),                                 # pthread_sigmask's signals
     ("daemon/liveview.py", "int(seconds)"),                          # a float
-    ("daemon/liveview.py", "int(number)"),                           # digits from /proc/net/unix
+    ("daemon/liveview.py", "int(line.split()[2])"),                  # /proc/PID/status (the kernel's)
+    ("daemon/metrics.py", "int(value)"), ("daemon/metrics.py", "float(value)"),  # JSON numbers, typed
+    ("daemon/httpexport.py", "int(left * 1000)"),                    # a float
+    ("daemon/httpexport.py", "float(text)"),                         # ≤ 16 ASCII digits and one dot, checked
     ("daemon/lifecycle.py", "float(f.read().split()[0])"),           # /proc/uptime
-    ("daemon/lifecycle.py", "int(fields[19])"),                      # /proc/PID/stat
+    ("daemon/upgrade.py", "int(stat[stat.rindex(b')') + 2:].split()[19])"),  # /proc/PID/stat
+    ("fdholder/guardian.py", "int(name)"),                           # /proc/self/fd names
+    ("sockets/unix.py", "int(fields[3], 16)"),                       # /proc/net/unix (the kernel's)
+    # the handed-over state (the sealed memfd this process made, JSON numbers): the upgrade facts
+    ("daemon/lifecycle.py", "int(raw.get('upgrades', 0))"), ("daemon/lifecycle.py", "float(at)"),
+    ("daemon/lifecycle.py", "int(raw.get('upgrade_failures', 0))"), ("daemon/lifecycle.py", "float(pause)"),
+    ("daemon/lifecycle.py", "float(last['at'])"),
+    ("fdholder/life.py", "int(named[0])"), ("fdholder/life.py", "int(named[1])"),  # the guardian's pid, fd
 }
 #: What an in-place upgrade reads back: the JSON state the previous image wrote (a memfd it handed
 #: over; its numbers are JSON numbers already, int() only pins their type).

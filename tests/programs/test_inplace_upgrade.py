@@ -471,6 +471,11 @@ def test_tcpserver_counts_per_ip_in_its_live_view_status_and_across_an_upgrade(h
         held[1].shutdown(socket.SHUT_WR)
         assert held[1].recv(100) == b""
         wait_until(lambda: "ip 127.0.0.3 exitcode 0" in server.log())  # the end line names the IP
+        # the counters by reason and outcome went on from the first image's (issue 19)
+        counters = wait_until(lambda: (lambda c: c if c["exits"]["ok"] == 1 else None)(
+            document()["counters"]))
+        assert (counters["accepted"], counters["spawned"], counters["refused"]["localmaxconn"]) == (4, 3, 1)
+        assert first["counters"]["accepted"] == 3 and sum(counters["refused"].values()) == 1
     finally:
         for s in held:
             s.close()

@@ -161,8 +161,11 @@ def two_wheels() -> Iterator[Tuple[str, str]]:
     os.chmod(base, 0o755)
     try:
         tree = os.path.join(base, "tree")
-        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
-            ".venv*", ".git", "dist", "build", "bench", "tests", "*.egg-info", "__pycache__"))
+        skipped = shutil.ignore_patterns(".venv*", ".git", "dist", "build", "bench", "tests", "*.egg-info",
+                                         "__pycache__")
+        # ROOT/run: `make run`'s demo socket, left there after README's `make run` (not copyable)
+        shutil.copytree(ROOT, tree, ignore=lambda d, names: set(skipped(d, names)) | (
+            {"run"} if os.path.samefile(d, ROOT) else set()))
         for relative, old in (("pyproject.toml", 'version = "0.1.0"'),
                               (os.path.join("src", "s6ipc", "__init__.py"), '__version__ = "0.1.0"')):
             with open(os.path.join(tree, relative)) as f:

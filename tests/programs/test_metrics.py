@@ -17,7 +17,7 @@ import pytest
 
 from s6ipc.fdholder.client import FdHolderClient
 from tests.support.fdholder import ALL_RIGHTS, make_rules
-from tests.support.processes import S6IPC, request, scratch_dir
+from tests.support.processes import S6IPC, read_all, request, scratch_dir
 from tests.support.restart_load import free_port, start_ready, stop
 
 PROMTOOL = shutil.which("promtool")
@@ -157,16 +157,8 @@ def _ask(port: int, data: bytes, pause: float = 0.0, shut: bool = True) -> Tuple
             time.sleep(pause)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks), time.monotonic() - started
+        answer = read_all(s)
+    return answer, time.monotonic() - started
 
 
 def _new_lines(log: str, before: int, count: int) -> List[str]:
@@ -240,3 +232,21 @@ def test_metrics_http_hostile_pass(
         assert took > 0.6, "the -t 700 deadline"
     lines = _new_lines(log, before, 1 if stderr else 0)
     assert lines == ([stderr] if stderr else []), lines
+
+
+def test_metrics_http_on_a_unix_socket(daemons: Dict[str, object]) -> None:
+    """The same program behind ``s6ipc ipcserver``: a local scraper or a reverse proxy's upstream."""
+    path = os.path.join(str(daemons["dir"]), "metrics.sock")
+    exporter = start_ready([S6IPC, "ipcserver", "-1", path, S6IPC, "metrics-http", str(daemons["holder"])],
+                           dict(os.environ), os.path.join(str(daemons["dir"]), "unix-http.log"))
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            answer = read_all(s)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        labels = f'program="fdholderd",pid="{daemons["holder"]}",name="holder"'
+        assert f"s6ipc_fdholder_descriptors_held{{{labels}}} 2".encode() in answer
+    finally:
+        stop(exporter)

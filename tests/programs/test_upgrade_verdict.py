@@ -20,7 +20,7 @@ import pytest
 
 from s6ipc import __version__
 from tests.support.fdholder import make_rules
-from tests.support.processes import S6IPC, RunningServer, request
+from tests.support.processes import S6IPC, RunningServer, nobody_ids, request, requires_root
 from tests.support.tcp import tcp_request
 from tests.support.upgrade import copy_package, edit
 
@@ -143,3 +143,21 @@ def test_a_pid_that_is_no_s6ipc_daemon_is_111_and_never_signalled() -> None:
     finally:
         sleeper.send_signal(signal.SIGKILL)
         sleeper.wait()
+
+
+@requires_root
+def test_another_users_daemon_is_111_and_never_signalled(sockdir: str,
+                                                        server_factory: Callable[..., RunningServer]) -> None:
+    """The live view refuses a user who is neither root nor the daemon's: no signal is sent, and the
+    daemon shows no upgrade and no failure."""
+    server = server_factory([S6IPC, "ipcserver", "-1", os.path.join(sockdir, "s"), "echo", "hi"])
+    uid, gid = nobody_ids()
+    pid = server.proc.pid
+    done = subprocess.run([S6IPC, "upgrade", str(pid)], capture_output=True, text=True, timeout=60,
+                          user=uid, group=gid, extra_groups=[])
+    assert done.returncode == 111, done
+    assert done.stderr.startswith(f"upgrade: fatal: no s6ipc daemon to upgrade as pid {pid}: "), done
+    assert len(done.stderr.splitlines()) == 1
+    view = json.loads(subprocess.run([S6IPC, "status", "-j", str(server.proc.pid)], capture_output=True,
+                                     timeout=20).stdout)
+    assert (view["generation"], view["upgrade_failures"]) == (0, 0)

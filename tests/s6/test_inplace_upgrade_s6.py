@@ -1,6 +1,7 @@
 """ipcserverd upgraded in place 20 times under a real s6-supervise (``s6-svc -2``), under load:
 s6-svstat sees the same PID, the same up-since time and readiness — no restart — and no client is
-refused. Then the failure after the exec: s6-supervise restarts the service, as documented."""
+refused. Then the failure after the exec: s6-supervise restarts the service, as documented — binding
+its socket again (clients in that second are refused), or retrieving it from an fd holder (none is)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from typing import List
 
 import pytest
@@ -113,3 +115,53 @@ def test_limits_edited_then_s6_svc_2_apply_to_the_buckets(scan: Scan, sockdir: s
     assert document["admission"]["limits"]["burst"] == 3 and scan.pid("up") == pid
     assert answers(3) == [b"ok\n", b"ok\n", b""]
     wait_until(lambda: _log(log).count("s6-ipcserverd: info: deny uid 0 over rate") == 2)
+
+
+def test_failure_after_exec_with_the_socket_in_an_fd_holder_refuses_nobody(
+        scan: Scan, sockdir: str, handler: str, tmp_path: str) -> None:
+    """The restart path that keeps the socket under s6: the service's run script takes its listening
+    socket from our fdholderd (units/fdholder-restart: holder, park, server). The new image of
+    ipcserverd fails its take-over and exits 111; s6-supervise starts ``run`` again a second later,
+    which retrieves the same socket: clients meanwhile wait in its backlog, none is refused, and
+    the connection from before goes on (its handler orphaned, as documented)."""
+    from tests.support.restart_load import UNIT, unit_env
+    from tests.support.s6 import write_service
+    from tests.support.upgrade import Load
+
+    top = str(tmp_path)
+    os.chmod(top, 0o755)
+    package = copy_package(top)
+    rundir = os.path.join(sockdir, "run")
+    os.makedirs(rundir)
+    env = unit_env(rundir)
+    log = os.path.join(sockdir, "up.log")
+    prefix = f"exec env RUNDIR={rundir} S6IPC={S6IPC}"
+    write_service(os.path.join(scan.dir, "holder"), f"{prefix} {UNIT}/holder 2>>{log}\n", notification_fd=1)
+    scan.start()
+    scan.wait_supervised("holder")
+    assert scan.svwait("-U", "holder", 20000)[0] == 0, scan.log()
+    subprocess.run([os.path.join(UNIT, "park")], env=env, check=True, timeout=20)
+    write_service(os.path.join(scan.dir, "up"),
+                  f"{prefix} PYTHONPATH={top} {UNIT}/server {handler} hold 2>>{log}\n", notification_fd=1)
+    subprocess.run(["s6-svscanctl", "-a", scan.dir], check=True, timeout=10)
+    scan.wait_supervised("up")
+    assert scan.svwait("-U", "up", 20000)[0] == 0, _log(log)
+    path = os.path.join(rundir, "app.sock")
+    pid = scan.pid("up")
+    held = Exchange(path)
+    load = Load(path, threads=2)
+    try:
+        time.sleep(0.3)
+        break_take_over(package)
+        os.kill(pid, signal.SIGUSR2)
+        new = wait_until(lambda: (lambda p: p if p not in (pid, -1) else 0)(scan.pid("up")), 30)
+        assert scan.svwait("-U", "up", 20000)[0] == 0
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert new != pid
+    assert (load.refused, load.truncated, load.errors) == ([], [], []), "the holder kept the socket"
+    assert load.done > 10
+    assert held.echo(b"the connection from before goes on") and held.finish()
+    fatal = [ln for ln in _log(log).splitlines() if "fatal" in ln]
+    assert fatal == ["ipcserverd: fatal: unable to take over from the previous image: boom"], fatal

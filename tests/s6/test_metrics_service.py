@@ -8,8 +8,9 @@ import urllib.request
 
 import pytest
 
-from tests.support.processes import S6IPC, request
-from tests.support.restart_load import free_port, start_ready, stop
+from tests.support.metrics import named_service
+from tests.support.processes import S6IPC
+from tests.support.restart_load import free_port, stop
 from tests.support.s6 import Scan
 
 pytestmark = pytest.mark.skipif(
@@ -21,14 +22,8 @@ UNITS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abs
 
 def test_the_shipped_service_directory_exports(scan: Scan, sockdir: str) -> None:
     port = free_port()
-    path = os.path.join(sockdir, "app.sock")
-    app = start_ready(
-        [S6IPC, "ipcserver", "-1", path, "echo", "hi"],
-        dict(os.environ, S6IPC_NAME="app-under-s6"),
-        os.path.join(sockdir, "app.log"),
-    )
+    app = named_service(sockdir, "app-under-s6", 3)
     try:
-        assert [request(path) for _ in range(3)] == [b"hi\n"] * 3
         scan.add(
             "s6ipc-metrics",
             os.path.join(UNITS, "s6", "s6ipc-metrics"),

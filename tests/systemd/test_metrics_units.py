@@ -9,8 +9,9 @@ import socket
 import urllib.request
 
 from tests.support import systemd_manager as sdmanager
-from tests.support.processes import S6IPC, request, wait_until
-from tests.support.restart_load import free_port, start_ready, stop
+from tests.support.metrics import named_service
+from tests.support.processes import S6IPC, wait_until
+from tests.support.restart_load import free_port, stop
 
 UNITS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "units", "systemd"
@@ -31,14 +32,8 @@ def test_the_shipped_units_export(user_manager: sdmanager.UserManager, sockdir: 
             )
     m.write_unit("s6ipc-metrics@.service.d/test.conf", f"[Service]\nStandardError=append:{log}\n")
     m.systemctl("daemon-reload")
-    path = os.path.join(sockdir, "app.sock")
-    app = start_ready(
-        [S6IPC, "ipcserver", "-1", path, "echo", "hi"],
-        dict(os.environ, S6IPC_NAME="app-under-systemd"),
-        os.path.join(sockdir, "app.log"),
-    )
+    app = named_service(sockdir, "app-under-systemd", 2)
     try:
-        assert [request(path) for _ in range(2)] == [b"hi\n"] * 2
         m.systemctl("start", "s6ipc-metrics.socket")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             assert answer.status == 200

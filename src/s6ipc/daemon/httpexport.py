@@ -151,11 +151,12 @@ def scrape_budget(request: Request, limit: float) -> float:
     """Seconds the scrape may take: *limit*, or less when Prometheus says it gives up sooner
     (``X-Prometheus-Scrape-Timeout-Seconds``: 80 % of it, so that a hung daemon is left out
     rather than the whole scrape failing)."""
-    try:
-        theirs = float(request.headers.get("x-prometheus-scrape-timeout-seconds", ""))
-    except ValueError:
-        return limit
-    if not theirs > 0:  # also NaN
+    text = request.headers.get("x-prometheus-scrape-timeout-seconds", "")
+    digits = text.replace(".", "", 1)
+    if not (0 < len(text) <= 16 and digits.isascii() and digits.isdigit()):
+        return limit  # peer bytes: a plain decimal number of 16 characters at most, or nothing
+    theirs = float(text)
+    if not theirs > 0:
         return limit
     return max(0.05, min(limit, 0.8 * theirs))
 

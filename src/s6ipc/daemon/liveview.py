@@ -224,9 +224,10 @@ def candidates(program: Optional[str] = None, pid: Optional[int] = None) -> Dict
             continue
         name, _, last = fields[7][len(marker):].rpartition("/")
         number, dot, suffix = last.partition(".")
-        if not name or not number.isascii() or not number.isdigit() or (dot and not suffix):
+        claimed = scan_magnitude(number, 10, PID_MAX) if number.isascii() and number.isdigit() else None
+        if not name or claimed is None or (dot and not suffix):  # anyone may bind any name
             continue
-        key = (name, int(number))
+        key = (name, claimed)
         if (program is None or name == program) and (pid is None or key[1] == pid):
             names = found.setdefault(key, [])
             if fields[7][1:] not in names:
@@ -433,9 +434,9 @@ def _read_memfd(fd: int, line: bytes, name: str) -> bytes:
 
     what = f"read the document's memfd from @{name}"
     head, _, count = line.rstrip(b"\n").partition(b" ")
-    if head + b" " != _MEMFD_LINE or not count.isdigit():
+    size = scan_magnitude(count.decode("ascii", "replace"), 10, DOCUMENT_MAX) if count.isdigit() else None
+    if head + b" " != _MEMFD_LINE or size is None:
         raise SystemFailure(what, errno.EPROTO)
-    size = int(count)
     try:
         st = os.fstat(fd)
         seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
@@ -443,8 +444,6 @@ def _read_memfd(fd: int, line: bytes, name: str) -> bytes:
         raise SystemFailure(what, errno.EPROTO) from None
     if not stat.S_ISREG(st.st_mode) or st.st_size != size or seals & _SEALS_NEEDED != _SEALS_NEEDED:
         raise SystemFailure(what, errno.EPROTO)
-    if size > DOCUMENT_MAX:
-        raise SystemFailure(what, errno.EMSGSIZE)
     data = os.pread(fd, size, 0) if size else b""
     if len(data) != size:
         raise SystemFailure(what, errno.EPROTO)

@@ -128,6 +128,12 @@ class _Families:
             family = self.by_name[name] = Family(name, kind, help, unit)
         family.add(labels, value)
 
+    def each(self, name: str, help: str, labels: Labels, label: str, counts: Any) -> None:
+        """One counter sample per entry of *counts* ({value of *label*: count}), when it is a mapping."""
+        if isinstance(counts, dict):
+            for key, n in sorted(counts.items()):
+                self.add(name, "counter", help, labels + ((label, str(key)),), _count(n))
+
 
 _REFUSED_HELP = ("Connections accepted and closed without a handler since the daemon started, by reason "
                  "(maxconn, localmaxconn, access, spawn, rate, prefix).")
@@ -175,26 +181,15 @@ def families(documents: Iterable[Dict[str, Any]], top: int = TOP_DEFAULT) -> Lis
                     _count(limits.get("maxconn")))
         out.add("s6ipc_connections_accepted", "counter", "Connections accepted since the process started "
                 "(across in-place upgrades).", base, _count(counters.get("accepted")))
-        refused = counters.get("refused")
-        if isinstance(refused, dict):
-            for reason, n in sorted(refused.items()):
-                out.add("s6ipc_connections_refused", "counter", _REFUSED_HELP,
-                        base + (("reason", str(reason)),), _count(n))
+        out.each("s6ipc_connections_refused", _REFUSED_HELP, base, "reason", counters.get("refused"))
         out.add("s6ipc_handlers_spawned", "counter", "Handlers started since the process started.", base,
                 _count(counters.get("spawned")))
-        exits = counters.get("exits")
-        if isinstance(exits, dict):
-            for outcome, n in sorted(exits.items()):
-                out.add("s6ipc_handler_exits", "counter", "Handlers ended since the process started, by "
-                        "outcome (ok: exit 0, failed: another code, signaled).",
-                        base + (("outcome", str(outcome)),), _count(n))
+        out.each("s6ipc_handler_exits", "Handlers ended since the process started, by outcome (ok: exit 0, "
+                 "failed: another code, signaled).", base, "outcome", counters.get("exits"))
         out.add("s6ipc_fdholder_descriptors_held", "gauge", "Descriptors the fd holder holds now.", base,
                 _count(counters.get("held")))
-        requests = counters.get("requests")
-        if isinstance(requests, dict):
-            for operation, n in sorted(requests.items()):
-                out.add("s6ipc_fdholder_requests", "counter", "Requests to the fd holder since the process "
-                        "started, by operation.", base + (("operation", str(operation)),), _count(n))
+        out.each("s6ipc_fdholder_requests", "Requests to the fd holder since the process started, by "
+                 "operation.", base, "operation", counters.get("requests"))
     return list(out.by_name.values())
 
 

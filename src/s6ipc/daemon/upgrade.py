@@ -44,7 +44,9 @@ that is not sealed (someone else may still write it), or one whose author is ano
 **ignored** with one warning and the daemon starts fresh — it is not even closed, since it is not
 ours (it may be the listening socket). Only a state that passed those checks but cannot be read
 (not JSON, too large) is an error (:class:`Unusable`): it was ours, and its loss is the
-supervisor's to see.
+supervisor's to see. What this cannot tell apart is a state forged by the process itself before
+it execs the daemon (a wrapper): that process chose the program too. Even then a daemon never
+adopts, so never signals, a pid that is not its child (:func:`s6ipc.daemon.lifecycle.our_children`).
 * **Which code runs next**: the console script ``s6ipc`` next to the running interpreter (the venv
   the daemon was started from), or ``python -m s6ipc``: a fresh interpreter imports the modules
   from disk, so a ``pip install -U s6ipc`` into that venv is what the new image runs — never the

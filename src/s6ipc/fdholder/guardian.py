@@ -19,7 +19,9 @@ Some facts this relies on:
   file and vanish with the process: the guardian listens on ``@s6ipc/fdholder-guardian/PATH``
   (PATH: the holder's socket path), and a fresh fdholderd asks that name once at start
   (:func:`collect`), before it says it is ready. Anyone may bind or connect to an abstract name, so
-  each side checks the other with ``SO_PEERCRED``: the same effective uid, nothing else.
+  each side checks the other with ``SO_PEERCRED``: the same effective uid, nothing else; and a name
+  squatted first by someone else does not stop the guardian: it binds ``NAME.XXXXXXXX`` (random
+  hex) instead, and the fresh holder tries every listening name that starts with NAME.
 * **systemd kills the rest of a unit's control group when its main process dies**
   (``KillMode=control-group``, the default): the guardian survives only with ``KillMode=process``,
   which units/systemd/s6ipc-fdholder.service has. s6-supervise kills nothing but the pid it
@@ -50,7 +52,7 @@ import os
 from ..base import unixmessage
 from ..base.log import Log
 from ..daemon.readiness import write_newline
-from ..sockets.unix import peer_credentials
+from ..sockets.unix import listening_abstract_names, peer_credentials
 from .store import FdStore
 
 TYPE_CHECKING = False
@@ -134,10 +136,18 @@ def _watch(r: int, store: FdStore, path: Optional[str], log: Log) -> None:
         return
     deadline = time.monotonic() + WAIT_FOR_PICKUP
     listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    listener.bind("\0" + guardian_name(path))
+    name = guardian_name(path)
+    for attempt in range(8):
+        try:
+            listener.bind("\0" + name)
+            break
+        except OSError as e:  # squatted: the fresh holder tries every name that starts with it
+            if e.errno != errno.EADDRINUSE or attempt == 7:
+                raise
+            name = f"{guardian_name(path)[:98]}.{os.urandom(4).hex()}"
     listener.listen(4)
     log.warn(f"the new image died after the exec: holding {len(held)} descriptors for the restarted "
-             f"fdholderd at @{guardian_name(path)}")
+             f"fdholderd at @{name}")
     while time.monotonic() < deadline:
         ready, _, _ = select.select([listener.fileno()], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
@@ -178,11 +188,25 @@ def _hand_over(conn: _socket.socket, store: FdStore, path: str) -> bool:
 def collect(path: Optional[str], log: Log) -> Optional[FdStore]:
     """In a fresh fdholderd listening on *path*, before it is ready: the store a guardian offers
     (the descriptors of an image that died after its exec, close-on-exec, at new numbers), or None
-    when there is none (the usual start: one failed ``connect``). One warning when a guardian is
-    there but its offer cannot be taken."""
+    when there is none (the usual start: no such name in ``/proc/net/unix``). One warning for each
+    name that answers but is not such a guardian (a squatter, another user)."""
     if path is None:
         return None
-    name = guardian_name(path)
+    plain = guardian_name(path)
+    short = plain[:98]
+    names = [n for n in listening_abstract_names(short)
+             if n == plain or (n.startswith(short + ".") and len(n) == len(short) + 9)]
+    for name in sorted(names, key=lambda n: n != plain):  # the plain name first
+        store = _take(name, path, log)
+        if store is not None:
+            log.warn(f"took {len(store)} descriptors from the guardian of the image that died after its exec")
+            return store
+    return None
+
+
+def _take(name: str, path: str, log: Log) -> Optional[FdStore]:
+    """The store offered at abstract *name* for the holder on *path*, or None (one warning when
+    something answers there but is not such a guardian)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
@@ -198,7 +222,6 @@ def collect(path: Optional[str], log: Log) -> Optional[FdStore]:
         return None
     finally:
         sock.close()
-    log.warn(f"took {len(store)} descriptors from the guardian of the image that died after its exec")
     return store
 
 
@@ -214,7 +237,7 @@ def _receive(sock: _socket.socket, path: str) -> FdStore:
     received: List[int] = []
     head: Optional[Dict[str, Any]] = None
     try:
-        while head is None or len(received) < int(head["count"]):
+        while head is None or len(received) < head["count"]:
             message = decoder.next_message()
             if message is None:
                 if not select.select([sock], [], [], _TIMEOUT)[0]:
@@ -225,7 +248,8 @@ def _receive(sock: _socket.socket, path: str) -> FdStore:
             received.extend(message.fds)
             if head is None:
                 head = json.loads(message.payload)
-                if not isinstance(head, dict) or head.get("path") != path:
+                if not isinstance(head, dict) or head.get("path") != path \
+                        or type(head.get("count")) is not int:
                     raise ValueError("not a guardian of this holder")
         assert head is not None
         numbers = iter(received)

@@ -33,13 +33,13 @@ __all__ = [
     "IPCPATH_MAX", "SOMAXCONN", "bind_unix_socket", "socket_kind", "is_socket", "check_socket",
     "UNIX_FAMILIES", "IP_FAMILIES", "ANY_FAMILIES", "listener_problem", "check_listening_stream",
     "peer_credentials", "address_text", "local_path", "connect_unix", "move_to_client_fds", "unix_address",
-    "socket_address",
+    "socket_address", "listening_abstract_names",
 ]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    from typing import Dict, Optional, Tuple, Union
+    from typing import Dict, List, Optional, Tuple, Union
 
 IPCPATH_MAX = 107
 _INT_MAX = 0x7FFFFFFF
@@ -322,3 +322,22 @@ def move_to_client_fds(sock: _socket.socket) -> None:
             raise SystemFailure(f"set up fd {target}", e.errno or errno.EBADF) from None
     if fd not in (6, 7):
         os.close(fd)
+
+
+_ACCEPTCON = 0x10000  # /proc/net/unix's flags: a listening socket
+
+
+def listening_abstract_names(prefix: str) -> List[str]:
+    """The abstract names (without the leading NUL) of the listening Unix sockets of this network
+    namespace that start with *prefix*, sorted, from ``/proc/net/unix`` (which shows them with a
+    leading ``@``; a listening socket has ``__SO_ACCEPTCON``, 0x10000, in its flags field — its
+    state, ``01``, is also a socket merely bound). Unverified: anyone may bind any abstract name.
+    Empty when /proc cannot be read."""
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            lines = f.read().decode("utf-8", "surrogateescape").splitlines()[1:]
+    except OSError:
+        return []
+    marker = "@" + prefix
+    return sorted({fields[7][1:] for fields in (line.split() for line in lines)
+                   if len(fields) >= 8 and fields[7].startswith(marker) and int(fields[3], 16) & _ACCEPTCON})

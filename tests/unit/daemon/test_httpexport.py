@@ -116,7 +116,8 @@ def test_a_reader_that_never_reads_is_given_up() -> None:
 
 @pytest.mark.parametrize(
     "header,budget",
-    [(None, 5.0), ("1", 0.8), ("10", 5.0), ("0.01", 0.05), ("nan", 5.0), ("-1", 5.0), ("soon", 5.0)],
+    [(None, 5.0), ("1", 0.8), ("10", 5.0), ("0.01", 0.05), ("nan", 5.0), ("-1", 5.0), ("soon", 5.0),
+     ("1e3", 5.0), ("1" * 400, 5.0), ("0.5.", 5.0), ("\u0663", 5.0), ("0", 5.0)],
 )
 def test_the_scrape_fits_in_prometheus_timeout(header: object, budget: float) -> None:
     headers = {} if header is None else {"x-prometheus-scrape-timeout-seconds": str(header)}

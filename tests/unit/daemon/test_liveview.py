@@ -330,3 +330,12 @@ def test_a_listing_is_not_held_up_or_blanked_by_a_hung_daemon(status: liveview.S
     assert [d["program"] for d in found if d.get("pid") == os.getpid()] == ["testd"]
     assert [str(f) for f in failures if f"hungd/{os.getpid()}" in str(f)] == [
         f"unable to read from @s6ipc/status/hungd/{os.getpid()}: Connection timed out"]
+
+
+@pytest.mark.parametrize("last", ["9" * 80, "4194305", "12.", "+12", "\u0661\u0662"])
+def test_names_no_pid_can_have_are_not_candidates(last: str) -> None:
+    """Anyone may bind any abstract name: a pid no process can have, or not a pid, is ignored."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(("\0" + liveview.NAME_PREFIX + "oddd/" + last).encode())
+        sock.listen(1)
+        assert liveview.candidates("oddd") == {}

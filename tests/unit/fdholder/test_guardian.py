@@ -12,6 +12,7 @@ import pytest
 
 from s6ipc.fdholder import guardian, tai
 from s6ipc.fdholder.store import FdStore
+from s6ipc.sockets.unix import listening_abstract_names
 from tests.support.fdholder import Quiet
 
 
@@ -99,3 +100,30 @@ def test_a_guardian_of_another_path_is_refused() -> None:
         assert log.lines == [f"warning: unable to take the descriptors offered at @{name}: "
                              "not a guardian of this holder"]
         os.waitpid(child, 0)
+
+
+def test_a_squatted_name_does_not_stop_the_guardian(store: Tuple[FdStore, List[int]]) -> None:
+    """Someone binds the guardian's name first: the guardian takes NAME.XXXXXXXX, and the fresh
+    holder, after one warning for the squatter, finds it there."""
+    import socket
+
+    held, _ = store
+    path = _path()
+    name = guardian.guardian_name(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squatter:
+        squatter.bind("\0" + name)
+        squatter.listen(1)
+        pid, w = guardian.guard(held, path, Quiet())
+        os.close(w)
+        deadline = time.monotonic() + 10
+        while len(listening_abstract_names(name)) < 2:
+            assert time.monotonic() < deadline, "the guardian never offered"
+            time.sleep(0.01)
+        log = Quiet()
+        taken = guardian.collect(path, log)  # the squatter accepts nothing: its connection times out
+        assert taken is not None and len(taken) == 3
+        assert log.lines[0].startswith(f"warning: unable to take the descriptors offered at @{name}: ")
+        assert log.lines[-1] == ("warning: took 3 descriptors from the guardian of the image that died "
+                                 "after its exec")
+        assert os.waitpid(pid, 0)[1] == 0
+        taken.close_all()

@@ -317,3 +317,20 @@ def test_a_connected_socket_moves_to_fds_6_and_7(sockdir: str) -> None:
                 os.get_inheritable(7), a.fileno()]
 
     assert in_child(work) == [True, True, True, True, -1]
+
+
+def test_listening_abstract_names_finds_listeners_by_prefix() -> None:
+    import socket
+
+    from s6ipc.sockets.unix import listening_abstract_names
+
+    prefix = f"s6ipc-test/{os.getpid()}/"
+    with socket.socket(socket.AF_UNIX) as a, socket.socket(socket.AF_UNIX) as b, \
+            socket.socket(socket.AF_UNIX) as bound_only:
+        a.bind("\0" + prefix + "a")
+        a.listen(1)
+        b.bind("\0" + prefix + "b")
+        b.listen(1)
+        bound_only.bind("\0" + prefix + "c")  # not listening: not offered
+        assert listening_abstract_names(prefix) == [prefix + "a", prefix + "b"]
+    assert listening_abstract_names(prefix) == []
