@@ -68,6 +68,12 @@ VETTED = {
     ("daemon/lifecycle.py", "int(raw.get('upgrade_failures', 0))"), ("daemon/lifecycle.py", "float(pause)"),
     ("daemon/lifecycle.py", "float(last['at'])"),
     ("fdholder/life.py", "int(named[0])"), ("fdholder/life.py", "int(named[1])"),  # the guardian's pid, fd
+    ("base/execution.py", "int(name)"),                              # /proc/self/fd names
+    ("daemon/upgrade.py", "int(-timeout // 1)"),                     # a float
+    ("daemon/lifecycle.py", "int(_signal.SIGUSR2)"),                 # a signal number
+    ("serve/admission.py", "float(text)"),                           # ≤ 32 ASCII digits and one dot, checked
+    ("serve/admission.py", "int(rate)"), ("serve/admission.py", "float(debt)"),  # floats
+    ("serve/admission.py", "int(episode[0])"), ("serve/admission.py", "int(ep[0])"),  # its own counts
 }
 #: What an in-place upgrade reads back: the JSON state the previous image wrote (a memfd it handed
 #: over; its numbers are JSON numbers already, int() only pins their type).

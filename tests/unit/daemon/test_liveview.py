@@ -339,3 +339,13 @@ def test_names_no_pid_can_have_are_not_candidates(last: str) -> None:
         sock.bind(("\0" + liveview.NAME_PREFIX + "oddd/" + last).encode())
         sock.listen(1)
         assert liveview.candidates("oddd") == {}
+
+
+def test_a_name_merely_bound_is_no_candidate() -> None:
+    """/proc/net/unix shows state 01 for a bound socket too: only a listener (ACCEPTCON) counts."""
+    name = f"{liveview.NAME_PREFIX}boundd/{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(("\0" + name).encode())
+        assert liveview.candidates(program="boundd") == {}
+        sock.listen(1)
+        assert liveview.candidates(program="boundd") == {("boundd", os.getpid()): [name]}
