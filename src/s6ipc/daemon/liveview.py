@@ -235,14 +235,18 @@ def find_daemons(program: Optional[str] = None, pid: Optional[int] = None) -> Li
 
 
 def process_euid(pid: int) -> Optional[int]:
-    """The effective uid of process *pid* (``/proc/PID/status``), None when there is none."""
+    """The effective uid of process *pid* (``/proc/PID/status``), None when there is no such
+    process. Raises :class:`SystemFailure` when this process cannot look (out of descriptors,
+    of memory): that says nothing about the peer, and must not read as a forgery."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"Uid:"):
                     return int(line.split()[2])
-    except (OSError, ValueError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
         return None
+    except OSError as e:
+        raise SystemFailure(f"read /proc/{pid}/status", e.errno or errno.EIO) from None
     return None
 
 

@@ -349,3 +349,25 @@ def test_a_name_merely_bound_is_no_candidate() -> None:
         assert liveview.candidates(program="boundd") == {}
         sock.listen(1)
         assert liveview.candidates(program="boundd") == {("boundd", os.getpid()): [name]}
+
+
+def test_out_of_descriptors_is_a_local_failure_not_a_forgery() -> None:
+    """The client's own EMFILE while it checks the peer's owner is a system failure (111)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        while True:
+            try:
+                spare.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                break
+        with pytest.raises(SystemFailure, match=r"read /proc/\d+/status") as caught:
+            liveview.process_euid(os.getpid())
+        assert caught.value.exit_code == 111
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert liveview.process_euid(os.getpid()) == os.geteuid()
