@@ -466,6 +466,8 @@ def _value(key: str, value: Any) -> str:
         return ", ".join(f"{k} {_value(k, v)}" for k, v in value.items()) or "none"
     if isinstance(value, list):
         return ", ".join(_value(key, v) for v in value) or "none"
+    if value is None or value == "":
+        return "-"  # not Python's "None", nor a line ending in a blank
     return str(value)
 
 

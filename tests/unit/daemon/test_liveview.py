@@ -371,3 +371,9 @@ def test_out_of_descriptors_is_a_local_failure_not_a_forgery() -> None:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert liveview.process_euid(os.getpid()) == os.geteuid()
+
+
+def test_render_shows_no_python_none_and_no_blank_value() -> None:
+    text = liveview.render({"program": "testd", "pid": 1, "name": "",
+                            "last_upgrade": {"result": "ok", "reason": None}})
+    assert "None" not in text and "name: -\n" in text and "reason -" in text
