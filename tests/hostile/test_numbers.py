@@ -60,7 +60,20 @@ VETTED = {
     ("daemon/httpexport.py", "int(left * 1000)"),                    # a float
     ("daemon/httpexport.py", "float(text)"),                         # ≤ 16 ASCII digits and one dot, checked
     ("daemon/lifecycle.py", "float(f.read().split()[0])"),           # /proc/uptime
-    ("daemon/lifecycle.py", "int(fields[19])"),                      # /proc/PID/stat
+    ("daemon/upgrade.py", "int(stat[stat.rindex(b')') + 2:].split()[19])"),  # /proc/PID/stat
+    ("fdholder/guardian.py", "int(name)"),                           # /proc/self/fd names
+    ("sockets/unix.py", "int(fields[3], 16)"),                       # /proc/net/unix (the kernel's)
+    # the handed-over state (the sealed memfd this process made, JSON numbers): the upgrade facts
+    ("daemon/lifecycle.py", "int(raw.get('upgrades', 0))"), ("daemon/lifecycle.py", "float(at)"),
+    ("daemon/lifecycle.py", "int(raw.get('upgrade_failures', 0))"), ("daemon/lifecycle.py", "float(pause)"),
+    ("daemon/lifecycle.py", "float(last['at'])"),
+    ("fdholder/life.py", "int(named[0])"), ("fdholder/life.py", "int(named[1])"),  # the guardian's pid, fd
+    ("base/execution.py", "int(name)"),                              # /proc/self/fd names
+    ("daemon/upgrade.py", "int(-timeout // 1)"),                     # a float
+    ("daemon/lifecycle.py", "int(_signal.SIGUSR2)"),                 # a signal number
+    ("serve/admission.py", "float(text)"),                           # ≤ 32 ASCII digits and one dot, checked
+    ("serve/admission.py", "int(rate)"), ("serve/admission.py", "float(debt)"),  # floats
+    ("serve/admission.py", "int(episode[0])"), ("serve/admission.py", "int(ep[0])"),  # its own counts
 }
 #: What an in-place upgrade reads back: the JSON state the previous image wrote (a memfd it handed
 #: over; its numbers are JSON numbers already, int() only pins their type).

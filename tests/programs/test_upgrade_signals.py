@@ -343,3 +343,32 @@ def test_the_loop_serves_while_the_preflight_runs(daemon: str, phases: Phases, s
     phases.release("preflight")
     assert wait_until(lambda: _generation(pid, daemon) == 1, 30)
     assert "warning" not in server.log() and "fatal" not in server.log()
+
+
+def test_the_watchdog_is_fed_while_the_preflight_runs(phases: Phases, sockdir: str, handler: str,
+                                                      server_factory: Callable[..., RunningServer]) -> None:
+    """``WATCHDOG=1`` keeps coming from the loop while a preflight is held open for a second (the
+    old code waited for the preflight: a watchdog shorter than it killed the service)."""
+    notify = os.path.join(sockdir, "notify")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(notify)
+    receiver.settimeout(10)
+    env = dict(phases.env(), NOTIFY_SOCKET=notify, WATCHDOG_USEC="200000")  # a ping every 0.1 s
+    path = os.path.join(sockdir, "s")
+    server = server_factory([S6IPC, "ipcserver", "-1", path, handler, "hold"], env=env)
+    phases.hold("preflight")
+    os.kill(server.proc.pid, signal.SIGUSR2)
+    phases.reached("preflight")
+    while b"RELOADING=1" not in receiver.recv(4096):
+        pass
+    pings, until = 0, time.monotonic() + 1.0
+    while time.monotonic() < until:
+        receiver.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            pings += receiver.recv(4096).split(b"\n").count(b"WATCHDOG=1")
+        except socket.timeout:
+            break
+    phases.release("preflight")
+    assert pings >= 5, f"{pings} WATCHDOG=1 in the second the preflight was held"
+    assert wait_until(lambda: _generation(server.proc.pid, "ipcserverd") == 1, 30)
+    receiver.close()

@@ -19,12 +19,15 @@ What that means for us — one path for ipcserverd, tcpserverd (4d/6d/unified) a
 
 1. SIGUSR2 → :meth:`Lifecycle.requested`: ``RELOADING=1``, then the **preflight** of the code
    installed now, given the state it would take over (the child parses it: a new version that
-   cannot read the running one's state is refused before anything happens); refused → one
-   warning, ``READY=1``, serving goes on.
+   cannot read the running one's state is refused before anything happens). It is a child the
+   daemon's loop watches (:class:`UpgradeLoop`), never waits for: the loop serves on, and the
+   verdict comes back when the child is reaped; refused → one warning, ``READY=1``, serving
+   goes on. A SIGUSR2 meanwhile is coalesced with the upgrade under way.
 2. The daemon drains (fdholderd finishes the requests in progress; the spawning servers have
    nothing to drain: their connections belong to the children), then its loop returns
    ``Ending(exec_argv=…)``. The library never execs.
-3. The program layer calls :meth:`Lifecycle.replace`, which blocks the held signals, writes the
+3. The program layer calls :meth:`Lifecycle.replace`, which blocks the held signals (and raises
+   again those the loop left unread in its self-pipe, so that none is lost), writes the
    :class:`State` (a memfd), keeps the named descriptors and execs through the :class:`System`
    seam (the program gives it :func:`s6ipc.base.execution.exec_argv`).
 4. **One failure policy.** If the exec fails (the interpreter was removed, ENOMEM…), everything

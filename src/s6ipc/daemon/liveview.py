@@ -54,7 +54,7 @@ import time
 
 from ..base.errors import Refused, SystemFailure
 from ..base.options import scan_magnitude
-from ..sockets.unix import peer_credentials
+from ..sockets.unix import listening_abstract_names, peer_credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -211,27 +211,18 @@ def candidates(program: Optional[str] = None, pid: Optional[int] = None) -> Dict
     """Every status socket listening in this network namespace, unverified: ``(program, pid)`` →
     the names claiming it (the plain name first); only those of *program* and/or *pid* when
     given. Raises :class:`SystemFailure` without /proc."""
-    try:
-        with open(_PROC_NET_UNIX, "rb") as f:
-            lines = f.read().decode("utf-8", "surrogateescape").splitlines()[1:]
-    except OSError as e:
-        raise SystemFailure(f"read {_PROC_NET_UNIX}", e.errno or errno.EIO) from None
+    if not os.path.exists(_PROC_NET_UNIX):
+        raise SystemFailure(f"read {_PROC_NET_UNIX}", errno.ENOENT)
     found: Dict[Tuple[str, int], List[str]] = {}
-    marker = "@" + NAME_PREFIX
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8 or not fields[7].startswith(marker) or fields[5] != "01":
-            continue
-        name, _, last = fields[7][len(marker):].rpartition("/")
+    for listening in listening_abstract_names(NAME_PREFIX):
+        name, _, last = listening[len(NAME_PREFIX):].rpartition("/")
         number, dot, suffix = last.partition(".")
         claimed = scan_magnitude(number, 10, PID_MAX) if number.isascii() and number.isdigit() else None
         if not name or claimed is None or (dot and not suffix):  # anyone may bind any name
             continue
         key = (name, claimed)
         if (program is None or name == program) and (pid is None or key[1] == pid):
-            names = found.setdefault(key, [])
-            if fields[7][1:] not in names:
-                names.append(fields[7][1:])
+            found.setdefault(key, []).append(listening)
     for names in found.values():
         names.sort(key=lambda n: ("." in n.rpartition("/")[2], n))
     return dict(sorted(found.items()))
@@ -244,14 +235,18 @@ def find_daemons(program: Optional[str] = None, pid: Optional[int] = None) -> Li
 
 
 def process_euid(pid: int) -> Optional[int]:
-    """The effective uid of process *pid* (``/proc/PID/status``), None when there is none."""
+    """The effective uid of process *pid* (``/proc/PID/status``), None when there is no such
+    process. Raises :class:`SystemFailure` when this process cannot look (out of descriptors,
+    of memory): that says nothing about the peer, and must not read as a forgery."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"Uid:"):
                     return int(line.split()[2])
-    except (OSError, ValueError, IndexError):
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
         return None
+    except OSError as e:
+        raise SystemFailure(f"read /proc/{pid}/status", e.errno or errno.EIO) from None
     return None
 
 
@@ -471,6 +466,8 @@ def _value(key: str, value: Any) -> str:
         return ", ".join(f"{k} {_value(k, v)}" for k, v in value.items()) or "none"
     if isinstance(value, list):
         return ", ".join(_value(key, v) for v in value) or "none"
+    if value is None or value == "":
+        return "-"  # not Python's "None", nor a line ending in a blank
     return str(value)
 
 

@@ -79,7 +79,7 @@ def upgrade_daemon(pid: int, *, timeout: Optional[float] = None,
         raise Unusable(f"no s6ipc daemon to upgrade as pid {pid}: {e}") from None
     if born is None or start_ticks(pid) != born:
         raise Unusable(f"no s6ipc daemon to upgrade as pid {pid}: it is gone")
-    generation, failures = int(before.get("generation", 0)), int(before.get("upgrade_failures", 0))
+    generation, failures = _count(before, "generation", pid), _count(before, "upgrade_failures", pid)
     try:
         send(pid, _signal.SIGUSR2)
     except OSError as e:
@@ -89,13 +89,22 @@ def upgrade_daemon(pid: int, *, timeout: Optional[float] = None,
             raise SystemFailure(f"see pid {pid} upgrade in place: it died during the upgrade", errno.ESRCH)
         document = _reading(pid, read, _left(deadline))
         if document is not None:
-            if int(document.get("generation", 0)) > generation:
+            if _count(document, "generation", pid) > generation:
                 return document
-            if int(document.get("upgrade_failures", 0)) > failures:
+            if _count(document, "upgrade_failures", pid) > failures:
                 raise Verdict(document)
         if deadline is not None and time.monotonic() >= deadline:
             raise SystemFailure(f"see pid {pid} upgrade in place within {timeout:g} s", errno.ETIMEDOUT)
         time.sleep(POLL_INTERVAL)
+
+
+def _count(document: Dict[str, Any], key: str, pid: int) -> int:
+    """A count of the live view (0 when a daemon of an older s6ipc does not show it). Raises
+    :class:`SystemFailure` (EPROTO) for anything but a JSON integer: a peer's bytes are not trusted."""
+    value = document.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SystemFailure(f"read the live view of pid {pid} ({key} is {str(value)[:32]!r})", errno.EPROTO)
+    return value
 
 
 def _left(deadline: Optional[float]) -> float:

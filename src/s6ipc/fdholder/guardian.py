@@ -237,7 +237,7 @@ def _receive(sock: _socket.socket, path: str) -> FdStore:
     received: List[int] = []
     head: Optional[Dict[str, Any]] = None
     try:
-        while head is None or len(received) < int(head["count"]):
+        while head is None or len(received) < head["count"]:
             message = decoder.next_message()
             if message is None:
                 if not select.select([sock], [], [], _TIMEOUT)[0]:
@@ -248,7 +248,8 @@ def _receive(sock: _socket.socket, path: str) -> FdStore:
             received.extend(message.fds)
             if head is None:
                 head = json.loads(message.payload)
-                if not isinstance(head, dict) or head.get("path") != path:
+                if not isinstance(head, dict) or head.get("path") != path \
+                        or type(head.get("count")) is not int:
                     raise ValueError("not a guardian of this holder")
         assert head is not None
         numbers = iter(received)

@@ -40,6 +40,7 @@ import os
 
 from ..base.errors import BadInput, SystemFailure
 from ..base.log import Log
+from ..base.options import scan_magnitude
 from ..base.typeshim import Protocol
 from ..sockets.inet import V4MAPPED_PREFIX, ip4_fmt, ip6_fmt
 
@@ -110,9 +111,11 @@ def _bad(item: str, why: str) -> BadInput:
 
 
 def _number(text: str) -> Optional[float]:
-    """A decimal number ``D[.D]`` (no sign, no exponent), or None."""
+    """A decimal number ``D[.D]`` (no sign, no exponent, at most 32 characters), or None."""
     whole, _, frac = text.partition(".")
-    if not whole.isdigit() or not whole.isascii() or (frac and not (frac.isdigit() and frac.isascii())):
+    if len(text) > 32 or not (whole.isdigit() and whole.isascii()):
+        return None
+    if frac and not (frac.isdigit() and frac.isascii()):
         return None
     if "." in text and not frac:
         return None
@@ -132,9 +135,13 @@ def _rate(item: str, text: str) -> Tuple[float, str]:
 
 
 def _whole(item: str, text: str, low: int, high: int) -> int:
-    if not (text.isdigit() and text.isascii()) or not low <= int(text) <= high:
+    try:
+        value = scan_magnitude(text, 10, high)
+    except ValueError:
+        value = None
+    if value is None or value < low:
         raise _bad(item, f"expected a whole number from {low} to {high}")
-    return int(text)
+    return value
 
 
 def _items(spec: str) -> List[str]:
@@ -364,9 +371,10 @@ class UidSources:
     def source_key(self, text: str) -> Optional[Hashable]:
         if text in (UNTRACKED, _UNKNOWN):
             return None if self.lookup or text == UNTRACKED else _UNKNOWN
-        if not (text.isdigit() and text.isascii()) or int(text) > 0xFFFFFFFF:
+        number = scan_magnitude(text, 10, 0xFFFFFFFF) if text.isdigit() and text.isascii() else None
+        if number is None:
             raise ValueError(f"{text!r} is not a uid or gid")
-        return int(text) if self.lookup else None
+        return number if self.lookup else None
 
     group_key = source_key
 

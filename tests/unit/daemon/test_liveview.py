@@ -339,3 +339,41 @@ def test_names_no_pid_can_have_are_not_candidates(last: str) -> None:
         sock.bind(("\0" + liveview.NAME_PREFIX + "oddd/" + last).encode())
         sock.listen(1)
         assert liveview.candidates("oddd") == {}
+
+
+def test_a_name_merely_bound_is_no_candidate() -> None:
+    """/proc/net/unix shows state 01 for a bound socket too: only a listener (ACCEPTCON) counts."""
+    name = f"{liveview.NAME_PREFIX}boundd/{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(("\0" + name).encode())
+        assert liveview.candidates(program="boundd") == {}
+        sock.listen(1)
+        assert liveview.candidates(program="boundd") == {("boundd", os.getpid()): [name]}
+
+
+def test_out_of_descriptors_is_a_local_failure_not_a_forgery() -> None:
+    """The client's own EMFILE while it checks the peer's owner is a system failure (111)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        while True:
+            try:
+                spare.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                break
+        with pytest.raises(SystemFailure, match=r"read /proc/\d+/status") as caught:
+            liveview.process_euid(os.getpid())
+        assert caught.value.exit_code == 111
+    finally:
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert liveview.process_euid(os.getpid()) == os.geteuid()
+
+
+def test_render_shows_no_python_none_and_no_blank_value() -> None:
+    text = liveview.render({"program": "testd", "pid": 1, "name": "",
+                            "last_upgrade": {"result": "ok", "reason": None}})
+    assert "None" not in text and "name: -\n" in text and "reason -" in text

@@ -82,3 +82,12 @@ def test_a_signal_that_cannot_be_sent_is_111() -> None:
 
     with pytest.raises(SystemFailure, match="send SIGUSR2 to pid"):
         upgrade_daemon(os.getpid(), send=refuse, read=Script(_view(0)).read)
+
+
+@pytest.mark.parametrize("bad", ["3", None, True, -1, 1.5])
+def test_a_live_view_that_lies_is_111(bad: Any) -> None:
+    """The daemon's bytes are not trusted: a count that is not a JSON integer is one line, 111."""
+    s = Script({**_view(0), "generation": bad})
+    with pytest.raises(SystemFailure) as info:
+        upgrade_daemon(os.getpid(), send=s.send, read=s.read)
+    assert info.value.exit_code == 111 and info.value.errno == errno.EPROTO and s.sent == []

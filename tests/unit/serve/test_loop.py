@@ -189,6 +189,24 @@ os.write(2, (json.dumps(report) + "\n").encode())
 """
 
 
+def _wait_reaped(pid: int, timeout: float = 10.0) -> None:
+    """Until process *pid* has no child left, zombies included (it has reaped them all)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = 0
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except (OSError, ValueError):
+                continue
+            children += entry.isdigit() and int(stat[stat.rindex(b")") + 2:].split()[1]) == pid
+        if not children:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not reap its children in {timeout} s")
+
+
 def test_counters_by_refusal_reason_and_exit_outcome(sockdir: str) -> None:
     """accepted = spawned + refused; each refusal under its reason, each end under its outcome."""
     path = os.path.join(sockdir, "s")
@@ -209,17 +227,17 @@ def test_counters_by_refusal_reason_and_exit_outcome(sockdir: str) -> None:
         assert held[1].recv(3) == b"go\n"
         with client() as s:  # a third from the same uid: -C 2
             assert s.recv(3) == b""
-        third = None
         for s, word in zip(held, (b"ok\n", b"fail\n")):
             s.sendall(word)
             assert s.recv(3) == b""
             s.close()
+        _wait_reaped(proc.pid)  # else the third may still count against -C 2
         third = client()
         assert third.recv(3) == b"go\n"
         third.sendall(b"die\n")
         assert third.recv(3) == b""
         third.close()
-        time.sleep(0.3)  # the last SIGCHLD before SIGUSR1
+        _wait_reaped(proc.pid)  # the last SIGCHLD before SIGUSR1
         proc.send_signal(signal.SIGUSR1)
 
     report = _serve_script(COUNTERS_SCRIPT, sockdir, exchange)
