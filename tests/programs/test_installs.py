@@ -252,8 +252,13 @@ def test_a_pipx_install_upgrades_in_place(two_wheels: Tuple[str, str], sockdir: 
         pytest.skip("pipx is not installed (apt-get install pipx)")
     old, new = two_wheels
     home = str(tmp_path)
+    # offline (no index): pipx 1.7 (Debian 13) makes its shared-libraries venv with
+    # `pip install --force-reinstall --upgrade "pip >= 23.1"`, which needs a pip wheel to install even
+    # when the venv's pip is new enough; Debian's own (python3-pip-whl, the one `python3 -m venv`
+    # installs) is found there. pipx 1.1 (Debian 12) asks `--upgrade pip`, satisfied in place.
     env = {"PATH": f"{home}/bin:/usr/bin:/bin", "HOME": home, "PIPX_HOME": os.path.join(home, "pipx"),
-           "PIPX_BIN_DIR": os.path.join(home, "bin"), "PIP_NO_INDEX": "1"}
+           "PIPX_BIN_DIR": os.path.join(home, "bin"), "PIP_NO_INDEX": "1",
+           "PIP_FIND_LINKS": "/usr/share/python-wheels"}
     done = run([pipx, "install", "--python", SYSTEM_PYTHON, old], env=env, timeout=300)
     assert done.returncode == 0, done.stderr
 

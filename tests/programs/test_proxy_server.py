@@ -177,17 +177,50 @@ def test_haproxy_health_checks_keep_the_real_endpoints(tmp_path, rules: str) -> 
                    for line in checks), (v, log)
 
 
+_CERTIFICATE_CONFIG = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[srv]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:app.example
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[cli]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
 def _certificates(d: str) -> None:
-    """A CA, a server certificate (CN app.example) and a client one (CN alice) in *d*."""
+    """A CA, a server certificate (CN and DNS name app.example) and a client one (CN alice) in *d*,
+    with the extensions a strict verifier asks for: Python 3.13's ``ssl.create_default_context``
+    sets VERIFY_X509_STRICT, which refuses a CA without keyUsage and a leaf without
+    authorityKeyIdentifier (Debian 13); the configuration is the test's own, not the system's
+    openssl.cnf, so that OpenSSL 3.0 (Debian 12) and 3.5 (Debian 13) make the same certificates."""
     def openssl(*args: str) -> None:
         done = subprocess.run(["openssl", *args], cwd=d, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr
 
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test-ca", "-days", "2")
+    with open(os.path.join(d, "certificates.cnf"), "w") as f:
+        f.write(_CERTIFICATE_CONFIG)
+    config = ["-config", "certificates.cnf"]
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-sha256"]
+    openssl("req", *config, "-x509", "-extensions", "ca", *key, "-keyout", "ca.key", "-out", "ca.pem",
+            "-subj", "/CN=test-ca", "-days", "2")
     for name, cn in (("srv", "app.example"), ("cli", "alice")):
-        openssl("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        openssl("req", *config, *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        openssl("x509", "-req", "-sha256", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-extfile", "certificates.cnf", "-extensions", name,
                 "-out", f"{name}.crt", "-days", "2")
     with open(os.path.join(d, "server.pem"), "wb") as out:
         for part in ("srv.crt", "srv.key"):
