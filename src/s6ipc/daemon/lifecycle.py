@@ -40,8 +40,9 @@ What that means for us — one path for ipcserverd, tcpserverd (4d/6d/unified) a
 5. The new image: :meth:`Lifecycle.take` reads the state (``S6IPC_HANDOFF``), the readiness
    variables go back into the environment, :meth:`Lifecycle.adopt` gives the daemon its part.
    Once the exec has happened there is no old image left: a state this code cannot take over is
-   one line ``unable to take over from the previous image: …`` and exit 111
-   (:class:`~s6ipc.base.errors.Unusable`), so that the supervisor restarts the service.
+   one line ``unable to take over from the previous image: …``, ``STOPPING=1`` (the old image's
+   ``RELOADING=1`` gets no ``READY=1``: systemd 257 would wait for one until its start timeout) and
+   exit 111 (:class:`~s6ipc.base.errors.Unusable`), so that the supervisor restarts the service.
 
 The daemon's part (:class:`DaemonPart`) is its own: what it hands over, what its live view
 shows, its ``STATUS=`` line, its descriptors. The common fields of the live view (program, pid,
@@ -410,10 +411,21 @@ class Lifecycle:
         self.last_upgrade, self._exec_monotonic = lineage.last_upgrade, lineage.exec_monotonic
         try:
             (restore or self.part.restore)(state.daemon)
-        except S6ipcError:
-            raise  # the daemon's own start-up errors (fd 0…), with their own lines and codes
+        except S6ipcError as e:  # the daemon's own start-up errors (fd 0…), with their own lines and codes
+            self._ending_the_upgrade(e)
+            raise
         except Exception as e:  # ValueError…, or the new version's own bug: the supervisor must see it
-            raise Unusable(take_over_text(e)) from None
+            failure = Unusable(take_over_text(e))
+            self._ending_the_upgrade(failure)
+            raise failure from None
+
+    def _ending_the_upgrade(self, failure: S6ipcError) -> None:
+        """The new image cannot take over and exits (*failure*): the previous one said
+        ``RELOADING=1``, and no ``READY=1`` follows, so ``STOPPING=1`` (``STATUS=`` the failure) says
+        that this process ends. systemd 257 holds a Type=notify service whose last word was
+        ``RELOADING=1`` in ``reloading (reload-notify)`` after its main process died, until the
+        start timeout, before it restarts it; 252 needs no word but is told the same."""
+        self.tell(lambda: self.readiness.stopping(str(failure)))
 
     def open_live_view(self, watch: Callable[[int, Callable[[int], None]], None],
                        state: Optional[State] = None) -> None:

@@ -3,10 +3,11 @@ the state record, SIGUSR2's preflight, the exec and its one failure policy, the 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -245,10 +246,34 @@ def test_a_daemon_part_that_cannot_be_restored_is_one_line_and_111() -> None:
     system = FakeSystem(taken=_taken(daemon={"count": "many"}))
     state = Lifecycle.take(system, "thingd", Quiet())
     assert state is not None
+    setup = Setup(system)
     with pytest.raises(Unusable) as info:
-        Setup(system).life.adopt(state)
+        setup.life.adopt(state)
     assert str(info.value) == ("unable to take over from the previous image: "
                                "invalid literal for int() with base 10: 'many'")
+    # the previous image said RELOADING=1: this one, which exits, says so (systemd 257 waits otherwise)
+    assert setup.notifier.sent == ["STOPPING=1"]
+
+
+@pytest.mark.parametrize("notify_fails", [False, True])
+def test_a_new_image_that_cannot_start_says_stopping_and_raises_its_own_error(notify_fails: bool) -> None:
+    """The daemon's own start-up error (its line, its code) after the exec: STOPPING=1 first; a
+    notification that cannot be sent is a warning, never in place of the error."""
+    system = FakeSystem(taken=_taken())
+    state = Lifecycle.take(system, "thingd", Quiet())
+    assert state is not None
+    setup = Setup(system)
+
+    def restore(_: Dict[str, Any]) -> None:
+        raise SystemFailure("bind to fd 0", errno.EBADF)
+
+    if notify_fails:
+        def refused(*fields: str, fds: Sequence[int] = (), pid: Optional[int] = None) -> bool:
+            raise SystemFailure("notify @fake-notify", errno.ECONNREFUSED)
+        setup.notifier.send = refused  # type: ignore[method-assign]
+    with pytest.raises(SystemFailure, match="bind to fd 0"):
+        setup.life.adopt(state, restore)
+    assert setup.notifier.sent == ([] if notify_fails else ["STOPPING=1"])
 
 
 def test_uptime_and_the_common_fields_come_from_the_lifecycle_and_its_clock() -> None:
