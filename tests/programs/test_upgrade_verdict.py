@@ -20,7 +20,14 @@ import pytest
 
 from s6ipc import __version__
 from tests.support.fdholder import make_rules
-from tests.support.processes import S6IPC, RunningServer, nobody_ids, request, requires_root
+from tests.support.processes import (
+    S6IPC,
+    RunningServer,
+    needs_reachable_interpreter,
+    nobody_ids,
+    request,
+    requires_root,
+)
 from tests.support.tcp import tcp_request
 from tests.support.upgrade import copy_package, edit
 
@@ -146,6 +153,7 @@ def test_a_pid_that_is_no_s6ipc_daemon_is_111_and_never_signalled() -> None:
 
 
 @requires_root
+@needs_reachable_interpreter
 def test_another_users_daemon_is_111_and_never_signalled(sockdir: str,
                                                         server_factory: Callable[..., RunningServer]) -> None:
     """The live view refuses a user who is neither root nor the daemon's: no signal is sent, and the
