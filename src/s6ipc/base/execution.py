@@ -28,17 +28,17 @@ from .cstrings import c_environment, c_words, cut
 from .environment import entries as environment_entries
 from .environment import execve as exact_execve
 from .environment import posix_spawn as exact_posix_spawn
-from .errors import ExecFailure
+from .errors import ExecFailure, SystemFailure
 from .signal_state import ignored_for_children, inherited_ignored
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
+    from typing import Dict, Iterator, List, Mapping, MutableMapping, NoReturn, Optional, Sequence, Tuple
 
 __all__ = [
     "DEFAULT_PATH", "PYTHON_IGNORED_SIGNALS", "SCRIPT_NAME", "entry_script", "installed_prefix",
     "undo_locale_coercion", "restore_default_signals", "exec_argv", "Spawner", "find_program",
-    "spawn_bounded",
+    "spawn_bounded", "exited_children",
 ]
 
 DEFAULT_PATH = "/usr/bin:/bin"
@@ -333,3 +333,19 @@ def spawn_bounded(argv: Sequence[str], stdin: int, stderr: int, seconds: int) ->
         return pid
     finally:
         os.close(null)
+
+
+def exited_children() -> Iterator[Tuple[int, int]]:
+    """``(pid, status)`` of every child that has exited, reaped one by one (``waitpid(-1,
+    WNOHANG)``) until none is left to reap. Raises :class:`SystemFailure` ``wait_nohang`` for an
+    error other than having no child at all."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except OSError as e:
+            raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
+        if pid == 0:
+            return
+        yield pid, status

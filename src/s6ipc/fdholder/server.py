@@ -54,6 +54,7 @@ from ..base import unixmessage
 from ..base.backoff import NO_DESCRIPTORS, AcceptBackoff
 from ..base.clock import SYSTEM_CLOCK, Clock
 from ..base.errors import BadInput, SystemFailure, Unusable
+from ..base.execution import exited_children
 from ..base.log import Log
 from ..base.s6release import DEFAULT, S6Release
 from ..base.selfpipe import SelfPipe, give_back, polled_selfpipe
@@ -437,15 +438,7 @@ class FdHolderDaemon:
 
     def _reap(self) -> None:
         """Wait for every exited child (the preflight; any other is reaped and ignored)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            except OSError as e:
-                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             on_exit = self._expected.pop(pid, None)
             if on_exit is not None:
                 on_exit(status)

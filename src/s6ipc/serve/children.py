@@ -14,10 +14,9 @@ Some facts about child processes (Linux) this table relies on:
 
 from __future__ import annotations
 
-import errno
 import os
 
-from ..base.errors import SystemFailure
+from ..base.execution import exited_children
 from .peers import Peer
 
 TYPE_CHECKING = False
@@ -64,15 +63,7 @@ class ChildTable:
 
         Raises :class:`SystemFailure` ``wait_nohang`` for an unexpected waitpid error.
         """
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            except OSError as e:
-                raise SystemFailure("wait_nohang", e.errno or errno.EIO) from None
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             peer = self.peers.pop(pid, None)
             if peer is None:
                 on_exit = self.expected.pop(pid, None)

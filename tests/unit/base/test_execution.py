@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from s6ipc.base.errors import ExecFailure
-from s6ipc.base.execution import Spawner, find_program, spawn_bounded
+from s6ipc.base.execution import Spawner, exited_children, find_program, spawn_bounded
 from s6ipc.chain.entry import _resolve as entry_resolve
 
 APPLYUIDGID = shutil.which("s6-applyuidgid") or "/usr/bin/s6-applyuidgid"
@@ -150,3 +150,25 @@ def test_spawn_bounded_says_why_an_exec_failed() -> None:
     os.close(r)
     assert os.WEXITSTATUS(status) == 127
     assert line == b"unable to spawn /nonexistent/prog: No such file or directory\n"
+
+
+def test_exited_children_reaps_every_exited_child_and_stops() -> None:
+    """Each exited child once, with its status; a live child is left alone; none at all is no error."""
+    pids = set()
+    for code in (0, 3):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(code)
+        pids.add(pid)
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        seen = {}
+        deadline = time.monotonic() + 10
+        while set(seen) != pids and time.monotonic() < deadline:
+            seen.update(exited_children())
+            time.sleep(0.01)
+        assert sorted(os.waitstatus_to_exitcode(seen[p]) for p in pids) == [0, 3]
+        assert alive.pid not in seen and list(exited_children()) == []
+    finally:
+        alive.kill()
+        alive.wait()
