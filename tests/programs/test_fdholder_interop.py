@@ -25,9 +25,7 @@ taken as s6's own in that one cell (s6's daemon's dump read by s6's transferdump
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
@@ -36,7 +34,7 @@ from s6ipc import FdHolderClient, HeldDescriptor, OperationFailed
 from s6ipc.base import unixmessage
 from s6ipc.base.s6release import S6_2_11, S6_2_12, S6Release
 from s6ipc.fdholder import tai
-from tests.support.fdholder import ALL_RIGHTS, Holder, make_links, make_rules
+from tests.support.fdholder import ALL_RIGHTS, Holder, links_for_everyone, make_rules
 from tests.support.processes import s6_release_of
 
 PREFIX_VARIABLE = "S6IPC_TEST_S6_PREFIX"
@@ -58,12 +56,7 @@ def _bindir(column: str) -> str:
 
 @pytest.fixture(scope="module")
 def links() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="s6l", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
-        yield make_links(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    yield from links_for_everyone()
 
 
 Start = Callable[[str, Optional[S6Release]], Holder]

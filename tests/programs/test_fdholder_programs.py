@@ -10,11 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -27,7 +25,7 @@ from s6ipc.base.unixmessage import frame
 from s6ipc.fdholder import protocol, tai
 from s6ipc.fdholder.client import setdump_chunks
 from s6ipc.programs.fdholder_daemon import build_chain
-from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, make_links, make_rules
+from tests.support.fdholder import ALL_RIGHTS, Holder, Impls, Raw, inode, links_for_everyone, make_rules
 from tests.support.processes import (
     S6IPC,
     as_installed_s6,
@@ -50,12 +48,7 @@ AS_NOBODY = [pytest.param("ours", marks=needs_reachable_interpreter), "s6"]
 @pytest.fixture(scope="module")
 def links() -> Iterator[str]:
     """s6-NAME links to our programs in a directory other users can reach (for the nobody tests)."""
-    d = tempfile.mkdtemp(prefix="s6l", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
-        yield make_links(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    yield from links_for_everyone()
 
 
 @pytest.fixture

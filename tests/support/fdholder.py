@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import array
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from s6ipc.base import unixmessage
 from tests.support.processes import ours, stop_process, theirs, wait_for_ready
@@ -158,6 +159,17 @@ def make_links(directory: str) -> str:
     """``s6ipc links DIR``: our programs reachable as DIR/s6-NAME (they then print s6's names)."""
     subprocess.run([*ours("links"), directory], check=True, timeout=20)
     return directory
+
+
+def links_for_everyone() -> Iterator[str]:
+    """A module fixture's body: :func:`make_links` in a fresh /tmp directory other users can reach
+    (for the tests that run programs as nobody), removed afterwards."""
+    d = tempfile.mkdtemp(prefix="s6l", dir="/tmp")
+    os.chmod(d, 0o755)
+    try:
+        yield make_links(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class Impls:
