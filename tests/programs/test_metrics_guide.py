@@ -68,7 +68,11 @@ def test_from_nothing_to_a_prometheus_graph() -> None:
     steps = blocks("From nothing to a Prometheus graph")
     assert len(steps) == 6
     exporter, server = free_port(), free_port()
+    # the ports and the service's name made this run's own (another run's "hello" on the host
+    # would be listed too: s6ipc metrics shows every daemon the caller may see)
+    name = f"hello{os.getpid()}"
     script = "\n".join(steps).replace("9101", str(exporter)).replace("9090", str(server))
+    script = script.replace("S6IPC_NAME=hello ", f"S6IPC_NAME={name} ").replace('name="hello"', f'name="{name}"')
     with scratch_dir("s6g") as d:
         there = os.path.join(d, "guide")
         code, stdout, stderr = _run(script, there)
@@ -78,7 +82,7 @@ def test_from_nothing_to_a_prometheus_graph() -> None:
         assert len(accepted) == 2 and all(
             re.fullmatch(
                 r's6ipc_connections_accepted_total\{program="ipcserverd",'
-                r'pid="\d+",name="hello"\} 3',
+                r'pid="\d+",name="' + name + r'"\} 3',
                 a,
             )
             for a in accepted
