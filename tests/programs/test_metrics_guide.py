@@ -72,7 +72,8 @@ def test_from_nothing_to_a_prometheus_graph() -> None:
     # would be listed too: s6ipc metrics shows every daemon the caller may see)
     name = f"hello{os.getpid()}"
     script = "\n".join(steps).replace("9101", str(exporter)).replace("9090", str(server))
-    script = script.replace("S6IPC_NAME=hello ", f"S6IPC_NAME={name} ").replace('name="hello"', f'name="{name}"')
+    script = script.replace("S6IPC_NAME=hello ", f"S6IPC_NAME={name} ")
+    script = script.replace('name="hello"', f'name="{name}"')
     with scratch_dir("s6g") as d:
         there = os.path.join(d, "guide")
         code, stdout, stderr = _run(script, there)
