@@ -263,6 +263,7 @@ PRIMITIVES = {
     ("daemon.readiness", "spawn_detached"): "the detached grandchild's own os._exit after fork",
     ("base.execution", "spawn_bounded"): "the forked child's own exec, or its os._exit",
     ("fdholder.guardian", "guard"): "the forked guardian's own os._exit: it never returns into the daemon",
+    ("serve.standin", "fork_stand_in"): "the forked stand-in's own os._exit: never back into the daemon",
 }
 # calls that end the caller when made: below chain/, only their own definitions make them
 ENDING_CALLS = frozenset({"exec_argv", "die", "fatal", "usage"})

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 
 from .cstrings import c_environment
+from .libc import libc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -126,17 +127,6 @@ def entries(env: Mapping[str, str]) -> Optional[List[bytes]]:
 
 # -- libc, for the arrays CPython refuses ---------------------------------------------------
 _POSIX_SPAWN_SETSIGDEF, _POSIX_SPAWN_SETSIGMASK = 0x04, 0x08
-_libc: Optional[ctypes.CDLL] = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    import ctypes
-
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
 
 def _strings(items: Iterable[bytes]) -> ctypes.Array[ctypes.c_char_p]:
     import ctypes
@@ -153,7 +143,7 @@ def execve(path: str, argv: Sequence[str], env: List[bytes]) -> None:
     """``execve`` with the exact array *env*; returns only by raising OSError."""
     import ctypes
 
-    _c().execve(os.fsencode(path), _argv(argv), _strings(env))
+    libc().execve(os.fsencode(path), _argv(argv), _strings(env))
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e))
 
@@ -161,11 +151,11 @@ def execve(path: str, argv: Sequence[str], env: List[bytes]) -> None:
 def _sigset(signals: Iterable[int]) -> ctypes.Array[ctypes.c_char]:
     import ctypes
 
-    libc = _c()
+    c = libc()
     sigset = ctypes.create_string_buffer(128)  # sigset_t: 1024 bits
-    libc.sigemptyset(sigset)
+    c.sigemptyset(sigset)
     for sig in signals:
-        libc.sigaddset(sigset, int(sig))
+        c.sigaddset(sigset, int(sig))
     return sigset
 
 
@@ -176,23 +166,23 @@ def posix_spawn(path: str, argv: Sequence[str], env: List[bytes], dup2: Sequence
     ``os.posix_spawn``). Returns the pid; raises OSError with the error of the spawn or exec."""
     import ctypes
 
-    libc = _c()
+    c = libc()
     actions = ctypes.create_string_buffer(256)  # posix_spawn_file_actions_t: 80 bytes in glibc
     attr = ctypes.create_string_buffer(1024)  # posix_spawnattr_t: 336 bytes in glibc
-    libc.posix_spawn_file_actions_init(actions)
-    libc.posix_spawnattr_init(attr)
+    c.posix_spawn_file_actions_init(actions)
+    c.posix_spawnattr_init(attr)
     try:
         for source, target in dup2:
-            libc.posix_spawn_file_actions_adddup2(actions, source, target)
-        libc.posix_spawnattr_setsigmask(attr, _sigset(()))
-        libc.posix_spawnattr_setsigdefault(attr, _sigset(sigdef))
-        libc.posix_spawnattr_setflags(attr, ctypes.c_short(_POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK))
+            c.posix_spawn_file_actions_adddup2(actions, source, target)
+        c.posix_spawnattr_setsigmask(attr, _sigset(()))
+        c.posix_spawnattr_setsigdefault(attr, _sigset(sigdef))
+        c.posix_spawnattr_setflags(attr, ctypes.c_short(_POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK))
         pid = ctypes.c_int()
-        code = libc.posix_spawn(ctypes.byref(pid), os.fsencode(path), actions, attr,
+        code = c.posix_spawn(ctypes.byref(pid), os.fsencode(path), actions, attr,
                                 _argv(argv), _strings(env))
     finally:
-        libc.posix_spawnattr_destroy(attr)
-        libc.posix_spawn_file_actions_destroy(actions)
+        c.posix_spawnattr_destroy(attr)
+        c.posix_spawn_file_actions_destroy(actions)
     if code:
         raise OSError(code, os.strerror(code))
     return pid.value

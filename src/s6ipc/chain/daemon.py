@@ -183,7 +183,7 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     part = ServerLife(server, os_.process_ages, os_.our_children)
     life = Lifecycle(program, reporter.name, args, part, reporter, sinks.readiness,
                      held_signals=lambda: server.signals, system=os_, loop=server, clock=server.clock,
-                     verbosity=config.verbosity)
+                     verbosity=config.verbosity, guard=part.guard)
     server.on_exit = [_unless_exec(server, hook) for hook in sinks.on_exit]  # no STOPPING=1
     if state is not None:
         life.adopt(state)
@@ -194,7 +194,7 @@ def run_daemon(reporter: Reporter, config: ServerConfig, child_name: str,
     server.start(checked=True)  # the intake (take_daemon_socket) checked fd 0
     life.open_live_view(server.watch, state)
     if state is not None:
-        life.resumed(state)
+        life.resumed(state, part.released(state.daemon))  # the stand-in stops: the loop serves next
         if config.verbosity >= 2:
             reporter.info(f"upgraded in place: s6ipc {__version__}, generation {life.generation}, "
                           f"{len(server.children)} connections taken over")

@@ -101,7 +101,8 @@ class Lineage(NamedTuple):
     #: In-place upgrades that happened, and those that did not (preflight refused, exec failed).
     upgrades: int = 0
     upgrade_failures: int = 0
-    #: The last attempt: {"result": "ok"|"refused"|"failed", "reason", "pause_ms", "at"} (wall time).
+    #: The last attempt: {"result": "ok"|"refused"|"failed", "reason", "pause_ms", "exec_ms", "at"}
+    #: (wall time).
     last_upgrade: Optional[Dict[str, Any]] = None
     #: CLOCK_MONOTONIC just before the exec (the old image's): where the pause starts.
     exec_monotonic: Optional[float] = None
@@ -157,9 +158,10 @@ def _last_upgrade(raw: object) -> Dict[str, Any]:
     last = dict(raw)  # type: ignore[call-overload]
     if last.get("result") not in ("ok", "refused", "failed"):
         raise ValueError(f"last_upgrade result {last.get('result')!r}")
-    reason, pause = last.get("reason"), last.get("pause_ms")
+    reason, pause, started = last.get("reason"), last.get("pause_ms"), last.get("exec_ms")
     return {"result": last["result"], "reason": None if reason is None else str(reason),
-            "pause_ms": None if pause is None else float(pause), "at": float(last["at"])}
+            "pause_ms": None if pause is None else float(pause),
+            "exec_ms": None if started is None else float(started), "at": float(last["at"])}
 
 
 def _from_release_0_1(obj: Dict[str, Any], kind: str) -> Optional[State]:
@@ -362,12 +364,13 @@ class Lifecycle:
     def __init__(self, kind: str, program: str, args: Sequence[str], part: DaemonPart, log: Log,
                  readiness: Readiness, *, held_signals: Callable[[], Sequence[int]], system: System,
                  loop: Optional[UpgradeLoop] = None, clock: Clock = SYSTEM_CLOCK, verbosity: int = 1,
-                 guard: Optional[Callable[[], Callable[[], None]]] = None) -> None:
+                 guard: Optional[Callable[[List[int]], Callable[[], None]]] = None) -> None:
         self.kind, self.program, self.args = kind, program, list(args)
         self.part, self.log, self.readiness = part, log, readiness
         self.held_signals = held_signals
-        #: Called just before the exec (before the state is written): sets up what must outlive
-        #: a new image that dies (fdholderd's guardian); returns what undoes it if the exec fails.
+        #: Called just before the exec, with the held signals blocked (given the mask before), before
+        #: the state is written: forks what must outlive the exec (fdholderd's guardian, the
+        #: servers' stand-in); returns what undoes it if the exec fails. Raises S6ipcError.
         self.guard = guard
         self.system, self.loop, self.clock, self.verbosity = system, loop, clock, verbosity
         self.generation = 0
@@ -442,22 +445,25 @@ class Lifecycle:
                           f"live view at @{self.status.name}")
         watch(self.status.fileno(), self.status.on_event)
 
-    def resumed(self, state: State) -> None:
-        """The new image serves and its handlers are in place: the upgrade is counted (its pause:
-        from just before the exec to now, on CLOCK_MONOTONIC), the signals held across the exec
-        are let in."""
+    def resumed(self, state: State, served_until: Optional[float] = None) -> None:
+        """The new image serves and its handlers are in place: the upgrade is counted, the signals
+        held across the exec are let in. Its pause, on CLOCK_MONOTONIC, is the time nobody
+        accepted: from when a stand-in that served during the exec stopped (*served_until*), else
+        from just before the exec, to now; ``exec_ms`` is the new image's start (from the exec)."""
         self.upgrades += 1
         since = self._exec_monotonic
         self._exec_monotonic = None
-        pause = None if since is None else round((self.clock.monotonic() - since) * 1e3, 3)
-        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": pause,
+        now = self.clock.monotonic()
+        started = None if since is None else round((now - since) * 1e3, 3)
+        pause = started if served_until is None else round(max(0.0, now - served_until) * 1e3, 3)
+        self.last_upgrade = {"result": "ok", "reason": None, "pause_ms": pause, "exec_ms": started,
                              "at": round(self.clock.wall_ns() / 1e9, 3)}
         self.system.restore_mask(state.lineage.sigmask)
 
     def _failed(self, result: str, reason: str) -> None:
         """An upgrade that did not happen (*result* ``refused``: the preflight; ``failed``: the exec)."""
         self.upgrade_failures += 1
-        self.last_upgrade = {"result": result, "reason": reason, "pause_ms": None,
+        self.last_upgrade = {"result": result, "reason": reason, "pause_ms": None, "exec_ms": None,
                              "at": round(self.clock.wall_ns() / 1e9, 3)}
 
     # -- what it shows --------------------------------------------------------------------------
@@ -576,14 +582,14 @@ class Lifecycle:
         """Hand the state over and exec *argv*. Returns only when the exec failed: then everything
         is undone, one warning said, and the daemon serves on (the module docstring says why)."""
         system = self.system
-        undo_guard = None
-        if self.guard is not None:
-            try:
-                undo_guard = self.guard()
-            except OSError as e:  # no guardian: the upgrade goes on, as before there were any
-                self.log.warn(f"unable to fork a guardian: {os.strerror(e.errno or errno.EIO)}")
         mask = system.block_signals(self.held_signals())
         self._keep_signals_pending()
+        undo_guard = None
+        if self.guard is not None:  # forked with the signals blocked: it hears none of the daemon's
+            try:
+                undo_guard = self.guard(mask)
+            except S6ipcError as e:  # none: the upgrade goes on, as before there were any
+                self.log.warn(str(e))
         state = self.state(mask, self.clock.monotonic())
         kept = list(state.descriptors.values())
         memfd = -1

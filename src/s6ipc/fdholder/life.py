@@ -26,9 +26,10 @@ Some facts about the upgrade of a descriptor holder that this relies on:
 
 from __future__ import annotations
 
+import errno
 import os
 
-from ..base.errors import S6ipcError
+from ..base.errors import S6ipcError, SystemFailure
 from ..base.log import Log
 from ..sockets.unix import local_path
 from . import guardian, tai
@@ -36,7 +37,7 @@ from .server import FdHolderDaemon
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: What the handed-over JSON says it is (another daemon's state is refused).
 
@@ -89,9 +90,13 @@ class HolderLife:
             return None
 
     # -- the guardian (fdholder/guardian.py) ---------------------------------------------
-    def guard(self) -> Callable[[], None]:
-        """Just before the exec: fork the guardian; returns what releases it if the exec fails."""
-        pid, fd = guardian.guard(self.daemon.store, self.path(), self.log)
+    def guard(self, mask: List[int]) -> Callable[[], None]:
+        """Just before the exec: fork the guardian; returns what releases it if the exec fails.
+        Raises :class:`SystemFailure` (``fork a guardian``): the upgrade goes on without one."""
+        try:
+            pid, fd = guardian.guard(self.daemon.store, self.path(), self.log)
+        except OSError as e:
+            raise SystemFailure("fork a guardian", e.errno or errno.EIO) from None
         self.guardian = (pid, fd)
 
         def undo() -> None:

@@ -17,11 +17,18 @@ Some facts about the processes involved that this module relies on:
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+
+from ..base.errors import SystemFailure
 from ..base.typeshim import NamedTuple
 from ..daemon.counters import read_counts
 from ..daemon.lifecycle import our_children, process_ages
+from . import standin
 from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
+from .standin import StandIn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,6 +83,8 @@ class ServerLife:
         self.server = server
         self.ages = ages
         self.ours = ours
+        #: The stand-in serving during the exec under way (:mod:`s6ipc.serve.standin`).
+        self.stand_in: Optional[StandIn] = None
 
     # -- across the exec ------------------------------------------------------------------
     def to_state(self) -> Dict[str, Any]:
@@ -86,13 +95,14 @@ class ServerLife:
                  "children": children}
         if server.admission is not None:
             state["admission"] = server.admission.to_state()
+        if self.stand_in is not None:
+            state["stand_in"] = {"pid": self.stand_in.pid, "fd": self.stand_in.fd,
+                                 "subreaper": self.stand_in.subreaper}
         return state
 
     def counters(self) -> Dict[str, Any]:
         """The counters since the process started (docs/status.md), carried across upgrades."""
-        server = self.server
-        return {"accepted": server.accepted, "refused": dict(server.refusals), "spawned": server.spawned,
-                "exits": dict(server.exits)}
+        return self.server.counts()
 
     def restore(self, state: Dict[str, Any]) -> None:
         """Take over the counters and the children (into the server's child table), before
@@ -104,12 +114,19 @@ class ServerLife:
         counters = parsed.counters
         server.accepted, server.spawned = counters["accepted"], counters["spawned"]
         server.refusals, server.exits = counters["refused"], counters["exits"]
-        mine = set(self.ours(pid for pid, _ in parsed.children))
-        strangers = sorted(pid for pid, _ in parsed.children if pid not in mine)
+        self._adopt(parsed.children, "the handoff state")
+
+    def _adopt(self, children: Iterable[Tuple[int, Peer]], source: str) -> None:
+        """Add *children* (pid, peer) to the table: only this process's own — a pid that is not
+        (one warning naming *source*) is never adopted, so never signalled."""
+        server = self.server
+        children = list(children)
+        mine = set(self.ours(pid for pid, _ in children))
+        strangers = sorted(pid for pid, _ in children if pid not in mine)
         if strangers:
-            server.log.warn(f"not adopting pid {', '.join(map(str, strangers))} from the handoff state: "
+            server.log.warn(f"not adopting pid {', '.join(map(str, strangers))} from {source}: "
                             "not a child of this process")
-        for pid, peer in parsed.children:
+        for pid, peer in children:
             if pid not in mine:
                 continue
             server.children.add(pid, peer)
@@ -117,7 +134,68 @@ class ServerLife:
                 server.admission.spawned(peer)  # the per-prefix / per-gid live counts
 
     def descriptors(self) -> Dict[str, int]:
-        return {"listen": self.server.listen_fd}
+        named = {"listen": self.server.listen_fd}
+        if self.stand_in is not None:
+            named["stand_in"] = self.stand_in.fd
+        return named
+
+    # -- the stand-in (:mod:`s6ipc.serve.standin`) ----------------------------------------------
+    def guard(self, mask: List[int]) -> Callable[[], None]:
+        """Just before the exec, the daemon's signals blocked (*mask*: the mask before): fork the
+        stand-in that serves during it; returns what takes it back if the exec fails. Raises
+        :class:`SystemFailure` (``fork a stand-in``): the upgrade goes on without one."""
+        try:
+            stand_in = standin.fork_stand_in(self.server, mask)
+        except OSError as e:
+            raise SystemFailure("fork a stand-in", e.errno or errno.EIO) from None
+        self.stand_in = stand_in
+
+        def undo() -> None:
+            self.stand_in = None
+            self.take_back(stand_in)
+        return undo
+
+    def released(self, state: Dict[str, Any]) -> Optional[float]:
+        """In the new image, its loop set up, before it serves: stop the stand-in the previous
+        image forked (if its state names one), take its children and counts. Returns when the
+        stand-in stopped accepting (CLOCK_MONOTONIC), None without one. A stand-in the state names
+        that is not this process's child, or a descriptor that is not a socket, is one warning."""
+        named = state.get("stand_in")
+        if named is None:
+            return None
+        try:
+            stand_in = StandIn(int(named["pid"]), int(named["fd"]), bool(named["subreaper"]))
+            if not stat.S_ISSOCK(os.fstat(stand_in.fd).st_mode):
+                raise ValueError(f"fd {stand_in.fd} is not a socket")
+            if not self.ours([stand_in.pid]):
+                raise ValueError(f"pid {stand_in.pid} is not a child of this process")
+        except (KeyError, TypeError, ValueError, OSError) as e:
+            self.server.log.warn(f"ignoring the stand-in the handoff state names: {e}")
+            return None
+        return self.take_back(stand_in)
+
+    def take_back(self, stand_in: StandIn) -> Optional[float]:
+        """Stop *stand_in*, add what it did; returns when it stopped accepting (None: not said)."""
+        server = self.server
+        raw = standin.take_back(stand_in, server.log.warn)
+        if raw is None:
+            return None
+        try:
+            got = standin.report(raw)
+            children = [(pid, server.identity.peer_from_state(peer)) for pid, peer in got["children"].items()]
+        except (KeyError, TypeError, ValueError) as e:
+            server.log.warn(f"the stand-in (pid {stand_in.pid}) that served during the exec: its report "
+                            f"is unusable: {e}; its connections are served on, not counted")
+            return None
+        counters = got["counters"]
+        server.accepted += counters["accepted"]
+        server.spawned += counters["spawned"]
+        for table, added in ((server.refusals, counters["refused"]), (server.exits, counters["exits"])):
+            for key, n in added.items():
+                if key in table:
+                    table[key] += n
+        self._adopt(children, f"the stand-in (pid {stand_in.pid})")
+        return got["stopped"]  # type: ignore[no-any-return]
 
     # -- what it shows --------------------------------------------------------------------
     def _counted(self) -> bool:

@@ -64,7 +64,7 @@ from .peers import Peer, PeerIdentity, PeerUnknown, UnixPeers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
     from .admission import Admission
 
@@ -223,6 +223,8 @@ class Server:
         self._ending = Ending()
         self._watched: Dict[int, Callable[[int], None]] = {}
         self._signal_hooks: Dict[int, Callable[[], None]] = {}
+        #: A stand-in serving during the daemon's exec (:meth:`stand_in`): its own lines are not said.
+        self._standing_in = False
         #: Connections accepted since the process started (carried across in-place upgrades:
         #: :mod:`s6ipc.serve.life`), those given a child, those closed without one by reason
         #: (:data:`REFUSAL_REASONS`), and the children's ends by outcome (:data:`EXIT_OUTCOMES`):
@@ -282,6 +284,44 @@ class Server:
             return
         self._ending = Ending(0, list(argv))
         self._running = False
+
+    def counts(self) -> Dict[str, Any]:
+        """The counters (docs/status.md's ``counters``): accepted, refused by reason, spawned,
+        exits by outcome."""
+        return {"accepted": self.accepted, "refused": dict(self.refusals), "spawned": self.spawned,
+                "exits": dict(self.exits)}
+
+    def stand_in(self, channel: int, limit: float, caught: Sequence[int], ignored: Sequence[int]) -> None:
+        """In a stand-in just forked (:mod:`s6ipc.serve.standin`), before :meth:`serve`: go on with
+        the same listening socket, children and counts, but with nothing of the daemon's — its
+        watched descriptors, signal hooks, readiness hooks, heartbeat, log line at the end. It
+        hears *caught* signals only (on a self-pipe of its own: SIGTERM ends the loop), ignores
+        *ignored*, and its loop ends when *channel* is readable (or at EOF), or *limit* seconds from
+        now. Raises :class:`SystemFailure` (``selfpipe_init``)."""
+        for fd in list(self._watched):
+            self.unwatch(fd)
+        give_back(self._poller, self._selfpipe, None)
+        self._signal_hooks.clear()
+        for sig in ignored:
+            _signal.signal(sig, _signal.SIG_IGN)
+        self._selfpipe = polled_selfpipe(self._poller, caught)
+        self.on_ready, self.on_exit = [], []
+        self._standing_in, self._running, self._ending, self._final_signals = True, True, Ending(), ()
+        deadline = self.clock.monotonic() + limit
+
+        def check() -> None:
+            if self.clock.monotonic() >= deadline:
+                self._quit(())
+
+        def told(mask: int) -> None:
+            try:  # read what was said: a socket closed with unread data resets its peer's reads
+                os.read(channel, 64)
+            except OSError:
+                pass
+            self._quit(())
+
+        self.heartbeat = (min(limit, 0.5), check)
+        self.watch(channel, told)
 
     def serve_on(self) -> None:
         """After :meth:`stop_for_exec` and an exec that failed: the next :meth:`serve` goes on
@@ -393,7 +433,7 @@ class Server:
             self.children.kill_all(self._final_signals)
         for hook in self.on_exit:
             hook()
-        if self.config.verbosity >= 2 and self._ending.exec_argv is None:
+        if self.config.verbosity >= 2 and self._ending.exec_argv is None and not self._standing_in:
             self.log.info("exiting")
         return self._ending
 
@@ -526,7 +566,7 @@ class Server:
             if signo == _signal.SIGCHLD:
                 self._reap()
             elif signo == _signal.SIGTERM:
-                if self.config.verbosity >= 2:
+                if self.config.verbosity >= 2 and not self._standing_in:
                     self.log.info("received SIGTERM, quitting")
                 self._quit(())
             elif signo == _signal.SIGHUP:

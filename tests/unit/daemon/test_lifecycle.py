@@ -385,7 +385,7 @@ def test_the_upgrade_facts_travel_in_the_lineage_and_show_in_the_live_view() -> 
     new.life.resumed(state)
     document = new.life.document()
     assert (document["generation"], document["upgrades"], document["upgrade_failures"]) == (1, 1, 2)
-    assert document["last_upgrade"] == {"result": "ok", "reason": None, "pause_ms": 37.5,
+    assert document["last_upgrade"] == {"result": "ok", "reason": None, "pause_ms": 37.5, "exec_ms": 37.5,
                                         "at": round(new.clock.wall_ns() / 1e9, 3)}
     # and on into the next generation
     assert new.life.state().lineage.upgrades == 1
