@@ -43,83 +43,11 @@ from s6ipc.base import unixmessage
 from s6ipc.daemon import liveview
 from s6ipc.fdholder import protocol
 from tests.support.fdholder import ALL_RIGHTS, make_rules
+from tests.support.phases import SERVER_OUTCOME, Phases, after_held, exited, together
 from tests.support.processes import S6IPC, RunningServer, wait_until
 from tests.support.tcp import TcpServer, connect
 
-SITECUSTOMIZE = '''\
-import os
-import time
-
-
-def _phase():
-    with open("/proc/self/cmdline", "rb") as f:
-        argv = f.read().split(b"\\0")
-    if b"preflight" in argv:
-        return "preflight"
-    if "S6IPC_HANDOFF" in os.environ:
-        return "new-image"
-    return None
-
-
-_here = os.path.dirname(os.path.abspath(__file__))
-_name = _phase()
-if _name is not None:
-    _marker = os.path.join(_here, _name + ".started")
-    with open(_marker + ".tmp", "w") as f:
-        f.write("%d\\n" % os.getpid())
-    os.replace(_marker + ".tmp", _marker)
-    _hold = os.path.join(_here, _name + ".hold")
-    _until = time.monotonic() + 30
-    while os.path.exists(_hold) and time.monotonic() < _until:
-        time.sleep(0.005)
-'''
-
 PHASES = ["before", "same-read", "preflight", "verdict", "new-image"]
-
-
-class Phases:
-    """The test's sitecustomize directory: hold a phase open, see it reached, let it go."""
-
-    def __init__(self, top: str) -> None:
-        self.top = top
-        with open(os.path.join(top, "sitecustomize.py"), "w") as f:
-            f.write(SITECUSTOMIZE)
-
-    def env(self) -> dict:  # type: ignore[type-arg]
-        return dict(os.environ, PYTHONPATH=self.top)
-
-    def hold(self, name: str) -> None:
-        open(os.path.join(self.top, name + ".hold"), "w").close()
-
-    def release(self, name: str) -> None:
-        os.unlink(os.path.join(self.top, name + ".hold"))
-
-    def reached(self, name: str, timeout: float = 30) -> int:
-        """The pid of the process that reached phase *name* (and waits in it while held)."""
-        path = os.path.join(self.top, name + ".started")
-        return wait_until(lambda: os.path.exists(path) and int(open(path).read().split()[0]), timeout)  # type: ignore[no-any-return]
-
-
-def _state(pid: int) -> str:
-    """Process *pid*'s state letter (``Z``: exited, not reaped; ``T``: stopped); ``X`` once gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "X"
-
-
-def _exited(pid: int) -> bool:
-    return _state(pid) in ("Z", "X")
-
-
-def _together(pid: int, *sigs: int) -> None:
-    """Deliver *sigs* to *pid* so that its loop reads them in one batch."""
-    os.kill(pid, signal.SIGSTOP)
-    wait_until(lambda: _state(pid) == "T")
-    for sig in sigs:
-        os.kill(pid, sig)
-    os.kill(pid, signal.SIGCONT)
 
 
 def send_at(phase: str, pid: int, sig: int, phases: Phases,
@@ -129,7 +57,7 @@ def send_at(phase: str, pid: int, sig: int, phases: Phases,
         os.kill(pid, sig)
         os.kill(pid, signal.SIGUSR2)
     elif phase == "same-read":
-        _together(pid, signal.SIGUSR2, sig)
+        together(pid, signal.SIGUSR2, sig)
     elif phase == "preflight":
         phases.hold("preflight")
         os.kill(pid, signal.SIGUSR2)
@@ -143,7 +71,7 @@ def send_at(phase: str, pid: int, sig: int, phases: Phases,
         if drain is None:  # the preflight's exit and the signal in one read
             os.kill(pid, signal.SIGSTOP)
             phases.release("preflight")
-            wait_until(lambda: _exited(child), 30)
+            wait_until(lambda: exited(child), 30)
             os.kill(pid, sig)
             os.kill(pid, signal.SIGCONT)
         else:  # fdholderd: the preflight passed, the drain holds the exec back
@@ -174,35 +102,6 @@ def _generation(pid: int, kind: str) -> Optional[int]:
         return None
 
 
-def _after_held(sock: socket.socket) -> bytes:
-    """What a ``handler hold`` connection says now: its echo if the child lives, ``TERM\\n`` then
-    EOF if it got SIGTERM, EOF alone if it was killed."""
-    sock.settimeout(10)
-    try:
-        sock.sendall(b"alive\n")
-    except OSError:
-        pass
-    data = b""
-    while not data.endswith(b"alive\n"):
-        try:
-            chunk = sock.recv(100)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-#: ipcserverd/tcpserverd: (exits, what a connection from before sees afterwards)
-SERVER_OUTCOME = {
-    signal.SIGTERM: (True, b"alive\n"),
-    signal.SIGQUIT: (True, b"TERM\n"),
-    signal.SIGABRT: (True, b""),
-    signal.SIGHUP: (False, b"TERM\n"),
-}
-
-
 def _check_server(proc: subprocess.Popen[bytes], pid: int, kind: str, sig: int, held: socket.socket,
                   log: Callable[[], str]) -> None:
     exits, held_sees = SERVER_OUTCOME[sig]
@@ -212,7 +111,7 @@ def _check_server(proc: subprocess.Popen[bytes], pid: int, kind: str, sig: int, 
     else:
         assert wait_until(lambda: _generation(pid, kind) == 1, 30), log()
         assert proc.poll() is None
-    assert _after_held(held) == held_sees, log()
+    assert after_held(held) == held_sees, log()
     if not exits:
         os.kill(pid, signal.SIGTERM)
         assert proc.wait(20) == 0
@@ -302,7 +201,7 @@ def test_a_storm_of_sigusr2_leaves_one_process_serving(sockdir: str, handler: st
     assert _generation(pid, "ipcserverd") == generation, "upgrades went on after the storm"
     assert server.proc.poll() is None
     assert generation < 20, f"{generation} upgrades for one storm: SIGUSR2 was not coalesced"
-    assert _after_held(held) == b"alive\n"
+    assert after_held(held) == b"alive\n"
     fresh = socket.socket(socket.AF_UNIX)
     fresh.connect(path)
     fresh.settimeout(10)
@@ -339,7 +238,7 @@ def test_the_loop_serves_while_the_preflight_runs(daemon: str, phases: Phases, s
             s.sendall(unixmessage.frame(protocol.LIST_REQUEST))
             assert s.recv(100) != b""  # answered: the loop serves requests
         s.close()
-    assert _generation(pid, daemon) == 0 and not _exited(child)
+    assert _generation(pid, daemon) == 0 and not exited(child)
     phases.release("preflight")
     assert wait_until(lambda: _generation(pid, daemon) == 1, 30)
     assert "warning" not in server.log() and "fatal" not in server.log()
