@@ -52,6 +52,7 @@ import select
 
 from ..base.libc import child_subreaper, set_child_subreaper
 from ..base.typeshim import NamedTuple
+from ..daemon.lifecycle import our_children
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -152,6 +153,10 @@ def take_back(stand_in: StandIn, warn: Any, timeout: float = REPORT_TIMEOUT) -> 
     import time
 
     pid, fd = stand_in.pid, stand_in.fd
+    if not our_children([pid]):  # never a word to, nor a signal for, a process that is not ours
+        warn(f"the stand-in (pid {pid}) that served during the exec: it is not a child of this process; "
+             "its connections are served on, not counted")
+        return None
     chunks: List[bytes] = []
     problem: Optional[str] = None
     channel = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
@@ -176,6 +181,8 @@ def take_back(stand_in: StandIn, warn: Any, timeout: float = REPORT_TIMEOUT) -> 
             chunk = os.read(fd, 65536)
         except InterruptedError:
             continue
+        except ConnectionResetError:  # it ended with the byte unread: its exit status tells
+            break
         except OSError as e:
             problem = os.strerror(e.errno or errno.EIO)
             break
