@@ -81,9 +81,11 @@ class Server:
             self.ready_line = ready.readline().strip()
         self.pid, self.kind = self.proc.pid, kind
 
-        #: What each new image reported as its pause (last_upgrade.pause_ms: from just before the
-        #: exec to its handlers in place, on CLOCK_MONOTONIC).
+        #: What each new image reported as its pause (last_upgrade.pause_ms: the time nobody
+        #: accepted — from the stand-in's stop, or from just before the exec without one — to its
+        #: handlers in place, on CLOCK_MONOTONIC) and as its start (exec_ms: from the exec).
         self.reported_pauses: List[float] = []
+        self.reported_starts: List[float] = []
 
     def generation(self) -> int:
         return int(liveview.query(self.pid, self.kind, timeout=30)["generation"])
@@ -100,9 +102,11 @@ class Server:
             except Exception:  # the status socket is served again once the new image runs
                 continue
             if int(document["generation"]) > before:
-                pause = (document.get("last_upgrade") or {}).get("pause_ms")
-                if pause is not None:
-                    self.reported_pauses.append(float(pause))
+                last = document.get("last_upgrade") or {}
+                if last.get("pause_ms") is not None:
+                    self.reported_pauses.append(float(last["pause_ms"]))
+                if last.get("exec_ms") is not None:
+                    self.reported_starts.append(float(last["exec_ms"]))
                 return sent, time.monotonic()
             if time.monotonic() - sent > timeout:
                 raise RuntimeError(f"no generation {before + 1} {timeout} s after SIGUSR2: {self.text()}")
@@ -325,6 +329,7 @@ def run_pause(upgrades: int, rate: float, gap: float, backlog: int) -> Dict[str,
     result = pauses(outcome, windows)
     worst = result["worst_minus_baseline_ms"].get("max", 0) + result["baseline_ms"]  # type: ignore[attr-defined]
     result.update(reported_pause_ms=distribution(server.reported_pauses),
+                  reported_exec_ms=distribution(server.reported_starts),
                   rate=rate, backlog=backlog, load_average=os.getloadavg()[0],
                   no_refusal_rate_per_s=round(backlog / (worst / 1000)) if worst else None,
                   warnings=[ln for ln in log.splitlines() if "warning" in ln or "fatal" in ln][:5])
@@ -388,7 +393,8 @@ def run_soak(family: str, upgrades: int, rate: float, long_lived: int, gap: floa
         server.stop()
     result = pauses(outcome, windows)
     result.update(reported_pause_ms=distribution(server.reported_pauses),
-                  family=family, rate=rate, long_lived=long_lived, long_lived_broken=broken,
+                  reported_exec_ms=distribution(server.reported_starts), family=family, rate=rate,
+                  long_lived=long_lived, long_lived_broken=broken,
                   seconds=round(took, 1), generation=document["generation"],
                   pid_kept=document["pid"] == server.pid,
                   load_average=os.getloadavg()[0],
