@@ -32,7 +32,7 @@ from tests.support.tcp import tcp_request
 from tests.support.upgrade import copy_package, edit
 
 LINE = re.compile(rf"pid (\d+) \((\w+)\): generation (\d+), s6ipc {re.escape(__version__)}, "
-                  r"pause ([\d.]+) ms\n")
+                  r"pause ([\d.]+) ms, exec ([\d.]+) ms\n")
 
 
 def _upgrade(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -50,7 +50,7 @@ def test_a_new_generation_is_exit_0_with_one_line(sockdir: str,
         match = LINE.fullmatch(done.stdout)
         assert match, done.stdout
         assert (int(match[1]), match[2], int(match[3])) == (pid, "ipcserverd", generation)
-        assert 0 < float(match[4]) < 30000
+        assert 0 < float(match[4]) < float(match[5]) < 30000  # the stand-in served during the exec
         assert request(path) == b"hi\n"
     status = subprocess.run([S6IPC, "status", "-j", str(pid)], capture_output=True, timeout=20)
     view = json.loads(status.stdout)
@@ -73,7 +73,11 @@ def test_json_for_tcpserver4d_and_fdholderd(sockdir: str,
         verdict = json.loads(done.stdout)
         assert verdict["pid"] == server.proc.pid and verdict["program"] == program
         assert (verdict["generation"], verdict["version"], verdict["result"]) == (1, __version__, "ok")
-        assert verdict["pause_ms"] > 0 and verdict["reason"] is None
+        assert verdict["pause_ms"] > 0 and verdict["exec_ms"] > 0 and verdict["reason"] is None
+        if program == "fdholderd":  # no stand-in: nobody accepts from the exec on
+            assert verdict["pause_ms"] == verdict["exec_ms"]
+        else:
+            assert verdict["pause_ms"] < verdict["exec_ms"]
     listed = subprocess.run([S6IPC, "fdholder-list", holder_path], capture_output=True, timeout=10)
     assert listed.returncode == 0, listed.stderr
     assert tcp_request(port) == b"hi\n"

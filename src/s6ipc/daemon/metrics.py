@@ -160,6 +160,10 @@ def families(documents: Iterable[Dict[str, Any]], top: int = TOP_DEFAULT) -> Lis
         pause = _seconds(last.get("pause_ms")) if isinstance(last, dict) else None
         out.add("s6ipc_last_upgrade_pause_seconds", "gauge", "How long the last in-place upgrade stopped "
                 "accepting.", base, None if pause is None else pause / 1000, "seconds")
+        started = _seconds(last.get("exec_ms")) if isinstance(last, dict) else None
+        out.add("s6ipc_last_upgrade_exec_seconds", "gauge", "How long the new image of the last in-place "
+                "upgrade took to start (a stand-in served meanwhile).", base,
+                None if started is None else started / 1000, "seconds")
         counters = d.get("counters")
         counters = counters if isinstance(counters, dict) else {}
         connections = d.get("connections")

@@ -2,7 +2,7 @@
 
 ``s6ipc upgrade PID|NAME [-t timeout] [-j]`` sends SIGUSR2 to the daemon (ipcserverd, tcpserver4d,
 tcpserver6d, tcpserverd, fdholderd) and returns when its new generation serves (exit 0, one line:
-generation, version, pause), when it refused (exit 1, its reason: the old generation serves on),
+generation, version, pause, exec), when it refused (exit 1, its reason: the old generation serves on),
 or when the time ran out (111). docs/upgrade.md; the library is :mod:`s6ipc.daemon.verdict`.
 """
 
@@ -44,9 +44,13 @@ def target_pid(target: str) -> int:
 
 
 def line(document: Dict[str, Any]) -> str:
-    """``pid 4242 (ipcserverd): generation 3, s6ipc 0.1.0, pause 41.2 ms``."""
-    pause = (document.get("last_upgrade") or {}).get("pause_ms")
+    """``pid 4242 (ipcserverd): generation 3, s6ipc 0.1.0, pause 1.4 ms, exec 31.2 ms`` (the exec
+    when the daemon says it: not before this release)."""
+    last = document.get("last_upgrade") or {}
+    pause, started = last.get("pause_ms"), last.get("exec_ms")
     shown = "unknown" if pause is None else f"{pause:.1f} ms"
+    if started is not None:
+        shown += f", exec {started:.1f} ms"
     get = document.get
     return (f"pid {get('pid')} ({get('program')}): generation {get('generation')}, "
             f"s6ipc {get('version')}, pause {shown}\n")
@@ -58,7 +62,8 @@ def _json(document: Dict[str, Any]) -> str:
     last = document.get("last_upgrade") or {}
     keys = ("pid", "program", "generation", "version", "upgrades", "upgrade_failures")
     summary = {key: document.get(key) for key in keys}
-    summary.update(result=last.get("result"), reason=last.get("reason"), pause_ms=last.get("pause_ms"))
+    summary.update(result=last.get("result"), reason=last.get("reason"), pause_ms=last.get("pause_ms"),
+                   exec_ms=last.get("exec_ms"))
     return json.dumps(summary, separators=(",", ":")) + "\n"
 
 

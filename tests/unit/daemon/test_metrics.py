@@ -17,7 +17,8 @@ SERVER: Dict[str, Any] = {
     "started": 1700000000.25,
     "upgrades": 2,
     "upgrade_failures": 1,
-    "last_upgrade": {"result": "ok", "reason": None, "pause_ms": 12.5, "at": 1700000100.0},
+    "last_upgrade": {"result": "ok", "reason": None, "pause_ms": 12.5, "exec_ms": 31.25,
+                     "at": 1700000100.0},
     "limits": {"maxconn": 40, "localmaxconn": 10},
     "connections": {
         "total": 14,
@@ -56,6 +57,7 @@ def test_openmetrics_text() -> None:
         f"s6ipc_upgrades_total{{{base}}} 2" in lines and f"s6ipc_upgrade_failures_total{{{base}}} 1" in lines
     )
     assert f"s6ipc_last_upgrade_pause_seconds{{{base}}} 0.0125" in lines
+    assert f"s6ipc_last_upgrade_exec_seconds{{{base}}} 0.03125" in lines
     assert f"s6ipc_start_time_seconds{{{base}}} 1700000000.25" in lines
     assert "# UNIT s6ipc_start_time_seconds seconds" in lines
     assert "# TYPE s6ipc_connections_accepted counter" in lines and "# TYPE s6ipc_daemon info" in lines
