@@ -396,6 +396,10 @@ def run_soak(family: str, upgrades: int, rate: float, long_lived: int, gap: floa
                   reported_exec_ms=distribution(server.reported_starts), family=family, rate=rate,
                   long_lived=long_lived, long_lived_broken=broken,
                   seconds=round(took, 1), generation=document["generation"],
+                  # every connection the clients made, counted once by the daemon across 1000 images
+                  # and their stand-ins: the load's and the long-lived ones
+                  accepted=document["counters"]["accepted"], spawned=document["counters"]["spawned"],
+                  made=len(outcome.done) + long_lived,
                   pid_kept=document["pid"] == server.pid,
                   load_average=os.getloadavg()[0],
                   warnings=[ln for ln in log.splitlines() if "warning" in ln or "fatal" in ln][:5])

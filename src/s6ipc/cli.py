@@ -4,8 +4,8 @@
 link whose name is ``s6-NAME`` (or ``NAME``), the entry point acts as that program, so unchanged
 s6 run scripts work with the link directory first in ``PATH``. ``s6ipc links DIR`` creates
 those links. ``s6ipc preflight NAME args…`` is what a running daemon asks of the code installed
-on disk before an in-place upgrade (:func:`s6ipc.daemon.upgrade.preflight`): import every module, let
-NAME validate *args*, exit 0 silently — or one line and 111 (100 for bad options).
+on disk before an in-place upgrade (:func:`s6ipc.daemon.upgrade.preflight`): import every module but the
+integrations, let NAME validate *args*, exit 0 silently — or one line and 111 (100 for bad options).
 """
 
 from __future__ import annotations
@@ -75,38 +75,35 @@ def _write(text: str) -> int:
     return 0
 
 
-#: The modules that stand on an optional extra (``pip install s6ipc[uvicorn]``): a plain install
-#: has them without their dependency, and no daemon imports them.
-_EXTRA_MODULES = ("s6ipc.integrations.", "s6ipc.uvicorn_drain")
+#: The integrations a user's application imports (uvicorn's, asyncio's), never a daemon.
+_INTEGRATIONS = ("s6ipc.integrations", "s6ipc.uvicorn_drain")
 
 
-def _needs_an_extra(module: str, error: ModuleNotFoundError) -> bool:
-    """Whether *error* (importing *module*) is an extra's dependency missing from a plain install —
-    not a broken install: a module of the integrations lacking a package outside s6ipc."""
-    missing = (error.name or "").split(".")[0]
-    return module.startswith(_EXTRA_MODULES) and missing not in ("", "s6ipc")
-
-
-def _check_program(program: str, args: List[str]) -> None:
-    """The preflight itself, in the child: import every module of the package (those of an extra
-    only where the extra is installed), then let *program* validate *args* (its module's
-    ``preflight(args)``, when it has one).
-
-    Raises whatever the import or the validation raises: :func:`_preflight` turns it into one line.
-    """
+def _import_all(path: List[str], prefix: str) -> None:
+    """Import every module under *path* (a package's ``__path__``, names starting with *prefix*),
+    subpackages included, but the integrations and ``__main__`` (importing it runs the entry point)."""
     import importlib
     import pkgutil
 
+    for info in pkgutil.iter_modules(path, prefix):
+        if info.name in _INTEGRATIONS or info.name == "s6ipc.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        if info.ispkg:
+            _import_all(list(module.__path__), info.name + ".")
+
+
+def _check_program(program: str, args: List[str]) -> None:
+    """The preflight itself, in the child: import every module of the package but the integrations
+    (no daemon uses them: an upgrade never depends on an extra, installed or not, nor pays for
+    importing one), then let *program* validate *args* (its module's ``preflight(args)``, when it
+    has one).
+
+    Raises whatever the import or the validation raises: :func:`_preflight` turns it into one line.
+    """
     from . import __path__ as package_path
 
-    for info in pkgutil.walk_packages(package_path, "s6ipc."):
-        if info.name == "s6ipc.__main__":  # importing it would run the entry point
-            continue
-        try:
-            importlib.import_module(info.name)
-        except ModuleNotFoundError as e:
-            if not _needs_an_extra(info.name, e):
-                raise
+    _import_all(list(package_path), "s6ipc.")
     name = program_name(program)
     if name is None:
         raise LookupError(f"no program {program} in the installed s6ipc")

@@ -32,3 +32,5 @@ def test_a_short_soak(family: str) -> None:
     assert counts == {"refused": 0, "reset": 0, "truncated": 0, "other": 0}, result["examples"]
     assert result["long_lived_broken"] == [] and result["warnings"] == []
     assert result["connections"] > 200, result  # the load ran through the upgrades
+    # each connection counted once, whichever image or stand-in accepted it
+    assert result["accepted"] == result["spawned"] == result["made"], result

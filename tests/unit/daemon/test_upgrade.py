@@ -259,3 +259,23 @@ def test_a_preflight_that_hangs_is_given_up_at_its_timeout(tmp_path: Any,
     reason = upgrade.preflight("ipcserverd", ["cat"], timeout=1)
     assert reason is not None and reason.endswith("preflight ipcserverd did not finish within 1 s"), reason
     assert time.monotonic() - started < 10
+
+
+def test_the_preflight_never_imports_the_integrations(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18, point 1: no daemon uses the integrations, so the preflight imports none of them,
+    whether their extra is installed (this venv has uvicorn) or not — an upgrade never depends on
+    an extra. A sitecustomize (first on PYTHONPATH) makes importing one fail loudly."""
+    import importlib.util
+
+    assert importlib.util.find_spec("uvicorn") is not None, "this test needs the uvicorn extra installed"
+    with open(os.path.join(str(tmp_path), "sitecustomize.py"), "w") as f:
+        f.write("import sys\n"
+                "class Tripwire:\n"
+                "    def find_spec(self, name, path=None, target=None):\n"
+                "        if name.split('.')[0] == 'uvicorn' or name.startswith(('s6ipc.integrations',\n"
+                "                                                                's6ipc.uvicorn_drain')):\n"
+                "            raise RuntimeError('the preflight imported ' + name)\n"
+                "sys.meta_path.insert(0, Tripwire())\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    for program, args in (("ipcserverd", ["cat"]), ("tcpserver4d", ["cat"]), ("fdholderd", ["-i", "rules"])):
+        assert upgrade.preflight(program, args) is None, program
