@@ -215,6 +215,8 @@ def _upgraded_to_the_newer_wheel(script: str, sockdir: str, env: Dict[str, str],
             assert done.returncode == 0, (program, done.stderr, server.log())
             verdict = json.loads(done.stdout)
             assert (verdict["program"], verdict["generation"], verdict["version"]) == (program, 1, NEWER)
+            if program != "fdholderd":  # the stand-in served during the exec: the pause is its hand-back
+                assert verdict["pause_ms"] < verdict["exec_ms"], verdict
             assert "warning" not in server.log() and server.proc.poll() is None, server.log()
         assert request(os.path.join(sockdir, "s")) == b"hi\n"
     finally:
