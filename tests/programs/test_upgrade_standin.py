@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -41,6 +41,16 @@ def _view(pid: int, kind: str) -> Optional[Dict[str, object]]:
         return None
 
 
+def _upgraded(pid: int, kind: str) -> bool:
+    """Whether the live view of *pid* shows generation 1 within 30 s (the new image serves)."""
+    return bool(wait_until(lambda: (_view(pid, kind) or {}).get("generation") == 1, 30))
+
+
+def _stop(server: RunningServer) -> None:
+    os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0, server.log()
+
+
 def _total(pid: int, kind: str) -> Optional[int]:
     """The number of connections the live view of *pid* shows (None: no answer)."""
     view = _view(pid, kind)
@@ -64,9 +74,12 @@ def _child_pid(s: socket.socket) -> int:
     return int(line)
 
 
-def _ipcserver(path: str, handler: str, phases: Phases,
-               server_factory: Callable[..., RunningServer]) -> RunningServer:
-    return server_factory([S6IPC, "ipcserver", "-1", path, handler, "hold"], env=phases.env())
+@pytest.fixture
+def served(phases: Phases, sockdir: str, handler: str,
+           server_factory: Callable[..., RunningServer]) -> Tuple[str, RunningServer]:
+    """(the socket's path, ``ipcserver -1 PATH handler hold`` running with the phases' PYTHONPATH)."""
+    path = os.path.join(sockdir, "s")
+    return path, server_factory([S6IPC, "ipcserver", "-1", path, handler, "hold"], env=phases.env())
 
 
 def _during_the_exec(pid: int, phases: Phases) -> None:
@@ -77,9 +90,8 @@ def _during_the_exec(pid: int, phases: Phases) -> None:
 
 
 def test_clients_are_served_and_taken_over_while_the_new_image_starts(
-        phases: Phases, sockdir: str, handler: str, server_factory: Callable[..., RunningServer]) -> None:
-    path = os.path.join(sockdir, "s")
-    server = _ipcserver(path, handler, phases, server_factory)
+        phases: Phases, served: Tuple[str, RunningServer]) -> None:
+    path, server = served
     pid = server.proc.pid
     before = _hold_connect(path)
     first = _child_pid(before)
@@ -96,7 +108,7 @@ def test_clients_are_served_and_taken_over_while_the_new_image_starts(
     assert all(_ppid(c) == stand_in for c in children)
     time.sleep(0.5)  # the exec lasts: what the new image reports below must show it
     phases.release("new-image")
-    assert wait_until(lambda: (_view(pid, "ipcserverd") or {}).get("generation") == 1, 30), server.log()
+    assert _upgraded(pid, "ipcserverd"), server.log()
     assert served_in < 2.0, f"{served_in:.3f} s to serve three clients during the exec"
     view = _view(pid, "ipcserverd")
     assert view is not None
@@ -119,17 +131,14 @@ def test_clients_are_served_and_taken_over_while_the_new_image_starts(
         assert after_held(s) == b"TERM\n", server.log()
     view = _view(pid, "ipcserverd")
     assert view is not None and sum(view["counters"]["exits"].values()) == 4  # type: ignore[index]
-    os.kill(pid, signal.SIGTERM)
-    assert server.proc.wait(20) == 0
+    _stop(server)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT],
                          ids=lambda s: signal.Signals(s).name)
 def test_a_signal_sent_during_the_exec_acts_on_the_stand_ins_connections_too(
-        sig: int, phases: Phases, sockdir: str, handler: str,
-        server_factory: Callable[..., RunningServer]) -> None:
-    path = os.path.join(sockdir, "s")
-    server = _ipcserver(path, handler, phases, server_factory)
+        sig: int, phases: Phases, served: Tuple[str, RunningServer]) -> None:
+    path, server = served
     pid = server.proc.pid
     before = _hold_connect(path)
     _child_pid(before)
@@ -143,23 +152,20 @@ def test_a_signal_sent_during_the_exec_acts_on_the_stand_ins_connections_too(
     if exits:
         assert server.proc.wait(20) == 0, server.log()
     else:
-        assert wait_until(lambda: (_view(pid, "ipcserverd") or {}).get("generation") == 1, 30), server.log()
+        assert _upgraded(pid, "ipcserverd"), server.log()
     assert after_held(before) == sees, server.log()
     assert after_held(during) == sees, server.log()
     if not exits:
-        os.kill(pid, signal.SIGTERM)
-        assert server.proc.wait(20) == 0
+        _stop(server)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGABRT, signal.SIGUSR2],
                          ids=lambda s: signal.Signals(s).name)
 def test_the_stand_in_ignores_what_is_the_daemons_to_do(
-        sig: int, phases: Phases, sockdir: str, handler: str,
-        server_factory: Callable[..., RunningServer]) -> None:
+        sig: int, phases: Phases, served: Tuple[str, RunningServer]) -> None:
     """Signals sent to the stand-in itself (a signal to the process group, ``pkill``) are not its to
     act on: it serves on, its connections untouched."""
-    path = os.path.join(sockdir, "s")
-    server = _ipcserver(path, handler, phases, server_factory)
+    path, server = served
     pid = server.proc.pid
     _during_the_exec(pid, phases)
     during = _hold_connect(path)
@@ -169,20 +175,18 @@ def test_the_stand_in_ignores_what_is_the_daemons_to_do(
     later = _hold_connect(path)
     assert _ppid(_child_pid(later)) == stand_in, "the stand-in stopped serving"
     phases.release("new-image")
-    assert wait_until(lambda: (_view(pid, "ipcserverd") or {}).get("generation") == 1, 30), server.log()
+    assert _upgraded(pid, "ipcserverd"), server.log()
     assert after_held(during) == b"alive\n" and after_held(later) == b"alive\n"
     assert _total(pid, "ipcserverd") == 2
-    os.kill(pid, signal.SIGTERM)
-    assert server.proc.wait(20) == 0
+    _stop(server)
 
 
 def test_sigterm_to_the_stand_in_stops_it_and_its_connections_are_still_taken_over(
-        phases: Phases, sockdir: str, handler: str, server_factory: Callable[..., RunningServer]) -> None:
+        phases: Phases, served: Tuple[str, RunningServer]) -> None:
     """systemd stopping a unit signals every process of its cgroup: a stand-in that gets SIGTERM
     stops accepting (clients wait in the backlog for the new image) and its report still reaches
     the new image."""
-    path = os.path.join(sockdir, "s")
-    server = _ipcserver(path, handler, phases, server_factory)
+    path, server = served
     pid = server.proc.pid
     _during_the_exec(pid, phases)
     during = _hold_connect(path)
@@ -197,20 +201,18 @@ def test_sigterm_to_the_stand_in_stops_it_and_its_connections_are_still_taken_ov
     waiting.settimeout(10)
     phases.release("new-image")
     assert _ppid(_child_pid(waiting)) == pid
-    assert wait_until(lambda: (_view(pid, "ipcserverd") or {}).get("generation") == 1, 30), server.log()
+    assert _upgraded(pid, "ipcserverd"), server.log()
     view = _view(pid, "ipcserverd")
     assert view is not None and child in [c["pid"] for c in view["children"]], server.log()  # type: ignore[attr-defined]
     assert _ppid(child) == pid
-    os.kill(pid, signal.SIGTERM)
-    assert server.proc.wait(20) == 0
+    _stop(server)
 
 
 def test_a_new_image_that_dies_leaves_no_stand_in_behind(
-        phases: Phases, sockdir: str, handler: str, server_factory: Callable[..., RunningServer]) -> None:
+        phases: Phases, served: Tuple[str, RunningServer]) -> None:
     """The new image exits before it takes over: the stand-in sees its end of the pair closed and
     exits at once; its connections go on (their children are init's, as a dead daemon's are)."""
-    path = os.path.join(sockdir, "s")
-    server = _ipcserver(path, handler, phases, server_factory)
+    path, server = served
     pid = server.proc.pid
     phases.die("new-image")
     _during_the_exec(pid, phases)
@@ -232,7 +234,7 @@ def test_an_orphan_of_a_connection_is_not_the_daemons_after_an_upgrade(
     server = server_factory([S6IPC, "ipcserver", "-1", path, "sh", "-c", "sleep 30 & echo $!"])
     pid = server.proc.pid
     os.kill(pid, signal.SIGUSR2)
-    assert wait_until(lambda: (_view(pid, "ipcserverd") or {}).get("generation") == 1, 30), server.log()
+    assert _upgraded(pid, "ipcserverd"), server.log()
     s = _hold_connect(path)
     orphan = _child_pid(s)
     s.close()
@@ -257,7 +259,7 @@ def test_tcpserver_serves_during_the_exec_and_takes_the_connections_over(
         stand_in = _ppid(child)
         assert stand_in != pid
         phases.release("new-image")
-        assert wait_until(lambda: (_view(pid, "tcpserver4d") or {}).get("generation") == 1, 30), server.log()
+        assert _upgraded(pid, "tcpserver4d"), server.log()
         view = _view(pid, "tcpserver4d")
         assert view is not None
         listed = {c["pid"]: c for c in view["children"]}  # type: ignore[attr-defined]

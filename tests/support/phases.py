@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 
-from .processes import wait_until
+from .processes import read_all, wait_until
 
 __all__ = ["SITECUSTOMIZE", "Phases", "process_state", "exited", "together", "after_held", "SERVER_OUTCOME"]
 
@@ -105,16 +105,7 @@ def after_held(sock: socket.socket) -> bytes:
         sock.sendall(b"alive\n")
     except OSError:
         pass
-    data = b""
-    while not data.endswith(b"alive\n"):
-        try:
-            chunk = sock.recv(100)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return read_all(sock, until=b"alive\n")
 
 
 #: ipcserverd/tcpserverd: (exits, what a connection from before sees afterwards)

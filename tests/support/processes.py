@@ -189,18 +189,18 @@ def request(path: str, data: bytes = b"", timeout: float = 10.0, bind: Optional[
         return read_all(s)
 
 
-def read_all(s: socket.socket) -> bytes:
-    """Everything the peer sends until EOF (a reset counts as EOF)."""
-    chunks = []
-    while True:
+def read_all(s: socket.socket, until: Optional[bytes] = None, data: bytes = b"") -> bytes:
+    """Everything the peer sends (after *data*, already read) until EOF — a reset counts as EOF —
+    or, with *until*, until what was read ends with it."""
+    while until is None or not data.endswith(until):
         try:
             chunk = s.recv(65536)
         except ConnectionResetError:
             break
         if not chunk:
             break
-        chunks.append(chunk)
-    return b"".join(chunks)
+        data += chunk
+    return data
 
 
 def env_of(output: bytes) -> dict:  # type: ignore[type-arg]
@@ -404,17 +404,8 @@ class Client:
 
     def rest(self) -> bytes:
         """Everything until EOF."""
-        data = self.buf
-        self.buf = b""
-        while True:
-            try:
-                chunk = self.sock.recv(4096)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
+        data, self.buf = self.buf, b""
+        return read_all(self.sock, data=data)
 
     def silent_for(self, seconds: float) -> bool:
         """True when nothing (not even EOF) arrives within *seconds*."""
