@@ -102,12 +102,12 @@ def test_a_pid_that_is_not_our_child_is_not_waited_for() -> None:
     assert got is None and "not a child of this process" in warnings[0]
 
 
-def _running_server(path: str) -> Server:
+def _running_server(path: str, verbosity: int = 1) -> Server:
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(16)
     listener.setblocking(False)
-    server = Server(ServerConfig(["sh", "-c", "echo hi; read x"]), Quiet(), Quiet(),
+    server = Server(ServerConfig(["sh", "-c", "echo hi; read x"], verbosity=verbosity), Quiet(), Quiet(),
                     listen_fd=listener.detach(), identity=UnixPeers(True))
     server.start()
     return server
@@ -173,3 +173,32 @@ def test_a_stand_in_the_state_names_is_checked_before_anything_is_said_to_it(nam
     assert got is None and heard == "" and adopted == 0
     assert len(lines) == 1 and lines[0].startswith("warning: ignoring the stand-in the handoff state"), lines
     assert why in lines[0]
+
+
+@pytest.mark.parametrize("how", ["limit", "eof", "told", "sigterm"])
+def test_a_stand_in_loop_ends_at_its_limit_at_eof_when_told_or_on_sigterm(tmp_path: str, how: str) -> None:
+    """Server.stand_in, in this process (forked child of the test): the loop it sets up ends
+    when its time is up, when the daemon's end is closed, when one byte arrives, or on SIGTERM —
+    and hears no other signal of the daemon's (SIGHUP is ignored: no handler runs, nothing dies)."""
+    path = os.path.join(str(tmp_path), "s")
+
+    def work() -> List[Any]:
+        server = _running_server(path, verbosity=2)  # the daemon's own lines would show
+        ours, theirs = socket.socketpair()
+        server.stand_in(theirs.detach(), 0.3 if how == "limit" else 30.0,
+                        (signal.SIGCHLD, signal.SIGTERM), (signal.SIGHUP,))
+        os.kill(os.getpid(), signal.SIGHUP)
+        if how == "eof":
+            ours.close()
+        elif how == "told":
+            ours.send(b"s")
+        elif how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        started = time.monotonic()
+        ending = server.serve()
+        return [time.monotonic() - started, ending.code, ending.exec_argv, server.log.lines]  # type: ignore[attr-defined]
+
+    took, code, argv, lines = in_child(work)
+    assert (code, argv) == (0, None) and took < (2.0 if how == "limit" else 0.5), took
+    assert took >= (0.25 if how == "limit" else 0.0)
+    assert not any("exiting" in line or "SIGTERM" in line for line in lines), lines
