@@ -68,6 +68,10 @@ VETTED = {
     ("daemon/lifecycle.py", "int(raw.get('upgrade_failures', 0))"), ("daemon/lifecycle.py", "float(pause)"),
     ("daemon/lifecycle.py", "float(last['at'])"),
     ("fdholder/life.py", "int(named[0])"), ("fdholder/life.py", "int(named[1])"),  # the guardian's pid, fd
+    ("serve/life.py", "int(named['pid'])"), ("serve/life.py", "int(named['fd'])"),  # the stand-in's pid, fd
+    ("daemon/lifecycle.py", "float(started)"),                      # last_upgrade.exec_ms
+    ("serve/standin.py", "float(stopped)"),                          # a JSON number, its type checked
+    ("base/libc.py", "int(on)"),                                     # a bool
     ("base/execution.py", "int(name)"),                              # /proc/self/fd names
     ("daemon/upgrade.py", "int(-timeout // 1)"),                     # a float
     ("daemon/lifecycle.py", "int(_signal.SIGUSR2)"),                 # a signal number

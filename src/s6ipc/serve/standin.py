@@ -51,6 +51,7 @@ import os
 import select
 
 from ..base.libc import child_subreaper, set_child_subreaper
+from ..base.options import INT_MAX, scan_magnitude
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import our_children
 
@@ -241,10 +242,18 @@ def report(raw: Dict[str, Any]) -> Dict[str, Any]:
         checked[key] = _count(counters[key])
     for key in ("refused", "exits"):
         checked[key] = {str(k): _count(v) for k, v in dict(counters[key]).items()}
-    children = {int(pid): peer for pid, peer in dict(raw["children"]).items()}
+    children = {_pid(pid): peer for pid, peer in dict(raw["children"]).items()}
     stopped = raw.get("stopped")
     return {"counters": checked, "children": children,
             "stopped": float(stopped) if isinstance(stopped, (int, float)) else None}
+
+
+def _pid(text: object) -> int:
+    """A pid of the report (a JSON object's key: a string of digits, as any peer's bytes, checked)."""
+    value = scan_magnitude(str(text), 10, INT_MAX)
+    if value is None or value < 1:
+        raise ValueError(f"a pid of {text!r}")
+    return value
 
 
 def _count(value: object) -> int:

@@ -45,7 +45,10 @@ def test_a_count_that_is_not_a_natural_number_is_refused(counters: Dict[str, Any
 
 
 @pytest.mark.parametrize("broken", [{}, {"counters": GOOD["counters"]}, {"children": {}},
-                                    {**GOOD, "children": {"x": {}}}, {**GOOD, "counters": []}])
+                                    {**GOOD, "children": {"x": {}}}, {**GOOD, "counters": []},
+                                    {**GOOD, "children": {"0": {}}}, {**GOOD, "children": {"-5": {}}},
+                                    {**GOOD, "children": {"9" * 5000: {}}},
+                                    {**GOOD, "children": {"\u0661": {}}}])
 def test_a_malformed_report_raises(broken: Dict[str, Any]) -> None:
     with pytest.raises((KeyError, TypeError, ValueError)):
         report(broken)
