@@ -27,7 +27,9 @@ What that means for us — one path for ipcserverd, tcpserverd (4d/6d/unified) a
    nothing to drain: their connections belong to the children), then its loop returns
    ``Ending(exec_argv=…)``. The library never execs.
 3. The program layer calls :meth:`Lifecycle.replace`, which blocks the held signals (and raises
-   again those the loop left unread in its self-pipe, so that none is lost), writes the
+   again those the loop left unread in its self-pipe, so that none is lost), forks the daemon's
+   *guard* with them blocked (the spawning servers' stand-in, which serves during the exec:
+   :mod:`s6ipc.serve.standin`; fdholderd's guardian: :mod:`s6ipc.fdholder.guardian`), writes the
    :class:`State` (a memfd), keeps the named descriptors and execs through the :class:`System`
    seam (the program gives it :func:`s6ipc.base.execution.exec_argv`).
 4. **One failure policy.** If the exec fails (the interpreter was removed, ENOMEM…), everything
