@@ -44,16 +44,16 @@ def target_pid(target: str) -> int:
 
 
 def line(document: Dict[str, Any]) -> str:
-    """``pid 4242 (ipcserverd): generation 3, s6ipc 0.1.0, pause 1.4 ms, exec 31.2 ms`` (the exec
-    when the daemon says it: not before this release)."""
+    """``pid 4242 (ipcserverd): generation 3, s6ipc 0.1.0, exec 31.2 ms, pause 1.4 ms`` (the exec
+    when the daemon says it: not before this release; the pause stays last, where a script that
+    read an earlier release's line finds it)."""
     last = document.get("last_upgrade") or {}
     pause, started = last.get("pause_ms"), last.get("exec_ms")
     shown = "unknown" if pause is None else f"{pause:.1f} ms"
-    if started is not None:
-        shown += f", exec {started:.1f} ms"
+    exec_part = "" if started is None else f"exec {started:.1f} ms, "
     get = document.get
     return (f"pid {get('pid')} ({get('program')}): generation {get('generation')}, "
-            f"s6ipc {get('version')}, pause {shown}\n")
+            f"s6ipc {get('version')}, {exec_part}pause {shown}\n")
 
 
 def _json(document: Dict[str, Any]) -> str:
