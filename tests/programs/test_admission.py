@@ -17,7 +17,7 @@ from typing import List
 
 import pytest
 
-from tests.programs.test_doc_examples import sh_blocks
+from tests.support.guides import sh_blocks
 from tests.support.processes import (
     S6IPC,
     RunningServer,

@@ -7,25 +7,14 @@ s6's (``s6ipc NAME`` → ``/usr/bin/s6-NAME``): the client prints the line and b
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 from typing import List
 
 import pytest
 
+from tests.support.guides import sh_blocks
 from tests.support.processes import S6IPC, run, stop_process, theirs, wait_until
-
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs")
-
-
-def sh_blocks(page: str, section: str) -> List[str]:
-    """The ```sh blocks of *section* (a ``## `` heading) of docs/PAGE, in order."""
-    with open(os.path.join(DOCS, page)) as f:
-        text = f.read()
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```sh\n(.*?)```", text[start:end if end >= 0 else None], re.S)
 
 
 def words(line: str, impl: str, path: str) -> List[str]:

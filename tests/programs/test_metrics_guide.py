@@ -7,57 +7,24 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 from typing import List, Tuple
 
 import pytest
 
+from tests.support.guides import run_guide, sh_blocks
 from tests.support.processes import scratch_dir
 from tests.support.restart_load import free_port
 
-DOC = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "metrics.md"
-)
-
 
 def blocks(section: str) -> List[str]:
-    with open(DOC) as f:
-        text = f.read()
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
+    return sh_blocks("metrics.md", section)
 
 
 def _run(script: str, there: str, timeout: float = 120) -> Tuple[int, str, str]:
-    """(exit code, stdout, stderr) of *script* run by ``bash -e``. Its output goes to files, not
-    pipes (a step that fails leaves the guide's background processes holding them); those
-    processes are killed afterwards by the pids the guide writes down."""
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
-    script = script.replace("/tmp/metrics-guide", there)
-    base = os.path.dirname(there)
-    with open(os.path.join(base, "out"), "w+") as out, open(os.path.join(base, "err"), "w+") as err:
-        try:
-            code = subprocess.run(
-                ["bash", "-xec", script], env=env, stdout=out, stderr=err, timeout=timeout
-            ).returncode
-        finally:
-            _kill_left(os.path.join(there, "pids"))
-        out.seek(0)
-        err.seek(0)
-        return code, out.read(), err.read()
-
-
-def _kill_left(pids: str) -> None:
-    if not os.path.exists(pids):
-        return
-    with open(pids) as f:
-        for pid in f.read().split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    """The guide's *script* with ``/tmp/metrics-guide`` moved to *there*."""
+    return run_guide(script.replace("/tmp/metrics-guide", there), os.path.dirname(there),
+                     os.path.join(there, "pids"), timeout)
 
 
 @pytest.mark.skipif(

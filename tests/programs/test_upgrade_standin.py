@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from s6ipc.daemon import liveview
-from tests.support.phases import SERVER_OUTCOME, Phases, after_held, exited
+from tests.support.phases import SERVER_OUTCOME, Phases, after_held, exited, handler_pid, parent_pid
 from tests.support.processes import S6IPC, RunningServer, wait_until
 from tests.support.tcp import TcpServer, connect
 
@@ -27,11 +27,6 @@ from tests.support.tcp import TcpServer, connect
 @pytest.fixture
 def phases(tmp_path: str) -> Iterator[Phases]:
     yield Phases(str(tmp_path))
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def _view(pid: int, kind: str) -> Optional[Dict[str, object]]:
@@ -51,27 +46,17 @@ def _stop(server: RunningServer) -> None:
     assert server.proc.wait(20) == 0, server.log()
 
 
-def _total(pid: int, kind: str) -> Optional[int]:
-    """The number of connections the live view of *pid* shows (None: no answer)."""
-    view = _view(pid, kind)
-    return None if view is None else int(view["connections"]["total"])  # type: ignore[index]
-
-
-def _hold_connect(path: str) -> socket.socket:
-    """A ``handler hold`` connection, once its child said its pid."""
+def _connect(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
     s.connect(path)
     return s
 
 
-def _child_pid(s: socket.socket) -> int:
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = s.recv(100)
-        assert chunk, "the connection ended before its child said its pid"
-        line += chunk
-    return int(line)
+def _total(pid: int, kind: str) -> Optional[int]:
+    """The number of connections the live view of *pid* shows (None: no answer)."""
+    view = _view(pid, kind)
+    return None if view is None else int(view["connections"]["total"])  # type: ignore[index]
 
 
 @pytest.fixture
@@ -93,19 +78,19 @@ def test_clients_are_served_and_taken_over_while_the_new_image_starts(
         phases: Phases, served: Tuple[str, RunningServer]) -> None:
     path, server = served
     pid = server.proc.pid
-    before = _hold_connect(path)
-    first = _child_pid(before)
+    before = _connect(path)
+    first = handler_pid(before)
     _during_the_exec(pid, phases)
     started = time.monotonic()
     during: List[socket.socket] = []
     children: List[int] = []
     for _ in range(3):  # the new image is held: only the stand-in can answer these
-        during.append(_hold_connect(path))
-        children.append(_child_pid(during[-1]))
+        during.append(_connect(path))
+        children.append(handler_pid(during[-1]))
     served_in = time.monotonic() - started
-    stand_in = _ppid(children[0])
-    assert stand_in != pid and _ppid(stand_in) == pid, server.log()
-    assert all(_ppid(c) == stand_in for c in children)
+    stand_in = parent_pid(children[0])
+    assert stand_in != pid and parent_pid(stand_in) == pid, server.log()
+    assert all(parent_pid(c) == stand_in for c in children)
     time.sleep(0.5)  # the exec lasts: what the new image reports below must show it
     phases.release("new-image")
     assert _upgraded(pid, "ipcserverd"), server.log()
@@ -115,7 +100,7 @@ def test_clients_are_served_and_taken_over_while_the_new_image_starts(
     listed = {c["pid"]: c for c in view["children"]}  # type: ignore[attr-defined]
     assert set(listed) == {first, *children}, server.log()
     assert all(listed[c]["uid"] == os.getuid() for c in children)
-    assert all(_ppid(c) == pid for c in children), "the stand-in's children are not the daemon's"
+    assert all(parent_pid(c) == pid for c in children), "the stand-in's children are not the daemon's"
     assert wait_until(lambda: exited(stand_in), 10) and not os.path.exists(f"/proc/{stand_in}"), \
         "the stand-in was not reaped"
     counters = view["counters"]
@@ -140,11 +125,11 @@ def test_a_signal_sent_during_the_exec_acts_on_the_stand_ins_connections_too(
         sig: int, phases: Phases, served: Tuple[str, RunningServer]) -> None:
     path, server = served
     pid = server.proc.pid
-    before = _hold_connect(path)
-    _child_pid(before)
+    before = _connect(path)
+    handler_pid(before)
     _during_the_exec(pid, phases)
-    during = _hold_connect(path)
-    _child_pid(during)
+    during = _connect(path)
+    handler_pid(during)
     os.kill(pid, sig)  # pending in the new image until its handlers exist
     time.sleep(0.05)
     phases.release("new-image")
@@ -168,12 +153,12 @@ def test_the_stand_in_ignores_what_is_the_daemons_to_do(
     path, server = served
     pid = server.proc.pid
     _during_the_exec(pid, phases)
-    during = _hold_connect(path)
-    stand_in = _ppid(_child_pid(during))
+    during = _connect(path)
+    stand_in = parent_pid(handler_pid(during))
     os.kill(stand_in, sig)
     time.sleep(0.1)
-    later = _hold_connect(path)
-    assert _ppid(_child_pid(later)) == stand_in, "the stand-in stopped serving"
+    later = _connect(path)
+    assert parent_pid(handler_pid(later)) == stand_in, "the stand-in stopped serving"
     phases.release("new-image")
     assert _upgraded(pid, "ipcserverd"), server.log()
     assert after_held(during) == b"alive\n" and after_held(later) == b"alive\n"
@@ -189,22 +174,22 @@ def test_sigterm_to_the_stand_in_stops_it_and_its_connections_are_still_taken_ov
     path, server = served
     pid = server.proc.pid
     _during_the_exec(pid, phases)
-    during = _hold_connect(path)
-    child = _child_pid(during)
-    stand_in = _ppid(child)
+    during = _connect(path)
+    child = handler_pid(during)
+    stand_in = parent_pid(child)
     os.kill(stand_in, signal.SIGTERM)
     assert wait_until(lambda: exited(stand_in), 10)
-    waiting = _hold_connect(path)  # in the backlog: nobody accepts until the new image serves
+    waiting = _connect(path)  # in the backlog: nobody accepts until the new image serves
     waiting.settimeout(0.3)
     with pytest.raises(socket.timeout):
         waiting.recv(100)
     waiting.settimeout(10)
     phases.release("new-image")
-    assert _ppid(_child_pid(waiting)) == pid
+    assert parent_pid(handler_pid(waiting)) == pid
     assert _upgraded(pid, "ipcserverd"), server.log()
     view = _view(pid, "ipcserverd")
     assert view is not None and child in [c["pid"] for c in view["children"]], server.log()  # type: ignore[attr-defined]
-    assert _ppid(child) == pid
+    assert parent_pid(child) == pid
     _stop(server)
 
 
@@ -216,8 +201,8 @@ def test_a_new_image_that_dies_leaves_no_stand_in_behind(
     pid = server.proc.pid
     phases.die("new-image")
     _during_the_exec(pid, phases)
-    during = _hold_connect(path)
-    stand_in = _ppid(_child_pid(during))
+    during = _connect(path)
+    stand_in = parent_pid(handler_pid(during))
     phases.release("new-image")
     assert server.proc.wait(20) == 111
     assert wait_until(lambda: not os.path.exists(f"/proc/{stand_in}") or exited(stand_in), 10), \
@@ -235,14 +220,14 @@ def test_an_orphan_of_a_connection_is_not_the_daemons_after_an_upgrade(
     pid = server.proc.pid
     os.kill(pid, signal.SIGUSR2)
     assert _upgraded(pid, "ipcserverd"), server.log()
-    s = _hold_connect(path)
-    orphan = _child_pid(s)
+    s = _connect(path)
+    orphan = handler_pid(s)
     s.close()
     try:
-        assert wait_until(lambda: _ppid(orphan) != pid and _ppid(orphan) != 0 and
+        assert wait_until(lambda: parent_pid(orphan) != pid and parent_pid(orphan) != 0 and
                           _total(pid, "ipcserverd") == 0, 10)
         time.sleep(0.2)
-        assert _ppid(orphan) != pid, "an orphan was re-parented to the daemon: it is still a subreaper"
+        assert parent_pid(orphan) != pid, "an orphan was re-parented to the daemon: it is still a subreaper"
     finally:
         os.kill(orphan, signal.SIGKILL)
 
@@ -255,8 +240,8 @@ def test_tcpserver_serves_during_the_exec_and_takes_the_connections_over(
         _during_the_exec(pid, phases)
         during = connect(server.port)
         during.settimeout(10)
-        child = _child_pid(during)
-        stand_in = _ppid(child)
+        child = handler_pid(during)
+        stand_in = parent_pid(child)
         assert stand_in != pid
         phases.release("new-image")
         assert _upgraded(pid, "tcpserver4d"), server.log()
@@ -264,7 +249,7 @@ def test_tcpserver_serves_during_the_exec_and_takes_the_connections_over(
         assert view is not None
         listed = {c["pid"]: c for c in view["children"]}  # type: ignore[attr-defined]
         assert child in listed and listed[child]["ip"] == "127.0.0.1", listed
-        assert _ppid(child) == pid
+        assert parent_pid(child) == pid
         os.kill(pid, signal.SIGHUP)
         assert wait_until(lambda: _total(pid, "tcpserver4d") == 0, 10)
         assert after_held(during) == b"TERM\n"

@@ -7,38 +7,18 @@ the stand-in's connection going on (SIGTERM leaves handlers alone, as s6-ipcserv
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
-from typing import Tuple
 
 import pytest
 
 from s6ipc.daemon import liveview
-from tests.support.phases import Phases, after_held, exited
+from tests.support.phases import Phases, after_held, exited, hold_connection, parent_pid
 from tests.support.processes import S6IPC, wait_until
 from tests.support.s6 import Scan, write_service
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/bin/s6-svscan", os.X_OK),
                                 reason="Debian's s6 is not installed (apt-get install s6)")
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def _served(path: str) -> Tuple[socket.socket, int]:
-    """A ``handler hold`` connection and its handler's pid."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(path)
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = s.recv(100)
-        assert chunk, "the connection ended before its handler said its pid"
-        line += chunk
-    return s, int(line)
 
 
 def test_the_stand_in_serves_under_s6_supervise_and_svc_d_during_the_exec_loses_nothing(
@@ -56,21 +36,21 @@ def test_the_stand_in_serves_under_s6_supervise_and_svc_d_during_the_exec_loses_
     phases.hold("new-image")
     scan.svc("-2", "up")
     assert phases.reached("new-image") == pid
-    first, child = _served(path)
-    stand_in = _ppid(child)
-    assert stand_in != pid and _ppid(stand_in) == pid
+    first, child = hold_connection(path)
+    stand_in = parent_pid(child)
+    assert stand_in != pid and parent_pid(stand_in) == pid
     assert scan.svstat("up") == ["true", "true", str(pid)]
     phases.release("new-image")
     assert wait_until(lambda: liveview.query(pid, "ipcserverd", timeout=5)["generation"] == 1, 30)
-    assert _ppid(child) == pid and wait_until(lambda: not os.path.exists(f"/proc/{stand_in}"), 10)
+    assert parent_pid(child) == pid and wait_until(lambda: not os.path.exists(f"/proc/{stand_in}"), 10)
     assert scan.svstat("up") == ["true", "true", str(pid)]
 
     # 2. s6-svc -2 then s6-svc -d while the new image starts: down, no stand-in left, handlers alive
     phases.hold("new-image")
     scan.svc("-2", "up")
     assert phases.reached("new-image") == pid
-    second, child2 = _served(path)
-    stand_in = _ppid(child2)
+    second, child2 = hold_connection(path)
+    stand_in = parent_pid(child2)
     scan.svc("-d", "up")
     time.sleep(0.1)
     phases.release("new-image")

@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from typing import Tuple
 
 from .processes import read_all, wait_until
 
-__all__ = ["SITECUSTOMIZE", "Phases", "process_state", "exited", "together", "after_held", "SERVER_OUTCOME"]
+__all__ = ["SITECUSTOMIZE", "Phases", "process_state", "exited", "together", "after_held", "SERVER_OUTCOME",
+           "parent_pid", "handler_pid", "hold_connection"]
 
 SITECUSTOMIZE = '''\
 import os
@@ -115,3 +117,27 @@ SERVER_OUTCOME = {
     signal.SIGABRT: (True, b""),
     signal.SIGHUP: (False, b"TERM\n"),
 }
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of process *pid* (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def handler_pid(sock: socket.socket) -> int:
+    """The pid a ``handler hold`` connection's handler says first (its line)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(100)
+        assert chunk, "the connection ended before its handler said its pid"
+        line += chunk
+    return int(line)
+
+
+def hold_connection(path: str) -> Tuple[socket.socket, int]:
+    """A ``handler hold`` connection to the AF_UNIX socket *path*, and its handler's pid."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock, handler_pid(sock)

@@ -8,13 +8,11 @@ too) stops the unit at once, cleanly."""
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import time
-from typing import Tuple
 
 from tests.support import systemd_manager as sdmanager
-from tests.support.phases import Phases
+from tests.support.phases import Phases, hold_connection, parent_pid
 from tests.support.processes import S6IPC, wait_until
 
 UNIT = """[Unit]
@@ -26,23 +24,6 @@ ExecStart={command}
 ExecReload={s6ipc} upgrade -t 60000 $MAINPID
 TimeoutStopSec=30s
 """
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def _served(path: str) -> Tuple[socket.socket, int]:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(path)
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = s.recv(100)
-        assert chunk, "the connection ended before its handler said its pid"
-        line += chunk
-    return s, int(line)
 
 
 def test_reload_with_a_stand_in_then_stop_during_the_exec(user_manager: sdmanager.UserManager,
@@ -60,21 +41,21 @@ def test_reload_with_a_stand_in_then_stop_during_the_exec(user_manager: sdmanage
     phases.hold("new-image")
     m.systemctl("reload", "--no-block", "up.service")
     assert phases.reached("new-image") == main
-    held, child = _served(path)
-    stand_in = _ppid(child)
-    assert stand_in != main and _ppid(stand_in) == main
+    held, child = hold_connection(path)
+    stand_in = parent_pid(child)
+    assert stand_in != main and parent_pid(stand_in) == main
     assert m.state("up.service").startswith("reloading"), m.state("up.service")
     phases.release("new-image")
     assert wait_until(lambda: m.state("up.service") == "active/running", 30), m.log()
     assert int(m.prop("up.service", "MainPID")) == main and m.prop("up.service", "NRestarts") == "0"
-    assert _ppid(child) == main
+    assert parent_pid(child) == main
     held.close()
 
     phases.hold("new-image")
     m.systemctl("reload", "--no-block", "up.service")
     assert phases.reached("new-image") == main
-    during, child = _served(path)
-    stand_in = _ppid(child)
+    during, child = hold_connection(path)
+    stand_in = parent_pid(child)
     started = time.monotonic()
     m.systemctl("stop", "--no-block", "up.service")
     time.sleep(0.2)
