@@ -50,7 +50,7 @@ import errno
 import os
 import select
 
-from ..base.libc import child_subreaper, set_child_subreaper
+from ..base.libc import child_subreaper, libc, set_child_subreaper
 from ..base.options import INT_MAX, scan_magnitude
 from ..base.typeshim import NamedTuple
 from ..daemon.lifecycle import our_children
@@ -160,6 +160,8 @@ def take_back(stand_in: StandIn, warn: Any, timeout: float = REPORT_TIMEOUT) -> 
         return None
     chunks: List[bytes] = []
     problem: Optional[str] = None
+    if not stand_in.subreaper:
+        libc()  # ctypes loaded while the stand-in still serves: not in the pause, after it stops
     channel = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
     try:
         channel.send(_STOP, _socket.MSG_NOSIGNAL)
