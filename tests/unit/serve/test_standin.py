@@ -54,7 +54,7 @@ def test_a_malformed_report_raises(broken: Dict[str, Any]) -> None:
         report(broken)
 
 
-def _fake(behaviour: str) -> StandIn:
+def _fake(behaviour: str, said: Dict[str, Any] = GOOD) -> StandIn:
     """A child that plays a stand-in: ``answer`` (reads the byte, writes GOOD), ``die`` (exit 3
     without a word), ``hang`` (never answers), ``lie`` (writes what is not JSON)."""
     ours, theirs = socket.socketpair()
@@ -66,7 +66,7 @@ def _fake(behaviour: str) -> StandIn:
         if behaviour == "die":
             os._exit(3)
         theirs.recv(1)
-        theirs.sendall(json.dumps(GOOD).encode() if behaviour == "answer" else b"{not json")
+        theirs.sendall(json.dumps(said).encode() if behaviour == "answer" else b"{not json")
         os._exit(0)
     theirs.close()
     return StandIn(pid, ours.detach(), False)
@@ -205,3 +205,33 @@ def test_a_stand_in_loop_ends_at_its_limit_at_eof_when_told_or_on_sigterm(tmp_pa
     assert (code, argv) == (0, None) and took < (2.0 if how == "limit" else 0.5), took
     assert took >= (0.25 if how == "limit" else 0.0)
     assert not any("exiting" in line or "SIGTERM" in line for line in lines), lines
+
+
+def test_what_a_stand_in_did_is_added_to_the_counters_the_table_and_the_admission_counts() -> None:
+    """ServerLife.take_back: the stand-in's counters are added to the server's (unknown reasons
+    ignored), its children go into the table with their peers and into -A's per-gid live counts,
+    so a gidconn= limit counts the connections the stand-in accepted."""
+    from s6ipc.serve.admission import Admission, UidSources, parse_limits
+    from s6ipc.serve.peers import UnixPeer
+
+    said = {"counters": {"accepted": 3, "spawned": 2, "refused": {"access": 1, "nonsense": 9},
+                         "exits": {"ok": 1}},
+            "children": {"4242": [1000, 100]}, "stopped": 5.0}
+
+    def work() -> List[Any]:
+        server = Server(ServerConfig(["true"]), Quiet(), Quiet(), identity=UnixPeers(True))
+        server.admission = Admission(parse_limits(["gidconn=1"], False), UidSources(),  # type: ignore[arg-type]
+                                     Quiet(), lambda: 50.0)
+        server.accepted, server.spawned = 10, 9
+        server.refusals["access"] = 1
+        stopped = ServerLife(server, ours=list).take_back(_fake("answer", said))
+        return [stopped, server.accepted, server.spawned, server.refusals, server.exits["ok"],
+                {str(k): v.to_state() for k, v in server.children.peers.items()},
+                server.admission.admit(UnixPeer(1001, 100, True)), server.log.lines]  # type: ignore[attr-defined]
+
+    stopped, accepted, spawned, refusals, ok, children, admitted, lines = in_child(work)
+    assert (stopped, accepted, spawned, ok) == (5.0, 13, 11, 1)
+    assert refusals["access"] == 2 and "nonsense" not in refusals
+    assert children == {"4242": [1000, 100]}
+    assert admitted == "prefix", "gid 100 is at its gidconn=1 with the stand-in's connection"
+    assert lines == []
