@@ -25,16 +25,15 @@ from ..base.errors import SystemFailure
 from ..base.typeshim import NamedTuple
 from ..daemon.counters import read_counts
 from ..daemon.lifecycle import our_children, process_ages
-from . import standin
 from .loop import EXIT_OUTCOMES, REFUSAL_REASONS, Server
 from .peers import Peer, PeerIdentity
-from .standin import StandIn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
     from .admission import Admission
+    from .standin import StandIn
 
     Ages = Callable[[Iterable[int]], Dict[int, Optional[float]]]
     Children = Callable[[Iterable[int]], List[int]]
@@ -144,8 +143,10 @@ class ServerLife:
         """Just before the exec, the daemon's signals blocked (*mask*: the mask before): fork the
         stand-in that serves during it; returns what takes it back if the exec fails. Raises
         :class:`SystemFailure` (``fork a stand-in``): the upgrade goes on without one."""
+        from .standin import fork_stand_in  # only when upgrading: a daemon's start does not pay for it
+
         try:
-            stand_in = standin.fork_stand_in(self.server, mask)
+            stand_in = fork_stand_in(self.server, mask)
         except OSError as e:
             raise SystemFailure("fork a stand-in", e.errno or errno.EIO) from None
         self.stand_in = stand_in
@@ -163,6 +164,7 @@ class ServerLife:
         named = state.get("stand_in")
         if named is None:
             return None
+        from .standin import StandIn
         try:
             stand_in = StandIn(int(named["pid"]), int(named["fd"]), bool(named["subreaper"]))
             if not stat.S_ISSOCK(os.fstat(stand_in.fd).st_mode):
@@ -176,6 +178,8 @@ class ServerLife:
 
     def take_back(self, stand_in: StandIn) -> Optional[float]:
         """Stop *stand_in*, add what it did; returns when it stopped accepting (None: not said)."""
+        from . import standin
+
         server = self.server
         raw = standin.take_back(stand_in, server.log.warn)
         if raw is None:
